@@ -1,0 +1,351 @@
+//! Products and truncation.
+//!
+//! Products use Beaver's method with dealer triples: open the masked operands
+//! `E = X − A`, `F = Y − B`, then `XY = C + E·B + A·F + E·F` is linear in the
+//! shares. A `*_raw` product carries `2f` fractional bits (or `f` when one
+//! operand is an integer such as a comparison bit); the plain name truncates
+//! back to `f` bits with [`Session::trunc`].
+
+use crate::dealer::{Material, Request};
+use crate::error::{MpcError, Result, check_len};
+use crate::ring;
+use crate::session::{Session, expect_triple};
+use crate::share::Share;
+
+/// A fixed weight prepared for repeated products: its mask `B` is opened once
+/// as `F = W − B` when the model is loaded, so each later product opens only
+/// the activation side. `Debug` shows only the shape.
+#[derive(Clone)]
+pub struct MaskedWeight {
+    id: u32,
+    k: usize,
+    n: usize,
+    /// `F = W − B`, public to both parties.
+    f: Vec<u64>,
+    /// `B_i + [i = 0]·F`: the matrix this party multiplies `E` by.
+    eb: Vec<u64>,
+}
+
+impl std::fmt::Debug for MaskedWeight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MaskedWeight(id {}, {}x{})", self.id, self.k, self.n)
+    }
+}
+
+impl MaskedWeight {
+    /// Rows (input features).
+    pub fn rows(&self) -> usize {
+        self.k
+    }
+    /// Columns (output features).
+    pub fn cols(&self) -> usize {
+        self.n
+    }
+    /// The identifier the dealer knows the mask by.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+}
+
+impl Session<'_> {
+    /// Elementwise product without truncation: `z = x·y` at the sum of the operands' scales.
+    ///
+    /// Rounds 1; sends `16n` bytes per party; dealer: one triple (`8n` bytes to party 1).
+    /// Exact in the ring.
+    pub fn mul_raw(&mut self, x: &Share, y: &Share) -> Result<Share> {
+        let n = x.len();
+        check_len("mul", "rhs", y.len(), n)?;
+        let (a, b, c) = expect_triple("mul", self.take("mul", Request::Triple { n })?)?;
+        let mut msg = ring::sub(x.as_slice(), &a);
+        msg.extend(ring::sub(y.as_slice(), &b));
+        let other = self.exchange("mul", &msg)?;
+        let ef = ring::add(&msg, &other);
+        let (e, f) = ef.split_at(n);
+        let p0 = self.is_p0();
+        let z = (0..n)
+            .map(|i| {
+                let mut z = c[i]
+                    .wrapping_add(e[i].wrapping_mul(b[i]))
+                    .wrapping_add(f[i].wrapping_mul(a[i]));
+                if p0 {
+                    z = z.wrapping_add(e[i].wrapping_mul(f[i]));
+                }
+                z
+            })
+            .collect();
+        Ok(Share::new(z))
+    }
+
+    /// Fixed-point elementwise product `x·y`.
+    ///
+    /// Rounds 2 (product, truncation); sends `16n + ⌈n/8⌉` bytes per party.
+    /// Error ≤ 1 ulp for `|x·y| < 2^(62−2f)`.
+    pub fn mul(&mut self, x: &Share, y: &Share) -> Result<Share> {
+        let z = self.mul_raw(x, y)?;
+        self.trunc(&z, self.frac_bits())
+    }
+
+    /// Elementwise square without truncation (scale `2f`).
+    ///
+    /// Rounds 1; sends `8n` bytes per party; dealer: one square pair (`8n` bytes to party 1).
+    pub fn square_raw(&mut self, x: &Share) -> Result<Share> {
+        let n = x.len();
+        let (a, _, c) = expect_triple("square", self.take("square", Request::Square { n })?)?;
+        let e_mine = ring::sub(x.as_slice(), &a);
+        let other = self.exchange("square", &e_mine)?;
+        let e = ring::add(&e_mine, &other);
+        let p0 = self.is_p0();
+        let z = (0..n)
+            .map(|i| {
+                let mut z = c[i].wrapping_add(e[i].wrapping_mul(a[i]).wrapping_mul(2));
+                if p0 {
+                    z = z.wrapping_add(e[i].wrapping_mul(e[i]));
+                }
+                z
+            })
+            .collect();
+        Ok(Share::new(z))
+    }
+
+    /// Fixed-point square. Rounds 2; sends `8n + ⌈n/8⌉` bytes per party.
+    pub fn square(&mut self, x: &Share) -> Result<Share> {
+        let z = self.square_raw(x)?;
+        self.trunc(&z, self.frac_bits())
+    }
+
+    /// Product of two secret matrices, `x` (m×k) · `y` (k×n), without truncation.
+    ///
+    /// Rounds 1; sends `8(mk + kn)` bytes per party; dealer: one matrix triple
+    /// (`8mn` bytes to party 1). Local work: two m×k×n ring matmuls.
+    pub fn matmul_raw(
+        &mut self,
+        x: &Share,
+        y: &Share,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Share> {
+        check_len("matmul", "lhs", x.len(), m * k)?;
+        check_len("matmul", "rhs", y.len(), k * n)?;
+        let (a, b, c) = expect_triple("matmul", self.take("matmul", Request::MatMul { m, k, n })?)?;
+        let mut msg = ring::sub(x.as_slice(), &a);
+        msg.extend(ring::sub(y.as_slice(), &b));
+        let other = self.exchange("matmul", &msg)?;
+        let ef = ring::add(&msg, &other);
+        let (e, f) = ef.split_at(m * k);
+        // z = c + e·(b + [p0]·f) + a·f
+        let mut rhs = b;
+        if self.is_p0() {
+            ring::add_assign(&mut rhs, f);
+        }
+        let mut z = c;
+        ring::matmul_acc(e, &rhs, &mut z, m, k, n);
+        ring::matmul_acc(&a, f, &mut z, m, k, n);
+        Ok(Share::new(z))
+    }
+
+    /// Fixed-point matrix product. Rounds 2; sends `8(mk + kn) + ⌈mn/8⌉` bytes per party.
+    pub fn matmul(&mut self, x: &Share, y: &Share, m: usize, k: usize, n: usize) -> Result<Share> {
+        let z = self.matmul_raw(x, y, m, k, n)?;
+        self.trunc(&z, self.frac_bits())
+    }
+
+    /// Prepare the weight `w` (k×n, this party's share) for repeated products:
+    /// take its mask `B` from the dealer and open `F = W − B`.
+    ///
+    /// Once per model load: rounds 1; sends `8kn` bytes per party; no dealer bytes.
+    pub fn mask_weight(&mut self, id: u32, w: &Share, k: usize, n: usize) -> Result<MaskedWeight> {
+        check_len("mask_weight", "weight", w.len(), k * n)?;
+        let b = match self.take("mask_weight", Request::WeightMask { id, k, n })? {
+            Material::WeightMask { b } => b,
+            other => {
+                return Err(MpcError::OutOfStep {
+                    op: "mask_weight",
+                    needed: "weight-mask".into(),
+                    found: format!("{other:?}"),
+                });
+            }
+        };
+        let f_mine = ring::sub(w.as_slice(), &b);
+        let other = self.exchange("mask_weight", &f_mine)?;
+        let f = ring::add(&f_mine, &other);
+        let mut eb = b;
+        if self.is_p0() {
+            ring::add_assign(&mut eb, &f);
+        }
+        Ok(MaskedWeight { id, k, n, f, eb })
+    }
+
+    /// `x` (m×k) times a masked weight (k×n), without truncation:
+    /// `X·W = E·(B + F) + A·F + C` with only `E = X − A` opened.
+    ///
+    /// Rounds 1; sends `8mk` bytes per party; dealer: `A` from the seed and
+    /// `C = A·B` (`8mn` bytes to party 1). Local work: two m×k×n ring matmuls.
+    pub fn weight_matmul_raw(&mut self, x: &Share, m: usize, w: &MaskedWeight) -> Result<Share> {
+        let (k, n) = (w.k, w.n);
+        check_len("weight_matmul", "activation", x.len(), m * k)?;
+        let req = Request::WeightMatMul { id: w.id, m, k, n };
+        let (a, _, c) = expect_triple("weight_matmul", self.take("weight_matmul", req)?)?;
+        let e_mine = ring::sub(x.as_slice(), &a);
+        let other = self.exchange("weight_matmul", &e_mine)?;
+        let e = ring::add(&e_mine, &other);
+        let mut z = c;
+        ring::matmul_acc(&e, &w.eb, &mut z, m, k, n);
+        ring::matmul_acc(&a, &w.f, &mut z, m, k, n);
+        Ok(Share::new(z))
+    }
+
+    /// Fixed-point product with a masked weight. Rounds 2; sends `8mk + ⌈mn/8⌉` bytes per party.
+    pub fn weight_matmul(&mut self, x: &Share, m: usize, w: &MaskedWeight) -> Result<Share> {
+        let z = self.weight_matmul_raw(x, m, w)?;
+        self.trunc(&z, self.frac_bits())
+    }
+
+    /// Scale each row `i` of `x` (rows×cols) by the secret `v_i`, without truncation.
+    ///
+    /// Rounds 1; sends `8(rows·cols + rows)` bytes per party; dealer: a row-broadcast
+    /// triple (`8·rows·cols` bytes to party 1).
+    pub fn mul_rows_raw(
+        &mut self,
+        x: &Share,
+        v: &Share,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Share> {
+        check_len("mul_rows", "matrix", x.len(), rows * cols)?;
+        check_len("mul_rows", "row scales", v.len(), rows)?;
+        let (a, b, c) = expect_triple(
+            "mul_rows",
+            self.take("mul_rows", Request::RowScale { rows, cols })?,
+        )?;
+        let mut msg = ring::sub(x.as_slice(), &a);
+        msg.extend(ring::sub(v.as_slice(), &b));
+        let other = self.exchange("mul_rows", &msg)?;
+        let ef = ring::add(&msg, &other);
+        let (e, f) = ef.split_at(rows * cols);
+        let p0 = self.is_p0();
+        let mut z = c;
+        for i in 0..rows {
+            for j in 0..cols {
+                let idx = i * cols + j;
+                let mut t = e[idx]
+                    .wrapping_mul(b[i])
+                    .wrapping_add(a[idx].wrapping_mul(f[i]));
+                if p0 {
+                    t = t.wrapping_add(e[idx].wrapping_mul(f[i]));
+                }
+                z[idx] = z[idx].wrapping_add(t);
+            }
+        }
+        Ok(Share::new(z))
+    }
+
+    /// Arithmetic shift right by `s` bits of a shared signed value: `⌊x / 2^s⌋`, possibly minus one.
+    ///
+    /// Method (SiRNN/Cheetah "known MSB"): party 0 adds the public offset 2^62,
+    /// so `x' = x + 2^62` lies in `[0, 2^63)`. Then the shares wrap modulo 2^64
+    /// exactly when `msb(x'₀) OR msb(x'₁)`, an AND of two private bits computed
+    /// with one dealer bit-triple: each party sends its msb XOR a random bit.
+    /// Each party shifts its share locally and subtracts `w·2^(64−s)` for the
+    /// shared wrap bit `w`; party 0 removes the offset.
+    ///
+    /// Rounds 1; sends `⌈n/8⌉` bytes per party (one bit per element); dealer:
+    /// `8n` bytes to party 1.
+    ///
+    /// Accuracy: the result is `⌊x/2^s⌋ − c` with `c ∈ {0, 1}` (the carry of the
+    /// discarded low bits): at most one ulp below. It never fails
+    /// catastrophically while `|x| < 2^62`; outside that range it is wrong,
+    /// which the operators' documented domains exclude. (Local SecureML
+    /// truncation would instead be wrong by 2^(64−s) with probability about
+    /// 2^(ℓ+1−64) per element: for a million truncations per image that is a
+    /// wrong answer every few hundred images. Here that probability is 0.)
+    pub fn trunc(&mut self, x: &Share, s: u32) -> Result<Share> {
+        assert!((1..64).contains(&s), "trunc: shift {s} outside 1..64");
+        let n = x.len();
+        let (mine, c) = match self.take("trunc", Request::Wrap { n })? {
+            Material::Wrap { bits, c } => (bits, c),
+            other => {
+                return Err(MpcError::OutOfStep {
+                    op: "trunc",
+                    needed: "wrap".into(),
+                    found: format!("{other:?}"),
+                });
+            }
+        };
+        const OFFSET: u64 = 1 << 62;
+        let p0 = self.is_p0();
+        let xp: Vec<u64> = if p0 {
+            x.as_slice()
+                .iter()
+                .map(|v| v.wrapping_add(OFFSET))
+                .collect()
+        } else {
+            x.as_slice().to_vec()
+        };
+        let msb: Vec<u64> = xp.iter().map(|v| v >> 63).collect();
+        let masked: Vec<u64> = msb.iter().zip(&mine).map(|(m, r)| m ^ *r as u64).collect();
+        let other = self.exchange_bits("trunc", &masked, 1)?;
+        let (u, v) = if p0 {
+            (&masked, &other)
+        } else {
+            (&other, &masked)
+        };
+        let out = (0..n)
+            .map(|i| {
+                let (u, v, r) = (u[i], v[i], mine[i] as u64);
+                let su = 1u64.wrapping_sub(2 * u);
+                let sv = 1u64.wrapping_sub(2 * v);
+                // share of m0·m1 with m0 = u ⊕ a, m1 = v ⊕ b
+                let prod = if p0 {
+                    (u & v)
+                        .wrapping_add(r.wrapping_mul(su).wrapping_mul(v))
+                        .wrapping_add(su.wrapping_mul(sv).wrapping_mul(c[i]))
+                } else {
+                    u.wrapping_mul(r)
+                        .wrapping_mul(sv)
+                        .wrapping_add(su.wrapping_mul(sv).wrapping_mul(c[i]))
+                };
+                let w = msb[i].wrapping_sub(prod);
+                let mut y = (xp[i] >> s).wrapping_sub(w << (64 - s));
+                if p0 {
+                    y = y.wrapping_sub(OFFSET >> s);
+                }
+                y
+            })
+            .collect();
+        Ok(Share::new(out))
+    }
+
+    /// `x · scale` for a public real `scale`, where `x` carries `f + extra`
+    /// fractional bits and the result carries `f`: the scaling is folded into
+    /// the truncation (multiply by `round(scale·2^t)`, shift by `extra + t`).
+    ///
+    /// Rounds 1; sends `⌈n/8⌉` bytes per party. Error ≤ 1 ulp plus the
+    /// relative error `2^−t·|x|/|scale|` of the encoded scale (t chosen so
+    /// the encoded factor has at least 20 significant bits).
+    /// Domain: `|x·scale|·2^(f+extra+t) < 2^62` before the shift.
+    pub fn trunc_scaled(&mut self, x: &Share, extra: u32, scale: f64) -> Result<Share> {
+        assert!(
+            scale > 0.0 && scale.is_finite(),
+            "trunc_scaled: scale {scale}"
+        );
+        let (k, t) = scale_factor(scale);
+        let y = if k == 1 { x.clone() } else { x.scale_int(k) };
+        if extra + t == 0 {
+            return Ok(y);
+        }
+        self.trunc(&y, extra + t)
+    }
+}
+
+/// `(k, t)` with `k / 2^t ≈ scale` and `k` an integer of at least 20 significant
+/// bits (exact, with `k = 1`, when `scale` is a power of two ≤ 1).
+pub(crate) fn scale_factor(scale: f64) -> (u64, u32) {
+    let lg = scale.log2();
+    if lg.fract() == 0.0 && lg <= 0.0 {
+        return (1, (-lg) as u32);
+    }
+    let t = (20.0 - lg.floor()).max(0.0) as u32;
+    let k = (scale * (2f64).powi(t as i32)).round() as u64;
+    (k, t)
+}

@@ -1,0 +1,141 @@
+//! Comparison, ReLU and maximum.
+//!
+//! Method: function secret sharing with a dealer (a distributed comparison
+//! function, [`crate::dcf`]). For `x` with `|x| < 2^(ℓ−1)` (ℓ = `bits`), reduce
+//! the shares modulo 2^ℓ (local) and open `ĉ = x + r mod 2^ℓ` under the dealer's
+//! mask `r`. With `y = x + 2^(ℓ−1)` (so `[x ≥ 0] = msb_ℓ(y)`) and `ŷ = ĉ + 2^(ℓ−1)`:
+//!
+//! `msb(y) = msb(ŷ) ⊕ msb(r) ⊕ [ŷ_low < r_low]`  (low = the other ℓ−1 bits).
+//!
+//! The dealer's DCF key outputs shares of `(1 − 2·msb(r))·[ŷ_low < r_low]`,
+//! which added to shares of `msb(r)` is `msb(r) ⊕ borrow`; the XOR with the
+//! public `msb(ŷ)` is then local. One opening serves several thresholds
+//! `t`: `[x ≥ t]` is the same evaluation at `ĉ − t` with the same key.
+//!
+//! Rounds 1; sends `⌈n·ℓ/8⌉` bytes per party. Dealer: `(ℓ−1)·24 + ⌈(ℓ−1)/4⌉ + 8`
+//! bytes of DCF correction words per element to each party, plus `8n` to
+//! party 1. Exact for `|x − t| < 2^(ℓ−1)` (in ulps).
+
+use crate::dcf;
+use crate::dealer::{Material, Request, low_mask};
+use crate::error::{MpcError, Result};
+use crate::session::Session;
+use crate::share::Share;
+
+impl Session<'_> {
+    /// Shares (0/1 integers, not fixed point) of `[x ≥ t]` for each public
+    /// threshold `t` (raw ring values, for example `encode(0.5)`), one share
+    /// of length `n` per threshold. See the module doc for cost and domain.
+    pub fn ge_thresholds(
+        &mut self,
+        x: &Share,
+        thresholds: &[u64],
+        bits: u32,
+    ) -> Result<Vec<Share>> {
+        assert!((2..=64).contains(&bits), "compare: {bits} bits");
+        let n = x.len();
+        let (r, r_msb, roots, cws) = match self.take("compare", Request::Compare { n, bits })? {
+            Material::Compare {
+                r,
+                r_msb,
+                roots,
+                cws,
+            } => (r, r_msb, roots, cws),
+            other => {
+                return Err(MpcError::OutOfStep {
+                    op: "compare",
+                    needed: "compare".into(),
+                    found: format!("{other:?}"),
+                });
+            }
+        };
+        let mask = low_mask(bits);
+        let masked: Vec<u64> = x
+            .as_slice()
+            .iter()
+            .zip(&r)
+            .map(|(v, r)| v.wrapping_add(*r) & mask)
+            .collect();
+        let other = self.exchange_bits("compare", &masked, bits)?;
+        let party = self.party().index();
+        let half = 1u64 << (bits - 1);
+        let low = low_mask(bits - 1);
+        let p0 = self.is_p0();
+        let out = thresholds
+            .iter()
+            .map(|t| {
+                let v = (0..n)
+                    .map(|i| {
+                        let c = masked[i].wrapping_add(other[i]) & mask;
+                        let y = c.wrapping_sub(*t).wrapping_add(half) & mask;
+                        let top = y >> (bits - 1);
+                        let z =
+                            r_msb[i].wrapping_add(dcf::eval(party, &roots[i], &cws[i], y & low));
+                        // b = top ⊕ z = top + (1 − 2·top)·z
+                        let mut b = if top == 1 { z.wrapping_neg() } else { z };
+                        if p0 {
+                            b = b.wrapping_add(top);
+                        }
+                        b
+                    })
+                    .collect();
+                Share::new(v)
+            })
+            .collect();
+        Ok(out)
+    }
+
+    /// Shares of the bit `[x ≥ 0]` (integers 0/1). Rounds 1; see the module doc.
+    pub fn ge_zero(&mut self, x: &Share, bits: u32) -> Result<Share> {
+        Ok(self.ge_thresholds(x, &[0], bits)?.remove(0))
+    }
+
+    /// `ReLU(x) = x·[x ≥ 0]`.
+    ///
+    /// Rounds 2 (comparison, then bit × value product, which needs no
+    /// truncation); sends `⌈n·ℓ/8⌉ + 16n` bytes per party. Exact for
+    /// `|x| < 2^(ℓ−1)` ulps (ℓ = `bits`; with f = 16 and ℓ = 32, `|x| < 32768`).
+    pub fn relu(&mut self, x: &Share, bits: u32) -> Result<Share> {
+        let b = self.ge_zero(x, bits)?;
+        self.mul_raw(&b, x)
+    }
+
+    /// Elementwise `max(x, y) = y + ReLU(x − y)`. Rounds 2; exact for `|x − y| < 2^(ℓ−1)` ulps.
+    pub fn max_pair(&mut self, x: &Share, y: &Share, bits: u32) -> Result<Share> {
+        let d = x.sub(y);
+        Ok(y.add(&self.relu(&d, bits)?))
+    }
+
+    /// Maximum of each row of `x` (rows×cols) by a pairwise tree.
+    ///
+    /// Rounds `2·⌈log2 cols⌉`; sends about `(cols − 1)·rows·(ℓ/8 + 16)` bytes
+    /// per party in total. Exact for pairwise differences below 2^(ℓ−1) ulps.
+    pub fn row_max(&mut self, x: &Share, rows: usize, cols: usize, bits: u32) -> Result<Share> {
+        crate::error::check_len("row_max", "matrix", x.len(), rows * cols)?;
+        let mut cur = x.as_slice().to_vec();
+        let mut width = cols;
+        while width > 1 {
+            let half = width / 2;
+            let mut lhs = Vec::with_capacity(rows * half);
+            let mut rhs = Vec::with_capacity(rows * half);
+            for r in 0..rows {
+                lhs.extend_from_slice(&cur[r * width..r * width + half]);
+                rhs.extend_from_slice(&cur[r * width + half..r * width + 2 * half]);
+            }
+            let m = self
+                .max_pair(&Share::new(lhs), &Share::new(rhs), bits)?
+                .into_vec();
+            let next_width = width - half;
+            let mut next = Vec::with_capacity(rows * next_width);
+            for r in 0..rows {
+                next.extend_from_slice(&m[r * half..(r + 1) * half]);
+                if width % 2 == 1 {
+                    next.push(cur[r * width + width - 1]);
+                }
+            }
+            cur = next;
+            width = next_width;
+        }
+        Ok(Share::new(cur))
+    }
+}

@@ -1,0 +1,289 @@
+//! Distributed comparison functions (Boyle et al., EUROCRYPT 2021, Fig. 3).
+//!
+//! A DCF key pair for `(α, β)` over `n`-bit inputs lets each party evaluate
+//! locally, at any public `x`, a share of `f(x) = β · [x < α]` in Z_2^64.
+//! Neither key alone reveals anything about `α` or `β`.
+//!
+//! Construction: a GGM-style tree of depth `n` over 128-bit seeds; the PRG
+//! `G(s)` is fixed-key AES-128 in Matyas–Meyer–Oseas mode (three blocks per
+//! node: left seed, right seed, and the two 64-bit value words). Each level
+//! carries one correction word of 16 + 8 bytes and two control bits; the key
+//! of party `b` is its root seed plus the `n + 1` correction words, which are
+//! the same for both parties.
+//!
+//! Cost: `Gen` is 6·n AES blocks per key, `Eval` is 3·n AES blocks per point.
+//! Key material: 16 bytes of root seed (drawn from the party's own PRG stream,
+//! so it is never sent) plus `n·24 + ⌈2n/8⌉ + 8` bytes of correction words,
+//! sent to both parties.
+
+use aes::Aes128;
+use aes::cipher::{BlockEncrypt, KeyInit, generic_array::GenericArray};
+use std::sync::OnceLock;
+
+/// A 128-bit DCF seed.
+pub type Block = [u8; 16];
+
+fn cipher() -> &'static Aes128 {
+    static C: OnceLock<Aes128> = OnceLock::new();
+    C.get_or_init(|| {
+        // A fixed, public key: the construction only needs a fixed random permutation.
+        Aes128::new(&GenericArray::from(*b"mpcvit dcf prg k"))
+    })
+}
+
+/// One tree node's expansion: seeds, values and control bits for both children.
+struct Expanded {
+    s: [Block; 2],
+    v: [u64; 2],
+    t: [u8; 2],
+}
+
+fn expand(seed: &Block) -> Expanded {
+    let mut blocks = [GenericArray::from(*seed); 3];
+    for (i, b) in blocks.iter_mut().enumerate() {
+        b[0] ^= i as u8;
+    }
+    let inputs = blocks;
+    cipher().encrypt_blocks(&mut blocks);
+    let mut out = [[0u8; 16]; 3];
+    for i in 0..3 {
+        for j in 0..16 {
+            out[i][j] = blocks[i][j] ^ inputs[i][j];
+        }
+    }
+    let t = [out[0][0] & 1, out[1][0] & 1];
+    out[0][0] &= 0xfe;
+    out[1][0] &= 0xfe;
+    Expanded {
+        s: [out[0], out[1]],
+        v: [
+            u64::from_le_bytes(out[2][..8].try_into().expect("8 bytes")),
+            u64::from_le_bytes(out[2][8..].try_into().expect("8 bytes")),
+        ],
+        t,
+    }
+}
+
+fn convert(s: &Block) -> u64 {
+    u64::from_le_bytes(s[..8].try_into().expect("8 bytes"))
+}
+
+fn xor(a: &Block, b: &Block) -> Block {
+    let mut o = [0u8; 16];
+    for i in 0..16 {
+        o[i] = a[i] ^ b[i];
+    }
+    o
+}
+
+fn sign(t: u8) -> u64 {
+    if t == 0 { 1 } else { u64::MAX }
+}
+
+/// The correction words of one key, shared by both parties. `Debug` is opaque.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DcfCorrections {
+    bits: u32,
+    seeds: Vec<Block>,
+    values: Vec<u64>,
+    /// Per level: bit 0 = t_L correction, bit 1 = t_R correction.
+    tbits: Vec<u8>,
+    last: u64,
+}
+
+impl std::fmt::Debug for DcfCorrections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DcfCorrections(<{} levels>)", self.bits)
+    }
+}
+
+impl DcfCorrections {
+    /// Bytes of one serialised key's correction words for `bits`-bit inputs.
+    pub fn wire_len(bits: u32) -> usize {
+        bits as usize * 24 + (2 * bits as usize).div_ceil(8) + 8
+    }
+
+    /// Serialise (appending to `out`).
+    pub fn write(&self, out: &mut Vec<u8>) {
+        for s in &self.seeds {
+            out.extend_from_slice(s);
+        }
+        for v in &self.values {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        let mut packed = vec![0u8; (2 * self.bits as usize).div_ceil(8)];
+        for (i, t) in self.tbits.iter().enumerate() {
+            packed[(2 * i) / 8] |= t << ((2 * i) % 8);
+        }
+        out.extend_from_slice(&packed);
+        out.extend_from_slice(&self.last.to_le_bytes());
+    }
+
+    /// Parse one key's correction words from the front of `bytes` (exactly [`Self::wire_len`] bytes).
+    pub fn read(bits: u32, bytes: &[u8]) -> Option<DcfCorrections> {
+        if bytes.len() != Self::wire_len(bits) {
+            return None;
+        }
+        let n = bits as usize;
+        let seeds = (0..n)
+            .map(|i| bytes[16 * i..16 * i + 16].try_into().expect("16 bytes"))
+            .collect();
+        let base = 16 * n;
+        let values = (0..n)
+            .map(|i| {
+                u64::from_le_bytes(bytes[base + 8 * i..base + 8 * i + 8].try_into().expect("8"))
+            })
+            .collect();
+        let base = 24 * n;
+        let tbits = (0..n)
+            .map(|i| (bytes[base + (2 * i) / 8] >> ((2 * i) % 8)) & 3)
+            .collect();
+        let base = base + (2 * n).div_ceil(8);
+        let last = u64::from_le_bytes(bytes[base..base + 8].try_into().expect("8"));
+        Some(DcfCorrections {
+            bits,
+            seeds,
+            values,
+            tbits,
+            last,
+        })
+    }
+
+    /// Correction words of the right size, all zero (used when recording a plan).
+    pub fn placeholder(bits: u32) -> DcfCorrections {
+        DcfCorrections {
+            bits,
+            seeds: vec![[0; 16]; bits as usize],
+            values: vec![0; bits as usize],
+            tbits: vec![0; bits as usize],
+            last: 0,
+        }
+    }
+}
+
+/// Generate the correction words for `f(x) = β·[x < α]` on `bits`-bit inputs,
+/// given the two parties' root seeds.
+pub fn generate(bits: u32, alpha: u64, beta: u64, root0: &Block, root1: &Block) -> DcfCorrections {
+    assert!((1..=64).contains(&bits), "dcf: {bits} input bits");
+    let mut s = [*root0, *root1];
+    let mut t = [0u8, 1u8];
+    let mut v_alpha = 0u64;
+    let n = bits as usize;
+    let mut cw = DcfCorrections {
+        bits,
+        seeds: Vec::with_capacity(n),
+        values: Vec::with_capacity(n),
+        tbits: Vec::with_capacity(n),
+        last: 0,
+    };
+    for i in 0..n {
+        let a = ((alpha >> (n - 1 - i)) & 1) as usize;
+        let e = [expand(&s[0]), expand(&s[1])];
+        let (keep, lose) = (a, 1 - a);
+        let s_cw = xor(&e[0].s[lose], &e[1].s[lose]);
+        let sg = sign(t[1]);
+        let mut v_cw = sg.wrapping_mul(
+            e[1].v[lose]
+                .wrapping_sub(e[0].v[lose])
+                .wrapping_sub(v_alpha),
+        );
+        if lose == 0 {
+            v_cw = v_cw.wrapping_add(sg.wrapping_mul(beta));
+        }
+        v_alpha = v_alpha
+            .wrapping_sub(e[1].v[keep])
+            .wrapping_add(e[0].v[keep])
+            .wrapping_add(sg.wrapping_mul(v_cw));
+        let t_cw = [
+            e[0].t[0] ^ e[1].t[0] ^ a as u8 ^ 1,
+            e[0].t[1] ^ e[1].t[1] ^ a as u8,
+        ];
+        for b in 0..2 {
+            s[b] = if t[b] == 1 {
+                xor(&e[b].s[keep], &s_cw)
+            } else {
+                e[b].s[keep]
+            };
+            t[b] = e[b].t[keep] ^ (t[b] & t_cw[keep]);
+        }
+        cw.seeds.push(s_cw);
+        cw.values.push(v_cw);
+        cw.tbits.push(t_cw[0] | (t_cw[1] << 1));
+    }
+    cw.last = sign(t[1]).wrapping_mul(
+        convert(&s[1])
+            .wrapping_sub(convert(&s[0]))
+            .wrapping_sub(v_alpha),
+    );
+    cw
+}
+
+/// Party `party`'s share of `β·[x < α]` at the public point `x` (low `bits` bits used).
+pub fn eval(party: usize, root: &Block, cw: &DcfCorrections, x: u64) -> u64 {
+    let n = cw.bits as usize;
+    let mut s = *root;
+    let mut t = party as u8;
+    let mut v = 0u64;
+    let sg = if party == 0 { 1u64 } else { u64::MAX };
+    for i in 0..n {
+        let mut e = expand(&s);
+        if t == 1 {
+            e.s[0] = xor(&e.s[0], &cw.seeds[i]);
+            e.s[1] = xor(&e.s[1], &cw.seeds[i]);
+            e.t[0] ^= cw.tbits[i] & 1;
+            e.t[1] ^= cw.tbits[i] >> 1;
+        }
+        let side = ((x >> (n - 1 - i)) & 1) as usize;
+        let add = e.v[side].wrapping_add(if t == 1 { cw.values[i] } else { 0 });
+        v = v.wrapping_add(sg.wrapping_mul(add));
+        s = e.s[side];
+        t = e.t[side];
+    }
+    let add = convert(&s).wrapping_add(if t == 1 { cw.last } else { 0 });
+    v.wrapping_add(sg.wrapping_mul(add))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_sum_to_step_function() {
+        let r0 = [3u8; 16];
+        let mut r1 = [9u8; 16];
+        for (bits, alpha) in [
+            (1u32, 1u64),
+            (5, 0),
+            (5, 17),
+            (5, 31),
+            (12, 1000),
+            (63, 1 << 40),
+        ] {
+            r1[1] = bits as u8;
+            let beta = 0xdead_beef_u64;
+            let cw = generate(bits, alpha, beta, &r0, &r1);
+            let mut bytes = Vec::new();
+            cw.write(&mut bytes);
+            assert_eq!(bytes.len(), DcfCorrections::wire_len(bits));
+            let cw = DcfCorrections::read(bits, &bytes).unwrap();
+            let max = if bits >= 12 { 4096 } else { 1u64 << bits };
+            let mut xs: Vec<u64> = (0..max.min(64)).collect();
+            xs.extend([
+                alpha.wrapping_sub(1),
+                alpha,
+                alpha + 1,
+                (1u64 << (bits - 1)) * 2 - 1,
+            ]);
+            for x in xs {
+                let x = if bits == 64 {
+                    x
+                } else {
+                    x & ((1u64 << bits) - 1)
+                };
+                let y = eval(0, &r0, &cw, x).wrapping_add(eval(1, &r1, &cw, x));
+                let want = if x < alpha { beta } else { 0 };
+                assert_eq!(y, want, "bits {bits} alpha {alpha} x {x}");
+            }
+        }
+    }
+}

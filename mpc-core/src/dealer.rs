@@ -1,0 +1,576 @@
+//! Correlated randomness: what operators ask for, how the dealer makes it, and
+//! how a party receives it.
+//!
+//! **Vocabulary.** Each operator asks for a [`Request`] (a kind and a shape);
+//! the answer is a [`Material`] holding this party's half of the correlation.
+//!
+//! **Seed trick (CrypTen's TTP provider).** The dealer shares one ChaCha seed
+//! with each party. Every random component is drawn from the owner's stream
+//! by [`draw`], in the same order on the dealer and on the party, so it never
+//! travels. Only what cannot be random is sent: party 1's half of each
+//! product (`c₁ = a·b − c₀`, a *correction*) and the DCF correction words
+//! (to both parties). Party 0 therefore receives nothing but its seed for
+//! every arithmetic correlation, which halves dealer traffic.
+//!
+//! **Offline/online.** A program's requests depend only on public shapes, so
+//! they are recorded once ([`Recorder`]) as a plan; the dealer answers the
+//! plan ahead of time ([`Dealer::deal`]), each party expands the answers into
+//! a [`Pool`] ([`MaterialGen::expand`]), and the online run takes from the
+//! pool. An empty pool or an item of the wrong kind is a typed error
+//! ([`MpcError::PoolExhausted`], [`MpcError::OutOfStep`]), never a fallback.
+
+use crate::dcf::{self, Block, DcfCorrections};
+use crate::error::{MpcError, Result};
+use crate::prg::{Prg, Seed};
+use crate::ring;
+use crate::share::Party;
+use std::collections::{HashMap, VecDeque};
+
+/// One request for correlated randomness: a kind and a public shape.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Request {
+    /// Elementwise Beaver triples: `a`, `b`, `c = a·b`, each `n` long.
+    Triple {
+        /// Elements.
+        n: usize,
+    },
+    /// Square pairs: `a`, `c = a²`.
+    Square {
+        /// Elements.
+        n: usize,
+    },
+    /// Matrix triple: `A` (m×k), `B` (k×n), `C = A·B`.
+    MatMul {
+        /// Rows of A.
+        m: usize,
+        /// Inner dimension.
+        k: usize,
+        /// Columns of B.
+        n: usize,
+    },
+    /// Row-broadcast triple: `A` (rows×cols), `b` (rows), `C_ij = A_ij·b_i`.
+    RowScale {
+        /// Rows.
+        rows: usize,
+        /// Columns.
+        cols: usize,
+    },
+    /// The mask `B` (k×n) of a fixed weight, drawn once per model load.
+    WeightMask {
+        /// The weight's identifier, unique within a model.
+        id: u32,
+        /// Rows of the weight.
+        k: usize,
+        /// Columns of the weight.
+        n: usize,
+    },
+    /// A fresh `A` (m×k) and `C = A·B` for a weight masked earlier by [`Request::WeightMask`].
+    WeightMatMul {
+        /// The weight's identifier.
+        id: u32,
+        /// Rows of the activation.
+        m: usize,
+        /// Rows of the weight.
+        k: usize,
+        /// Columns of the weight.
+        n: usize,
+    },
+    /// For truncation: party 0 holds random bits `a`, party 1 bits `b`, both hold shares of `a·b`.
+    Wrap {
+        /// Elements.
+        n: usize,
+    },
+    /// For comparison on `bits`-bit inputs: a mask `r` (shared mod 2^bits), shares of
+    /// `msb(r)`, and a DCF key for `(1 − 2·msb(r))·[x < r mod 2^(bits−1)]`.
+    Compare {
+        /// Elements.
+        n: usize,
+        /// Input width in bits (2..=64).
+        bits: u32,
+    },
+}
+
+impl Request {
+    /// Short name for errors and reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Triple { .. } => "triple",
+            Request::Square { .. } => "square",
+            Request::MatMul { .. } => "matmul",
+            Request::RowScale { .. } => "rowscale",
+            Request::WeightMask { .. } => "weight-mask",
+            Request::WeightMatMul { .. } => "weight-matmul",
+            Request::Wrap { .. } => "wrap",
+            Request::Compare { .. } => "compare",
+        }
+    }
+
+    /// Bytes the dealer sends to `party` for this request.
+    pub fn dealer_bytes(&self, party: Party) -> usize {
+        let p1 = party == Party::P1;
+        match *self {
+            Request::Triple { n } | Request::Square { n } | Request::Wrap { n } => {
+                if p1 {
+                    8 * n
+                } else {
+                    0
+                }
+            }
+            Request::MatMul { m, n, .. } | Request::WeightMatMul { m, n, .. } => {
+                if p1 {
+                    8 * m * n
+                } else {
+                    0
+                }
+            }
+            Request::RowScale { rows, cols } => {
+                if p1 {
+                    8 * rows * cols
+                } else {
+                    0
+                }
+            }
+            Request::WeightMask { .. } => 0,
+            Request::Compare { n, bits } => {
+                n * DcfCorrections::wire_len(bits - 1) + if p1 { 8 * n } else { 0 }
+            }
+        }
+    }
+}
+
+/// One party's half of a correlation. `Debug` shows only the kind.
+#[derive(Clone)]
+pub enum Material {
+    /// See [`Request::Triple`] (also used for [`Request::Square`] with `b` empty).
+    Triple {
+        /// Share of `a`.
+        a: Vec<u64>,
+        /// Share of `b`.
+        b: Vec<u64>,
+        /// Share of `c`.
+        c: Vec<u64>,
+    },
+    /// See [`Request::WeightMask`].
+    WeightMask {
+        /// Share of the mask `B`.
+        b: Vec<u64>,
+    },
+    /// See [`Request::Wrap`].
+    Wrap {
+        /// This party's own random bits (`a` for party 0, `b` for party 1).
+        bits: Vec<u8>,
+        /// Share of `a·b`.
+        c: Vec<u64>,
+    },
+    /// See [`Request::Compare`].
+    Compare {
+        /// Share of the mask `r` (mod 2^bits).
+        r: Vec<u64>,
+        /// Share of `msb(r)` in Z_2^64.
+        r_msb: Vec<u64>,
+        /// This party's DCF root seeds.
+        roots: Vec<Block>,
+        /// DCF correction words (identical for both parties).
+        cws: Vec<DcfCorrections>,
+    },
+}
+
+impl std::fmt::Debug for Material {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            Material::Triple { .. } => "triple",
+            Material::WeightMask { .. } => "weight-mask",
+            Material::Wrap { .. } => "wrap",
+            Material::Compare { .. } => "compare",
+        };
+        write!(f, "Material::{kind}(<secret>)")
+    }
+}
+
+/// Draw from `prg` every component of `req` that `party` generates itself,
+/// leaving the corrected parts zero. The dealer calls this for both parties
+/// with its copies of their streams; a party calls it with its own stream.
+/// Both therefore consume each stream in exactly the same order.
+pub fn draw(req: &Request, party: Party, prg: &mut Prg) -> Material {
+    let own_c = |prg: &mut Prg, n: usize| {
+        if party == Party::P0 {
+            prg.u64s(n)
+        } else {
+            vec![0; n]
+        }
+    };
+    match *req {
+        Request::Triple { n } => Material::Triple {
+            a: prg.u64s(n),
+            b: prg.u64s(n),
+            c: own_c(prg, n),
+        },
+        Request::Square { n } => Material::Triple {
+            a: prg.u64s(n),
+            b: Vec::new(),
+            c: own_c(prg, n),
+        },
+        Request::MatMul { m, k, n } => Material::Triple {
+            a: prg.u64s(m * k),
+            b: prg.u64s(k * n),
+            c: own_c(prg, m * n),
+        },
+        Request::RowScale { rows, cols } => Material::Triple {
+            a: prg.u64s(rows * cols),
+            b: prg.u64s(rows),
+            c: own_c(prg, rows * cols),
+        },
+        Request::WeightMask { k, n, .. } => Material::WeightMask { b: prg.u64s(k * n) },
+        Request::WeightMatMul { m, k, n, .. } => Material::Triple {
+            a: prg.u64s(m * k),
+            b: Vec::new(),
+            c: own_c(prg, m * n),
+        },
+        Request::Wrap { n } => Material::Wrap {
+            bits: prg.bits(n),
+            c: own_c(prg, n),
+        },
+        Request::Compare { n, bits } => {
+            let mask = low_mask(bits);
+            Material::Compare {
+                r: prg.u64s(n).into_iter().map(|x| x & mask).collect(),
+                r_msb: own_c(prg, n),
+                roots: (0..n).map(|_| prg.block()).collect(),
+                cws: Vec::new(),
+            }
+        }
+    }
+}
+
+/// `2^bits − 1` (all ones for 64).
+pub fn low_mask(bits: u32) -> u64 {
+    if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    }
+}
+
+fn words(bytes: &[u8]) -> Vec<u64> {
+    bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect()
+}
+
+fn bytes_of(words: &[u64]) -> Vec<u8> {
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// What the dealer sends for one request: a message for each party (often empty for party 0).
+#[derive(Clone, Default)]
+pub struct Dealt {
+    /// Message for party 0.
+    pub to_p0: Vec<u8>,
+    /// Message for party 1.
+    pub to_p1: Vec<u8>,
+}
+
+impl std::fmt::Debug for Dealt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Dealt(<{} + {} secret bytes>)",
+            self.to_p0.len(),
+            self.to_p1.len()
+        )
+    }
+}
+
+/// The trusted dealer: holds both parties' seeds, never sees inputs or weights.
+#[derive(Debug)]
+pub struct Dealer {
+    prg: [Prg; 2],
+    /// Full weight masks `B = B₀ + B₁`, by weight id.
+    masks: HashMap<u32, (usize, usize, Vec<u64>)>,
+}
+
+impl Dealer {
+    /// A dealer sharing `seed0` with party 0 and `seed1` with party 1.
+    pub fn new(seed0: &Seed, seed1: &Seed) -> Self {
+        Dealer {
+            prg: [Prg::new(seed0), Prg::new(seed1)],
+            masks: HashMap::new(),
+        }
+    }
+
+    /// Answer one request: party 1's correction and any words both parties need.
+    pub fn deal(&mut self, req: &Request) -> Result<Dealt> {
+        let m0 = draw(req, Party::P0, &mut self.prg[0]);
+        let m1 = draw(req, Party::P1, &mut self.prg[1]);
+        let correction = |full_c: Vec<u64>, c0: &[u64]| Dealt {
+            to_p0: Vec::new(),
+            to_p1: bytes_of(&ring::sub(&full_c, c0)),
+        };
+        Ok(match (req, m0, m1) {
+            (
+                Request::Triple { .. },
+                Material::Triple {
+                    a: a0,
+                    b: b0,
+                    c: c0,
+                },
+                Material::Triple { a: a1, b: b1, .. },
+            ) => correction(ring::mul(&ring::add(&a0, &a1), &ring::add(&b0, &b1)), &c0),
+            (
+                Request::Square { .. },
+                Material::Triple { a: a0, c: c0, .. },
+                Material::Triple { a: a1, .. },
+            ) => {
+                let a = ring::add(&a0, &a1);
+                correction(ring::mul(&a, &a), &c0)
+            }
+            (
+                Request::MatMul { m, k, n },
+                Material::Triple {
+                    a: a0,
+                    b: b0,
+                    c: c0,
+                },
+                Material::Triple { a: a1, b: b1, .. },
+            ) => correction(
+                ring::matmul(&ring::add(&a0, &a1), &ring::add(&b0, &b1), *m, *k, *n),
+                &c0,
+            ),
+            (
+                Request::RowScale { cols, .. },
+                Material::Triple {
+                    a: a0,
+                    b: b0,
+                    c: c0,
+                },
+                Material::Triple { a: a1, b: b1, .. },
+            ) => {
+                let a = ring::add(&a0, &a1);
+                let b = ring::repeat_rows(&ring::add(&b0, &b1), *cols);
+                correction(ring::mul(&a, &b), &c0)
+            }
+            (
+                Request::WeightMask { id, k, n },
+                Material::WeightMask { b: b0 },
+                Material::WeightMask { b: b1 },
+            ) => {
+                self.masks.insert(*id, (*k, *n, ring::add(&b0, &b1)));
+                Dealt::default()
+            }
+            (
+                Request::WeightMatMul { id, m, k, n },
+                Material::Triple { a: a0, c: c0, .. },
+                Material::Triple { a: a1, .. },
+            ) => {
+                let (mk, mn, b) = self
+                    .masks
+                    .get(id)
+                    .ok_or_else(|| MpcError::Dealer(format!("weight {id} was never masked")))?;
+                if (*mk, *mn) != (*k, *n) {
+                    return Err(MpcError::Dealer(format!(
+                        "weight {id} is {mk}x{mn}, request says {k}x{n}"
+                    )));
+                }
+                correction(ring::matmul(&ring::add(&a0, &a1), b, *m, *k, *n), &c0)
+            }
+            (
+                Request::Wrap { .. },
+                Material::Wrap { bits: a, c: c0 },
+                Material::Wrap { bits: b, .. },
+            ) => {
+                let ab: Vec<u64> = a.iter().zip(&b).map(|(x, y)| (x & y) as u64).collect();
+                correction(ab, &c0)
+            }
+            (
+                Request::Compare { bits, .. },
+                Material::Compare {
+                    r: r0,
+                    r_msb: m0,
+                    roots: s0,
+                    ..
+                },
+                Material::Compare {
+                    r: r1, roots: s1, ..
+                },
+            ) => {
+                let bits = *bits;
+                let mask = low_mask(bits);
+                let mut to_both = Vec::new();
+                let mut msb = Vec::with_capacity(r0.len());
+                for i in 0..r0.len() {
+                    let r = r0[i].wrapping_add(r1[i]) & mask;
+                    let top = (r >> (bits - 1)) & 1;
+                    let alpha = r & low_mask(bits - 1);
+                    let beta = 1u64.wrapping_sub(2 * top);
+                    dcf::generate(bits - 1, alpha, beta, &s0[i], &s1[i]).write(&mut to_both);
+                    msb.push(top);
+                }
+                let mut to_p1 = to_both.clone();
+                to_p1.extend(bytes_of(&ring::sub(&msb, &m0)));
+                Dealt {
+                    to_p0: to_both,
+                    to_p1,
+                }
+            }
+            _ => unreachable!("draw returns the material kind of its request"),
+        })
+    }
+}
+
+/// A party's side of the dealer: expands its seed and the dealer's messages into [`Material`].
+#[derive(Debug)]
+pub struct MaterialGen {
+    party: Party,
+    prg: Prg,
+}
+
+impl MaterialGen {
+    /// The generator of `party`, sharing `seed` with the dealer.
+    pub fn new(party: Party, seed: &Seed) -> Self {
+        MaterialGen {
+            party,
+            prg: Prg::new(seed),
+        }
+    }
+
+    /// This party's material for `req`, given the dealer's message to this party.
+    pub fn expand(&mut self, req: &Request, msg: &[u8]) -> Result<Material> {
+        let expected = req.dealer_bytes(self.party);
+        if msg.len() != expected {
+            return Err(MpcError::Dealer(format!(
+                "{}: message of {} bytes, expected {expected}",
+                req.kind(),
+                msg.len()
+            )));
+        }
+        let mut m = draw(req, self.party, &mut self.prg);
+        let p1 = self.party == Party::P1;
+        match (&mut m, req) {
+            (Material::Compare { r_msb, cws, .. }, Request::Compare { n, bits }) => {
+                let per = DcfCorrections::wire_len(bits - 1);
+                for i in 0..*n {
+                    let cw = DcfCorrections::read(bits - 1, &msg[i * per..(i + 1) * per])
+                        .expect("length checked above");
+                    cws.push(cw);
+                }
+                if p1 {
+                    *r_msb = words(&msg[n * per..]);
+                }
+            }
+            (Material::Triple { c, .. }, _) | (Material::Wrap { c, .. }, _) if p1 => {
+                *c = words(msg);
+            }
+            _ => {}
+        }
+        Ok(m)
+    }
+}
+
+/// Where operators take their correlated randomness from.
+pub trait CorrelationSource: Send {
+    /// The next material, which must answer `req`.
+    fn take(&mut self, op: &'static str, req: Request) -> Result<Material>;
+}
+
+/// Preprocessed material, consumed in order.
+#[derive(Debug, Default)]
+pub struct Pool {
+    items: VecDeque<(Request, Material)>,
+}
+
+impl Pool {
+    /// An empty pool.
+    pub fn new() -> Self {
+        Pool::default()
+    }
+
+    /// Append preprocessed material for `req`.
+    pub fn push(&mut self, req: Request, m: Material) {
+        self.items.push_back((req, m));
+    }
+
+    /// Items left.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True when nothing is left.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Expand a whole plan with the dealer's messages for this party.
+    pub fn preprocess(
+        generator: &mut MaterialGen,
+        plan: &[Request],
+        msgs: &[Vec<u8>],
+    ) -> Result<Pool> {
+        if plan.len() != msgs.len() {
+            return Err(MpcError::Dealer(format!(
+                "{} dealer messages for a plan of {} requests",
+                msgs.len(),
+                plan.len()
+            )));
+        }
+        let mut pool = Pool::new();
+        for (req, msg) in plan.iter().zip(msgs) {
+            let m = generator.expand(req, msg)?;
+            pool.push(req.clone(), m);
+        }
+        Ok(pool)
+    }
+}
+
+impl CorrelationSource for Pool {
+    fn take(&mut self, op: &'static str, req: Request) -> Result<Material> {
+        match self.items.front() {
+            None => Err(MpcError::PoolExhausted {
+                op,
+                needed: format!("{req:?}"),
+            }),
+            Some((r, _)) if *r != req => Err(MpcError::OutOfStep {
+                op,
+                needed: format!("{req:?}"),
+                found: format!("{r:?}"),
+            }),
+            Some(_) => Ok(self.items.pop_front().expect("front exists").1),
+        }
+    }
+}
+
+/// Records a program's requests and hands out placeholder material of the
+/// right shape, so the program can run once without a dealer to learn its plan.
+#[derive(Debug)]
+pub struct Recorder {
+    party: Party,
+    plan: Vec<Request>,
+    prg: Prg,
+}
+
+impl Recorder {
+    /// A recorder for `party`.
+    pub fn new(party: Party) -> Self {
+        Recorder {
+            party,
+            plan: Vec::new(),
+            prg: Prg::new(&Seed::from_bytes([0; 32])),
+        }
+    }
+
+    /// The requests seen so far, in order.
+    pub fn into_plan(self) -> Vec<Request> {
+        self.plan
+    }
+}
+
+impl CorrelationSource for Recorder {
+    fn take(&mut self, _op: &'static str, req: Request) -> Result<Material> {
+        let mut m = draw(&req, self.party, &mut self.prg);
+        if let (Material::Compare { cws, r, .. }, Request::Compare { bits, .. }) = (&mut m, &req) {
+            *cws = vec![DcfCorrections::placeholder(bits - 1); r.len()];
+        }
+        self.plan.push(req);
+        Ok(m)
+    }
+}

@@ -1,0 +1,44 @@
+//! # mpc-core
+//!
+//! Two-party secure computation over the ring Z_2^64 with fixed-point
+//! encoding and a trusted dealer of correlated randomness: the protocol layer
+//! of mpcvit. Pure code: no async runtime, no network, no files. Everything
+//! talks to the peer through the [`Channel`] trait.
+//!
+//! - [`ring`], [`fixed`]: the ring and the fixed-point encoding (`f` fractional bits).
+//! - [`share`]: additive shares; [`prg`]: seeds and ChaCha streams.
+//! - [`channel`]: the link, an in-memory pair, a counting wrapper.
+//! - [`dealer`]: the vocabulary of correlations, the dealer (PRG-seed trick),
+//!   the party-side expansion and the preprocessed [`Pool`].
+//! - [`dcf`]: distributed comparison functions for one-round comparisons.
+//! - [`Session`]: one party's view; every secure operator is a method on it
+//!   (`arith`: products and truncation; `compare`: comparison, ReLU, max;
+//!   `nonlinear`: exp, reciprocal, rsqrt, softmax, ReLU-softmax, ScaleAttn,
+//!   GeLU, LayerNorm).
+//! - [`plain`]: the f64 reference of every operator.
+//! - [`local`]: run both parties and the dealer in one process.
+
+pub mod approx;
+pub mod arith;
+pub mod channel;
+pub mod compare;
+pub mod dcf;
+pub mod dealer;
+pub mod error;
+pub mod fixed;
+pub mod local;
+pub mod nonlinear;
+pub mod plain;
+pub mod prg;
+pub mod ring;
+pub mod session;
+pub mod share;
+
+pub use arith::MaskedWeight;
+pub use channel::{Channel, CommStats, CountingChannel, MemChannel};
+pub use dealer::{CorrelationSource, Dealer, MaterialGen, Pool, Request};
+pub use error::{ChannelError, MpcError, Result};
+pub use fixed::FixedPoint;
+pub use prg::{Prg, Seed};
+pub use session::Session;
+pub use share::{Party, Share, reconstruct, share_secret};

@@ -1,0 +1,378 @@
+//! Nonlinear operators built from products, truncation and comparison:
+//! exp, piecewise polynomials (reciprocal, rsqrt, GeLU), softmax,
+//! ReLU-softmax, ScaleAttn and LayerNorm.
+//!
+//! Rounds and bytes below are per party and online; "n" is the element count.
+//! Accuracy figures are measured by the tests in `tests/nonlinear.rs` at the
+//! default `f = 16`.
+
+use crate::approx::{self, Piecewise};
+use crate::error::{Result, check_len};
+use crate::fixed::encode_at;
+use crate::ring;
+use crate::session::Session;
+use crate::share::Share;
+
+/// Fractional bits of reciprocal and rsqrt outputs above the session's `f`,
+/// so that small results (such as `1/4096`) keep about 18 significant bits.
+pub const EXTRA_FRAC: u32 = 14;
+
+/// Segments per octave of the piecewise-linear reciprocal and rsqrt.
+pub const PER_OCTAVE: usize = 10;
+
+/// Squarings in the exponential's limit approximation `(1 + x/2^k)^(2^k)`.
+pub const EXP_SQUARINGS: u32 = 8;
+
+/// Input domain of a piecewise-linear reciprocal or rsqrt.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Domain {
+    /// Smallest input approximated to the stated accuracy.
+    pub lo: f64,
+    /// Largest input approximated to the stated accuracy.
+    pub hi: f64,
+}
+
+impl Domain {
+    /// Comparison width for inputs up to `hi` at `f` fractional bits (with a sign bit and margin).
+    fn compare_bits(&self, f: u32) -> u32 {
+        (self.hi.log2().ceil() as i64 + f as i64 + 2).clamp(8, 64) as u32
+    }
+}
+
+/// Parameters of LayerNorm.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LayerNormParams {
+    /// Added to the variance (PyTorch's default 1e-5).
+    pub eps: f64,
+    /// Range of the per-row variance over which `1/√(var + eps)` is accurate.
+    pub var: Domain,
+}
+
+impl Default for LayerNormParams {
+    fn default() -> Self {
+        LayerNormParams {
+            eps: 1e-5,
+            var: Domain {
+                lo: 1.0 / 1024.0,
+                hi: 16384.0,
+            },
+        }
+    }
+}
+
+impl Session<'_> {
+    /// Evaluate a piecewise polynomial of degree ≤ 2 (see [`Piecewise`]).
+    ///
+    /// Steps: one multi-threshold comparison gives the bits `g_j = [x ≥ t_j]`;
+    /// the segment's coefficients are the telescoping sums
+    /// `c = c_0 + Σ_j (c_{j+1} − c_j)·g_j` (local); then `c₀ + c₁·x + c₂·x²`
+    /// costs one product round (after a square for degree 2) and one truncation.
+    /// Coefficients are encoded at the widest scale `w` for which every term,
+    /// bounded by `max_out`, stays below 2^61 at `w + f` bits (so slopes keep
+    /// their precision at the far end of a wide domain); the output carries
+    /// `out_frac` fractional bits.
+    ///
+    /// Rounds: 3 (degree 1) or 5 (degree 2). Bytes: `⌈n·ℓ/8⌉ + 16n + ⌈n/8⌉`
+    /// (degree 1; degree 2 adds `8n + ⌈n/8⌉` for the square and `16n` more
+    /// in the product round). Each threshold costs one local DCF evaluation
+    /// (3·(ℓ−1) AES blocks) per element.
+    /// Domain: `|x − t_j| < 2^(ℓ−1−f)` for every threshold, and every term
+    /// `|c_i·x^i| ≤ max_out`.
+    pub fn piecewise(
+        &mut self,
+        x: &Share,
+        pw: &Piecewise,
+        bits: u32,
+        out_frac: u32,
+        max_out: f64,
+    ) -> Result<Share> {
+        let n = x.len();
+        let f = self.frac_bits();
+        let w = (61 - f as i64 - max_out.log2().ceil().max(0.0) as i64)
+            .clamp(out_frac as i64, (out_frac + 30) as i64) as u32;
+        let t: Vec<u64> = pw.thresholds.iter().map(|t| encode_at(*t, f)).collect();
+        let g = self.ge_thresholds(x, &t, bits)?;
+        let p0 = self.is_p0();
+        let coef = |d: usize, scale: u32| -> Share {
+            let enc: Vec<u64> = pw.coeffs.iter().map(|c| encode_at(c[d], scale)).collect();
+            let mut acc = vec![if p0 { enc[0] } else { 0 }; n];
+            for (j, gj) in g.iter().enumerate() {
+                let delta = enc[j + 1].wrapping_sub(enc[j]);
+                if delta != 0 {
+                    for (a, b) in acc.iter_mut().zip(gj.as_slice()) {
+                        *a = a.wrapping_add(delta.wrapping_mul(*b));
+                    }
+                }
+            }
+            Share::new(acc)
+        };
+        let a = coef(0, w + f);
+        let b = coef(1, w);
+        let prod = if pw.degree() == 2 {
+            let c = coef(2, w);
+            let x2 = self.square(x)?;
+            let both = self.mul_raw(&Share::concat(&[&b, &c]), &Share::concat(&[x, &x2]))?;
+            let parts = both.split(&[n, n]);
+            parts[0].add(&parts[1])
+        } else {
+            self.mul_raw(&b, x)?
+        };
+        self.trunc(&a.add(&prod), w + f - out_frac)
+    }
+
+    /// `1/x` for `x` in `domain` (positive), with `f + EXTRA_FRAC` fractional bits out.
+    ///
+    /// Piecewise linear with [`PER_OCTAVE`] segments per octave (one
+    /// comparison round against all segment boundaries), then one product and
+    /// one truncation. Rounds 3; bytes `⌈n·ℓ/8⌉ + 16n + ⌈n/8⌉` with
+    /// `ℓ = ⌈log2 hi⌉ + f + 2`. Relative error ≤ 1e-3 on the domain
+    /// (measured ≤ 4e-4); outside it the end segments are extrapolated.
+    pub fn reciprocal(&mut self, x: &Share, domain: Domain) -> Result<Share> {
+        let pw = approx::reciprocal_piecewise(domain.lo, domain.hi, PER_OCTAVE);
+        let out = self.frac_bits() + EXTRA_FRAC;
+        self.piecewise(
+            x,
+            &pw,
+            domain.compare_bits(self.frac_bits()),
+            out,
+            2.0 / domain.lo,
+        )
+    }
+
+    /// `k/√x` for `x` in `domain`, with `f + EXTRA_FRAC` fractional bits out.
+    /// Same method, rounds and bytes as [`Session::reciprocal`]; relative error ≤ 1e-3.
+    pub fn rsqrt_scaled(&mut self, x: &Share, domain: Domain, k: f64) -> Result<Share> {
+        let pw = approx::rsqrt_piecewise(domain.lo, domain.hi, PER_OCTAVE, k);
+        let out = self.frac_bits() + EXTRA_FRAC;
+        self.piecewise(
+            x,
+            &pw,
+            domain.compare_bits(self.frac_bits()),
+            out,
+            2.0 * k / domain.lo.sqrt(),
+        )
+    }
+
+    /// `1/√x`: [`Session::rsqrt_scaled`] with `k = 1`.
+    pub fn rsqrt(&mut self, x: &Share, domain: Domain) -> Result<Share> {
+        self.rsqrt_scaled(x, domain, 1.0)
+    }
+
+    /// `exp(x)` for `x ≤ 0` by the limit `(1 + x/2^k)^(2^k)`, k = [`EXP_SQUARINGS`].
+    ///
+    /// `1 + x/2^k` is formed exactly by reading `x` at `f + k` fractional bits;
+    /// each squaring is a square and a truncation. Rounds `2k` (16); bytes
+    /// `k·(8n + ⌈n/8⌉)`. Absolute error ≤ 1.1e-3 on `[−2^k, 0]` (the limit's
+    /// `e^x·x²/2^(k+1)` plus rounding); inputs below `−2^k` give garbage.
+    pub fn exp_neg(&mut self, x: &Share) -> Result<Share> {
+        let f = self.frac_bits();
+        let k = EXP_SQUARINGS;
+        let hi = f + k;
+        let mut y = self.add_scalar(x, 1u64 << hi);
+        for i in 0..k {
+            let sq = self.square_raw(&y)?;
+            let shift = if i + 1 == k { hi + k } else { hi };
+            y = self.trunc(&sq, shift)?;
+        }
+        Ok(y)
+    }
+
+    /// Row softmax of `x` (rows×cols): `exp(x − max) / Σ exp(x − max)`.
+    ///
+    /// Steps: row maximum (pairwise tree of ReLUs), [`Session::exp_neg`],
+    /// row sums (local), [`Session::reciprocal`] on `[1, cols]`, one
+    /// row-broadcast product and a truncation.
+    /// Rounds `2⌈log2 cols⌉ + 2k + 3 + 2` (37 for cols = 65).
+    /// Accuracy: absolute error ≤ 2e-3 per probability for scores whose
+    /// pairwise differences stay within `2^(ℓ−1−f)` and above `−2^k`.
+    pub fn softmax(&mut self, x: &Share, rows: usize, cols: usize, bits: u32) -> Result<Share> {
+        check_len("softmax", "scores", x.len(), rows * cols)?;
+        let m = self.row_max(x, rows, cols, bits)?;
+        let d = x.sub(&Share::new(ring::repeat_rows(m.as_slice(), cols)));
+        let e = self.exp_neg(&d)?;
+        let s = Share::new(ring::row_sums(e.as_slice(), rows, cols));
+        let inv = self.reciprocal(
+            &s,
+            Domain {
+                lo: 1.0,
+                hi: cols as f64,
+            },
+        )?;
+        let p = self.mul_rows_raw(&e, &inv, rows, cols)?;
+        self.trunc(&p, self.frac_bits() + EXTRA_FRAC)
+    }
+
+    /// ReLU-softmax row normalisation: `ReLU(x) / (Σ_j ReLU(x)_j + eps)`.
+    ///
+    /// Rounds 2 (ReLU) + 3 (reciprocal of the row sums on `row_sum`) + 2
+    /// (row-broadcast product, truncation) = 7. Bytes ≈ `n·(ℓ/8 + 16) + 8n + …`.
+    /// Accuracy: relative error ≤ 1e-3 per entry (plus 1 ulp) while the row
+    /// sum plus eps lies in `row_sum`.
+    pub fn relu_softmax(
+        &mut self,
+        x: &Share,
+        rows: usize,
+        cols: usize,
+        bits: u32,
+        eps: f64,
+        row_sum: Domain,
+    ) -> Result<Share> {
+        check_len("relu_softmax", "scores", x.len(), rows * cols)?;
+        let r = self.relu(x, bits)?;
+        let s = Share::new(ring::row_sums(r.as_slice(), rows, cols));
+        let s = self.add_scalar(&s, self.encode(eps));
+        let inv = self.reciprocal(&s, row_sum)?;
+        let p = self.mul_rows_raw(&r, &inv, rows, cols)?;
+        self.trunc(&p, self.frac_bits() + EXTRA_FRAC)
+    }
+
+    /// ReLU-softmax attention for one head: `diag(1/(rowsum(R) + eps))·(R·V)`
+    /// with `R = ReLU(S)`, `S` n×n and `V` n×d. Normalising after the product
+    /// scales n×d values instead of n×n.
+    ///
+    /// Rounds 2 (ReLU) + 2 (R·V) + 3 (reciprocal) + 2 = 9.
+    pub fn relu_attention(
+        &mut self,
+        s: &Share,
+        v: &Share,
+        n: usize,
+        d: usize,
+        bits: u32,
+        eps: f64,
+        row_sum: Domain,
+    ) -> Result<Share> {
+        check_len("relu_attention", "scores", s.len(), n * n)?;
+        check_len("relu_attention", "values", v.len(), n * d)?;
+        let r = self.relu(s, bits)?;
+        let rv = self.matmul(&r, v, n, n, d)?;
+        let sums = Share::new(ring::row_sums(r.as_slice(), n, n));
+        let sums = self.add_scalar(&sums, self.encode(eps));
+        let inv = self.reciprocal(&sums, row_sum)?;
+        let out = self.mul_rows_raw(&rv, &inv, n, d)?;
+        self.trunc(&out, self.frac_bits() + EXTRA_FRAC)
+    }
+
+    /// Attention scores `Q·Kᵀ/√d` for one head (Q, K: n×d); the 1/√d is folded
+    /// into the truncation. Rounds 2; bytes `16nd + ⌈n²/8⌉`.
+    pub fn attention_scores(&mut self, q: &Share, k: &Share, n: usize, d: usize) -> Result<Share> {
+        let kt = Share::new(ring::transpose(k.as_slice(), n, d));
+        let s = self.matmul_raw(q, &kt, n, d, n)?;
+        self.trunc_scaled(&s, self.frac_bits(), 1.0 / (d as f64).sqrt())
+    }
+
+    /// ScaleAttn for one head: `(Q·Kᵀ/√d)/N · V` with no nonlinearity, computed as
+    /// `Q·(Kᵀ·V)` when `d < n` (2nd² instead of 2n²d multiply-adds) and as
+    /// `(Q·Kᵀ)·V` otherwise; the public factor `1/(√d·N)` is folded into the
+    /// first truncation. `tokens` is the paper's N (the token count).
+    ///
+    /// Rounds 4. Bytes: `8(nd + nd) + ⌈·/8⌉` for the first product and
+    /// `8(nd + d²)` (or `8(n² + nd)`) for the second.
+    /// Accuracy: a few ulps times √(inner dimension).
+    pub fn scale_attn(
+        &mut self,
+        q: &Share,
+        k: &Share,
+        v: &Share,
+        n: usize,
+        d: usize,
+        tokens: usize,
+    ) -> Result<Share> {
+        check_len("scale_attn", "queries", q.len(), n * d)?;
+        check_len("scale_attn", "keys", k.len(), n * d)?;
+        check_len("scale_attn", "values", v.len(), n * d)?;
+        let f = self.frac_bits();
+        let scale = 1.0 / ((d as f64).sqrt() * tokens as f64);
+        let kt = Share::new(ring::transpose(k.as_slice(), n, d));
+        if d < n {
+            let m = self.matmul_raw(&kt, v, d, n, d)?;
+            let m = self.trunc_scaled(&m, f, scale)?;
+            self.matmul(q, &m, n, d, d)
+        } else {
+            let s = self.matmul_raw(q, &kt, n, d, n)?;
+            let s = self.trunc_scaled(&s, f, scale)?;
+            self.matmul(&s, v, n, n, d)
+        }
+    }
+
+    /// MPCFormer's quadratic GeLU, `0.125x² + 0.25x + 0.5`.
+    ///
+    /// Evaluated at `2f + 3` fractional bits as `x² + 2x·2^f + 4·2^(2f)` and
+    /// truncated once by `f + 3`. Rounds 2; bytes `8n + ⌈n/8⌉`. Exact to 1 ulp
+    /// for `|x| < 2^(29.5 − f)`.
+    pub fn gelu_quad(&mut self, x: &Share) -> Result<Share> {
+        let f = self.frac_bits();
+        let sq = self.square_raw(x)?;
+        let lin = x.scale_int(1u64 << (f + 1));
+        let t = self.add_scalar(&sq.add(&lin), 4u64 << (2 * f));
+        self.trunc(&t, f + 3)
+    }
+
+    /// GeLU by the piecewise quadratic of [`approx::gelu_piecewise`] (16
+    /// segments on [−4, 4], 0 below, x above): max error ≈ 7e-4 against the
+    /// exact erf GeLU everywhere. Rounds 5; bytes `⌈3n⌉ + 8n + 32n + ⌈n/4⌉`;
+    /// 17 DCF evaluations per element. Domain `|x| < 124` at f = 16.
+    pub fn gelu(&mut self, x: &Share) -> Result<Share> {
+        let f = self.frac_bits();
+        self.piecewise(x, &approx::gelu_piecewise(), f + 8, f, 128.0)
+    }
+
+    /// LayerNorm of each row of `x` (rows×c): `(x − μ)/√(σ² + eps)·γ + β`.
+    ///
+    /// Steps: `d = c·x − Σx` (local); `x − μ = d/c` by a scaled truncation
+    /// (round 1); `(x − μ)²` and `(x − μ)·γ` in one product round and one
+    /// truncation round (rounds 2–3); `u = Σ(x − μ)² + c·eps = c·(σ² + eps)`
+    /// (local); `√c/√u` by [`Session::rsqrt_scaled`] (rounds 4–6, the public
+    /// `1/c` folded into the constant); one row-broadcast product and a
+    /// truncation (rounds 7–8); `+ β` (local).
+    /// Rounds 8. Bytes ≈ `rows·c·(32 + 8 + 8) + rows·(ℓ/8 + 24)`.
+    /// Accuracy: relative error ≤ 1e-3 of `(x − μ)/σ` while `σ²` lies in
+    /// `params.var`, plus a few ulps; requires `|x − μ| < 2^(31 − f)`.
+    pub fn layer_norm(
+        &mut self,
+        x: &Share,
+        gamma: &Share,
+        beta: &Share,
+        rows: usize,
+        c: usize,
+        params: LayerNormParams,
+    ) -> Result<Share> {
+        check_len("layer_norm", "input", x.len(), rows * c)?;
+        check_len("layer_norm", "gamma", gamma.len(), c)?;
+        check_len("layer_norm", "beta", beta.len(), c)?;
+        let f = self.frac_bits();
+        let sums = ring::row_sums(x.as_slice(), rows, c);
+        let d = Share::new(ring::sub(
+            &ring::scale(x.as_slice(), c as u64),
+            &ring::repeat_rows(&sums, c),
+        ));
+        let xc = self.trunc_scaled(&d, 0, 1.0 / c as f64)?;
+        let g: Vec<u64> = (0..rows)
+            .flat_map(|_| gamma.as_slice().iter().copied())
+            .collect();
+        let prods = self.mul_raw(
+            &Share::concat(&[&xc, &xc]),
+            &Share::concat(&[&xc, &Share::new(g)]),
+        )?;
+        let prods = self.trunc(&prods, f)?;
+        let parts = prods.split(&[rows * c, rows * c]);
+        let u = Share::new(ring::row_sums(parts[0].as_slice(), rows, c));
+        let u = self.add_scalar(&u, encode_at(c as f64 * params.eps, f));
+        let dom = Domain {
+            lo: c as f64 * (params.var.lo + params.eps),
+            hi: c as f64 * (params.var.hi + params.eps),
+        };
+        let inv = self.rsqrt_scaled(&u, dom, (c as f64).sqrt())?;
+        let y = self.mul_rows_raw(&parts[1], &inv, rows, c)?;
+        let y = self.trunc(&y, f + EXTRA_FRAC)?;
+        let b: Vec<u64> = (0..rows)
+            .flat_map(|_| beta.as_slice().iter().copied())
+            .collect();
+        Ok(y.add(&Share::new(b)))
+    }
+}
+
+/// Default range of ReLU-softmax row sums: `[2^−10, 2^12]`.
+pub const ROW_SUMS: Domain = Domain {
+    lo: 1.0 / 1024.0,
+    hi: 4096.0,
+};

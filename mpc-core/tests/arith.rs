@@ -1,0 +1,136 @@
+mod common;
+
+use common::*;
+use mpc_core::plain;
+use mpc_core::{FixedPoint, Share};
+use proptest::prelude::*;
+
+const FP: FixedPoint = FixedPoint { frac_bits: 16 };
+const ULP: f64 = 1.0 / 65536.0;
+
+#[test]
+fn mul_matches_plaintext_and_costs_two_rounds() {
+    let x = uniform(1000, -100.0, 100.0, 1);
+    let y = uniform(1000, -100.0, 100.0, 2);
+    let (got, r) = run(FP, &[&x, &y], |s, v| s.mul(&v[0], &v[1]));
+    let want: Vec<f64> = x.iter().zip(&y).map(|(a, b)| a * b).collect();
+    // encoding error of each operand (≤ ½ ulp) times the other operand, plus one ulp of truncation
+    assert!(max_abs_diff(&got, &want) < 100.0 * ULP + 2.0 * ULP);
+    for p in r.online {
+        assert_eq!(p.rounds, 2);
+        assert_eq!(p.bytes_sent, 16 * 1000 + 1000 / 8);
+    }
+    assert_eq!(r.dealer_bytes, [0, 8 * 1000 + 8 * 1000]);
+}
+
+#[test]
+fn square_and_matmul_match_plaintext_with_counts() {
+    let x = uniform(64, -8.0, 8.0, 3);
+    let (got, r) = run(FP, &[&x], |s, v| s.square(&v[0]));
+    let want: Vec<f64> = x.iter().map(|a| a * a).collect();
+    assert!(max_abs_diff(&got, &want) < 20.0 * ULP);
+    assert_eq!(r.online[0].rounds, 2);
+    assert_eq!(r.online[0].bytes_sent, 8 * 64 + 8);
+
+    let (m, k, n) = (5, 16, 7);
+    let a = uniform(m * k, -4.0, 4.0, 4);
+    let b = uniform(k * n, -4.0, 4.0, 5);
+    let (got, r) = run(FP, &[&a, &b], |s, v| s.matmul(&v[0], &v[1], m, k, n));
+    let want = plain::matmul(&a, &b, m, k, n);
+    assert!(max_abs_diff(&got, &want) < k as f64 * 8.0 * ULP);
+    assert_eq!(r.online[1].rounds, 2);
+    assert_eq!(
+        r.online[1].bytes_sent as usize,
+        8 * (m * k + k * n) + (m * n).div_ceil(8)
+    );
+    assert_eq!(r.dealer_bytes[1] as usize, 8 * m * n + 8 * m * n);
+}
+
+#[test]
+fn weight_matmul_opens_only_the_activation() {
+    let (m, k, n) = (65, 32, 48);
+    let x = uniform(m * k, -3.0, 3.0, 6);
+    let w = uniform(k * n, -0.5, 0.5, 7);
+    let (got, r) = run(FP, &[&x, &w], |s, v| {
+        let mw = s.mask_weight(1, &v[1], k, n)?;
+        let y1 = s.weight_matmul(&v[0], m, &mw)?;
+        let y2 = s.weight_matmul(&v[0], m, &mw)?;
+        Ok(Share::concat(&[&y1, &y2]))
+    });
+    let want = plain::matmul(&x, &w, m, k, n);
+    let both: Vec<f64> = want.iter().chain(want.iter()).copied().collect();
+    assert!(max_abs_diff(&got, &both) < k as f64 * 2.0 * ULP);
+    // load: one round of 8kn bytes; each use: 8mk bytes + truncation bits, 2 rounds
+    let per_use = 8 * m * k + (m * n).div_ceil(8);
+    assert_eq!(r.online[0].bytes_sent as usize, 8 * k * n + 2 * per_use);
+    assert_eq!(r.online[0].rounds, 1 + 2 * 2);
+    assert_eq!(r.dealer_bytes[0], 0, "party 0 gets only its seed");
+}
+
+#[test]
+fn truncation_is_within_one_ulp_at_the_domain_edges() {
+    // raw values with 2f fractional bits near ±2^61 (the documented domain is |x| < 2^62)
+    let big = (1u64 << 61) as f64 / (1u64 << 32) as f64;
+    let x = vec![
+        0.0,
+        -0.0,
+        big * 0.999,
+        -big * 0.999,
+        1.0 / 65536.0,
+        -1.0 / 65536.0,
+        3.5,
+        -3.5,
+    ];
+    let shared = Shared::new(FixedPoint { frac_bits: 32 }, &[&x]);
+    let r = mpc_core::local::run_local(FP, |s| s.trunc(&shared.of(s)[0], 16)).unwrap();
+    let v = mpc_core::reconstruct(&r.outputs[0], &r.outputs[1]);
+    for (xi, vi) in x.iter().zip(&v) {
+        let exact = (xi * 65536.0 * 65536.0).round() as i64 >> 16;
+        let got = *vi as i64;
+        assert!(
+            got == exact || got == exact - 1,
+            "x {xi}: got {got}, exact {exact}"
+        );
+    }
+}
+
+#[test]
+fn pool_exhaustion_and_out_of_step_are_typed_errors() {
+    use mpc_core::dealer::{Pool, Request};
+    use mpc_core::{Dealer, MaterialGen, MemChannel, MpcError, Party, Seed, Session};
+    let (s0, s1) = (Seed::for_tests(1), Seed::for_tests(2));
+    let mut dealer = Dealer::new(&s0, &s1);
+    let plan = vec![Request::Triple { n: 4 }];
+    let (m0, _m1) = mpc_core::local::deal_plan(&mut dealer, &plan).unwrap();
+    let mut pool = Pool::preprocess(&mut MaterialGen::new(Party::P0, &s0), &plan, &m0).unwrap();
+    let (mut c0, _c1) = MemChannel::pair();
+    let mut s = Session::new(Party::P0, FP, &mut c0, &mut pool);
+    let x = Share::zeros(3);
+    let err = s.mul_raw(&x, &x).unwrap_err();
+    assert!(matches!(err, MpcError::OutOfStep { .. }), "{err}");
+    let mut empty = Pool::new();
+    let mut s = Session::new(Party::P0, FP, &mut c0, &mut empty);
+    let err = s.trunc(&x, 16).unwrap_err();
+    assert!(matches!(err, MpcError::PoolExhausted { .. }), "{err}");
+}
+
+#[test]
+fn dealer_message_of_wrong_length_is_rejected() {
+    use mpc_core::dealer::Request;
+    use mpc_core::{MaterialGen, MpcError, Party, Seed};
+    let mut g = MaterialGen::new(Party::P1, &Seed::for_tests(3));
+    let err = g.expand(&Request::Triple { n: 4 }, &[0u8; 31]).unwrap_err();
+    assert!(matches!(err, MpcError::Dealer(_)));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn mul_property(xs in proptest::collection::vec(-1000.0f64..1000.0, 1..40), k in -50.0f64..50.0) {
+        let ys: Vec<f64> = xs.iter().map(|x| x * 0.37 - k).collect();
+        let (got, _) = run(FP, &[&xs, &ys], |s, v| s.mul(&v[0], &v[1]));
+        let want: Vec<f64> = xs.iter().zip(&ys).map(|(a, b)| a * b).collect();
+        let tol = 1100.0 * ULP + 2.0 * ULP;
+        prop_assert!(max_abs_diff(&got, &want) < tol);
+    }
+}

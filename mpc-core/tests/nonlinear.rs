@@ -1,0 +1,282 @@
+mod common;
+
+use common::*;
+use mpc_core::channel::packed_len;
+use mpc_core::nonlinear::{Domain, EXTRA_FRAC, LayerNormParams, ROW_SUMS};
+use mpc_core::{FixedPoint, Share, plain};
+use proptest::prelude::*;
+
+const FP: FixedPoint = FixedPoint { frac_bits: 16 };
+const F: u32 = 16;
+const ULP: f64 = 1.0 / 65536.0;
+
+fn q(x: &[f64]) -> Vec<f64> {
+    // the inputs as the protocol sees them (rounded to f bits)
+    x.iter().map(|v| FP.decode(FP.encode(*v))).collect()
+}
+
+#[test]
+fn relu_is_exact_with_counts() {
+    let mut x = uniform(997, -1000.0, 1000.0, 11);
+    x.extend([0.0, ULP, -ULP, 2.0 * ULP, -32767.0, 32767.0]);
+    let n = x.len();
+    let (got, r) = run(FP, &[&x], |s, v| s.relu(&v[0], 32));
+    let want: Vec<f64> = q(&x).iter().map(|v| plain::relu(*v)).collect();
+    assert_eq!(got, want, "ReLU must be exact");
+    for p in r.online {
+        assert_eq!(p.rounds, 2);
+        assert_eq!(p.bytes_sent as usize, packed_len(n, 32) + 16 * n);
+    }
+    // dealer: DCF correction words (31 levels) to both, r_msb and the triple's c to party 1
+    let cw = n * (31 * 24 + 8 + 8);
+    assert_eq!(r.dealer_bytes, [cw as u64, (cw + 8 * n + 8 * n) as u64]);
+}
+
+#[test]
+fn multi_threshold_comparison_and_row_max() {
+    let x = uniform(200, -10.0, 10.0, 12);
+    let ts = [-3.0, 0.0, 0.5, 7.25];
+    let enc: Vec<u64> = ts.iter().map(|t| FP.encode(*t)).collect();
+    let (got, r) = run_at(FP, 0, &[&x], |s, v| {
+        let bits = s.ge_thresholds(&v[0], &enc, 24)?;
+        Ok(Share::concat(&bits.iter().collect::<Vec<_>>()))
+    });
+    assert_eq!(r.online[0].rounds, 1);
+    let xq = q(&x);
+    for (j, t) in ts.iter().enumerate() {
+        for i in 0..x.len() {
+            assert_eq!(got[j * x.len() + i], if xq[i] >= *t { 1.0 } else { 0.0 });
+        }
+    }
+    let (rows, cols) = (5, 65);
+    let s = uniform(rows * cols, -20.0, 20.0, 13);
+    let (got, r) = run(FP, &[&s], |ss, v| ss.row_max(&v[0], rows, cols, 24));
+    let want: Vec<f64> = q(&s)
+        .chunks(cols)
+        .map(|c| c.iter().copied().fold(f64::MIN, f64::max))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(r.online[0].rounds, 2 * 7);
+}
+
+#[test]
+fn exp_matches_its_limit_and_the_true_exponential() {
+    let x = uniform(500, -30.0, 0.0, 14);
+    let (got, r) = run(FP, &[&x], |s, v| s.exp_neg(&v[0]));
+    let lim: Vec<f64> = q(&x).iter().map(|v| plain::exp_limit(*v)).collect();
+    let exact: Vec<f64> = q(&x).iter().map(|v| v.exp()).collect();
+    assert!(
+        max_abs_diff(&got, &lim) < 20.0 * ULP,
+        "vs limit {}",
+        max_abs_diff(&got, &lim)
+    );
+    assert!(
+        max_abs_diff(&got, &exact) < 1.1e-3,
+        "vs exp {}",
+        max_abs_diff(&got, &exact)
+    );
+    assert_eq!(r.online[0].rounds, 16);
+}
+
+fn relative_error(got: &[f64], x: &[f64], f: impl Fn(f64) -> f64) -> f64 {
+    got.iter()
+        .zip(x)
+        .map(|(g, x)| (g / f(*x) - 1.0).abs())
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn reciprocal_and_rsqrt_meet_1e3_relative_in_three_rounds() {
+    let dom = Domain {
+        lo: 1.0 / 256.0,
+        hi: 4096.0,
+    };
+    // log-uniform over the domain, plus both ends
+    let mut x: Vec<f64> = uniform(400, -8.0, 12.0, 15)
+        .iter()
+        .map(|e| (2f64).powf(*e))
+        .collect();
+    x.extend([dom.lo, dom.hi, 1.0]);
+    let n = x.len();
+    let xq = q(&x);
+    let bits = 12 + F + 2;
+    let (got, r) = run_at(FP, F + EXTRA_FRAC, &[&x], |s, v| s.reciprocal(&v[0], dom));
+    let e = relative_error(&got, &xq, |v| 1.0 / v);
+    assert!(e < 1e-3, "reciprocal relative error {e}");
+    for p in r.online {
+        assert_eq!(p.rounds, 3);
+        assert_eq!(
+            p.bytes_sent as usize,
+            packed_len(n, bits) + 16 * n + n.div_ceil(8)
+        );
+    }
+    let (got, r) = run_at(FP, F + EXTRA_FRAC, &[&x], |s, v| s.rsqrt(&v[0], dom));
+    let e = relative_error(&got, &xq, |v| 1.0 / v.sqrt());
+    assert!(e < 1e-3, "rsqrt relative error {e}");
+    assert_eq!(r.online[1].rounds, 3);
+    assert_eq!(
+        r.online[1].bytes_sent as usize,
+        packed_len(n, bits) + 16 * n + n.div_ceil(8)
+    );
+}
+
+#[test]
+fn softmax_matches_plaintext_with_counts() {
+    let (rows, cols) = (4, 65);
+    let n = rows * cols;
+    let x = uniform(n, -6.0, 6.0, 16);
+    let bits = 24;
+    let (got, r) = run(FP, &[&x], |s, v| s.softmax(&v[0], rows, cols, bits));
+    let want = plain::softmax(&q(&x), rows, cols);
+    let err = max_abs_diff(&got, &want);
+    assert!(err < 2e-3, "softmax error {err}");
+    // expected traffic: the max tree, 8 squarings, the reciprocal on [1, cols], the row product
+    let mut bytes = 0;
+    let mut rounds = 0;
+    let mut w = cols;
+    while w > 1 {
+        let m = rows * (w / 2);
+        bytes += packed_len(m, bits) + 16 * m;
+        rounds += 2;
+        w -= w / 2;
+    }
+    bytes += 8 * (8 * n + n.div_ceil(8));
+    rounds += 16;
+    let rbits = (cols as f64).log2().ceil() as usize + 16 + 2;
+    bytes += packed_len(rows, rbits as u32) + 16 * rows + rows.div_ceil(8);
+    rounds += 3;
+    bytes += 8 * (n + rows) + n.div_ceil(8);
+    rounds += 2;
+    assert_eq!(r.online[0].rounds, rounds);
+    assert_eq!(r.online[0].bytes_sent as usize, bytes);
+}
+
+#[test]
+fn relu_softmax_and_relu_attention_match_plaintext() {
+    let (n, d) = (65, 16);
+    let s = uniform(n * n, -4.0, 4.0, 17);
+    let v = uniform(n * d, -2.0, 2.0, 18);
+    let eps = 1e-3;
+    let (got, r) = run(FP, &[&s], |ss, x| {
+        ss.relu_softmax(&x[0], n, n, 24, eps, ROW_SUMS)
+    });
+    let want = plain::relu_softmax(&q(&s), n, n, eps);
+    let err = max_abs_diff(&got, &want);
+    assert!(err < 1e-3 * 1.0 + 4.0 * ULP, "relu-softmax error {err}");
+    assert_eq!(r.online[0].rounds, 7);
+
+    let (got, r) = run(FP, &[&s, &v], |ss, x| {
+        ss.relu_attention(&x[0], &x[1], n, d, 24, eps, ROW_SUMS)
+    });
+    let p = plain::relu_softmax(&q(&s), n, n, eps);
+    let want = plain::matmul(&p, &q(&v), n, n, d);
+    let err = max_abs_diff(&got, &want);
+    assert!(err < 2e-3 + 16.0 * ULP, "relu attention error {err}");
+    assert_eq!(r.online[0].rounds, 9);
+}
+
+#[test]
+fn scale_attn_both_orders_match_plaintext() {
+    for (n, d) in [(65, 16), (9, 32)] {
+        let qm = uniform(n * d, -2.0, 2.0, 19);
+        let km = uniform(n * d, -2.0, 2.0, 20);
+        let vm = uniform(n * d, -2.0, 2.0, 21);
+        let (got, r) = run(FP, &[&qm, &km, &vm], |s, x| {
+            s.scale_attn(&x[0], &x[1], &x[2], n, d, n)
+        });
+        let want = plain::scale_attn(&q(&qm), &q(&km), &q(&vm), n, d, n);
+        let err = max_abs_diff(&got, &want);
+        assert!(err < 64.0 * ULP, "scale attn ({n},{d}) error {err}");
+        assert_eq!(r.online[0].rounds, 4);
+    }
+}
+
+#[test]
+fn gelu_variants_match_their_references_with_counts() {
+    let mut x = uniform(1000, -8.0, 8.0, 22);
+    x.extend([-4.0, 4.0, 0.0, -100.0, 100.0]);
+    let n = x.len();
+    let (got, r) = run(FP, &[&x], |s, v| s.gelu_quad(&v[0]));
+    let want: Vec<f64> = q(&x).iter().map(|v| plain::gelu_quad(*v)).collect();
+    assert!(max_abs_diff(&got, &want) < 2.0 * ULP);
+    assert_eq!(r.online[0].rounds, 2);
+    assert_eq!(r.online[0].bytes_sent as usize, 8 * n + n.div_ceil(8));
+
+    let (got, r) = run(FP, &[&x], |s, v| s.gelu(&v[0]));
+    let exact: Vec<f64> = q(&x).iter().map(|v| plain::gelu(*v)).collect();
+    let approx: Vec<f64> = q(&x).iter().map(|v| plain::gelu_piecewise(*v)).collect();
+    assert!(
+        max_abs_diff(&got, &approx) < 300.0 * ULP,
+        "vs piecewise {}",
+        max_abs_diff(&got, &approx)
+    );
+    assert!(
+        max_abs_diff(&got, &exact) < 1e-3 + 300.0 * ULP,
+        "vs erf {}",
+        max_abs_diff(&got, &exact)
+    );
+    assert_eq!(r.online[0].rounds, 5);
+    let bytes = packed_len(n, F + 8) + 8 * n + n.div_ceil(8) + 32 * n + n.div_ceil(8);
+    assert_eq!(r.online[0].bytes_sent as usize, bytes);
+}
+
+#[test]
+fn layer_norm_matches_plaintext_with_counts() {
+    let (rows, c) = (65, 64);
+    let mut x = uniform(rows * c, -3.0, 3.0, 23);
+    // rows with very different scales
+    for j in 0..c {
+        x[j] *= 30.0;
+        x[c + j] = x[c + j] * 0.05 + 7.0;
+    }
+    let g = uniform(c, 0.5, 1.5, 24);
+    let b = uniform(c, -0.5, 0.5, 25);
+    let p = LayerNormParams::default();
+    let (got, r) = run(FP, &[&x, &g, &b], |s, v| {
+        s.layer_norm(&v[0], &v[1], &v[2], rows, c, p)
+    });
+    let want = plain::layer_norm(&q(&x), &q(&g), &q(&b), rows, c, p.eps);
+    let err = max_abs_diff(&got, &want);
+    assert!(err < 5e-3, "layer norm error {err}");
+    let n = rows * c;
+    let bits = ((c as f64 * (p.var.hi + p.eps)).log2().ceil() as u32 + F + 2) as usize;
+    let bytes = n.div_ceil(8)
+        + 32 * n
+        + (2 * n).div_ceil(8)
+        + packed_len(rows, bits as u32)
+        + 16 * rows
+        + rows.div_ceil(8)
+        + 8 * (n + rows)
+        + n.div_ceil(8);
+    assert_eq!(r.online[0].rounds, 8);
+    assert_eq!(r.online[0].bytes_sent as usize, bytes);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+    #[test]
+    fn relu_property(xs in proptest::collection::vec(-30000.0f64..30000.0, 1..50)) {
+        let (got, _) = run(FP, &[&xs], |s, v| s.relu(&v[0], 32));
+        let want: Vec<f64> = q(&xs).iter().map(|v| v.max(0.0)).collect();
+        prop_assert_eq!(got, want);
+    }
+
+    #[test]
+    fn reciprocal_property(xs in proptest::collection::vec(0.01f64..1000.0, 1..20)) {
+        let dom = Domain { lo: 0.01, hi: 1000.0 };
+        let (got, _) = run_at(FP, F + EXTRA_FRAC, &[&xs], |s, v| s.reciprocal(&v[0], dom));
+        prop_assert!(relative_error(&got, &q(&xs), |v| 1.0 / v) < 1e-3);
+    }
+
+    #[test]
+    fn layer_norm_property(scale in 0.05f64..40.0, shift in -20.0f64..20.0) {
+        let (rows, c) = (3, 32);
+        let x: Vec<f64> = uniform(rows * c, -1.0, 1.0, 26).iter().map(|v| v * scale + shift).collect();
+        let g = vec![1.0; c];
+        let b = vec![0.0; c];
+        let p = LayerNormParams::default();
+        let (got, _) = run(FP, &[&x, &g, &b], |s, v| s.layer_norm(&v[0], &v[1], &v[2], rows, c, p));
+        let want = plain::layer_norm(&q(&x), &g, &b, rows, c, p.eps);
+        prop_assert!(max_abs_diff(&got, &want) < 5e-3);
+    }
+}
