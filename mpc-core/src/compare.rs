@@ -61,16 +61,33 @@ impl Session<'_> {
         let half = 1u64 << (bits - 1);
         let low = low_mask(bits - 1);
         let p0 = self.is_p0();
-        let out = thresholds
+        let opened: Vec<u64> = masked
             .iter()
-            .map(|t| {
+            .zip(&other)
+            .map(|(a, b)| a.wrapping_add(*b) & mask)
+            .collect();
+        // y = ĉ − t + 2^(ℓ−1): its top bit is public, its low bits go to the DCF.
+        let m = thresholds.len() * n;
+        let mut ys = Vec::with_capacity(m);
+        for t in thresholds {
+            ys.extend(
+                opened
+                    .iter()
+                    .map(|c| c.wrapping_sub(*t).wrapping_add(half) & mask),
+            );
+        }
+        let key_of: Vec<usize> = (0..m).map(|p| p % n).collect();
+        let lows: Vec<u64> = ys.iter().map(|y| y & low).collect();
+        let mut borrow = vec![0u64; m];
+        dcf::eval_batch(party, &roots, &cws, &key_of, &lows, &mut borrow);
+        let out = ys
+            .chunks(n)
+            .zip(borrow.chunks(n))
+            .map(|(ys, bs)| {
                 let v = (0..n)
                     .map(|i| {
-                        let c = masked[i].wrapping_add(other[i]) & mask;
-                        let y = c.wrapping_sub(*t).wrapping_add(half) & mask;
-                        let top = y >> (bits - 1);
-                        let z =
-                            r_msb[i].wrapping_add(dcf::eval(party, &roots[i], &cws[i], y & low));
+                        let top = ys[i] >> (bits - 1);
+                        let z = r_msb[i].wrapping_add(bs[i]);
                         // b = top ⊕ z = top + (1 − 2·top)·z
                         let mut b = if top == 1 { z.wrapping_neg() } else { z };
                         if p0 {
