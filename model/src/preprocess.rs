@@ -1,0 +1,83 @@
+//! Image decoding and normalisation into the network's input layout.
+//!
+//! PNG or JPEG bytes → RGB (or grayscale for a 1-channel network) → when the size is not
+//! already `image_size × image_size`: shorter side resized to `image_size` with a triangle
+//! (bilinear) filter, then a centre crop, as timm's evaluation transform with
+//! `crop_pct = 1` (`Resize(s)` + `CenterCrop(s)`) → scaled to `[0, 1]` →
+//! `(v - mean[c]) / std[c]` → CHW `f32`, the layout of `torchvision.transforms.ToTensor`
+//! followed by `Normalize(mean, std)`.
+//!
+//! The paper evaluates CIFAR at 32 px and Tiny-ImageNet at 64 px without resampling; its
+//! timm loader would use bicubic for other sizes, so resampled inputs match PyTorch only
+//! approximately.
+
+use image::{DynamicImage, ImageBuffer, Pixel, imageops::FilterType};
+
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+
+/// Decodes PNG or JPEG bytes and returns the normalised CHW input for `config`.
+pub fn preprocess(config: &ModelConfig, bytes: &[u8]) -> Result<Vec<f32>> {
+    let image = image::load_from_memory(bytes).map_err(ModelError::ImageDecode)?;
+    preprocess_image(config, &image)
+}
+
+/// Returns the normalised CHW input for `config` from an already decoded image.
+pub fn preprocess_image(config: &ModelConfig, image: &DynamicImage) -> Result<Vec<f32>> {
+    config.validate()?;
+    let (width, height) = (image.width(), image.height());
+    if width == 0 || height == 0 {
+        return Err(ModelError::EmptyImage { width, height });
+    }
+    let side = u32::try_from(config.image_size).map_err(|_| ModelError::InvalidConfig {
+        field: "image_size",
+        reason: format!("{} does not fit an image dimension", config.image_size),
+    })?;
+    // Interleaved pixels (HWC) as 8-bit values, one or three channels.
+    let (pixels, channels): (Vec<u8>, usize) = match config.in_channels {
+        1 => (fit(image.to_luma8(), side).into_raw(), 1),
+        3 => (fit(image.to_rgb8(), side).into_raw(), 3),
+        other => {
+            return Err(ModelError::InvalidConfig {
+                field: "in_channels",
+                reason: format!("images can be read for 1 or 3 channels, not {other}"),
+            });
+        }
+    };
+    let plane = config.image_size * config.image_size;
+    let mut out = vec![0.0f32; channels * plane];
+    for (i, px) in pixels.chunks_exact(channels).enumerate() {
+        for (c, &v) in px.iter().enumerate() {
+            out[c * plane + i] = (f32::from(v) / 255.0 - config.mean[c]) / config.std[c];
+        }
+    }
+    Ok(out)
+}
+
+/// Resizes the shorter side to `side` (keeping the aspect ratio, as torchvision's
+/// `Resize(int)`) and crops the centre `side × side` (as `CenterCrop`).
+fn fit<P: Pixel + 'static>(
+    img: ImageBuffer<P, Vec<P::Subpixel>>,
+    side: u32,
+) -> ImageBuffer<P, Vec<P::Subpixel>> {
+    let (w, h) = img.dimensions();
+    if (w, h) == (side, side) {
+        return img;
+    }
+    let scale = |long: u32, short: u32| {
+        ((u64::from(side) * u64::from(long)) / u64::from(short)).max(u64::from(side)) as u32
+    };
+    let (nw, nh) = if w <= h {
+        (side, scale(h, w))
+    } else {
+        (scale(w, h), side)
+    };
+    let resized = if (nw, nh) == (w, h) {
+        img
+    } else {
+        image::imageops::resize(&img, nw, nh, FilterType::Triangle)
+    };
+    let left = ((f64::from(nw - side)) / 2.0).round() as u32;
+    let top = ((f64::from(nh - side)) / 2.0).round() as u32;
+    image::imageops::crop_imm(&resized, left, top, side, side).to_image()
+}
