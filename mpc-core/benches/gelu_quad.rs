@@ -1,0 +1,17 @@
+//! Online time of MPCFormer's quadratic GeLU, `Session::gelu_quad` (65×512, f = 16).
+//! `cargo bench -p mpc-core --bench gelu_quad`
+
+mod common;
+
+use common::*;
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn bench(c: &mut Criterion) {
+    let act = uniform(N * MLP, -6.0, 6.0, 10);
+    bench_operator(c, "gelu_quad", &format!("{N}x{MLP}"), &[act], |s, v| {
+        s.gelu_quad(&v[0])
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,25 @@
+//! Online time of `Session::layer_norm` (65×256, default `LayerNormParams`, f = 16).
+//! `cargo bench -p mpc-core --bench layer_norm`
+
+mod common;
+
+use common::*;
+use criterion::{Criterion, criterion_group, criterion_main};
+use mpc_core::nonlinear::LayerNormParams;
+
+fn bench(c: &mut Criterion) {
+    let x = uniform(N * C, -4.0, 4.0, 2);
+    let gamma = uniform(C, 0.5, 1.5, 11);
+    let beta = uniform(C, -0.5, 0.5, 12);
+    let p = LayerNormParams::default();
+    bench_operator(
+        c,
+        "layer_norm",
+        &format!("{N}x{C}"),
+        &[x, gamma, beta],
+        |s, v| s.layer_norm(&v[0], &v[1], &v[2], N, C, p),
+    );
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,22 @@
+//! Online time of the exp-based `Session::softmax` over the attention scores
+//! of all heads (4·65 rows × 65, 24-bit comparisons, f = 16).
+//! `cargo bench -p mpc-core --bench softmax`
+
+mod common;
+
+use common::*;
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn bench(c: &mut Criterion) {
+    let scores = uniform(HEADS * N * N, -6.0, 6.0, 5);
+    bench_operator(
+        c,
+        "softmax",
+        &format!("{HEADS}x{N}x{N}"),
+        &[scores],
+        |s, v| s.softmax(&v[0], HEADS * N, N, 24),
+    );
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
