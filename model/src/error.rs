@@ -24,6 +24,14 @@ pub enum ModelError {
         source: std::io::Error,
     },
 
+    /// A secure operator failed (peer, correlated randomness, shapes).
+    #[error("secure forward: {0}")]
+    Mpc(#[from] mpc_core::MpcError),
+
+    /// The secure forward cannot run this model or these settings.
+    #[error("secure forward: {0}")]
+    Secure(String),
+
     /// The manifest is not valid JSON or does not have the manifest's fields and types.
     #[error("manifest is not valid: {0}")]
     ManifestJson(#[from] serde_json::Error),

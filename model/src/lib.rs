@@ -10,6 +10,7 @@
 //! - [`plain`]: the plaintext f32 forward, one function per stage, with a trace of every
 //!   intermediate.
 //! - [`mod@preprocess`]: PNG/JPEG → normalised CHW input.
+//! - [`secure`]: the weight split and the secure forward over mpc-core, stage by stage.
 //!
 //! ```
 //! use model::{Model, ModelConfig};
@@ -24,6 +25,7 @@ pub mod error;
 pub mod network;
 pub mod plain;
 pub mod preprocess;
+pub mod secure;
 pub mod weights;
 
 pub use config::{AttnKind, GeluKind, ModelConfig};
@@ -31,4 +33,5 @@ pub use error::{ModelError, Result};
 pub use network::Model;
 pub use plain::{BlockTrace, Trace};
 pub use preprocess::{preprocess, preprocess_image};
+pub use secure::{SecureModel, SecureParams, WeightShares, split_input, split_weights};
 pub use weights::Weights;

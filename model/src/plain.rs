@@ -157,7 +157,7 @@ pub fn gelu(kind: GeluKind, x: f32) -> f32 {
 /// The image cut into patches ("im2col"): `P × (in·p·p)` with patches in row-major grid
 /// order and each row ordered `(channel, ky, kx)`, so that `patches · convᵀ` is the
 /// tokenizer's convolution.
-pub fn patches(config: &ModelConfig, image: &[f32]) -> Result<Vec<f32>> {
+pub fn patches<T: Copy>(config: &ModelConfig, image: &[T]) -> Result<Vec<T>> {
     if image.len() != config.input_len() {
         return Err(ModelError::InputLength {
             what: "image",

@@ -12,6 +12,21 @@ use crate::ring;
 use crate::session::{Session, expect_triple};
 use crate::share::Share;
 
+/// One product `x` (m×k) · `y` (k×n) of a batch (see [`Session::matmul_raw_many`]).
+#[derive(Clone, Copy, Debug)]
+pub struct MatMulItem<'a> {
+    /// Left operand, m×k.
+    pub x: &'a Share,
+    /// Right operand, k×n.
+    pub y: &'a Share,
+    /// Rows of `x`.
+    pub m: usize,
+    /// Inner dimension.
+    pub k: usize,
+    /// Columns of `y`.
+    pub n: usize,
+}
+
 /// A fixed weight prepared for repeated products: its mask `B` is opened once
 /// as `F = W − B` when the model is loaded, so each later product opens only
 /// the activation side. `Debug` shows only the shape.
@@ -125,23 +140,48 @@ impl Session<'_> {
         k: usize,
         n: usize,
     ) -> Result<Share> {
-        check_len("matmul", "lhs", x.len(), m * k)?;
-        check_len("matmul", "rhs", y.len(), k * n)?;
-        let (a, b, c) = expect_triple("matmul", self.take("matmul", Request::MatMul { m, k, n })?)?;
-        let mut msg = ring::sub(x.as_slice(), &a);
-        msg.extend(ring::sub(y.as_slice(), &b));
+        Ok(self
+            .matmul_raw_many(&[MatMulItem { x, y, m, k, n }])?
+            .remove(0))
+    }
+
+    /// Several independent secret products (for example one per attention
+    /// head) in one round: the masked operands of all of them travel in one
+    /// message. Costs are the sums of [`Session::matmul_raw`]'s, with 1 round in all.
+    pub fn matmul_raw_many(&mut self, items: &[MatMulItem<'_>]) -> Result<Vec<Share>> {
+        let mut triples = Vec::with_capacity(items.len());
+        let mut msg = Vec::new();
+        for it in items {
+            let (m, k, n) = (it.m, it.k, it.n);
+            check_len("matmul", "lhs", it.x.len(), m * k)?;
+            check_len("matmul", "rhs", it.y.len(), k * n)?;
+            let (a, b, c) =
+                expect_triple("matmul", self.take("matmul", Request::MatMul { m, k, n })?)?;
+            msg.extend(ring::sub(it.x.as_slice(), &a));
+            msg.extend(ring::sub(it.y.as_slice(), &b));
+            triples.push((a, b, c));
+        }
         let other = self.exchange("matmul", &msg)?;
         let ef = ring::add(&msg, &other);
-        let (e, f) = ef.split_at(m * k);
-        // z = c + e·(b + [p0]·f) + a·f
-        let mut rhs = b;
-        if self.is_p0() {
-            ring::add_assign(&mut rhs, f);
+        let p0 = self.is_p0();
+        let mut at = 0;
+        let mut out = Vec::with_capacity(items.len());
+        for (it, (a, b, c)) in items.iter().zip(triples) {
+            let (m, k, n) = (it.m, it.k, it.n);
+            let e = &ef[at..at + m * k];
+            let f = &ef[at + m * k..at + m * k + k * n];
+            at += m * k + k * n;
+            // z = c + e·(b + [p0]·f) + a·f
+            let mut rhs = b;
+            if p0 {
+                ring::add_assign(&mut rhs, f);
+            }
+            let mut z = c;
+            ring::matmul_acc(e, &rhs, &mut z, m, k, n);
+            ring::matmul_acc(&a, f, &mut z, m, k, n);
+            out.push(Share::new(z));
         }
-        let mut z = c;
-        ring::matmul_acc(e, &rhs, &mut z, m, k, n);
-        ring::matmul_acc(&a, f, &mut z, m, k, n);
-        Ok(Share::new(z))
+        Ok(out)
     }
 
     /// Fixed-point matrix product. Rounds 2; sends `8(mk + kn) + ⌈mn/8⌉` bytes per party.
@@ -182,17 +222,39 @@ impl Session<'_> {
     /// Rounds 1; sends `8mk` bytes per party; dealer: `A` from the seed and
     /// `C = A·B` (`8mn` bytes to party 1). Local work: two m×k×n ring matmuls.
     pub fn weight_matmul_raw(&mut self, x: &Share, m: usize, w: &MaskedWeight) -> Result<Share> {
-        let (k, n) = (w.k, w.n);
-        check_len("weight_matmul", "activation", x.len(), m * k)?;
-        let req = Request::WeightMatMul { id: w.id, m, k, n };
-        let (a, _, c) = expect_triple("weight_matmul", self.take("weight_matmul", req)?)?;
-        let e_mine = ring::sub(x.as_slice(), &a);
-        let other = self.exchange("weight_matmul", &e_mine)?;
-        let e = ring::add(&e_mine, &other);
-        let mut z = c;
-        ring::matmul_acc(&e, &w.eb, &mut z, m, k, n);
-        ring::matmul_acc(&a, &w.f, &mut z, m, k, n);
-        Ok(Share::new(z))
+        Ok(self.weight_matmul_raw_many(&[(x, m, w)])?.remove(0))
+    }
+
+    /// Several products with masked weights in one round (one message with all
+    /// the masked activations). Costs are the sums of [`Session::weight_matmul_raw`]'s.
+    pub fn weight_matmul_raw_many(
+        &mut self,
+        items: &[(&Share, usize, &MaskedWeight)],
+    ) -> Result<Vec<Share>> {
+        let mut mats = Vec::with_capacity(items.len());
+        let mut msg = Vec::new();
+        for (x, m, w) in items {
+            let (m, k, n) = (*m, w.k, w.n);
+            check_len("weight_matmul", "activation", x.len(), m * k)?;
+            let req = Request::WeightMatMul { id: w.id, m, k, n };
+            let (a, _, c) = expect_triple("weight_matmul", self.take("weight_matmul", req)?)?;
+            msg.extend(ring::sub(x.as_slice(), &a));
+            mats.push((a, c));
+        }
+        let other = self.exchange("weight_matmul", &msg)?;
+        let e_all = ring::add(&msg, &other);
+        let mut at = 0;
+        let mut out = Vec::with_capacity(items.len());
+        for ((_, m, w), (a, c)) in items.iter().zip(mats) {
+            let (m, k, n) = (*m, w.k, w.n);
+            let e = &e_all[at..at + m * k];
+            at += m * k;
+            let mut z = c;
+            ring::matmul_acc(e, &w.eb, &mut z, m, k, n);
+            ring::matmul_acc(&a, &w.f, &mut z, m, k, n);
+            out.push(Share::new(z));
+        }
+        Ok(out)
     }
 
     /// Fixed-point product with a masked weight. Rounds 2; sends `8mk + ⌈mn/8⌉` bytes per party.
@@ -260,8 +322,15 @@ impl Session<'_> {
     /// 2^(ℓ+1−64) per element: for a million truncations per image that is a
     /// wrong answer every few hundred images. Here that probability is 0.)
     pub fn trunc(&mut self, x: &Share, s: u32) -> Result<Share> {
-        assert!((1..64).contains(&s), "trunc: shift {s} outside 1..64");
-        let n = x.len();
+        Ok(self.trunc_many(&[(x, s)])?.remove(0))
+    }
+
+    /// Several truncations, each with its own shift, in one round (one bit per element).
+    pub fn trunc_many(&mut self, parts: &[(&Share, u32)]) -> Result<Vec<Share>> {
+        let n: usize = parts.iter().map(|(x, _)| x.len()).sum();
+        if n == 0 {
+            return Ok(parts.iter().map(|_| Share::zeros(0)).collect());
+        }
         let (mine, c) = match self.take("trunc", Request::Wrap { n })? {
             Material::Wrap { bits, c } => (bits, c),
             other => {
@@ -274,14 +343,17 @@ impl Session<'_> {
         };
         const OFFSET: u64 = 1 << 62;
         let p0 = self.is_p0();
-        let xp: Vec<u64> = if p0 {
-            x.as_slice()
-                .iter()
-                .map(|v| v.wrapping_add(OFFSET))
-                .collect()
-        } else {
-            x.as_slice().to_vec()
-        };
+        let mut xp = Vec::with_capacity(n);
+        let mut shift = Vec::with_capacity(n);
+        for (x, s) in parts {
+            assert!((1..64).contains(s), "trunc: shift {s} outside 1..64");
+            xp.extend(
+                x.as_slice()
+                    .iter()
+                    .map(|v| if p0 { v.wrapping_add(OFFSET) } else { *v }),
+            );
+            shift.extend(std::iter::repeat_n(*s, x.len()));
+        }
         let msb: Vec<u64> = xp.iter().map(|v| v >> 63).collect();
         let masked: Vec<u64> = msb.iter().zip(&mine).map(|(m, r)| m ^ *r as u64).collect();
         let other = self.exchange_bits("trunc", &masked, 1)?;
@@ -290,9 +362,9 @@ impl Session<'_> {
         } else {
             (&other, &masked)
         };
-        let out = (0..n)
+        let out: Vec<u64> = (0..n)
             .map(|i| {
-                let (u, v, r) = (u[i], v[i], mine[i] as u64);
+                let (u, v, r, s) = (u[i], v[i], mine[i] as u64, shift[i]);
                 let su = 1u64.wrapping_sub(2 * u);
                 let sv = 1u64.wrapping_sub(2 * v);
                 // share of m0·m1 with m0 = u ⊕ a, m1 = v ⊕ b
@@ -313,7 +385,8 @@ impl Session<'_> {
                 y
             })
             .collect();
-        Ok(Share::new(out))
+        let lens: Vec<usize> = parts.iter().map(|(x, _)| x.len()).collect();
+        Ok(Share::new(out).split(&lens))
     }
 
     /// `x · scale` for a public real `scale`, where `x` carries `f + extra`
@@ -325,16 +398,37 @@ impl Session<'_> {
     /// the encoded factor has at least 20 significant bits).
     /// Domain: `|x·scale|·2^(f+extra+t) < 2^62` before the shift.
     pub fn trunc_scaled(&mut self, x: &Share, extra: u32, scale: f64) -> Result<Share> {
-        assert!(
-            scale > 0.0 && scale.is_finite(),
-            "trunc_scaled: scale {scale}"
-        );
-        let (k, t) = scale_factor(scale);
-        let y = if k == 1 { x.clone() } else { x.scale_int(k) };
-        if extra + t == 0 {
-            return Ok(y);
+        Ok(self.trunc_scaled_many(&[(x, extra, scale)])?.remove(0))
+    }
+
+    /// Several [`Session::trunc_scaled`] in one round.
+    pub fn trunc_scaled_many(&mut self, parts: &[(&Share, u32, f64)]) -> Result<Vec<Share>> {
+        let mut scaled = Vec::with_capacity(parts.len());
+        for (x, extra, scale) in parts {
+            assert!(
+                *scale > 0.0 && scale.is_finite(),
+                "trunc_scaled: scale {scale}"
+            );
+            let (k, t) = scale_factor(*scale);
+            let y = if k == 1 { (*x).clone() } else { x.scale_int(k) };
+            scaled.push((y, extra + t));
         }
-        self.trunc(&y, extra + t)
+        let todo: Vec<(&Share, u32)> = scaled
+            .iter()
+            .filter(|(_, s)| *s > 0)
+            .map(|(y, s)| (y, *s))
+            .collect();
+        let mut done = self.trunc_many(&todo)?.into_iter();
+        Ok(scaled
+            .iter()
+            .map(|(y, s)| {
+                if *s > 0 {
+                    done.next().expect("one result per part")
+                } else {
+                    y.clone()
+                }
+            })
+            .collect())
     }
 }
 

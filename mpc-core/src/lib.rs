@@ -34,7 +34,7 @@ pub mod ring;
 pub mod session;
 pub mod share;
 
-pub use arith::MaskedWeight;
+pub use arith::{MaskedWeight, MatMulItem};
 pub use channel::{Channel, CommStats, CountingChannel, MemChannel};
 pub use dealer::{CorrelationSource, Dealer, MaterialGen, Pool, Request};
 pub use error::{ChannelError, MpcError, Result};

@@ -33,9 +33,13 @@ pub struct LocalRun<T> {
 }
 
 /// Record the correlation plan of `program` for `party` without a peer or a dealer.
-pub fn record_plan<T, F>(fp: FixedPoint, party: Party, program: &F) -> Result<Vec<Request>>
+pub fn record_plan<T, E, F>(
+    fp: FixedPoint,
+    party: Party,
+    program: &F,
+) -> std::result::Result<Vec<Request>, E>
 where
-    F: Fn(&mut Session) -> Result<T>,
+    F: Fn(&mut Session) -> std::result::Result<T, E>,
 {
     let mut rec = Recorder::new(party);
     let mut ch = EchoChannel::default();
@@ -64,18 +68,21 @@ pub fn deal_plan(
     Ok((m0, m1))
 }
 
-/// Run `program` as both parties with fresh dealer seeds.
-pub fn run_local<T, F>(fp: FixedPoint, program: F) -> Result<LocalRun<T>>
+/// Run `program` as both parties with fresh dealer seeds. The program's
+/// error type only needs to absorb [`MpcError`].
+pub fn run_local<T, E, F>(fp: FixedPoint, program: F) -> std::result::Result<LocalRun<T>, E>
 where
     T: Send,
-    F: Fn(&mut Session) -> Result<T> + Sync,
+    E: From<MpcError> + Send,
+    F: Fn(&mut Session) -> std::result::Result<T, E> + Sync,
 {
     let plan = record_plan(fp, Party::P0, &program)?;
     let plan1 = record_plan(fp, Party::P1, &program)?;
     if plan != plan1 {
         return Err(MpcError::Dealer(
             "the two parties' programs ask for different correlations".into(),
-        ));
+        )
+        .into());
     }
     let t0 = Instant::now();
     let (seed0, seed1) = (Seed::random(), Seed::random());

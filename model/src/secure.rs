@@ -1,0 +1,613 @@
+//! The secure forward: the same network as [`crate::plain`], stage by stage,
+//! over mpc-core's operators.
+//!
+//! The model owner splits the weights into two additive shares
+//! ([`split_weights`]); each party prepares its share once per model load
+//! ([`SecureModel::prepare`]: every linear weight is masked and its `W − B`
+//! opened, so later products open only activations); then
+//! [`SecureModel::forward`] runs on a shared image. Both parties call the same
+//! methods in the same order; everything that steers the computation (shapes,
+//! the attention table, the MPCViT+ `beta` masks) is public.
+//!
+//! Approximations under MPC (the plaintext model is exact): fixed point with
+//! `f` fractional bits (default 16); the exact-erf GeLU is evaluated by the
+//! piecewise quadratic of `mpc_core::approx::gelu_piecewise` (error ≤ 7e-4);
+//! softmax's exponential by `(1 + x/256)^256`; ReLU-softmax's and LayerNorm's
+//! reciprocal and rsqrt piecewise linearly (relative error ≤ 1e-3 on their domains).
+
+use mpc_core::nonlinear::{Domain, LayerNormParams, ROW_SUMS};
+use mpc_core::{FixedPoint, MaskedWeight, MatMulItem, Prg, Session, Share, ring};
+
+use crate::config::{AttnKind, GeluKind, ModelConfig};
+use crate::error::{ModelError, Result};
+use crate::network::Model;
+use crate::weights::{LayerNorm, Linear};
+
+/// Fixed-point and domain settings of the secure forward.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SecureParams {
+    /// Fixed-point format.
+    pub fp: FixedPoint,
+    /// Comparison width for attention scores (|S| < 2^(bits−1−f)).
+    pub score_bits: u32,
+    /// Comparison width for the linearised FFN's ReLU.
+    pub relu_bits: u32,
+    /// LayerNorm variance domain (eps comes from the model).
+    pub layer_norm: LayerNormParams,
+    /// Range of ReLU-softmax row sums.
+    pub row_sums: Domain,
+}
+
+impl Default for SecureParams {
+    fn default() -> Self {
+        SecureParams {
+            fp: FixedPoint::default(),
+            score_bits: 24,
+            relu_bits: 32,
+            layer_norm: LayerNormParams::default(),
+            row_sums: ROW_SUMS,
+        }
+    }
+}
+
+/// One party's share of a linear layer, weight stored transposed (`in × out`).
+#[derive(Clone, Debug)]
+pub struct LinearShare {
+    in_features: usize,
+    out_features: usize,
+    weight: Share,
+    bias: Option<Share>,
+}
+
+/// One party's share of a LayerNorm.
+#[derive(Clone, Debug)]
+pub struct LayerNormShare {
+    gamma: Share,
+    beta: Share,
+}
+
+/// One party's share of a block.
+#[derive(Clone, Debug)]
+pub struct BlockShare {
+    pre_norm: LayerNormShare,
+    qkv: LinearShare,
+    proj: LinearShare,
+    norm1: LayerNormShare,
+    linear1: LinearShare,
+    linear2: LinearShare,
+    /// The fused linearised FFN of MPCViT+ blocks.
+    fused: Option<LinearShare>,
+}
+
+/// One party's share of every weight, with the public configuration.
+#[derive(Clone, Debug)]
+pub struct WeightShares {
+    config: ModelConfig,
+    frac_bits: u32,
+    conv: LinearShare,
+    class_emb: Share,
+    positional_emb: Share,
+    blocks: Vec<BlockShare>,
+    norm: LayerNormShare,
+    fc: LinearShare,
+}
+
+impl WeightShares {
+    /// The public configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+}
+
+struct Splitter<'a> {
+    fp: FixedPoint,
+    prg: &'a mut Prg,
+}
+
+impl Splitter<'_> {
+    fn vec(&mut self, v: &[f32]) -> [Share; 2] {
+        let enc: Vec<u64> = v.iter().map(|x| self.fp.encode(f64::from(*x))).collect();
+        let (a, b) = mpc_core::share_secret(&enc, self.prg);
+        [a, b]
+    }
+
+    fn linear(&mut self, l: &Linear) -> [LinearShare; 2] {
+        let wt = ring::transpose(&l.weight, l.out_features, l.in_features);
+        let [w0, w1] = self.vec(&wt);
+        let [b0, b1] = match &l.bias {
+            Some(b) => self.vec(b).map(Some),
+            None => [None, None],
+        };
+        let mk = |weight, bias| LinearShare {
+            in_features: l.in_features,
+            out_features: l.out_features,
+            weight,
+            bias,
+        };
+        [mk(w0, b0), mk(w1, b1)]
+    }
+
+    fn norm(&mut self, n: &LayerNorm) -> [LayerNormShare; 2] {
+        let [g0, g1] = self.vec(&n.weight);
+        let [b0, b1] = self.vec(&n.bias);
+        [
+            LayerNormShare {
+                gamma: g0,
+                beta: b0,
+            },
+            LayerNormShare {
+                gamma: g1,
+                beta: b1,
+            },
+        ]
+    }
+}
+
+/// Split a model's weights into two additive shares at fixed point `fp`
+/// (the model owner's step). Each share alone is uniformly random.
+pub fn split_weights(model: &Model, fp: FixedPoint, prg: &mut Prg) -> [WeightShares; 2] {
+    let (config, w) = (model.config(), model.weights());
+    let mut sp = Splitter { fp, prg };
+    let conv = Linear {
+        out_features: config.dim,
+        in_features: config.in_channels * config.patch_size * config.patch_size,
+        weight: w.conv.weight.clone(),
+        bias: Some(w.conv.bias.clone()),
+    };
+    let [conv0, conv1] = sp.linear(&conv);
+    let [ce0, ce1] = sp.vec(&w.class_emb);
+    let [pe0, pe1] = sp.vec(&w.positional_emb);
+    let mut blocks: [Vec<BlockShare>; 2] = [Vec::new(), Vec::new()];
+    for (i, b) in w.blocks.iter().enumerate() {
+        let [pn0, pn1] = sp.norm(&b.pre_norm);
+        let [q0, q1] = sp.linear(&b.qkv);
+        let [p0, p1] = sp.linear(&b.proj);
+        let [n0, n1] = sp.norm(&b.norm1);
+        let [l10, l11] = sp.linear(&b.linear1);
+        let [l20, l21] = sp.linear(&b.linear2);
+        let [f0, f1] = match model.fused_ffn(i) {
+            Some(f) => sp.linear(f).map(Some),
+            None => [None, None],
+        };
+        blocks[0].push(BlockShare {
+            pre_norm: pn0,
+            qkv: q0,
+            proj: p0,
+            norm1: n0,
+            linear1: l10,
+            linear2: l20,
+            fused: f0,
+        });
+        blocks[1].push(BlockShare {
+            pre_norm: pn1,
+            qkv: q1,
+            proj: p1,
+            norm1: n1,
+            linear1: l11,
+            linear2: l21,
+            fused: f1,
+        });
+    }
+    let [nm0, nm1] = sp.norm(&w.norm);
+    let [fc0, fc1] = sp.linear(&w.fc);
+    let [b0, b1] = blocks;
+    let mk = |conv, class_emb, positional_emb, blocks, norm, fc| WeightShares {
+        config: config.clone(),
+        frac_bits: fp.frac_bits,
+        conv,
+        class_emb,
+        positional_emb,
+        blocks,
+        norm,
+        fc,
+    };
+    [
+        mk(conv0, ce0, pe0, b0, nm0, fc0),
+        mk(conv1, ce1, pe1, b1, nm1, fc1),
+    ]
+}
+
+/// Split a normalised CHW image into two shares (the client's step).
+pub fn split_input(image: &[f32], fp: FixedPoint, prg: &mut Prg) -> [Share; 2] {
+    let enc: Vec<u64> = image.iter().map(|x| fp.encode(f64::from(*x))).collect();
+    let (a, b) = mpc_core::share_secret(&enc, prg);
+    [a, b]
+}
+
+#[derive(Debug)]
+struct PreparedLinear {
+    w: MaskedWeight,
+    bias: Option<Share>,
+}
+
+#[derive(Debug)]
+struct PreparedBlock {
+    pre_norm: LayerNormShare,
+    qkv: PreparedLinear,
+    proj: PreparedLinear,
+    norm1: LayerNormShare,
+    linear1: PreparedLinear,
+    linear2: PreparedLinear,
+    fused: Option<PreparedLinear>,
+}
+
+/// Shares of one block's activations (`N × C` each), for stage-by-stage checks.
+#[derive(Debug, Clone)]
+pub struct BlockTraceShare {
+    /// The attention branch before the residual.
+    pub attn_out: Share,
+    /// `y = x + attn_out`.
+    pub residual: Share,
+    /// `z = LN_1(y)`.
+    pub normed: Share,
+    /// The block output.
+    pub output: Share,
+}
+
+/// Shares of every stage's activations.
+#[derive(Debug, Clone)]
+pub struct TraceShare {
+    /// After the tokenizer and embeddings.
+    pub embedded: Share,
+    /// One per block.
+    pub blocks: Vec<BlockTraceShare>,
+    /// The logits.
+    pub logits: Share,
+}
+
+/// One party's prepared model: weight masks opened, ready for requests.
+#[derive(Debug)]
+pub struct SecureModel {
+    config: ModelConfig,
+    params: SecureParams,
+    conv: PreparedLinear,
+    class_emb: Share,
+    positional_emb: Share,
+    blocks: Vec<PreparedBlock>,
+    norm: LayerNormShare,
+    fc: PreparedLinear,
+}
+
+impl SecureModel {
+    /// Mask every linear weight (one round and `8·in·out` bytes each, once per
+    /// model load). Both parties must call this with their own shares.
+    pub fn prepare(s: &mut Session, shares: &WeightShares, params: SecureParams) -> Result<Self> {
+        if shares.frac_bits != params.fp.frac_bits || s.frac_bits() != params.fp.frac_bits {
+            return Err(ModelError::Secure(format!(
+                "fixed point mismatch: shares at {} bits, params at {}, session at {}",
+                shares.frac_bits,
+                params.fp.frac_bits,
+                s.frac_bits()
+            )));
+        }
+        let mut next_id = 0u32;
+        let mut prep = |s: &mut Session, l: &LinearShare| -> Result<PreparedLinear> {
+            let id = next_id;
+            next_id += 1;
+            let w = s.mask_weight(id, &l.weight, l.in_features, l.out_features)?;
+            Ok(PreparedLinear {
+                w,
+                bias: l.bias.clone(),
+            })
+        };
+        let conv = prep(s, &shares.conv)?;
+        let mut blocks = Vec::with_capacity(shares.blocks.len());
+        for b in &shares.blocks {
+            blocks.push(PreparedBlock {
+                pre_norm: b.pre_norm.clone(),
+                qkv: prep(s, &b.qkv)?,
+                proj: prep(s, &b.proj)?,
+                norm1: b.norm1.clone(),
+                linear1: prep(s, &b.linear1)?,
+                linear2: prep(s, &b.linear2)?,
+                fused: b.fused.as_ref().map(|f| prep(s, f)).transpose()?,
+            });
+        }
+        let fc = prep(s, &shares.fc)?;
+        Ok(SecureModel {
+            config: shares.config.clone(),
+            params,
+            conv,
+            class_emb: shares.class_emb.clone(),
+            positional_emb: shares.positional_emb.clone(),
+            blocks,
+            norm: shares.norm.clone(),
+            fc,
+        })
+    }
+
+    /// The public configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// This party's share of the logits for a shared normalised CHW image.
+    pub fn forward(&self, s: &mut Session, image: &Share) -> Result<Share> {
+        Ok(self.forward_trace(s, image)?.logits)
+    }
+
+    /// Like [`SecureModel::forward`], keeping every stage's shares.
+    pub fn forward_trace(&self, s: &mut Session, image: &Share) -> Result<TraceShare> {
+        let cfg = &self.config;
+        let embedded = self.embed(s, image)?;
+        let mut x = embedded.clone();
+        let mut blocks = Vec::with_capacity(cfg.depth);
+        for i in 0..cfg.depth {
+            let t = self.block(s, i, &x)?;
+            x = t.output.clone();
+            blocks.push(t);
+        }
+        let logits = self.head(s, &x)?;
+        Ok(TraceShare {
+            embedded,
+            blocks,
+            logits,
+        })
+    }
+
+    fn embed(&self, s: &mut Session, image: &Share) -> Result<Share> {
+        let cfg = &self.config;
+        let cols = Share::new(crate::plain::patches(cfg, image.as_slice())?);
+        let tokens = linears(s, &[(&cols, cfg.num_patches(), &self.conv)])?.remove(0);
+        let x = Share::concat(&[&self.class_emb, &tokens]);
+        Ok(x.add(&self.positional_emb))
+    }
+
+    fn layer_norm(
+        &self,
+        s: &mut Session,
+        x: &Share,
+        rows: usize,
+        ln: &LayerNormShare,
+    ) -> Result<Share> {
+        let p = LayerNormParams {
+            eps: f64::from(self.config.layer_norm_eps),
+            ..self.params.layer_norm
+        };
+        Ok(s.layer_norm(x, &ln.gamma, &ln.beta, rows, self.config.dim, p)?)
+    }
+
+    fn block(&self, s: &mut Session, i: usize, x: &Share) -> Result<BlockTraceShare> {
+        let attn_out = self.attention(s, i, x)?;
+        let residual = x.add(&attn_out);
+        let n = self.config.num_tokens();
+        let normed = self.layer_norm(s, &residual, n, &self.blocks[i].norm1)?;
+        let f = self.ffn(s, i, &normed)?;
+        let output = normed.add(&f);
+        Ok(BlockTraceShare {
+            attn_out,
+            residual,
+            normed,
+            output,
+        })
+    }
+
+    /// Attention branch, all heads of a kind batched: scores (one product
+    /// round, one truncation with 1/√d or 1/(√d·N) folded in); softmax heads;
+    /// ReLU of the ReLU-softmax heads; the second product of every head in one
+    /// round (R·V, P·V, Q·(KᵀV)); the ReLU-softmax normalisation after the
+    /// product; the projection.
+    fn attention(&self, s: &mut Session, i: usize, x: &Share) -> Result<Share> {
+        let cfg = &self.config;
+        let blk = &self.blocks[i];
+        let (n, c, d) = (cfg.num_tokens(), cfg.dim, cfg.head_dim());
+        let f = s.frac_bits();
+        let normed = self.layer_norm(s, x, n, &blk.pre_norm)?;
+        let qkv = linears(s, &[(&normed, n, &blk.qkv)])?.remove(0);
+        let column = |sel: usize, h: usize| -> Share {
+            let q = qkv.as_slice();
+            let mut m = Vec::with_capacity(n * d);
+            for t in 0..n {
+                let start = t * 3 * c + sel * c + h * d;
+                m.extend_from_slice(&q[start..start + d]);
+            }
+            Share::new(m)
+        };
+        let kinds = &cfg.attention[i];
+        let heads: Vec<(Share, Share, Share)> = (0..cfg.heads)
+            .map(|h| (column(0, h), column(1, h), column(2, h)))
+            .collect();
+        let kts: Vec<Share> = heads
+            .iter()
+            .map(|(_, k, _)| Share::new(ring::transpose(k.as_slice(), n, d)))
+            .collect();
+        let scale_first = d < n; // ScaleAttn as Q·(KᵀV)
+        // Round 1-2: scores (or KᵀV for ScaleAttn heads), then truncation.
+        let mut items = Vec::with_capacity(cfg.heads);
+        let mut scales = Vec::with_capacity(cfg.heads);
+        for h in 0..cfg.heads {
+            let (q, _, v) = &heads[h];
+            let inv_sqrt_d = 1.0 / (d as f64).sqrt();
+            if kinds[h] == AttnKind::ScaleAttn && scale_first {
+                items.push(MatMulItem {
+                    x: &kts[h],
+                    y: v,
+                    m: d,
+                    k: n,
+                    n: d,
+                });
+            } else {
+                items.push(MatMulItem {
+                    x: q,
+                    y: &kts[h],
+                    m: n,
+                    k: d,
+                    n,
+                });
+            }
+            scales.push(if kinds[h] == AttnKind::ScaleAttn {
+                inv_sqrt_d / n as f64
+            } else {
+                inv_sqrt_d
+            });
+        }
+        let raw = s.matmul_raw_many(&items)?;
+        let parts: Vec<(&Share, u32, f64)> =
+            raw.iter().zip(&scales).map(|(r, sc)| (r, f, *sc)).collect();
+        let first = s.trunc_scaled_many(&parts)?;
+
+        let of_kind =
+            |k: AttnKind| -> Vec<usize> { (0..cfg.heads).filter(|h| kinds[*h] == k).collect() };
+        let (soft, rs) = (of_kind(AttnKind::Softmax), of_kind(AttnKind::ReluSoftmax));
+        let stack =
+            |hs: &[usize]| Share::concat(&hs.iter().map(|h| &first[*h]).collect::<Vec<_>>());
+        let mut left: Vec<Option<Share>> = vec![None; cfg.heads];
+        if !soft.is_empty() {
+            let p = s.softmax(&stack(&soft), soft.len() * n, n, self.params.score_bits)?;
+            for (j, part) in p.split(&vec![n * n; soft.len()]).into_iter().enumerate() {
+                left[soft[j]] = Some(part);
+            }
+        }
+        let mut rs_sums = None;
+        if !rs.is_empty() {
+            let r = s.relu(&stack(&rs), self.params.score_bits)?;
+            rs_sums = Some(Share::new(ring::row_sums(r.as_slice(), rs.len() * n, n)));
+            for (j, part) in r.split(&vec![n * n; rs.len()]).into_iter().enumerate() {
+                left[rs[j]] = Some(part);
+            }
+        }
+        // Second product of every head in one round: P·V, R·V, Q·(KᵀV) or S·V.
+        let mut items = Vec::with_capacity(cfg.heads);
+        for h in 0..cfg.heads {
+            let (q, _, v) = &heads[h];
+            items.push(match (&left[h], kinds[h]) {
+                (Some(p), _) => MatMulItem {
+                    x: p,
+                    y: v,
+                    m: n,
+                    k: n,
+                    n: d,
+                },
+                (None, _) if scale_first => MatMulItem {
+                    x: q,
+                    y: &first[h],
+                    m: n,
+                    k: d,
+                    n: d,
+                },
+                (None, _) => MatMulItem {
+                    x: &first[h],
+                    y: v,
+                    m: n,
+                    k: n,
+                    n: d,
+                },
+            });
+        }
+        let raw = s.matmul_raw_many(&items)?;
+        let parts: Vec<(&Share, u32)> = raw.iter().map(|r| (r, f)).collect();
+        let mut outs = s.trunc_many(&parts)?;
+        if let Some(sums) = rs_sums {
+            let eps = f64::from(cfg.relu_softmax_eps);
+            let sums = s.add_scalar(&sums, s.encode(eps));
+            let inv = s.reciprocal(&sums, self.params.row_sums)?;
+            let rv = Share::concat(&rs.iter().map(|h| &outs[*h]).collect::<Vec<_>>());
+            let y = s.mul_rows_raw(&rv, &inv, rs.len() * n, d)?;
+            let y = s.trunc(&y, f + mpc_core::nonlinear::EXTRA_FRAC)?;
+            for (j, part) in y.split(&vec![n * d; rs.len()]).into_iter().enumerate() {
+                outs[rs[j]] = part;
+            }
+        }
+        // Concatenate heads: token t, head h → columns h·d..(h+1)·d.
+        let mut concat = vec![0u64; n * c];
+        for (h, o) in outs.iter().enumerate() {
+            for t in 0..n {
+                concat[t * c + h * d..t * c + (h + 1) * d]
+                    .copy_from_slice(&o.as_slice()[t * d..(t + 1) * d]);
+            }
+        }
+        Ok(linears(s, &[(&Share::new(concat), n, &blk.proj)])?.remove(0))
+    }
+
+    /// FFN branch on `z = LN_1(y)`: GeLU rows through linear1, GeLU, linear2;
+    /// linearised rows (MPCViT+ `beta = 0`) through the fused layer and a ReLU.
+    fn ffn(&self, s: &mut Session, i: usize, z: &Share) -> Result<Share> {
+        let cfg = &self.config;
+        let blk = &self.blocks[i];
+        let (n, c) = (cfg.num_tokens(), cfg.dim);
+        let mask = cfg.block_beta(i);
+        let keep = |t: usize| mask.is_none_or(|m| m[t]);
+        let gelu_rows: Vec<usize> = (0..n).filter(|&t| keep(t)).collect();
+        let lin_rows: Vec<usize> = (0..n).filter(|&t| !keep(t)).collect();
+        let gather = |rows: &[usize]| -> Share {
+            Share::new(
+                rows.iter()
+                    .flat_map(|&t| z.as_slice()[t * c..(t + 1) * c].iter().copied())
+                    .collect(),
+            )
+        };
+        let (zg, zl) = (gather(&gelu_rows), gather(&lin_rows));
+        let fused = match (&blk.fused, lin_rows.is_empty()) {
+            (_, true) => None,
+            (Some(f), false) => Some(f),
+            (None, false) => {
+                return Err(ModelError::Secure(format!(
+                    "block {i}: linearised tokens without a fused FFN"
+                )));
+            }
+        };
+        let mut first: Vec<(&Share, usize, &PreparedLinear)> = Vec::new();
+        if !gelu_rows.is_empty() {
+            first.push((&zg, gelu_rows.len(), &blk.linear1));
+        }
+        if let Some(fl) = fused {
+            first.push((&zl, lin_rows.len(), fl));
+        }
+        let mut ys = linears(s, &first)?.into_iter();
+        let hidden = (!gelu_rows.is_empty()).then(|| ys.next().expect("gelu rows"));
+        let lin = fused.map(|_| ys.next().expect("linearised rows"));
+        let mut out = vec![0u64; n * c];
+        if let Some(y) = lin {
+            let r = s.relu(&y, self.params.relu_bits)?;
+            for (j, &t) in lin_rows.iter().enumerate() {
+                out[t * c..(t + 1) * c].copy_from_slice(&r.as_slice()[j * c..(j + 1) * c]);
+            }
+        }
+        if let Some(h) = hidden {
+            let g = match cfg.gelu {
+                GeluKind::Quad => s.gelu_quad(&h)?,
+                _ => s.gelu(&h)?,
+            };
+            let y = linears(s, &[(&g, gelu_rows.len(), &blk.linear2)])?.remove(0);
+            for (j, &t) in gelu_rows.iter().enumerate() {
+                out[t * c..(t + 1) * c].copy_from_slice(&y.as_slice()[j * c..(j + 1) * c]);
+            }
+        }
+        Ok(Share::new(out))
+    }
+
+    /// Final LayerNorm on the class token (the only row the classifier reads), then the classifier.
+    fn head(&self, s: &mut Session, x: &Share) -> Result<Share> {
+        let c = self.config.dim;
+        let cls = x.slice(0..c);
+        let normed = self.layer_norm(s, &cls, 1, &self.norm)?;
+        Ok(linears(s, &[(&normed, 1, &self.fc)])?.remove(0))
+    }
+}
+
+/// `x·W + b` for several layers in one product round and one truncation round.
+fn linears(s: &mut Session, items: &[(&Share, usize, &PreparedLinear)]) -> Result<Vec<Share>> {
+    let f = s.frac_bits();
+    let prods: Vec<(&Share, usize, &MaskedWeight)> =
+        items.iter().map(|(x, m, l)| (*x, *m, &l.w)).collect();
+    let raw = s.weight_matmul_raw_many(&prods)?;
+    let parts: Vec<(&Share, u32)> = raw.iter().map(|r| (r, f)).collect();
+    let ys = s.trunc_many(&parts)?;
+    Ok(ys
+        .into_iter()
+        .zip(items)
+        .map(|(y, (_, m, l))| match &l.bias {
+            Some(b) => y.add(&Share::new(tile(b.as_slice(), *m))),
+            None => y,
+        })
+        .collect())
+}
+
+/// `v` repeated `times` times (a bias broadcast over rows).
+fn tile(v: &[u64], times: usize) -> Vec<u64> {
+    let mut out = Vec::with_capacity(v.len() * times);
+    for _ in 0..times {
+        out.extend_from_slice(v);
+    }
+    out
+}
