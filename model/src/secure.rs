@@ -66,10 +66,10 @@ pub struct LayerNormShare {
     beta: Share,
 }
 
-/// One party's share of a block.
+/// One party's share of a block. The pre-attention LayerNorm's scale and
+/// shift are folded into `qkv` by the model owner ([`fold_norm`]).
 #[derive(Clone, Debug)]
 pub struct BlockShare {
-    pre_norm: LayerNormShare,
     qkv: LinearShare,
     proj: LinearShare,
     norm1: LayerNormShare,
@@ -88,7 +88,7 @@ pub struct WeightShares {
     class_emb: Share,
     positional_emb: Share,
     blocks: Vec<BlockShare>,
-    norm: LayerNormShare,
+    /// The classifier with the final LayerNorm's scale and shift folded in.
     fc: LinearShare,
 }
 
@@ -159,8 +159,7 @@ pub fn split_weights(model: &Model, fp: FixedPoint, prg: &mut Prg) -> [WeightSha
     let [pe0, pe1] = sp.vec(&w.positional_emb);
     let mut blocks: [Vec<BlockShare>; 2] = [Vec::new(), Vec::new()];
     for (i, b) in w.blocks.iter().enumerate() {
-        let [pn0, pn1] = sp.norm(&b.pre_norm);
-        let [q0, q1] = sp.linear(&b.qkv);
+        let [q0, q1] = sp.linear(&fold_norm(&b.pre_norm, &b.qkv));
         let [p0, p1] = sp.linear(&b.proj);
         let [n0, n1] = sp.norm(&b.norm1);
         let [l10, l11] = sp.linear(&b.linear1);
@@ -170,7 +169,6 @@ pub fn split_weights(model: &Model, fp: FixedPoint, prg: &mut Prg) -> [WeightSha
             None => [None, None],
         };
         blocks[0].push(BlockShare {
-            pre_norm: pn0,
             qkv: q0,
             proj: p0,
             norm1: n0,
@@ -179,7 +177,6 @@ pub fn split_weights(model: &Model, fp: FixedPoint, prg: &mut Prg) -> [WeightSha
             fused: f0,
         });
         blocks[1].push(BlockShare {
-            pre_norm: pn1,
             qkv: q1,
             proj: p1,
             norm1: n1,
@@ -188,23 +185,43 @@ pub fn split_weights(model: &Model, fp: FixedPoint, prg: &mut Prg) -> [WeightSha
             fused: f1,
         });
     }
-    let [nm0, nm1] = sp.norm(&w.norm);
-    let [fc0, fc1] = sp.linear(&w.fc);
+    let [fc0, fc1] = sp.linear(&fold_norm(&w.norm, &w.fc));
     let [b0, b1] = blocks;
-    let mk = |conv, class_emb, positional_emb, blocks, norm, fc| WeightShares {
+    let mk = |conv, class_emb, positional_emb, blocks, fc| WeightShares {
         config: config.clone(),
         frac_bits: fp.frac_bits,
         conv,
         class_emb,
         positional_emb,
         blocks,
-        norm,
         fc,
     };
-    [
-        mk(conv0, ce0, pe0, b0, nm0, fc0),
-        mk(conv1, ce1, pe1, b1, nm1, fc1),
-    ]
+    [mk(conv0, ce0, pe0, b0, fc0), mk(conv1, ce1, pe1, b1, fc1)]
+}
+
+/// Fold a LayerNorm's scale `γ` and shift `β` into the linear layer that
+/// consumes it: `(n⊙γ + β)·Wᵀ + b = n·(W·diag(γ))ᵀ + (W·β + b)`. Exact in
+/// real arithmetic (accumulated in f64); the secure forward then normalises
+/// without an affine step, saving a product per element.
+pub fn fold_norm(norm: &LayerNorm, next: &Linear) -> Linear {
+    let (out, inp) = (next.out_features, next.in_features);
+    let mut weight = next.weight.clone();
+    let mut bias = next.bias.clone().unwrap_or_else(|| vec![0.0; out]);
+    for o in 0..out {
+        let row = &mut weight[o * inp..(o + 1) * inp];
+        let mut acc = f64::from(bias[o]);
+        for (i, w) in row.iter_mut().enumerate() {
+            acc += f64::from(*w) * f64::from(norm.bias[i]);
+            *w *= norm.weight[i];
+        }
+        bias[o] = acc as f32;
+    }
+    Linear {
+        out_features: out,
+        in_features: inp,
+        weight,
+        bias: Some(bias),
+    }
 }
 
 /// Split a normalised CHW image into two shares (the client's step).
@@ -220,12 +237,34 @@ struct PreparedLinear {
     bias: Option<Share>,
 }
 
+/// Masks weights in load order, numbering them for the dealer.
+struct Masker(u32);
+
+impl Masker {
+    fn weight(&mut self, s: &mut Session, w: &Share, k: usize, n: usize) -> Result<MaskedWeight> {
+        self.0 += 1;
+        Ok(s.mask_weight(self.0 - 1, w, k, n)?)
+    }
+
+    fn linear(&mut self, s: &mut Session, l: &LinearShare) -> Result<PreparedLinear> {
+        Ok(PreparedLinear {
+            w: self.weight(s, &l.weight, l.in_features, l.out_features)?,
+            bias: l.bias.clone(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct PreparedNorm {
+    gamma: MaskedWeight,
+    beta: Share,
+}
+
 #[derive(Debug)]
 struct PreparedBlock {
-    pre_norm: LayerNormShare,
     qkv: PreparedLinear,
     proj: PreparedLinear,
-    norm1: LayerNormShare,
+    norm1: PreparedNorm,
     linear1: PreparedLinear,
     linear2: PreparedLinear,
     fused: Option<PreparedLinear>,
@@ -264,7 +303,6 @@ pub struct SecureModel {
     class_emb: Share,
     positional_emb: Share,
     blocks: Vec<PreparedBlock>,
-    norm: LayerNormShare,
     fc: PreparedLinear,
 }
 
@@ -280,30 +318,24 @@ impl SecureModel {
                 s.frac_bits()
             )));
         }
-        let mut next_id = 0u32;
-        let mut prep = |s: &mut Session, l: &LinearShare| -> Result<PreparedLinear> {
-            let id = next_id;
-            next_id += 1;
-            let w = s.mask_weight(id, &l.weight, l.in_features, l.out_features)?;
-            Ok(PreparedLinear {
-                w,
-                bias: l.bias.clone(),
-            })
-        };
-        let conv = prep(s, &shares.conv)?;
+        let mut m = Masker(0);
+        let conv = m.linear(s, &shares.conv)?;
         let mut blocks = Vec::with_capacity(shares.blocks.len());
         for b in &shares.blocks {
+            let c = b.norm1.gamma.len();
             blocks.push(PreparedBlock {
-                pre_norm: b.pre_norm.clone(),
-                qkv: prep(s, &b.qkv)?,
-                proj: prep(s, &b.proj)?,
-                norm1: b.norm1.clone(),
-                linear1: prep(s, &b.linear1)?,
-                linear2: prep(s, &b.linear2)?,
-                fused: b.fused.as_ref().map(|f| prep(s, f)).transpose()?,
+                qkv: m.linear(s, &b.qkv)?,
+                proj: m.linear(s, &b.proj)?,
+                norm1: PreparedNorm {
+                    gamma: m.weight(s, &b.norm1.gamma, 1, c)?,
+                    beta: b.norm1.beta.clone(),
+                },
+                linear1: m.linear(s, &b.linear1)?,
+                linear2: m.linear(s, &b.linear2)?,
+                fused: b.fused.as_ref().map(|f| m.linear(s, f)).transpose()?,
             });
         }
-        let fc = prep(s, &shares.fc)?;
+        let fc = m.linear(s, &shares.fc)?;
         Ok(SecureModel {
             config: shares.config.clone(),
             params,
@@ -311,7 +343,6 @@ impl SecureModel {
             class_emb: shares.class_emb.clone(),
             positional_emb: shares.positional_emb.clone(),
             blocks,
-            norm: shares.norm.clone(),
             fc,
         })
     }
@@ -353,25 +384,28 @@ impl SecureModel {
         Ok(x.add(&self.positional_emb))
     }
 
+    /// LayerNorm of `rows` tokens; without `affine` the scale and shift have
+    /// been folded into the next linear layer.
     fn layer_norm(
         &self,
         s: &mut Session,
         x: &Share,
         rows: usize,
-        ln: &LayerNormShare,
+        affine: Option<&PreparedNorm>,
     ) -> Result<Share> {
         let p = LayerNormParams {
             eps: f64::from(self.config.layer_norm_eps),
             ..self.params.layer_norm
         };
-        Ok(s.layer_norm(x, &ln.gamma, &ln.beta, rows, self.config.dim, p)?)
+        let (g, b) = (affine.map(|a| &a.gamma), affine.map(|a| &a.beta));
+        Ok(s.layer_norm(x, g, b, rows, self.config.dim, p)?)
     }
 
     fn block(&self, s: &mut Session, i: usize, x: &Share) -> Result<BlockTraceShare> {
         let attn_out = self.attention(s, i, x)?;
         let residual = x.add(&attn_out);
         let n = self.config.num_tokens();
-        let normed = self.layer_norm(s, &residual, n, &self.blocks[i].norm1)?;
+        let normed = self.layer_norm(s, &residual, n, Some(&self.blocks[i].norm1))?;
         let f = self.ffn(s, i, &normed)?;
         let output = normed.add(&f);
         Ok(BlockTraceShare {
@@ -392,7 +426,7 @@ impl SecureModel {
         let blk = &self.blocks[i];
         let (n, c, d) = (cfg.num_tokens(), cfg.dim, cfg.head_dim());
         let f = s.frac_bits();
-        let normed = self.layer_norm(s, x, n, &blk.pre_norm)?;
+        let normed = self.layer_norm(s, x, n, None)?;
         let qkv = linears(s, &[(&normed, n, &blk.qkv)])?.remove(0);
         let column = |sel: usize, h: usize| -> Share {
             let q = qkv.as_slice();
@@ -576,11 +610,12 @@ impl SecureModel {
         Ok(Share::new(out))
     }
 
-    /// Final LayerNorm on the class token (the only row the classifier reads), then the classifier.
+    /// Final LayerNorm on the class token (the only row the classifier reads),
+    /// then the classifier (which carries the norm's scale and shift).
     fn head(&self, s: &mut Session, x: &Share) -> Result<Share> {
         let c = self.config.dim;
         let cls = x.slice(0..c);
-        let normed = self.layer_norm(s, &cls, 1, &self.norm)?;
+        let normed = self.layer_norm(s, &cls, 1, None)?;
         Ok(linears(s, &[(&normed, 1, &self.fc)])?.remove(0))
     }
 }

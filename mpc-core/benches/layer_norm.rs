@@ -17,7 +17,10 @@ fn bench(c: &mut Criterion) {
         "layer_norm",
         &format!("{N}x{C}"),
         &[x, gamma, beta],
-        |s, v| s.layer_norm(&v[0], &v[1], &v[2], N, C, p),
+        |s, v| {
+            let g = s.mask_weight(0, &v[1], 1, C)?;
+            s.layer_norm(&v[0], Some(&g), Some(&v[2]), N, C, p)
+        },
     );
 }
 

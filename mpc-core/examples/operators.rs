@@ -258,6 +258,9 @@ fn main() {
             out_frac: f,
             relative: false,
         },
-        |s, v| s.layer_norm(&v[0], &v[1], &v[2], n, c, p),
+        |s, v| {
+            let g = s.mask_weight(0, &v[1], 1, c)?;
+            s.layer_norm(&v[0], Some(&g), Some(&v[2]), n, c, p)
+        },
     );
 }

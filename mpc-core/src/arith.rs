@@ -60,6 +60,14 @@ impl MaskedWeight {
     pub fn id(&self) -> u32 {
         self.id
     }
+    /// The opened `F = W − B`.
+    pub(crate) fn opened(&self) -> &[u64] {
+        &self.f
+    }
+    /// This party's `B_i + [i = 0]·F`.
+    pub(crate) fn eb_share(&self) -> &[u64] {
+        &self.eb
+    }
 }
 
 impl Session<'_> {

@@ -75,6 +75,17 @@ pub enum Request {
         /// Columns of the weight.
         n: usize,
     },
+    /// For LayerNorm: one mask `A` (rows×cols) serving two products of the
+    /// same opened `X − A`: `C_sq = A ⊙ A` and, when `id` names a masked
+    /// 1×cols weight `B` (the LayerNorm scale), `C_w = A ⊙ B` broadcast over rows.
+    NormProducts {
+        /// The masked scale vector, if any.
+        id: Option<u32>,
+        /// Rows.
+        rows: usize,
+        /// Columns.
+        cols: usize,
+    },
     /// For truncation: party 0 holds random bits `a`, party 1 bits `b`, both hold shares of `a·b`.
     Wrap {
         /// Elements.
@@ -101,6 +112,7 @@ impl Request {
             Request::WeightMask { .. } => "weight-mask",
             Request::WeightMatMul { .. } => "weight-matmul",
             Request::Wrap { .. } => "wrap",
+            Request::NormProducts { .. } => "norm-products",
             Request::Compare { .. } => "compare",
         }
     }
@@ -131,6 +143,14 @@ impl Request {
                 }
             }
             Request::WeightMask { .. } => 0,
+            Request::NormProducts { id, rows, cols } => {
+                let per = if id.is_some() { 16 } else { 8 };
+                if p1 {
+                    per * rows * cols
+                } else {
+                    0
+                }
+            }
             Request::Compare { n, bits } => {
                 n * DcfCorrections::wire_len(bits - 1) + if p1 { 8 * n } else { 0 }
             }
@@ -225,6 +245,11 @@ pub fn draw(req: &Request, party: Party, prg: &mut Prg) -> Material {
             a: prg.u64s(m * k),
             b: Vec::new(),
             c: own_c(prg, m * n),
+        },
+        Request::NormProducts { id, rows, cols } => Material::Triple {
+            a: prg.u64s(rows * cols),
+            b: Vec::new(),
+            c: own_c(prg, rows * cols * if id.is_some() { 2 } else { 1 }),
         },
         Request::Wrap { n } => Material::Wrap {
             bits: prg.bits(n),
@@ -373,6 +398,28 @@ impl Dealer {
                     )));
                 }
                 correction(ring::matmul(&ring::add(&a0, &a1), b, *m, *k, *n), &c0)
+            }
+            (
+                Request::NormProducts { id, rows, cols },
+                Material::Triple { a: a0, c: c0, .. },
+                Material::Triple { a: a1, .. },
+            ) => {
+                let a = ring::add(&a0, &a1);
+                let mut full = ring::mul(&a, &a);
+                if let Some(id) = id {
+                    let (mk, mn, b) = self
+                        .masks
+                        .get(id)
+                        .ok_or_else(|| MpcError::Dealer(format!("weight {id} was never masked")))?;
+                    if (*mk, *mn) != (1, *cols) {
+                        return Err(MpcError::Dealer(format!(
+                            "weight {id} is {mk}x{mn}, a LayerNorm scale must be 1x{cols}"
+                        )));
+                    }
+                    let bb: Vec<u64> = (0..*rows).flat_map(|_| b.iter().copied()).collect();
+                    full.extend(ring::mul(&a, &bb));
+                }
+                correction(full, &c0)
             }
             (
                 Request::Wrap { .. },

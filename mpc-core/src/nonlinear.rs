@@ -7,7 +7,10 @@
 //! default `f = 16`.
 
 use crate::approx::{self, Piecewise};
+use crate::arith::MaskedWeight;
+use crate::dealer::Request;
 use crate::error::{Result, check_len};
+use crate::session::expect_triple;
 use crate::fixed::encode_at;
 use crate::ring;
 use crate::session::Session;
@@ -316,29 +319,39 @@ impl Session<'_> {
         self.piecewise(x, &approx::gelu_piecewise(), f + 8, f, 128.0)
     }
 
-    /// LayerNorm of each row of `x` (rows×c): `(x − μ)/√(σ² + eps)·γ + β`.
+    /// LayerNorm of each row of `x` (rows×c): `(x − μ)/√(σ² + eps)·γ + β`,
+    /// with `γ` a masked 1×c weight (see [`Session::mask_weight`]) and `β` a
+    /// shared vector; either may be absent (γ = 1, β = 0), for example when the
+    /// model owner has folded them into the next linear layer.
     ///
     /// Steps: `d = c·x − Σx` (local); `x − μ = d/c` by a scaled truncation
-    /// (round 1); `(x − μ)²` and `(x − μ)·γ` in one product round and one
-    /// truncation round (rounds 2–3); `u = Σ(x − μ)² + c·eps = c·(σ² + eps)`
-    /// (local); `√c/√u` by [`Session::rsqrt_scaled`] (rounds 4–6, the public
-    /// `1/c` folded into the constant); one row-broadcast product and a
-    /// truncation (rounds 7–8); `+ β` (local).
-    /// Rounds 8. Bytes ≈ `rows·c·(32 + 8 + 8) + rows·(ℓ/8 + 24)`.
+    /// (round 1); one opening of `x − μ − A` serves both `(x − μ)²` and
+    /// `(x − μ)·γ` (round 2, one dealer correlation with the same mask `A`);
+    /// one truncation round for both (round 3); `u = Σ(x − μ)² + c·eps =
+    /// c·(σ² + eps)` (local); `√c/√u` by [`Session::rsqrt_scaled`] (rounds
+    /// 4–6, the public `1/c` folded into the constant); one row-broadcast
+    /// product and a truncation (rounds 7–8); `+ β` (local).
+    ///
+    /// Rounds 8. Bytes per party ≈ `rows·c·(8 + 8 + 3/8) + rows·(ℓ/8 + 32)`.
+    /// Dealer: `16·rows·c` bytes to party 1 (8 without γ).
     /// Accuracy: relative error ≤ 1e-3 of `(x − μ)/σ` while `σ²` lies in
     /// `params.var`, plus a few ulps; requires `|x − μ| < 2^(31 − f)`.
     pub fn layer_norm(
         &mut self,
         x: &Share,
-        gamma: &Share,
-        beta: &Share,
+        gamma: Option<&MaskedWeight>,
+        beta: Option<&Share>,
         rows: usize,
         c: usize,
         params: LayerNormParams,
     ) -> Result<Share> {
         check_len("layer_norm", "input", x.len(), rows * c)?;
-        check_len("layer_norm", "gamma", gamma.len(), c)?;
-        check_len("layer_norm", "beta", beta.len(), c)?;
+        if let Some(g) = gamma {
+            check_len("layer_norm", "gamma", g.rows() * g.cols(), c)?;
+        }
+        if let Some(b) = beta {
+            check_len("layer_norm", "beta", b.len(), c)?;
+        }
         let f = self.frac_bits();
         let sums = ring::row_sums(x.as_slice(), rows, c);
         let d = Share::new(ring::sub(
@@ -346,28 +359,74 @@ impl Session<'_> {
             &ring::repeat_rows(&sums, c),
         ));
         let xc = self.trunc_scaled(&d, 0, 1.0 / c as f64)?;
-        let g: Vec<u64> = (0..rows)
-            .flat_map(|_| gamma.as_slice().iter().copied())
-            .collect();
-        let prods = self.mul_raw(
-            &Share::concat(&[&xc, &xc]),
-            &Share::concat(&[&xc, &Share::new(g)]),
-        )?;
-        let prods = self.trunc(&prods, f)?;
-        let parts = prods.split(&[rows * c, rows * c]);
-        let u = Share::new(ring::row_sums(parts[0].as_slice(), rows, c));
+        let (sq, scaled) = self.norm_products_raw(&xc, gamma, rows, c)?;
+        let mut parts = vec![(&sq, f)];
+        if let Some(g) = &scaled {
+            parts.push((g, f));
+        }
+        let mut t = self.trunc_many(&parts)?;
+        let num = if scaled.is_some() { t.pop().expect("scaled part") } else { xc };
+        let sq = t.pop().expect("square part");
+        let u = Share::new(ring::row_sums(sq.as_slice(), rows, c));
         let u = self.add_scalar(&u, encode_at(c as f64 * params.eps, f));
         let dom = Domain {
             lo: c as f64 * (params.var.lo + params.eps),
             hi: c as f64 * (params.var.hi + params.eps),
         };
         let inv = self.rsqrt_scaled(&u, dom, (c as f64).sqrt())?;
-        let y = self.mul_rows_raw(&parts[1], &inv, rows, c)?;
+        let y = self.mul_rows_raw(&num, &inv, rows, c)?;
         let y = self.trunc(&y, f + EXTRA_FRAC)?;
-        let b: Vec<u64> = (0..rows)
-            .flat_map(|_| beta.as_slice().iter().copied())
+        Ok(match beta {
+            Some(b) => y.add(&Share::new(tile(b.as_slice(), rows))),
+            None => y,
+        })
+    }
+
+    /// `x ⊙ x` and, with a masked scale `γ` (1×c), `x ⊙ γ` broadcast over
+    /// rows, both without truncation, from one opening of `x − A`.
+    /// Rounds 1; sends `8·rows·c` bytes per party.
+    pub fn norm_products_raw(
+        &mut self,
+        x: &Share,
+        gamma: Option<&MaskedWeight>,
+        rows: usize,
+        c: usize,
+    ) -> Result<(Share, Option<Share>)> {
+        check_len("norm_products", "input", x.len(), rows * c)?;
+        let req = Request::NormProducts {
+            id: gamma.map(|g| g.id()),
+            rows,
+            cols: c,
+        };
+        let (a, _, cc) = expect_triple("norm_products", self.take("norm_products", req)?)?;
+        let e_mine = ring::sub(x.as_slice(), &a);
+        let other = self.exchange("norm_products", &e_mine)?;
+        let e = ring::add(&e_mine, &other);
+        let p0 = self.is_p0();
+        let n = rows * c;
+        // x² = c_sq + 2e·a + e²  (e² by party 0)
+        let sq: Vec<u64> = (0..n)
+            .map(|i| {
+                let mut z = cc[i].wrapping_add(e[i].wrapping_mul(a[i]).wrapping_mul(2));
+                if p0 {
+                    z = z.wrapping_add(e[i].wrapping_mul(e[i]));
+                }
+                z
+            })
             .collect();
-        Ok(y.add(&Share::new(b)))
+        let scaled = gamma.map(|g| {
+            // x·γ = c_w + e·(B_i + [p0]F) + a·F, per column j
+            let (eb, f) = (g.eb_share(), g.opened());
+            (0..n)
+                .map(|i| {
+                    let j = i % c;
+                    cc[n + i]
+                        .wrapping_add(e[i].wrapping_mul(eb[j]))
+                        .wrapping_add(a[i].wrapping_mul(f[j]))
+                })
+                .collect::<Vec<u64>>()
+        });
+        Ok((Share::new(sq), scaled.map(Share::new)))
     }
 }
 
@@ -376,3 +435,12 @@ pub const ROW_SUMS: Domain = Domain {
     lo: 1.0 / 1024.0,
     hi: 4096.0,
 };
+
+/// `v` repeated `times` times (a row vector broadcast over rows).
+pub fn tile(v: &[u64], times: usize) -> Vec<u64> {
+    let mut out = Vec::with_capacity(v.len() * times);
+    for _ in 0..times {
+        out.extend_from_slice(v);
+    }
+    out
+}

@@ -233,23 +233,31 @@ fn layer_norm_matches_plaintext_with_counts() {
     let b = uniform(c, -0.5, 0.5, 25);
     let p = LayerNormParams::default();
     let (got, r) = run(FP, &[&x, &g, &b], |s, v| {
-        s.layer_norm(&v[0], &v[1], &v[2], rows, c, p)
+        let g = s.mask_weight(0, &v[1], 1, c)?;
+        s.layer_norm(&v[0], Some(&g), Some(&v[2]), rows, c, p)
     });
     let want = plain::layer_norm(&q(&x), &q(&g), &q(&b), rows, c, p.eps);
     let err = max_abs_diff(&got, &want);
     assert!(err < 5e-3, "layer norm error {err}");
     let n = rows * c;
     let bits = ((c as f64 * (p.var.hi + p.eps)).log2().ceil() as u32 + F + 2) as usize;
-    let bytes = n.div_ceil(8)
-        + 32 * n
+    // masking γ (once), then: scaled truncation, one opening for both products, one truncation
+    let bytes = 8 * c
+        + n.div_ceil(8)
+        + 8 * n
         + (2 * n).div_ceil(8)
         + packed_len(rows, bits as u32)
         + 16 * rows
         + rows.div_ceil(8)
         + 8 * (n + rows)
         + n.div_ceil(8);
-    assert_eq!(r.online[0].rounds, 8);
+    assert_eq!(r.online[0].rounds, 1 + 8);
     assert_eq!(r.online[0].bytes_sent as usize, bytes);
+    // dealer to party 1: wrap bits (n), both products (2n), wrap (2n), the rsqrt's comparison,
+    // product and wrap (rows), the row product (n), wrap (n)
+    let l = bits - 1;
+    let dcf = l * 24 + (2 * l).div_ceil(8) + 8;
+    assert_eq!(r.dealer_bytes[1] as usize, 56 * n + rows * (dcf + 24));
 }
 
 proptest! {
@@ -275,7 +283,7 @@ proptest! {
         let g = vec![1.0; c];
         let b = vec![0.0; c];
         let p = LayerNormParams::default();
-        let (got, _) = run(FP, &[&x, &g, &b], |s, v| s.layer_norm(&v[0], &v[1], &v[2], rows, c, p));
+        let (got, _) = run(FP, &[&x, &g, &b], |s, v| s.layer_norm(&v[0], None, None, rows, c, p));
         let want = plain::layer_norm(&q(&x), &g, &b, rows, c, p.eps);
         prop_assert!(max_abs_diff(&got, &want) < 5e-3);
     }
