@@ -15,7 +15,7 @@
 //! softmax's exponential by `(1 + x/256)^256`; ReLU-softmax's and LayerNorm's
 //! reciprocal and rsqrt piecewise linearly (relative error ≤ 1e-3 on their domains).
 
-use mpc_core::nonlinear::{Domain, LayerNormParams, ROW_SUMS};
+use mpc_core::nonlinear::{Domain, LayerNormParams, ROW_SUMS, center_rows, tile};
 use mpc_core::{FixedPoint, MaskedWeight, MatMulItem, Prg, Session, Share, ring};
 
 use crate::config::{AttnKind, GeluKind, ModelConfig};
@@ -358,17 +358,22 @@ impl SecureModel {
     }
 
     /// Like [`SecureModel::forward`], keeping every stage's shares.
+    ///
+    /// Each residual-stream value is formed untruncated (at `2f` fractional
+    /// bits) and truncated in the same round as the next LayerNorm's centring
+    /// ([`SecureModel::settle`]), which saves one round per LayerNorm.
     pub fn forward_trace(&self, s: &mut Session, image: &Share) -> Result<TraceShare> {
         let cfg = &self.config;
-        let embedded = self.embed(s, image)?;
+        let (embedded, mut xc) = self.embed(s, image)?;
         let mut x = embedded.clone();
         let mut blocks = Vec::with_capacity(cfg.depth);
         for i in 0..cfg.depth {
-            let t = self.block(s, i, &x)?;
+            let (t, next_xc) = self.block(s, i, &x, &xc)?;
             x = t.output.clone();
+            xc = next_xc;
             blocks.push(t);
         }
-        let logits = self.head(s, &x)?;
+        let logits = self.head(s, &xc)?;
         Ok(TraceShare {
             embedded,
             blocks,
@@ -376,20 +381,34 @@ impl SecureModel {
         })
     }
 
-    fn embed(&self, s: &mut Session, image: &Share) -> Result<Share> {
-        let cfg = &self.config;
-        let cols = Share::new(crate::plain::patches(cfg, image.as_slice())?);
-        let tokens = linears(s, &[(&cols, cfg.num_patches(), &self.conv)])?.remove(0);
-        let x = Share::concat(&[&self.class_emb, &tokens]);
-        Ok(x.add(&self.positional_emb))
+    /// Truncate a residual-stream value `raw` (N×C at `2f` bits) to `f` bits,
+    /// and in the same round centre its first `ln_rows` rows for the next
+    /// LayerNorm (`x − μ`, from `center_rows` with the `1/C` folded in).
+    fn settle(&self, s: &mut Session, raw: &Share, ln_rows: usize) -> Result<(Share, Share)> {
+        let (f, c) = (s.frac_bits(), self.config.dim);
+        let d = center_rows(&raw.slice(0..ln_rows * c), ln_rows, c);
+        let mut t = s.trunc_scaled_many(&[(raw, f, 1.0), (&d, f, 1.0 / c as f64)])?;
+        let xc = t.pop().expect("centred rows");
+        Ok((t.pop().expect("residual"), xc))
     }
 
-    /// LayerNorm of `rows` tokens; without `affine` the scale and shift have
-    /// been folded into the next linear layer.
+    /// Tokenizer and embeddings; returns the tokens and their centred rows.
+    fn embed(&self, s: &mut Session, image: &Share) -> Result<(Share, Share)> {
+        let cfg = &self.config;
+        let f = s.frac_bits();
+        let cols = Share::new(crate::plain::patches(cfg, image.as_slice())?);
+        let tokens = linears_raw(s, &[(&cols, cfg.num_patches(), &self.conv)])?.remove(0);
+        let raw = Share::concat(&[&self.class_emb.scale_int(1 << f), &tokens]);
+        let raw = raw.add(&self.positional_emb.scale_int(1 << f));
+        self.settle(s, &raw, cfg.num_tokens())
+    }
+
+    /// LayerNorm of `rows` centred tokens; without `affine` the scale and
+    /// shift have been folded into the next linear layer.
     fn layer_norm(
         &self,
         s: &mut Session,
-        x: &Share,
+        xc: &Share,
         rows: usize,
         affine: Option<&PreparedNorm>,
     ) -> Result<Share> {
@@ -398,35 +417,50 @@ impl SecureModel {
             ..self.params.layer_norm
         };
         let (g, b) = (affine.map(|a| &a.gamma), affine.map(|a| &a.beta));
-        Ok(s.layer_norm(x, g, b, rows, self.config.dim, p)?)
+        Ok(s.layer_norm_centered(xc, g, b, rows, self.config.dim, p)?)
     }
 
-    fn block(&self, s: &mut Session, i: usize, x: &Share) -> Result<BlockTraceShare> {
-        let attn_out = self.attention(s, i, x)?;
-        let residual = x.add(&attn_out);
-        let n = self.config.num_tokens();
-        let normed = self.layer_norm(s, &residual, n, Some(&self.blocks[i].norm1))?;
-        let f = self.ffn(s, i, &normed)?;
-        let output = normed.add(&f);
-        Ok(BlockTraceShare {
+    /// One block on `x` (with `xc`, its centred rows); returns the trace and
+    /// the centred rows of the output for the next LayerNorm.
+    fn block(
+        &self,
+        s: &mut Session,
+        i: usize,
+        x: &Share,
+        xc: &Share,
+    ) -> Result<(BlockTraceShare, Share)> {
+        let (n, f) = (self.config.num_tokens(), s.frac_bits());
+        let attn_raw = self.attention(s, i, xc)?;
+        let (residual, yc) = self.settle(s, &x.scale_int(1 << f).add(&attn_raw), n)?;
+        let attn_out = residual.sub(x);
+        let normed = self.layer_norm(s, &yc, n, Some(&self.blocks[i].norm1))?;
+        let ffn_raw = self.ffn(s, i, &normed)?;
+        let last = i + 1 == self.config.depth;
+        let (output, next) = self.settle(
+            s,
+            &normed.scale_int(1 << f).add(&ffn_raw),
+            if last { 1 } else { n },
+        )?;
+        let trace = BlockTraceShare {
             attn_out,
             residual,
             normed,
             output,
-        })
+        };
+        Ok((trace, next))
     }
 
     /// Attention branch, all heads of a kind batched: scores (one product
     /// round, one truncation with 1/√d or 1/(√d·N) folded in); softmax heads;
     /// ReLU of the ReLU-softmax heads; the second product of every head in one
     /// round (R·V, P·V, Q·(KᵀV)); the ReLU-softmax normalisation after the
-    /// product; the projection.
-    fn attention(&self, s: &mut Session, i: usize, x: &Share) -> Result<Share> {
+    /// product; the projection, returned untruncated (`2f` bits).
+    fn attention(&self, s: &mut Session, i: usize, xc: &Share) -> Result<Share> {
         let cfg = &self.config;
         let blk = &self.blocks[i];
         let (n, c, d) = (cfg.num_tokens(), cfg.dim, cfg.head_dim());
         let f = s.frac_bits();
-        let normed = self.layer_norm(s, x, n, None)?;
+        let normed = self.layer_norm(s, xc, n, None)?;
         let qkv = linears(s, &[(&normed, n, &blk.qkv)])?.remove(0);
         let column = |sel: usize, h: usize| -> Share {
             let q = qkv.as_slice();
@@ -550,11 +584,12 @@ impl SecureModel {
                     .copy_from_slice(&o.as_slice()[t * d..(t + 1) * d]);
             }
         }
-        Ok(linears(s, &[(&Share::new(concat), n, &blk.proj)])?.remove(0))
+        Ok(linears_raw(s, &[(&Share::new(concat), n, &blk.proj)])?.remove(0))
     }
 
     /// FFN branch on `z = LN_1(y)`: GeLU rows through linear1, GeLU, linear2;
     /// linearised rows (MPCViT+ `beta = 0`) through the fused layer and a ReLU.
+    /// Returned untruncated (`2f` bits).
     fn ffn(&self, s: &mut Session, i: usize, z: &Share) -> Result<Share> {
         let cfg = &self.config;
         let blk = &self.blocks[i];
@@ -592,7 +627,9 @@ impl SecureModel {
         let lin = fused.map(|_| ys.next().expect("linearised rows"));
         let mut out = vec![0u64; n * c];
         if let Some(y) = lin {
-            let r = s.relu(&y, self.params.relu_bits)?;
+            let r = s
+                .relu(&y, self.params.relu_bits)?
+                .scale_int(1 << s.frac_bits());
             for (j, &t) in lin_rows.iter().enumerate() {
                 out[t * c..(t + 1) * c].copy_from_slice(&r.as_slice()[j * c..(j + 1) * c]);
             }
@@ -602,7 +639,7 @@ impl SecureModel {
                 GeluKind::Quad => s.gelu_quad(&h)?,
                 _ => s.gelu(&h)?,
             };
-            let y = linears(s, &[(&g, gelu_rows.len(), &blk.linear2)])?.remove(0);
+            let y = linears_raw(s, &[(&g, gelu_rows.len(), &blk.linear2)])?.remove(0);
             for (j, &t) in gelu_rows.iter().enumerate() {
                 out[t * c..(t + 1) * c].copy_from_slice(&y.as_slice()[j * c..(j + 1) * c]);
             }
@@ -612,37 +649,34 @@ impl SecureModel {
 
     /// Final LayerNorm on the class token (the only row the classifier reads),
     /// then the classifier (which carries the norm's scale and shift).
-    fn head(&self, s: &mut Session, x: &Share) -> Result<Share> {
-        let c = self.config.dim;
-        let cls = x.slice(0..c);
-        let normed = self.layer_norm(s, &cls, 1, None)?;
+    /// `xc` is the centred class-token row.
+    fn head(&self, s: &mut Session, xc: &Share) -> Result<Share> {
+        let normed = self.layer_norm(s, xc, 1, None)?;
         Ok(linears(s, &[(&normed, 1, &self.fc)])?.remove(0))
     }
 }
 
-/// `x·W + b` for several layers in one product round and one truncation round.
-fn linears(s: &mut Session, items: &[(&Share, usize, &PreparedLinear)]) -> Result<Vec<Share>> {
+/// `x·W + b` for several layers in one product round, untruncated (`2f`
+/// bits; the bias is shifted up to match).
+fn linears_raw(s: &mut Session, items: &[(&Share, usize, &PreparedLinear)]) -> Result<Vec<Share>> {
     let f = s.frac_bits();
     let prods: Vec<(&Share, usize, &MaskedWeight)> =
         items.iter().map(|(x, m, l)| (*x, *m, &l.w)).collect();
     let raw = s.weight_matmul_raw_many(&prods)?;
-    let parts: Vec<(&Share, u32)> = raw.iter().map(|r| (r, f)).collect();
-    let ys = s.trunc_many(&parts)?;
-    Ok(ys
+    Ok(raw
         .into_iter()
         .zip(items)
         .map(|(y, (_, m, l))| match &l.bias {
-            Some(b) => y.add(&Share::new(tile(b.as_slice(), *m))),
+            Some(b) => y.add(&Share::new(tile(b.as_slice(), *m)).scale_int(1 << f)),
             None => y,
         })
         .collect())
 }
 
-/// `v` repeated `times` times (a bias broadcast over rows).
-fn tile(v: &[u64], times: usize) -> Vec<u64> {
-    let mut out = Vec::with_capacity(v.len() * times);
-    for _ in 0..times {
-        out.extend_from_slice(v);
-    }
-    out
+/// `x·W + b` for several layers in one product round and one truncation round.
+fn linears(s: &mut Session, items: &[(&Share, usize, &PreparedLinear)]) -> Result<Vec<Share>> {
+    let f = s.frac_bits();
+    let raw = linears_raw(s, items)?;
+    let parts: Vec<(&Share, u32)> = raw.iter().map(|r| (r, f)).collect();
+    Ok(s.trunc_many(&parts)?)
 }

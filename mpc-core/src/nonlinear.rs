@@ -346,6 +346,24 @@ impl Session<'_> {
         params: LayerNormParams,
     ) -> Result<Share> {
         check_len("layer_norm", "input", x.len(), rows * c)?;
+        let xc = self.trunc_scaled(&center_rows(x, rows, c), 0, 1.0 / c as f64)?;
+        self.layer_norm_centered(&xc, gamma, beta, rows, c, params)
+    }
+
+    /// [`Session::layer_norm`] from the centred rows `x − μ` on (rounds 2–8).
+    /// A caller that already truncates the input can produce `x − μ` in the
+    /// same round: `trunc_scaled(center_rows(x_raw), extra, 1/c)` next to the
+    /// truncation of `x_raw` itself, saving LayerNorm's first round.
+    pub fn layer_norm_centered(
+        &mut self,
+        xc: &Share,
+        gamma: Option<&MaskedWeight>,
+        beta: Option<&Share>,
+        rows: usize,
+        c: usize,
+        params: LayerNormParams,
+    ) -> Result<Share> {
+        check_len("layer_norm", "input", xc.len(), rows * c)?;
         if let Some(g) = gamma {
             check_len("layer_norm", "gamma", g.rows() * g.cols(), c)?;
         }
@@ -353,19 +371,13 @@ impl Session<'_> {
             check_len("layer_norm", "beta", b.len(), c)?;
         }
         let f = self.frac_bits();
-        let sums = ring::row_sums(x.as_slice(), rows, c);
-        let d = Share::new(ring::sub(
-            &ring::scale(x.as_slice(), c as u64),
-            &ring::repeat_rows(&sums, c),
-        ));
-        let xc = self.trunc_scaled(&d, 0, 1.0 / c as f64)?;
-        let (sq, scaled) = self.norm_products_raw(&xc, gamma, rows, c)?;
+        let (sq, scaled) = self.norm_products_raw(xc, gamma, rows, c)?;
         let mut parts = vec![(&sq, f)];
         if let Some(g) = &scaled {
             parts.push((g, f));
         }
         let mut t = self.trunc_many(&parts)?;
-        let num = if scaled.is_some() { t.pop().expect("scaled part") } else { xc };
+        let num = if scaled.is_some() { t.pop().expect("scaled part") } else { xc.clone() };
         let sq = t.pop().expect("square part");
         let u = Share::new(ring::row_sums(sq.as_slice(), rows, c));
         let u = self.add_scalar(&u, encode_at(c as f64 * params.eps, f));
@@ -435,6 +447,13 @@ pub const ROW_SUMS: Domain = Domain {
     lo: 1.0 / 1024.0,
     hi: 4096.0,
 };
+
+/// `c·x − Σ_j x_j` for each row of `x` (rows×c): `c` times the centred rows,
+/// exact and local. Divide by `c` with a scaled truncation.
+pub fn center_rows(x: &Share, rows: usize, c: usize) -> Share {
+    let sums = ring::row_sums(x.as_slice(), rows, c);
+    Share::new(ring::sub(&ring::scale(x.as_slice(), c as u64), &ring::repeat_rows(&sums, c)))
+}
 
 /// `v` repeated `times` times (a row vector broadcast over rows).
 pub fn tile(v: &[u64], times: usize) -> Vec<u64> {
