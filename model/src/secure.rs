@@ -15,7 +15,7 @@
 //! softmax's exponential by `(1 + x/256)^256`; ReLU-softmax's and LayerNorm's
 //! reciprocal and rsqrt piecewise linearly (relative error ≤ 1e-3 on their domains).
 
-use mpc_core::nonlinear::{Domain, LayerNormParams, ROW_SUMS, center_rows, tile};
+use mpc_core::nonlinear::{Domain, LayerNormParams, PiecewiseEval, ROW_SUMS, center_rows, tile};
 use mpc_core::{FixedPoint, MaskedWeight, MatMulItem, Prg, Session, Share, ring};
 
 use crate::config::{AttnKind, GeluKind, ModelConfig};
@@ -562,13 +562,28 @@ impl SecureModel {
                 },
             });
         }
-        let raw = s.matmul_raw_many(&items)?;
-        let parts: Vec<(&Share, u32)> = raw.iter().map(|r| (r, f)).collect();
+        // The ReLU-softmax row sums' reciprocal starts in the same round (its
+        // comparison) and ends in the same truncation round as the products.
+        let second = s.matmul_raw_many_begin(&items)?;
+        let (raw, recip) = match &rs_sums {
+            Some(sums) => {
+                let sums = s.add_scalar(sums, s.encode(f64::from(cfg.relu_softmax_eps)));
+                let pe = PiecewiseEval::reciprocal(self.params.row_sums, f);
+                let cmp = s.ge_thresholds_begin(&sums, &pe.thresholds(f), pe.bits)?;
+                let (raw, g) = s.finish2(second, cmp)?;
+                let (inv_raw, shift) =
+                    s.piecewise_raw(&sums, &g, &pe.pw, pe.out_frac, pe.max_out)?;
+                (raw, Some((inv_raw, shift)))
+            }
+            None => (s.finish(second)?, None),
+        };
+        let mut parts: Vec<(&Share, u32)> = raw.iter().map(|r| (r, f)).collect();
+        if let Some((inv_raw, shift)) = &recip {
+            parts.push((inv_raw, *shift));
+        }
         let mut outs = s.trunc_many(&parts)?;
-        if let Some(sums) = rs_sums {
-            let eps = f64::from(cfg.relu_softmax_eps);
-            let sums = s.add_scalar(&sums, s.encode(eps));
-            let inv = s.reciprocal(&sums, self.params.row_sums)?;
+        if recip.is_some() {
+            let inv = outs.pop().expect("reciprocal");
             let rv = Share::concat(&rs.iter().map(|h| &outs[*h]).collect::<Vec<_>>());
             let y = s.mul_rows_raw(&rv, &inv, rs.len() * n, d)?;
             let y = s.trunc(&y, f + mpc_core::nonlinear::EXTRA_FRAC)?;

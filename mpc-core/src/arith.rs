@@ -6,10 +6,11 @@
 //! operand is an integer such as a comparison bit); the plain name truncates
 //! back to `f` bits with [`Session::trunc`].
 
+use crate::channel;
 use crate::dealer::{Material, Request};
 use crate::error::{MpcError, Result, check_len};
 use crate::ring;
-use crate::session::{Session, expect_triple};
+use crate::session::{Round, Session, expect_triple};
 use crate::share::Share;
 
 /// One product `x` (m×k) · `y` (k×n) of a batch (see [`Session::matmul_raw_many`]).
@@ -76,27 +77,36 @@ impl Session<'_> {
     /// Rounds 1; sends `16n` bytes per party; dealer: one triple (`8n` bytes to party 1).
     /// Exact in the ring.
     pub fn mul_raw(&mut self, x: &Share, y: &Share) -> Result<Share> {
+        let r = self.mul_raw_begin(x, y)?;
+        self.finish(r)
+    }
+
+    /// [`Session::mul_raw`] as a [`Round`].
+    pub fn mul_raw_begin(&mut self, x: &Share, y: &Share) -> Result<Round<Share>> {
         let n = x.len();
         check_len("mul", "rhs", y.len(), n)?;
         let (a, b, c) = expect_triple("mul", self.take("mul", Request::Triple { n })?)?;
         let mut msg = ring::sub(x.as_slice(), &a);
         msg.extend(ring::sub(y.as_slice(), &b));
-        let other = self.exchange("mul", &msg)?;
-        let ef = ring::add(&msg, &other);
-        let (e, f) = ef.split_at(n);
         let p0 = self.is_p0();
-        let z = (0..n)
-            .map(|i| {
-                let mut z = c[i]
-                    .wrapping_add(e[i].wrapping_mul(b[i]))
-                    .wrapping_add(f[i].wrapping_mul(a[i]));
-                if p0 {
-                    z = z.wrapping_add(e[i].wrapping_mul(f[i]));
-                }
-                z
-            })
-            .collect();
-        Ok(Share::new(z))
+        let bytes = channel::pack(&msg, 64);
+        Ok(Round::new("mul", bytes, move |peer| {
+            let other = channel::unpack(peer, 2 * n, 64);
+            let ef = ring::add(&msg, &other);
+            let (e, f) = ef.split_at(n);
+            let z = (0..n)
+                .map(|i| {
+                    let mut z = c[i]
+                        .wrapping_add(e[i].wrapping_mul(b[i]))
+                        .wrapping_add(f[i].wrapping_mul(a[i]));
+                    if p0 {
+                        z = z.wrapping_add(e[i].wrapping_mul(f[i]));
+                    }
+                    z
+                })
+                .collect();
+            Ok(Share::new(z))
+        }))
     }
 
     /// Fixed-point elementwise product `x·y`.
@@ -157,8 +167,15 @@ impl Session<'_> {
     /// head) in one round: the masked operands of all of them travel in one
     /// message. Costs are the sums of [`Session::matmul_raw`]'s, with 1 round in all.
     pub fn matmul_raw_many(&mut self, items: &[MatMulItem<'_>]) -> Result<Vec<Share>> {
+        let r = self.matmul_raw_many_begin(items)?;
+        self.finish(r)
+    }
+
+    /// [`Session::matmul_raw_many`] as a [`Round`].
+    pub fn matmul_raw_many_begin(&mut self, items: &[MatMulItem<'_>]) -> Result<Round<Vec<Share>>> {
         let mut triples = Vec::with_capacity(items.len());
         let mut msg = Vec::new();
+        let mut dims = Vec::with_capacity(items.len());
         for it in items {
             let (m, k, n) = (it.m, it.k, it.n);
             check_len("matmul", "lhs", it.x.len(), m * k)?;
@@ -168,28 +185,31 @@ impl Session<'_> {
             msg.extend(ring::sub(it.x.as_slice(), &a));
             msg.extend(ring::sub(it.y.as_slice(), &b));
             triples.push((a, b, c));
+            dims.push((m, k, n));
         }
-        let other = self.exchange("matmul", &msg)?;
-        let ef = ring::add(&msg, &other);
         let p0 = self.is_p0();
-        let mut at = 0;
-        let mut out = Vec::with_capacity(items.len());
-        for (it, (a, b, c)) in items.iter().zip(triples) {
-            let (m, k, n) = (it.m, it.k, it.n);
-            let e = &ef[at..at + m * k];
-            let f = &ef[at + m * k..at + m * k + k * n];
-            at += m * k + k * n;
-            // z = c + e·(b + [p0]·f) + a·f
-            let mut rhs = b;
-            if p0 {
-                ring::add_assign(&mut rhs, f);
+        let bytes = channel::pack(&msg, 64);
+        Ok(Round::new("matmul", bytes, move |peer| {
+            let other = channel::unpack(peer, msg.len(), 64);
+            let ef = ring::add(&msg, &other);
+            let mut at = 0;
+            let mut out = Vec::with_capacity(dims.len());
+            for ((m, k, n), (a, b, c)) in dims.into_iter().zip(triples) {
+                let e = &ef[at..at + m * k];
+                let f = &ef[at + m * k..at + m * k + k * n];
+                at += m * k + k * n;
+                // z = c + e·(b + [p0]·f) + a·f
+                let mut rhs = b;
+                if p0 {
+                    ring::add_assign(&mut rhs, f);
+                }
+                let mut z = c;
+                ring::matmul_acc(e, &rhs, &mut z, m, k, n);
+                ring::matmul_acc(&a, f, &mut z, m, k, n);
+                out.push(Share::new(z));
             }
-            let mut z = c;
-            ring::matmul_acc(e, &rhs, &mut z, m, k, n);
-            ring::matmul_acc(&a, f, &mut z, m, k, n);
-            out.push(Share::new(z));
-        }
-        Ok(out)
+            Ok(out)
+        }))
     }
 
     /// Fixed-point matrix product. Rounds 2; sends `8(mk + kn) + ⌈mn/8⌉` bytes per party.
@@ -335,9 +355,18 @@ impl Session<'_> {
 
     /// Several truncations, each with its own shift, in one round (one bit per element).
     pub fn trunc_many(&mut self, parts: &[(&Share, u32)]) -> Result<Vec<Share>> {
+        let r = self.trunc_many_begin(parts)?;
+        self.finish(r)
+    }
+
+    /// [`Session::trunc_many`] as a [`Round`], to share its round with another operator.
+    pub fn trunc_many_begin(&mut self, parts: &[(&Share, u32)]) -> Result<Round<Vec<Share>>> {
         let n: usize = parts.iter().map(|(x, _)| x.len()).sum();
+        let lens: Vec<usize> = parts.iter().map(|(x, _)| x.len()).collect();
         if n == 0 {
-            return Ok(parts.iter().map(|_| Share::zeros(0)).collect());
+            return Ok(Round::new("trunc", Vec::new(), move |_| {
+                Ok(lens.iter().map(|_| Share::zeros(0)).collect())
+            }));
         }
         let (mine, c) = match self.take("trunc", Request::Wrap { n })? {
             Material::Wrap { bits, c } => (bits, c),
@@ -364,37 +393,39 @@ impl Session<'_> {
         }
         let msb: Vec<u64> = xp.iter().map(|v| v >> 63).collect();
         let masked: Vec<u64> = msb.iter().zip(&mine).map(|(m, r)| m ^ *r as u64).collect();
-        let other = self.exchange_bits("trunc", &masked, 1)?;
-        let (u, v) = if p0 {
-            (&masked, &other)
-        } else {
-            (&other, &masked)
-        };
-        let out: Vec<u64> = (0..n)
-            .map(|i| {
-                let (u, v, r, s) = (u[i], v[i], mine[i] as u64, shift[i]);
-                let su = 1u64.wrapping_sub(2 * u);
-                let sv = 1u64.wrapping_sub(2 * v);
-                // share of m0·m1 with m0 = u ⊕ a, m1 = v ⊕ b
-                let prod = if p0 {
-                    (u & v)
-                        .wrapping_add(r.wrapping_mul(su).wrapping_mul(v))
-                        .wrapping_add(su.wrapping_mul(sv).wrapping_mul(c[i]))
-                } else {
-                    u.wrapping_mul(r)
-                        .wrapping_mul(sv)
-                        .wrapping_add(su.wrapping_mul(sv).wrapping_mul(c[i]))
-                };
-                let w = msb[i].wrapping_sub(prod);
-                let mut y = (xp[i] >> s).wrapping_sub(w << (64 - s));
-                if p0 {
-                    y = y.wrapping_sub(OFFSET >> s);
-                }
-                y
-            })
-            .collect();
-        let lens: Vec<usize> = parts.iter().map(|(x, _)| x.len()).collect();
-        Ok(Share::new(out).split(&lens))
+        let msg = channel::pack(&masked, 1);
+        Ok(Round::new("trunc", msg, move |peer| {
+            let other = channel::unpack(peer, n, 1);
+            let (u, v) = if p0 {
+                (&masked, &other)
+            } else {
+                (&other, &masked)
+            };
+            let out: Vec<u64> = (0..n)
+                .map(|i| {
+                    let (u, v, r, s) = (u[i], v[i], mine[i] as u64, shift[i]);
+                    let su = 1u64.wrapping_sub(2 * u);
+                    let sv = 1u64.wrapping_sub(2 * v);
+                    // share of m0·m1 with m0 = u ⊕ a, m1 = v ⊕ b
+                    let prod = if p0 {
+                        (u & v)
+                            .wrapping_add(r.wrapping_mul(su).wrapping_mul(v))
+                            .wrapping_add(su.wrapping_mul(sv).wrapping_mul(c[i]))
+                    } else {
+                        u.wrapping_mul(r)
+                            .wrapping_mul(sv)
+                            .wrapping_add(su.wrapping_mul(sv).wrapping_mul(c[i]))
+                    };
+                    let w = msb[i].wrapping_sub(prod);
+                    let mut y = (xp[i] >> s).wrapping_sub(w << (64 - s));
+                    if p0 {
+                        y = y.wrapping_sub(OFFSET >> s);
+                    }
+                    y
+                })
+                .collect();
+            Ok(Share::new(out).split(&lens))
+        }))
     }
 
     /// `x · scale` for a public real `scale`, where `x` carries `f + extra`

@@ -16,10 +16,11 @@
 //! bytes of DCF correction words per element to each party, plus `8n` to
 //! party 1. Exact for `|x − t| < 2^(ℓ−1)` (in ulps).
 
+use crate::channel;
 use crate::dcf;
 use crate::dealer::{Material, Request, low_mask};
 use crate::error::{MpcError, Result};
-use crate::session::Session;
+use crate::session::{Round, Session};
 use crate::share::Share;
 
 impl Session<'_> {
@@ -32,6 +33,17 @@ impl Session<'_> {
         thresholds: &[u64],
         bits: u32,
     ) -> Result<Vec<Share>> {
+        let r = self.ge_thresholds_begin(x, thresholds, bits)?;
+        self.finish(r)
+    }
+
+    /// [`Session::ge_thresholds`] as a [`Round`].
+    pub fn ge_thresholds_begin(
+        &mut self,
+        x: &Share,
+        thresholds: &[u64],
+        bits: u32,
+    ) -> Result<Round<Vec<Share>>> {
         assert!((2..=64).contains(&bits), "compare: {bits} bits");
         let n = x.len();
         let (r, r_msb, roots, cws) = match self.take("compare", Request::Compare { n, bits })? {
@@ -56,50 +68,51 @@ impl Session<'_> {
             .zip(&r)
             .map(|(v, r)| v.wrapping_add(*r) & mask)
             .collect();
-        let other = self.exchange_bits("compare", &masked, bits)?;
         let party = self.party().index();
-        let half = 1u64 << (bits - 1);
-        let low = low_mask(bits - 1);
         let p0 = self.is_p0();
-        let opened: Vec<u64> = masked
-            .iter()
-            .zip(&other)
-            .map(|(a, b)| a.wrapping_add(*b) & mask)
-            .collect();
-        // y = ĉ − t + 2^(ℓ−1): its top bit is public, its low bits go to the DCF.
-        let m = thresholds.len() * n;
-        let mut ys = Vec::with_capacity(m);
-        for t in thresholds {
-            ys.extend(
-                opened
-                    .iter()
-                    .map(|c| c.wrapping_sub(*t).wrapping_add(half) & mask),
-            );
-        }
-        let key_of: Vec<usize> = (0..m).map(|p| p % n).collect();
-        let lows: Vec<u64> = ys.iter().map(|y| y & low).collect();
-        let mut borrow = vec![0u64; m];
-        dcf::eval_batch(party, &roots, &cws, &key_of, &lows, &mut borrow);
-        let out = ys
-            .chunks(n)
-            .zip(borrow.chunks(n))
-            .map(|(ys, bs)| {
-                let v = (0..n)
-                    .map(|i| {
-                        let top = ys[i] >> (bits - 1);
-                        let z = r_msb[i].wrapping_add(bs[i]);
-                        // b = top ⊕ z = top + (1 − 2·top)·z
-                        let mut b = if top == 1 { z.wrapping_neg() } else { z };
-                        if p0 {
-                            b = b.wrapping_add(top);
-                        }
-                        b
-                    })
-                    .collect();
-                Share::new(v)
-            })
-            .collect();
-        Ok(out)
+        let thresholds = thresholds.to_vec();
+        let msg = channel::pack(&masked, bits);
+        Ok(Round::new("compare", msg, move |peer| {
+            let other = channel::unpack(peer, n, bits);
+            let half = 1u64 << (bits - 1);
+            let low = low_mask(bits - 1);
+            let opened: Vec<u64> = masked
+                .iter()
+                .zip(&other)
+                .map(|(a, b)| a.wrapping_add(*b) & mask)
+                .collect();
+            // y = ĉ − t + 2^(ℓ−1): its top bit is public, its low bits go to the DCF.
+            let m = thresholds.len() * n;
+            let mut ys = Vec::with_capacity(m);
+            for t in &thresholds {
+                ys.extend(
+                    opened
+                        .iter()
+                        .map(|c| c.wrapping_sub(*t).wrapping_add(half) & mask),
+                );
+            }
+            let key_of: Vec<usize> = (0..m).map(|p| p % n).collect();
+            let lows: Vec<u64> = ys.iter().map(|y| y & low).collect();
+            let mut borrow = vec![0u64; m];
+            dcf::eval_batch(party, &roots, &cws, &key_of, &lows, &mut borrow);
+            Ok((0..thresholds.len())
+                .map(|j| {
+                    let v = (0..n)
+                        .map(|i| {
+                            let top = ys[j * n + i] >> (bits - 1);
+                            let z = r_msb[i].wrapping_add(borrow[j * n + i]);
+                            // b = top ⊕ z = top + (1 − 2·top)·z
+                            let mut b = if top == 1 { z.wrapping_neg() } else { z };
+                            if p0 {
+                                b = b.wrapping_add(top);
+                            }
+                            b
+                        })
+                        .collect();
+                    Share::new(v)
+                })
+                .collect())
+        }))
     }
 
     /// Shares of the bit `[x ≥ 0]` (integers 0/1). Rounds 1; see the module doc.

@@ -145,11 +145,7 @@ impl Request {
             Request::WeightMask { .. } => 0,
             Request::NormProducts { id, rows, cols } => {
                 let per = if id.is_some() { 16 } else { 8 };
-                if p1 {
-                    per * rows * cols
-                } else {
-                    0
-                }
+                if p1 { per * rows * cols } else { 0 }
             }
             Request::Compare { n, bits } => {
                 n * DcfCorrections::wire_len(bits - 1) + if p1 { 8 * n } else { 0 }

@@ -40,5 +40,5 @@ pub use dealer::{CorrelationSource, Dealer, MaterialGen, Pool, Request};
 pub use error::{ChannelError, MpcError, Result};
 pub use fixed::FixedPoint;
 pub use prg::{Prg, Seed};
-pub use session::Session;
+pub use session::{Round, Session};
 pub use share::{Party, Share, reconstruct, share_secret};

@@ -10,10 +10,10 @@ use crate::approx::{self, Piecewise};
 use crate::arith::MaskedWeight;
 use crate::dealer::Request;
 use crate::error::{Result, check_len};
-use crate::session::expect_triple;
 use crate::fixed::encode_at;
 use crate::ring;
 use crate::session::Session;
+use crate::session::expect_triple;
 use crate::share::Share;
 
 /// Fractional bits of reciprocal and rsqrt outputs above the session's `f`,
@@ -36,9 +36,53 @@ pub struct Domain {
 }
 
 impl Domain {
-    /// Comparison width for inputs up to `hi` at `f` fractional bits (with a sign bit and margin).
-    fn compare_bits(&self, f: u32) -> u32 {
+    /// Comparison width for inputs up to `hi` at `f` fractional bits (sign bit and margin included).
+    pub fn compare_bits(&self, f: u32) -> u32 {
         (self.hi.log2().ceil() as i64 + f as i64 + 2).clamp(8, 64) as u32
+    }
+}
+
+/// A piecewise approximation with the settings its secure evaluation needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PiecewiseEval {
+    /// The segments.
+    pub pw: Piecewise,
+    /// Comparison width for inputs at `f` fractional bits.
+    pub bits: u32,
+    /// Output fractional bits.
+    pub out_frac: u32,
+    /// Bound on every term of the polynomial on the domain.
+    pub max_out: f64,
+}
+
+impl PiecewiseEval {
+    /// `1/x` on `domain`, output at `f + EXTRA_FRAC` bits (see [`Session::reciprocal`]).
+    pub fn reciprocal(domain: Domain, f: u32) -> Self {
+        PiecewiseEval {
+            pw: approx::reciprocal_piecewise(domain.lo, domain.hi, PER_OCTAVE),
+            bits: domain.compare_bits(f),
+            out_frac: f + EXTRA_FRAC,
+            max_out: 2.0 / domain.lo,
+        }
+    }
+
+    /// `k/√x` on `domain`, output at `f + EXTRA_FRAC` bits (see [`Session::rsqrt_scaled`]).
+    pub fn rsqrt(domain: Domain, k: f64, f: u32) -> Self {
+        PiecewiseEval {
+            pw: approx::rsqrt_piecewise(domain.lo, domain.hi, PER_OCTAVE, k),
+            bits: domain.compare_bits(f),
+            out_frac: f + EXTRA_FRAC,
+            max_out: 2.0 * k / domain.lo.sqrt(),
+        }
+    }
+
+    /// The segment bounds encoded at `bits` fractional bits.
+    pub fn thresholds(&self, bits: u32) -> Vec<u64> {
+        self.pw
+            .thresholds
+            .iter()
+            .map(|t| encode_at(*t, bits))
+            .collect()
     }
 }
 
@@ -89,12 +133,47 @@ impl Session<'_> {
         out_frac: u32,
         max_out: f64,
     ) -> Result<Share> {
+        let t: Vec<u64> = pw
+            .thresholds
+            .iter()
+            .map(|t| encode_at(*t, self.frac_bits()))
+            .collect();
+        let g = self.ge_thresholds(x, &t, bits)?;
+        self.piecewise_from_bits(x, &g, pw, out_frac, max_out)
+    }
+
+    /// The second half of [`Session::piecewise`]: given the comparison bits
+    /// `g_j = [x ≥ t_j]` (computed by the caller, possibly in a round shared
+    /// with other work), assemble the coefficients and evaluate. Rounds 2
+    /// (degree 1) or 4 (degree 2).
+    pub fn piecewise_from_bits(
+        &mut self,
+        x: &Share,
+        g: &[Share],
+        pw: &Piecewise,
+        out_frac: u32,
+        max_out: f64,
+    ) -> Result<Share> {
+        let (raw, shift) = self.piecewise_raw(x, g, pw, out_frac, max_out)?;
+        self.trunc(&raw, shift)
+    }
+
+    /// [`Session::piecewise_from_bits`] without its final truncation: returns
+    /// the value and the shift that brings it to `out_frac` bits, so the
+    /// caller can truncate it in a round shared with other work.
+    /// Rounds 1 (degree 1) or 3 (degree 2).
+    pub fn piecewise_raw(
+        &mut self,
+        x: &Share,
+        g: &[Share],
+        pw: &Piecewise,
+        out_frac: u32,
+        max_out: f64,
+    ) -> Result<(Share, u32)> {
         let n = x.len();
         let f = self.frac_bits();
         let w = (61 - f as i64 - max_out.log2().ceil().max(0.0) as i64)
             .clamp(out_frac as i64, (out_frac + 30) as i64) as u32;
-        let t: Vec<u64> = pw.thresholds.iter().map(|t| encode_at(*t, f)).collect();
-        let g = self.ge_thresholds(x, &t, bits)?;
         let p0 = self.is_p0();
         let coef = |d: usize, scale: u32| -> Share {
             let enc: Vec<u64> = pw.coeffs.iter().map(|c| encode_at(c[d], scale)).collect();
@@ -120,7 +199,7 @@ impl Session<'_> {
         } else {
             self.mul_raw(&b, x)?
         };
-        self.trunc(&a.add(&prod), w + f - out_frac)
+        Ok((a.add(&prod), w + f - out_frac))
     }
 
     /// `1/x` for `x` in `domain` (positive), with `f + EXTRA_FRAC` fractional bits out.
@@ -131,29 +210,15 @@ impl Session<'_> {
     /// `ℓ = ⌈log2 hi⌉ + f + 2`. Relative error ≤ 1e-3 on the domain
     /// (measured ≤ 4e-4); outside it the end segments are extrapolated.
     pub fn reciprocal(&mut self, x: &Share, domain: Domain) -> Result<Share> {
-        let pw = approx::reciprocal_piecewise(domain.lo, domain.hi, PER_OCTAVE);
-        let out = self.frac_bits() + EXTRA_FRAC;
-        self.piecewise(
-            x,
-            &pw,
-            domain.compare_bits(self.frac_bits()),
-            out,
-            2.0 / domain.lo,
-        )
+        let p = PiecewiseEval::reciprocal(domain, self.frac_bits());
+        self.piecewise(x, &p.pw, p.bits, p.out_frac, p.max_out)
     }
 
     /// `k/√x` for `x` in `domain`, with `f + EXTRA_FRAC` fractional bits out.
     /// Same method, rounds and bytes as [`Session::reciprocal`]; relative error ≤ 1e-3.
     pub fn rsqrt_scaled(&mut self, x: &Share, domain: Domain, k: f64) -> Result<Share> {
-        let pw = approx::rsqrt_piecewise(domain.lo, domain.hi, PER_OCTAVE, k);
-        let out = self.frac_bits() + EXTRA_FRAC;
-        self.piecewise(
-            x,
-            &pw,
-            domain.compare_bits(self.frac_bits()),
-            out,
-            2.0 * k / domain.lo.sqrt(),
-        )
+        let p = PiecewiseEval::rsqrt(domain, k, self.frac_bits());
+        self.piecewise(x, &p.pw, p.bits, p.out_frac, p.max_out)
     }
 
     /// `1/√x`: [`Session::rsqrt_scaled`] with `k = 1`.
@@ -372,20 +437,30 @@ impl Session<'_> {
         }
         let f = self.frac_bits();
         let (sq, scaled) = self.norm_products_raw(xc, gamma, rows, c)?;
-        let mut parts = vec![(&sq, f)];
-        if let Some(g) = &scaled {
-            parts.push((g, f));
-        }
-        let mut t = self.trunc_many(&parts)?;
-        let num = if scaled.is_some() { t.pop().expect("scaled part") } else { xc.clone() };
-        let sq = t.pop().expect("square part");
-        let u = Share::new(ring::row_sums(sq.as_slice(), rows, c));
-        let u = self.add_scalar(&u, encode_at(c as f64 * params.eps, f));
+        // u = Σ(x − μ)² + c·eps = c·(σ² + eps), at 2f bits
+        let u_raw = Share::new(ring::row_sums(sq.as_slice(), rows, c));
+        let u_raw = self.add_scalar(&u_raw, encode_at(c as f64 * params.eps, 2 * f));
         let dom = Domain {
             lo: c as f64 * (params.var.lo + params.eps),
             hi: c as f64 * (params.var.hi + params.eps),
         };
-        let inv = self.rsqrt_scaled(&u, dom, (c as f64).sqrt())?;
+        let pe = PiecewiseEval::rsqrt(dom, (c as f64).sqrt(), f);
+        // One round: truncate u (and x·γ) and compare u against the segment bounds.
+        let mut parts = vec![(&u_raw, f)];
+        if let Some(g) = &scaled {
+            parts.push((g, f));
+        }
+        let trunc = self.trunc_many_begin(&parts)?;
+        let cmp =
+            self.ge_thresholds_begin(&u_raw, &pe.thresholds(2 * f), dom.compare_bits(2 * f))?;
+        let (mut t, g) = self.finish2(trunc, cmp)?;
+        let num = if scaled.is_some() {
+            t.pop().expect("scaled part")
+        } else {
+            xc.clone()
+        };
+        let u = t.pop().expect("u");
+        let inv = self.piecewise_from_bits(&u, &g, &pe.pw, pe.out_frac, pe.max_out)?;
         let y = self.mul_rows_raw(&num, &inv, rows, c)?;
         let y = self.trunc(&y, f + EXTRA_FRAC)?;
         Ok(match beta {
@@ -452,7 +527,10 @@ pub const ROW_SUMS: Domain = Domain {
 /// exact and local. Divide by `c` with a scaled truncation.
 pub fn center_rows(x: &Share, rows: usize, c: usize) -> Share {
     let sums = ring::row_sums(x.as_slice(), rows, c);
-    Share::new(ring::sub(&ring::scale(x.as_slice(), c as u64), &ring::repeat_rows(&sums, c)))
+    Share::new(ring::sub(
+        &ring::scale(x.as_slice(), c as u64),
+        &ring::repeat_rows(&sums, c),
+    ))
 }
 
 /// `v` repeated `times` times (a row vector broadcast over rows).

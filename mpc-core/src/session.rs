@@ -67,16 +67,6 @@ impl<'a> Session<'a> {
         channel::exchange_packed(self.ch, op, words, 64)
     }
 
-    /// Send the low `bits` bits of each value and receive the peer's: one round.
-    pub(crate) fn exchange_bits(
-        &mut self,
-        op: &'static str,
-        vals: &[u64],
-        bits: u32,
-    ) -> Result<Vec<u64>> {
-        channel::exchange_packed(self.ch, op, vals, bits)
-    }
-
     /// Reveal a shared vector to both parties.
     ///
     /// Rounds 1; sends `8n` bytes per party.
@@ -116,6 +106,59 @@ impl<'a> Session<'a> {
     /// Encode a real at the session's fixed point.
     pub fn encode(&self, x: f64) -> u64 {
         self.fp.encode(x)
+    }
+}
+
+/// The first half of one communication round of an operator: the bytes this
+/// party sends, and how to finish once the peer's message (of the same,
+/// public length) arrives. Splitting operators this way lets independent
+/// operators share a round ([`Session::finish2`]); the correlated randomness
+/// is taken when the round is begun, so begin order fixes the plan.
+pub struct Round<T> {
+    op: &'static str,
+    msg: Vec<u8>,
+    finish: Finish<T>,
+}
+
+/// What turns the peer's message into an operator's result.
+type Finish<T> = Box<dyn FnOnce(&[u8]) -> Result<T>>;
+
+impl<T> std::fmt::Debug for Round<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Round({}, {} bytes)", self.op, self.msg.len())
+    }
+}
+
+impl<T> Round<T> {
+    /// A round sending `msg`, finished by `finish` on the peer's message.
+    pub(crate) fn new(
+        op: &'static str,
+        msg: Vec<u8>,
+        finish: impl FnOnce(&[u8]) -> Result<T> + 'static,
+    ) -> Self {
+        Round {
+            op,
+            msg,
+            finish: Box::new(finish),
+        }
+    }
+}
+
+impl Session<'_> {
+    /// Run one begun round on its own.
+    pub fn finish<T>(&mut self, r: Round<T>) -> Result<T> {
+        let peer = channel::exchange_bytes(self.ch, r.op, r.msg)?;
+        (r.finish)(&peer)
+    }
+
+    /// Run two independent begun rounds as one: one message each way.
+    pub fn finish2<A, B>(&mut self, a: Round<A>, b: Round<B>) -> Result<(A, B)> {
+        let split = a.msg.len();
+        let mut msg = a.msg;
+        msg.extend(b.msg);
+        let peer = channel::exchange_bytes(self.ch, a.op, msg)?;
+        let (pa, pb) = peer.split_at(split);
+        Ok(((a.finish)(pa)?, (b.finish)(pb)?))
     }
 }
 
