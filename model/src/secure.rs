@@ -403,21 +403,43 @@ impl SecureModel {
         self.settle(s, &raw, cfg.num_tokens())
     }
 
-    /// LayerNorm of `rows` centred tokens; without `affine` the scale and
-    /// shift have been folded into the next linear layer.
+    fn layer_norm_params(&self) -> LayerNormParams {
+        LayerNormParams {
+            eps: f64::from(self.config.layer_norm_eps),
+            ..self.params.layer_norm
+        }
+    }
+
+    /// LayerNorm of `rows` centred tokens with its scale and shift.
     fn layer_norm(
         &self,
         s: &mut Session,
         xc: &Share,
         rows: usize,
-        affine: Option<&PreparedNorm>,
+        affine: &PreparedNorm,
     ) -> Result<Share> {
-        let p = LayerNormParams {
-            eps: f64::from(self.config.layer_norm_eps),
-            ..self.params.layer_norm
-        };
-        let (g, b) = (affine.map(|a| &a.gamma), affine.map(|a| &a.beta));
-        Ok(s.layer_norm_centered(xc, g, b, rows, self.config.dim, p)?)
+        let p = self.layer_norm_params();
+        Ok(s.layer_norm_centered(
+            xc,
+            Some(&affine.gamma),
+            Some(&affine.beta),
+            rows,
+            self.config.dim,
+            p,
+        )?)
+    }
+
+    /// LayerNorm of `rows` centred tokens followed by `next`, which carries
+    /// the norm's scale and shift (see [`fold_norm`]).
+    fn norm_linear(
+        &self,
+        s: &mut Session,
+        xc: &Share,
+        rows: usize,
+        next: &PreparedLinear,
+    ) -> Result<Share> {
+        let p = self.layer_norm_params();
+        Ok(s.layer_norm_linear(xc, &next.w, next.bias.as_ref(), rows, self.config.dim, p)?)
     }
 
     /// One block on `x` (with `xc`, its centred rows); returns the trace and
@@ -433,7 +455,7 @@ impl SecureModel {
         let attn_raw = self.attention(s, i, xc)?;
         let (residual, yc) = self.settle(s, &x.scale_int(1 << f).add(&attn_raw), n)?;
         let attn_out = residual.sub(x);
-        let normed = self.layer_norm(s, &yc, n, Some(&self.blocks[i].norm1))?;
+        let normed = self.layer_norm(s, &yc, n, &self.blocks[i].norm1)?;
         let ffn_raw = self.ffn(s, i, &normed)?;
         let last = i + 1 == self.config.depth;
         let (output, next) = self.settle(
@@ -460,8 +482,7 @@ impl SecureModel {
         let blk = &self.blocks[i];
         let (n, c, d) = (cfg.num_tokens(), cfg.dim, cfg.head_dim());
         let f = s.frac_bits();
-        let normed = self.layer_norm(s, xc, n, None)?;
-        let qkv = linears(s, &[(&normed, n, &blk.qkv)])?.remove(0);
+        let qkv = self.norm_linear(s, xc, n, &blk.qkv)?;
         let column = |sel: usize, h: usize| -> Share {
             let q = qkv.as_slice();
             let mut m = Vec::with_capacity(n * d);
@@ -666,8 +687,7 @@ impl SecureModel {
     /// then the classifier (which carries the norm's scale and shift).
     /// `xc` is the centred class-token row.
     fn head(&self, s: &mut Session, xc: &Share) -> Result<Share> {
-        let normed = self.layer_norm(s, xc, 1, None)?;
-        Ok(linears(s, &[(&normed, 1, &self.fc)])?.remove(0))
+        self.norm_linear(s, xc, 1, &self.fc)
     }
 }
 

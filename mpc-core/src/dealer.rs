@@ -75,12 +75,15 @@ pub enum Request {
         /// Columns of the weight.
         n: usize,
     },
-    /// For LayerNorm: one mask `A` (rows×cols) serving two products of the
-    /// same opened `X − A`: `C_sq = A ⊙ A` and, when `id` names a masked
-    /// 1×cols weight `B` (the LayerNorm scale), `C_w = A ⊙ B` broadcast over rows.
+    /// For LayerNorm: one mask `A` (rows×cols) serving several products of
+    /// the same opened `X − A`: `C_sq = A ⊙ A`; when `id` names a masked
+    /// 1×cols weight `B` (the LayerNorm scale), `C_w = A ⊙ B` broadcast over
+    /// rows; when `next` names a masked cols×out weight `W`, `C_next = A·W`.
     NormProducts {
         /// The masked scale vector, if any.
         id: Option<u32>,
+        /// A masked cols×out weight `W` and its width: adds `C_next = A·W`.
+        next: Option<(u32, usize)>,
         /// Rows.
         rows: usize,
         /// Columns.
@@ -143,9 +146,15 @@ impl Request {
                 }
             }
             Request::WeightMask { .. } => 0,
-            Request::NormProducts { id, rows, cols } => {
+            Request::NormProducts {
+                id,
+                next,
+                rows,
+                cols,
+            } => {
                 let per = if id.is_some() { 16 } else { 8 };
-                if p1 { per * rows * cols } else { 0 }
+                let product = next.map_or(0, |(_, out)| 8 * rows * out);
+                if p1 { per * rows * cols + product } else { 0 }
             }
             Request::Compare { n, bits } => {
                 n * DcfCorrections::wire_len(bits - 1) + if p1 { 8 * n } else { 0 }
@@ -242,10 +251,19 @@ pub fn draw(req: &Request, party: Party, prg: &mut Prg) -> Material {
             b: Vec::new(),
             c: own_c(prg, m * n),
         },
-        Request::NormProducts { id, rows, cols } => Material::Triple {
+        Request::NormProducts {
+            id,
+            next,
+            rows,
+            cols,
+        } => Material::Triple {
             a: prg.u64s(rows * cols),
             b: Vec::new(),
-            c: own_c(prg, rows * cols * if id.is_some() { 2 } else { 1 }),
+            c: own_c(
+                prg,
+                rows * cols * if id.is_some() { 2 } else { 1 }
+                    + next.map_or(0, |(_, out)| rows * out),
+            ),
         },
         Request::Wrap { n } => Material::Wrap {
             bits: prg.bits(n),
@@ -396,12 +414,31 @@ impl Dealer {
                 correction(ring::matmul(&ring::add(&a0, &a1), b, *m, *k, *n), &c0)
             }
             (
-                Request::NormProducts { id, rows, cols },
+                Request::NormProducts {
+                    id,
+                    next,
+                    rows,
+                    cols,
+                },
                 Material::Triple { a: a0, c: c0, .. },
                 Material::Triple { a: a1, .. },
             ) => {
                 let a = ring::add(&a0, &a1);
                 let mut full = ring::mul(&a, &a);
+                let product = match next {
+                    Some((wid, out)) => {
+                        let (mk, mn, w) = self.masks.get(wid).ok_or_else(|| {
+                            MpcError::Dealer(format!("weight {wid} was never masked"))
+                        })?;
+                        if (*mk, *mn) != (*cols, *out) {
+                            return Err(MpcError::Dealer(format!(
+                                "weight {wid} is {mk}x{mn}, request says {cols}x{out}"
+                            )));
+                        }
+                        Some(ring::matmul(&a, w, *rows, *cols, *out))
+                    }
+                    None => None,
+                };
                 if let Some(id) = id {
                     let (mk, mn, b) = self
                         .masks
@@ -415,6 +452,7 @@ impl Dealer {
                     let bb: Vec<u64> = (0..*rows).flat_map(|_| b.iter().copied()).collect();
                     full.extend(ring::mul(&a, &bb));
                 }
+                full.extend(product.unwrap_or_default());
                 correction(full, &c0)
             }
             (

@@ -86,6 +86,17 @@ impl PiecewiseEval {
     }
 }
 
+/// The products [`Session::norm_products_raw`] computes from one opening.
+#[derive(Clone, Debug)]
+pub struct NormProducts {
+    /// `x ⊙ x` (after [`Session::layer_norm`]'s truncation: the row sums `u`).
+    pub square: Share,
+    /// `x ⊙ γ`, when a scale was given.
+    pub scaled: Option<Share>,
+    /// `x·W`, when a weight was given.
+    pub product: Option<Share>,
+}
+
 /// Parameters of LayerNorm.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LayerNormParams {
@@ -415,7 +426,7 @@ impl Session<'_> {
         self.layer_norm_centered(&xc, gamma, beta, rows, c, params)
     }
 
-    /// [`Session::layer_norm`] from the centred rows `x − μ` on (rounds 2–8).
+    /// [`Session::layer_norm`] from the centred rows `x − μ` on (rounds 2–7).
     /// A caller that already truncates the input can produce `x − μ` in the
     /// same round: `trunc_scaled(center_rows(x_raw), extra, 1/c)` next to the
     /// truncation of `x_raw` itself, saving LayerNorm's first round.
@@ -428,60 +439,117 @@ impl Session<'_> {
         c: usize,
         params: LayerNormParams,
     ) -> Result<Share> {
-        check_len("layer_norm", "input", xc.len(), rows * c)?;
-        if let Some(g) = gamma {
-            check_len("layer_norm", "gamma", g.rows() * g.cols(), c)?;
-        }
         if let Some(b) = beta {
             check_len("layer_norm", "beta", b.len(), c)?;
         }
-        let f = self.frac_bits();
-        let (sq, scaled) = self.norm_products_raw(xc, gamma, rows, c)?;
-        // u = Σ(x − μ)² + c·eps = c·(σ² + eps), at 2f bits
-        let u_raw = Share::new(ring::row_sums(sq.as_slice(), rows, c));
-        let u_raw = self.add_scalar(&u_raw, encode_at(c as f64 * params.eps, 2 * f));
-        let dom = Domain {
-            lo: c as f64 * (params.var.lo + params.eps),
-            hi: c as f64 * (params.var.hi + params.eps),
-        };
-        let pe = PiecewiseEval::rsqrt(dom, (c as f64).sqrt(), f);
-        // One round: truncate u (and x·γ) and compare u against the segment bounds.
-        let mut parts = vec![(&u_raw, f)];
-        if let Some(g) = &scaled {
-            parts.push((g, f));
-        }
-        let trunc = self.trunc_many_begin(&parts)?;
-        let cmp =
-            self.ge_thresholds_begin(&u_raw, &pe.thresholds(2 * f), dom.compare_bits(2 * f))?;
-        let (mut t, g) = self.finish2(trunc, cmp)?;
-        let num = if scaled.is_some() {
-            t.pop().expect("scaled part")
-        } else {
-            xc.clone()
-        };
-        let u = t.pop().expect("u");
-        let inv = self.piecewise_from_bits(&u, &g, &pe.pw, pe.out_frac, pe.max_out)?;
+        let (inv, p) = self.norm_inverse(xc, gamma, None, rows, c, params)?;
+        let num = p.scaled.unwrap_or_else(|| xc.clone());
         let y = self.mul_rows_raw(&num, &inv, rows, c)?;
-        let y = self.trunc(&y, f + EXTRA_FRAC)?;
+        let y = self.trunc(&y, self.frac_bits() + EXTRA_FRAC)?;
         Ok(match beta {
             Some(b) => y.add(&Share::new(tile(b.as_slice(), rows))),
             None => y,
         })
     }
 
-    /// `x ⊙ x` and, with a masked scale `γ` (1×c), `x ⊙ γ` broadcast over
-    /// rows, both without truncation, from one opening of `x − A`.
-    /// Rounds 1; sends `8·rows·c` bytes per party.
+    /// `LN(x)·W + b` for centred rows `xc` (rows×c), a LayerNorm without
+    /// affine step (fold `γ`, `β` into `W`, `b` beforehand) followed by a
+    /// linear layer, in 6 rounds instead of 6 + 2: the opening of `x − μ`
+    /// for the variance also serves the product `(x − μ)·W`, which is then
+    /// scaled per row by `1/σ`.
+    /// Bytes per party ≈ `8·rows·(c + out) + …` (the row scaling opens rows×out).
+    pub fn layer_norm_linear(
+        &mut self,
+        xc: &Share,
+        w: &MaskedWeight,
+        bias: Option<&Share>,
+        rows: usize,
+        c: usize,
+        params: LayerNormParams,
+    ) -> Result<Share> {
+        let out = w.cols();
+        if let Some(b) = bias {
+            check_len("layer_norm_linear", "bias", b.len(), out)?;
+        }
+        let (inv, p) = self.norm_inverse(xc, None, Some(w), rows, c, params)?;
+        let xw = p.product.expect("requested product");
+        let y = self.mul_rows_raw(&xw, &inv, rows, out)?;
+        let y = self.trunc(&y, self.frac_bits() + EXTRA_FRAC)?;
+        Ok(match bias {
+            Some(b) => y.add(&Share::new(tile(b.as_slice(), rows))),
+            None => y,
+        })
+    }
+
+    /// Shared part of the LayerNorm variants: the products of `x − μ` (one
+    /// opening), then `√c/√u` with `u = Σ(x − μ)² + c·eps`, whose comparison
+    /// runs in the round that truncates `u` and the products. Returns the
+    /// row inverses (at `f + EXTRA_FRAC` bits) and the truncated products.
+    fn norm_inverse(
+        &mut self,
+        xc: &Share,
+        gamma: Option<&MaskedWeight>,
+        next: Option<&MaskedWeight>,
+        rows: usize,
+        c: usize,
+        params: LayerNormParams,
+    ) -> Result<(Share, NormProducts)> {
+        check_len("layer_norm", "input", xc.len(), rows * c)?;
+        if let Some(g) = gamma {
+            check_len("layer_norm", "gamma", g.rows() * g.cols(), c)?;
+        }
+        let f = self.frac_bits();
+        let p = self.norm_products_raw(xc, gamma, next, rows, c)?;
+        // u = Σ(x − μ)² + c·eps = c·(σ² + eps), at 2f bits
+        let u_raw = Share::new(ring::row_sums(p.square.as_slice(), rows, c));
+        let u_raw = self.add_scalar(&u_raw, encode_at(c as f64 * params.eps, 2 * f));
+        let dom = Domain {
+            lo: c as f64 * (params.var.lo + params.eps),
+            hi: c as f64 * (params.var.hi + params.eps),
+        };
+        let pe = PiecewiseEval::rsqrt(dom, (c as f64).sqrt(), f);
+        let mut parts = vec![(&u_raw, f)];
+        parts.extend(p.scaled.iter().map(|s| (s, f)));
+        parts.extend(p.product.iter().map(|s| (s, f)));
+        let trunc = self.trunc_many_begin(&parts)?;
+        let cmp =
+            self.ge_thresholds_begin(&u_raw, &pe.thresholds(2 * f), dom.compare_bits(2 * f))?;
+        let (t, g) = self.finish2(trunc, cmp)?;
+        let mut t = t.into_iter();
+        let u = t.next().expect("u");
+        let scaled = p.scaled.as_ref().map(|_| t.next().expect("scaled"));
+        let product = p.product.as_ref().map(|_| t.next().expect("product"));
+        let inv = self.piecewise_from_bits(&u, &g, &pe.pw, pe.out_frac, pe.max_out)?;
+        Ok((
+            inv,
+            NormProducts {
+                square: u,
+                scaled,
+                product,
+            },
+        ))
+    }
+
+    /// From one opening of `x − A` (x: rows×c): `x ⊙ x`; with a masked
+    /// scale `γ` (1×c), `x ⊙ γ` broadcast over rows; with a masked weight `W`
+    /// (c×out), `x·W`. All without truncation.
+    /// Rounds 1; sends `8·rows·c` bytes per party; local work includes one
+    /// rows×c×out product pair for `W`.
     pub fn norm_products_raw(
         &mut self,
         x: &Share,
         gamma: Option<&MaskedWeight>,
+        next: Option<&MaskedWeight>,
         rows: usize,
         c: usize,
-    ) -> Result<(Share, Option<Share>)> {
+    ) -> Result<NormProducts> {
         check_len("norm_products", "input", x.len(), rows * c)?;
+        if let Some(w) = next {
+            check_len("norm_products", "weight rows", w.rows(), c)?;
+        }
         let req = Request::NormProducts {
             id: gamma.map(|g| g.id()),
+            next: next.map(|w| (w.id(), w.cols())),
             rows,
             cols: c,
         };
@@ -501,19 +569,33 @@ impl Session<'_> {
                 z
             })
             .collect();
+        let mut at = n;
         let scaled = gamma.map(|g| {
             // x·γ = c_w + e·(B_i + [p0]F) + a·F, per column j
             let (eb, f) = (g.eb_share(), g.opened());
-            (0..n)
+            let v = (0..n)
                 .map(|i| {
                     let j = i % c;
-                    cc[n + i]
+                    cc[at + i]
                         .wrapping_add(e[i].wrapping_mul(eb[j]))
                         .wrapping_add(a[i].wrapping_mul(f[j]))
                 })
-                .collect::<Vec<u64>>()
+                .collect::<Vec<u64>>();
+            at += n;
+            Share::new(v)
         });
-        Ok((Share::new(sq), scaled.map(Share::new)))
+        let product = next.map(|w| {
+            // x·W = C + E·(B_i + [p0]F) + A·F
+            let mut z = cc[at..at + rows * w.cols()].to_vec();
+            ring::matmul_acc(&e, w.eb_share(), &mut z, rows, c, w.cols());
+            ring::matmul_acc(&a, w.opened(), &mut z, rows, c, w.cols());
+            Share::new(z)
+        });
+        Ok(NormProducts {
+            square: Share::new(sq),
+            scaled,
+            product,
+        })
     }
 }
 

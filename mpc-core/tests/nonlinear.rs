@@ -240,24 +240,25 @@ fn layer_norm_matches_plaintext_with_counts() {
     let err = max_abs_diff(&got, &want);
     assert!(err < 5e-3, "layer norm error {err}");
     let n = rows * c;
-    let bits = ((c as f64 * (p.var.hi + p.eps)).log2().ceil() as u32 + F + 2) as usize;
-    // masking γ (once), then: scaled truncation, one opening for both products, one truncation
+    // the rsqrt compares u = c·(σ² + eps) at 2f bits
+    let bits = ((c as f64 * (p.var.hi + p.eps)).log2().ceil() as u32 + 2 * F + 2) as usize;
+    // masking γ (once); scaled truncation; one opening for both products;
+    // truncation of u and x·γ with the comparison of u; the rsqrt's product
+    // and truncation; the row product and its truncation
     let bytes = 8 * c
         + n.div_ceil(8)
         + 8 * n
-        + (2 * n).div_ceil(8)
+        + (rows + n).div_ceil(8)
         + packed_len(rows, bits as u32)
         + 16 * rows
         + rows.div_ceil(8)
         + 8 * (n + rows)
         + n.div_ceil(8);
-    assert_eq!(r.online[0].rounds, 1 + 8);
+    assert_eq!(r.online[0].rounds, 1 + 7);
     assert_eq!(r.online[0].bytes_sent as usize, bytes);
-    // dealer to party 1: wrap bits (n), both products (2n), wrap (2n), the rsqrt's comparison,
-    // product and wrap (rows), the row product (n), wrap (n)
     let l = bits - 1;
     let dcf = l * 24 + (2 * l).div_ceil(8) + 8;
-    assert_eq!(r.dealer_bytes[1] as usize, 56 * n + rows * (dcf + 24));
+    assert_eq!(r.dealer_bytes[1] as usize, 48 * n + rows * (dcf + 32));
 }
 
 proptest! {
@@ -287,4 +288,33 @@ proptest! {
         let want = plain::layer_norm(&q(&x), &g, &b, rows, c, p.eps);
         prop_assert!(max_abs_diff(&got, &want) < 5e-3);
     }
+}
+
+#[test]
+fn layer_norm_then_linear_shares_the_opening() {
+    let (rows, c, out) = (65, 64, 96);
+    let x = uniform(rows * c, -3.0, 3.0, 31);
+    let w = uniform(c * out, -0.2, 0.2, 32);
+    let b = uniform(out, -0.5, 0.5, 33);
+    let p = LayerNormParams::default();
+    let (got, r) = run(FP, &[&x, &w, &b], |s, v| {
+        let mw = s.mask_weight(0, &v[1], c, out)?;
+        let xc = s.trunc_scaled(
+            &mpc_core::nonlinear::center_rows(&v[0], rows, c),
+            0,
+            1.0 / c as f64,
+        )?;
+        s.layer_norm_linear(&xc, &mw, Some(&v[2]), rows, c, p)
+    });
+    let ones = vec![1.0; c];
+    let zeros = vec![0.0; c];
+    let n = plain::layer_norm(&q(&x), &ones, &zeros, rows, c, p.eps);
+    let mut want = plain::matmul(&n, &q(&w), rows, c, out);
+    for (i, v) in want.iter_mut().enumerate() {
+        *v += q(&b)[i % out];
+    }
+    let err = max_abs_diff(&got, &want);
+    assert!(err < 5e-3, "layer norm + linear error {err}");
+    // mask (1) + centring (1) + 6
+    assert_eq!(r.online[0].rounds, 1 + 1 + 6);
 }
