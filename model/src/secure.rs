@@ -73,10 +73,10 @@ pub struct BlockShare {
     qkv: LinearShare,
     proj: LinearShare,
     norm1: LayerNormShare,
-    linear1: LinearShare,
+    /// `linear1` with `norm1` folded in, and for MPCViT+ blocks the fused
+    /// linearised FFN (also folded) beside it: `[W1' | F']`, C × (M + C).
+    ffn_in: LinearShare,
     linear2: LinearShare,
-    /// The fused linearised FFN of MPCViT+ blocks.
-    fused: Option<LinearShare>,
 }
 
 /// One party's share of every weight, with the public configuration.
@@ -162,27 +162,30 @@ pub fn split_weights(model: &Model, fp: FixedPoint, prg: &mut Prg) -> [WeightSha
         let [q0, q1] = sp.linear(&fold_norm(&b.pre_norm, &b.qkv));
         let [p0, p1] = sp.linear(&b.proj);
         let [n0, n1] = sp.norm(&b.norm1);
-        let [l10, l11] = sp.linear(&b.linear1);
+        let mut ffn_in = fold_norm(&b.norm1, &b.linear1);
+        if let Some(f) = model.fused_ffn(i) {
+            let f = fold_norm(&b.norm1, f);
+            ffn_in.out_features += f.out_features;
+            ffn_in.weight.extend(f.weight);
+            if let (Some(b1), Some(bf)) = (&mut ffn_in.bias, f.bias) {
+                b1.extend(bf);
+            }
+        }
+        let [i0, i1] = sp.linear(&ffn_in);
         let [l20, l21] = sp.linear(&b.linear2);
-        let [f0, f1] = match model.fused_ffn(i) {
-            Some(f) => sp.linear(f).map(Some),
-            None => [None, None],
-        };
         blocks[0].push(BlockShare {
             qkv: q0,
             proj: p0,
             norm1: n0,
-            linear1: l10,
+            ffn_in: i0,
             linear2: l20,
-            fused: f0,
         });
         blocks[1].push(BlockShare {
             qkv: q1,
             proj: p1,
             norm1: n1,
-            linear1: l11,
+            ffn_in: i1,
             linear2: l21,
-            fused: f1,
         });
     }
     let [fc0, fc1] = sp.linear(&fold_norm(&w.norm, &w.fc));
@@ -265,9 +268,8 @@ struct PreparedBlock {
     qkv: PreparedLinear,
     proj: PreparedLinear,
     norm1: PreparedNorm,
-    linear1: PreparedLinear,
+    ffn_in: PreparedLinear,
     linear2: PreparedLinear,
-    fused: Option<PreparedLinear>,
 }
 
 /// Shares of one block's activations (`N × C` each), for stage-by-stage checks.
@@ -330,9 +332,8 @@ impl SecureModel {
                     gamma: m.weight(s, &b.norm1.gamma, 1, c)?,
                     beta: b.norm1.beta.clone(),
                 },
-                linear1: m.linear(s, &b.linear1)?,
+                ffn_in: m.linear(s, &b.ffn_in)?,
                 linear2: m.linear(s, &b.linear2)?,
-                fused: b.fused.as_ref().map(|f| m.linear(s, f)).transpose()?,
             });
         }
         let fc = m.linear(s, &shares.fc)?;
@@ -410,25 +411,6 @@ impl SecureModel {
         }
     }
 
-    /// LayerNorm of `rows` centred tokens with its scale and shift.
-    fn layer_norm(
-        &self,
-        s: &mut Session,
-        xc: &Share,
-        rows: usize,
-        affine: &PreparedNorm,
-    ) -> Result<Share> {
-        let p = self.layer_norm_params();
-        Ok(s.layer_norm_centered(
-            xc,
-            Some(&affine.gamma),
-            Some(&affine.beta),
-            rows,
-            self.config.dim,
-            p,
-        )?)
-    }
-
     /// LayerNorm of `rows` centred tokens followed by `next`, which carries
     /// the norm's scale and shift (see [`fold_norm`]).
     fn norm_linear(
@@ -455,8 +437,16 @@ impl SecureModel {
         let attn_raw = self.attention(s, i, xc)?;
         let (residual, yc) = self.settle(s, &x.scale_int(1 << f).add(&attn_raw), n)?;
         let attn_out = residual.sub(x);
-        let normed = self.layer_norm(s, &yc, n, &self.blocks[i].norm1)?;
-        let ffn_raw = self.ffn(s, i, &normed)?;
+        let blk = &self.blocks[i];
+        let (normed, first) = s.layer_norm_and_linear(
+            &yc,
+            (&blk.norm1.gamma, &blk.norm1.beta),
+            (&blk.ffn_in.w, blk.ffn_in.bias.as_ref()),
+            n,
+            self.config.dim,
+            self.layer_norm_params(),
+        )?;
+        let ffn_raw = self.ffn(s, i, &first)?;
         let last = i + 1 == self.config.depth;
         let (output, next) = self.settle(
             s,
@@ -623,44 +613,38 @@ impl SecureModel {
         Ok(linears_raw(s, &[(&Share::new(concat), n, &blk.proj)])?.remove(0))
     }
 
-    /// FFN branch on `z = LN_1(y)`: GeLU rows through linear1, GeLU, linear2;
-    /// linearised rows (MPCViT+ `beta = 0`) through the fused layer and a ReLU.
-    /// Returned untruncated (`2f` bits).
-    fn ffn(&self, s: &mut Session, i: usize, z: &Share) -> Result<Share> {
+    /// FFN branch, given the first layer's output for every token (computed
+    /// with `norm1`, see [`SecureModel::block`]): GeLU rows through GeLU and
+    /// linear2; linearised rows (MPCViT+ `beta = 0`) through a ReLU of the
+    /// fused layer. Returned untruncated (`2f` bits).
+    fn ffn(&self, s: &mut Session, i: usize, first: &Share) -> Result<Share> {
         let cfg = &self.config;
         let blk = &self.blocks[i];
-        let (n, c) = (cfg.num_tokens(), cfg.dim);
+        let (n, c, m) = (cfg.num_tokens(), cfg.dim, cfg.mlp_hidden);
+        let width = blk.ffn_in.w.cols();
         let mask = cfg.block_beta(i);
         let keep = |t: usize| mask.is_none_or(|m| m[t]);
         let gelu_rows: Vec<usize> = (0..n).filter(|&t| keep(t)).collect();
         let lin_rows: Vec<usize> = (0..n).filter(|&t| !keep(t)).collect();
-        let gather = |rows: &[usize]| -> Share {
+        if !lin_rows.is_empty() && width != m + c {
+            return Err(ModelError::Secure(format!(
+                "block {i}: linearised tokens without a fused FFN"
+            )));
+        }
+        // `first` holds [z·W1' | z·F'] per token; take each token's part.
+        let gather = |rows: &[usize], cols: std::ops::Range<usize>| -> Share {
             Share::new(
                 rows.iter()
-                    .flat_map(|&t| z.as_slice()[t * c..(t + 1) * c].iter().copied())
+                    .flat_map(|&t| {
+                        first.as_slice()[t * width + cols.start..t * width + cols.end]
+                            .iter()
+                            .copied()
+                    })
                     .collect(),
             )
         };
-        let (zg, zl) = (gather(&gelu_rows), gather(&lin_rows));
-        let fused = match (&blk.fused, lin_rows.is_empty()) {
-            (_, true) => None,
-            (Some(f), false) => Some(f),
-            (None, false) => {
-                return Err(ModelError::Secure(format!(
-                    "block {i}: linearised tokens without a fused FFN"
-                )));
-            }
-        };
-        let mut first: Vec<(&Share, usize, &PreparedLinear)> = Vec::new();
-        if !gelu_rows.is_empty() {
-            first.push((&zg, gelu_rows.len(), &blk.linear1));
-        }
-        if let Some(fl) = fused {
-            first.push((&zl, lin_rows.len(), fl));
-        }
-        let mut ys = linears(s, &first)?.into_iter();
-        let hidden = (!gelu_rows.is_empty()).then(|| ys.next().expect("gelu rows"));
-        let lin = fused.map(|_| ys.next().expect("linearised rows"));
+        let hidden = (!gelu_rows.is_empty()).then(|| gather(&gelu_rows, 0..m));
+        let lin = (!lin_rows.is_empty()).then(|| gather(&lin_rows, m..m + c));
         let mut out = vec![0u64; n * c];
         if let Some(y) = lin {
             let r = s
@@ -706,12 +690,4 @@ fn linears_raw(s: &mut Session, items: &[(&Share, usize, &PreparedLinear)]) -> R
             None => y,
         })
         .collect())
-}
-
-/// `x·W + b` for several layers in one product round and one truncation round.
-fn linears(s: &mut Session, items: &[(&Share, usize, &PreparedLinear)]) -> Result<Vec<Share>> {
-    let f = s.frac_bits();
-    let raw = linears_raw(s, items)?;
-    let parts: Vec<(&Share, u32)> = raw.iter().map(|r| (r, f)).collect();
-    Ok(s.trunc_many(&parts)?)
 }

@@ -295,39 +295,37 @@ impl Session<'_> {
     ///
     /// Rounds 1; sends `8(rows·cols + rows)` bytes per party; dealer: a row-broadcast
     /// triple (`8·rows·cols` bytes to party 1).
-    pub fn mul_rows_raw(
-        &mut self,
-        x: &Share,
-        v: &Share,
-        rows: usize,
-        cols: usize,
-    ) -> Result<Share> {
+    pub fn mul_rows_raw(&mut self, x: &Share, v: &Share, rows: usize, cols: usize) -> Result<Share> {
+        let r = self.mul_rows_raw_begin(x, v, rows, cols)?;
+        self.finish(r)
+    }
+
+    /// [`Session::mul_rows_raw`] as a [`Round`].
+    pub fn mul_rows_raw_begin(&mut self, x: &Share, v: &Share, rows: usize, cols: usize) -> Result<Round<Share>> {
         check_len("mul_rows", "matrix", x.len(), rows * cols)?;
         check_len("mul_rows", "row scales", v.len(), rows)?;
-        let (a, b, c) = expect_triple(
-            "mul_rows",
-            self.take("mul_rows", Request::RowScale { rows, cols })?,
-        )?;
+        let (a, b, c) = expect_triple("mul_rows", self.take("mul_rows", Request::RowScale { rows, cols })?)?;
         let mut msg = ring::sub(x.as_slice(), &a);
         msg.extend(ring::sub(v.as_slice(), &b));
-        let other = self.exchange("mul_rows", &msg)?;
-        let ef = ring::add(&msg, &other);
-        let (e, f) = ef.split_at(rows * cols);
         let p0 = self.is_p0();
-        let mut z = c;
-        for i in 0..rows {
-            for j in 0..cols {
-                let idx = i * cols + j;
-                let mut t = e[idx]
-                    .wrapping_mul(b[i])
-                    .wrapping_add(a[idx].wrapping_mul(f[i]));
-                if p0 {
-                    t = t.wrapping_add(e[idx].wrapping_mul(f[i]));
+        let bytes = channel::pack(&msg, 64);
+        Ok(Round::new("mul_rows", bytes, move |peer| {
+            let other = channel::unpack(peer, msg.len(), 64);
+            let ef = ring::add(&msg, &other);
+            let (e, f) = ef.split_at(rows * cols);
+            let mut z = c;
+            for i in 0..rows {
+                for j in 0..cols {
+                    let idx = i * cols + j;
+                    let mut t = e[idx].wrapping_mul(b[i]).wrapping_add(a[idx].wrapping_mul(f[i]));
+                    if p0 {
+                        t = t.wrapping_add(e[idx].wrapping_mul(f[i]));
+                    }
+                    z[idx] = z[idx].wrapping_add(t);
                 }
-                z[idx] = z[idx].wrapping_add(t);
             }
-        }
-        Ok(Share::new(z))
+            Ok(Share::new(z))
+        }))
     }
 
     /// Arithmetic shift right by `s` bits of a shared signed value: `⌊x / 2^s⌋`, possibly minus one.

@@ -481,6 +481,41 @@ impl Session<'_> {
         })
     }
 
+    /// `z = LN(x)·γ + β` and `LN(x)·W + b` together, for a LayerNorm whose
+    /// output feeds both a residual and a linear layer (`W`, `b` must carry
+    /// the norm's `γ`, `β`). 6 rounds from the centred rows, instead of 6 + 2:
+    /// the opening for the variance also serves `(x − μ)·γ` and `(x − μ)·W`,
+    /// and both are scaled by `1/σ` in one round.
+    pub fn layer_norm_and_linear(
+        &mut self,
+        xc: &Share,
+        norm: (&MaskedWeight, &Share),
+        next: (&MaskedWeight, Option<&Share>),
+        rows: usize,
+        c: usize,
+        params: LayerNormParams,
+    ) -> Result<(Share, Share)> {
+        let ((gamma, beta), (w, bias)) = (norm, next);
+        let out = w.cols();
+        check_len("layer_norm", "beta", beta.len(), c)?;
+        if let Some(b) = bias {
+            check_len("layer_norm_and_linear", "bias", b.len(), out)?;
+        }
+        let (inv, p) = self.norm_inverse(xc, Some(gamma), Some(w), rows, c, params)?;
+        let zr = self.mul_rows_raw_begin(p.scaled.as_ref().expect("scaled"), &inv, rows, c)?;
+        let yr = self.mul_rows_raw_begin(p.product.as_ref().expect("product"), &inv, rows, out)?;
+        let (z, y) = self.finish2(zr, yr)?;
+        let s = self.frac_bits() + EXTRA_FRAC;
+        let mut t = self.trunc_many(&[(&z, s), (&y, s)])?;
+        let y = t.pop().expect("product");
+        let z = t.pop().expect("normed").add(&Share::new(tile(beta.as_slice(), rows)));
+        let y = match bias {
+            Some(b) => y.add(&Share::new(tile(b.as_slice(), rows))),
+            None => y,
+        };
+        Ok((z, y))
+    }
+
     /// Shared part of the LayerNorm variants: the products of `x − μ` (one
     /// opening), then `√c/√u` with `u = Σ(x − μ)² + c·eps`, whose comparison
     /// runs in the round that truncates `u` and the products. Returns the
