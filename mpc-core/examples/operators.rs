@@ -125,7 +125,7 @@ fn main() {
     );
     report(
         Case {
-            name: "weight matmul (1 use)",
+            name: "weight mask + 1 use",
             shape: format!("{n}x{c}·{c}x{h}"),
             want: plain::matmul(&q(&x), &q(&w), n, c, h),
             inputs: vec![x.clone(), w.clone()],
@@ -141,7 +141,7 @@ fn main() {
     report(
         Case {
             name: "trunc",
-            shape: format!("{n}x{h}"),
+            shape: format!("{n}x{c}"),
             want: q(&x).iter().map(|v| v / 4.0).collect(),
             inputs: vec![x.clone()],
             out_frac: f,
