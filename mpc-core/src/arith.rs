@@ -295,16 +295,31 @@ impl Session<'_> {
     ///
     /// Rounds 1; sends `8(rows·cols + rows)` bytes per party; dealer: a row-broadcast
     /// triple (`8·rows·cols` bytes to party 1).
-    pub fn mul_rows_raw(&mut self, x: &Share, v: &Share, rows: usize, cols: usize) -> Result<Share> {
+    pub fn mul_rows_raw(
+        &mut self,
+        x: &Share,
+        v: &Share,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Share> {
         let r = self.mul_rows_raw_begin(x, v, rows, cols)?;
         self.finish(r)
     }
 
     /// [`Session::mul_rows_raw`] as a [`Round`].
-    pub fn mul_rows_raw_begin(&mut self, x: &Share, v: &Share, rows: usize, cols: usize) -> Result<Round<Share>> {
+    pub fn mul_rows_raw_begin(
+        &mut self,
+        x: &Share,
+        v: &Share,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Round<Share>> {
         check_len("mul_rows", "matrix", x.len(), rows * cols)?;
         check_len("mul_rows", "row scales", v.len(), rows)?;
-        let (a, b, c) = expect_triple("mul_rows", self.take("mul_rows", Request::RowScale { rows, cols })?)?;
+        let (a, b, c) = expect_triple(
+            "mul_rows",
+            self.take("mul_rows", Request::RowScale { rows, cols })?,
+        )?;
         let mut msg = ring::sub(x.as_slice(), &a);
         msg.extend(ring::sub(v.as_slice(), &b));
         let p0 = self.is_p0();
@@ -317,7 +332,9 @@ impl Session<'_> {
             for i in 0..rows {
                 for j in 0..cols {
                     let idx = i * cols + j;
-                    let mut t = e[idx].wrapping_mul(b[i]).wrapping_add(a[idx].wrapping_mul(f[i]));
+                    let mut t = e[idx]
+                        .wrapping_mul(b[i])
+                        .wrapping_add(a[idx].wrapping_mul(f[i]));
                     if p0 {
                         t = t.wrapping_add(e[idx].wrapping_mul(f[i]));
                     }

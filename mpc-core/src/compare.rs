@@ -82,16 +82,19 @@ impl Session<'_> {
                 .map(|(a, b)| a.wrapping_add(*b) & mask)
                 .collect();
             // y = ĉ − t + 2^(ℓ−1): its top bit is public, its low bits go to the DCF.
-            let m = thresholds.len() * n;
-            let mut ys = Vec::with_capacity(m);
-            for t in &thresholds {
-                ys.extend(
-                    opened
-                        .iter()
-                        .map(|c| c.wrapping_sub(*t).wrapping_add(half) & mask),
-                );
-            }
-            let key_of: Vec<usize> = (0..m).map(|p| p % n).collect();
+            // Points are laid out key by key (all thresholds of element i together)
+            // so each key's correction words are read from cache once per level.
+            let k = thresholds.len();
+            let m = k * n;
+            let ys: Vec<u64> = (0..m)
+                .map(|p| {
+                    opened[p / k]
+                        .wrapping_sub(thresholds[p % k])
+                        .wrapping_add(half)
+                        & mask
+                })
+                .collect();
+            let key_of: Vec<usize> = (0..m).map(|p| p / k).collect();
             let lows: Vec<u64> = ys.iter().map(|y| y & low).collect();
             let mut borrow = vec![0u64; m];
             dcf::eval_batch(party, &roots, &cws, &key_of, &lows, &mut borrow);
@@ -99,8 +102,8 @@ impl Session<'_> {
                 .map(|j| {
                     let v = (0..n)
                         .map(|i| {
-                            let top = ys[j * n + i] >> (bits - 1);
-                            let z = r_msb[i].wrapping_add(borrow[j * n + i]);
+                            let top = ys[i * k + j] >> (bits - 1);
+                            let z = r_msb[i].wrapping_add(borrow[i * k + j]);
                             // b = top ⊕ z = top + (1 − 2·top)·z
                             let mut b = if top == 1 { z.wrapping_neg() } else { z };
                             if p0 {

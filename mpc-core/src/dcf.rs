@@ -80,14 +80,21 @@ fn sign(t: u8) -> u64 {
     if t == 0 { 1 } else { u64::MAX }
 }
 
+/// One level's correction word.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Level {
+    seed: u128,
+    value: u64,
+    /// Bit 0 = t_L correction, bit 1 = t_R correction.
+    tbits: u8,
+}
+
 /// The correction words of one key, shared by both parties. `Debug` is opaque.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DcfCorrections {
     bits: u32,
-    seeds: Vec<Block>,
-    values: Vec<u64>,
-    /// Per level: bit 0 = t_L correction, bit 1 = t_R correction.
-    tbits: Vec<u8>,
+    /// One entry per level, kept together so evaluation reads one cache line per node.
+    levels: Vec<Level>,
     last: u64,
 }
 
@@ -105,15 +112,15 @@ impl DcfCorrections {
 
     /// Serialise (appending to `out`).
     pub fn write(&self, out: &mut Vec<u8>) {
-        for s in &self.seeds {
-            out.extend_from_slice(s);
+        for l in &self.levels {
+            out.extend_from_slice(&l.seed.to_le_bytes());
         }
-        for v in &self.values {
-            out.extend_from_slice(&v.to_le_bytes());
+        for l in &self.levels {
+            out.extend_from_slice(&l.value.to_le_bytes());
         }
         let mut packed = vec![0u8; (2 * self.bits as usize).div_ceil(8)];
-        for (i, t) in self.tbits.iter().enumerate() {
-            packed[(2 * i) / 8] |= t << ((2 * i) % 8);
+        for (i, l) in self.levels.iter().enumerate() {
+            packed[(2 * i) / 8] |= l.tbits << ((2 * i) % 8);
         }
         out.extend_from_slice(&packed);
         out.extend_from_slice(&self.last.to_le_bytes());
@@ -125,37 +132,35 @@ impl DcfCorrections {
             return None;
         }
         let n = bits as usize;
-        let seeds = (0..n)
-            .map(|i| bytes[16 * i..16 * i + 16].try_into().expect("16 bytes"))
-            .collect();
-        let base = 16 * n;
-        let values = (0..n)
-            .map(|i| {
-                u64::from_le_bytes(bytes[base + 8 * i..base + 8 * i + 8].try_into().expect("8"))
+        let tbase = 24 * n;
+        let levels = (0..n)
+            .map(|i| Level {
+                seed: u128::from_le_bytes(bytes[16 * i..16 * i + 16].try_into().expect("16 bytes")),
+                value: u64::from_le_bytes(
+                    bytes[16 * n + 8 * i..16 * n + 8 * i + 8]
+                        .try_into()
+                        .expect("8 bytes"),
+                ),
+                tbits: (bytes[tbase + (2 * i) / 8] >> ((2 * i) % 8)) & 3,
             })
             .collect();
-        let base = 24 * n;
-        let tbits = (0..n)
-            .map(|i| (bytes[base + (2 * i) / 8] >> ((2 * i) % 8)) & 3)
-            .collect();
-        let base = base + (2 * n).div_ceil(8);
-        let last = u64::from_le_bytes(bytes[base..base + 8].try_into().expect("8"));
-        Some(DcfCorrections {
-            bits,
-            seeds,
-            values,
-            tbits,
-            last,
-        })
+        let base = tbase + (2 * n).div_ceil(8);
+        let last = u64::from_le_bytes(bytes[base..base + 8].try_into().expect("8 bytes"));
+        Some(DcfCorrections { bits, levels, last })
     }
 
     /// Correction words of the right size, all zero (used when recording a plan).
     pub fn placeholder(bits: u32) -> DcfCorrections {
         DcfCorrections {
             bits,
-            seeds: vec![[0; 16]; bits as usize],
-            values: vec![0; bits as usize],
-            tbits: vec![0; bits as usize],
+            levels: vec![
+                Level {
+                    seed: 0,
+                    value: 0,
+                    tbits: 0
+                };
+                bits as usize
+            ],
             last: 0,
         }
     }
@@ -171,9 +176,7 @@ pub fn generate(bits: u32, alpha: u64, beta: u64, root0: &Block, root1: &Block) 
     let n = bits as usize;
     let mut cw = DcfCorrections {
         bits,
-        seeds: Vec::with_capacity(n),
-        values: Vec::with_capacity(n),
-        tbits: Vec::with_capacity(n),
+        levels: Vec::with_capacity(n),
         last: 0,
     };
     for i in 0..n {
@@ -206,9 +209,11 @@ pub fn generate(bits: u32, alpha: u64, beta: u64, root0: &Block, root1: &Block) 
             };
             t[b] = e[b].t[keep] ^ (t[b] & t_cw[keep]);
         }
-        cw.seeds.push(s_cw);
-        cw.values.push(v_cw);
-        cw.tbits.push(t_cw[0] | (t_cw[1] << 1));
+        cw.levels.push(Level {
+            seed: u128::from_le_bytes(s_cw),
+            value: v_cw,
+            tbits: t_cw[0] | (t_cw[1] << 1),
+        });
     }
     cw.last = sign(t[1]).wrapping_mul(
         convert(&s[1])
@@ -228,13 +233,15 @@ pub fn eval(party: usize, root: &Block, cw: &DcfCorrections, x: u64) -> u64 {
     for i in 0..n {
         let mut e = expand(&s);
         if t == 1 {
-            e.s[0] = xor(&e.s[0], &cw.seeds[i]);
-            e.s[1] = xor(&e.s[1], &cw.seeds[i]);
-            e.t[0] ^= cw.tbits[i] & 1;
-            e.t[1] ^= cw.tbits[i] >> 1;
+            let l = &cw.levels[i];
+            let cs = l.seed.to_le_bytes();
+            e.s[0] = xor(&e.s[0], &cs);
+            e.s[1] = xor(&e.s[1], &cs);
+            e.t[0] ^= l.tbits & 1;
+            e.t[1] ^= l.tbits >> 1;
         }
         let side = ((x >> (n - 1 - i)) & 1) as usize;
-        let add = e.v[side].wrapping_add(if t == 1 { cw.values[i] } else { 0 });
+        let add = e.v[side].wrapping_add(if t == 1 { cw.levels[i].value } else { 0 });
         v = v.wrapping_add(sg.wrapping_mul(add));
         s = e.s[side];
         t = e.t[side];
@@ -293,9 +300,10 @@ pub fn eval_batch(
                 seed &= !1;
                 let mut val = (blk(2) >> (64 * side)) as u64;
                 if t[q] == 1 {
-                    seed ^= u128::from_le_bytes(cw.seeds[lvl]);
-                    tb ^= (cw.tbits[lvl] >> side) & 1;
-                    val = val.wrapping_add(cw.values[lvl]);
+                    let l = &cw.levels[lvl];
+                    seed ^= l.seed;
+                    tb ^= (l.tbits >> side) & 1;
+                    val = val.wrapping_add(l.value);
                 }
                 v[q] = v[q].wrapping_add(sg.wrapping_mul(val));
                 s[q] = seed;

@@ -508,7 +508,10 @@ impl Session<'_> {
         let s = self.frac_bits() + EXTRA_FRAC;
         let mut t = self.trunc_many(&[(&z, s), (&y, s)])?;
         let y = t.pop().expect("product");
-        let z = t.pop().expect("normed").add(&Share::new(tile(beta.as_slice(), rows)));
+        let z = t
+            .pop()
+            .expect("normed")
+            .add(&Share::new(tile(beta.as_slice(), rows)));
         let y = match bias {
             Some(b) => y.add(&Share::new(tile(b.as_slice(), rows))),
             None => y,
