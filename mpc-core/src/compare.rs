@@ -44,9 +44,39 @@ impl Session<'_> {
         thresholds: &[u64],
         bits: u32,
     ) -> Result<Round<Vec<Share>>> {
+        self.compare_begin(x, thresholds, bits, 0)
+    }
+
+    /// [`Session::ge_thresholds_begin`] that may err where `|x − t| < 2^coarse`
+    /// ulps: the DCF then compares only the top `ℓ − 1 − coarse` bits of the
+    /// masked value (a shallower tree: less dealer material and local work).
+    /// For piecewise approximations whose neighbouring segments agree near
+    /// their shared boundary.
+    pub fn ge_thresholds_coarse_begin(
+        &mut self,
+        x: &Share,
+        thresholds: &[u64],
+        bits: u32,
+        coarse: u32,
+    ) -> Result<Round<Vec<Share>>> {
+        self.compare_begin(x, thresholds, bits, coarse)
+    }
+
+    fn compare_begin(
+        &mut self,
+        x: &Share,
+        thresholds: &[u64],
+        bits: u32,
+        coarse: u32,
+    ) -> Result<Round<Vec<Share>>> {
         assert!((2..=64).contains(&bits), "compare: {bits} bits");
+        assert!(
+            coarse + 2 <= bits,
+            "compare: {coarse} coarse bits of {bits}"
+        );
         let n = x.len();
-        let (r, r_msb, roots, cws) = match self.take("compare", Request::Compare { n, bits })? {
+        let req = Request::Compare { n, bits, coarse };
+        let (r, r_msb, roots, cws) = match self.take("compare", req)? {
             Material::Compare {
                 r,
                 r_msb,
@@ -95,7 +125,7 @@ impl Session<'_> {
                 })
                 .collect();
             let key_of: Vec<usize> = (0..m).map(|p| p / k).collect();
-            let lows: Vec<u64> = ys.iter().map(|y| y & low).collect();
+            let lows: Vec<u64> = ys.iter().map(|y| (y & low) >> coarse).collect();
             let mut borrow = vec![0u64; m];
             dcf::eval_batch(party, &roots, &cws, &key_of, &lows, &mut borrow);
             Ok((0..thresholds.len())

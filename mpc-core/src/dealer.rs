@@ -95,12 +95,15 @@ pub enum Request {
         n: usize,
     },
     /// For comparison on `bits`-bit inputs: a mask `r` (shared mod 2^bits), shares of
-    /// `msb(r)`, and a DCF key for `(1 − 2·msb(r))·[x < r mod 2^(bits−1)]`.
+    /// `msb(r)`, and a DCF key for `(1 − 2·msb(r))·[x < r mod 2^(bits−1)]`
+    /// on the top `bits − 1 − coarse` of those bits.
     Compare {
         /// Elements.
         n: usize,
         /// Input width in bits (2..=64).
         bits: u32,
+        /// Low bits the comparison ignores (0 for an exact comparison).
+        coarse: u32,
     },
 }
 
@@ -156,8 +159,8 @@ impl Request {
                 let product = next.map_or(0, |(_, out)| 8 * rows * out);
                 if p1 { per * rows * cols + product } else { 0 }
             }
-            Request::Compare { n, bits } => {
-                n * DcfCorrections::wire_len(bits - 1) + if p1 { 8 * n } else { 0 }
+            Request::Compare { n, bits, coarse } => {
+                n * DcfCorrections::wire_len(bits - 1 - coarse) + if p1 { 8 * n } else { 0 }
             }
         }
     }
@@ -269,7 +272,7 @@ pub fn draw(req: &Request, party: Party, prg: &mut Prg) -> Material {
             bits: prg.bits(n),
             c: own_c(prg, n),
         },
-        Request::Compare { n, bits } => {
+        Request::Compare { n, bits, .. } => {
             let mask = low_mask(bits);
             Material::Compare {
                 r: prg.u64s(n).into_iter().map(|x| x & mask).collect(),
@@ -464,7 +467,7 @@ impl Dealer {
                 correction(ab, &c0)
             }
             (
-                Request::Compare { bits, .. },
+                Request::Compare { bits, coarse, .. },
                 Material::Compare {
                     r: r0,
                     r_msb: m0,
@@ -475,16 +478,17 @@ impl Dealer {
                     r: r1, roots: s1, ..
                 },
             ) => {
-                let bits = *bits;
+                let (bits, coarse) = (*bits, *coarse);
                 let mask = low_mask(bits);
                 let mut to_both = Vec::new();
                 let mut msb = Vec::with_capacity(r0.len());
                 for i in 0..r0.len() {
                     let r = r0[i].wrapping_add(r1[i]) & mask;
                     let top = (r >> (bits - 1)) & 1;
-                    let alpha = r & low_mask(bits - 1);
+                    let alpha = (r & low_mask(bits - 1)) >> coarse;
                     let beta = 1u64.wrapping_sub(2 * top);
-                    dcf::generate(bits - 1, alpha, beta, &s0[i], &s1[i]).write(&mut to_both);
+                    dcf::generate(bits - 1 - coarse, alpha, beta, &s0[i], &s1[i])
+                        .write(&mut to_both);
                     msb.push(top);
                 }
                 let mut to_p1 = to_both.clone();
@@ -528,10 +532,11 @@ impl MaterialGen {
         let mut m = draw(req, self.party, &mut self.prg);
         let p1 = self.party == Party::P1;
         match (&mut m, req) {
-            (Material::Compare { r_msb, cws, .. }, Request::Compare { n, bits }) => {
-                let per = DcfCorrections::wire_len(bits - 1);
+            (Material::Compare { r_msb, cws, .. }, Request::Compare { n, bits, coarse }) => {
+                let depth = bits - 1 - coarse;
+                let per = DcfCorrections::wire_len(depth);
                 for i in 0..*n {
-                    let cw = DcfCorrections::read(bits - 1, &msg[i * per..(i + 1) * per])
+                    let cw = DcfCorrections::read(depth, &msg[i * per..(i + 1) * per])
                         .expect("length checked above");
                     cws.push(cw);
                 }
@@ -648,8 +653,10 @@ impl Recorder {
 impl CorrelationSource for Recorder {
     fn take(&mut self, _op: &'static str, req: Request) -> Result<Material> {
         let mut m = draw(&req, self.party, &mut self.prg);
-        if let (Material::Compare { cws, r, .. }, Request::Compare { bits, .. }) = (&mut m, &req) {
-            *cws = vec![DcfCorrections::placeholder(bits - 1); r.len()];
+        if let (Material::Compare { cws, r, .. }, Request::Compare { bits, coarse, .. }) =
+            (&mut m, &req)
+        {
+            *cws = vec![DcfCorrections::placeholder(bits - 1 - coarse); r.len()];
         }
         self.plan.push(req);
         Ok(m)
