@@ -83,6 +83,12 @@ fn truncation_is_within_one_ulp_at_the_domain_edges() {
     ];
     let shared = Shared::new(FixedPoint { frac_bits: 32 }, &[&x]);
     let r = mpc_core::local::run_local(FP, |s| s.trunc(&shared.of(s)[0], 16)).unwrap();
+    // one round, one bit per element each way; 8 bytes per element from the dealer to party 1
+    for p in r.online {
+        assert_eq!(p.rounds, 1);
+        assert_eq!(p.bytes_sent as usize, x.len().div_ceil(8));
+    }
+    assert_eq!(r.dealer_bytes, [0, 8 * x.len() as u64]);
     let v = mpc_core::reconstruct(&r.outputs[0], &r.outputs[1]);
     for (xi, vi) in x.iter().zip(&v) {
         let exact = (xi * 65536.0 * 65536.0).round() as i64 >> 16;
