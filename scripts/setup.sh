@@ -10,4 +10,23 @@ for comp in rustfmt clippy; do
     rustup component add "$comp"
   fi
 done
+
+# Fashion-MNIST for the search crate's training and tests: the Debian package
+# dataset-fashion-mnist installs the IDX files (gzip) under /usr/share/datasets/fashion-mnist/.
+FMNIST_DIR=/usr/share/datasets/fashion-mnist
+fmnist_missing=0
+for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+  [ -e "$FMNIST_DIR/$f.gz" ] || [ -e "$FMNIST_DIR/$f" ] || fmnist_missing=1
+done
+if [ "$fmnist_missing" = 1 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing dataset-fashion-mnist"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  else
+    echo "setup: Fashion-MNIST is missing from $FMNIST_DIR; as root run:" >&2
+    echo "       apt-get update && apt-get install -y dataset-fashion-mnist" >&2
+  fi
+fi
+
 echo "setup: $(cargo --version), $(rustc --version)"

@@ -1,0 +1,639 @@
+//! `mpcvit-search`: train the Softmax teacher, search the MPC-friendly attention (and
+//! MPCViT+ GeLU linearisation), retrain with distillation, export and evaluate.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use model::{AttnKind, Model, ModelConfig};
+use search::data::{DatasetKind, Splits};
+use search::export::{binarize_alpha, binarized, describe, export_dir, kept};
+use search::train::{self, EpochStats, Objective, RunOptions, TrainConfig};
+use search::vit::{SearchSpace, Vit, init_weights};
+use search::{Error, Result};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mpcvit-search",
+    version,
+    about = "MPC-aware architecture search and training of MPCViT"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Train the all-Softmax ViT (the distillation teacher) and export it to --out.
+    TrainTeacher {
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        arch: ArchArgs,
+        #[command(flatten)]
+        train: TrainArgs,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+    /// Search: train with a relaxed per-head alpha (and with --plus a per-token beta)
+    /// under an L1 penalty; writes the checkpoint and search.json to --out.
+    Search {
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        arch: ArchArgs,
+        #[command(flatten)]
+        train: TrainArgs,
+        #[command(flatten)]
+        out: OutArgs,
+        /// Start from this model directory's weights (e.g. the teacher) instead of a
+        /// fresh initialisation; its shapes override the architecture flags.
+        #[arg(long)]
+        init: Option<PathBuf>,
+        /// Also search MPCViT+'s per-token beta (GeLU linearisation).
+        #[arg(long)]
+        plus: bool,
+        /// λ of the L1 penalty on alpha.
+        #[arg(long, default_value_t = 1e-4)]
+        lambda: f64,
+        /// λ of the L1 penalty on beta.
+        #[arg(long, default_value_t = 1e-4)]
+        lambda_beta: f64,
+        /// JSON file with a per-head cost `[[c; heads]; depth]` weighting the alpha
+        /// penalty (e.g. measured secure latency saved by ScaleAttn); normalised to mean 1.
+        #[arg(long)]
+        head_cost: Option<PathBuf>,
+    },
+    /// Binarise a search (top round(μ·L·H) heads ReLU-Softmax) and retrain with
+    /// knowledge distillation from the teacher; exports to --out.
+    Retrain {
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        train: TrainArgs,
+        #[command(flatten)]
+        out: OutArgs,
+        /// The search run's directory (its checkpoint).
+        #[arg(long)]
+        search: PathBuf,
+        /// The teacher's model directory.
+        #[arg(long)]
+        teacher: PathBuf,
+        /// Fraction μ of heads kept as ReLU-Softmax.
+        #[arg(long)]
+        mu: f64,
+        /// MPCViT+: fraction of (block, token) pairs that keep GeLU (when the search had --plus).
+        #[arg(long, default_value_t = 0.5)]
+        beta_keep: f64,
+        /// Starting weights: the search's, the teacher's, or a fresh initialisation (the paper's code).
+        #[arg(long, value_enum, default_value_t = Init::Search)]
+        init: Init,
+        /// Weight of the hard-label cross-entropy.
+        #[arg(long, default_value_t = 1.0)]
+        ce: f64,
+        /// Weight of the logit distillation (soft cross-entropy against the teacher).
+        #[arg(long, default_value_t = 1.0)]
+        kd: f64,
+        /// Distillation temperature.
+        #[arg(long, default_value_t = 1.0)]
+        temperature: f64,
+        /// Weight of the token-feature MSE against the teacher's final-norm features.
+        #[arg(long, default_value_t = 1.0)]
+        feat: f64,
+    },
+    /// Export a checkpoint directory to a model directory (a search checkpoint needs --mu).
+    Export {
+        /// Directory holding checkpoint.json and checkpoint.safetensors.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Output model directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// For a search checkpoint: fraction of heads kept as ReLU-Softmax.
+        #[arg(long)]
+        mu: Option<f64>,
+        /// For a --plus search checkpoint: fraction of tokens that keep GeLU.
+        #[arg(long)]
+        beta_keep: Option<f64>,
+    },
+    /// Test accuracy of a model directory; --plain N also runs the `model` crate's
+    /// plaintext forward on the first N test images and reports the largest logit difference.
+    Eval {
+        /// The model directory.
+        #[arg(long)]
+        model: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long, default_value_t = 0)]
+        plain: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Init {
+    Search,
+    Teacher,
+    Scratch,
+}
+
+#[derive(Debug, Args)]
+struct DataArgs {
+    /// The data set.
+    #[arg(long, value_enum, default_value_t = DatasetKind::FashionMnist)]
+    dataset: DatasetKind,
+    /// Its directory (default for fashion-mnist: the Debian package's).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Image side for --dataset folder.
+    #[arg(long, default_value_t = 32)]
+    image_size: usize,
+    /// Channels (1 or 3) for --dataset folder.
+    #[arg(long, default_value_t = 3)]
+    channels: usize,
+    /// Use only the first N training examples.
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Use only the first N test examples.
+    #[arg(long)]
+    test_limit: Option<usize>,
+}
+
+impl DataArgs {
+    fn load(&self) -> Result<Splits> {
+        let dir = match (&self.data, self.dataset.default_dir()) {
+            (Some(d), _) => d.clone(),
+            (None, Some(d)) => PathBuf::from(d),
+            (None, None) => {
+                return Err(Error::Unsupported(format!(
+                    "--data DIR is needed for {:?}",
+                    self.dataset
+                )));
+            }
+        };
+        let t = Instant::now();
+        let mut s = self.dataset.load(&dir, self.image_size, self.channels)?;
+        if let Some(n) = self.train_limit {
+            s.train = s.train.take(n);
+        }
+        if let Some(n) = self.test_limit {
+            s.test = s.test.take(n);
+        }
+        eprintln!(
+            "data: {:?} from {}: {} train, {} test, {}×{}×{}, mean {:?} std {:?} ({:.1} s)",
+            self.dataset,
+            dir.display(),
+            s.train.len(),
+            s.test.len(),
+            s.train.channels,
+            s.train.height,
+            s.train.width,
+            s.norm.mean,
+            s.norm.std,
+            t.elapsed().as_secs_f64()
+        );
+        Ok(s)
+    }
+}
+
+#[derive(Debug, Args)]
+struct ArchArgs {
+    /// Patch side (kernel = stride of the tokenizer conv).
+    #[arg(long, default_value_t = 4)]
+    patch: usize,
+    /// Embedding width C.
+    #[arg(long, default_value_t = 64)]
+    dim: usize,
+    /// Transformer blocks L.
+    #[arg(long, default_value_t = 4)]
+    depth: usize,
+    /// Heads per block H.
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    /// FFN hidden width.
+    #[arg(long, default_value_t = 128)]
+    mlp: usize,
+}
+
+impl ArchArgs {
+    fn config(&self, data: &Splits, kind: AttnKind) -> ModelConfig {
+        let t = &data.train;
+        ModelConfig {
+            name: format!("vit_{}_{}_{}", self.depth, self.heads, t.height),
+            image_size: t.height,
+            in_channels: t.channels,
+            patch_size: self.patch,
+            dim: self.dim,
+            depth: self.depth,
+            heads: self.heads,
+            mlp_hidden: self.mlp,
+            num_classes: t.classes.len(),
+            layer_norm_eps: model::config::PAPER_LAYER_NORM_EPS,
+            relu_softmax_eps: model::config::PAPER_RELU_SOFTMAX_EPS,
+            mean: data.norm.mean.clone(),
+            std: data.norm.std.clone(),
+            labels: t.classes.clone(),
+            gelu: model::GeluKind::Erf,
+            attention: vec![vec![kind; self.heads]; self.depth],
+            beta: vec![None; self.depth],
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct TrainArgs {
+    #[arg(long, default_value_t = 30)]
+    epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Peak learning rate (AdamW).
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 1e-5)]
+    min_lr: f64,
+    #[arg(long, default_value_t = 1.0)]
+    warmup_epochs: f64,
+    #[arg(long, default_value_t = 0.05)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 0.1)]
+    label_smoothing: f64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Random-crop padding (0 disables the crop).
+    #[arg(long, default_value_t = 2)]
+    crop_pad: usize,
+    /// Disable the random horizontal flip (it is always off for digits).
+    #[arg(long)]
+    no_flip: bool,
+    /// Evaluate on the test set every N epochs (and after the last).
+    #[arg(long, default_value_t = 1)]
+    eval_every: usize,
+}
+
+impl TrainArgs {
+    fn config(&self) -> TrainConfig {
+        TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            min_lr: self.min_lr,
+            warmup_epochs: self.warmup_epochs,
+            weight_decay: self.weight_decay,
+            label_smoothing: self.label_smoothing,
+            seed: self.seed,
+            crop_pad: self.crop_pad,
+            flip: !self.no_flip,
+            eval_batch: 500,
+            eval_every: self.eval_every,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct OutArgs {
+    /// Output directory: checkpoint (every epoch), exported model, train.json.
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue from the checkpoint in --out.
+    #[arg(long)]
+    resume: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl OutArgs {
+    fn run(&self) -> RunOptions {
+        RunOptions {
+            checkpoint_dir: Some(self.out.clone()),
+            resume: self.resume,
+            progress: !self.quiet,
+            verbose: true,
+        }
+    }
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Checkpoint(e.to_string()))?;
+    std::fs::write(path, text + "\n").map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn finish(
+    out: &Path,
+    vit: &Vit,
+    history: &[EpochStats],
+    stage: &str,
+    extra: serde_json::Value,
+) -> Result<()> {
+    println!(
+        "\n{stage}: {}\n{}",
+        describe(vit.config()),
+        train::summary_table(history)
+    );
+    let total: f64 = history.iter().map(|h| h.train_seconds).sum();
+    let acc = history.last().and_then(|h| h.test_acc);
+    println!(
+        "{} epochs, {:.0} s of training ({:.1} s/epoch), final test accuracy {}",
+        history.len(),
+        total,
+        total / history.len().max(1) as f64,
+        acc.map_or("-".into(), |a| format!("{:.2}%", 100.0 * a))
+    );
+    let summary = serde_json::json!({
+        "stage": stage,
+        "architecture": describe(vit.config()),
+        "test_acc": acc,
+        "seconds_per_epoch": total / history.len().max(1) as f64,
+        "history": history,
+        "extra": extra,
+    });
+    write_json(&out.join("train.json"), &summary)
+}
+
+/// A searched network restored from a search checkpoint directory.
+fn load_searched(dir: &Path) -> Result<Vit> {
+    let (meta, tensors) = train::load_checkpoint(dir)?;
+    if meta.stage != "search" {
+        return Err(Error::Checkpoint(format!(
+            "{} is a {} checkpoint, not a search",
+            dir.display(),
+            meta.stage
+        )));
+    }
+    let space = SearchSpace {
+        alpha: meta.search_alpha,
+        beta: meta.search_beta,
+    };
+    let vit = Vit::new(&meta.model, space, 0, true)?;
+    vit.load_params(&tensors)?;
+    Ok(vit)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::TrainTeacher {
+            data,
+            arch,
+            train,
+            out,
+        } => {
+            let d = data.load()?;
+            let cfg = arch.config(&d, AttnKind::Softmax);
+            let tc = train.config();
+            let vit = Vit::new(&cfg, SearchSpace::default(), tc.seed, true)?;
+            eprintln!("teacher: {} ({} parameters)", describe(&cfg), count(&vit));
+            let history = train::train(&vit, &d, &tc, &Objective::Supervised, &out.run())?;
+            export_dir(&vit, &out.out)?;
+            finish(&out.out, &vit, &history, "teacher", serde_json::Value::Null)
+        }
+        Command::Search {
+            data,
+            arch,
+            train,
+            out,
+            init,
+            plus,
+            lambda,
+            lambda_beta,
+            head_cost,
+        } => {
+            let mut d = data.load()?;
+            let tc = train.config();
+            let space = SearchSpace {
+                alpha: true,
+                beta: plus,
+            };
+            let vit = match &init {
+                Some(dir) => {
+                    let m = Model::load_dir(dir)?;
+                    use_model_normalisation(&mut d, m.config());
+                    let mut cfg = m.config().clone();
+                    cfg.attention = vec![vec![AttnKind::ReluSoftmax; cfg.heads]; cfg.depth];
+                    cfg.beta = vec![None; cfg.depth];
+                    Vit::from_weights(&cfg, m.weights(), space, None, true)?
+                }
+                None => Vit::new(
+                    &arch.config(&d, AttnKind::ReluSoftmax),
+                    space,
+                    tc.seed,
+                    true,
+                )?,
+            };
+            let head_cost = match head_cost {
+                Some(p) => {
+                    let text = std::fs::read_to_string(&p).map_err(|source| Error::Io {
+                        path: p.clone(),
+                        source,
+                    })?;
+                    Some(
+                        serde_json::from_str::<Vec<Vec<f32>>>(&text)
+                            .map_err(|source| Error::Json { path: p, source })?,
+                    )
+                }
+                None => None,
+            };
+            let objective = Objective::Search {
+                lambda_alpha: lambda,
+                lambda_beta,
+                head_cost,
+            };
+            eprintln!(
+                "search: alpha{} over {} parameters",
+                if plus { " + beta" } else { "" },
+                count(&vit)
+            );
+            let history = train::train(&vit, &d, &tc, &objective, &out.run())?;
+            let relaxed = vit.relaxed()?;
+            let total = vit.config().depth * vit.config().heads;
+            let preview: Vec<serde_json::Value> = [0.0, 0.25, 0.5, 0.75, 1.0]
+                .iter()
+                .map(|&mu| {
+                    let mut c = vit.config().clone();
+                    c.attention = binarize_alpha(&relaxed.alpha, mu);
+                    serde_json::json!({"mu": mu, "relu_softmax_heads": kept(mu, total), "attention": c.attention})
+                })
+                .collect();
+            println!("relaxed alpha (block × head):");
+            for (i, row) in relaxed.alpha.iter().enumerate() {
+                println!(
+                    "  block {i}: {}",
+                    row.iter()
+                        .map(|a| format!("{a:+.4}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+            }
+            let extra = serde_json::json!({"relaxed": relaxed, "binarised": preview, "lambda": lambda, "lambda_beta": lambda_beta});
+            write_json(&out.out.join("search.json"), &extra)?;
+            finish(&out.out, &vit, &history, "search", extra)
+        }
+        Command::Retrain {
+            data,
+            train,
+            out,
+            search,
+            teacher,
+            mu,
+            beta_keep,
+            init,
+            ce,
+            kd,
+            temperature,
+            feat,
+        } => {
+            let mut d = data.load()?;
+            let tc = train.config();
+            let searched = load_searched(&search)?;
+            let teacher_model = Model::load_dir(&teacher)?;
+            use_model_normalisation(&mut d, searched.config());
+            let teacher_vit = Vit::from_model(&teacher_model, SearchSpace::default(), false)?;
+            let bin = binarized(&searched, mu, Some(beta_keep), true)?;
+            let cfg = bin.config().clone();
+            let student = match init {
+                Init::Search => bin,
+                Init::Teacher => Vit::from_weights(
+                    &cfg,
+                    teacher_model.weights(),
+                    SearchSpace::default(),
+                    None,
+                    true,
+                )?,
+                Init::Scratch => Vit::from_weights(
+                    &cfg,
+                    &init_weights(&cfg, tc.seed),
+                    SearchSpace::default(),
+                    None,
+                    true,
+                )?,
+            };
+            let (tl, ta) = train::evaluate(&teacher_vit, &d.test, &d.norm, 500)?;
+            let (_, sa) = train::evaluate(&student, &d.test, &d.norm, 500)?;
+            eprintln!(
+                "retrain μ = {mu}: {}\nteacher test accuracy {:.2}% (loss {tl:.4}); student before retraining {:.2}%",
+                describe(&cfg),
+                100.0 * ta,
+                100.0 * sa
+            );
+            let objective = Objective::Distill {
+                teacher: Box::new(teacher_vit),
+                ce,
+                kd,
+                temperature,
+                feat,
+            };
+            let history = train::train(&student, &d, &tc, &objective, &out.run())?;
+            export_dir(&student, &out.out)?;
+            let extra = serde_json::json!({"mu": mu, "beta_keep": beta_keep, "teacher_test_acc": ta, "init": format!("{init:?}")});
+            finish(&out.out, &student, &history, "retrain", extra)
+        }
+        Command::Export {
+            checkpoint,
+            out,
+            mu,
+            beta_keep,
+        } => {
+            let (meta, tensors) = train::load_checkpoint(&checkpoint)?;
+            let space = SearchSpace {
+                alpha: meta.search_alpha,
+                beta: meta.search_beta,
+            };
+            let vit = Vit::new(&meta.model, space, 0, true)?;
+            vit.load_params(&tensors)?;
+            let vit = if space.alpha || space.beta {
+                let mu = mu.ok_or_else(|| {
+                    Error::Unsupported("a search checkpoint needs --mu to be binarised".into())
+                })?;
+                binarized(&vit, mu, beta_keep, false)?
+            } else {
+                vit
+            };
+            export_dir(&vit, &out)?;
+            println!(
+                "exported {} to {}: {}",
+                checkpoint.display(),
+                out.display(),
+                describe(vit.config())
+            );
+            Ok(())
+        }
+        Command::Eval { model, data, plain } => {
+            let mut d = data.load()?;
+            let m = Model::load_dir(&model)?;
+            use_model_normalisation(&mut d, m.config());
+            let vit = Vit::from_model(&m, SearchSpace::default(), false)?;
+            let t = Instant::now();
+            let (loss, acc) = train::evaluate(&vit, &d.test, &d.norm, 500)?;
+            println!(
+                "{}: {}\ntest accuracy {:.2}% (loss {loss:.4}) on {} images, {:.1} s",
+                model.display(),
+                describe(m.config()),
+                100.0 * acc,
+                d.test.len(),
+                t.elapsed().as_secs_f64()
+            );
+            if plain > 0 {
+                let n = plain.min(d.test.len());
+                let idx: Vec<usize> = (0..n).collect();
+                let (x, _) = train::batch_tensors(&d.test, &idx, &d.norm, None)?;
+                let logits: Vec<Vec<f32>> = vit.forward(&x)?.logits.to_vec2()?;
+                let mut max_diff = 0f32;
+                let per = d.test.image_len();
+                let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
+                for (i, row) in logits.iter().enumerate() {
+                    let p = m.forward(&xs[i * per..(i + 1) * per])?;
+                    for (a, b) in p.iter().zip(row) {
+                        max_diff = max_diff.max((a - b).abs());
+                    }
+                }
+                println!(
+                    "model crate plaintext forward on {n} images: max |Δlogit| = {max_diff:.2e}"
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Normalise the data with the constants a trained network was trained with (its
+/// manifest), not with statistics of the data set at hand.
+fn use_model_normalisation(d: &mut Splits, config: &ModelConfig) {
+    if d.norm.mean != config.mean || d.norm.std != config.std {
+        eprintln!(
+            "data: normalising with the model's mean {:?} std {:?}",
+            config.mean, config.std
+        );
+    }
+    d.norm = search::data::Normalize {
+        mean: config.mean.clone(),
+        std: config.std.clone(),
+    };
+}
+
+fn count(vit: &Vit) -> usize {
+    vit.params().iter().map(|(_, t)| t.elem_count()).sum()
+}
+
+/// mimalloc: candle allocates and frees tensors of megabytes at every step.
+/// Run with `MIMALLOC_PURGE_DELAY=-1` to keep freed pages (about 13% less CPU
+/// time in training; see the README).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

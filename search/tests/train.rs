@@ -1,0 +1,184 @@
+//! Training on real Fashion-MNIST data: the loss decreases; checkpoints resume exactly.
+
+mod common;
+
+use model::AttnKind;
+use search::train::{self, Objective, RunOptions, TrainConfig, Trainer};
+use search::vit::{SearchSpace, Vit};
+
+#[test]
+fn training_steps_decrease_the_loss_on_real_data() {
+    let data = common::fashion_mnist(128, 0);
+    let idx: Vec<usize> = (0..128).collect();
+    let (x, y) = train::batch_tensors(&data.train, &idx, &data.norm, None).unwrap();
+    for (kind, space) in [
+        (AttnKind::Softmax, SearchSpace::default()),
+        (
+            AttnKind::ReluSoftmax,
+            SearchSpace {
+                alpha: true,
+                beta: true,
+            },
+        ),
+    ] {
+        let vit = Vit::new(&common::tiny_config(kind), space, 1, true).unwrap();
+        let objective = if space.alpha {
+            Objective::Search {
+                lambda_alpha: 1e-3,
+                lambda_beta: 1e-3,
+                head_cost: None,
+            }
+        } else {
+            Objective::Supervised
+        };
+        let mut trainer = Trainer::new(&vit, &objective, 0.0, 0.0).unwrap();
+        let before = trainer.loss(&x, &y).unwrap().0.to_scalar::<f32>().unwrap();
+        let mut last = before;
+        for _ in 0..20 {
+            last = trainer.step(&x, &y, 3e-3).unwrap().loss as f32;
+        }
+        let after = trainer.loss(&x, &y).unwrap().0.to_scalar::<f32>().unwrap();
+        assert!(
+            after < 0.85 * before && last < before,
+            "{kind:?}: loss {before} -> {after}"
+        );
+        if space.alpha {
+            // The architecture parameters moved.
+            let r = vit.relaxed().unwrap();
+            assert!(r.alpha.iter().flatten().any(|&a| (a - 1.0).abs() > 1e-4));
+            assert!(r.beta.iter().flatten().any(|&b| (b - 1.0).abs() > 1e-4));
+        }
+    }
+}
+
+#[test]
+fn distillation_from_a_teacher_trains() {
+    let data = common::fashion_mnist(64, 0);
+    let idx: Vec<usize> = (0..64).collect();
+    let (x, y) = train::batch_tensors(&data.train, &idx, &data.norm, None).unwrap();
+    let teacher = Vit::new(
+        &common::tiny_config(AttnKind::Softmax),
+        SearchSpace::default(),
+        2,
+        false,
+    )
+    .unwrap();
+    assert!(teacher.vars().is_empty());
+    let student = Vit::new(
+        &common::tiny_config(AttnKind::ScaleAttn),
+        SearchSpace::default(),
+        3,
+        true,
+    )
+    .unwrap();
+    let objective = Objective::Distill {
+        teacher: Box::new(teacher),
+        ce: 1.0,
+        kd: 1.0,
+        temperature: 2.0,
+        feat: 1.0,
+    };
+    let mut trainer = Trainer::new(&student, &objective, 0.0, 0.0).unwrap();
+    let before = trainer.loss(&x, &y).unwrap().0.to_scalar::<f32>().unwrap();
+    for _ in 0..10 {
+        trainer.step(&x, &y, 2e-3).unwrap();
+    }
+    let after = trainer.loss(&x, &y).unwrap().0.to_scalar::<f32>().unwrap();
+    assert!(after < before, "loss {before} -> {after}");
+}
+
+fn params(vit: &Vit) -> Vec<f32> {
+    vit.params()
+        .iter()
+        .flat_map(|(_, t)| t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+        .collect()
+}
+
+#[test]
+fn resume_restores_epoch_step_and_weights() {
+    let data = common::fashion_mnist(192, 64);
+    let cfg = TrainConfig {
+        epochs: 2,
+        batch_size: 64,
+        warmup_epochs: 0.5,
+        eval_batch: 64,
+        ..TrainConfig::default()
+    };
+    let arch = common::tiny_config(AttnKind::ReluSoftmax);
+    let space = SearchSpace {
+        alpha: true,
+        beta: false,
+    };
+    let objective = Objective::Search {
+        lambda_alpha: 1e-3,
+        lambda_beta: 0.0,
+        head_cost: None,
+    };
+
+    // Uninterrupted: two epochs.
+    let dir_a = common::temp_dir("resume-a");
+    let a = Vit::new(&arch, space, 9, true).unwrap();
+    let run_a = RunOptions {
+        checkpoint_dir: Some(dir_a.clone()),
+        ..RunOptions::default()
+    };
+    let hist_a = train::train(&a, &data, &cfg, &objective, &run_a).unwrap();
+    let (meta_a, _) = train::load_checkpoint(&dir_a).unwrap();
+    assert_eq!((meta_a.epoch, meta_a.step), (2, 6));
+
+    // Interrupted after the first epoch of the same schedule ...
+    let dir_b = common::temp_dir("resume-b");
+    let b1 = Vit::new(&arch, space, 9, true).unwrap();
+    let run_b = RunOptions {
+        checkpoint_dir: Some(dir_b.clone()),
+        ..RunOptions::default()
+    };
+    train::train_until(&b1, &data, &cfg, &objective, &run_b, 1).unwrap();
+    let (meta_b, _) = train::load_checkpoint(&dir_b).unwrap();
+    assert_eq!((meta_b.epoch, meta_b.step, meta_b.history.len()), (1, 3, 1));
+
+    // ... and resumed into a network with other initial weights, which the checkpoint
+    // overwrites: the result is the uninterrupted run's.
+    let b2 = Vit::new(&arch, space, 123, true).unwrap();
+    let resume = RunOptions {
+        resume: true,
+        ..run_b.clone()
+    };
+    let hist_b = train::train(&b2, &data, &cfg, &objective, &resume).unwrap();
+    assert_eq!(hist_b.len(), 2);
+    for (x, y) in hist_a.iter().zip(&hist_b) {
+        assert_eq!(x.epoch, y.epoch);
+        assert!((x.train_loss - y.train_loss).abs() < 1e-6, "{x:?} vs {y:?}");
+        assert!((x.train_acc - y.train_acc).abs() < 1e-9, "{x:?} vs {y:?}");
+        assert!(
+            (x.test_acc.unwrap() - y.test_acc.unwrap()).abs() < 1e-9,
+            "{x:?} vs {y:?}"
+        );
+        assert!((x.lr - y.lr).abs() < 1e-12);
+    }
+    let (pa, pb) = (params(&a), params(&b2));
+    let worst = pa
+        .iter()
+        .zip(&pb)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(worst <= 1e-5, "weights after resume differ by {worst}");
+    let (meta_end, tensors) = train::load_checkpoint(&dir_b).unwrap();
+    assert_eq!((meta_end.epoch, meta_end.step), (2, 6));
+    assert!(tensors.contains_key("adamw.m.classifier.blocks.0.self_attn.alpha"));
+    assert!(tensors.contains_key("classifier.blocks.1.self_attn.alpha"));
+
+    // A checkpoint of another kind of run is refused.
+    let other = Vit::new(
+        &common::tiny_config(AttnKind::Softmax),
+        SearchSpace::default(),
+        1,
+        true,
+    )
+    .unwrap();
+    let err = train::train(&other, &data, &cfg, &Objective::Supervised, &resume).unwrap_err();
+    assert!(err.to_string().contains("another run"), "{err}");
+    for d in [dir_a, dir_b] {
+        common::remove(&d);
+    }
+}
