@@ -25,25 +25,12 @@ pub fn preprocess(config: &ModelConfig, bytes: &[u8]) -> Result<Vec<f32>> {
 /// Returns the normalised CHW input for `config` from an already decoded image.
 pub fn preprocess_image(config: &ModelConfig, image: &DynamicImage) -> Result<Vec<f32>> {
     config.validate()?;
-    let (width, height) = (image.width(), image.height());
-    if width == 0 || height == 0 {
-        return Err(ModelError::EmptyImage { width, height });
-    }
     let side = u32::try_from(config.image_size).map_err(|_| ModelError::InvalidConfig {
         field: "image_size",
         reason: format!("{} does not fit an image dimension", config.image_size),
     })?;
-    // Interleaved pixels (HWC) as 8-bit values, one or three channels.
-    let (pixels, channels): (Vec<u8>, usize) = match config.in_channels {
-        1 => (fit(image.to_luma8(), side).into_raw(), 1),
-        3 => (fit(image.to_rgb8(), side).into_raw(), 3),
-        other => {
-            return Err(ModelError::InvalidConfig {
-                field: "in_channels",
-                reason: format!("images can be read for 1 or 3 channels, not {other}"),
-            });
-        }
-    };
+    let channels = config.in_channels;
+    let pixels = fit_pixels(image, side, channels)?;
     let plane = config.image_size * config.image_size;
     let mut out = vec![0.0f32; channels * plane];
     for (i, px) in pixels.chunks_exact(channels).enumerate() {
@@ -52,6 +39,24 @@ pub fn preprocess_image(config: &ModelConfig, image: &DynamicImage) -> Result<Ve
         }
     }
     Ok(out)
+}
+
+/// The image as interleaved (HWC) 8-bit pixels with `channels` (1: luma, 3:
+/// RGB), its shorter side resized to `side` and the centre `side × side`
+/// cropped, as torchvision's `Resize(int)` + `CenterCrop`.
+pub fn fit_pixels(image: &DynamicImage, side: u32, channels: usize) -> Result<Vec<u8>> {
+    let (width, height) = (image.width(), image.height());
+    if width == 0 || height == 0 {
+        return Err(ModelError::EmptyImage { width, height });
+    }
+    match channels {
+        1 => Ok(fit(image.to_luma8(), side).into_raw()),
+        3 => Ok(fit(image.to_rgb8(), side).into_raw()),
+        other => Err(ModelError::InvalidConfig {
+            field: "in_channels",
+            reason: format!("images can be read for 1 or 3 channels, not {other}"),
+        }),
+    }
 }
 
 /// Resizes the shorter side to `side` (keeping the aspect ratio, as torchvision's

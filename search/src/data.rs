@@ -697,43 +697,8 @@ fn fit_image(
     size: usize,
     channels: usize,
 ) -> std::result::Result<Vec<u8>, String> {
-    use image::imageops::{FilterType, crop_imm, resize};
-    let side = size as u32;
-    let (w, h) = (img.width(), img.height());
-    if w == 0 || h == 0 {
-        return Err("empty image".into());
-    }
-    let scale = |long: u32, short: u32| {
-        ((u64::from(side) * u64::from(long)) / u64::from(short)).max(u64::from(side)) as u32
-    };
-    let (nw, nh) = if w <= h {
-        (side, scale(h, w))
-    } else {
-        (scale(w, h), side)
-    };
-    let left = (f64::from(nw - side) / 2.0).round() as u32;
-    let top = (f64::from(nh - side) / 2.0).round() as u32;
-    let hwc: Vec<u8> = match channels {
-        1 => {
-            let g = img.to_luma8();
-            let g = if (w, h) == (nw, nh) {
-                g
-            } else {
-                resize(&g, nw, nh, FilterType::Triangle)
-            };
-            crop_imm(&g, left, top, side, side).to_image().into_raw()
-        }
-        3 => {
-            let g = img.to_rgb8();
-            let g = if (w, h) == (nw, nh) {
-                g
-            } else {
-                resize(&g, nw, nh, FilterType::Triangle)
-            };
-            crop_imm(&g, left, top, side, side).to_image().into_raw()
-        }
-        other => return Err(format!("{other} channels: images load as 1 or 3")),
-    };
+    let hwc =
+        model::preprocess::fit_pixels(img, size as u32, channels).map_err(|e| e.to_string())?;
     let plane = size * size;
     let mut chw = vec![0u8; channels * plane];
     for (i, px) in hwc.chunks_exact(channels).enumerate() {
