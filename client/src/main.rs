@@ -1,0 +1,344 @@
+//! `mpcvit-client infer IMAGE|DIR [--top K] [--json]`, `mpcvit-client models`.
+//!
+//! With no `--party0`/`--party1`, the client starts the dealer and both
+//! parties in this process on loopback ports (real gRPC, mutual TLS with
+//! certificates made in memory) and uses them.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use mpc_core::{FixedPoint, Prg, Seed};
+use mpcvit_client::{Client, ClientAuth, ClientError, Inference, RemoteModel};
+use mpcvit_server::local::{LocalCluster, LocalOptions};
+use mpcvit_server::tls::{Role, TlsMaterial};
+
+/// Private inference with mpcvit: your image is split into two random
+/// shares, one per server; neither server sees it or the result.
+#[derive(Debug, Parser)]
+#[command(name = "mpcvit-client", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Classify an image, or every image in a folder.
+    Infer(InferArgs),
+    /// List the models both parties serve.
+    Models(Conn),
+}
+
+#[derive(Debug, Args, Clone)]
+struct Conn {
+    /// Party 0's client API address. Without it (and --party1), a local
+    /// dealer and two parties are started in this process.
+    #[arg(long, env = "MPCVIT_PARTY0", requires = "party1")]
+    party0: Option<String>,
+    /// Party 1's client API address.
+    #[arg(long, env = "MPCVIT_PARTY1", requires = "party0")]
+    party1: Option<String>,
+    /// Directory with `ca.pem`, `client.pem`, `client.key` (from `mpcvit-server certs`).
+    #[arg(long, env = "MPCVIT_CERTS", default_value = "certs")]
+    certs: PathBuf,
+    /// Use this bearer token instead of a client certificate (needs only `ca.pem`).
+    #[arg(long, env = "MPCVIT_CLIENT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Local mode: a plaintext model directory (`manifest.json` +
+    /// `model.safetensors`) to split and serve. Without it, a deterministic
+    /// random model of `--preset` stands in (no trained model ships yet).
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
+    /// Local mode: the random model's preset (`vit_7_4_32_mu05`, `vit_7_4_32`, `small`).
+    #[arg(long, default_value = "vit_7_4_32_mu05")]
+    preset: String,
+    /// Local mode: the random model's seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Debug, Args, Clone)]
+struct InferArgs {
+    /// An image (PNG or JPEG) or a folder of images.
+    path: PathBuf,
+    /// How many classes to print.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    /// One JSON object per image on stdout.
+    #[arg(long)]
+    json: bool,
+    /// The model to use (default: the only one served).
+    #[arg(long)]
+    model: Option<String>,
+    /// Images in flight at once (folders).
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    mpcvit_server::telemetry::init(mpcvit_server::telemetry::LogFormat::Human, "warn");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let r = rt.block_on(async {
+        match cli.command {
+            Cmd::Infer(a) => infer(a).await,
+            Cmd::Models(c) => models(c).await,
+        }
+    });
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mpcvit-client: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// A connection, and the local cluster behind it when there is one.
+struct Session {
+    client: Client,
+    local: Option<LocalCluster>,
+}
+
+async fn connect(c: &Conn) -> Result<Session, ClientError> {
+    if let (Some(a0), Some(a1)) = (&c.party0, &c.party1) {
+        let auth = match &c.token {
+            Some(t) => ClientAuth::Token {
+                ca_pem: std::fs::read_to_string(c.certs.join("ca.pem")).map_err(|source| {
+                    ClientError::Io {
+                        path: c.certs.join("ca.pem").display().to_string(),
+                        source,
+                    }
+                })?,
+                token: t.clone(),
+            },
+            None => ClientAuth::Cert(
+                TlsMaterial::load(&c.certs, Role::Client)
+                    .map_err(|e| ClientError::Config(e.to_string()))?,
+            ),
+        };
+        let client = Client::connect([a0, a1], &auth).await?;
+        return Ok(Session {
+            client,
+            local: None,
+        });
+    }
+    let t = Instant::now();
+    let model = match &c.model_dir {
+        Some(d) => model::Model::load_dir(d)?,
+        None => mpcvit_server::cli::random_model(&c.preset, c.seed)
+            .map_err(|e| ClientError::Config(e.to_string()))?,
+    };
+    eprintln!(
+        "local mode: dealer and both parties in this process on loopback (mutual TLS), model {} ({})",
+        model.config().name,
+        match &c.model_dir {
+            Some(d) => format!("from {}", d.display()),
+            None => format!(
+                "deterministic random weights, seed {}: a stand-in until a trained model ships",
+                c.seed
+            ),
+        }
+    );
+    let mut prg = Prg::new(&Seed::random());
+    let [s0, s1] = model::secure::split_weights(&model, FixedPoint::default(), &mut prg);
+    let name = model.config().name.clone();
+    let opts = LocalOptions {
+        pool_target: 1,
+        ..LocalOptions::default()
+    };
+    let local = LocalCluster::start([vec![s0], vec![s1]], opts)
+        .await
+        .map_err(|e| ClientError::Config(e.to_string()))?;
+    let auth = ClientAuth::Cert(local.client_tls.clone());
+    let client = Client::connect([&local.party_addrs[0], &local.party_addrs[1]], &auth).await?;
+    client.wait_ready(&name, Duration::from_secs(600)).await?;
+    eprintln!(
+        "local mode: parties paired and weights masked in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(Session {
+        client,
+        local: Some(local),
+    })
+}
+
+async fn models(c: Conn) -> Result<(), ClientError> {
+    let s = connect(&c).await?;
+    for m in s.client.models().await? {
+        println!(
+            "{}\t{}x{}x{} -> {} classes\tready={}\tpool={}",
+            m.info.name,
+            m.config.in_channels,
+            m.config.image_size,
+            m.config.image_size,
+            m.config.num_classes,
+            m.info.ready,
+            m.info.pool_available
+        );
+    }
+    if let Some(l) = s.local {
+        l.shutdown().await;
+    }
+    Ok(())
+}
+
+fn images_in(path: &Path) -> Result<Vec<PathBuf>, ClientError> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let rd = std::fs::read_dir(path).map_err(|source| ClientError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut out: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn mb(b: u64) -> String {
+    format!("{:.2} MB", b as f64 / 1e6)
+}
+
+fn report(path: &Path, m: &RemoteModel, r: &Inference, top: usize, json: bool) -> String {
+    let best = r.top(&m.config, top);
+    if json {
+        let v = serde_json::json!({
+            "image": path.display().to_string(),
+            "model": m.info.name,
+            "top": best.iter().map(|(i, l, p)| serde_json::json!({"class": i, "label": l, "score": p})).collect::<Vec<_>>(),
+            "logits": r.logits,
+            "seconds": r.elapsed.as_secs_f64(),
+            "parties": r.stats.iter().map(|s| serde_json::json!({
+                "bytes_sent": s.bytes_sent,
+                "bytes_received": s.bytes_received,
+                "rounds": s.rounds,
+                "online_seconds": s.online_micros as f64 / 1e6,
+                "wait_seconds": s.wait_micros as f64 / 1e6,
+            })).collect::<Vec<_>>(),
+            "client_bytes_sent": r.client_bytes_sent,
+        });
+        return v.to_string();
+    }
+    let mut s = format!("{}  [{}]\n", path.display(), m.info.name);
+    for (rank, (i, label, p)) in best.iter().enumerate() {
+        s += &format!(
+            "  {}. {label:<12} {p:.3}  (class {i}, logit {:.3})\n",
+            rank + 1,
+            r.logits[*i]
+        );
+    }
+    let [a, b] = &r.stats;
+    s += &format!(
+        "  {:.2} s end to end (party 0: {:.2} s queued for a slot and preprocessed material, {:.2} s online) · sent by party 0 {} / party 1 {} · {} rounds · client sent {}",
+        r.elapsed.as_secs_f64(),
+        a.wait_micros as f64 / 1e6,
+        a.online_micros as f64 / 1e6,
+        mb(a.bytes_sent),
+        mb(b.bytes_sent),
+        a.rounds,
+        mb(r.client_bytes_sent)
+    );
+    s
+}
+
+async fn infer(a: InferArgs) -> Result<(), ClientError> {
+    let files = images_in(&a.path)?;
+    if files.is_empty() {
+        return Err(ClientError::Config(format!(
+            "no PNG or JPEG files in {}",
+            a.path.display()
+        )));
+    }
+    let s = connect(&a.conn).await?;
+    let m = s.client.model(a.model.as_deref()).await?;
+    let result = if files.len() == 1 {
+        let path = &files[0];
+        let bytes = std::fs::read(path).map_err(|source| ClientError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        s.client
+            .infer_image(&m, &bytes)
+            .await
+            .map(|r| println!("{}", report(path, &m, &r, a.top, a.json)))
+    } else {
+        folder(&s.client, &m, &files, &a).await
+    };
+    if let Some(l) = s.local {
+        l.shutdown().await;
+    }
+    result
+}
+
+async fn folder(
+    client: &Client,
+    m: &RemoteModel,
+    files: &[PathBuf],
+    a: &InferArgs,
+) -> Result<(), ClientError> {
+    let bar = ProgressBar::new(files.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} images · {elapsed} · eta {eta} {msg}")
+            .expect("template"),
+    );
+    let t = Instant::now();
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(a.concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, path) in files.iter().enumerate() {
+        let (client, m, path, sem) = (client.clone(), m.clone(), path.clone(), sem.clone());
+        tasks.spawn(async move {
+            let _p = sem.acquire_owned().await.expect("semaphore");
+            let r = match std::fs::read(&path) {
+                Ok(bytes) => client.infer_image(&m, &bytes).await,
+                Err(source) => Err(ClientError::Io {
+                    path: path.display().to_string(),
+                    source,
+                }),
+            };
+            (i, path, r)
+        });
+    }
+    let mut results = Vec::new();
+    let mut failed = 0;
+    while let Some(j) = tasks.join_next().await {
+        let (i, path, r) = j.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        bar.inc(1);
+        if r.is_err() {
+            failed += 1;
+        }
+        results.push((i, path, r));
+    }
+    bar.finish_and_clear();
+    results.sort_by_key(|(i, _, _)| *i);
+    for (_, path, r) in &results {
+        match r {
+            Ok(r) => println!("{}", report(path, m, r, a.top, a.json)),
+            Err(e) => eprintln!("{}: {e}", path.display()),
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    eprintln!(
+        "{} images in {secs:.1} s ({:.2} images/s), {failed} failed",
+        files.len(),
+        files.len() as f64 / secs
+    );
+    if failed > 0 {
+        return Err(ClientError::Protocol(format!("{failed} images failed")));
+    }
+    Ok(())
+}

@@ -1,0 +1,340 @@
+//! End-to-end benchmark across three processes on loopback: the dealer,
+//! party 0 and party 1 (each a child process of this example, running the
+//! same code as `mpcvit-dealer` / `mpcvit-server --party p`), a client in
+//! this process.
+//!
+//! ```sh
+//! cargo run --release -p mpcvit-server --example e2e -- [--preset vit_7_4_32_mu05] [--images 4] [--clients 8] [--per-client 2] [--pool 2]
+//! ```
+//!
+//! Prints, for one image: end-to-end latency with a warm pool, bytes sent
+//! by each party, rounds, the parties' online time, the dealer's bytes per
+//! inference; then images per second with `--clients` concurrent clients
+//! (dealing and pool expansion included: the machine's cores are shared by
+//! all three processes). Every answer is checked against the plaintext
+//! model's top-1.
+
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use mpc_core::{FixedPoint, Party};
+use mpcvit_client::{Client, ClientAuth, Inference};
+use mpcvit_server::cli::{Cli, Command as ServerCmd};
+use mpcvit_server::tls::{CertBundle, Role};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Model preset (random weights of that architecture).
+    #[arg(long, default_value = "vit_7_4_32_mu05")]
+    preset: String,
+    /// Sequential single-image runs for latency.
+    #[arg(long, default_value_t = 4)]
+    images: usize,
+    /// Concurrent clients for throughput.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Images per client in the throughput run.
+    #[arg(long, default_value_t = 2)]
+    per_client: usize,
+    /// Online batches each party keeps ready.
+    #[arg(long, default_value_t = 2)]
+    pool: u64,
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn child_main(args: Vec<String>) -> ! {
+    let cli = Cli::parse_from(std::iter::once("mpcvit-server".to_string()).chain(args));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let r = match cli.command {
+        Some(ServerCmd::Dealer(a)) => rt.block_on(mpcvit_server::cli::run_dealer(a)),
+        None => rt.block_on(mpcvit_server::cli::run_party(cli.party)),
+        Some(_) => unreachable!("only services run as children"),
+    };
+    if let Err(e) = r {
+        eprintln!("child: {e}");
+        std::process::exit(1);
+    }
+    std::process::exit(0);
+}
+
+fn png(seed: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(32, 32, |x, y| {
+        let v = (x * 31 + y * 17 + seed * 101).wrapping_mul(2_654_435_761);
+        image::Rgb([v as u8, (v >> 8) as u8, (v >> 16) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+/// Online time of one forward with both parties in this process over an
+/// in-memory channel (mpc-core's `run_local`): the same computation without
+/// gRPC, TLS or separate processes.
+fn in_memory_forward(model: &model::Model) -> Duration {
+    use model::secure::{SecureModel, split_input, split_weights};
+    use mpc_core::local::run_local;
+    let params = model::SecureParams::default();
+    let mut prg = mpc_core::Prg::new(&mpc_core::Seed::for_tests(1));
+    let shares = split_weights(model, params.fp, &mut prg);
+    let input = vec![0.1f32; model.config().input_len()];
+    let x = split_input(&input, params.fp, &mut prg);
+    let time = |forward: bool| {
+        run_local(params.fp, |s| {
+            let p = s.party().index();
+            let m = SecureModel::prepare(s, &shares[p], params)?;
+            if forward {
+                m.forward(s, &x[p])?;
+            }
+            Ok::<_, model::ModelError>(())
+        })
+        .unwrap()
+        .online_time
+    };
+    let (with, without) = (time(true), time(false));
+    with.saturating_sub(without)
+}
+
+fn argmax(v: &[f32]) -> usize {
+    (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b })
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--child") {
+        child_main(argv[2..].to_vec());
+    }
+    let a = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run(a));
+}
+
+async fn run(a: Args) {
+    let dir: PathBuf = std::env::temp_dir().join(format!("mpcvit-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let certs = CertBundle::generate().unwrap();
+    certs.write_dir(&dir.join("certs")).unwrap();
+    let model = mpcvit_server::cli::random_model(&a.preset, 1).unwrap();
+    mpcvit_server::shares::split_to_dir(&model, FixedPoint::default(), &dir.join("model")).unwrap();
+    let name = model.config().name.clone();
+    let in_memory = in_memory_forward(&model);
+    let ports: Vec<String> = (0..4)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let exe = std::env::current_exe().unwrap();
+    let spawn = |args: Vec<String>, log: &str| {
+        let f = std::fs::File::create(dir.join(log)).unwrap();
+        Proc(
+            Command::new(&exe)
+                .arg("--child")
+                .args(args)
+                .env("RUST_LOG", "info")
+                .stderr(f)
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let certs_dir = dir.join("certs").display().to_string();
+    let model_dir = dir.join("model").display().to_string();
+    let _dealer = spawn(
+        vec![
+            "dealer".into(),
+            "--listen".into(),
+            ports[0].clone(),
+            "--certs".into(),
+            certs_dir.clone(),
+        ],
+        "dealer.log",
+    );
+    let party = |p: usize| {
+        vec![
+            "--party".into(),
+            p.to_string(),
+            "--model".into(),
+            model_dir.clone(),
+            "--certs".into(),
+            certs_dir.clone(),
+            "--listen".into(),
+            ports[1 + p].clone(),
+            "--peer-listen".into(),
+            ports[3].clone(),
+            "--peer".into(),
+            ports[3].clone(),
+            "--dealer".into(),
+            ports[0].clone(),
+            "--pool".into(),
+            a.pool.to_string(),
+            "--max-sessions".into(),
+            a.clients.to_string(),
+            "--recv-timeout".into(),
+            "300".into(),
+            "--pool-wait".into(),
+            "600".into(),
+        ]
+    };
+    let _p1 = spawn(party(1), "party1.log");
+    let _p0 = spawn(party(0), "party0.log");
+    let t = Instant::now();
+    let auth = ClientAuth::Cert(certs.material(Role::Client));
+    let client = loop {
+        match Client::connect([&ports[1], &ports[2]], &auth).await {
+            Ok(c) => break c,
+            Err(_) if t.elapsed() < Duration::from_secs(60) => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let m = client
+        .wait_ready(&name, Duration::from_secs(900))
+        .await
+        .unwrap();
+    let ready = t.elapsed();
+    let wait_pool = |min: u64| {
+        let client = client.clone();
+        let name = name.clone();
+        async move {
+            loop {
+                let m = client.model(Some(&name)).await.unwrap();
+                if m.info.pool_available >= min {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let t_pool = Instant::now();
+    wait_pool(1).await;
+    let first_batch = t_pool.elapsed();
+    let plans =
+        mpcvit_server::plan::for_manifest(&m.info.manifest_json, model::SecureParams::default())
+            .unwrap();
+    let dealer_bytes = [
+        plans.online_dealer_bytes(Party::P0),
+        plans.online_dealer_bytes(Party::P1),
+    ];
+    println!(
+        "model {name}: paired and weights masked {:.1} s after start; first online batch {:.1} s later",
+        ready.as_secs_f64(),
+        first_batch.as_secs_f64()
+    );
+    println!(
+        "dealer → party 0: {:.2} MB, dealer → party 1: {:.2} MB per inference",
+        dealer_bytes[0] as f64 / 1e6,
+        dealer_bytes[1] as f64 / 1e6
+    );
+
+    // Latency, one image at a time, pool full (no dealing in the background).
+    let mut runs: Vec<Inference> = Vec::new();
+    for i in 0..a.images {
+        wait_pool(a.pool).await;
+        let bytes = png(i as u32);
+        let r = client.infer_image(&m, &bytes).await.unwrap();
+        let plain = model
+            .forward(&model::preprocess(model.config(), &bytes).unwrap())
+            .unwrap();
+        assert_eq!(argmax(&plain), argmax(&r.logits), "top-1 differs");
+        let d = plain
+            .iter()
+            .zip(&r.logits)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        println!(
+            "image {i}: {:.3} s end to end, online {:.3} s / {:.3} s, max |logit error| {d:.2e}",
+            r.elapsed.as_secs_f64(),
+            r.stats[0].online_micros as f64 / 1e6,
+            r.stats[1].online_micros as f64 / 1e6,
+        );
+        runs.push(r);
+    }
+    let mut lat: Vec<f64> = runs.iter().map(|r| r.elapsed.as_secs_f64()).collect();
+    lat.sort_by(f64::total_cmp);
+    let r = &runs[0];
+    println!();
+    println!("| metric (one image, {name}, 3 processes on loopback) | value |");
+    println!("|---|---|");
+    println!(
+        "| end-to-end latency, median of {} | {:.3} s |",
+        lat.len(),
+        lat[lat.len() / 2]
+    );
+    println!(
+        "| online time party 0 / party 1 | {:.3} s / {:.3} s |",
+        r.stats[0].online_micros as f64 / 1e6,
+        r.stats[1].online_micros as f64 / 1e6
+    );
+    println!(
+        "| bytes sent by party 0 / party 1 | {} / {} |",
+        r.stats[0].bytes_sent, r.stats[1].bytes_sent
+    );
+    println!("| rounds | {} |", r.stats[0].rounds);
+    println!(
+        "| client sent (two input shares) | {} B |",
+        r.client_bytes_sent
+    );
+    println!(
+        "| dealer bytes to party 0 / party 1 | {} / {} |",
+        dealer_bytes[0], dealer_bytes[1]
+    );
+    println!(
+        "| same forward, both parties in one process over an in-memory channel | {:.3} s |",
+        in_memory.as_secs_f64()
+    );
+
+    // Throughput with concurrent clients.
+    wait_pool(a.pool).await;
+    let t = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..a.clients {
+        let (auth, ports, m, model) = (auth.clone(), ports.clone(), m.clone(), model.clone());
+        let per = a.per_client;
+        tasks.spawn(async move {
+            let client = Client::connect([&ports[1], &ports[2]], &auth)
+                .await
+                .unwrap();
+            for k in 0..per {
+                let bytes = png((1000 + c * 100 + k) as u32);
+                let r = client.infer_image(&m, &bytes).await.unwrap();
+                let plain = model
+                    .forward(&model::preprocess(model.config(), &bytes).unwrap())
+                    .unwrap();
+                assert_eq!(argmax(&plain), argmax(&r.logits), "top-1 differs");
+            }
+        });
+    }
+    while let Some(j) = tasks.join_next().await {
+        j.unwrap();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let n = a.clients * a.per_client;
+    println!(
+        "| throughput, {} concurrent clients × {} images (dealing included) | {:.3} images/s ({n} in {secs:.1} s) |",
+        a.clients,
+        a.per_client,
+        n as f64 / secs
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

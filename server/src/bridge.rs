@@ -1,0 +1,123 @@
+//! The bridge between mpc-core's synchronous [`Channel`] and a gRPC stream
+//! of [`PeerFrame`]s.
+//!
+//! A pump task copies the incoming gRPC stream into a bounded tokio channel;
+//! outgoing frames go into another bounded channel that feeds the outgoing
+//! gRPC stream. Protocol code runs on a blocking thread
+//! (`tokio::task::spawn_blocking`) and uses [`BlockingChannel`], which sends
+//! with `blocking_send` and receives with a deadline, so a silent peer turns
+//! into an error after a bounded time instead of a hung thread.
+
+use std::time::Duration;
+
+use mpc_core::{Channel, ChannelError};
+use mpcvit_proto::v1::{PeerFrame, peer_frame::Kind};
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, StreamExt};
+use tonic::Status;
+
+/// Frames buffered per direction.
+pub const FRAME_BUFFER: usize = 16;
+
+/// Both directions of a peer stream, as tokio channels.
+#[derive(Debug)]
+pub struct PeerStream {
+    /// Outgoing frames (an `Err` ends the stream with that status, on the
+    /// serving side).
+    pub tx: mpsc::Sender<Result<PeerFrame, Status>>,
+    /// Incoming frames; `None` once the other side closed the stream.
+    pub rx: mpsc::Receiver<Result<PeerFrame, Status>>,
+}
+
+/// Copy `incoming` into a bounded channel until it ends.
+pub fn pump<S>(mut incoming: S) -> mpsc::Receiver<Result<PeerFrame, Status>>
+where
+    S: Stream<Item = Result<PeerFrame, Status>> + Send + Unpin + 'static,
+{
+    let (tx, rx) = mpsc::channel(FRAME_BUFFER);
+    tokio::spawn(async move {
+        while let Some(item) = incoming.next().await {
+            let end = item.is_err();
+            if tx.send(item).await.is_err() || end {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The sending half of a peer stream.
+pub type FrameTx = mpsc::Sender<Result<PeerFrame, Status>>;
+/// The stream tonic sends from.
+pub type FrameOut = tokio_stream::wrappers::ReceiverStream<Result<PeerFrame, Status>>;
+
+/// An outgoing channel and the stream to hand to tonic for it.
+pub fn outgoing() -> (FrameTx, FrameOut) {
+    let (tx, rx) = mpsc::channel(FRAME_BUFFER);
+    (tx, tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// A frame carrying one protocol message.
+pub fn data(bytes: Vec<u8>) -> PeerFrame {
+    PeerFrame {
+        kind: Some(Kind::Data(bytes)),
+    }
+}
+
+/// [`Channel`] over a [`PeerStream`], for use on a blocking thread.
+#[derive(Debug)]
+pub struct BlockingChannel {
+    stream: PeerStream,
+    handle: tokio::runtime::Handle,
+    recv_timeout: Duration,
+}
+
+impl BlockingChannel {
+    /// Wrap `stream`; `recv` fails after `recv_timeout` without a message.
+    pub fn new(stream: PeerStream, handle: tokio::runtime::Handle, recv_timeout: Duration) -> Self {
+        BlockingChannel {
+            stream,
+            handle,
+            recv_timeout,
+        }
+    }
+
+    /// The stream back, to keep watching it after the protocol ran.
+    pub fn into_inner(self) -> PeerStream {
+        self.stream
+    }
+}
+
+impl Channel for BlockingChannel {
+    fn send(&mut self, msg: Vec<u8>) -> Result<(), ChannelError> {
+        self.stream
+            .tx
+            .blocking_send(Ok(data(msg)))
+            .map_err(|_| ChannelError::Disconnected)
+    }
+
+    fn recv(&mut self) -> Result<Vec<u8>, ChannelError> {
+        let rx = &mut self.stream.rx;
+        let got = self
+            .handle
+            .block_on(async { tokio::time::timeout(self.recv_timeout, rx.recv()).await });
+        match got {
+            Err(_) => Err(ChannelError::Transport(format!(
+                "no message from the other party within {:?}",
+                self.recv_timeout
+            ))),
+            Ok(None) => Err(ChannelError::Disconnected),
+            Ok(Some(Err(status))) => Err(ChannelError::Transport(format!(
+                "the other party ended the stream: {}: {}",
+                status.code(),
+                status.message()
+            ))),
+            Ok(Some(Ok(PeerFrame {
+                kind: Some(Kind::Data(bytes)),
+            }))) => Ok(bytes),
+            Ok(Some(Ok(_))) => Err(ChannelError::Transport(
+                "unexpected control frame in the middle of a protocol".into(),
+            )),
+        }
+    }
+}

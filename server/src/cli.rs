@@ -1,0 +1,342 @@
+//! Command lines of `mpcvit-server` (a party, or the `dealer`, `split` and
+//! `certs` commands) and `mpcvit-dealer`. Every flag can also be set by an
+//! environment variable (`MPCVIT_*`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use mpc_core::{FixedPoint, Party};
+
+use crate::error::ServerError;
+use crate::party::{PartyConfig, PartyListeners};
+use crate::shares;
+use crate::telemetry::{self, LogFormat};
+use crate::tls::{CertBundle, Role, TlsMaterial};
+
+/// `mpcvit-server`: a computing party of mpcvit, or one of its tools.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mpcvit-server",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// A tool instead of a party.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Run a computing party.
+    #[command(flatten)]
+    pub party: PartyArgs,
+}
+
+/// The tools.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the dealer of correlated randomness (same as `mpcvit-dealer`).
+    Dealer(DealerArgs),
+    /// Model owner: split a model into two weight share files, one per party.
+    Split(SplitArgs),
+    /// Create a CA and certificates for the dealer, both parties and a client.
+    Certs(CertsArgs),
+}
+
+/// Flags common to every service.
+#[derive(Debug, Args, Clone)]
+pub struct CommonArgs {
+    /// Directory with `ca.pem` and `<role>.pem` / `<role>.key` (see `certs`).
+    #[arg(long, env = "MPCVIT_CERTS", default_value = "certs")]
+    pub certs: PathBuf,
+    /// Log format.
+    #[arg(long, env = "MPCVIT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+/// A computing party.
+#[derive(Debug, Args, Clone)]
+pub struct PartyArgs {
+    /// Which party: 0 or 1.
+    #[arg(long, env = "MPCVIT_PARTY", value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub party: Option<u8>,
+    /// A model to serve: a directory holding `share-<party>.safetensors`, or
+    /// the share file itself. Repeat for several models.
+    #[arg(long = "model", env = "MPCVIT_MODELS", value_delimiter = ',')]
+    pub models: Vec<PathBuf>,
+    /// Client API address [default: 127.0.0.1:50051 for party 0, 127.0.0.1:50052 for party 1].
+    #[arg(long, env = "MPCVIT_LISTEN")]
+    pub listen: Option<String>,
+    /// Party 1: the address party 0 connects to.
+    #[arg(long, env = "MPCVIT_PEER_LISTEN", default_value = "127.0.0.1:50061")]
+    pub peer_listen: String,
+    /// Party 0: party 1's peer address.
+    #[arg(long, env = "MPCVIT_PEER", default_value = "127.0.0.1:50061")]
+    pub peer: String,
+    /// The dealer's address.
+    #[arg(long, env = "MPCVIT_DEALER", default_value = "127.0.0.1:50070")]
+    pub dealer: String,
+    /// Accept this bearer token on the client API in place of a client certificate.
+    #[arg(long, env = "MPCVIT_CLIENT_TOKEN", hide_env_values = true)]
+    pub client_token: Option<String>,
+    /// Online batches of preprocessed material to keep ready per model.
+    #[arg(long, env = "MPCVIT_POOL", default_value_t = 2)]
+    pub pool: u64,
+    /// Party 0: sessions computed at once.
+    #[arg(long, env = "MPCVIT_MAX_SESSIONS", default_value_t = 4)]
+    pub max_sessions: usize,
+    /// Seconds the two halves of a session wait for each other.
+    #[arg(long, env = "MPCVIT_JOIN_TIMEOUT", default_value_t = 10.0)]
+    pub join_timeout: f64,
+    /// Seconds a protocol step waits for the other party.
+    #[arg(long, env = "MPCVIT_RECV_TIMEOUT", default_value_t = 30.0)]
+    pub recv_timeout: f64,
+    /// Seconds a session waits for preprocessed material.
+    #[arg(long, env = "MPCVIT_POOL_WAIT", default_value_t = 60.0)]
+    pub pool_wait: f64,
+    /// Largest request accepted on the client API, in bytes.
+    #[arg(long, env = "MPCVIT_MAX_MESSAGE_BYTES", default_value_t = 4 << 20)]
+    pub max_message_bytes: usize,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: CommonArgs,
+}
+
+/// The dealer.
+#[derive(Debug, Args, Clone)]
+pub struct DealerArgs {
+    /// Address to listen on.
+    #[arg(long, env = "MPCVIT_DEALER_LISTEN", default_value = "127.0.0.1:50070")]
+    pub listen: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: CommonArgs,
+}
+
+/// The model owner's split.
+#[derive(Debug, Args, Clone)]
+pub struct SplitArgs {
+    /// Plaintext model directory (`manifest.json` + `model.safetensors`).
+    #[arg(long, conflicts_with = "random")]
+    pub model: Option<PathBuf>,
+    /// Instead of a model directory: a deterministic random model of this
+    /// preset (`vit_7_4_32`, `vit_7_4_32_mu05`, `small`) for demos and tests.
+    #[arg(long)]
+    pub random: Option<String>,
+    /// Seed of the random model.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Output directory: `manifest.json`, `share-0.safetensors`, `share-1.safetensors`.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Fixed-point fractional bits.
+    #[arg(long, default_value_t = 16)]
+    pub frac_bits: u32,
+}
+
+/// Certificates.
+#[derive(Debug, Args, Clone)]
+pub struct CertsArgs {
+    /// Output directory.
+    #[arg(long, default_value = "certs")]
+    pub out: PathBuf,
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.001))
+}
+
+/// Resolve a `--model` path to party `p`'s share file.
+pub fn share_path(path: &Path, party: Party) -> PathBuf {
+    if path.is_dir() {
+        path.join(shares::share_file_name(party))
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+async fn bind(addr: &str) -> Result<tokio::net::TcpListener, ServerError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServerError::Config(format!("cannot listen on {addr}: {e}")))
+}
+
+/// Run a party from its flags.
+pub async fn run_party(a: PartyArgs) -> Result<(), ServerError> {
+    telemetry::init(a.common.log_format, "info");
+    let p = a
+        .party
+        .ok_or_else(|| ServerError::Config("--party 0|1 is required (or a subcommand)".into()))?;
+    let party = Party::from_index(p as usize).expect("0 or 1");
+    if a.models.is_empty() {
+        return Err(ServerError::Config("no --model given".into()));
+    }
+    let mut models = Vec::new();
+    for m in &a.models {
+        let path = share_path(m, party);
+        let loaded = shares::load(&path)?;
+        if loaded.party != party {
+            return Err(ServerError::Config(format!(
+                "{} is party {}'s share, this is party {}",
+                path.display(),
+                loaded.party.index(),
+                party.index()
+            )));
+        }
+        models.push(loaded.shares);
+    }
+    let tls = TlsMaterial::load(&a.common.certs, Role::Party(p))?;
+    let mut cfg = PartyConfig::new(party, models, a.dealer.clone(), tls);
+    cfg.peer_addr = Some(a.peer.clone());
+    cfg.client_token = a.client_token.clone();
+    cfg.pool_target = a.pool;
+    cfg.max_sessions = a.max_sessions;
+    cfg.join_timeout = secs(a.join_timeout);
+    cfg.recv_timeout = secs(a.recv_timeout);
+    cfg.pool_wait = secs(a.pool_wait);
+    cfg.max_message_bytes = a.max_message_bytes;
+    let listen = a.listen.clone().unwrap_or_else(|| {
+        if p == 0 {
+            "127.0.0.1:50051".into()
+        } else {
+            "127.0.0.1:50052".into()
+        }
+    });
+    let listeners = PartyListeners {
+        client: bind(&listen).await?,
+        peer: if p == 1 {
+            Some(bind(&a.peer_listen).await?)
+        } else {
+            None
+        },
+    };
+    crate::party::serve(cfg, listeners, shutdown_signal()).await
+}
+
+/// Run the dealer from its flags.
+pub async fn run_dealer(a: DealerArgs) -> Result<(), ServerError> {
+    telemetry::init(a.common.log_format, "info");
+    let tls = TlsMaterial::load(&a.common.certs, Role::Dealer)?;
+    let listener = bind(&a.listen).await?;
+    crate::dealer::serve(
+        listener,
+        &tls,
+        crate::dealer::DealerConfig::default(),
+        shutdown_signal(),
+    )
+    .await
+}
+
+/// A deterministic random model of a named preset (demos and tests, until
+/// trained models ship).
+pub fn random_model(preset: &str, seed: u64) -> Result<model::Model, ServerError> {
+    let config = preset_config(preset)?;
+    Ok(model::Model::random(config, seed)?)
+}
+
+/// The configuration of a named preset: `vit_7_4_32` (all ReLU-softmax),
+/// `vit_7_4_32_mu05` (μ = 0.5: half the heads ReLU-softmax, half ScaleAttn,
+/// alternating), or `small` (16 px, dim 32, 2 blocks: for tests).
+pub fn preset_config(preset: &str) -> Result<model::ModelConfig, ServerError> {
+    use model::{AttnKind, ModelConfig};
+    let mu05 = |mut c: ModelConfig| {
+        for (b, row) in c.attention.iter_mut().enumerate() {
+            for (h, k) in row.iter_mut().enumerate() {
+                *k = if (b + h) % 2 == 0 {
+                    AttnKind::ReluSoftmax
+                } else {
+                    AttnKind::ScaleAttn
+                };
+            }
+        }
+        c
+    };
+    Ok(match preset {
+        "vit_7_4_32" => ModelConfig::vit_7_4_32(),
+        "vit_7_4_32_mu05" => {
+            let mut c = mu05(ModelConfig::vit_7_4_32());
+            c.name = "vit_7_4_32_mu05".into();
+            c
+        }
+        "small" => {
+            let mut c = mu05(ModelConfig {
+                name: "small".into(),
+                image_size: 16,
+                patch_size: 4,
+                dim: 32,
+                depth: 2,
+                heads: 4,
+                mlp_hidden: 64,
+                ..ModelConfig::vit_7_4_32()
+            });
+            c.attention = vec![
+                vec![
+                    AttnKind::ReluSoftmax,
+                    AttnKind::ScaleAttn,
+                    AttnKind::Softmax,
+                    AttnKind::ScaleAttn
+                ];
+                2
+            ];
+            c.beta = vec![
+                None,
+                Some((0..c.num_tokens()).map(|t| t % 3 != 1).collect()),
+            ];
+            c
+        }
+        other => {
+            return Err(ServerError::Config(format!(
+                "unknown preset {other:?} (vit_7_4_32, vit_7_4_32_mu05, small)"
+            )));
+        }
+    })
+}
+
+/// The model owner's split.
+pub fn run_split(a: SplitArgs) -> Result<(), ServerError> {
+    let model = match (&a.model, &a.random) {
+        (Some(dir), None) => model::Model::load_dir(dir)?,
+        (None, Some(p)) => random_model(p, a.seed)?,
+        _ => {
+            return Err(ServerError::Config(
+                "give --model DIR or --random PRESET".into(),
+            ));
+        }
+    };
+    shares::split_to_dir(&model, FixedPoint::new(a.frac_bits), &a.out)?;
+    eprintln!(
+        "wrote {}/manifest.json (public), share-0.safetensors (party 0 only), share-1.safetensors (party 1 only)",
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// Create the certificates.
+pub fn run_certs(a: CertsArgs) -> Result<(), ServerError> {
+    CertBundle::generate()?.write_dir(&a.out)?;
+    eprintln!(
+        "wrote {}/ca.pem, ca.key and dealer, party0, party1, client .pem/.key (keys are secret: give each to its holder only)",
+        a.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,400 @@
+//! The dealer service: pairs the two parties' connections by pairing id,
+//! agrees a seed with each by X25519, then answers their correlation plans
+//! with corrections only (mpc-core's [`Dealer`]): the model-load plan once
+//! (batch 0), then one online batch per inference as the parties ask for
+//! more (credit: batch `n` is dealt once both parties want it).
+//!
+//! The dealer sees public shapes and nothing else: no input, weight, share
+//! or result ever reaches it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mpc_core::local::deal_plan;
+use mpc_core::{Dealer, Request, Seed};
+
+use crate::plan::ModelPlans;
+use mpcvit_proto::v1::dealer_server::{Dealer as DealerRpc, DealerServer};
+use mpcvit_proto::v1::{
+    Chunk, DealerHello, ProvisionRequest, ProvisionResponse, provision_request, provision_response,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request as RpcRequest, Response, Status, Streaming};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::error::ServerError;
+use crate::kx::KeyPair;
+use crate::plan;
+use crate::tls::{Role, TlsMaterial, require_role};
+use crate::{MAX_INTERNAL_MESSAGE, hex};
+
+/// Largest piece of a batch in one message.
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// Dealer settings.
+#[derive(Clone, Debug)]
+pub struct DealerConfig {
+    /// How long the first party waits for the second to join a pairing.
+    pub join_timeout: Duration,
+}
+
+impl Default for DealerConfig {
+    fn default() -> Self {
+        DealerConfig {
+            join_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+type ResponseTx = mpsc::Sender<Result<ProvisionResponse, Status>>;
+
+/// One party's half of a pairing.
+struct Joined {
+    seed: Seed,
+    plans: Arc<ModelPlans>,
+    manifest: String,
+    out: ResponseTx,
+    want: watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for Joined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Joined(<seed>)")
+    }
+}
+
+/// Parties waiting for the other party, by pairing id: (party, its half).
+type Waiting = HashMap<Vec<u8>, (usize, Joined)>;
+
+/// The dealer's gRPC service.
+#[derive(Debug, Clone)]
+pub struct DealerService {
+    config: DealerConfig,
+    waiting: Arc<Mutex<Waiting>>,
+    /// Plans recorded per manifest.
+    plans: Arc<tokio::sync::Mutex<HashMap<String, Arc<ModelPlans>>>>,
+}
+
+impl DealerService {
+    /// A dealer with `config`.
+    pub fn new(config: DealerConfig) -> Self {
+        DealerService {
+            config,
+            waiting: Arc::default(),
+            plans: Arc::default(),
+        }
+    }
+
+    /// The plans of a manifest (recorded once, then cached).
+    async fn plans(&self, manifest_json: &str) -> Result<Arc<ModelPlans>, ServerError> {
+        if manifest_json.len() > 1 << 20 {
+            return Err(ServerError::TooLarge("manifest over 1 MiB".into()));
+        }
+        let mut cache = self.plans.lock().await;
+        if let Some(p) = cache.get(manifest_json) {
+            return Ok(p.clone());
+        }
+        let m = manifest_json.to_string();
+        let p = tokio::task::spawn_blocking(move || {
+            plan::for_manifest(&m, model::SecureParams::default())
+        })
+        .await
+        .map_err(|e| ServerError::Internal(format!("recording plans: {e}")))??;
+        let p = Arc::new(p);
+        if cache.len() >= 64 {
+            cache.clear();
+        }
+        cache.insert(manifest_json.to_string(), p.clone());
+        Ok(p)
+    }
+
+    async fn provision(
+        &self,
+        req: RpcRequest<Streaming<ProvisionRequest>>,
+    ) -> Result<mpsc::Receiver<Result<ProvisionResponse, Status>>, ServerError> {
+        let role = require_role(&req, &[Role::Party(0), Role::Party(1)])?;
+        let mut incoming = req.into_inner();
+        let first = tokio::time::timeout(Duration::from_secs(10), incoming.message())
+            .await
+            .map_err(|_| ServerError::InvalidArgument("no hello within 10 s".into()))??;
+        let hello = match first.and_then(|m| m.kind) {
+            Some(provision_request::Kind::Hello(h)) => h,
+            _ => {
+                return Err(ServerError::InvalidArgument(
+                    "the first message must be a hello".into(),
+                ));
+            }
+        };
+        let party = hello.party as usize;
+        if party > 1 || role != Role::Party(party as u8) {
+            return Err(ServerError::Unauthenticated(format!(
+                "a {} certificate cannot join as party {party}",
+                role.dns_name()
+            )));
+        }
+        if hello.pairing_id.len() != 16 {
+            return Err(ServerError::InvalidArgument(
+                "pairing id must be 16 bytes".into(),
+            ));
+        }
+        let plans = self.plans(&hello.manifest_json).await?;
+        if hello.plan_digest != plans.digest(&hello.manifest_json) {
+            return Err(ServerError::Mismatch(
+                "the party's correlation plans differ from the dealer's for this manifest (different builds?)"
+                    .into(),
+            ));
+        }
+        let keys = KeyPair::generate();
+        let dealer_public = keys.public();
+        let party_public: [u8; 32] = hello
+            .public_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| ServerError::InvalidArgument("public key must be 32 bytes".into()))?;
+        let seed = keys.agree(
+            &hello.public_key,
+            &hello.pairing_id,
+            party,
+            &party_public,
+            &dealer_public,
+        )?;
+        let (out, out_rx) = mpsc::channel(8);
+        out.send(Ok(ProvisionResponse {
+            kind: Some(provision_response::Kind::Hello(DealerHello {
+                public_key: dealer_public.to_vec(),
+            })),
+        }))
+        .await
+        .map_err(|_| ServerError::Dealer("party left".into()))?;
+        // Credits from the party.
+        let (want_tx, want) = watch::channel(0u64);
+        tokio::spawn(async move {
+            while let Ok(Some(m)) = incoming.message().await {
+                if let Some(provision_request::Kind::Want(n)) = m.kind {
+                    want_tx.send_if_modified(|w| {
+                        let grow = n > *w;
+                        *w = (*w).max(n);
+                        grow
+                    });
+                }
+            }
+        });
+        let joined = Joined {
+            seed,
+            plans,
+            manifest: hello.manifest_json,
+            out,
+            want,
+        };
+        let pid = hello.pairing_id.clone();
+        let pair = {
+            let mut w = self.waiting.lock().expect("dealer lock");
+            match w.remove(&pid) {
+                Some((p, other)) if p != party => Some((joined, other)),
+                Some(same) => {
+                    w.insert(pid.clone(), same);
+                    return Err(ServerError::Unauthenticated(format!(
+                        "party {party} joined pairing {} twice",
+                        hex(&pid)
+                    )));
+                }
+                None => {
+                    w.insert(pid.clone(), (party, joined));
+                    None
+                }
+            }
+        };
+        match pair {
+            Some((mine, other)) => {
+                let (p0, p1) = if party == 0 {
+                    (mine, other)
+                } else {
+                    (other, mine)
+                };
+                let span = info_span!("pairing", id = %hex(&pid));
+                tokio::spawn(run_pairing(p0, p1).instrument(span));
+            }
+            None => {
+                let waiting = self.waiting.clone();
+                let timeout = self.config.join_timeout;
+                tokio::spawn(async move {
+                    tokio::time::sleep(timeout).await;
+                    let stale = {
+                        let mut w = waiting.lock().expect("dealer lock");
+                        match w.get(&pid) {
+                            Some((p, _)) if *p == party => w.remove(&pid),
+                            _ => None,
+                        }
+                    };
+                    if let Some((_, j)) = stale {
+                        let _ = j
+                            .out
+                            .send(Err(Status::deadline_exceeded(
+                                "the other party did not join this pairing in time",
+                            )))
+                            .await;
+                    }
+                });
+            }
+        }
+        Ok(out_rx)
+    }
+}
+
+/// Send one party's messages for a batch as chunks.
+async fn send_batch(out: &ResponseTx, batch: u64, msgs: Vec<Vec<u8>>) -> bool {
+    let all: Vec<u8> = msgs.concat();
+    let mut pieces: Vec<&[u8]> = all.chunks(CHUNK_BYTES).collect();
+    if pieces.is_empty() {
+        pieces.push(&[]);
+    }
+    let n = pieces.len();
+    for (i, p) in pieces.into_iter().enumerate() {
+        let msg = ProvisionResponse {
+            kind: Some(provision_response::Kind::Chunk(Chunk {
+                batch,
+                data: p.to_vec(),
+                last: i + 1 == n,
+            })),
+        };
+        if out.send(Ok(msg)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+async fn deal(
+    dealer: Dealer,
+    plan: Arc<Vec<Request>>,
+) -> Result<(Dealer, Vec<Vec<u8>>, Vec<Vec<u8>>), ServerError> {
+    tokio::task::spawn_blocking(move || {
+        let mut dealer = dealer;
+        let (m0, m1) = deal_plan(&mut dealer, &plan)?;
+        Ok((dealer, m0, m1))
+    })
+    .await
+    .map_err(|e| ServerError::Internal(format!("dealing task: {e}")))?
+}
+
+async fn run_pairing(p0: Joined, p1: Joined) {
+    if p0.manifest != p1.manifest {
+        warn!("the parties sent different manifests; refusing the pairing");
+        for j in [&p0, &p1] {
+            let _ = j
+                .out
+                .send(Err(Status::failed_precondition(
+                    "the two parties joined the pairing with different models",
+                )))
+                .await;
+        }
+        return;
+    }
+    info!(
+        prepare = p0.plans.prepare.len(),
+        online = p0.plans.online.len(),
+        "pairing joined"
+    );
+    let dealer = Dealer::new(&p0.seed, &p1.seed);
+    let (prepare, online) = (p0.plans.prepare.clone(), p0.plans.online.clone());
+    let outs = [p0.out, p1.out];
+    let (mut want0, mut want1) = (p0.want, p1.want);
+    let mut dealer = match deal(dealer, prepare).await {
+        Ok((d, m0, m1)) => {
+            if !send_batch(&outs[0], 0, m0).await || !send_batch(&outs[1], 0, m1).await {
+                return;
+            }
+            d
+        }
+        Err(e) => {
+            warn!(error = %e, "dealing the model-load plan failed");
+            return;
+        }
+    };
+    let mut next = 1u64;
+    loop {
+        // Wait until both parties want batch `next`.
+        loop {
+            let w = (*want0.borrow()).min(*want1.borrow());
+            if w >= next {
+                break;
+            }
+            tokio::select! {
+                r = want0.changed() => if r.is_err() { info!("party 0 left the pairing"); return },
+                r = want1.changed() => if r.is_err() { info!("party 1 left the pairing"); return },
+            }
+        }
+        let (d, m0, m1) = match deal(dealer, online.clone()).await {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(error = %e, "dealing failed");
+                return;
+            }
+        };
+        dealer = d;
+        let (b0, b1) = (
+            m0.iter().map(Vec::len).sum::<usize>(),
+            m1.iter().map(Vec::len).sum::<usize>(),
+        );
+        let (ok0, ok1) = tokio::join!(
+            send_batch(&outs[0], next, m0),
+            send_batch(&outs[1], next, m1)
+        );
+        if !(ok0 && ok1) {
+            info!("a party left the pairing");
+            return;
+        }
+        debug!(batch = next, bytes_p0 = b0, bytes_p1 = b1, "batch dealt");
+        next += 1;
+    }
+}
+
+type ProvisionStream = Pin<Box<dyn Stream<Item = Result<ProvisionResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl DealerRpc for DealerService {
+    type ProvisionStream = ProvisionStream;
+
+    async fn provision(
+        &self,
+        req: RpcRequest<Streaming<ProvisionRequest>>,
+    ) -> Result<Response<Self::ProvisionStream>, Status> {
+        let rx = DealerService::provision(self, req).await.map_err(|e| {
+            warn!(error = %e, "provision refused");
+            e.to_status()
+        })?;
+        let s = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(s.map(|x| x))))
+    }
+}
+
+/// Serve the dealer on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: &TlsMaterial,
+    config: DealerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    info!(?addr, "dealer listening");
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<DealerServer<DealerService>>()
+        .await;
+    let svc = DealerServer::new(DealerService::new(config))
+        .max_decoding_message_size(MAX_INTERNAL_MESSAGE)
+        .max_encoding_message_size(MAX_INTERNAL_MESSAGE);
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(Some(crate::STREAM_WINDOW))
+        .initial_connection_window_size(Some(crate::CONNECTION_WINDOW))
+        .tls_config(tls.server())?
+        .add_service(health)
+        .add_service(svc)
+        .serve_with_incoming_shutdown(crate::incoming(listener), shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! The dealer and both parties in one process, on loopback ports, over real
+//! gRPC with mutual TLS (certificates made in memory): the client's local
+//! mode, tests and benchmarks.
+
+use std::time::Duration;
+
+use mpc_core::Party;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::dealer::{self, DealerConfig};
+use crate::error::ServerError;
+use crate::party::{self, PartyConfig, PartyListeners};
+use crate::tls::{CertBundle, Role, TlsMaterial};
+use model::secure::WeightShares;
+
+/// Settings of a local cluster.
+#[derive(Clone, Debug)]
+pub struct LocalOptions {
+    /// Online batches each party keeps ready.
+    pub pool_target: u64,
+    /// Sessions party 0 computes at once.
+    pub max_sessions: usize,
+    /// Timeouts (join, recv, pool wait).
+    pub join_timeout: Duration,
+    /// See [`PartyConfig::recv_timeout`].
+    pub recv_timeout: Duration,
+    /// See [`PartyConfig::pool_wait`].
+    pub pool_wait: Duration,
+    /// See [`PartyConfig::client_token`].
+    pub client_token: Option<String>,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        LocalOptions {
+            pool_target: 2,
+            max_sessions: 4,
+            join_timeout: Duration::from_secs(10),
+            recv_timeout: Duration::from_secs(60),
+            pool_wait: Duration::from_secs(120),
+            client_token: None,
+        }
+    }
+}
+
+/// A running dealer and two parties.
+#[derive(Debug)]
+pub struct LocalCluster {
+    /// Client API addresses of party 0 and party 1 (`127.0.0.1:port`).
+    pub party_addrs: [String; 2],
+    /// Party 1's peer address and the dealer's address.
+    pub internal_addrs: [String; 2],
+    /// A client's TLS material for this cluster.
+    pub client_tls: TlsMaterial,
+    /// Every certificate of the cluster (tests use the others).
+    pub certs: CertBundle,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<Result<(), ServerError>>>,
+}
+
+async fn loopback() -> Result<(tokio::net::TcpListener, String), ServerError> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| ServerError::Config(format!("cannot bind a loopback port: {e}")))?;
+    let addr = l
+        .local_addr()
+        .map_err(|e| ServerError::Config(e.to_string()))?
+        .to_string();
+    Ok((l, addr))
+}
+
+impl LocalCluster {
+    /// Start the dealer and both parties, serving `models[p]` at party `p`.
+    pub async fn start(
+        models: [Vec<WeightShares>; 2],
+        opts: LocalOptions,
+    ) -> Result<Self, ServerError> {
+        let certs = CertBundle::generate()?;
+        let (stop, _) = watch::channel(false);
+        let wait = |s: &watch::Sender<bool>| {
+            let mut rx = s.subscribe();
+            async move {
+                let _ = rx.wait_for(|v| *v).await;
+            }
+        };
+        let (dl, dealer_addr) = loopback().await?;
+        let (c0, a0) = loopback().await?;
+        let (c1, a1) = loopback().await?;
+        let (p1, peer_addr) = loopback().await?;
+        let mut tasks = Vec::new();
+        let dealer_tls = certs.material(Role::Dealer);
+        let stop_d = wait(&stop);
+        tasks.push(tokio::spawn(async move {
+            dealer::serve(dl, &dealer_tls, DealerConfig::default(), stop_d).await
+        }));
+        let [m0, m1] = models;
+        for (party, m, client, peer) in [(Party::P0, m0, c0, None), (Party::P1, m1, c1, Some(p1))] {
+            let mut cfg = PartyConfig::new(
+                party,
+                m,
+                dealer_addr.clone(),
+                certs.material(Role::Party(party.index() as u8)),
+            );
+            cfg.peer_addr = Some(peer_addr.clone());
+            cfg.pool_target = opts.pool_target;
+            cfg.max_sessions = opts.max_sessions;
+            cfg.join_timeout = opts.join_timeout;
+            cfg.recv_timeout = opts.recv_timeout;
+            cfg.pool_wait = opts.pool_wait;
+            cfg.client_token = opts.client_token.clone();
+            cfg.retry = Duration::from_millis(200);
+            let listeners = PartyListeners { client, peer };
+            let s = wait(&stop);
+            tasks.push(tokio::spawn(party::serve(cfg, listeners, s)));
+        }
+        Ok(LocalCluster {
+            party_addrs: [a0, a1],
+            internal_addrs: [peer_addr, dealer_addr],
+            client_tls: certs.material(Role::Client),
+            certs,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Stop every service and wait for them.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}

@@ -1,0 +1,1390 @@
+//! A computing party.
+//!
+//! **Pairings.** For each model, party 0 sets up a *pairing* with party 1: it
+//! opens a `Pair` stream (the model's name, a fresh 16-byte id, the digest of
+//! the public manifest and correlation plans), both parties connect to the
+//! dealer under that id and agree a seed with it, the dealer sends the
+//! model-load material (batch 0), and both parties mask the weights over the
+//! `Pair` stream (`SecureModel::prepare`). The stream then stays open for the
+//! pairing's life; its end (a party died or left) drops the pairing on both
+//! sides, and party 0 sets up a new one with backoff.
+//!
+//! **Pools.** Each pairing keeps a pool of online batches (one inference's
+//! material each) that a background task fills from the dealer stream; a
+//! party asks for more by credit (`want`). If the dealer link breaks, the
+//! pairing keeps serving from the pool and party 0 tries to set up a fresh
+//! pairing; an empty pool with no dealer is a clear `UNAVAILABLE`.
+//!
+//! **Sessions.** A client sends the same 16-byte session id with its share to
+//! both parties. Party 0 takes the next batch from its pool and opens a
+//! `Session` stream to party 1 naming the pairing, the session and the batch;
+//! party 1 matches the stream with the client's request by session id (a
+//! rendezvous, bounded in time), takes the same batch, acknowledges, and both
+//! run the secure forward on blocking threads over the stream. Each session
+//! has its own stream, so no session's values reach another. Party 0 bounds
+//! the number of concurrent sessions; party 1 follows party 0.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use model::SecureParams;
+use mpc_core::{
+    CountingChannel, FixedPoint, MaterialGen, Party, Pool, Request, Seed, Session, Share,
+};
+use mpcvit_proto::v1::dealer_client::DealerClient;
+use mpcvit_proto::v1::inference_server::{Inference, InferenceServer};
+use mpcvit_proto::v1::peer_link_client::PeerLinkClient;
+use mpcvit_proto::v1::peer_link_server::{PeerLink, PeerLinkServer};
+use mpcvit_proto::v1::{
+    Ack, DealerLost, Hello, InferRequest, InferResponse, ListModelsRequest, ListModelsResponse,
+    ModelInfo, PairHeader, PeerFrame, ProvisionRequest, SessionHeader, SessionStats, StartSession,
+    peer_frame, provision_request, provision_response,
+};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_stream::{Stream, StreamExt};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request as RpcRequest, Response, Status, Streaming};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::bridge::{self, BlockingChannel, PeerStream};
+use crate::error::ServerError;
+use crate::kx::KeyPair;
+use crate::plan::ModelPlans;
+use crate::tls::{Role, TlsMaterial, require_client, require_role};
+use crate::{MAX_INTERNAL_MESSAGE, hex, https_url};
+use model::secure::{SecureModel, WeightShares};
+
+/// Everything a party needs besides its listeners.
+#[derive(Debug)]
+pub struct PartyConfig {
+    /// Which party this is.
+    pub party: Party,
+    /// This party's share of every model it serves.
+    pub models: Vec<WeightShares>,
+    /// Party 0: address of party 1's peer port.
+    pub peer_addr: Option<String>,
+    /// Address of the dealer.
+    pub dealer_addr: String,
+    /// Certificates.
+    pub tls: TlsMaterial,
+    /// A bearer token accepted on the client API in place of a client certificate.
+    pub client_token: Option<String>,
+    /// Online batches to keep ready per model.
+    pub pool_target: u64,
+    /// Party 0: sessions computed at once (party 1 follows party 0).
+    pub max_sessions: usize,
+    /// How long the two halves of a session (or of a pairing) wait for each other.
+    pub join_timeout: Duration,
+    /// How long a protocol step waits for the other party's message.
+    pub recv_timeout: Duration,
+    /// How long a session waits for preprocessed material while the dealer is up.
+    pub pool_wait: Duration,
+    /// Largest message accepted on the client API.
+    pub max_message_bytes: usize,
+    /// Delay between attempts to (re)pair with party 1.
+    pub retry: Duration,
+}
+
+impl PartyConfig {
+    /// Defaults for everything but the party, models, addresses and TLS.
+    pub fn new(
+        party: Party,
+        models: Vec<WeightShares>,
+        dealer_addr: String,
+        tls: TlsMaterial,
+    ) -> Self {
+        PartyConfig {
+            party,
+            models,
+            peer_addr: None,
+            dealer_addr,
+            tls,
+            client_token: None,
+            pool_target: 2,
+            max_sessions: 4,
+            join_timeout: Duration::from_secs(10),
+            recv_timeout: Duration::from_secs(30),
+            pool_wait: Duration::from_secs(60),
+            max_message_bytes: 4 << 20,
+            retry: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Listeners of a party: the client API, and party 1's peer port.
+#[derive(Debug)]
+pub struct PartyListeners {
+    /// Client API (and health).
+    pub client: tokio::net::TcpListener,
+    /// Party 1: the port party 0 connects to.
+    pub peer: Option<tokio::net::TcpListener>,
+}
+
+/// Liveness of a pairing's links.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Health {
+    /// Our dealer stream is up.
+    dealer: bool,
+    /// The other party's dealer stream is up (as it told us).
+    peer_dealer: bool,
+    /// The pairing's stream to the other party is up.
+    peer: bool,
+}
+
+/// Preprocessed online batches of one pairing.
+struct PoolStore {
+    target: u64,
+    state: Mutex<PoolState>,
+    /// Bumped on every arrival and every health change.
+    version: watch::Sender<u64>,
+    /// Credit sent to the dealer.
+    want: watch::Sender<u64>,
+    health: watch::Sender<Health>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    batches: BTreeMap<u64, Pool>,
+    highest_used: u64,
+    dealer_error: Option<String>,
+}
+
+impl PoolStore {
+    fn new(target: u64) -> Arc<Self> {
+        Arc::new(PoolStore {
+            target,
+            state: Mutex::new(PoolState::default()),
+            version: watch::channel(0).0,
+            want: watch::channel(target).0,
+            health: watch::channel(Health {
+                dealer: true,
+                peer_dealer: true,
+                peer: true,
+            })
+            .0,
+        })
+    }
+
+    fn bump(&self) {
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    fn put(&self, id: u64, pool: Pool) {
+        self.state
+            .lock()
+            .expect("pool lock")
+            .batches
+            .insert(id, pool);
+        self.bump();
+    }
+
+    fn dealer_lost(&self, reason: String) {
+        self.state.lock().expect("pool lock").dealer_error = Some(reason);
+        self.health.send_modify(|h| h.dealer = false);
+        self.bump();
+    }
+
+    fn available(&self) -> u64 {
+        let st = self.state.lock().expect("pool lock");
+        st.batches.keys().filter(|k| **k > 0).count() as u64
+    }
+
+    fn used(&self, st: &mut PoolState, id: u64) {
+        st.highest_used = st.highest_used.max(id);
+        // Party 1: batches far behind the ones in use were never claimed by
+        // a session (party 0 gave up on it): drop them.
+        let horizon = st.highest_used.saturating_sub(4 * self.target + 64);
+        st.batches.retain(|k, _| *k == 0 || *k >= horizon);
+        let want = st.highest_used + self.target;
+        self.want.send_if_modified(|w| {
+            let grow = want > *w;
+            *w = (*w).max(want);
+            grow
+        });
+    }
+
+    /// Take batch `id` (or, with `None`, the lowest online batch), waiting up
+    /// to `wait` while the dealer is up.
+    async fn take(&self, id: Option<u64>, wait: Duration) -> Result<(u64, Pool), ServerError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut version = self.version.subscribe();
+        loop {
+            {
+                let mut st = self.state.lock().expect("pool lock");
+                let key = match id {
+                    Some(i) => st.batches.contains_key(&i).then_some(i),
+                    None => st.batches.keys().find(|k| **k > 0).copied(),
+                };
+                if let Some(k) = key {
+                    let pool = st.batches.remove(&k).expect("present");
+                    if k > 0 {
+                        self.used(&mut st, k);
+                    }
+                    return Ok((k, pool));
+                }
+                if let Some(e) = &st.dealer_error {
+                    return Err(ServerError::PoolExhausted(format!(
+                        "the pool is empty and the dealer is unreachable ({e})"
+                    )));
+                }
+            }
+            match tokio::time::timeout_at(deadline, version.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => {
+                    return Err(ServerError::Internal("pool closed".into()));
+                }
+                Err(_) => {
+                    return Err(ServerError::PoolExhausted(format!(
+                        "no preprocessed material arrived within {wait:?}"
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// A live pairing: the prepared model and its pool.
+struct Epoch {
+    id: [u8; 16],
+    model: Arc<SecureModel>,
+    store: Arc<PoolStore>,
+    /// Keeps the Pair stream open; dropping it ends the pairing at the peer.
+    pair_tx: Mutex<Option<mpsc::Sender<Result<PeerFrame, Status>>>>,
+}
+
+impl Epoch {
+    fn close(&self) {
+        self.pair_tx.lock().expect("epoch lock").take();
+    }
+}
+
+impl std::fmt::Debug for Epoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Epoch({})", hex(&self.id))
+    }
+}
+
+/// One served model.
+struct ModelEntry {
+    name: String,
+    manifest_json: String,
+    shares: Arc<WeightShares>,
+    params: SecureParams,
+    plans: ModelPlans,
+    digest: [u8; 32],
+    input_len: usize,
+    output_len: usize,
+    epochs: Mutex<EpochSet>,
+    epochs_version: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct EpochSet {
+    /// Party 0: the pairing new sessions use.
+    current: Option<Arc<Epoch>>,
+    /// Party 1: pairings by id.
+    by_id: HashMap<[u8; 16], Arc<Epoch>>,
+}
+
+impl ModelEntry {
+    fn current(&self) -> Option<Arc<Epoch>> {
+        self.epochs.lock().expect("epochs lock").current.clone()
+    }
+
+    fn set_current(&self, e: Option<Arc<Epoch>>) {
+        let old = std::mem::replace(&mut self.epochs.lock().expect("epochs lock").current, e);
+        if let Some(old) = old {
+            old.close();
+        }
+        self.epochs_version.send_modify(|v| *v += 1);
+    }
+
+    fn insert(&self, e: Arc<Epoch>) {
+        self.epochs
+            .lock()
+            .expect("epochs lock")
+            .by_id
+            .insert(e.id, e);
+        self.epochs_version.send_modify(|v| *v += 1);
+    }
+
+    fn remove(&self, id: &[u8; 16]) {
+        self.epochs.lock().expect("epochs lock").by_id.remove(id);
+        self.epochs_version.send_modify(|v| *v += 1);
+    }
+
+    fn ready(&self) -> bool {
+        let set = self.epochs.lock().expect("epochs lock");
+        set.current.is_some() || !set.by_id.is_empty()
+    }
+
+    fn pool_available(&self) -> u64 {
+        let set = self.epochs.lock().expect("epochs lock");
+        set.current
+            .iter()
+            .chain(set.by_id.values())
+            .map(|e| e.store.available())
+            .sum()
+    }
+
+    async fn by_id(&self, id: &[u8; 16], wait: Duration) -> Option<Arc<Epoch>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut v = self.epochs_version.subscribe();
+        loop {
+            if let Some(e) = self.epochs.lock().expect("epochs lock").by_id.get(id) {
+                return Some(e.clone());
+            }
+            match tokio::time::timeout_at(deadline, v.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// Party 1's half of a session, waiting for the client's request or the other way round.
+enum Slot {
+    Peer(SessionHeader, PeerStream, u64),
+    Waiter(
+        tokio::sync::oneshot::Sender<(SessionHeader, PeerStream)>,
+        u64,
+    ),
+}
+
+/// Removes a client's waiter when its request ends (answered, timed out or
+/// cancelled), so abandoned session ids do not pile up.
+struct WaiterGuard {
+    rendezvous: Arc<Rendezvous>,
+    sid: [u8; 16],
+    n: u64,
+}
+
+impl Drop for WaiterGuard {
+    fn drop(&mut self) {
+        let mut slots = self.rendezvous.slots.lock().expect("rendezvous lock");
+        if matches!(slots.get(&self.sid), Some(Slot::Waiter(_, m)) if *m == self.n) {
+            slots.remove(&self.sid);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Rendezvous {
+    slots: Mutex<HashMap<[u8; 16], Slot>>,
+    counter: std::sync::atomic::AtomicU64,
+}
+
+struct Shared {
+    party: Party,
+    fp: FixedPoint,
+    models: HashMap<String, Arc<ModelEntry>>,
+    client_token: Option<String>,
+    pool_target: u64,
+    join_timeout: Duration,
+    recv_timeout: Duration,
+    pool_wait: Duration,
+    retry: Duration,
+    sessions: Semaphore,
+    rendezvous: Arc<Rendezvous>,
+    dealer: Channel,
+    peer: Option<Channel>,
+    stop: watch::Receiver<bool>,
+}
+
+fn endpoint(addr: &str, tls: &TlsMaterial, role: Role) -> Result<Endpoint, ServerError> {
+    Ok(Endpoint::from_shared(https_url(addr))
+        .map_err(|e| ServerError::Config(format!("address {addr:?}: {e}")))?
+        .tls_config(tls.client(role))?
+        .connect_timeout(Duration::from_secs(3))
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
+        .initial_stream_window_size(Some(crate::STREAM_WINDOW))
+        .initial_connection_window_size(Some(crate::CONNECTION_WINDOW))
+        .tcp_nodelay(true))
+}
+
+fn session_id(bytes: &[u8]) -> Result<[u8; 16], ServerError> {
+    bytes.try_into().map_err(|_| {
+        ServerError::InvalidArgument(format!("session id of {} bytes, expected 16", bytes.len()))
+    })
+}
+
+fn frame(kind: peer_frame::Kind) -> PeerFrame {
+    PeerFrame { kind: Some(kind) }
+}
+
+/// Wait for an `Ack` on `rx` (party 1 accepted a header).
+async fn expect_ack(
+    rx: &mut mpsc::Receiver<Result<PeerFrame, Status>>,
+    wait: Duration,
+    what: &str,
+) -> Result<(), ServerError> {
+    match tokio::time::timeout(wait, rx.recv()).await {
+        Err(_) => Err(ServerError::PeerUnavailable(format!(
+            "party 1 did not accept the {what} within {wait:?}"
+        ))),
+        Ok(None) => Err(ServerError::PeerUnavailable(format!(
+            "party 1 closed the {what} stream"
+        ))),
+        Ok(Some(Err(s))) => Err(ServerError::Rpc(s)),
+        Ok(Some(Ok(PeerFrame {
+            kind: Some(peer_frame::Kind::Ack(_)),
+        }))) => Ok(()),
+        Ok(Some(Ok(_))) => Err(ServerError::Aborted(format!(
+            "unexpected frame instead of the {what} acknowledgement"
+        ))),
+    }
+}
+
+fn words(bytes: &[u8]) -> Vec<u64> {
+    bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect()
+}
+
+fn to_bytes(s: &Share) -> Vec<u8> {
+    s.as_slice().iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+impl Shared {
+    fn entry(&self, name: &str) -> Result<Arc<ModelEntry>, ServerError> {
+        self.models
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ServerError::UnknownModel(name.to_string()))
+    }
+
+    /// Connect to the dealer for pairing `id`, agree the seed, and start
+    /// filling a pool (batch 0 is the model-load material).
+    async fn connect_dealer(
+        &self,
+        entry: &Arc<ModelEntry>,
+        id: [u8; 16],
+    ) -> Result<Arc<PoolStore>, ServerError> {
+        let (req_tx, req_rx) = mpsc::channel(4);
+        let keys = KeyPair::generate();
+        let party_public = keys.public();
+        req_tx
+            .send(ProvisionRequest {
+                kind: Some(provision_request::Kind::Hello(Hello {
+                    party: self.party.index() as u32,
+                    pairing_id: id.to_vec(),
+                    public_key: party_public.to_vec(),
+                    manifest_json: entry.manifest_json.clone(),
+                    plan_digest: entry.digest.to_vec(),
+                })),
+            })
+            .await
+            .map_err(|_| ServerError::Internal("request channel closed".into()))?;
+        let mut client = DealerClient::new(self.dealer.clone())
+            .max_decoding_message_size(MAX_INTERNAL_MESSAGE)
+            .max_encoding_message_size(MAX_INTERNAL_MESSAGE);
+        let resp = client
+            .provision(tokio_stream::wrappers::ReceiverStream::new(req_rx))
+            .await
+            .map_err(|s| ServerError::Dealer(format!("{}: {}", s.code(), s.message())))?;
+        let mut inbound = resp.into_inner();
+        let wait = self.join_timeout + Duration::from_secs(5);
+        let hello = match tokio::time::timeout(wait, inbound.message()).await {
+            Err(_) => return Err(ServerError::Dealer(format!("no answer within {wait:?}"))),
+            Ok(Err(s)) => {
+                return Err(ServerError::Dealer(format!(
+                    "{}: {}",
+                    s.code(),
+                    s.message()
+                )));
+            }
+            Ok(Ok(Some(m))) => match m.kind {
+                Some(provision_response::Kind::Hello(h)) => h,
+                _ => return Err(ServerError::Dealer("expected the dealer's hello".into())),
+            },
+            Ok(Ok(None)) => return Err(ServerError::Dealer("the dealer closed the stream".into())),
+        };
+        let dealer_public: [u8; 32] = hello
+            .public_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| ServerError::Dealer("dealer public key must be 32 bytes".into()))?;
+        let seed = keys.agree(
+            &hello.public_key,
+            &id,
+            self.party.index(),
+            &party_public,
+            &dealer_public,
+        )?;
+        let store = PoolStore::new(self.pool_target);
+        // Credit forwarder: ends when the store is dropped.
+        let mut want = store.want.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let w = *want.borrow_and_update();
+                let msg = ProvisionRequest {
+                    kind: Some(provision_request::Kind::Want(w)),
+                };
+                if req_tx.send(msg).await.is_err() || want.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+        let reader = DealerReader {
+            party: self.party,
+            plans: entry.plans.clone(),
+            store: Arc::downgrade(&store),
+        };
+        let span = info_span!("dealer_stream", pairing = %hex(&id));
+        tokio::spawn(reader.run(inbound, seed).instrument(span));
+        Ok(store)
+    }
+
+    /// Mask the weights over the pairing's stream (on a blocking thread).
+    async fn prepare(
+        &self,
+        entry: &Arc<ModelEntry>,
+        stream: PeerStream,
+        mut pool: Pool,
+    ) -> Result<(SecureModel, PeerStream), ServerError> {
+        let (party, fp, params) = (self.party, self.fp, entry.params);
+        let shares = entry.shares.clone();
+        let handle = tokio::runtime::Handle::current();
+        let recv_timeout = self.recv_timeout;
+        tokio::task::spawn_blocking(move || {
+            let mut ch = BlockingChannel::new(stream, handle, recv_timeout);
+            let m = {
+                let mut s = Session::new(party, fp, &mut ch, &mut pool);
+                SecureModel::prepare(&mut s, &shares, params)?
+            };
+            Ok((m, ch.into_inner()))
+        })
+        .await
+        .map_err(|e| ServerError::Internal(format!("model-load task: {e}")))?
+    }
+
+    /// Run one secure forward (on a blocking thread).
+    async fn forward(
+        &self,
+        model: Arc<SecureModel>,
+        stream: PeerStream,
+        mut pool: Pool,
+        input: Share,
+    ) -> Result<(Share, SessionStats), ServerError> {
+        let (party, fp) = (self.party, self.fp);
+        let handle = tokio::runtime::Handle::current();
+        let recv_timeout = self.recv_timeout;
+        tokio::task::spawn_blocking(move || {
+            let mut ch = CountingChannel::new(BlockingChannel::new(stream, handle, recv_timeout));
+            let t = Instant::now();
+            let out = {
+                let mut s = Session::new(party, fp, &mut ch, &mut pool);
+                model.forward(&mut s, &input)?
+            };
+            let c = ch.stats();
+            Ok((
+                out,
+                SessionStats {
+                    bytes_sent: c.bytes_sent,
+                    bytes_received: c.bytes_received,
+                    rounds: c.rounds,
+                    online_micros: t.elapsed().as_micros() as u64,
+                    wait_micros: 0,
+                },
+            ))
+        })
+        .await
+        .map_err(|e| ServerError::Internal(format!("session task: {e}")))?
+    }
+
+    /// Party 0: set up one pairing for `entry`.
+    async fn pair_as_leader(
+        self: &Arc<Self>,
+        entry: &Arc<ModelEntry>,
+    ) -> Result<Arc<Epoch>, ServerError> {
+        let id: [u8; 16] = Seed::random().to_bytes()[..16]
+            .try_into()
+            .expect("16 bytes");
+        let (tx, out) = bridge::outgoing();
+        tx.send(Ok(frame(peer_frame::Kind::Pair(PairHeader {
+            model: entry.name.clone(),
+            pairing_id: id.to_vec(),
+            plan_digest: entry.digest.to_vec(),
+        }))))
+        .await
+        .map_err(|_| ServerError::Internal("pair channel closed".into()))?;
+        let peer = self.peer.clone().expect("party 0 has a peer address");
+        let mut client = PeerLinkClient::new(peer)
+            .max_decoding_message_size(MAX_INTERNAL_MESSAGE)
+            .max_encoding_message_size(MAX_INTERNAL_MESSAGE);
+        let resp = client
+            .pair(out.map_while(Result::ok))
+            .await
+            .map_err(|s| ServerError::PeerUnavailable(format!("{}: {}", s.code(), s.message())))?;
+        let mut rx = bridge::pump(resp.into_inner());
+        expect_ack(&mut rx, self.join_timeout, "pairing").await?;
+        let store = self.connect_dealer(entry, id).await?;
+        let (_, pool0) = store.take(Some(0), self.pool_wait).await?;
+        let t = Instant::now();
+        let (model, stream) = self.prepare(entry, PeerStream { tx, rx }, pool0).await?;
+        info!(pairing = %hex(&id), ms = t.elapsed().as_millis() as u64, "model loaded (weights masked)");
+        let epoch = Arc::new(Epoch {
+            id,
+            model: Arc::new(model),
+            store: store.clone(),
+            pair_tx: Mutex::new(Some(stream.tx)),
+        });
+        // Watch the pair stream: its end is the peer's end.
+        let mut rx = stream.rx;
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Some(Ok(PeerFrame {
+                        kind: Some(peer_frame::Kind::DealerLost(_)),
+                    })) => store.health.send_modify(|h| h.peer_dealer = false),
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => {
+                        store.health.send_modify(|h| h.peer = false);
+                        store.bump();
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(epoch)
+    }
+
+    /// Party 0: keep a pairing alive for `entry` until shutdown.
+    async fn lead(self: Arc<Self>, entry: Arc<ModelEntry>) {
+        let mut stop = self.stop.clone();
+        let mut logged_failure = false;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            match self.pair_as_leader(&entry).await {
+                Ok(epoch) => {
+                    logged_failure = false;
+                    info!(model = %entry.name, pairing = %hex(&epoch.id), "paired with party 1");
+                    let mut health = epoch.store.health.subscribe();
+                    entry.set_current(Some(epoch.clone()));
+                    // Wait until a link of this pairing breaks.
+                    let h = loop {
+                        let h = *health.borrow_and_update();
+                        if !(h.peer && h.dealer && h.peer_dealer) {
+                            break Some(h);
+                        }
+                        tokio::select! {
+                            r = health.changed() => if r.is_err() { break None },
+                            _ = stop.changed() => return,
+                        }
+                    };
+                    match h {
+                        Some(h) if h.peer => {
+                            warn!(model = %entry.name, "dealer link lost: serving from the pool while setting up a new pairing");
+                            // Keep the drained pairing current until a new one is up.
+                            self.replace_when_paired(&entry, &epoch).await;
+                            continue;
+                        }
+                        _ => {
+                            warn!(model = %entry.name, "lost party 1: pairing dropped");
+                            entry.set_current(None);
+                        }
+                    }
+                }
+                Err(e) => {
+                    if !logged_failure {
+                        warn!(model = %entry.name, error = %e, "pairing with party 1 failed; retrying");
+                        logged_failure = true;
+                    } else {
+                        debug!(model = %entry.name, error = %e, "pairing failed again");
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.retry) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Party 0, dealer lost: retry pairing until it works (the old pairing
+    /// keeps serving from its pool meanwhile) or the old pairing's peer dies.
+    async fn replace_when_paired(self: &Arc<Self>, entry: &Arc<ModelEntry>, old: &Arc<Epoch>) {
+        let mut stop = self.stop.clone();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.retry) => {}
+                _ = stop.changed() => return,
+            }
+            if !old.store.health.borrow().peer {
+                entry.set_current(None);
+                return;
+            }
+            match self.pair_as_leader(entry).await {
+                Ok(epoch) => {
+                    info!(model = %entry.name, pairing = %hex(&epoch.id), "new pairing replaces the drained one");
+                    let mut health = epoch.store.health.subscribe();
+                    entry.set_current(Some(epoch.clone()));
+                    // Hand over to the normal watch loop by waiting here.
+                    loop {
+                        let h = *health.borrow_and_update();
+                        if !(h.peer && h.dealer && h.peer_dealer) {
+                            if h.peer {
+                                Box::pin(self.replace_when_paired(entry, &epoch)).await;
+                            } else {
+                                entry.set_current(None);
+                            }
+                            return;
+                        }
+                        tokio::select! {
+                            r = health.changed() => if r.is_err() { return },
+                            _ = stop.changed() => return,
+                        }
+                    }
+                }
+                Err(e) => debug!(model = %entry.name, error = %e, "re-pairing failed"),
+            }
+        }
+    }
+
+    /// Party 1: the rest of a pairing after the header was accepted.
+    async fn follow_pairing(
+        self: Arc<Self>,
+        entry: Arc<ModelEntry>,
+        id: [u8; 16],
+        stream: PeerStream,
+    ) -> Result<(), ServerError> {
+        let store = self.connect_dealer(&entry, id).await?;
+        let (_, pool0) = store.take(Some(0), self.pool_wait).await?;
+        let t = Instant::now();
+        let (model, stream) = self.prepare(&entry, stream, pool0).await?;
+        info!(pairing = %hex(&id), ms = t.elapsed().as_millis() as u64, "model loaded (weights masked)");
+        let PeerStream { tx, mut rx } = stream;
+        let epoch = Arc::new(Epoch {
+            id,
+            model: Arc::new(model),
+            store: store.clone(),
+            pair_tx: Mutex::new(Some(tx.clone())),
+        });
+        entry.insert(epoch.clone());
+        info!(model = %entry.name, pairing = %hex(&id), "paired with party 0");
+        let mut health = store.health.subscribe();
+        let mut told = false;
+        loop {
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Some(Ok(_)) => {}
+                    _ => break,
+                },
+                r = health.changed(), if !told => {
+                    if r.is_err() { break }
+                    if !health.borrow().dealer {
+                        told = true;
+                        let _ = tx.send(Ok(frame(peer_frame::Kind::DealerLost(DealerLost {})))).await;
+                    }
+                }
+            }
+        }
+        info!(model = %entry.name, pairing = %hex(&id), "pairing ended by party 0");
+        entry.remove(&id);
+        epoch.close();
+        Ok(())
+    }
+
+    /// Party 0's side of a session.
+    async fn lead_session(
+        &self,
+        entry: &Arc<ModelEntry>,
+        sid: [u8; 16],
+        input: Share,
+    ) -> Result<(Share, SessionStats), ServerError> {
+        let t0 = Instant::now();
+        let epoch = entry.current().ok_or_else(|| {
+            ServerError::PeerUnavailable("not paired with party 1 for this model (yet)".into())
+        })?;
+        // Announce the session at once, so party 1 matches it with its own
+        // request while this one waits for a slot and a batch.
+        let (tx, out) = bridge::outgoing();
+        tx.send(Ok(frame(peer_frame::Kind::Session(SessionHeader {
+            pairing_id: epoch.id.to_vec(),
+            session_id: sid.to_vec(),
+        }))))
+        .await
+        .map_err(|_| ServerError::Internal("session channel closed".into()))?;
+        let mut client = PeerLinkClient::new(self.peer.clone().expect("party 0 has a peer"))
+            .max_decoding_message_size(MAX_INTERNAL_MESSAGE)
+            .max_encoding_message_size(MAX_INTERNAL_MESSAGE);
+        let resp = client
+            .session(out.map_while(Result::ok))
+            .await
+            .map_err(|s| ServerError::PeerUnavailable(format!("{}: {}", s.code(), s.message())))?;
+        let mut rx = bridge::pump(resp.into_inner());
+        expect_ack(
+            &mut rx,
+            self.join_timeout + Duration::from_secs(2),
+            "session",
+        )
+        .await?;
+        let _permit = tokio::time::timeout(self.pool_wait, self.sessions.acquire())
+            .await
+            .map_err(|_| {
+                ServerError::PeerUnavailable(format!(
+                    "no compute slot free within {:?} (server busy)",
+                    self.pool_wait
+                ))
+            })?
+            .map_err(|_| ServerError::Internal("shutting down".into()))?;
+        let (batch, pool) = epoch.store.take(None, self.pool_wait).await?;
+        tx.send(Ok(frame(peer_frame::Kind::Start(StartSession { batch }))))
+            .await
+            .map_err(|_| ServerError::Aborted("party 1 left the session".into()))?;
+        expect_ack(&mut rx, self.pool_wait + Duration::from_secs(2), "batch").await?;
+        let wait = t0.elapsed();
+        let (out, mut stats) = self
+            .forward(epoch.model.clone(), PeerStream { tx, rx }, pool, input)
+            .await?;
+        stats.wait_micros = wait.as_micros() as u64;
+        Ok((out, stats))
+    }
+
+    /// Party 1's side of a session.
+    async fn follow_session(
+        &self,
+        entry: &Arc<ModelEntry>,
+        sid: [u8; 16],
+        input: Share,
+    ) -> Result<(Share, SessionStats), ServerError> {
+        let t0 = Instant::now();
+        let (header, mut stream) = self.claim(sid).await?;
+        let tx = stream.tx.clone();
+        let result: Result<(Share, SessionStats), ServerError> = async {
+            let pid: [u8; 16] = header
+                .pairing_id
+                .as_slice()
+                .try_into()
+                .map_err(|_| ServerError::Aborted("bad pairing id from party 0".into()))?;
+            let epoch = entry.by_id(&pid, Duration::from_secs(5)).await.ok_or_else(|| {
+                ServerError::Aborted(format!(
+                    "party 0 runs this session under pairing {} of another model or an ended pairing",
+                    hex(&pid)
+                ))
+            })?;
+            let ack = || Ok(frame(peer_frame::Kind::Ack(Ack {})));
+            tx.send(ack())
+                .await
+                .map_err(|_| ServerError::Aborted("party 0 left the session".into()))?;
+            // Party 0 bounds its own waits for a slot and a batch by the pool wait.
+            let start_wait = 2 * self.pool_wait + self.join_timeout;
+            let batch = match tokio::time::timeout(start_wait, stream.rx.recv()).await {
+                Err(_) => {
+                    return Err(ServerError::Aborted(format!(
+                        "party 0 did not start the session within {start_wait:?}"
+                    )));
+                }
+                Ok(Some(Ok(PeerFrame {
+                    kind: Some(peer_frame::Kind::Start(s)),
+                }))) => s.batch,
+                Ok(Some(Err(s))) => return Err(ServerError::Rpc(s)),
+                Ok(_) => return Err(ServerError::Aborted("party 0 left the session".into())),
+            };
+            let (_, pool) = epoch.store.take(Some(batch), self.pool_wait).await?;
+            tx.send(ack())
+                .await
+                .map_err(|_| ServerError::Aborted("party 0 left the session".into()))?;
+            let wait = t0.elapsed();
+            let (out, mut stats) = self.forward(epoch.model.clone(), stream, pool, input).await?;
+            stats.wait_micros = wait.as_micros() as u64;
+            Ok((out, stats))
+        }
+        .await;
+        if let Err(e) = &result {
+            let _ = tx.send(Err(e.to_status())).await;
+        }
+        result
+    }
+
+    /// Party 1: wait for party 0's stream for session `sid`.
+    async fn claim(&self, sid: [u8; 16]) -> Result<(SessionHeader, PeerStream), ServerError> {
+        let n = self
+            .rendezvous
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let rx = {
+            let mut slots = self.rendezvous.slots.lock().expect("rendezvous lock");
+            match slots.remove(&sid) {
+                Some(Slot::Peer(h, s, _)) => return Ok((h, s)),
+                Some(w @ Slot::Waiter(..)) => {
+                    slots.insert(sid, w);
+                    return Err(ServerError::DuplicateSession(hex(&sid)));
+                }
+                None => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    slots.insert(sid, Slot::Waiter(tx, n));
+                    rx
+                }
+            }
+        };
+        let _guard = WaiterGuard {
+            rendezvous: self.rendezvous.clone(),
+            sid,
+            n,
+        };
+        match tokio::time::timeout(self.join_timeout, rx).await {
+            Ok(Ok(x)) => Ok(x),
+            _ => Err(ServerError::PeerUnavailable(format!(
+                "party 0 did not open this session within {:?}",
+                self.join_timeout
+            ))),
+        }
+    }
+
+    /// Party 1: offer party 0's stream for session `sid`.
+    fn offer(
+        &self,
+        sid: [u8; 16],
+        header: SessionHeader,
+        stream: PeerStream,
+    ) -> Result<(), ServerError> {
+        let mut slots = self.rendezvous.slots.lock().expect("rendezvous lock");
+        match slots.remove(&sid) {
+            Some(Slot::Waiter(w, _)) => {
+                if let Err((_, s)) = w.send((header, stream)) {
+                    drop(s);
+                    return Err(ServerError::PeerUnavailable("the client left".into()));
+                }
+                Ok(())
+            }
+            Some(p @ Slot::Peer(..)) => {
+                slots.insert(sid, p);
+                Err(ServerError::DuplicateSession(hex(&sid)))
+            }
+            None => {
+                let n = self
+                    .rendezvous
+                    .counter
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                slots.insert(sid, Slot::Peer(header, stream, n));
+                let rv: Weak<Rendezvous> = Arc::downgrade(&self.rendezvous);
+                let wait = self.join_timeout;
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    if let Some(rv) = rv.upgrade() {
+                        let mut slots = rv.slots.lock().expect("rendezvous lock");
+                        if matches!(slots.get(&sid), Some(Slot::Peer(_, _, m)) if *m == n) {
+                            // Dropping the stream ends it at party 0.
+                            slots.remove(&sid);
+                        }
+                    }
+                });
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Reads the dealer stream of one pairing and expands batches into its pool.
+struct DealerReader {
+    party: Party,
+    plans: ModelPlans,
+    store: Weak<PoolStore>,
+}
+
+impl DealerReader {
+    async fn run(self, mut inbound: Streaming<mpcvit_proto::v1::ProvisionResponse>, seed: Seed) {
+        let mut generator = Some(MaterialGen::new(self.party, &seed));
+        let mut next = 0u64;
+        let mut buf: Vec<u8> = Vec::new();
+        let reason = loop {
+            let msg = match inbound.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) => break "the dealer closed the stream".to_string(),
+                Err(s) => break format!("{}: {}", s.code(), s.message()),
+            };
+            let Some(provision_response::Kind::Chunk(c)) = msg.kind else {
+                break "unexpected message from the dealer".into();
+            };
+            if c.batch != next {
+                break format!("batch {} arrived, expected {next}", c.batch);
+            }
+            let plan = if next == 0 {
+                self.plans.prepare.clone()
+            } else {
+                self.plans.online.clone()
+            };
+            let lens: Vec<usize> = plan.iter().map(|r| r.dealer_bytes(self.party)).collect();
+            let total: usize = lens.iter().sum();
+            buf.extend_from_slice(&c.data);
+            if buf.len() > total {
+                break format!("batch {next} is longer than its plan ({total} bytes)");
+            }
+            if !c.last {
+                continue;
+            }
+            if buf.len() != total {
+                break format!("batch {next} has {} bytes, its plan {total}", buf.len());
+            }
+            let bytes = std::mem::take(&mut buf);
+            let generator_now = generator.take().expect("generator present");
+            let expanded = tokio::task::spawn_blocking(move || {
+                let mut g = generator_now;
+                let r = expand(&mut g, &plan, &lens, &bytes);
+                (g, r)
+            })
+            .await;
+            let (g, pool) = match expanded {
+                Ok((g, Ok(p))) => (g, p),
+                Ok((_, Err(e))) => break format!("expanding batch {next}: {e}"),
+                Err(e) => break format!("expansion task: {e}"),
+            };
+            generator = Some(g);
+            let Some(store) = self.store.upgrade() else {
+                return;
+            };
+            store.put(next, pool);
+            debug!(batch = next, bytes = total, "batch ready");
+            next += 1;
+        };
+        if let Some(store) = self.store.upgrade() {
+            warn!(reason = %reason, "dealer link lost");
+            store.dealer_lost(reason);
+        }
+    }
+}
+
+fn expand(
+    g: &mut MaterialGen,
+    plan: &[Request],
+    lens: &[usize],
+    bytes: &[u8],
+) -> Result<Pool, mpc_core::MpcError> {
+    let mut msgs = Vec::with_capacity(plan.len());
+    let mut at = 0;
+    for l in lens {
+        msgs.push(bytes[at..at + l].to_vec());
+        at += l;
+    }
+    Pool::preprocess(g, plan, &msgs)
+}
+
+/// The party's gRPC services (client API and peer link share the state).
+#[derive(Clone)]
+pub struct PartyService {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for PartyService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PartyService(party {})", self.shared.party.index())
+    }
+}
+
+#[tonic::async_trait]
+impl Inference for PartyService {
+    async fn list_models(
+        &self,
+        req: RpcRequest<ListModelsRequest>,
+    ) -> Result<Response<ListModelsResponse>, Status> {
+        require_client(&req, self.shared.client_token.as_deref())?;
+        let mut models: Vec<ModelInfo> = self
+            .shared
+            .models
+            .values()
+            .map(|e| ModelInfo {
+                name: e.name.clone(),
+                manifest_json: e.manifest_json.clone(),
+                frac_bits: e.params.fp.frac_bits,
+                input_len: e.input_len as u64,
+                output_len: e.output_len as u64,
+                ready: e.ready(),
+                pool_available: e.pool_available(),
+            })
+            .collect();
+        models.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Response::new(ListModelsResponse {
+            models,
+            party: self.shared.party.index() as u32,
+        }))
+    }
+
+    async fn infer(
+        &self,
+        req: RpcRequest<InferRequest>,
+    ) -> Result<Response<InferResponse>, Status> {
+        require_client(&req, self.shared.client_token.as_deref())?;
+        let r = req.into_inner();
+        let sh = &self.shared;
+        let entry = sh.entry(&r.model)?;
+        let sid = session_id(&r.session_id)?;
+        let want = entry.input_len * 8;
+        if r.input_share.len() != want {
+            return Err(ServerError::InvalidArgument(format!(
+                "input share of {} bytes; model {} takes {} ring elements ({want} bytes)",
+                r.input_share.len(),
+                entry.name,
+                entry.input_len
+            ))
+            .into());
+        }
+        let input = Share::new(words(&r.input_share));
+        let span = info_span!("session", id = %hex(&sid), model = %entry.name);
+        let result = async {
+            match sh.party {
+                Party::P0 => sh.lead_session(&entry, sid, input).await,
+                Party::P1 => sh.follow_session(&entry, sid, input).await,
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        let _g = span.enter();
+        match result {
+            Ok((out, stats)) => {
+                info!(
+                    rounds = stats.rounds,
+                    bytes_sent = stats.bytes_sent,
+                    online_ms = stats.online_micros / 1000,
+                    wait_ms = stats.wait_micros / 1000,
+                    "session done"
+                );
+                Ok(Response::new(InferResponse {
+                    output_share: to_bytes(&out),
+                    stats: Some(stats),
+                }))
+            }
+            Err(e) => {
+                warn!(error = %e, code = ?e.code(), "session failed");
+                Err(e.into())
+            }
+        }
+    }
+}
+
+type FrameStream = Pin<Box<dyn Stream<Item = Result<PeerFrame, Status>> + Send>>;
+
+async fn first_frame(incoming: &mut Streaming<PeerFrame>) -> Result<peer_frame::Kind, ServerError> {
+    match tokio::time::timeout(Duration::from_secs(5), incoming.message()).await {
+        Ok(Ok(Some(PeerFrame { kind: Some(k) }))) => Ok(k),
+        Ok(Err(s)) => Err(ServerError::Rpc(s)),
+        _ => Err(ServerError::InvalidArgument("no header frame".into())),
+    }
+}
+
+#[tonic::async_trait]
+impl PeerLink for PartyService {
+    type PairStream = FrameStream;
+    type SessionStream = FrameStream;
+
+    async fn pair(
+        &self,
+        req: RpcRequest<Streaming<PeerFrame>>,
+    ) -> Result<Response<Self::PairStream>, Status> {
+        require_role(&req, &[Role::Party(0)])?;
+        let mut incoming = req.into_inner();
+        let peer_frame::Kind::Pair(h) = first_frame(&mut incoming).await? else {
+            return Err(ServerError::InvalidArgument("expected a pair header".into()).into());
+        };
+        let entry = self.shared.entry(&h.model)?;
+        if h.plan_digest != entry.digest {
+            return Err(ServerError::Mismatch(format!(
+                "model {}: the parties hold different manifests or plans",
+                entry.name
+            ))
+            .into());
+        }
+        let id: [u8; 16] = h
+            .pairing_id
+            .as_slice()
+            .try_into()
+            .map_err(|_| ServerError::InvalidArgument("pairing id must be 16 bytes".into()))?;
+        let (tx, out) = bridge::outgoing();
+        let rx = bridge::pump(incoming);
+        tx.send(Ok(frame(peer_frame::Kind::Ack(Ack {}))))
+            .await
+            .map_err(|_| Status::internal("pair channel closed"))?;
+        let shared = self.shared.clone();
+        let err_tx = tx.clone();
+        let span = info_span!("pairing", id = %hex(&id), model = %entry.name);
+        tokio::spawn(
+            async move {
+                if let Err(e) = shared
+                    .follow_pairing(entry, id, PeerStream { tx, rx })
+                    .await
+                {
+                    warn!(error = %e, "pairing failed");
+                    let _ = err_tx.send(Err(e.to_status())).await;
+                }
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn session(
+        &self,
+        req: RpcRequest<Streaming<PeerFrame>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        require_role(&req, &[Role::Party(0)])?;
+        let mut incoming = req.into_inner();
+        let peer_frame::Kind::Session(h) = first_frame(&mut incoming).await? else {
+            return Err(ServerError::InvalidArgument("expected a session header".into()).into());
+        };
+        let sid = session_id(&h.session_id)?;
+        let (tx, out) = bridge::outgoing();
+        let rx = bridge::pump(incoming);
+        self.shared.offer(sid, h, PeerStream { tx, rx })?;
+        Ok(Response::new(Box::pin(out)))
+    }
+}
+
+/// Serve a party until `shutdown` resolves.
+pub async fn serve(
+    config: PartyConfig,
+    listeners: PartyListeners,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let party = config.party;
+    let mut models = HashMap::new();
+    let params = SecureParams::default();
+    for shares in config.models {
+        let cfg = shares.config().clone();
+        let name = cfg.name.clone();
+        if shares.frac_bits() != params.fp.frac_bits {
+            return Err(ServerError::Config(format!(
+                "model {name}: shares at {} fractional bits, this build computes at {}",
+                shares.frac_bits(),
+                params.fp.frac_bits
+            )));
+        }
+        let manifest_json = cfg.to_manifest_json()?;
+        let plans = tokio::task::spawn_blocking({
+            let shares = shares.clone();
+            move || ModelPlans::record(&shares, party, params)
+        })
+        .await
+        .map_err(|e| ServerError::Internal(e.to_string()))??;
+        let digest = plans.digest(&manifest_json);
+        info!(
+            model = %name,
+            prepare_requests = plans.prepare.len(),
+            online_requests = plans.online.len(),
+            dealer_bytes_per_inference = plans.online_dealer_bytes(party),
+            "model loaded"
+        );
+        let entry = ModelEntry {
+            input_len: cfg.input_len(),
+            output_len: cfg.num_classes,
+            name: name.clone(),
+            manifest_json,
+            shares: Arc::new(shares),
+            params,
+            plans,
+            digest,
+            epochs: Mutex::default(),
+            epochs_version: watch::channel(0).0,
+        };
+        if models.insert(name.clone(), Arc::new(entry)).is_some() {
+            return Err(ServerError::Config(format!("model {name} is given twice")));
+        }
+    }
+    let dealer = endpoint(&config.dealer_addr, &config.tls, Role::Dealer)?.connect_lazy();
+    let peer = match (party, &config.peer_addr) {
+        (Party::P0, Some(a)) => Some(endpoint(a, &config.tls, Role::Party(1))?.connect_lazy()),
+        (Party::P0, None) => {
+            return Err(ServerError::Config(
+                "party 0 needs the address of party 1".into(),
+            ));
+        }
+        (Party::P1, _) => None,
+    };
+    let (stop_tx, stop) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        party,
+        fp: params.fp,
+        models,
+        client_token: config.client_token.clone(),
+        pool_target: config.pool_target.max(1),
+        join_timeout: config.join_timeout,
+        recv_timeout: config.recv_timeout,
+        pool_wait: config.pool_wait,
+        retry: config.retry,
+        sessions: Semaphore::new(config.max_sessions.max(1)),
+        rendezvous: Arc::default(),
+        dealer,
+        peer,
+        stop: stop.clone(),
+    });
+    let service = PartyService {
+        shared: shared.clone(),
+    };
+    if party == Party::P0 {
+        for entry in shared.models.values() {
+            let span = info_span!("lead", model = %entry.name);
+            tokio::spawn(shared.clone().lead(entry.clone()).instrument(span));
+        }
+    }
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<InferenceServer<PartyService>>()
+        .await;
+    let wait_stop = |mut s: watch::Receiver<bool>| async move {
+        let _ = s.wait_for(|v| *v).await;
+    };
+    let client_addr: Option<SocketAddr> = listeners.client.local_addr().ok();
+    info!(party = party.index(), ?client_addr, "client API listening");
+    let client_tls = if config.client_token.is_some() {
+        config.tls.server_optional_client_cert()
+    } else {
+        config.tls.server()
+    };
+    let client_srv = tonic::transport::Server::builder()
+        .initial_stream_window_size(Some(crate::STREAM_WINDOW))
+        .initial_connection_window_size(Some(crate::CONNECTION_WINDOW))
+        .tls_config(client_tls)?
+        .layer(tower::util::MapResponseLayer::new(
+            crate::error::fix_oversized_status,
+        ))
+        .add_service(health)
+        .add_service(
+            InferenceServer::new(service.clone())
+                .max_decoding_message_size(config.max_message_bytes)
+                .max_encoding_message_size(MAX_INTERNAL_MESSAGE),
+        )
+        .serve_with_incoming_shutdown(crate::incoming(listeners.client), wait_stop(stop.clone()));
+    let peer_srv = async {
+        match listeners.peer {
+            Some(l) if party == Party::P1 => {
+                info!(addr = ?l.local_addr().ok(), "peer link listening");
+                tonic::transport::Server::builder()
+                    .initial_stream_window_size(Some(crate::STREAM_WINDOW))
+                    .initial_connection_window_size(Some(crate::CONNECTION_WINDOW))
+                    .http2_keepalive_interval(Some(Duration::from_secs(5)))
+                    .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+                    .tls_config(config.tls.server())?
+                    .add_service(
+                        PeerLinkServer::new(service.clone())
+                            .max_decoding_message_size(MAX_INTERNAL_MESSAGE)
+                            .max_encoding_message_size(MAX_INTERNAL_MESSAGE),
+                    )
+                    .serve_with_incoming_shutdown(crate::incoming(l), wait_stop(stop.clone()))
+                    .await
+            }
+            _ => {
+                wait_stop(stop.clone()).await;
+                Ok(())
+            }
+        }
+    };
+    let stopper = async move {
+        shutdown.await;
+        info!("shutting down");
+        let _ = stop_tx.send(true);
+        health_reporter
+            .set_not_serving::<InferenceServer<PartyService>>()
+            .await;
+    };
+    let (a, b, ()) = tokio::join!(client_srv, peer_srv, stopper);
+    a?;
+    b?;
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! The weight share file: one party's additive share of every weight, written
+//! by the model owner's `mpcvit-server split` and read by that party's server.
+//!
+//! Format: `model::secure::SHARE_FORMAT` (safetensors of `U64` ring
+//! elements with the public manifest in the metadata).
+//!
+//! Each file alone is uniformly random: party 0's file is the ChaCha stream
+//! of a fresh seed, party 1's is the encoded weights minus it.
+
+use std::path::Path;
+
+use mpc_core::{FixedPoint, Party, Prg, Seed};
+
+use crate::error::ServerError;
+use model::secure::{WeightShares, split_weights};
+
+/// File name of party `p`'s share inside a model directory.
+pub fn share_file_name(party: Party) -> String {
+    format!("share-{}.safetensors", party.index())
+}
+
+/// Split a plaintext model into the two parties' share files (the model
+/// owner's step). Returns the two files' bytes.
+pub fn split_model(model: &model::Model, fp: FixedPoint) -> Result<[Vec<u8>; 2], ServerError> {
+    let mut prg = Prg::new(&Seed::random());
+    let [s0, s1] = split_weights(model, fp, &mut prg);
+    Ok([
+        to_safetensors(&s0, Party::P0)?,
+        to_safetensors(&s1, Party::P1)?,
+    ])
+}
+
+/// Write `dir/manifest.json` (public) and `dir/share-{0,1}.safetensors`.
+pub fn split_to_dir(model: &model::Model, fp: FixedPoint, dir: &Path) -> Result<(), ServerError> {
+    std::fs::create_dir_all(dir).map_err(|e| ServerError::io("creating", dir, e))?;
+    let manifest = model.config().to_manifest_json()?;
+    let path = dir.join(model::config::MANIFEST_FILE);
+    std::fs::write(&path, manifest).map_err(|e| ServerError::io("writing", &path, e))?;
+    let [b0, b1] = split_model(model, fp)?;
+    for (party, bytes) in [(Party::P0, b0), (Party::P1, b1)] {
+        let path = dir.join(share_file_name(party));
+        std::fs::write(&path, bytes).map_err(|e| ServerError::io("writing", &path, e))?;
+    }
+    Ok(())
+}
+
+/// What a party loaded: its share and which party it belongs to.
+#[derive(Debug)]
+pub struct LoadedShare {
+    /// The share (opaque `Debug`).
+    pub shares: WeightShares,
+    /// The party the file was written for.
+    pub party: Party,
+}
+
+/// Read a share file.
+pub fn load(path: &Path) -> Result<LoadedShare, ServerError> {
+    let bytes = std::fs::read(path).map_err(|e| ServerError::io("reading", path, e))?;
+    from_safetensors(&bytes).map_err(|e| match e {
+        ServerError::ShareFile(reason) => {
+            ServerError::ShareFile(format!("{}: {reason}", path.display()))
+        }
+        other => other,
+    })
+}
+
+/// One party's share as safetensors bytes (format: `model::secure::SHARE_FORMAT`).
+pub fn to_safetensors(s: &WeightShares, party: Party) -> Result<Vec<u8>, ServerError> {
+    Ok(s.to_safetensors(party)?)
+}
+
+/// Parse one party's share, checking every tensor against the manifest.
+pub fn from_safetensors(bytes: &[u8]) -> Result<LoadedShare, ServerError> {
+    let (shares, party) =
+        WeightShares::from_safetensors(bytes).map_err(|e| ServerError::ShareFile(e.to_string()))?;
+    Ok(LoadedShare { shares, party })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::{Model, ModelConfig};
+
+    fn tiny() -> ModelConfig {
+        let mut c = ModelConfig {
+            name: "tiny".into(),
+            image_size: 8,
+            patch_size: 4,
+            dim: 8,
+            depth: 2,
+            heads: 2,
+            mlp_hidden: 16,
+            ..ModelConfig::vit_7_4_32()
+        };
+        c.attention = vec![vec![model::AttnKind::ReluSoftmax; 2]; 2];
+        let n = c.num_tokens();
+        c.beta = vec![None, Some((0..n).map(|t| t != 1).collect())];
+        c
+    }
+
+    #[test]
+    fn roundtrip_and_parties() {
+        let m = Model::random(tiny(), 1).unwrap();
+        let fp = FixedPoint::default();
+        let [b0, b1] = split_model(&m, fp).unwrap();
+        let l0 = from_safetensors(&b0).unwrap();
+        let l1 = from_safetensors(&b1).unwrap();
+        assert_eq!((l0.party, l1.party), (Party::P0, Party::P1));
+        assert_eq!(l0.shares.config(), m.config());
+        // Re-encoding gives the same bytes.
+        assert_eq!(
+            to_safetensors(&l1.shares, Party::P1).unwrap().len(),
+            b1.len()
+        );
+        // Debug never shows values.
+        let dbg = format!("{:?}", l0.shares);
+        assert!(dbg.contains("secret"));
+    }
+
+    #[test]
+    fn wrong_files_are_clear_errors() {
+        assert!(matches!(
+            from_safetensors(b"not a file"),
+            Err(ServerError::ShareFile(_))
+        ));
+        let m = Model::random(tiny(), 1).unwrap();
+        let plain = m.to_safetensors().unwrap();
+        let err = from_safetensors(&plain).unwrap_err().to_string();
+        assert!(err.contains("format"), "{err}");
+    }
+}

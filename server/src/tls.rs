@@ -1,0 +1,295 @@
+//! Mutual TLS on every link (rustls through tonic).
+//!
+//! One CA signs every certificate; a certificate's role is its DNS subject
+//! alternative name: `dealer.mpcvit`, `party0.mpcvit`, `party1.mpcvit`,
+//! `client.mpcvit`. A TLS handshake without a certificate signed by the CA
+//! fails; then each service checks the caller's role ([`require_role`]):
+//! party 1's peer link accepts only party 0, the dealer only the parties, and
+//! the client API only clients (or a configured bearer token). Clients check
+//! a server's role through the TLS server name.
+//!
+//! `mpcvit-server certs --out DIR` writes `ca.pem` and `<role>.pem` /
+//! `<role>.key` for every role ([`CertBundle`]); the local mode makes the
+//! same bundle in memory.
+
+use std::path::Path;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+use crate::error::ServerError;
+
+/// Who holds a certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The dealer of correlated randomness.
+    Dealer,
+    /// Computing party 0 or 1.
+    Party(u8),
+    /// A client of the inference API.
+    Client,
+}
+
+impl Role {
+    /// Every role, in file order.
+    pub const ALL: [Role; 4] = [Role::Dealer, Role::Party(0), Role::Party(1), Role::Client];
+
+    /// The DNS name in the role's certificate (and the TLS server name).
+    pub fn dns_name(self) -> &'static str {
+        match self {
+            Role::Dealer => "dealer.mpcvit",
+            Role::Party(0) => "party0.mpcvit",
+            Role::Party(_) => "party1.mpcvit",
+            Role::Client => "client.mpcvit",
+        }
+    }
+
+    /// The file stem of the role's certificate and key.
+    pub fn file_stem(self) -> &'static str {
+        match self {
+            Role::Dealer => "dealer",
+            Role::Party(0) => "party0",
+            Role::Party(_) => "party1",
+            Role::Client => "client",
+        }
+    }
+}
+
+/// A certificate and its private key, PEM. `Debug` never shows the key.
+#[derive(Clone)]
+pub struct KeyedCert {
+    /// The certificate chain, PEM.
+    pub cert_pem: String,
+    /// The private key, PEM.
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for KeyedCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyedCert(<private key>)")
+    }
+}
+
+/// One node's TLS material: the CA to trust and its own certificate.
+#[derive(Clone, Debug)]
+pub struct TlsMaterial {
+    /// The CA certificate, PEM.
+    pub ca_pem: String,
+    /// This node's certificate and key.
+    pub identity: KeyedCert,
+}
+
+impl TlsMaterial {
+    /// Read `ca.pem`, `<role>.pem` and `<role>.key` from `dir`.
+    pub fn load(dir: &Path, role: Role) -> Result<Self, ServerError> {
+        let stem = role.file_stem();
+        Self::load_files(
+            &dir.join("ca.pem"),
+            &dir.join(format!("{stem}.pem")),
+            &dir.join(format!("{stem}.key")),
+        )
+    }
+
+    /// Read a CA, a certificate and a key from explicit paths.
+    pub fn load_files(ca: &Path, cert: &Path, key: &Path) -> Result<Self, ServerError> {
+        let read =
+            |p: &Path| std::fs::read_to_string(p).map_err(|e| ServerError::io("reading", p, e));
+        Ok(TlsMaterial {
+            ca_pem: read(ca)?,
+            identity: KeyedCert {
+                cert_pem: read(cert)?,
+                key_pem: read(key)?,
+            },
+        })
+    }
+
+    fn identity(&self) -> Identity {
+        Identity::from_pem(&self.identity.cert_pem, &self.identity.key_pem)
+    }
+
+    /// Server side: require a client certificate signed by the CA.
+    pub fn server(&self) -> ServerTlsConfig {
+        ServerTlsConfig::new()
+            .identity(self.identity())
+            .client_ca_root(Certificate::from_pem(&self.ca_pem))
+    }
+
+    /// Server side, client certificate optional (a bearer token may stand in;
+    /// the service then checks one or the other).
+    pub fn server_optional_client_cert(&self) -> ServerTlsConfig {
+        self.server().client_auth_optional(true)
+    }
+
+    /// Client side, connecting to a server of role `server`.
+    pub fn client(&self, server: Role) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .identity(self.identity())
+            .domain_name(server.dns_name())
+    }
+}
+
+/// A CA and a certificate for every role.
+#[derive(Clone, Debug)]
+pub struct CertBundle {
+    /// The CA certificate, PEM.
+    pub ca_pem: String,
+    /// The CA's key (to sign more clients later), PEM.
+    pub ca: KeyedCert,
+    /// Certificates in the order of [`Role::ALL`].
+    pub nodes: Vec<(Role, KeyedCert)>,
+}
+
+fn tls_err(e: rcgen::Error) -> ServerError {
+    ServerError::Tls(e.to_string())
+}
+
+impl CertBundle {
+    /// A fresh CA (valid 10 years from now in rcgen's default window) and
+    /// one certificate per role.
+    pub fn generate() -> Result<Self, ServerError> {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "mpcvit CA");
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_key = KeyPair::generate().map_err(tls_err)?;
+        let ca_key_pem = ca_key.serialize_pem();
+        let ca = CertifiedIssuer::self_signed(ca_params, ca_key).map_err(tls_err)?;
+        let mut nodes = Vec::new();
+        for role in Role::ALL {
+            let mut p =
+                CertificateParams::new(vec![role.dns_name().to_string()]).map_err(tls_err)?;
+            p.distinguished_name
+                .push(DnType::CommonName, role.dns_name());
+            p.extended_key_usages = vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ];
+            let key = KeyPair::generate().map_err(tls_err)?;
+            let cert = p.signed_by(&key, &ca).map_err(tls_err)?;
+            nodes.push((
+                role,
+                KeyedCert {
+                    cert_pem: cert.pem(),
+                    key_pem: key.serialize_pem(),
+                },
+            ));
+        }
+        Ok(CertBundle {
+            ca_pem: ca.pem(),
+            ca: KeyedCert {
+                cert_pem: ca.pem(),
+                key_pem: ca_key_pem,
+            },
+            nodes,
+        })
+    }
+
+    /// The TLS material of `role`.
+    pub fn material(&self, role: Role) -> TlsMaterial {
+        let identity = self
+            .nodes
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, c)| c.clone())
+            .expect("every role is in the bundle");
+        TlsMaterial {
+            ca_pem: self.ca_pem.clone(),
+            identity,
+        }
+    }
+
+    /// Write `ca.pem`, `ca.key` and `<role>.{pem,key}` into `dir`; keys are
+    /// created readable by the owner only (on Unix).
+    pub fn write_dir(&self, dir: &Path) -> Result<(), ServerError> {
+        std::fs::create_dir_all(dir).map_err(|e| ServerError::io("creating", dir, e))?;
+        let write = |name: String, text: &str, secret: bool| -> Result<(), ServerError> {
+            let path = dir.join(name);
+            write_file(&path, text.as_bytes(), secret)
+        };
+        write("ca.pem".into(), &self.ca_pem, false)?;
+        write("ca.key".into(), &self.ca.key_pem, true)?;
+        for (role, c) in &self.nodes {
+            write(format!("{}.pem", role.file_stem()), &c.cert_pem, false)?;
+            write(format!("{}.key", role.file_stem()), &c.key_pem, true)?;
+        }
+        Ok(())
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8], secret: bool) -> Result<(), ServerError> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = secret;
+    let mut f = opts
+        .open(path)
+        .map_err(|e| ServerError::io("writing", path, e))?;
+    f.write_all(bytes)
+        .map_err(|e| ServerError::io("writing", path, e))
+}
+
+/// The role of the caller's certificate (leaf of the verified chain), if it
+/// has one of the roles' DNS names. The chain itself was verified against
+/// the CA during the handshake.
+pub fn caller_role<T>(req: &tonic::Request<T>) -> Option<Role> {
+    let certs = req.peer_certs()?;
+    let leaf = certs.first()?;
+    let cert = webpki::EndEntityCert::try_from(leaf).ok()?;
+    Role::ALL.into_iter().find(|r| {
+        let name = rustls_pki_types::ServerName::try_from(r.dns_name()).expect("valid DNS name");
+        cert.verify_is_valid_for_subject_name(&name).is_ok()
+    })
+}
+
+/// Check that the caller holds a certificate of one of `allowed`.
+pub fn require_role<T>(req: &tonic::Request<T>, allowed: &[Role]) -> Result<Role, ServerError> {
+    match caller_role(req) {
+        Some(r) if allowed.contains(&r) => Ok(r),
+        Some(r) => Err(ServerError::Unauthenticated(format!(
+            "a {} certificate is not accepted on this service",
+            r.dns_name()
+        ))),
+        None => Err(ServerError::Unauthenticated(
+            "no client certificate with an mpcvit role".into(),
+        )),
+    }
+}
+
+/// Client API check: a client certificate, or the configured bearer token.
+pub fn require_client<T>(req: &tonic::Request<T>, token: Option<&str>) -> Result<(), ServerError> {
+    if caller_role(req) == Some(Role::Client) {
+        return Ok(());
+    }
+    if let Some(token) = token {
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            return Ok(());
+        }
+        return Err(ServerError::Unauthenticated(
+            "a client certificate or a valid bearer token is required".into(),
+        ));
+    }
+    Err(ServerError::Unauthenticated(
+        "a client certificate is required".into(),
+    ))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

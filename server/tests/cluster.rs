@@ -1,0 +1,265 @@
+//! The dealer and both parties on loopback (one process, real gRPC with
+//! mutual TLS): correctness against the plaintext model, 16 concurrent
+//! clients, bad input, and refused certificates.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{argmax, cluster, max_diff, png, small_model, test_options};
+use mpc_core::{Seed, Share};
+use mpcvit_client::{Client, ClientAuth, ClientError};
+use mpcvit_proto::v1::dealer_client::DealerClient;
+use mpcvit_proto::v1::peer_link_client::PeerLinkClient;
+use mpcvit_proto::v1::{PeerFrame, ProvisionRequest};
+use mpcvit_server::tls::{CertBundle, Role, TlsMaterial};
+use tonic::Code;
+use tonic::transport::Endpoint;
+
+/// The secure logits match the plaintext model's (top-1 and within 0.05).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_inference_matches_plaintext() {
+    let model = small_model();
+    let (c, client, m) = cluster(&model, test_options()).await;
+    for seed in 0..3 {
+        let bytes = png(16 + 8 * seed as u32, seed);
+        let r = client.infer_image(&m, &bytes).await.unwrap();
+        let input = model::preprocess(model.config(), &bytes).unwrap();
+        let plain = model.forward(&input).unwrap();
+        let d = max_diff(&plain, &r.logits);
+        assert!(d < 0.05, "logits differ by {d}");
+        assert_eq!(argmax(&plain), argmax(&r.logits));
+        for s in &r.stats {
+            assert!(s.rounds > 10 && s.bytes_sent > 0 && s.online_micros > 0);
+        }
+        assert_eq!(r.stats[0].rounds, r.stats[1].rounds);
+        assert_eq!(r.stats[0].bytes_sent, r.stats[1].bytes_received);
+    }
+    c.shutdown().await;
+}
+
+/// 16 clients at once, each with its own image, all get their own answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_concurrent_clients() {
+    let model = small_model();
+    let mut opts = test_options();
+    opts.pool_target = 4;
+    let (c, client, m) = cluster(&model, opts).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..16u64 {
+        // Each task its own connection, as separate clients would have.
+        let auth = ClientAuth::Cert(c.client_tls.clone());
+        let addrs = c.party_addrs.clone();
+        let m = m.clone();
+        tasks.spawn(async move {
+            let client = Client::connect([&addrs[0], &addrs[1]], &auth)
+                .await
+                .unwrap();
+            let bytes = png(16, 100 + i);
+            (i, bytes.clone(), client.infer_image(&m, &bytes).await)
+        });
+    }
+    let mut n = 0;
+    while let Some(j) = tasks.join_next().await {
+        let (i, bytes, r) = j.unwrap();
+        let r = r.unwrap_or_else(|e| panic!("client {i}: {e}"));
+        let plain = model
+            .forward(&model::preprocess(model.config(), &bytes).unwrap())
+            .unwrap();
+        let d = max_diff(&plain, &r.logits);
+        assert!(d < 0.05, "client {i}: logits differ by {d}");
+        assert_eq!(argmax(&plain), argmax(&r.logits), "client {i}");
+        n += 1;
+    }
+    assert_eq!(n, 16);
+    drop(client);
+    c.shutdown().await;
+}
+
+fn code(e: &ClientError) -> Option<Code> {
+    e.code()
+}
+
+/// Malformed requests get clear statuses; the parties keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_statuses() {
+    let model = small_model();
+    let (c, client, m) = cluster(&model, test_options()).await;
+    let n = m.info.input_len as usize;
+    let sid = || Seed::random().to_bytes()[..16].to_vec();
+    let t = Instant::now();
+    // A share of the wrong length.
+    let e = client
+        .infer_shares(&m, [Share::zeros(n - 1), Share::zeros(n - 1)], sid())
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(Code::InvalidArgument), "{e}");
+    assert!(e.to_string().contains("ring elements"), "{e}");
+    // A session id of the wrong length.
+    let e = client
+        .infer_shares(&m, [Share::zeros(n), Share::zeros(n)], vec![1, 2, 3])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(Code::InvalidArgument), "{e}");
+    // An unknown model.
+    let mut other = m.clone();
+    other.info.name = "no-such-model".into();
+    let e = client
+        .infer_shares(&other, [Share::zeros(n), Share::zeros(n)], sid())
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(Code::NotFound), "{e}");
+    // An oversized message (the client API takes 4 MiB).
+    let big = Share::zeros(600_000);
+    let e = client
+        .infer_shares(&m, [big.clone(), big], sid())
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(Code::ResourceExhausted), "{e}");
+    // An undecodable image: refused before anything is sent.
+    let e = client.infer_image(&m, b"not an image").await.unwrap_err();
+    assert!(matches!(e, ClientError::Image(_)), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(5), "errors must be quick");
+    // The parties still serve, and say so on the health service.
+    let r = client.infer_image(&m, &png(16, 5)).await.unwrap();
+    assert_eq!(r.logits.len(), 10);
+    for addr in &c.party_addrs {
+        let ch = connect_raw(
+            addr,
+            &c.client_tls,
+            Role::Party((addr == &c.party_addrs[1]) as u8),
+        )
+        .await
+        .unwrap();
+        let h = tonic_health::pb::health_client::HealthClient::new(ch)
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "mpcvit.v1.Inference".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            h.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+    }
+    c.shutdown().await;
+}
+
+async fn connect_raw(
+    addr: &str,
+    tls: &TlsMaterial,
+    server: Role,
+) -> Result<tonic::transport::Channel, String> {
+    Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls.client(server))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Without a certificate from the cluster's CA nothing connects; with one of
+/// the wrong role, every service refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_checked_on_every_link() {
+    let model = small_model();
+    let (c, _client, m) = cluster(&model, test_options()).await;
+    let n = m.info.input_len as usize;
+    // A client certificate from another CA: the handshake fails.
+    let foreign = CertBundle::generate().unwrap();
+    let mut forged = foreign.material(Role::Client);
+    forged.ca_pem = c.certs.ca_pem.clone(); // trusts the servers, but is not trusted
+    let auth = ClientAuth::Cert(forged);
+    let r = async {
+        let cl = Client::connect([&c.party_addrs[0], &c.party_addrs[1]], &auth).await?;
+        cl.models().await
+    }
+    .await;
+    assert!(r.is_err(), "a foreign client certificate must be refused");
+    // No client certificate at all (token mode, but no token configured).
+    let auth = ClientAuth::Token {
+        ca_pem: c.certs.ca_pem.clone(),
+        token: "guess".into(),
+    };
+    let r = async {
+        let cl = Client::connect([&c.party_addrs[0], &c.party_addrs[1]], &auth).await?;
+        cl.infer_shares(&m, [Share::zeros(n), Share::zeros(n)], vec![0; 16])
+            .await
+    }
+    .await;
+    assert!(r.is_err(), "a client without a certificate must be refused");
+    // A party's certificate on the client API: valid chain, wrong role.
+    let auth = ClientAuth::Cert(c.certs.material(Role::Party(1)));
+    let cl = Client::connect([&c.party_addrs[0], &c.party_addrs[1]], &auth)
+        .await
+        .unwrap();
+    let e = cl.models().await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::Unauthenticated), "{e}");
+    // A client certificate on party 1's peer link.
+    let [peer_addr, dealer_addr] = &c.internal_addrs;
+    let ch = connect_raw(peer_addr, &c.client_tls, Role::Party(1))
+        .await
+        .unwrap();
+    let frames = tokio_stream::iter(vec![PeerFrame::default()]);
+    let e = PeerLinkClient::new(ch).session(frames).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e}");
+    // Party 1's own certificate on its peer link (only party 0 may connect).
+    let ch = connect_raw(peer_addr, &c.certs.material(Role::Party(1)), Role::Party(1))
+        .await
+        .unwrap();
+    let frames = tokio_stream::iter(vec![PeerFrame::default()]);
+    let e = PeerLinkClient::new(ch).pair(frames).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e}");
+    // A client certificate on the dealer.
+    let ch = connect_raw(dealer_addr, &c.client_tls, Role::Dealer)
+        .await
+        .unwrap();
+    let reqs = tokio_stream::iter(vec![ProvisionRequest::default()]);
+    let e = DealerClient::new(ch).provision(reqs).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e}");
+    // A foreign party certificate on the peer link: no handshake.
+    let mut fp = foreign.material(Role::Party(0));
+    fp.ca_pem = c.certs.ca_pem.clone();
+    let r = async {
+        let ch = connect_raw(peer_addr, &fp, Role::Party(1)).await?;
+        let frames = tokio_stream::iter(vec![PeerFrame::default()]);
+        PeerLinkClient::new(ch)
+            .session(frames)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    assert!(r.is_err(), "a foreign party certificate must be refused");
+    c.shutdown().await;
+}
+
+/// With a configured token, a client without a certificate gets in with the
+/// token and only with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_token_stands_in_for_a_client_certificate() {
+    let model = small_model();
+    let mut opts = test_options();
+    opts.client_token = Some("s3cret-token".into());
+    let (c, _client, m) = cluster(&model, opts).await;
+    let with = |token: &str| ClientAuth::Token {
+        ca_pem: c.certs.ca_pem.clone(),
+        token: token.into(),
+    };
+    let cl = Client::connect(
+        [&c.party_addrs[0], &c.party_addrs[1]],
+        &with("s3cret-token"),
+    )
+    .await
+    .unwrap();
+    let r = cl.infer_image(&m, &png(16, 77)).await.unwrap();
+    assert_eq!(r.logits.len(), 10);
+    let cl = Client::connect([&c.party_addrs[0], &c.party_addrs[1]], &with("wrong"))
+        .await
+        .unwrap();
+    let e = cl.models().await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::Unauthenticated), "{e}");
+    c.shutdown().await;
+}
