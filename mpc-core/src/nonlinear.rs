@@ -453,9 +453,22 @@ impl Session<'_> {
         }
         let (inv, p) = self.norm_inverse(xc, gamma, None, rows, c, params)?;
         let num = p.scaled.unwrap_or_else(|| xc.clone());
-        let y = self.mul_rows_raw(&num, &inv, rows, c)?;
+        self.scale_rows_shift(&num, &inv, rows, c, beta)
+    }
+
+    /// `diag(inv)·x + shift` for `x` (rows×cols) and row inverses at
+    /// `f + EXTRA_FRAC` bits, `shift` broadcast over rows. Rounds 2.
+    fn scale_rows_shift(
+        &mut self,
+        x: &Share,
+        inv: &Share,
+        rows: usize,
+        cols: usize,
+        shift: Option<&Share>,
+    ) -> Result<Share> {
+        let y = self.mul_rows_raw(x, inv, rows, cols)?;
         let y = self.trunc(&y, self.frac_bits() + EXTRA_FRAC)?;
-        Ok(match beta {
+        Ok(match shift {
             Some(b) => y.add(&Share::new(tile(b.as_slice(), rows))),
             None => y,
         })
@@ -482,12 +495,7 @@ impl Session<'_> {
         }
         let (inv, p) = self.norm_inverse(xc, None, Some(w), rows, c, params)?;
         let xw = p.product.expect("requested product");
-        let y = self.mul_rows_raw(&xw, &inv, rows, out)?;
-        let y = self.trunc(&y, self.frac_bits() + EXTRA_FRAC)?;
-        Ok(match bias {
-            Some(b) => y.add(&Share::new(tile(b.as_slice(), rows))),
-            None => y,
-        })
+        self.scale_rows_shift(&xw, &inv, rows, out, bias)
     }
 
     /// `z = LN(x)·γ + β` and `LN(x)·W + b` together, for a LayerNorm whose
