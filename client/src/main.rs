@@ -43,6 +43,12 @@ struct Conn {
     /// Directory with `ca.pem`, `client.pem`, `client.key` (from `mpcvit-server certs`).
     #[arg(long, env = "MPCVIT_CERTS", default_value = "certs")]
     certs: PathBuf,
+    /// Replica pairs behind the addresses. When `--party0`/`--party1`
+    /// contain `{k}`, one pair index k in 0..N is drawn at random and put
+    /// in both, so the two shares reach replicas that are paired with each
+    /// other (Kubernetes: pair k is `party0-k` + `party1-k`).
+    #[arg(long, env = "MPCVIT_PAIRS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pairs: u64,
     /// Use this bearer token instead of a client certificate (needs only `ca.pem`).
     #[arg(long, env = "MPCVIT_CLIENT_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -101,6 +107,26 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Put one random pair index k in 0..pairs into both addresses' `{k}`.
+fn pick_pair(a0: &str, a1: &str, pairs: u64) -> Result<(String, String), ClientError> {
+    const K: &str = "{k}";
+    if a0.contains(K) != a1.contains(K) {
+        return Err(ClientError::Config(format!(
+            "either both or neither of --party0 and --party1 contain {K} (got {a0:?} and {a1:?})"
+        )));
+    }
+    if !a0.contains(K) {
+        if pairs > 1 {
+            return Err(ClientError::Config(format!(
+                "--pairs {pairs} needs {K} in --party0 and --party1 (e.g. party0-{K}.party0:50051)"
+            )));
+        }
+        return Ok((a0.to_string(), a1.to_string()));
+    }
+    let k = (Prg::new(&Seed::random()).next_u64() % pairs).to_string();
+    Ok((a0.replace(K, &k), a1.replace(K, &k)))
+}
+
 /// A connection, and the local cluster behind it when there is one.
 struct Session {
     client: Client,
@@ -109,6 +135,7 @@ struct Session {
 
 async fn connect(c: &Conn) -> Result<Session, ClientError> {
     if let (Some(a0), Some(a1)) = (&c.party0, &c.party1) {
+        let (a0, a1) = &pick_pair(a0, a1, c.pairs)?;
         let auth = match &c.token {
             Some(t) => ClientAuth::Token {
                 ca_pem: std::fs::read_to_string(c.certs.join("ca.pem")).map_err(|source| {
@@ -341,4 +368,39 @@ async fn folder(
         return Err(ClientError::Protocol(format!("{failed} images failed")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_pair;
+
+    #[test]
+    fn pick_pair_puts_one_index_in_both_addresses() {
+        let mut seen = [false; 3];
+        for _ in 0..200 {
+            let (a0, a1) =
+                pick_pair("party0-{k}.party0:50051", "party1-{k}.party1:50052", 3).unwrap();
+            let k0 = a0
+                .strip_prefix("party0-")
+                .unwrap()
+                .split('.')
+                .next()
+                .unwrap();
+            let k1 = a1
+                .strip_prefix("party1-")
+                .unwrap()
+                .split('.')
+                .next()
+                .unwrap();
+            assert_eq!(k0, k1);
+            seen[k0.parse::<usize>().unwrap()] = true;
+        }
+        assert_eq!(seen, [true; 3], "every pair is used");
+        assert_eq!(
+            pick_pair("h0:1", "h1:2", 1).unwrap(),
+            ("h0:1".to_string(), "h1:2".to_string())
+        );
+        assert!(pick_pair("p0-{k}:1", "h1:2", 2).is_err());
+        assert!(pick_pair("h0:1", "h1:2", 2).is_err());
+    }
 }

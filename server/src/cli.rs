@@ -39,6 +39,9 @@ pub enum Command {
     Split(SplitArgs),
     /// Create a CA and certificates for the dealer, both parties and a client.
     Certs(CertsArgs),
+    /// Ask a plaintext health port (`--health-listen`) whether a service is
+    /// SERVING: exit status 0 if so (for container health checks).
+    Health(HealthArgs),
 }
 
 /// Flags common to every service.
@@ -50,6 +53,10 @@ pub struct CommonArgs {
     /// Log format.
     #[arg(long, env = "MPCVIT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+    /// Also serve `grpc.health.v1.Health` without TLS on this address, for
+    /// orchestrators' probes (status words only; see `mpcvit-server health`).
+    #[arg(long, env = "MPCVIT_HEALTH_LISTEN")]
+    pub health_listen: Option<String>,
 }
 
 /// A computing party.
@@ -127,6 +134,15 @@ pub struct SplitArgs {
     /// Output directory: `manifest.json`, `share-0.safetensors`, `share-1.safetensors`.
     #[arg(long)]
     pub out: PathBuf,
+    /// Write `OUT/party0/{manifest.json,share-0.safetensors}` and
+    /// `OUT/party1/{manifest.json,share-1.safetensors}`: one directory to
+    /// hand to each party.
+    #[arg(long)]
+    pub per_party: bool,
+    /// Do nothing if the output already exists (a second split would give
+    /// a party that restarts shares that no longer match the other's).
+    #[arg(long)]
+    pub keep_existing: bool,
     /// Fixed-point fractional bits.
     #[arg(long, default_value_t = 16)]
     pub frac_bits: u32,
@@ -138,6 +154,29 @@ pub struct CertsArgs {
     /// Output directory.
     #[arg(long, default_value = "certs")]
     pub out: PathBuf,
+    /// Write `OUT/ca.pem`, `OUT/ca.key` and `OUT/<role>/{ca.pem,<role>.pem,<role>.key}`
+    /// for dealer, party0, party1 and client: one directory to hand to each holder.
+    #[arg(long)]
+    pub per_role: bool,
+    /// Do nothing if `OUT/ca.pem` already exists (re-running a deployment's
+    /// one-shot step must not replace certificates under running services).
+    #[arg(long)]
+    pub keep_existing: bool,
+}
+
+/// The health probe.
+#[derive(Debug, Args, Clone)]
+pub struct HealthArgs {
+    /// The plaintext health port.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub addr: String,
+    /// The service to ask about: `""` (the process), `mpcvit.v1.Inference`
+    /// (a party: every model paired), `mpcvit.v1.Dealer`.
+    #[arg(long, default_value = "")]
+    pub service: String,
+    /// Seconds to wait for an answer.
+    #[arg(long, default_value_t = 3.0)]
+    pub timeout: f64,
 }
 
 fn secs(s: f64) -> Duration {
@@ -179,6 +218,13 @@ async fn bind(addr: &str) -> Result<tokio::net::TcpListener, ServerError> {
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| ServerError::Config(format!("cannot listen on {addr}: {e}")))
+}
+
+async fn bind_optional(addr: Option<&str>) -> Result<Option<tokio::net::TcpListener>, ServerError> {
+    match addr {
+        Some(a) => Ok(Some(bind(a).await?)),
+        None => Ok(None),
+    }
 }
 
 /// Run a party from its flags.
@@ -229,6 +275,7 @@ pub async fn run_party(a: PartyArgs) -> Result<(), ServerError> {
         } else {
             None
         },
+        health: bind_optional(a.common.health_listen.as_deref()).await?,
     };
     crate::party::serve(cfg, listeners, shutdown_signal()).await
 }
@@ -238,8 +285,10 @@ pub async fn run_dealer(a: DealerArgs) -> Result<(), ServerError> {
     telemetry::init(a.common.log_format, "info");
     let tls = TlsMaterial::load(&a.common.certs, Role::Dealer)?;
     let listener = bind(&a.listen).await?;
-    crate::dealer::serve(
+    let health = bind_optional(a.common.health_listen.as_deref()).await?;
+    crate::dealer::serve_with_health(
         listener,
+        health,
         &tls,
         crate::dealer::DealerConfig::default(),
         shutdown_signal(),
@@ -314,6 +363,34 @@ pub fn preset_config(preset: &str) -> Result<model::ModelConfig, ServerError> {
 
 /// The model owner's split.
 pub fn run_split(a: SplitArgs) -> Result<(), ServerError> {
+    if a.keep_existing {
+        let files = [Party::P0, Party::P1].map(|p| {
+            let dir = if a.per_party {
+                a.out.join(format!("party{}", p.index()))
+            } else {
+                a.out.clone()
+            };
+            dir.join(shares::share_file_name(p))
+        });
+        match files.iter().filter(|f| f.exists()).count() {
+            0 => {}
+            2 => {
+                eprintln!(
+                    "{} and {} exist: keeping them",
+                    files[0].display(),
+                    files[1].display()
+                );
+                return Ok(());
+            }
+            _ => {
+                return Err(ServerError::Config(format!(
+                    "only one of {} and {} exists: remove it and split again",
+                    files[0].display(),
+                    files[1].display()
+                )));
+            }
+        }
+    }
     let model = match (&a.model, &a.random) {
         (Some(dir), None) => model::Model::load_dir(dir)?,
         (None, Some(p)) => random_model(p, a.seed)?,
@@ -323,20 +400,50 @@ pub fn run_split(a: SplitArgs) -> Result<(), ServerError> {
             ));
         }
     };
-    shares::split_to_dir(&model, FixedPoint::new(a.frac_bits), &a.out)?;
-    eprintln!(
-        "wrote {}/manifest.json (public), share-0.safetensors (party 0 only), share-1.safetensors (party 1 only)",
-        a.out.display()
-    );
+    let fp = FixedPoint::new(a.frac_bits);
+    if a.per_party {
+        shares::split_to_party_dirs(&model, fp, &a.out)?;
+        eprintln!(
+            "wrote {0}/party0/ (manifest.json, share-0.safetensors: party 0 only) and {0}/party1/ (manifest.json, share-1.safetensors: party 1 only)",
+            a.out.display()
+        );
+    } else {
+        shares::split_to_dir(&model, fp, &a.out)?;
+        eprintln!(
+            "wrote {}/manifest.json (public), share-0.safetensors (party 0 only), share-1.safetensors (party 1 only)",
+            a.out.display()
+        );
+    }
     Ok(())
 }
 
 /// Create the certificates.
 pub fn run_certs(a: CertsArgs) -> Result<(), ServerError> {
-    CertBundle::generate()?.write_dir(&a.out)?;
-    eprintln!(
-        "wrote {}/ca.pem, ca.key and dealer, party0, party1, client .pem/.key (keys are secret: give each to its holder only)",
-        a.out.display()
-    );
+    if a.keep_existing && a.out.join("ca.pem").exists() {
+        eprintln!(
+            "{}/ca.pem exists: keeping the certificates there",
+            a.out.display()
+        );
+        return Ok(());
+    }
+    let bundle = CertBundle::generate()?;
+    if a.per_role {
+        bundle.write_role_dirs(&a.out)?;
+        eprintln!(
+            "wrote {0}/ca.pem, {0}/ca.key (keep the CA key apart) and {0}/<role>/ (ca.pem, <role>.pem, <role>.key) for dealer, party0, party1, client: give each directory to its holder only",
+            a.out.display()
+        );
+    } else {
+        bundle.write_dir(&a.out)?;
+        eprintln!(
+            "wrote {}/ca.pem, ca.key and dealer, party0, party1, client .pem/.key (keys are secret: give each to its holder only)",
+            a.out.display()
+        );
+    }
     Ok(())
+}
+
+/// Probe a plaintext health port.
+pub async fn run_health(a: HealthArgs) -> Result<(), ServerError> {
+    crate::health::probe(&a.addr, &a.service, secs(a.timeout)).await
 }

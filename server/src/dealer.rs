@@ -379,6 +379,18 @@ pub async fn serve(
     config: DealerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    serve_with_health(listener, None, tls, config, shutdown).await
+}
+
+/// [`serve`], plus the plaintext health port on `health` when given
+/// ([`crate::health`]).
+pub async fn serve_with_health(
+    listener: tokio::net::TcpListener,
+    health_listener: Option<tokio::net::TcpListener>,
+    tls: &TlsMaterial,
+    config: DealerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     info!(?addr, "dealer listening");
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -388,13 +400,33 @@ pub async fn serve(
     let svc = DealerServer::new(DealerService::new(config))
         .max_decoding_message_size(MAX_INTERNAL_MESSAGE)
         .max_encoding_message_size(MAX_INTERNAL_MESSAGE);
-    tonic::transport::Server::builder()
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let stopped = |mut s: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = s.wait_for(|v| *v).await;
+    };
+    let health_srv = {
+        let (plain, stopped) = (health.clone(), stopped(stop.clone()));
+        async move {
+            match health_listener {
+                Some(l) => crate::health::serve_plain(l, plain, stopped).await,
+                None => Ok(()),
+            }
+        }
+    };
+    let dealer_srv = tonic::transport::Server::builder()
         .initial_stream_window_size(Some(crate::STREAM_WINDOW))
         .initial_connection_window_size(Some(crate::CONNECTION_WINDOW))
         .tls_config(tls.server())?
         .add_service(health)
         .add_service(svc)
-        .serve_with_incoming_shutdown(crate::incoming(listener), shutdown)
-        .await?;
+        .serve_with_incoming_shutdown(crate::incoming(listener), stopped(stop));
+    let stopper = async move {
+        shutdown.await;
+        info!("shutting down");
+        let _ = stop_tx.send(true);
+    };
+    let (a, b, ()) = tokio::join!(dealer_srv, health_srv, stopper);
+    a?;
+    b?;
     Ok(())
 }

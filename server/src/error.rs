@@ -75,6 +75,9 @@ pub enum ServerError {
     /// Invalid configuration.
     #[error("configuration: {0}")]
     Config(String),
+    /// A health probe found the service down or not serving.
+    #[error("not healthy: {0}")]
+    NotHealthy(String),
     /// A bug or an unexpected state.
     #[error("internal: {0}")]
     Internal(String),
@@ -100,6 +103,7 @@ impl ServerError {
             ServerError::PeerUnavailable(_)
             | ServerError::PoolExhausted(_)
             | ServerError::Dealer(_)
+            | ServerError::NotHealthy(_)
             | ServerError::Transport(_) => Code::Unavailable,
             ServerError::Aborted(_) => Code::Aborted,
             ServerError::Mismatch(_) => Code::FailedPrecondition,

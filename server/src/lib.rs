@@ -12,6 +12,8 @@
 //! - [`tls`]: certificates (rcgen), TLS configs, role checks.
 //! - [`bridge`]: mpc-core's synchronous `Channel` over a gRPC stream.
 //! - [`error`]: the one error type and its one mapping to gRPC statuses.
+//! - [`health`]: the plaintext health port for orchestrators' probes, and
+//!   the `health` probe command.
 //!
 //! Protocol code (mpc-core, the secure forward) never runs on the async
 //! runtime's workers: sessions, model loads, dealing and pool expansion run
@@ -21,6 +23,7 @@ pub mod bridge;
 pub mod cli;
 pub mod dealer;
 pub mod error;
+pub mod health;
 pub mod kx;
 pub mod local;
 pub mod party;

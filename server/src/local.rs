@@ -110,7 +110,11 @@ impl LocalCluster {
             cfg.pool_wait = opts.pool_wait;
             cfg.client_token = opts.client_token.clone();
             cfg.retry = Duration::from_millis(200);
-            let listeners = PartyListeners { client, peer };
+            let listeners = PartyListeners {
+                client,
+                peer,
+                health: None,
+            };
             let s = wait(&stop);
             tasks.push(tokio::spawn(party::serve(cfg, listeners, s)));
         }

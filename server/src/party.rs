@@ -121,6 +121,8 @@ pub struct PartyListeners {
     pub client: tokio::net::TcpListener,
     /// Party 1: the port party 0 connects to.
     pub peer: Option<tokio::net::TcpListener>,
+    /// The plaintext health port for orchestrators' probes ([`crate::health`]).
+    pub health: Option<tokio::net::TcpListener>,
 }
 
 /// Liveness of a pairing's links.
@@ -278,7 +280,9 @@ struct ModelEntry {
     input_len: usize,
     output_len: usize,
     epochs: Mutex<EpochSet>,
-    epochs_version: watch::Sender<u64>,
+    /// Bumped whenever a pairing of any served model starts or ends (one
+    /// sender shared by every entry, so readiness watches a single value).
+    epochs_version: Arc<watch::Sender<u64>>,
 }
 
 #[derive(Default)]
@@ -1246,6 +1250,7 @@ pub async fn serve(
     let party = config.party;
     let mut models = HashMap::new();
     let params = SecureParams::default();
+    let pairings_changed = Arc::new(watch::channel(0u64).0);
     for shares in config.models {
         let cfg = shares.config().clone();
         let name = cfg.name.clone();
@@ -1281,7 +1286,7 @@ pub async fn serve(
             plans,
             digest,
             epochs: Mutex::default(),
-            epochs_version: watch::channel(0).0,
+            epochs_version: pairings_changed.clone(),
         };
         if models.insert(name.clone(), Arc::new(entry)).is_some() {
             return Err(ServerError::Config(format!("model {name} is given twice")));
@@ -1324,11 +1329,45 @@ pub async fn serve(
         }
     }
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<InferenceServer<PartyService>>()
-        .await;
     let wait_stop = |mut s: watch::Receiver<bool>| async move {
         let _ = s.wait_for(|v| *v).await;
+    };
+    // Readiness: `mpcvit.v1.Inference` is SERVING while every model is paired.
+    let readiness = {
+        let reporter = health_reporter.clone();
+        let entries: Vec<Arc<ModelEntry>> = shared.models.values().cloned().collect();
+        let mut changed = pairings_changed.subscribe();
+        let mut stop = stop.clone();
+        async move {
+            loop {
+                if entries.iter().all(|e| e.ready()) {
+                    reporter
+                        .set_serving::<InferenceServer<PartyService>>()
+                        .await;
+                } else {
+                    reporter
+                        .set_not_serving::<InferenceServer<PartyService>>()
+                        .await;
+                }
+                tokio::select! {
+                    r = changed.changed() => if r.is_err() { break },
+                    _ = stop.wait_for(|v| *v) => break,
+                }
+            }
+            reporter
+                .set_not_serving::<InferenceServer<PartyService>>()
+                .await;
+        }
+    };
+    let health_srv = {
+        let (listener, plain, stopped) =
+            (listeners.health, health.clone(), wait_stop(stop.clone()));
+        async move {
+            match listener {
+                Some(l) => crate::health::serve_plain(l, plain, stopped).await,
+                None => Ok(()),
+            }
+        }
     };
     let client_addr: Option<SocketAddr> = listeners.client.local_addr().ok();
     info!(party = party.index(), ?client_addr, "client API listening");
@@ -1379,12 +1418,10 @@ pub async fn serve(
         shutdown.await;
         info!("shutting down");
         let _ = stop_tx.send(true);
-        health_reporter
-            .set_not_serving::<InferenceServer<PartyService>>()
-            .await;
     };
-    let (a, b, ()) = tokio::join!(client_srv, peer_srv, stopper);
+    let (a, b, c, (), ()) = tokio::join!(client_srv, peer_srv, health_srv, readiness, stopper);
     a?;
     b?;
+    c?;
     Ok(())
 }

@@ -44,6 +44,26 @@ pub fn split_to_dir(model: &model::Model, fp: FixedPoint, dir: &Path) -> Result<
     Ok(())
 }
 
+/// [`split_to_dir`], one directory per party: `dir/party0/{manifest.json,
+/// share-0.safetensors}` and `dir/party1/{manifest.json, share-1.safetensors}`.
+pub fn split_to_party_dirs(
+    model: &model::Model,
+    fp: FixedPoint,
+    dir: &Path,
+) -> Result<(), ServerError> {
+    let manifest = model.config().to_manifest_json()?;
+    let shares = split_model(model, fp)?;
+    for (party, bytes) in [Party::P0, Party::P1].into_iter().zip(shares) {
+        let sub = dir.join(format!("party{}", party.index()));
+        std::fs::create_dir_all(&sub).map_err(|e| ServerError::io("creating", &sub, e))?;
+        let path = sub.join(model::config::MANIFEST_FILE);
+        std::fs::write(&path, &manifest).map_err(|e| ServerError::io("writing", &path, e))?;
+        let path = sub.join(share_file_name(party));
+        std::fs::write(&path, bytes).map_err(|e| ServerError::io("writing", &path, e))?;
+    }
+    Ok(())
+}
+
 /// What a party loaded: its share and which party it belongs to.
 #[derive(Debug)]
 pub struct LoadedShare {

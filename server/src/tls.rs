@@ -212,13 +212,35 @@ impl CertBundle {
             let path = dir.join(name);
             write_file(&path, text.as_bytes(), secret)
         };
-        write("ca.pem".into(), &self.ca_pem, false)?;
         write("ca.key".into(), &self.ca.key_pem, true)?;
         for (role, c) in &self.nodes {
             write(format!("{}.pem", role.file_stem()), &c.cert_pem, false)?;
             write(format!("{}.key", role.file_stem()), &c.key_pem, true)?;
         }
-        Ok(())
+        // Last: its presence means the set is complete (`certs --keep-existing`).
+        write("ca.pem".into(), &self.ca_pem, false)
+    }
+
+    /// Write `ca.pem` and `ca.key` into `dir`, and for every role a
+    /// directory `dir/<role>/` with `ca.pem`, `<role>.pem` and `<role>.key`:
+    /// exactly what that role's holder needs ([`TlsMaterial::load`]).
+    pub fn write_role_dirs(&self, dir: &Path) -> Result<(), ServerError> {
+        std::fs::create_dir_all(dir).map_err(|e| ServerError::io("creating", dir, e))?;
+        write_file(&dir.join("ca.key"), self.ca.key_pem.as_bytes(), true)?;
+        for (role, c) in &self.nodes {
+            let sub = dir.join(role.file_stem());
+            std::fs::create_dir_all(&sub).map_err(|e| ServerError::io("creating", &sub, e))?;
+            write_file(&sub.join("ca.pem"), self.ca_pem.as_bytes(), false)?;
+            let stem = role.file_stem();
+            write_file(
+                &sub.join(format!("{stem}.pem")),
+                c.cert_pem.as_bytes(),
+                false,
+            )?;
+            write_file(&sub.join(format!("{stem}.key")), c.key_pem.as_bytes(), true)?;
+        }
+        // Last: its presence means the set is complete (`certs --keep-existing`).
+        write_file(&dir.join("ca.pem"), self.ca_pem.as_bytes(), false)
     }
 }
 

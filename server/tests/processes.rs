@@ -1,8 +1,11 @@
 //! The deployed shape: `mpcvit-dealer`, `mpcvit-server --party 1` and
-//! `mpcvit-server --party 0` as three processes on loopback, files made by
-//! `mpcvit-server certs` and `mpcvit-server split`; a client in this
-//! process. End to end against the plaintext model, then faults: the peer
-//! dies mid-inference and comes back; the dealer dies and the pool drains.
+//! `mpcvit-server --party 0` as three processes on loopback, each given only
+//! its own directory from `mpcvit-server certs --per-role` and
+//! `mpcvit-server split --per-party` (as the containers are); a client in
+//! this process. End to end against the plaintext model, the health ports
+//! (`--health-listen`, probed with `mpcvit-server health`), then faults: the
+//! peer dies mid-inference and comes back; the dealer dies and the pool
+//! drains.
 
 mod common;
 
@@ -48,23 +51,99 @@ fn free_port() -> u16 {
 
 struct Deployment {
     dir: PathBuf,
-    ports: [u16; 4], // dealer, party 0, party 1, party 1 peer
+    // dealer, party 0, party 1, party 1 peer, then the health ports of
+    // dealer, party 0, party 1
+    ports: [u16; 7],
 }
+
+const HEALTH: usize = 4;
 
 impl Deployment {
     fn new(name: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("mpcvit-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        run(Command::new(SERVER)
-            .args(["certs", "--out"])
-            .arg(dir.join("certs")));
-        run(Command::new(SERVER)
-            .args(["split", "--random", "small", "--seed", "1", "--out"])
-            .arg(dir.join("model")));
+        let certs = || {
+            run(Command::new(SERVER)
+                .args(["certs", "--per-role", "--keep-existing", "--out"])
+                .arg(dir.join("certs")))
+        };
+        let split = || {
+            run(Command::new(SERVER)
+                .args(["split", "--random", "small", "--seed", "1"])
+                .args(["--per-party", "--keep-existing", "--out"])
+                .arg(dir.join("model")))
+        };
+        certs();
+        split();
+        // Running the one-shot steps again changes nothing.
+        let ca = std::fs::read(dir.join("certs/party0/ca.pem")).unwrap();
+        let share = std::fs::read(dir.join("model/party1/share-1.safetensors")).unwrap();
+        certs();
+        split();
+        assert_eq!(ca, std::fs::read(dir.join("certs/party0/ca.pem")).unwrap());
+        assert_eq!(
+            share,
+            std::fs::read(dir.join("model/party1/share-1.safetensors")).unwrap()
+        );
+        // Each holder's directory has what it needs and nothing else.
+        for (role, files) in [
+            ("dealer", ["ca.pem", "dealer.pem", "dealer.key"]),
+            ("party0", ["ca.pem", "party0.pem", "party0.key"]),
+            ("party1", ["ca.pem", "party1.pem", "party1.key"]),
+            ("client", ["ca.pem", "client.pem", "client.key"]),
+        ] {
+            let mut have: Vec<String> = std::fs::read_dir(dir.join("certs").join(role))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            have.sort();
+            let mut want = files.map(String::from).to_vec();
+            want.sort();
+            assert_eq!(have, want, "{role}");
+        }
+        for p in 0..2 {
+            let mut have: Vec<String> = std::fs::read_dir(dir.join(format!("model/party{p}")))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            have.sort();
+            assert_eq!(
+                have,
+                [
+                    "manifest.json".to_string(),
+                    format!("share-{p}.safetensors")
+                ]
+            );
+        }
         Deployment {
             dir,
-            ports: [free_port(), free_port(), free_port(), free_port()],
+            ports: std::array::from_fn(|_| free_port()),
+        }
+    }
+
+    /// `mpcvit-server health` against health port `i` (0 dealer, 1 and 2
+    /// the parties): whether `service` is SERVING.
+    fn healthy(&self, i: usize, service: &str) -> bool {
+        Command::new(SERVER)
+            .args(["health", "--addr", &self.addr(HEALTH + i)])
+            .args(["--service", service, "--timeout", "2"])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    }
+
+    /// Wait (at most 30 s) until health port `i` says `want` for `service`.
+    async fn wait_health(&self, i: usize, service: &str, want: bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.healthy(i, service) != want {
+            assert!(
+                Instant::now() < deadline,
+                "health port {i}: {service:?} never became {}",
+                if want { "SERVING" } else { "not serving" }
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -80,7 +159,8 @@ impl Deployment {
         Proc(
             Command::new(DEALER)
                 .args(["--listen", &self.addr(0), "--certs"])
-                .arg(self.dir.join("certs"))
+                .arg(self.dir.join("certs/dealer"))
+                .args(["--health-listen", &self.addr(HEALTH)])
                 .stderr(self.log("dealer"))
                 .spawn()
                 .unwrap(),
@@ -91,10 +171,11 @@ impl Deployment {
         Proc(
             Command::new(SERVER)
                 .args(["--party", &p.to_string(), "--model"])
-                .arg(self.dir.join("model"))
+                .arg(self.dir.join(format!("model/party{p}")))
                 .arg("--certs")
-                .arg(self.dir.join("certs"))
+                .arg(self.dir.join(format!("certs/party{p}")))
                 .args(["--listen", &self.addr(1 + p)])
+                .args(["--health-listen", &self.addr(HEALTH + 1 + p)])
                 .args(["--peer-listen", &self.addr(3), "--peer", &self.addr(3)])
                 .args(["--dealer", &self.addr(0)])
                 .args([
@@ -114,7 +195,7 @@ impl Deployment {
     }
 
     async fn client(&self) -> Client {
-        let tls = TlsMaterial::load(&self.dir.join("certs"), Role::Client).unwrap();
+        let tls = TlsMaterial::load(&self.dir.join("certs/client"), Role::Client).unwrap();
         let auth = ClientAuth::Cert(tls);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -171,11 +252,19 @@ async fn check_correct(client: &Client, m: &RemoteModel, seeds: std::ops::Range<
 async fn three_processes_end_to_end_and_peer_death() {
     let d = Deployment::new("e2e");
     let _dealer = d.dealer();
-    let mut p1 = d.party(1, &[]);
     let _p0 = d.party(0, &[]);
+    // Party 0 is alive but not ready until party 1 is there to pair with.
+    d.wait_health(1, "", true).await;
+    assert!(!d.healthy(1, "mpcvit.v1.Inference"));
+    let mut p1 = d.party(1, &[]);
     let client = d.client().await;
     let m = ready(&client).await;
     check_correct(&client, &m, 0..3).await;
+    for i in 1..3 {
+        d.wait_health(i, "mpcvit.v1.Inference", true).await;
+    }
+    assert!(d.healthy(0, "mpcvit.v1.Dealer"));
+    assert!(!d.healthy(0, "no.such.Service"));
 
     // Party 1 dies while sessions are in flight.
     let mut tasks = tokio::task::JoinSet::new();
@@ -210,11 +299,15 @@ async fn three_processes_end_to_end_and_peer_death() {
         "{e}"
     );
     assert!(t.elapsed() < Duration::from_secs(10));
+    // ...and its readiness says so, while it stays alive.
+    d.wait_health(1, "mpcvit.v1.Inference", false).await;
+    assert!(d.healthy(1, ""));
 
     // Party 1 comes back: party 0 pairs again and serves.
     p1 = d.party(1, &[]);
     let m = ready(&client).await;
     check_correct(&client, &m, 10..12).await;
+    d.wait_health(1, "mpcvit.v1.Inference", true).await;
     drop(p1);
 }
 
