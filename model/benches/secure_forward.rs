@@ -6,10 +6,8 @@
 //!
 //! `cargo bench -p model --bench secure_forward`
 
-use model::secure::{SecureModel, SecureParams, split_input, split_weights};
+use model::secure::measure_inference;
 use model::{AttnKind, GeluKind, Model, ModelConfig};
-use mpc_core::local::{LocalRun, run_local};
-use mpc_core::{Prg, Seed, Share};
 
 fn config(rs_fraction: Option<f64>, gelu: GeluKind) -> ModelConfig {
     let mut c = ModelConfig::vit_7_4_32();
@@ -25,26 +23,6 @@ fn config(rs_fraction: Option<f64>, gelu: GeluKind) -> ModelConfig {
         };
     }
     c
-}
-
-fn run(model: &Model, with_image: bool) -> LocalRun<Option<Share>> {
-    let params = SecureParams::default();
-    let mut prg = Prg::new(&Seed::for_tests(1));
-    let shares = split_weights(model, params.fp, &mut prg);
-    let image: Vec<f32> = (0..model.config().input_len())
-        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
-        .collect();
-    let input = split_input(&image, params.fp, &mut prg);
-    run_local(params.fp, |s| {
-        let p = s.party().index();
-        let m = SecureModel::prepare(s, &shares[p], params)?;
-        if with_image {
-            m.forward(s, &input[p]).map(Some)
-        } else {
-            Ok::<_, model::ModelError>(None)
-        }
-    })
-    .expect("secure run")
 }
 
 fn main() {
@@ -67,9 +45,10 @@ fn main() {
     for gelu in [GeluKind::Quad, GeluKind::Erf] {
         for (name, mu) in cases {
             let model = Model::random(config(mu, gelu), 7).expect("model");
-            let load = run(&model, false);
-            let full = run(&model, true);
-            let o = full.online[0] - load.online[0];
+            let image: Vec<f32> = (0..model.config().input_len())
+                .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+                .collect();
+            let c = measure_inference(&model, &image).expect("secure run");
             let mb = |b: u64| b as f64 / 1e6;
             println!(
                 "| {name} | {} | {:.2} | {:.1} | {} | {:.1} | {:.1} | {:.2} |",
@@ -77,12 +56,12 @@ fn main() {
                     GeluKind::Quad => "quad",
                     _ => "erf (piecewise)",
                 },
-                (full.online_time.saturating_sub(load.online_time)).as_secs_f64(),
-                mb(o.bytes_sent),
-                o.rounds,
-                mb(full.dealer_bytes[0] - load.dealer_bytes[0]),
-                mb(full.dealer_bytes[1] - load.dealer_bytes[1]),
-                (full.offline_time.saturating_sub(load.offline_time)).as_secs_f64(),
+                c.online_seconds,
+                mb(c.bytes_per_party),
+                c.rounds,
+                mb(c.dealer_bytes[0]),
+                mb(c.dealer_bytes[1]),
+                c.offline_seconds,
             );
         }
     }

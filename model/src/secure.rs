@@ -892,3 +892,65 @@ fn linears_raw(s: &mut Session, items: &[(&Share, usize, &PreparedLinear)]) -> R
         })
         .collect())
 }
+
+/// What one secure inference of a model costs, measured on this machine
+/// with both parties as threads of one process over the in-memory channel
+/// (no network; the model load and its weight masking are excluded).
+#[derive(Clone, Debug, PartialEq)]
+pub struct InferenceCost {
+    /// Wall time of the online phase (both parties in parallel), seconds.
+    pub online_seconds: f64,
+    /// Wall time of the dealer and the pool expansion, seconds.
+    pub offline_seconds: f64,
+    /// Bytes each party sends (the protocol is symmetric up to a few bytes: party 0's count).
+    pub bytes_per_party: u64,
+    /// Communication rounds.
+    pub rounds: u64,
+    /// Bytes the dealer sends to party 0 and to party 1.
+    pub dealer_bytes: [u64; 2],
+    /// The reconstructed logits.
+    pub logits: Vec<f32>,
+}
+
+/// Run `model` securely on `image` (preprocessed, [`Model::forward`]'s
+/// input) with both parties in this process and measure one inference:
+/// the run with the image minus a run that only loads the model.
+pub fn measure_inference(model: &Model, image: &[f32]) -> Result<InferenceCost> {
+    use mpc_core::local::run_local;
+    let params = SecureParams::default();
+    let mut prg = Prg::new(&mpc_core::Seed::random());
+    let shares = split_weights(model, params.fp, &mut prg);
+    let input = split_input(image, params.fp, &mut prg);
+    let load = run_local(params.fp, |s| {
+        SecureModel::prepare(s, &shares[s.party().index()], params).map(|_| ())
+    })?;
+    let full = run_local(params.fp, |s| {
+        let p = s.party().index();
+        SecureModel::prepare(s, &shares[p], params)?.forward(s, &input[p])
+    })?;
+    let [out0, out1] = &full.outputs;
+    let logits = params
+        .fp
+        .decode_all(&mpc_core::reconstruct(out0, out1))
+        .into_iter()
+        .map(|v| v as f32)
+        .collect();
+    let online = full.online[0] - load.online[0];
+    Ok(InferenceCost {
+        online_seconds: full
+            .online_time
+            .saturating_sub(load.online_time)
+            .as_secs_f64(),
+        offline_seconds: full
+            .offline_time
+            .saturating_sub(load.offline_time)
+            .as_secs_f64(),
+        bytes_per_party: online.bytes_sent,
+        rounds: online.rounds,
+        dealer_bytes: [
+            full.dealer_bytes[0] - load.dealer_bytes[0],
+            full.dealer_bytes[1] - load.dealer_bytes[1],
+        ],
+        logits,
+    })
+}

@@ -148,6 +148,24 @@ fn small_model_every_attention_kind_and_beta() {
         let worst = check(&c, 0.02, 0.02);
         eprintln!("small model, {gelu:?}: worst logit difference {worst:.2e}");
     }
+    // `measure_inference`: the same logits, and the cost of one image only.
+    let model = Model::random(config.clone(), 3).unwrap();
+    let image = &images(&config, 1, 9)[0];
+    let cost = model::secure::measure_inference(&model, image).unwrap();
+    let plain = model.forward(image).unwrap();
+    let logits: Vec<f64> = cost.logits.iter().map(|&v| v as f64).collect();
+    assert!(max_diff(&plain, &logits) < 0.02);
+    assert!(
+        cost.rounds > 20 && cost.bytes_per_party > 10_000,
+        "{cost:?}"
+    );
+    assert!(cost.dealer_bytes[1] > cost.dealer_bytes[0], "{cost:?}");
+    let again = model::secure::measure_inference(&model, image).unwrap();
+    assert_eq!(
+        (again.rounds, again.bytes_per_party),
+        (cost.rounds, cost.bytes_per_party),
+        "the cost of an inference does not depend on the shares"
+    );
 }
 
 #[test]

@@ -9,12 +9,14 @@
 //! - [`vit`]: the network in candle with the `model` crate's state-dict names.
 //! - [`train`]: AdamW, schedules, the objectives, checkpoints and resume.
 //! - [`export`]: binarisation and `model.safetensors` + `manifest.json`.
+//! - [`pareto`]: accuracy against measured secure-inference cost (table and SVG figure).
 
 #![deny(unsafe_code)]
 
 pub mod data;
 pub mod export;
 pub mod ops;
+pub mod pareto;
 pub mod train;
 pub mod vit;
 

@@ -129,6 +129,29 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         plain: usize,
     },
+    /// Accuracy against secure-inference cost: for every model directory, the
+    /// test accuracy and one secure inference measured in this process (both
+    /// parties as threads, in-memory channel); prints a Markdown table and
+    /// writes the figure (SVG) and the numbers (JSON).
+    Pareto {
+        /// Model directories; a model whose heads are all Softmax is the baseline.
+        #[arg(long = "model", required = true)]
+        models: Vec<PathBuf>,
+        #[command(flatten)]
+        data: DataArgs,
+        /// The figure.
+        #[arg(long, default_value = "pareto.svg")]
+        svg: PathBuf,
+        /// The numbers.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Title of the figure.
+        #[arg(
+            long,
+            default_value = "MPCViT on Fashion-MNIST: accuracy vs secure inference cost"
+        )]
+        title: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -560,6 +583,13 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Pareto {
+            models,
+            data,
+            svg,
+            json,
+            title,
+        } => pareto(&models, &data, &svg, json.as_deref(), &title),
         Command::Eval { model, data, plain } => {
             let mut d = data.load()?;
             let m = Model::load_dir(&model)?;
@@ -600,6 +630,67 @@ fn run(cli: Cli) -> Result<()> {
 
 /// Normalise the data with the constants a trained network was trained with (its
 /// manifest), not with statistics of the data set at hand.
+fn pareto(
+    models: &[PathBuf],
+    data: &DataArgs,
+    svg: &Path,
+    json: Option<&Path>,
+    title: &str,
+) -> Result<()> {
+    use search::pareto::{Point, head_mix, markdown_table, write_svg};
+    let mut points = Vec::new();
+    let mut d = data.load()?;
+    for dir in models {
+        let m = Model::load_dir(dir)?;
+        use_model_normalisation(&mut d, m.config());
+        let vit = Vit::from_model(&m, SearchSpace::default(), false)?;
+        let (_, acc) = train::evaluate(&vit, &d.test, &d.norm, 500)?;
+        let (x, _) = train::batch_tensors(&d.test, &[0], &d.norm, None)?;
+        let image: Vec<f32> = x.flatten_all()?.to_vec1()?;
+        let cost = model::secure::measure_inference(&m, &image)?;
+        let plain = m.forward(&image)?;
+        let diff = plain
+            .iter()
+            .zip(&cost.logits)
+            .fold(0f32, |a, (p, s)| a.max((p - s).abs()));
+        let name = dir.file_name().map_or_else(
+            || dir.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        eprintln!(
+            "{name}: test accuracy {:.2}%, secure {:.2} s, {:.1} MB/party, {} rounds (max |secure - plaintext logit| {diff:.1e})",
+            100.0 * acc,
+            cost.online_seconds,
+            cost.bytes_per_party as f64 / 1e6,
+            cost.rounds
+        );
+        let baseline = m
+            .config()
+            .attention
+            .iter()
+            .flatten()
+            .all(|&k| k == AttnKind::Softmax);
+        points.push(Point {
+            name,
+            heads: head_mix(m.config()),
+            test_acc: acc,
+            online_seconds: cost.online_seconds,
+            bytes_per_party: cost.bytes_per_party,
+            rounds: cost.rounds,
+            dealer_bytes: cost.dealer_bytes.iter().sum(),
+            baseline,
+        });
+    }
+    print!("{}", markdown_table(&points));
+    write_svg(&points, title, svg)?;
+    println!("wrote {}", svg.display());
+    if let Some(j) = json {
+        write_json(j, &serde_json::to_value(&points).expect("points serialise"))?;
+        println!("wrote {}", j.display());
+    }
+    Ok(())
+}
+
 fn use_model_normalisation(d: &mut Splits, config: &ModelConfig) {
     if d.norm.mean != config.mean || d.norm.std != config.std {
         eprintln!(
