@@ -78,7 +78,13 @@ pub fn binarized(searched: &Vit, mu: f64, beta_keep: Option<f64>, trainable: boo
         config.attention = binarize_alpha(&relaxed.alpha, mu);
     }
     if searched.space().beta {
-        config.beta = binarize_beta(&relaxed.beta, beta_keep.unwrap_or(0.5));
+        let keep = beta_keep.unwrap_or(0.5);
+        // Keeping GeLU on every token is plain MPCViT: no beta masks at all.
+        config.beta = if keep >= 1.0 {
+            vec![None; config.depth]
+        } else {
+            binarize_beta(&relaxed.beta, keep)
+        };
     }
     Vit::from_weights(
         &config,

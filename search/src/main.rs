@@ -84,7 +84,8 @@ enum Command {
         /// Fraction μ of heads kept as ReLU-Softmax.
         #[arg(long)]
         mu: f64,
-        /// MPCViT+: fraction of (block, token) pairs that keep GeLU (when the search had --plus).
+        /// MPCViT+: fraction of (block, token) pairs that keep GeLU (when the search had
+        /// --plus); 1 keeps GeLU everywhere, i.e. plain MPCViT without beta masks.
         #[arg(long, default_value_t = 0.5)]
         beta_keep: f64,
         /// Starting weights: the search's, the teacher's, or a fresh initialisation (the paper's code).

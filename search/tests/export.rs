@@ -146,4 +146,13 @@ fn a_searched_network_exports_after_binarisation() {
     assert!(text.contains("{"), "safetensors header");
     assert!(Model::load_dir(&dir).unwrap().fused_ffn(0).is_some());
     common::remove(&dir);
+    // Keeping GeLU on every token is plain MPCViT: no beta masks, same heads.
+    let plain = binarized(&searched, 0.5, Some(1.0), false).unwrap();
+    assert_eq!(plain.config().beta, vec![None, None]);
+    assert_eq!(plain.config().attention, c.attention);
+    let dir = common::temp_dir("export-searched-plain");
+    let model = export_dir(&plain, &dir).unwrap();
+    assert!(compare(&plain, &model, 4) <= 1e-4);
+    assert!(model.fused_ffn(0).is_none());
+    common::remove(&dir);
 }
