@@ -58,8 +58,8 @@ mkdir -p "$MODELS"
 for run in teacher mu0 mu0.5 mu1 mu0.5-plus; do
   name=fashion-mnist-$run
   [ "$run" = teacher ] && name=fashion-mnist-softmax
-  mkdir -p "$MODELS/$name"
-  cp "$RUNS/$run/manifest.json" "$RUNS/$run/model.safetensors" "$RUNS/$run/train.json" "$MODELS/$name/"
+  "$B" export --checkpoint "$RUNS/$run" --out "$MODELS/$name" --name "$name"
+  cp "$RUNS/$run/train.json" "$MODELS/$name/"
 done
 "$B" pareto \
   --model "$MODELS/fashion-mnist-softmax" --model "$MODELS/fashion-mnist-mu0" \

@@ -118,6 +118,10 @@ enum Command {
         /// For a --plus search checkpoint: fraction of tokens that keep GeLU.
         #[arg(long)]
         beta_keep: Option<f64>,
+        /// The model's name in its manifest (what servers serve it as and clients
+        /// ask for) [default: the architecture, e.g. vit_4_4_28].
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Test accuracy of a model directory; --plain N also runs the `model` crate's
     /// plaintext forward on the first N test images and reports the largest logit difference.
@@ -559,8 +563,12 @@ fn run(cli: Cli) -> Result<()> {
             out,
             mu,
             beta_keep,
+            name,
         } => {
-            let (meta, tensors) = train::load_checkpoint(&checkpoint)?;
+            let (mut meta, tensors) = train::load_checkpoint(&checkpoint)?;
+            if let Some(n) = name {
+                meta.model.name = n;
+            }
             let space = SearchSpace {
                 alpha: meta.search_alpha,
                 beta: meta.search_beta,
