@@ -4,7 +4,7 @@
 //! this process.
 //!
 //! ```sh
-//! cargo run --release -p mpcvit-server --example e2e -- [--preset vit_7_4_32_mu05] [--images 4] [--clients 8] [--per-client 2] [--pool 2]
+//! cargo run --release -p mpcvit-server --example e2e -- [--preset vit_7_4_32_mu05] [--gelu erf|quad] [--model-dir DIR] [--images 4] [--clients 8] [--per-client 2] [--pool 2]
 //! ```
 //!
 //! Prints, for one image: end-to-end latency with a warm pool, bytes sent
@@ -29,6 +29,12 @@ struct Args {
     /// Model preset (random weights of that architecture).
     #[arg(long, default_value = "vit_7_4_32_mu05")]
     preset: String,
+    /// The preset's GeLU: `erf` (the paper's, piecewise under MPC) or `quad`.
+    #[arg(long, default_value = "erf")]
+    gelu: String,
+    /// A model directory (manifest.json + model.safetensors) instead of a preset.
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
     /// Sequential single-image runs for latency.
     #[arg(long, default_value_t = 4)]
     images: usize,
@@ -89,30 +95,12 @@ fn png(seed: u32) -> Vec<u8> {
 }
 
 /// Online time of one forward with both parties in this process over an
-/// in-memory channel (mpc-core's `run_local`): the same computation without
-/// gRPC, TLS or separate processes.
+/// in-memory channel: the same computation without gRPC, TLS or separate
+/// processes.
 fn in_memory_forward(model: &model::Model) -> Duration {
-    use model::secure::{SecureModel, split_input, split_weights};
-    use mpc_core::local::run_local;
-    let params = model::SecureParams::default();
-    let mut prg = mpc_core::Prg::new(&mpc_core::Seed::for_tests(1));
-    let shares = split_weights(model, params.fp, &mut prg);
     let input = vec![0.1f32; model.config().input_len()];
-    let x = split_input(&input, params.fp, &mut prg);
-    let time = |forward: bool| {
-        run_local(params.fp, |s| {
-            let p = s.party().index();
-            let m = SecureModel::prepare(s, &shares[p], params)?;
-            if forward {
-                m.forward(s, &x[p])?;
-            }
-            Ok::<_, model::ModelError>(())
-        })
-        .unwrap()
-        .online_time
-    };
-    let (with, without) = (time(true), time(false));
-    with.saturating_sub(without)
+    let cost = model::secure::measure_inference(model, &input).unwrap();
+    Duration::from_secs_f64(cost.online_seconds)
 }
 
 fn argmax(v: &[f32]) -> usize {
@@ -137,7 +125,18 @@ async fn run(a: Args) {
     std::fs::create_dir_all(&dir).unwrap();
     let certs = CertBundle::generate().unwrap();
     certs.write_dir(&dir.join("certs")).unwrap();
-    let model = mpcvit_server::cli::random_model(&a.preset, 1).unwrap();
+    let model = match &a.model_dir {
+        Some(d) => model::Model::load_dir(d).unwrap(),
+        None => {
+            let mut config = mpcvit_server::cli::preset_config(&a.preset).unwrap();
+            config.gelu = match a.gelu.as_str() {
+                "erf" => model::GeluKind::Erf,
+                "quad" => model::GeluKind::Quad,
+                other => panic!("--gelu erf|quad, not {other:?}"),
+            };
+            model::Model::random(config, 1).unwrap()
+        }
+    };
     mpcvit_server::shares::split_to_dir(&model, FixedPoint::default(), &dir.join("model")).unwrap();
     let name = model.config().name.clone();
     let in_memory = in_memory_forward(&model);
