@@ -254,7 +254,9 @@ pub fn eval(party: usize, root: &Block, cw: &DcfCorrections, x: u64) -> u64 {
 /// seed in `roots` and its correction words in `cws`) at input `xs[p]`;
 /// writes party `party`'s output shares to `out`. Same result as calling
 /// [`eval`] per point, but the tree is walked level by level for a batch of
-/// points so that AES runs over long buffers (pipelined AES-NI).
+/// points so that AES runs over long buffers (pipelined AES-NI), and only
+/// the two blocks a point needs per level are encrypted (its side's seed
+/// and the value block), with branch-free corrections.
 pub fn eval_batch(
     party: usize,
     roots: &[Block],
@@ -271,49 +273,61 @@ pub fn eval_batch(
     assert_eq!(out.len(), xs.len(), "dcf batch: output length");
     const CHUNK: usize = 1024;
     let sg = if party == 0 { 1u64 } else { u64::MAX };
-    let mut buf = vec![GenericArray::from([0u8; 16]); 3 * CHUNK];
+    let mut buf = vec![GenericArray::from([0u8; 16]); 2 * CHUNK];
     for start in (0..xs.len()).step_by(CHUNK) {
         let end = (start + CHUNK).min(xs.len());
         let m = end - start;
-        let bits = cws[key_of[start]].bits as usize;
-        let mut s: Vec<u128> = (start..end)
-            .map(|p| u128::from_le_bytes(roots[key_of[p]]))
+        let keys: Vec<&DcfCorrections> = key_of[start..end].iter().map(|&k| &cws[k]).collect();
+        let xs = &xs[start..end];
+        let bits = keys[0].bits as usize;
+        let mut s: Vec<u128> = key_of[start..end]
+            .iter()
+            .map(|&k| u128::from_le_bytes(roots[k]))
             .collect();
         let mut t = vec![party as u8; m];
         let mut v = vec![0u64; m];
         for lvl in 0..bits {
-            for (q, sq) in s.iter().enumerate() {
-                for j in 0..3 {
-                    buf[3 * q + j] = GenericArray::from((sq ^ j as u128).to_le_bytes());
-                }
+            let shift = bits - 1 - lvl;
+            for ((pair, sq), x) in buf.chunks_exact_mut(2).zip(&s).zip(xs) {
+                let side = ((x >> shift) & 1) as u128;
+                pair[0] = GenericArray::from((sq ^ side).to_le_bytes());
+                pair[1] = GenericArray::from((sq ^ 2).to_le_bytes());
             }
-            cipher().encrypt_blocks(&mut buf[..3 * m]);
-            for q in 0..m {
-                let p = start + q;
-                let cw = &cws[key_of[p]];
-                debug_assert_eq!(cw.bits as usize, bits, "dcf batch: mixed key widths");
-                let side = ((xs[p] >> (bits - 1 - lvl)) & 1) as usize;
-                let blk =
-                    |j: usize| u128::from_le_bytes(buf[3 * q + j].into()) ^ (s[q] ^ j as u128);
-                let mut seed = blk(side);
+            cipher().encrypt_blocks(&mut buf[..2 * m]);
+            let points = buf
+                .chunks_exact(2)
+                .zip(s.iter_mut())
+                .zip(t.iter_mut())
+                .zip(v.iter_mut())
+                .zip(keys.iter().zip(xs));
+            for ((((pair, sq), tq), vq), (key, x)) in points {
+                debug_assert_eq!(key.bits as usize, bits, "dcf batch: mixed key widths");
+                let side = ((x >> shift) & 1) as usize;
+                let mut seed = u128::from_le_bytes(pair[0].into()) ^ *sq ^ side as u128;
                 let mut tb = (seed & 1) as u8;
                 seed &= !1;
-                let mut val = (blk(2) >> (64 * side)) as u64;
-                if t[q] == 1 {
-                    let l = &cw.levels[lvl];
-                    seed ^= l.seed;
-                    tb ^= (l.tbits >> side) & 1;
-                    val = val.wrapping_add(l.value);
-                }
-                v[q] = v[q].wrapping_add(sg.wrapping_mul(val));
-                s[q] = seed;
-                t[q] = tb;
+                let mut val =
+                    ((u128::from_le_bytes(pair[1].into()) ^ *sq ^ 2) >> (64 * side)) as u64;
+                // Apply the level's correction when t = 1, without a branch.
+                let l = &key.levels[lvl];
+                let mask = 0u64.wrapping_sub(*tq as u64);
+                seed ^= l.seed & (mask as u128 | (mask as u128) << 64);
+                tb ^= (l.tbits >> side) & *tq;
+                val = val.wrapping_add(l.value & mask);
+                *vq = vq.wrapping_add(sg.wrapping_mul(val));
+                *sq = seed;
+                *tq = tb;
             }
         }
-        for q in 0..m {
-            let cw = &cws[key_of[start + q]];
-            let add = (s[q] as u64).wrapping_add(if t[q] == 1 { cw.last } else { 0 });
-            out[start + q] = v[q].wrapping_add(sg.wrapping_mul(add));
+        for ((((o, sq), tq), vq), key) in out[start..end]
+            .iter_mut()
+            .zip(&s)
+            .zip(&t)
+            .zip(&v)
+            .zip(&keys)
+        {
+            let add = (*sq as u64).wrapping_add(if *tq == 1 { key.last } else { 0 });
+            *o = vq.wrapping_add(sg.wrapping_mul(add));
         }
     }
 }
@@ -361,6 +375,42 @@ mod tests {
                 let mut b = [0u64; 1];
                 eval_batch(1, &[r1], std::slice::from_ref(&cw), &[0], &[x], &mut b);
                 assert_eq!(b[0], eval(1, &r1, &cw, x));
+            }
+        }
+    }
+
+    #[test]
+    fn batches_over_many_keys_and_chunks_match_single_evaluations() {
+        let bits = 20;
+        let keys = 700;
+        let roots: Vec<[Block; 2]> = (0..keys)
+            .map(|k| {
+                let mut r0 = [k as u8; 16];
+                r0[1] = (k >> 8) as u8;
+                let mut r1 = r0;
+                r1[2] = 0x5a;
+                [r0, r1]
+            })
+            .collect();
+        let cws: Vec<DcfCorrections> = (0..keys)
+            .map(|k| {
+                let alpha = (k as u64 * 7919) % (1 << bits);
+                generate(bits, alpha, k as u64 + 1, &roots[k][0], &roots[k][1])
+            })
+            .collect();
+        // Three points per key, adjacent (as the comparisons lay them out):
+        // more than two chunks of 1024.
+        let key_of: Vec<usize> = (0..3 * keys).map(|p| p / 3).collect();
+        let xs: Vec<u64> = (0..3 * keys as u64)
+            .map(|p| (p * 104_729 + 13) % (1 << bits))
+            .collect();
+        for party in 0..2 {
+            let party_roots: Vec<Block> = roots.iter().map(|r| r[party]).collect();
+            let mut out = vec![0u64; xs.len()];
+            eval_batch(party, &party_roots, &cws, &key_of, &xs, &mut out);
+            for (p, &o) in out.iter().enumerate() {
+                let k = key_of[p];
+                assert_eq!(o, eval(party, &party_roots[k], &cws[k], xs[p]), "point {p}");
             }
         }
     }
