@@ -114,6 +114,7 @@ pub fn write_svg(points: &[Point], title: &str, path: &Path) -> Result<()> {
             .map_err(|e| plot_err(e.to_string()))?;
         chart
             .configure_mesh()
+            .max_light_lines(1)
             .x_desc(x_label)
             .y_desc("test accuracy (%)")
             .draw()
@@ -128,18 +129,19 @@ pub fn write_svg(points: &[Point], title: &str, path: &Path) -> Result<()> {
         chart
             .draw_series(LineSeries::new(searched, BLUE.stroke_width(2)))
             .map_err(|e| plot_err(e.to_string()))?;
+        // Red: the all-Softmax baseline; blue: the searched models.
         for p in points {
             let (x, y) = (x_of(p), 100.0 * p.test_acc);
             let color = if p.baseline { RED } else { BLUE };
-            chart
-                .draw_series(std::iter::once(Circle::new((x, y), 5, color.filled())))
-                .map_err(|e| plot_err(e.to_string()))?;
-            chart
-                .draw_series(std::iter::once(Text::new(
+            let marker = EmptyElement::at((x, y))
+                + Circle::new((0, 0), 5, color.filled())
+                + Text::new(
                     p.name.clone(),
-                    (x, y),
+                    (8, -16),
                     ("sans-serif", 13).into_font().color(&color),
-                )))
+                );
+            chart
+                .draw_series(std::iter::once(marker))
                 .map_err(|e| plot_err(e.to_string()))?;
         }
     }
