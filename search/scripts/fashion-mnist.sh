@@ -17,7 +17,7 @@ RUNS=${RUNS:-runs}
 MODELS=${MODELS:-models}
 TEACHER_EPOCHS=${TEACHER_EPOCHS:-15}
 SEARCH_EPOCHS=${SEARCH_EPOCHS:-2}
-RETRAIN_EPOCHS=${RETRAIN_EPOCHS:-4}
+RETRAIN_EPOCHS=${RETRAIN_EPOCHS:-3}
 # mimalloc keeps freed tensor memory (13% less CPU time); one rayon thread is
 # faster than two on a machine whose other core is busy.
 export MIMALLOC_PURGE_DELAY=${MIMALLOC_PURGE_DELAY:--1}
