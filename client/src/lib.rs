@@ -17,6 +17,20 @@ use mpcvit_server::tls::{Role, TlsMaterial};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
+/// The model local mode serves when given none: `fashion-mnist-mu0.5`,
+/// trained by this project's search on Fashion-MNIST (half the heads
+/// ReLU-softmax, half ScaleAttn; `models/README.md`), embedded in the binary.
+pub const BUNDLED_MODEL: &str = "fashion-mnist-mu0.5";
+
+const BUNDLED_MANIFEST: &str = include_str!("../../models/fashion-mnist-mu0.5/manifest.json");
+const BUNDLED_WEIGHTS: &[u8] = include_bytes!("../../models/fashion-mnist-mu0.5/model.safetensors");
+
+/// The bundled model ([`BUNDLED_MODEL`]), checked like any loaded model.
+pub fn bundled_model() -> Result<model::Model, model::ModelError> {
+    let config = ModelConfig::from_manifest_json(BUNDLED_MANIFEST)?;
+    model::Model::from_safetensors(config, BUNDLED_WEIGHTS)
+}
+
 /// What can go wrong on the client side.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -53,13 +53,15 @@ struct Conn {
     #[arg(long, env = "MPCVIT_CLIENT_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Local mode: a plaintext model directory (`manifest.json` +
-    /// `model.safetensors`) to split and serve. Without it, a deterministic
-    /// random model of `--preset` stands in (no trained model ships yet).
+    /// `model.safetensors`) to split and serve [default: the bundled
+    /// fashion-mnist-mu0.5, trained by this project on Fashion-MNIST].
     #[arg(long)]
     model_dir: Option<PathBuf>,
-    /// Local mode: the random model's preset (`vit_7_4_32_mu05`, `vit_7_4_32`, `small`).
-    #[arg(long, default_value = "vit_7_4_32_mu05")]
-    preset: String,
+    /// Local mode: instead, a model of the paper's size with deterministic
+    /// random weights (`vit_7_4_32_mu05`, `vit_7_4_32`, `small`): for timing,
+    /// its labels mean nothing.
+    #[arg(long, conflicts_with = "model_dir")]
+    preset: Option<String>,
     /// Local mode: the random model's seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -158,21 +160,24 @@ async fn connect(c: &Conn) -> Result<Session, ClientError> {
         });
     }
     let t = Instant::now();
-    let model = match &c.model_dir {
-        Some(d) => model::Model::load_dir(d)?,
-        None => mpcvit_server::cli::random_model(&c.preset, c.seed)
-            .map_err(|e| ClientError::Config(e.to_string()))?,
-    };
-    eprintln!(
-        "local mode: dealer and both parties in this process on loopback (mutual TLS), model {} ({})",
-        model.config().name,
-        match &c.model_dir {
-            Some(d) => format!("from {}", d.display()),
-            None => format!(
-                "deterministic random weights, seed {}: a stand-in until a trained model ships",
+    let (model, origin) = match (&c.model_dir, &c.preset) {
+        (Some(d), _) => (model::Model::load_dir(d)?, format!("from {}", d.display())),
+        (None, Some(p)) => (
+            mpcvit_server::cli::random_model(p, c.seed)
+                .map_err(|e| ClientError::Config(e.to_string()))?,
+            format!(
+                "deterministic random weights, seed {}: for timing, the labels mean nothing",
                 c.seed
             ),
-        }
+        ),
+        (None, None) => (
+            mpcvit_client::bundled_model()?,
+            "bundled, trained on Fashion-MNIST".to_string(),
+        ),
+    };
+    eprintln!(
+        "local mode: dealer and both parties in this process on loopback (mutual TLS), model {} ({origin})",
+        model.config().name,
     );
     let mut prg = Prg::new(&Seed::random());
     let [s0, s1] = model::secure::split_weights(&model, FixedPoint::default(), &mut prg);

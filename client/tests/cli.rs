@@ -94,3 +94,51 @@ fn local_mode_one_image_and_a_folder() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The README's main job: the bundled model, no flags, on the shipped
+/// samples. The secure labels equal the plaintext model's, which are right.
+#[test]
+fn bundled_model_classifies_the_shipped_samples() {
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+    let model = mpcvit_client::bundled_model().unwrap();
+    assert_eq!(model.config().name, mpcvit_client::BUNDLED_MODEL);
+    let out = Command::new(CLIENT)
+        .arg("infer")
+        .arg(&samples)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("bundled, trained on Fashion-MNIST"),
+        "{stderr}"
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "one answer per sample image");
+    for v in &lines {
+        let path = v["image"].as_str().unwrap();
+        let bytes = std::fs::read(path).unwrap();
+        let logits = model
+            .forward(&model::preprocess(model.config(), &bytes).unwrap())
+            .unwrap();
+        let plain = (0..logits.len()).fold(0, |b, i| if logits[i] > logits[b] { i } else { b });
+        assert_eq!(
+            v["top"][0]["class"].as_u64().unwrap() as usize,
+            plain,
+            "{path}"
+        );
+        // The file name carries the test set's label, e.g. `...-0-ankle-boot.png`.
+        let label = model.config().labels[plain]
+            .to_lowercase()
+            .replace(['/', ' '], "-");
+        assert!(
+            path.ends_with(&format!("-{label}.png")),
+            "{path}: classified as {}",
+            model.config().labels[plain]
+        );
+    }
+}
