@@ -303,37 +303,44 @@ async fn run(a: Args) {
         in_memory.as_secs_f64()
     );
 
-    // Throughput with concurrent clients.
-    wait_pool(a.pool).await;
-    let t = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for c in 0..a.clients {
-        let (auth, ports, m, model) = (auth.clone(), ports.clone(), m.clone(), model.clone());
-        let per = a.per_client;
-        tasks.spawn(async move {
-            let client = Client::connect([&ports[1], &ports[2]], &auth)
-                .await
-                .unwrap();
-            for k in 0..per {
-                let bytes = png((1000 + c * 100 + k) as u32);
-                let r = client.infer_image(&m, &bytes).await.unwrap();
-                let plain = model
-                    .forward(&model::preprocess(model.config(), &bytes).unwrap())
-                    .unwrap();
-                assert_eq!(argmax(&plain), argmax(&r.logits), "top-1 differs");
-            }
-        });
-    }
-    while let Some(j) = tasks.join_next().await {
-        j.unwrap();
-    }
-    let secs = t.elapsed().as_secs_f64();
+    // Throughput, dealing included: one client one image at a time, then
+    // `--clients` at once, the same number of images each time.
     let n = a.clients * a.per_client;
+    let mut rates = Vec::new();
+    for (clients, per) in [(1, n), (a.clients, a.per_client)] {
+        wait_pool(a.pool).await;
+        let t = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for c in 0..clients {
+            let (auth, ports, m, model) = (auth.clone(), ports.clone(), m.clone(), model.clone());
+            tasks.spawn(async move {
+                let client = Client::connect([&ports[1], &ports[2]], &auth)
+                    .await
+                    .unwrap();
+                for k in 0..per {
+                    let bytes = png((1000 + c * 100 + k) as u32);
+                    let r = client.infer_image(&m, &bytes).await.unwrap();
+                    let plain = model
+                        .forward(&model::preprocess(model.config(), &bytes).unwrap())
+                        .unwrap();
+                    assert_eq!(argmax(&plain), argmax(&r.logits), "top-1 differs");
+                }
+            });
+        }
+        while let Some(j) = tasks.join_next().await {
+            j.unwrap();
+        }
+        let secs = t.elapsed().as_secs_f64();
+        rates.push(n as f64 / secs);
+        println!(
+            "| throughput, {clients} client(s) × {per} images one after another (dealing included) | {:.3} images/s ({n} in {secs:.1} s) |",
+            n as f64 / secs
+        );
+    }
     println!(
-        "| throughput, {} concurrent clients × {} images (dealing included) | {:.3} images/s ({n} in {secs:.1} s) |",
+        "| concurrency gain ({} clients over 1) | {:.2}× |",
         a.clients,
-        a.per_client,
-        n as f64 / secs
+        rates[1] / rates[0]
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

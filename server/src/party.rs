@@ -200,7 +200,21 @@ impl PoolStore {
         // a session (party 0 gave up on it): drop them.
         let horizon = st.highest_used.saturating_sub(4 * self.target + 64);
         st.batches.retain(|k, _| *k == 0 || *k >= horizon);
-        let want = st.highest_used + self.target;
+        // Replacements are asked for when the session that took this batch
+        // ends ([`Replenish`]), so that dealing and expansion do not take
+        // the cores from its online phase; at once only if the pool is now
+        // empty (under load, when waiting would starve the next session).
+        if !st.batches.keys().any(|k| *k > 0) {
+            self.grow_want(st.highest_used + self.target);
+        }
+    }
+
+    /// The session that used batch `id` ended: keep `target` batches ahead of it.
+    fn finished(&self, id: u64) {
+        self.grow_want(id + self.target);
+    }
+
+    fn grow_want(&self, want: u64) {
         self.want.send_if_modified(|w| {
             let grow = want > *w;
             *w = (*w).max(want);
@@ -245,6 +259,19 @@ impl PoolStore {
                 }
             }
         }
+    }
+}
+
+/// Held by a session for the batch it took; asks for its replacement when
+/// dropped (the session ended, whichever way).
+struct Replenish {
+    store: Arc<PoolStore>,
+    batch: u64,
+}
+
+impl Drop for Replenish {
+    fn drop(&mut self) {
+        self.store.finished(self.batch);
     }
 }
 
@@ -841,6 +868,10 @@ impl Shared {
             })?
             .map_err(|_| ServerError::Internal("shutting down".into()))?;
         let (batch, pool) = epoch.store.take(None, self.pool_wait).await?;
+        let _replenish = Replenish {
+            store: epoch.store.clone(),
+            batch,
+        };
         tx.send(Ok(frame(peer_frame::Kind::Start(StartSession { batch }))))
             .await
             .map_err(|_| ServerError::Aborted("party 1 left the session".into()))?;
@@ -894,6 +925,10 @@ impl Shared {
                 Ok(_) => return Err(ServerError::Aborted("party 0 left the session".into())),
             };
             let (_, pool) = epoch.store.take(Some(batch), self.pool_wait).await?;
+            let _replenish = Replenish {
+                store: epoch.store.clone(),
+                batch,
+            };
             tx.send(ack())
                 .await
                 .map_err(|_| ServerError::Aborted("party 0 left the session".into()))?;
@@ -1424,4 +1459,33 @@ pub async fn serve(
     b?;
     c?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lone session takes a batch from a full pool: its replacement is
+    /// asked for when it ends, not while it computes. A take that empties
+    /// the pool asks at once.
+    #[tokio::test]
+    async fn replacements_are_asked_for_when_the_session_ends() {
+        let store = PoolStore::new(2);
+        let want = || *store.want.borrow();
+        store.put(1, Pool::new());
+        store.put(2, Pool::new());
+        assert_eq!(want(), 2);
+        let (b, _) = store.take(None, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(b, 1);
+        let guard = Replenish {
+            store: store.clone(),
+            batch: b,
+        };
+        assert_eq!(want(), 2, "no dealing while the session computes");
+        drop(guard);
+        assert_eq!(want(), 3, "the session ended: two batches ahead of it");
+        let (b, _) = store.take(None, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(b, 2);
+        assert_eq!(want(), 4, "the pool ran empty: asked at once");
+    }
 }
