@@ -9,7 +9,9 @@
 # Every step checkpoints each epoch; run the script again after an
 # interruption and it resumes the step that was cut off and skips finished
 # ones (a finished step has train.json in its run directory). Epoch counts
-# can be overridden: TEACHER_EPOCHS, SEARCH_EPOCHS, RETRAIN_EPOCHS.
+# can be overridden: TEACHER_EPOCHS, SEARCH_EPOCHS, RETRAIN_EPOCHS; and
+# TEACHER_ARGS adds flags to the teacher (e.g. "--dim 96 --mlp 192"; the
+# later steps take the architecture from the teacher).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -40,7 +42,8 @@ step() {
   "$B" "$@" --out "$dir" "${resume[@]}"
 }
 
-step "$RUNS/teacher" train-teacher --epochs "$TEACHER_EPOCHS"
+# shellcheck disable=SC2086 # TEACHER_ARGS is a list of flags
+step "$RUNS/teacher" train-teacher --epochs "$TEACHER_EPOCHS" ${TEACHER_ARGS:-}
 step "$RUNS/search" search --plus --init "$RUNS/teacher" --epochs "$SEARCH_EPOCHS" \
   --lr 5e-4 --warmup-epochs 0
 retrain() {
