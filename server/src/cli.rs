@@ -366,7 +366,7 @@ pub fn run_split(a: SplitArgs) -> Result<(), ServerError> {
     if a.keep_existing {
         let files = [Party::P0, Party::P1].map(|p| {
             let dir = if a.per_party {
-                a.out.join(format!("party{}", p.index()))
+                shares::party_dir(&a.out, p)
             } else {
                 a.out.clone()
             };

@@ -27,7 +27,7 @@ use tonic::{Request as RpcRequest, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::error::ServerError;
-use crate::kx::KeyPair;
+use crate::kx::{End, KeyPair};
 use crate::plan;
 use crate::tls::{Role, TlsMaterial, require_role};
 use crate::{MAX_INTERNAL_MESSAGE, hex};
@@ -136,11 +136,7 @@ impl DealerService {
                 role.dns_name()
             )));
         }
-        if hello.pairing_id.len() != 16 {
-            return Err(ServerError::InvalidArgument(
-                "pairing id must be 16 bytes".into(),
-            ));
-        }
+        crate::id16(&hello.pairing_id, "pairing id").map_err(ServerError::InvalidArgument)?;
         let plans = self.plans(&hello.manifest_json).await?;
         if hello.plan_digest != plans.digest(&hello.manifest_json) {
             return Err(ServerError::Mismatch(
@@ -155,13 +151,7 @@ impl DealerService {
             .as_slice()
             .try_into()
             .map_err(|_| ServerError::InvalidArgument("public key must be 32 bytes".into()))?;
-        let seed = keys.agree(
-            &hello.public_key,
-            &hello.pairing_id,
-            party,
-            &party_public,
-            &dealer_public,
-        )?;
+        let seed = keys.agree(&party_public, &hello.pairing_id, party, End::Dealer)?;
         let (out, out_rx) = mpsc::channel(8);
         out.send(Ok(ProvisionResponse {
             kind: Some(provision_response::Kind::Hello(DealerHello {
@@ -401,11 +391,11 @@ pub async fn serve_with_health(
         .max_decoding_message_size(MAX_INTERNAL_MESSAGE)
         .max_encoding_message_size(MAX_INTERNAL_MESSAGE);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let stopped = |mut s: tokio::sync::watch::Receiver<bool>| async move {
+    let wait_stop = |mut s: tokio::sync::watch::Receiver<bool>| async move {
         let _ = s.wait_for(|v| *v).await;
     };
     let health_srv = {
-        let (plain, stopped) = (health.clone(), stopped(stop.clone()));
+        let (plain, stopped) = (health.clone(), wait_stop(stop.clone()));
         async move {
             match health_listener {
                 Some(l) => crate::health::serve_plain(l, plain, stopped).await,
@@ -419,7 +409,7 @@ pub async fn serve_with_health(
         .tls_config(tls.server())?
         .add_service(health)
         .add_service(svc)
-        .serve_with_incoming_shutdown(crate::incoming(listener), stopped(stop));
+        .serve_with_incoming_shutdown(crate::incoming(listener), wait_stop(stop));
     let stopper = async move {
         shutdown.await;
         info!("shutting down");

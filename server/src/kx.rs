@@ -10,6 +10,15 @@ use sha2::{Digest, Sha256};
 
 use crate::error::ServerError;
 
+/// Which end of the agreement a key pair belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// A computing party.
+    Party,
+    /// The dealer.
+    Dealer,
+}
+
 /// An ephemeral X25519 key pair.
 pub struct KeyPair {
     secret: [u8; 32],
@@ -35,26 +44,26 @@ impl KeyPair {
         self.public
     }
 
-    /// The seed shared with the holder of `their_public`.
+    /// The seed shared with the holder of `their_public`; `me` says which
+    /// end this key pair is.
     ///
-    /// `party_public` and `dealer_public` are the two public keys in a fixed
-    /// order, bound into the hash with the pairing id and the party index so
-    /// that both ends derive the same seed and no other pairing can.
+    /// The party's and the dealer's public keys, in that fixed order, are
+    /// bound into the hash with the pairing id and the party index so that
+    /// both ends derive the same seed and no other pairing can.
     pub fn agree(
         self,
-        their_public: &[u8],
+        their_public: &[u8; 32],
         pairing_id: &[u8],
         party: usize,
-        party_public: &[u8; 32],
-        dealer_public: &[u8; 32],
+        me: End,
     ) -> Result<Seed, ServerError> {
-        let their: [u8; 32] = their_public.try_into().map_err(|_| {
-            ServerError::Dealer(format!(
-                "public key of {} bytes, expected 32",
-                their_public.len()
-            ))
-        })?;
-        let shared = MontgomeryPoint(their).mul_clamped(self.secret).to_bytes();
+        let (party_public, dealer_public) = match me {
+            End::Party => (&self.public, their_public),
+            End::Dealer => (their_public, &self.public),
+        };
+        let shared = MontgomeryPoint(*their_public)
+            .mul_clamped(self.secret)
+            .to_bytes();
         if shared == [0u8; 32] {
             return Err(ServerError::Dealer(
                 "low-order public key (the shared secret would be zero)".into(),
@@ -80,20 +89,16 @@ mod tests {
     fn both_ends_agree_and_others_do_not() {
         let (p, d) = (KeyPair::generate(), KeyPair::generate());
         let (pp, dp) = (p.public(), d.public());
-        let s1 = p.agree(&dp, b"pair", 1, &pp, &dp).unwrap();
-        let s2 = d.agree(&pp, b"pair", 1, &pp, &dp).unwrap();
+        let s1 = p.agree(&dp, b"pair", 1, End::Party).unwrap();
+        let s2 = d.agree(&pp, b"pair", 1, End::Dealer).unwrap();
         assert_eq!(s1, s2);
+        // A third key pair in the dealer's place derives another seed.
         let e = KeyPair::generate();
-        let s3 = e.agree(&pp, b"pair", 1, &pp, &dp).unwrap();
+        let s3 = e.agree(&pp, b"pair", 1, End::Dealer).unwrap();
         assert_ne!(s1, s3);
         assert!(
             KeyPair::generate()
-                .agree(&[0u8; 32], b"p", 0, &pp, &dp)
-                .is_err()
-        );
-        assert!(
-            KeyPair::generate()
-                .agree(&[1u8; 5], b"p", 0, &pp, &dp)
+                .agree(&[0u8; 32], b"p", 0, End::Party)
                 .is_err()
         );
         assert_eq!(format!("{:?}", KeyPair::generate()), "KeyPair(<secret>)");

@@ -62,6 +62,14 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A 16-byte id (pairing or session) from a message field, or a message
+/// naming `what` and the length found.
+pub fn id16(bytes: &[u8], what: &str) -> Result<[u8; 16], String> {
+    bytes
+        .try_into()
+        .map_err(|_| format!("{what} of {} bytes, expected 16", bytes.len()))
+}
+
 /// `https://` + `addr` unless `addr` already has a scheme.
 pub fn https_url(addr: &str) -> String {
     if addr.contains("://") {

@@ -51,10 +51,10 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::bridge::{self, BlockingChannel, PeerStream};
 use crate::error::ServerError;
-use crate::kx::KeyPair;
+use crate::kx::{End, KeyPair};
 use crate::plan::ModelPlans;
 use crate::tls::{Role, TlsMaterial, require_client, require_role};
-use crate::{MAX_INTERNAL_MESSAGE, hex, https_url};
+use crate::{MAX_INTERNAL_MESSAGE, hex, https_url, id16};
 use model::secure::{SecureModel, WeightShares};
 
 /// Everything a party needs besides its listeners.
@@ -439,9 +439,7 @@ fn endpoint(addr: &str, tls: &TlsMaterial, role: Role) -> Result<Endpoint, Serve
 }
 
 fn session_id(bytes: &[u8]) -> Result<[u8; 16], ServerError> {
-    bytes.try_into().map_err(|_| {
-        ServerError::InvalidArgument(format!("session id of {} bytes, expected 16", bytes.len()))
-    })
+    id16(bytes, "session id").map_err(ServerError::InvalidArgument)
 }
 
 fn frame(kind: peer_frame::Kind) -> PeerFrame {
@@ -541,13 +539,7 @@ impl Shared {
             .as_slice()
             .try_into()
             .map_err(|_| ServerError::Dealer("dealer public key must be 32 bytes".into()))?;
-        let seed = keys.agree(
-            &hello.public_key,
-            &id,
-            self.party.index(),
-            &party_public,
-            &dealer_public,
-        )?;
+        let seed = keys.agree(&dealer_public, &id, self.party.index(), End::Party)?;
         let store = PoolStore::new(self.pool_target);
         // Credit forwarder: ends when the store is dropped.
         let mut want = store.want.subscribe();
@@ -895,11 +887,7 @@ impl Shared {
         let (header, mut stream) = self.claim(sid).await?;
         let tx = stream.tx.clone();
         let result: Result<(Share, SessionStats), ServerError> = async {
-            let pid: [u8; 16] = header
-                .pairing_id
-                .as_slice()
-                .try_into()
-                .map_err(|_| ServerError::Aborted("bad pairing id from party 0".into()))?;
+            let pid = id16(&header.pairing_id, "party 0's pairing id").map_err(ServerError::Aborted)?;
             let epoch = entry.by_id(&pid, Duration::from_secs(5)).await.ok_or_else(|| {
                 ServerError::Aborted(format!(
                     "party 0 runs this session under pairing {} of another model or an ended pairing",
@@ -1231,11 +1219,7 @@ impl PeerLink for PartyService {
             ))
             .into());
         }
-        let id: [u8; 16] = h
-            .pairing_id
-            .as_slice()
-            .try_into()
-            .map_err(|_| ServerError::InvalidArgument("pairing id must be 16 bytes".into()))?;
+        let id = id16(&h.pairing_id, "pairing id").map_err(ServerError::InvalidArgument)?;
         let (tx, out) = bridge::outgoing();
         let rx = bridge::pump(incoming);
         tx.send(Ok(frame(peer_frame::Kind::Ack(Ack {}))))

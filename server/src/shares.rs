@@ -44,6 +44,11 @@ pub fn split_to_dir(model: &model::Model, fp: FixedPoint, dir: &Path) -> Result<
     Ok(())
 }
 
+/// Party `p`'s directory under a `split --per-party` output: `dir/party<p>`.
+pub fn party_dir(dir: &Path, party: Party) -> std::path::PathBuf {
+    dir.join(format!("party{}", party.index()))
+}
+
 /// [`split_to_dir`], one directory per party: `dir/party0/{manifest.json,
 /// share-0.safetensors}` and `dir/party1/{manifest.json, share-1.safetensors}`.
 pub fn split_to_party_dirs(
@@ -54,7 +59,7 @@ pub fn split_to_party_dirs(
     let manifest = model.config().to_manifest_json()?;
     let shares = split_model(model, fp)?;
     for (party, bytes) in [Party::P0, Party::P1].into_iter().zip(shares) {
-        let sub = dir.join(format!("party{}", party.index()));
+        let sub = party_dir(dir, party);
         std::fs::create_dir_all(&sub).map_err(|e| ServerError::io("creating", &sub, e))?;
         let path = sub.join(model::config::MANIFEST_FILE);
         std::fs::write(&path, &manifest).map_err(|e| ServerError::io("writing", &path, e))?;
