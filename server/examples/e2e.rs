@@ -11,8 +11,10 @@
 //! by each party, rounds, the parties' online time, the dealer's bytes per
 //! inference; then images per second with `--clients` concurrent clients
 //! (dealing and pool expansion included: the machine's cores are shared by
-//! all three processes). Every answer is checked against the plaintext
-//! model's top-1.
+//! all three processes), with the CPU time each process spent per image and
+//! the throughput that CPU time alone allows (on these cores, and with each
+//! process on a machine of its own). Every answer is checked against the
+//! plaintext model's top-1.
 
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -107,6 +109,29 @@ fn argmax(v: &[f32]) -> usize {
     (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b })
 }
 
+/// CPU seconds (user + system, all threads) a child process has used so
+/// far, from `/proc/PID/stat` (fields 14 and 15, in clock ticks).
+fn cpu_seconds(pid: u32, ticks_per_second: f64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / ticks_per_second
+}
+
+/// The kernel's clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some("--child") {
@@ -158,7 +183,7 @@ async fn run(a: Args) {
     };
     let certs_dir = dir.join("certs").display().to_string();
     let model_dir = dir.join("model").display().to_string();
-    let _dealer = spawn(
+    let dealer = spawn(
         vec![
             "dealer".into(),
             "--listen".into(),
@@ -194,8 +219,12 @@ async fn run(a: Args) {
             "600".into(),
         ]
     };
-    let _p1 = spawn(party(1), "party1.log");
-    let _p0 = spawn(party(0), "party0.log");
+    let p1 = spawn(party(1), "party1.log");
+    let p0 = spawn(party(0), "party0.log");
+    // Dealer, party 0, party 1: whose CPU time the throughput runs account.
+    let pids = [dealer.0.id(), p0.0.id(), p1.0.id()];
+    let tck = clock_ticks_per_second();
+    let cpu_now = || pids.map(|pid| cpu_seconds(pid, tck));
     let t = Instant::now();
     let auth = ClientAuth::Cert(certs.material(Role::Client));
     let client = loop {
@@ -304,11 +333,16 @@ async fn run(a: Args) {
     );
 
     // Throughput, dealing included: one client one image at a time, then
-    // `--clients` at once, the same number of images each time.
+    // `--clients` at once, the same number of images each time. The three
+    // processes' CPU time over each run says how busy the machine was and
+    // bounds what any concurrency could reach on it.
     let n = a.clients * a.per_client;
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
     let mut rates = Vec::new();
+    let mut cpu_per_image = Vec::new();
     for (clients, per) in [(1, n), (a.clients, a.per_client)] {
         wait_pool(a.pool).await;
+        let cpu_before = cpu_now();
         let t = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for c in 0..clients {
@@ -331,16 +365,48 @@ async fn run(a: Args) {
             j.unwrap();
         }
         let secs = t.elapsed().as_secs_f64();
+        // Dealing for the images of this run may finish after the last
+        // answer: wait until the pool is full again, then read the clocks.
+        wait_pool(a.pool).await;
+        let secs_with_refill = t.elapsed().as_secs_f64();
+        let cpu: Vec<f64> = cpu_now()
+            .iter()
+            .zip(cpu_before)
+            .map(|(after, before)| (after - before) / n as f64)
+            .collect();
         rates.push(n as f64 / secs);
         println!(
             "| throughput, {clients} client(s) × {per} images one after another (dealing included) | {:.3} images/s ({n} in {secs:.1} s) |",
             n as f64 / secs
         );
+        println!(
+            "| CPU per image, dealer / party 0 / party 1 ({clients} client(s)) | {:.3} / {:.3} / {:.3} s |",
+            cpu[0], cpu[1], cpu[2]
+        );
+        println!(
+            "| cores busy ({clients} client(s), until the pool is full again) | {:.2} of {cores} |",
+            cpu.iter().sum::<f64>() * n as f64 / secs_with_refill
+        );
+        cpu_per_image.push(cpu);
     }
     println!(
         "| concurrency gain ({} clients over 1) | {:.2}× |",
         a.clients,
         rates[1] / rates[0]
+    );
+    // Upper bounds from CPU time alone (no waiting on rounds at all): every
+    // process on this machine's cores, or each process on a machine of its
+    // own with as many cores. Measured with one client.
+    let cpu = &cpu_per_image[0];
+    let shared = cores / cpu.iter().sum::<f64>();
+    let separate = cores / cpu.iter().cloned().fold(0.0, f64::max);
+    println!(
+        "| CPU bound on images/s: all three processes on these {cores} cores | {shared:.3} ({:.2}× one at a time) |",
+        shared / rates[0]
+    );
+    println!(
+        "| CPU bound on images/s: each process on its own {cores}-core machine | {separate:.3} ({:.2}× one at a time here) |",
+        separate / rates[0]
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
