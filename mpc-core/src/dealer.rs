@@ -19,7 +19,7 @@
 //! pool. An empty pool or an item of the wrong kind is a typed error
 //! ([`MpcError::PoolExhausted`], [`MpcError::OutOfStep`]), never a fallback.
 
-use crate::dcf::{self, Block, DcfCorrections};
+use crate::dcf::{self, Block, DcfKeys};
 use crate::error::{MpcError, Result};
 use crate::prg::{Prg, Seed};
 use crate::ring;
@@ -160,7 +160,7 @@ impl Request {
                 if p1 { per * rows * cols + product } else { 0 }
             }
             Request::Compare { n, bits, coarse } => {
-                n * DcfCorrections::wire_len(bits - 1 - coarse) + if p1 { 8 * n } else { 0 }
+                n * DcfKeys::wire_len(bits - 1 - coarse) + if p1 { 8 * n } else { 0 }
             }
         }
     }
@@ -198,8 +198,8 @@ pub enum Material {
         r_msb: Vec<u64>,
         /// This party's DCF root seeds.
         roots: Vec<Block>,
-        /// DCF correction words (identical for both parties).
-        cws: Vec<DcfCorrections>,
+        /// DCF correction words (identical for both parties), one key per element.
+        cws: DcfKeys,
     },
 }
 
@@ -278,7 +278,7 @@ pub fn draw(req: &Request, party: Party, prg: &mut Prg) -> Material {
                 r: prg.u64s(n).into_iter().map(|x| x & mask).collect(),
                 r_msb: own_c(prg, n),
                 roots: (0..n).map(|_| prg.block()).collect(),
-                cws: Vec::new(),
+                cws: DcfKeys::placeholder(bits - 1, 0),
             }
         }
     }
@@ -325,8 +325,14 @@ impl std::fmt::Debug for Dealt {
 }
 
 /// The trusted dealer: holds both parties' seeds, never sees inputs or weights.
+///
+/// Each batch (the model load, then one batch per inference) is drawn from
+/// its own ChaCha stream of the two seeds ([`Dealer::start_batch`],
+/// [`MaterialGen::for_batch`]), so batches can be expanded independently and
+/// in any order; the weight masks of the model load stay with the dealer.
 #[derive(Debug)]
 pub struct Dealer {
+    seeds: [Seed; 2],
     prg: [Prg; 2],
     /// Full weight masks `B = B₀ + B₁`, by weight id.
     masks: HashMap<u32, (usize, usize, Vec<u64>)>,
@@ -336,9 +342,19 @@ impl Dealer {
     /// A dealer sharing `seed0` with party 0 and `seed1` with party 1.
     pub fn new(seed0: &Seed, seed1: &Seed) -> Self {
         Dealer {
+            seeds: [seed0.clone(), seed1.clone()],
             prg: [Prg::new(seed0), Prg::new(seed1)],
             masks: HashMap::new(),
         }
+    }
+
+    /// Deal the following requests from batch `batch`'s streams (a new
+    /// dealer starts in batch 0).
+    pub fn start_batch(&mut self, batch: u64) {
+        self.prg = [
+            Prg::with_stream(&self.seeds[0], batch),
+            Prg::with_stream(&self.seeds[1], batch),
+        ];
     }
 
     /// Answer one request: party 1's correction and any words both parties need.
@@ -480,17 +496,19 @@ impl Dealer {
             ) => {
                 let (bits, coarse) = (*bits, *coarse);
                 let mask = low_mask(bits);
-                let mut to_both = Vec::new();
-                let mut msb = Vec::with_capacity(r0.len());
-                for i in 0..r0.len() {
+                let n = r0.len();
+                let mut alphas = Vec::with_capacity(n);
+                let mut betas = Vec::with_capacity(n);
+                let mut msb = Vec::with_capacity(n);
+                for i in 0..n {
                     let r = r0[i].wrapping_add(r1[i]) & mask;
                     let top = (r >> (bits - 1)) & 1;
-                    let alpha = (r & low_mask(bits - 1)) >> coarse;
-                    let beta = 1u64.wrapping_sub(2 * top);
-                    dcf::generate(bits - 1 - coarse, alpha, beta, &s0[i], &s1[i])
-                        .write(&mut to_both);
+                    alphas.push((r & low_mask(bits - 1)) >> coarse);
+                    betas.push(1u64.wrapping_sub(2 * top));
                     msb.push(top);
                 }
+                let keys = dcf::generate_batch(bits - 1 - coarse, &alphas, &betas, &s0, &s1);
+                let to_both = keys.as_bytes().to_vec();
                 let mut to_p1 = to_both.clone();
                 to_p1.extend(bytes_of(&ring::sub(&msb, &m0)));
                 Dealt {
@@ -511,12 +529,22 @@ pub struct MaterialGen {
 }
 
 impl MaterialGen {
-    /// The generator of `party`, sharing `seed` with the dealer.
+    /// The generator of `party`, sharing `seed` with the dealer (batch 0).
     pub fn new(party: Party, seed: &Seed) -> Self {
+        Self::for_batch(party, seed, 0)
+    }
+
+    /// The generator of `party` for batch `batch` (see [`Dealer::start_batch`]).
+    pub fn for_batch(party: Party, seed: &Seed, batch: u64) -> Self {
         MaterialGen {
             party,
-            prg: Prg::new(seed),
+            prg: Prg::with_stream(seed, batch),
         }
+    }
+
+    /// The party this generator expands for.
+    pub fn party(&self) -> Party {
+        self.party
     }
 
     /// This party's material for `req`, given the dealer's message to this party.
@@ -534,12 +562,9 @@ impl MaterialGen {
         match (&mut m, req) {
             (Material::Compare { r_msb, cws, .. }, Request::Compare { n, bits, coarse }) => {
                 let depth = bits - 1 - coarse;
-                let per = DcfCorrections::wire_len(depth);
-                for i in 0..*n {
-                    let cw = DcfCorrections::read(depth, &msg[i * per..(i + 1) * per])
-                        .expect("length checked above");
-                    cws.push(cw);
-                }
+                let per = DcfKeys::wire_len(depth);
+                *cws = DcfKeys::from_bytes(depth, msg[..n * per].to_vec())
+                    .expect("length checked above");
                 if p1 {
                     *r_msb = words(&msg[n * per..]);
                 }
@@ -656,7 +681,7 @@ impl CorrelationSource for Recorder {
         if let (Material::Compare { cws, r, .. }, Request::Compare { bits, coarse, .. }) =
             (&mut m, &req)
         {
-            *cws = vec![DcfCorrections::placeholder(bits - 1 - coarse); r.len()];
+            *cws = DcfKeys::placeholder(bits - 1 - coarse, r.len());
         }
         self.plan.push(req);
         Ok(m)

@@ -58,6 +58,14 @@ pub enum MpcError {
         /// What did not fit.
         detail: String,
     },
+    /// Streamed material did not arrive (the dealer's link ended or stalled).
+    #[error("{op}: correlated randomness did not arrive: {reason}")]
+    MaterialUnavailable {
+        /// The operator asking.
+        op: &'static str,
+        /// Why, as the feed reported it.
+        reason: String,
+    },
     /// The dealer cannot serve a request (for example an unknown weight mask).
     #[error("dealer: {0}")]
     Dealer(String),

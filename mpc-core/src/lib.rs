@@ -10,6 +10,8 @@
 //! - [`channel`]: the link, an in-memory pair, a counting wrapper.
 //! - [`dealer`]: the vocabulary of correlations, the dealer (PRG-seed trick),
 //!   the party-side expansion and the preprocessed [`Pool`].
+//! - [`feed`]: material streamed from the dealer while the computation runs
+//!   ([`StreamedPool`]), so a party's memory does not grow with the model.
 //! - [`dcf`]: distributed comparison functions for one-round comparisons.
 //! - [`Session`]: one party's view; every secure operator is a method on it
 //!   (`arith`: products and truncation; `compare`: comparison, ReLU, max;
@@ -25,6 +27,7 @@ pub mod compare;
 pub mod dcf;
 pub mod dealer;
 pub mod error;
+pub mod feed;
 pub mod fixed;
 pub mod local;
 pub mod nonlinear;
@@ -38,6 +41,7 @@ pub use arith::{MaskedWeight, MatMulItem};
 pub use channel::{Channel, CommStats, CountingChannel, MemChannel};
 pub use dealer::{CorrelationSource, Dealer, MaterialGen, Pool, Request};
 pub use error::{ChannelError, MpcError, Result};
+pub use feed::{ChannelFeed, DealerFeed, StreamedPool};
 pub use fixed::FixedPoint;
 pub use prg::{Prg, Seed};
 pub use session::{Round, Session};

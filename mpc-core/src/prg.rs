@@ -60,6 +60,14 @@ impl Prg {
         Prg(ChaCha20Rng::from_seed(seed.0))
     }
 
+    /// Stream number `stream` of `seed`: independent of every other stream
+    /// of the same seed (ChaCha's 64-bit stream id). `Prg::new` is stream 0.
+    pub fn with_stream(seed: &Seed, stream: u64) -> Self {
+        let mut rng = ChaCha20Rng::from_seed(seed.0);
+        rng.set_stream(stream);
+        Prg(rng)
+    }
+
     /// The next 64 bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0.next_u64()

@@ -1,0 +1,138 @@
+//! Correlated randomness that arrives while the computation runs.
+//!
+//! A [`Pool`](crate::Pool) holds a whole plan's material, expanded, before
+//! the online phase starts: fine for a small model, but the material of one
+//! `vit_9_12_64` inference is gigabytes. A [`StreamedPool`] instead reads
+//! this party's dealer bytes from a [`DealerFeed`] in plan order and expands
+//! each request's material only when the operator takes it. The driver
+//! bounds the feed's buffer (and with it the dealer, by backpressure), so a
+//! party holds at most that buffer plus one request's material, whatever the
+//! model's depth; the dealer holds one request's answer per party.
+//!
+//! Running out is an error, never a fallback: a feed that ends or stalls
+//! gives [`MpcError::MaterialUnavailable`], and a program that asks for
+//! something else than the plan gives [`MpcError::OutOfStep`].
+
+use std::sync::Arc;
+
+use crate::dealer::{CorrelationSource, Material, MaterialGen, Request};
+use crate::error::{MpcError, Result};
+
+/// This party's dealer byte stream for one batch, in pieces as they arrive.
+pub trait DealerFeed: Send {
+    /// The next piece (any length); an error once the stream ended early,
+    /// broke or stalled past the driver's deadline.
+    fn next_piece(&mut self) -> std::result::Result<Vec<u8>, String>;
+}
+
+/// A feed over a `std` channel of pieces, each awaited at most `wait`.
+#[derive(Debug)]
+pub struct ChannelFeed {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    wait: std::time::Duration,
+}
+
+impl ChannelFeed {
+    /// Read pieces from `rx`, waiting at most `wait` for each.
+    pub fn new(rx: std::sync::mpsc::Receiver<Vec<u8>>, wait: std::time::Duration) -> Self {
+        ChannelFeed { rx, wait }
+    }
+}
+
+impl DealerFeed for ChannelFeed {
+    fn next_piece(&mut self) -> std::result::Result<Vec<u8>, String> {
+        use std::sync::mpsc::RecvTimeoutError;
+        self.rx.recv_timeout(self.wait).map_err(|e| match e {
+            RecvTimeoutError::Timeout => format!("nothing from the dealer within {:?}", self.wait),
+            RecvTimeoutError::Disconnected => "the dealer's stream ended".to_string(),
+        })
+    }
+}
+
+/// Material for a plan, expanded request by request from a [`DealerFeed`].
+pub struct StreamedPool<F> {
+    generator: MaterialGen,
+    plan: Arc<Vec<Request>>,
+    next: usize,
+    feed: F,
+    /// Received bytes not yet expanded: `pending[at..]`.
+    pending: Vec<u8>,
+    at: usize,
+}
+
+impl<F> std::fmt::Debug for StreamedPool<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "StreamedPool({} of {} requests taken)",
+            self.next,
+            self.plan.len()
+        )
+    }
+}
+
+impl<F: DealerFeed> StreamedPool<F> {
+    /// Expand `plan`'s material with `generator` (which must be this batch's)
+    /// from the dealer bytes that `feed` delivers.
+    pub fn new(generator: MaterialGen, plan: Arc<Vec<Request>>, feed: F) -> Self {
+        StreamedPool {
+            generator,
+            plan,
+            next: 0,
+            feed,
+            pending: Vec::new(),
+            at: 0,
+        }
+    }
+
+    /// Requests taken so far.
+    pub fn taken(&self) -> usize {
+        self.next
+    }
+
+    /// The next `n` bytes of the stream.
+    fn read(&mut self, op: &'static str, n: usize) -> Result<Vec<u8>> {
+        while self.pending.len() - self.at < n {
+            let piece = self
+                .feed
+                .next_piece()
+                .map_err(|reason| MpcError::MaterialUnavailable { op, reason })?;
+            if self.at > 0 {
+                self.pending.drain(..self.at);
+                self.at = 0;
+            }
+            if self.pending.is_empty() && piece.len() >= n {
+                self.pending = piece;
+            } else {
+                self.pending.extend_from_slice(&piece);
+            }
+        }
+        let out = self.pending[self.at..self.at + n].to_vec();
+        self.at += n;
+        Ok(out)
+    }
+}
+
+impl<F: DealerFeed> CorrelationSource for StreamedPool<F> {
+    fn take(&mut self, op: &'static str, req: Request) -> Result<Material> {
+        match self.plan.get(self.next) {
+            None => {
+                return Err(MpcError::PoolExhausted {
+                    op,
+                    needed: format!("{req:?}"),
+                });
+            }
+            Some(r) if *r != req => {
+                return Err(MpcError::OutOfStep {
+                    op,
+                    needed: format!("{req:?}"),
+                    found: format!("{r:?}"),
+                });
+            }
+            Some(_) => {}
+        }
+        let bytes = self.read(op, req.dealer_bytes(self.generator.party()))?;
+        self.next += 1;
+        self.generator.expand(&req, &bytes)
+    }
+}
