@@ -58,8 +58,8 @@ struct Conn {
     #[arg(long)]
     model_dir: Option<PathBuf>,
     /// Local mode: instead, a model of the paper's size with deterministic
-    /// random weights (`vit_7_4_32_mu05`, `vit_7_4_32`, `small`): for timing,
-    /// its labels mean nothing.
+    /// random weights (`vit_7_4_32_mu05`, `vit_7_4_32`, `vit_9_12_64_mu05`,
+    /// `vit_9_12_64`, `small`): for timing, its labels mean nothing.
     #[arg(long, conflicts_with = "model_dir")]
     preset: Option<String>,
     /// Local mode: the random model's seed.

@@ -116,12 +116,20 @@ impl DcfKeys {
 
     /// Keys read from their wire bytes (a whole number of keys), or `None`.
     pub fn from_bytes(bits: u32, bytes: Vec<u8>) -> Option<DcfKeys> {
-        bytes.len().is_multiple_of(Self::wire_len(bits)).then_some(DcfKeys { bits, bytes })
+        bytes
+            .len()
+            .is_multiple_of(Self::wire_len(bits))
+            .then_some(DcfKeys { bits, bytes })
     }
 
     /// The wire bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// The wire bytes, without a copy.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
     }
 
     /// Input bits (tree depth).

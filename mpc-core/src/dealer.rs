@@ -508,7 +508,7 @@ impl Dealer {
                     msb.push(top);
                 }
                 let keys = dcf::generate_batch(bits - 1 - coarse, &alphas, &betas, &s0, &s1);
-                let to_both = keys.as_bytes().to_vec();
+                let to_both = keys.into_bytes();
                 let mut to_p1 = to_both.clone();
                 to_p1.extend(bytes_of(&ring::sub(&msb, &m0)));
                 Dealt {

@@ -4,7 +4,7 @@
 //! this process.
 //!
 //! ```sh
-//! cargo run --release -p mpcvit-server --example e2e -- [--preset vit_7_4_32_mu05] [--gelu erf|quad] [--model-dir DIR] [--images 4] [--clients 8] [--per-client 2] [--pool 2]
+//! cargo run --release -p mpcvit-server --example e2e -- [--preset vit_7_4_32_mu05|vit_9_12_64_mu05|…] [--gelu erf|quad] [--model-dir DIR] [--images 4] [--clients 8] [--per-client 2] [--pool 2] [--pool-buffer-mb 256]
 //! ```
 //!
 //! Prints, for one image: end-to-end latency with a warm pool, bytes sent
@@ -13,8 +13,9 @@
 //! (dealing and pool expansion included: the machine's cores are shared by
 //! all three processes), with the CPU time each process spent per image and
 //! the throughput that CPU time alone allows (on these cores, and with each
-//! process on a machine of its own). Every answer is checked against the
-//! plaintext model's top-1.
+//! process on a machine of its own), and each process's peak resident
+//! memory (`VmHWM` from `/proc/PID/status`). Every answer is checked against
+//! the plaintext model's top-1.
 
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -49,6 +50,14 @@ struct Args {
     /// Online batches each party keeps ready.
     #[arg(long, default_value_t = 2)]
     pool: u64,
+    /// MiB of dealer material each party buffers per batch (a larger batch
+    /// streams while its session runs).
+    #[arg(long, default_value_t = mpcvit_server::party::DEFAULT_POOL_BUFFER_BYTES >> 20)]
+    pool_buffer_mb: usize,
+    /// Also time the forward with both parties in this process (it holds a
+    /// whole inference's material: skipped above 1 GB of dealer bytes).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    in_memory: bool,
 }
 
 struct Proc(Child);
@@ -121,6 +130,19 @@ fn cpu_seconds(pid: u32, ticks_per_second: f64) -> f64 {
     ticks as f64 / ticks_per_second
 }
 
+/// Peak resident memory of a process in MiB (`VmHWM` in `/proc/PID/status`).
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
 /// The kernel's clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
 fn clock_ticks_per_second() -> f64 {
     Command::new("getconf")
@@ -164,7 +186,22 @@ async fn run(a: Args) {
     };
     mpcvit_server::shares::split_to_dir(&model, FixedPoint::default(), &dir.join("model")).unwrap();
     let name = model.config().name.clone();
-    let in_memory = in_memory_forward(&model);
+    let manifest = model.config().to_manifest_json().unwrap();
+    let plans =
+        mpcvit_server::plan::for_manifest(&manifest, model::SecureParams::default()).unwrap();
+    let dealer_bytes = [
+        plans.online_dealer_bytes(Party::P0),
+        plans.online_dealer_bytes(Party::P1),
+    ];
+    let in_memory = (a.in_memory && dealer_bytes[1] < 1 << 30).then(|| in_memory_forward(&model));
+    // Batches that fit the parties' buffer arrive whole ahead of their
+    // sessions ("pool full" = `--pool` batches); a larger batch streams, and
+    // only its first part can be ready.
+    let ready_batches = if dealer_bytes[1] <= a.pool_buffer_mb << 20 {
+        a.pool
+    } else {
+        1
+    };
     let ports: Vec<String> = (0..4)
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
@@ -211,6 +248,8 @@ async fn run(a: Args) {
             ports[0].clone(),
             "--pool".into(),
             a.pool.to_string(),
+            "--pool-buffer-mb".into(),
+            a.pool_buffer_mb.to_string(),
             "--max-sessions".into(),
             a.clients.to_string(),
             "--recv-timeout".into(),
@@ -257,13 +296,10 @@ async fn run(a: Args) {
     let t_pool = Instant::now();
     wait_pool(1).await;
     let first_batch = t_pool.elapsed();
-    let plans =
-        mpcvit_server::plan::for_manifest(&m.info.manifest_json, model::SecureParams::default())
-            .unwrap();
-    let dealer_bytes = [
-        plans.online_dealer_bytes(Party::P0),
-        plans.online_dealer_bytes(Party::P1),
-    ];
+    assert_eq!(
+        m.info.manifest_json, manifest,
+        "the parties serve another manifest"
+    );
     println!(
         "model {name}: paired and weights masked {:.1} s after start; first online batch {:.1} s later",
         ready.as_secs_f64(),
@@ -278,7 +314,7 @@ async fn run(a: Args) {
     // Latency, one image at a time, pool full (no dealing in the background).
     let mut runs: Vec<Inference> = Vec::new();
     for i in 0..a.images {
-        wait_pool(a.pool).await;
+        wait_pool(ready_batches).await;
         let bytes = png(i as u32);
         let r = client.infer_image(&m, &bytes).await.unwrap();
         let plain = model
@@ -327,10 +363,15 @@ async fn run(a: Args) {
         "| dealer bytes to party 0 / party 1 | {} / {} |",
         dealer_bytes[0], dealer_bytes[1]
     );
-    println!(
-        "| same forward, both parties in one process over an in-memory channel | {:.3} s |",
-        in_memory.as_secs_f64()
-    );
+    match in_memory {
+        Some(t) => println!(
+            "| same forward, both parties in one process over an in-memory channel | {:.3} s |",
+            t.as_secs_f64()
+        ),
+        None => println!(
+            "| same forward, both parties in one process over an in-memory channel | skipped (whole-inference material) |"
+        ),
+    }
 
     // Throughput, dealing included: one client one image at a time, then
     // `--clients` at once, the same number of images each time. The three
@@ -341,7 +382,7 @@ async fn run(a: Args) {
     let mut rates = Vec::new();
     let mut cpu_per_image = Vec::new();
     for (clients, per) in [(1, n), (a.clients, a.per_client)] {
-        wait_pool(a.pool).await;
+        wait_pool(ready_batches).await;
         let cpu_before = cpu_now();
         let t = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
@@ -367,7 +408,7 @@ async fn run(a: Args) {
         let secs = t.elapsed().as_secs_f64();
         // Dealing for the images of this run may finish after the last
         // answer: wait until the pool is full again, then read the clocks.
-        wait_pool(a.pool).await;
+        wait_pool(ready_batches).await;
         let secs_with_refill = t.elapsed().as_secs_f64();
         let cpu: Vec<f64> = cpu_now()
             .iter()
@@ -407,6 +448,11 @@ async fn run(a: Args) {
     println!(
         "| CPU bound on images/s: each process on its own {cores}-core machine | {separate:.3} ({:.2}× one at a time here) |",
         separate / rates[0]
+    );
+    let rss = pids.map(peak_rss_mib);
+    println!(
+        "| peak resident memory, dealer / party 0 / party 1 | {:.0} / {:.0} / {:.0} MiB |",
+        rss[0], rss[1], rss[2]
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,12 +7,14 @@
 //! (`tokio::task::spawn_blocking`) and uses [`BlockingChannel`], which sends
 //! with `blocking_send` and receives with a deadline, so a silent peer turns
 //! into an error after a bounded time instead of a hung thread.
+//! [`TokioFeed`] does the same for a batch of dealer material.
 
 use std::time::Duration;
 
-use mpc_core::{Channel, ChannelError};
+use mpc_core::{Channel, ChannelError, DealerFeed};
 use mpcvit_proto::v1::{PeerFrame, peer_frame::Kind};
-use tokio::sync::mpsc;
+use std::sync::Arc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
@@ -61,6 +63,56 @@ pub fn outgoing() -> (FrameTx, FrameOut) {
 pub fn data(bytes: Vec<u8>) -> PeerFrame {
     PeerFrame {
         kind: Some(Kind::Data(bytes)),
+    }
+}
+
+/// mpc-core's [`DealerFeed`] over a tokio channel of dealer chunks, for use
+/// on a blocking thread: each piece is awaited at most `wait`, and its bytes
+/// are given back to the sender's `budget` (one permit per byte, at most
+/// the budget's size per chunk) once read.
+#[derive(Debug)]
+pub struct TokioFeed {
+    rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    budget: Arc<Semaphore>,
+    size: usize,
+    handle: tokio::runtime::Handle,
+    wait: Duration,
+}
+
+impl TokioFeed {
+    /// Read chunks from `rx`, waiting at most `wait` for each; `budget` has
+    /// `size` permits in all.
+    pub fn new(
+        rx: mpsc::UnboundedReceiver<Vec<u8>>,
+        budget: Arc<Semaphore>,
+        size: usize,
+        handle: tokio::runtime::Handle,
+        wait: Duration,
+    ) -> Self {
+        TokioFeed {
+            rx,
+            budget,
+            size,
+            handle,
+            wait,
+        }
+    }
+}
+
+impl DealerFeed for TokioFeed {
+    fn next_piece(&mut self) -> Result<Vec<u8>, String> {
+        let rx = &mut self.rx;
+        match self
+            .handle
+            .block_on(async { tokio::time::timeout(self.wait, rx.recv()).await })
+        {
+            Ok(Some(piece)) => {
+                self.budget.add_permits(piece.len().min(self.size));
+                Ok(piece)
+            }
+            Ok(None) => Err("the dealer's stream for this batch ended (dealer link lost?)".into()),
+            Err(_) => Err(format!("nothing from the dealer within {:?}", self.wait)),
+        }
     }
 }
 

@@ -87,6 +87,10 @@ pub struct PartyArgs {
     /// Online batches of preprocessed material to keep ready per model.
     #[arg(long, env = "MPCVIT_POOL", default_value_t = 2)]
     pub pool: u64,
+    /// MiB of dealer material buffered per batch; a larger batch (a big
+    /// model's) streams from the dealer while its session runs.
+    #[arg(long, env = "MPCVIT_POOL_BUFFER_MB", default_value_t = crate::party::DEFAULT_POOL_BUFFER_BYTES >> 20)]
+    pub pool_buffer_mb: usize,
     /// Party 0: sessions computed at once.
     #[arg(long, env = "MPCVIT_MAX_SESSIONS", default_value_t = 4)]
     pub max_sessions: usize,
@@ -125,7 +129,8 @@ pub struct SplitArgs {
     #[arg(long, conflicts_with = "random")]
     pub model: Option<PathBuf>,
     /// Instead of a model directory: a deterministic random model of this
-    /// preset (`vit_7_4_32`, `vit_7_4_32_mu05`, `small`) for demos and tests.
+    /// preset (`vit_7_4_32`, `vit_7_4_32_mu05`, `vit_9_12_64`,
+    /// `vit_9_12_64_mu05`, `small`) for demos and tests.
     #[arg(long)]
     pub random: Option<String>,
     /// Seed of the random model.
@@ -256,6 +261,7 @@ pub async fn run_party(a: PartyArgs) -> Result<(), ServerError> {
     cfg.peer_addr = Some(a.peer.clone());
     cfg.client_token = a.client_token.clone();
     cfg.pool_target = a.pool;
+    cfg.pool_buffer_bytes = a.pool_buffer_mb << 20;
     cfg.max_sessions = a.max_sessions;
     cfg.join_timeout = secs(a.join_timeout);
     cfg.recv_timeout = secs(a.recv_timeout);
@@ -303,9 +309,11 @@ pub fn random_model(preset: &str, seed: u64) -> Result<model::Model, ServerError
     Ok(model::Model::random(config, seed)?)
 }
 
-/// The configuration of a named preset: `vit_7_4_32` (all ReLU-softmax),
-/// `vit_7_4_32_mu05` (μ = 0.5: half the heads ReLU-softmax, half ScaleAttn,
-/// alternating), or `small` (16 px, dim 32, 2 blocks: for tests).
+/// The configuration of a named preset: the paper's `vit_7_4_32` (CIFAR,
+/// all ReLU-softmax) and `vit_9_12_64` (Tiny-ImageNet, 257 tokens, all
+/// ReLU-softmax), their `_mu05` variants (μ = 0.5: half the heads
+/// ReLU-softmax, half ScaleAttn, alternating), or `small` (16 px, dim 32,
+/// 2 blocks: for tests).
 pub fn preset_config(preset: &str) -> Result<model::ModelConfig, ServerError> {
     use model::{AttnKind, ModelConfig};
     let mu05 = |mut c: ModelConfig| {
@@ -325,6 +333,12 @@ pub fn preset_config(preset: &str) -> Result<model::ModelConfig, ServerError> {
         "vit_7_4_32_mu05" => {
             let mut c = mu05(ModelConfig::vit_7_4_32());
             c.name = "vit_7_4_32_mu05".into();
+            c
+        }
+        "vit_9_12_64" => ModelConfig::vit_9_12_64(),
+        "vit_9_12_64_mu05" => {
+            let mut c = mu05(ModelConfig::vit_9_12_64());
+            c.name = "vit_9_12_64_mu05".into();
             c
         }
         "small" => {
@@ -355,7 +369,7 @@ pub fn preset_config(preset: &str) -> Result<model::ModelConfig, ServerError> {
         }
         other => {
             return Err(ServerError::Config(format!(
-                "unknown preset {other:?} (vit_7_4_32, vit_7_4_32_mu05, small)"
+                "unknown preset {other:?} (vit_7_4_32, vit_7_4_32_mu05, vit_9_12_64, vit_9_12_64_mu05, small)"
             )));
         }
     })

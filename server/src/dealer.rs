@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mpc_core::local::deal_plan;
+use mpc_core::local::PieceCutter;
 use mpc_core::{Dealer, Request, Seed};
 
 use crate::plan::ModelPlans;
@@ -32,7 +32,7 @@ use crate::plan;
 use crate::tls::{Role, TlsMaterial, require_role};
 use crate::{MAX_INTERNAL_MESSAGE, hex};
 
-/// Largest piece of a batch in one message.
+/// Largest piece of a batch in one message (default of [`DealerConfig::chunk_bytes`]).
 pub const CHUNK_BYTES: usize = 1 << 20;
 
 /// Dealer settings.
@@ -40,12 +40,15 @@ pub const CHUNK_BYTES: usize = 1 << 20;
 pub struct DealerConfig {
     /// How long the first party waits for the second to join a pairing.
     pub join_timeout: Duration,
+    /// Largest piece of a batch in one message.
+    pub chunk_bytes: usize,
 }
 
 impl Default for DealerConfig {
     fn default() -> Self {
         DealerConfig {
             join_timeout: Duration::from_secs(30),
+            chunk_bytes: CHUNK_BYTES,
         }
     }
 }
@@ -206,7 +209,7 @@ impl DealerService {
                     (other, mine)
                 };
                 let span = info_span!("pairing", id = %hex(&pid));
-                tokio::spawn(run_pairing(p0, p1).instrument(span));
+                tokio::spawn(run_pairing(p0, p1, self.config.chunk_bytes.max(1)).instrument(span));
             }
             None => {
                 let waiting = self.waiting.clone();
@@ -235,43 +238,76 @@ impl DealerService {
     }
 }
 
-/// Send one party's messages for a batch as chunks.
-async fn send_batch(out: &ResponseTx, batch: u64, msgs: Vec<Vec<u8>>) -> bool {
-    let all: Vec<u8> = msgs.concat();
-    let mut pieces: Vec<&[u8]> = all.chunks(CHUNK_BYTES).collect();
-    if pieces.is_empty() {
-        pieces.push(&[]);
-    }
-    let n = pieces.len();
-    for (i, p) in pieces.into_iter().enumerate() {
-        let msg = ProvisionResponse {
-            kind: Some(provision_response::Kind::Chunk(Chunk {
-                batch,
-                data: p.to_vec(),
-                last: i + 1 == n,
-            })),
-        };
-        if out.send(Ok(msg)).await.is_err() {
-            return false;
-        }
-    }
-    true
-}
-
-async fn deal(
+/// Deal batch `batch` of `plan` request by request on a blocking thread and
+/// stream each party's bytes as they are dealt ([`PieceCutter`]: pieces of
+/// at most `chunk_bytes`, both parties' pieces sent together), then mark
+/// the batch's end. A send waits while the party's stream is full (HTTP/2
+/// flow control), so the dealer holds at most one request's answer per party
+/// however large the batch. Returns the dealer for the next batch and the
+/// bytes sent to each party, or `None` when a party left.
+async fn deal_streamed(
     dealer: Dealer,
+    batch: u64,
     plan: Arc<Vec<Request>>,
-) -> Result<(Dealer, Vec<Vec<u8>>, Vec<Vec<u8>>), ServerError> {
+    outs: [ResponseTx; 2],
+    chunk_bytes: usize,
+) -> Result<Option<(Dealer, [u64; 2])>, ServerError> {
     tokio::task::spawn_blocking(move || {
         let mut dealer = dealer;
-        let (m0, m1) = deal_plan(&mut dealer, &plan)?;
-        Ok((dealer, m0, m1))
+        dealer.start_batch(batch);
+        let mut cutter = PieceCutter::new(chunk_bytes);
+        let mut sent = [0u64; 2];
+        let mut send = |pieces: [Vec<Vec<u8>>; 2], last: bool| -> bool {
+            for (i, ps) in pieces.into_iter().enumerate() {
+                let n = ps.len();
+                for (j, data) in ps.into_iter().enumerate() {
+                    sent[i] += data.len() as u64;
+                    let chunk = Chunk {
+                        batch,
+                        data,
+                        last: last && j + 1 == n,
+                    };
+                    if !send_chunk(&outs[i], chunk) {
+                        return false;
+                    }
+                }
+                if last && n == 0 {
+                    let end = Chunk {
+                        batch,
+                        data: Vec::new(),
+                        last: true,
+                    };
+                    if !send_chunk(&outs[i], end) {
+                        return false;
+                    }
+                }
+            }
+            true
+        };
+        for req in plan.iter() {
+            let d = dealer.deal(req)?;
+            if !send(cutter.push(&d.to_p0, &d.to_p1), false) {
+                return Ok(None);
+            }
+        }
+        if !send(cutter.flush(), true) {
+            return Ok(None);
+        }
+        Ok(Some((dealer, sent)))
     })
     .await
     .map_err(|e| ServerError::Internal(format!("dealing task: {e}")))?
 }
 
-async fn run_pairing(p0: Joined, p1: Joined) {
+/// Send one chunk from a blocking thread; false when the party left.
+fn send_chunk(out: &ResponseTx, chunk: Chunk) -> bool {
+    let msg = ProvisionResponse {
+        kind: Some(provision_response::Kind::Chunk(chunk)),
+    };
+    out.blocking_send(Ok(msg)).is_ok()
+}
+
+async fn run_pairing(p0: Joined, p1: Joined, chunk_bytes: usize) {
     if p0.manifest != p1.manifest {
         warn!("the parties sent different manifests; refusing the pairing");
         for j in [&p0, &p1] {
@@ -293,13 +329,9 @@ async fn run_pairing(p0: Joined, p1: Joined) {
     let (prepare, online) = (p0.plans.prepare.clone(), p0.plans.online.clone());
     let outs = [p0.out, p1.out];
     let (mut want0, mut want1) = (p0.want, p1.want);
-    let mut dealer = match deal(dealer, prepare).await {
-        Ok((d, m0, m1)) => {
-            if !send_batch(&outs[0], 0, m0).await || !send_batch(&outs[1], 0, m1).await {
-                return;
-            }
-            d
-        }
+    let mut dealer = match deal_streamed(dealer, 0, prepare, outs.clone(), chunk_bytes).await {
+        Ok(Some((d, _))) => d,
+        Ok(None) => return,
         Err(e) => {
             warn!(error = %e, "dealing the model-load plan failed");
             return;
@@ -318,27 +350,21 @@ async fn run_pairing(p0: Joined, p1: Joined) {
                 r = want1.changed() => if r.is_err() { info!("party 1 left the pairing"); return },
             }
         }
-        let (d, m0, m1) = match deal(dealer, online.clone()).await {
-            Ok(x) => x,
+        dealer = match deal_streamed(dealer, next, online.clone(), outs.clone(), chunk_bytes).await
+        {
+            Ok(Some((d, [b0, b1]))) => {
+                debug!(batch = next, bytes_p0 = b0, bytes_p1 = b1, "batch dealt");
+                d
+            }
+            Ok(None) => {
+                info!("a party left the pairing");
+                return;
+            }
             Err(e) => {
                 warn!(error = %e, "dealing failed");
                 return;
             }
         };
-        dealer = d;
-        let (b0, b1) = (
-            m0.iter().map(Vec::len).sum::<usize>(),
-            m1.iter().map(Vec::len).sum::<usize>(),
-        );
-        let (ok0, ok1) = tokio::join!(
-            send_batch(&outs[0], next, m0),
-            send_batch(&outs[1], next, m1)
-        );
-        if !(ok0 && ok1) {
-            info!("a party left the pairing");
-            return;
-        }
-        debug!(batch = next, bytes_p0 = b0, bytes_p1 = b1, "batch dealt");
         next += 1;
     }
 }

@@ -19,6 +19,10 @@ use model::secure::WeightShares;
 pub struct LocalOptions {
     /// Online batches each party keeps ready.
     pub pool_target: u64,
+    /// See [`PartyConfig::pool_buffer_bytes`].
+    pub pool_buffer_bytes: usize,
+    /// See [`DealerConfig::chunk_bytes`].
+    pub dealer_chunk_bytes: usize,
     /// Sessions party 0 computes at once.
     pub max_sessions: usize,
     /// Timeouts (join, recv, pool wait).
@@ -35,6 +39,8 @@ impl Default for LocalOptions {
     fn default() -> Self {
         LocalOptions {
             pool_target: 2,
+            pool_buffer_bytes: party::DEFAULT_POOL_BUFFER_BYTES,
+            dealer_chunk_bytes: dealer::CHUNK_BYTES,
             max_sessions: 4,
             join_timeout: Duration::from_secs(10),
             recv_timeout: Duration::from_secs(60),
@@ -92,7 +98,11 @@ impl LocalCluster {
         let dealer_tls = certs.material(Role::Dealer);
         let stop_d = wait(&stop);
         tasks.push(tokio::spawn(async move {
-            dealer::serve(dl, &dealer_tls, DealerConfig::default(), stop_d).await
+            let config = DealerConfig {
+                chunk_bytes: opts.dealer_chunk_bytes,
+                ..DealerConfig::default()
+            };
+            dealer::serve(dl, &dealer_tls, config, stop_d).await
         }));
         let [m0, m1] = models;
         for (party, m, client, peer) in [(Party::P0, m0, c0, None), (Party::P1, m1, c1, Some(p1))] {
@@ -104,6 +114,7 @@ impl LocalCluster {
             );
             cfg.peer_addr = Some(peer_addr.clone());
             cfg.pool_target = opts.pool_target;
+            cfg.pool_buffer_bytes = opts.pool_buffer_bytes;
             cfg.max_sessions = opts.max_sessions;
             cfg.join_timeout = opts.join_timeout;
             cfg.recv_timeout = opts.recv_timeout;

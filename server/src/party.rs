@@ -10,10 +10,17 @@
 //! sides, and party 0 sets up a new one with backoff.
 //!
 //! **Pools.** Each pairing keeps a pool of online batches (one inference's
-//! material each) that a background task fills from the dealer stream; a
-//! party asks for more by credit (`want`). If the dealer link breaks, the
-//! pairing keeps serving from the pool and party 0 tries to set up a fresh
-//! pairing; an empty pool with no dealer is a clear `UNAVAILABLE`.
+//! material each) that a background task reads from the dealer stream; a
+//! party asks for more by credit (`want`). A batch is streamed: it enters
+//! the pool at its first chunk, its bytes wait in a channel bounded to
+//! `pool_buffer_bytes`, and the session that takes it expands each request's
+//! material only when its operator asks ([`mpc_core::StreamedPool`]). When
+//! the channel is full the reader stops reading, and HTTP/2 flow control
+//! stops the dealer: memory stays bounded by the buffer whatever the model's
+//! size, and a small model's batches still arrive whole ahead of their
+//! sessions. If the dealer link breaks, the pairing keeps serving from the
+//! pool and party 0 tries to set up a fresh pairing; an empty pool with no
+//! dealer is a clear `UNAVAILABLE`.
 //!
 //! **Sessions.** A client sends the same 16-byte session id with its share to
 //! both parties. Party 0 takes the next batch from its pool and opens a
@@ -32,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use model::SecureParams;
 use mpc_core::{
-    CountingChannel, FixedPoint, MaterialGen, Party, Pool, Request, Seed, Session, Share,
+    CountingChannel, FixedPoint, MaterialGen, Party, Seed, Session, Share, StreamedPool,
 };
 use mpcvit_proto::v1::dealer_client::DealerClient;
 use mpcvit_proto::v1::inference_server::{Inference, InferenceServer};
@@ -40,8 +47,8 @@ use mpcvit_proto::v1::peer_link_client::PeerLinkClient;
 use mpcvit_proto::v1::peer_link_server::{PeerLink, PeerLinkServer};
 use mpcvit_proto::v1::{
     Ack, DealerLost, Hello, InferRequest, InferResponse, ListModelsRequest, ListModelsResponse,
-    ModelInfo, PairHeader, PeerFrame, ProvisionRequest, SessionHeader, SessionStats, StartSession,
-    peer_frame, provision_request, provision_response,
+    ModelInfo, PairHeader, PeerFrame, ProvisionRequest, ReleaseBatch, SessionHeader, SessionStats,
+    StartSession, peer_frame, provision_request, provision_response,
 };
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::{Stream, StreamExt};
@@ -49,7 +56,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request as RpcRequest, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::bridge::{self, BlockingChannel, PeerStream};
+use crate::bridge::{self, BlockingChannel, PeerStream, TokioFeed};
 use crate::error::ServerError;
 use crate::kx::{End, KeyPair};
 use crate::plan::ModelPlans;
@@ -74,6 +81,9 @@ pub struct PartyConfig {
     pub client_token: Option<String>,
     /// Online batches to keep ready per model.
     pub pool_target: u64,
+    /// Dealer bytes buffered per batch before the dealer is made to wait
+    /// (a batch larger than this arrives while its session runs).
+    pub pool_buffer_bytes: usize,
     /// Party 0: sessions computed at once (party 1 follows party 0).
     pub max_sessions: usize,
     /// How long the two halves of a session (or of a pairing) wait for each other.
@@ -104,6 +114,7 @@ impl PartyConfig {
             tls,
             client_token: None,
             pool_target: 2,
+            pool_buffer_bytes: DEFAULT_POOL_BUFFER_BYTES,
             max_sessions: 4,
             join_timeout: Duration::from_secs(10),
             recv_timeout: Duration::from_secs(30),
@@ -113,6 +124,10 @@ impl PartyConfig {
         }
     }
 }
+
+/// Default [`PartyConfig::pool_buffer_bytes`]: a `vit_7_4_32` batch (at
+/// most 172 MB) fits whole; a `vit_9_12_64` batch (gigabytes) streams.
+pub const DEFAULT_POOL_BUFFER_BYTES: usize = 256 << 20;
 
 /// Listeners of a party: the client API, and party 1's peer port.
 #[derive(Debug)]
@@ -136,9 +151,30 @@ struct Health {
     peer: bool,
 }
 
-/// Preprocessed online batches of one pairing.
+/// One batch's dealer bytes, as they arrive (see [`PoolStore`]): chunks in
+/// a channel whose bytes are bounded by the `budget` semaphore (one permit
+/// per byte; the reader takes permits before it queues a chunk, the session
+/// gives them back as it reads).
+#[derive(Debug)]
+struct BatchFeed {
+    batch: u64,
+    rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    budget: Arc<Semaphore>,
+    /// The budget's permits in all.
+    size: usize,
+    /// Set once the batch arrived whole, or filled its buffer (a batch larger
+    /// than the buffer is then as ready as it can be before its session).
+    ready: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The batches of one pairing, streamed from the dealer.
 struct PoolStore {
     target: u64,
+    party: Party,
+    /// The seed agreed with the dealer: batch `k`'s material is expanded
+    /// from its stream `k` ([`MaterialGen::for_batch`]).
+    seed: Seed,
+    plans: ModelPlans,
     state: Mutex<PoolState>,
     /// Bumped on every arrival and every health change.
     version: watch::Sender<u64>,
@@ -149,15 +185,23 @@ struct PoolStore {
 
 #[derive(Default)]
 struct PoolState {
-    batches: BTreeMap<u64, Pool>,
+    /// Batches that started arriving and no session took yet.
+    batches: BTreeMap<u64, BatchFeed>,
+    /// Batches party 0 released before they arrived.
+    released: std::collections::BTreeSet<u64>,
+    /// The highest batch that started arriving.
+    arrived: Option<u64>,
     highest_used: u64,
     dealer_error: Option<String>,
 }
 
 impl PoolStore {
-    fn new(target: u64) -> Arc<Self> {
+    fn new(target: u64, party: Party, seed: Seed, plans: ModelPlans) -> Arc<Self> {
         Arc::new(PoolStore {
             target,
+            party,
+            seed,
+            plans,
             state: Mutex::new(PoolState::default()),
             version: watch::channel(0).0,
             want: watch::channel(target).0,
@@ -170,17 +214,54 @@ impl PoolStore {
         })
     }
 
+    /// The material source of a taken batch, reading its bytes with `wait`
+    /// per piece (call on the blocking thread that runs the protocol).
+    fn source(
+        &self,
+        feed: BatchFeed,
+        handle: tokio::runtime::Handle,
+        wait: Duration,
+    ) -> StreamedPool<TokioFeed> {
+        let plan = if feed.batch == 0 {
+            self.plans.prepare.clone()
+        } else {
+            self.plans.online.clone()
+        };
+        StreamedPool::new(
+            MaterialGen::for_batch(self.party, &self.seed, feed.batch),
+            plan,
+            TokioFeed::new(feed.rx, feed.budget, feed.size, handle, wait),
+        )
+    }
+
     fn bump(&self) {
         self.version.send_modify(|v| *v += 1);
     }
 
-    fn put(&self, id: u64, pool: Pool) {
-        self.state
-            .lock()
-            .expect("pool lock")
-            .batches
-            .insert(id, pool);
+    /// Batch `feed.batch` started arriving; false if it was released
+    /// (nobody will read it: the caller discards its bytes).
+    fn put(&self, feed: BatchFeed) -> bool {
+        let kept = {
+            let mut st = self.state.lock().expect("pool lock");
+            let id = feed.batch;
+            st.arrived = Some(st.arrived.map_or(id, |a| a.max(id)));
+            let released = st.released.contains(&id);
+            st.released.retain(|r| *r > id);
+            if !released {
+                st.batches.insert(id, feed);
+            }
+            !released
+        };
         self.bump();
+        kept
+    }
+
+    /// Party 0 gave batch `id` up: drop it, now or when it arrives.
+    fn release(&self, id: u64) {
+        let mut st = self.state.lock().expect("pool lock");
+        if st.batches.remove(&id).is_none() && st.arrived.is_none_or(|a| a < id) {
+            st.released.insert(id);
+        }
     }
 
     fn dealer_lost(&self, reason: String) {
@@ -189,9 +270,14 @@ impl PoolStore {
         self.bump();
     }
 
+    /// Online batches ready for a session: arrived whole, or as much of them
+    /// as the buffer holds.
     fn available(&self) -> u64 {
         let st = self.state.lock().expect("pool lock");
-        st.batches.keys().filter(|k| **k > 0).count() as u64
+        st.batches
+            .values()
+            .filter(|b| b.batch > 0 && b.ready.load(std::sync::atomic::Ordering::SeqCst))
+            .count() as u64
     }
 
     fn used(&self, st: &mut PoolState, id: u64) {
@@ -224,7 +310,7 @@ impl PoolStore {
 
     /// Take batch `id` (or, with `None`, the lowest online batch), waiting up
     /// to `wait` while the dealer is up.
-    async fn take(&self, id: Option<u64>, wait: Duration) -> Result<(u64, Pool), ServerError> {
+    async fn take(&self, id: Option<u64>, wait: Duration) -> Result<BatchFeed, ServerError> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut version = self.version.subscribe();
         loop {
@@ -235,11 +321,18 @@ impl PoolStore {
                     None => st.batches.keys().find(|k| **k > 0).copied(),
                 };
                 if let Some(k) = key {
-                    let pool = st.batches.remove(&k).expect("present");
+                    let feed = st.batches.remove(&k).expect("present");
                     if k > 0 {
                         self.used(&mut st, k);
                     }
-                    return Ok((k, pool));
+                    return Ok(feed);
+                }
+                if let (Some(i), Some(a)) = (id, st.arrived)
+                    && i <= a
+                {
+                    return Err(ServerError::Aborted(format!(
+                        "batch {i} was released or taken by another session"
+                    )));
                 }
                 if let Some(e) = &st.dealer_error {
                     return Err(ServerError::PoolExhausted(format!(
@@ -272,6 +365,34 @@ struct Replenish {
 impl Drop for Replenish {
     fn drop(&mut self) {
         self.store.finished(self.batch);
+    }
+}
+
+/// Party 0: a batch its session took that party 1 has not acknowledged yet.
+/// Dropped while still armed (the session ended first), it tells party 1 to
+/// drop the batch ([`ReleaseBatch`]), so that the dealer stream, which
+/// delivers batches in order, is not held up behind it.
+struct Unclaimed {
+    epoch: Option<Arc<Epoch>>,
+    batch: u64,
+}
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        if let Some(epoch) = &self.epoch
+            && let Some(tx) = epoch.pair_tx.lock().expect("epoch lock").as_ref()
+        {
+            let release = ReleaseBatch { batch: self.batch };
+            if tx
+                .try_send(Ok(frame(peer_frame::Kind::Release(release))))
+                .is_err()
+            {
+                warn!(
+                    batch = self.batch,
+                    "could not tell party 1 to release a batch"
+                );
+            }
+        }
     }
 }
 
@@ -414,6 +535,7 @@ struct Shared {
     models: HashMap<String, Arc<ModelEntry>>,
     client_token: Option<String>,
     pool_target: u64,
+    pool_buffer_bytes: usize,
     join_timeout: Duration,
     recv_timeout: Duration,
     pool_wait: Duration,
@@ -540,7 +662,7 @@ impl Shared {
             .try_into()
             .map_err(|_| ServerError::Dealer("dealer public key must be 32 bytes".into()))?;
         let seed = keys.agree(&dealer_public, &id, self.party.index(), End::Party)?;
-        let store = PoolStore::new(self.pool_target);
+        let store = PoolStore::new(self.pool_target, self.party, seed, entry.plans.clone());
         // Credit forwarder: ends when the store is dropped.
         let mut want = store.want.subscribe();
         tokio::spawn(async move {
@@ -558,24 +680,29 @@ impl Shared {
             party: self.party,
             plans: entry.plans.clone(),
             store: Arc::downgrade(&store),
+            buffer_bytes: self.pool_buffer_bytes,
         };
         let span = info_span!("dealer_stream", pairing = %hex(&id));
-        tokio::spawn(reader.run(inbound, seed).instrument(span));
+        tokio::spawn(reader.run(inbound).instrument(span));
         Ok(store)
     }
 
-    /// Mask the weights over the pairing's stream (on a blocking thread).
+    /// Mask the weights over the pairing's stream (on a blocking thread),
+    /// with batch 0 of `store`.
     async fn prepare(
         &self,
         entry: &Arc<ModelEntry>,
         stream: PeerStream,
-        mut pool: Pool,
+        store: &Arc<PoolStore>,
     ) -> Result<(SecureModel, PeerStream), ServerError> {
+        let feed = store.take(Some(0), self.pool_wait).await?;
         let (party, fp, params) = (self.party, self.fp, entry.params);
         let shares = entry.shares.clone();
         let handle = tokio::runtime::Handle::current();
-        let recv_timeout = self.recv_timeout;
+        let (recv_timeout, wait) = (self.recv_timeout, self.pool_wait);
+        let store = store.clone();
         tokio::task::spawn_blocking(move || {
+            let mut pool = store.source(feed, handle.clone(), wait);
             let mut ch = BlockingChannel::new(stream, handle, recv_timeout);
             let m = {
                 let mut s = Session::new(party, fp, &mut ch, &mut pool);
@@ -587,18 +714,20 @@ impl Shared {
         .map_err(|e| ServerError::Internal(format!("model-load task: {e}")))?
     }
 
-    /// Run one secure forward (on a blocking thread).
+    /// Run one secure forward (on a blocking thread) with a taken batch.
     async fn forward(
         &self,
-        model: Arc<SecureModel>,
+        epoch: &Epoch,
         stream: PeerStream,
-        mut pool: Pool,
+        feed: BatchFeed,
         input: Share,
     ) -> Result<(Share, SessionStats), ServerError> {
         let (party, fp) = (self.party, self.fp);
         let handle = tokio::runtime::Handle::current();
-        let recv_timeout = self.recv_timeout;
+        let (recv_timeout, wait) = (self.recv_timeout, self.pool_wait);
+        let (model, store) = (epoch.model.clone(), epoch.store.clone());
         tokio::task::spawn_blocking(move || {
+            let mut pool = store.source(feed, handle.clone(), wait);
             let mut ch = CountingChannel::new(BlockingChannel::new(stream, handle, recv_timeout));
             let t = Instant::now();
             let out = {
@@ -648,9 +777,8 @@ impl Shared {
         let mut rx = bridge::pump(resp.into_inner());
         expect_ack(&mut rx, self.join_timeout, "pairing").await?;
         let store = self.connect_dealer(entry, id).await?;
-        let (_, pool0) = store.take(Some(0), self.pool_wait).await?;
         let t = Instant::now();
-        let (model, stream) = self.prepare(entry, PeerStream { tx, rx }, pool0).await?;
+        let (model, stream) = self.prepare(entry, PeerStream { tx, rx }, &store).await?;
         info!(pairing = %hex(&id), ms = t.elapsed().as_millis() as u64, "model loaded (weights masked)");
         let epoch = Arc::new(Epoch {
             id,
@@ -780,9 +908,8 @@ impl Shared {
         stream: PeerStream,
     ) -> Result<(), ServerError> {
         let store = self.connect_dealer(&entry, id).await?;
-        let (_, pool0) = store.take(Some(0), self.pool_wait).await?;
         let t = Instant::now();
-        let (model, stream) = self.prepare(&entry, stream, pool0).await?;
+        let (model, stream) = self.prepare(&entry, stream, &store).await?;
         info!(pairing = %hex(&id), ms = t.elapsed().as_millis() as u64, "model loaded (weights masked)");
         let PeerStream { tx, mut rx } = stream;
         let epoch = Arc::new(Epoch {
@@ -798,6 +925,10 @@ impl Shared {
         loop {
             tokio::select! {
                 m = rx.recv() => match m {
+                    Some(Ok(PeerFrame { kind: Some(peer_frame::Kind::Release(r)) })) => {
+                        debug!(batch = r.batch, "party 0 released a batch");
+                        store.release(r.batch);
+                    }
                     Some(Ok(_)) => {}
                     _ => break,
                 },
@@ -859,18 +990,24 @@ impl Shared {
                 ))
             })?
             .map_err(|_| ServerError::Internal("shutting down".into()))?;
-        let (batch, pool) = epoch.store.take(None, self.pool_wait).await?;
+        let feed = epoch.store.take(None, self.pool_wait).await?;
+        let batch = feed.batch;
         let _replenish = Replenish {
             store: epoch.store.clone(),
+            batch,
+        };
+        let mut unclaimed = Unclaimed {
+            epoch: Some(epoch.clone()),
             batch,
         };
         tx.send(Ok(frame(peer_frame::Kind::Start(StartSession { batch }))))
             .await
             .map_err(|_| ServerError::Aborted("party 1 left the session".into()))?;
         expect_ack(&mut rx, self.pool_wait + Duration::from_secs(2), "batch").await?;
+        unclaimed.epoch = None;
         let wait = t0.elapsed();
         let (out, mut stats) = self
-            .forward(epoch.model.clone(), PeerStream { tx, rx }, pool, input)
+            .forward(&epoch, PeerStream { tx, rx }, feed, input)
             .await?;
         stats.wait_micros = wait.as_micros() as u64;
         Ok((out, stats))
@@ -912,7 +1049,7 @@ impl Shared {
                 Ok(Some(Err(s))) => return Err(ServerError::Rpc(s)),
                 Ok(_) => return Err(ServerError::Aborted("party 0 left the session".into())),
             };
-            let (_, pool) = epoch.store.take(Some(batch), self.pool_wait).await?;
+            let feed = epoch.store.take(Some(batch), self.pool_wait).await?;
             let _replenish = Replenish {
                 store: epoch.store.clone(),
                 batch,
@@ -921,7 +1058,7 @@ impl Shared {
                 .await
                 .map_err(|_| ServerError::Aborted("party 0 left the session".into()))?;
             let wait = t0.elapsed();
-            let (out, mut stats) = self.forward(epoch.model.clone(), stream, pool, input).await?;
+            let (out, mut stats) = self.forward(&epoch, stream, feed, input).await?;
             stats.wait_micros = wait.as_micros() as u64;
             Ok((out, stats))
         }
@@ -1011,18 +1148,61 @@ impl Shared {
     }
 }
 
-/// Reads the dealer stream of one pairing and expands batches into its pool.
+/// Reads the dealer stream of one pairing into its pool: each batch enters
+/// the pool at its first chunk, and its bytes go through a channel holding
+/// at most `buffer_bytes` to the session that takes it. A full channel
+/// makes the reader wait, which (by HTTP/2 flow control) makes the dealer
+/// wait.
 struct DealerReader {
     party: Party,
     plans: ModelPlans,
     store: Weak<PoolStore>,
+    buffer_bytes: usize,
+}
+
+/// The sending side of a [`BatchFeed`].
+struct Queue {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    budget: Arc<Semaphore>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+    store: Weak<PoolStore>,
+}
+
+impl Queue {
+    /// Queue a chunk once the budget has room for it (a chunk larger than
+    /// the whole budget takes all of it); `None` once the session is gone.
+    async fn push(self, chunk: Vec<u8>, buffer_bytes: usize) -> Option<Queue> {
+        let n = chunk.len().min(buffer_bytes) as u32;
+        match self.budget.try_acquire_many(n) {
+            Ok(permits) => permits.forget(),
+            Err(_) => {
+                // The buffer is full: the batch is as ready as it gets.
+                self.mark_ready();
+                tokio::select! {
+                    permits = self.budget.acquire_many(n) => permits.ok()?.forget(),
+                    _ = self.tx.closed() => return None,
+                }
+            }
+        }
+        self.tx.send(chunk).ok()?;
+        Some(self)
+    }
+
+    fn mark_ready(&self) {
+        if !self.ready.swap(true, std::sync::atomic::Ordering::SeqCst)
+            && let Some(store) = self.store.upgrade()
+        {
+            store.bump();
+        }
+    }
 }
 
 impl DealerReader {
-    async fn run(self, mut inbound: Streaming<mpcvit_proto::v1::ProvisionResponse>, seed: Seed) {
-        let mut generator = Some(MaterialGen::new(self.party, &seed));
+    async fn run(self, mut inbound: Streaming<mpcvit_proto::v1::ProvisionResponse>) {
         let mut next = 0u64;
-        let mut buf: Vec<u8> = Vec::new();
+        // The batch being received: its byte count and (unless nobody will
+        // read it) the channel to its session.
+        let mut current: Option<(usize, Option<Queue>)> = None;
         let reason = loop {
             let msg = match inbound.message().await {
                 Ok(Some(m)) => m,
@@ -1036,41 +1216,58 @@ impl DealerReader {
                 break format!("batch {} arrived, expected {next}", c.batch);
             }
             let plan = if next == 0 {
-                self.plans.prepare.clone()
+                &self.plans.prepare
             } else {
-                self.plans.online.clone()
+                &self.plans.online
             };
-            let lens: Vec<usize> = plan.iter().map(|r| r.dealer_bytes(self.party)).collect();
-            let total: usize = lens.iter().sum();
-            buf.extend_from_slice(&c.data);
-            if buf.len() > total {
+            let total: usize = plan.iter().map(|r| r.dealer_bytes(self.party)).sum();
+            let (got, tx) = match current.take() {
+                Some(c) => c,
+                None => {
+                    let Some(store) = self.store.upgrade() else {
+                        return;
+                    };
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    let budget = Arc::new(Semaphore::new(self.buffer_bytes));
+                    let ready = Arc::default();
+                    let feed = BatchFeed {
+                        batch: next,
+                        rx,
+                        budget: budget.clone(),
+                        size: self.buffer_bytes,
+                        ready: Arc::clone(&ready),
+                    };
+                    let kept = store.put(feed);
+                    let queue = Queue {
+                        tx,
+                        budget,
+                        ready,
+                        store: self.store.clone(),
+                    };
+                    (0, kept.then_some(queue))
+                }
+            };
+            let got = got + c.data.len();
+            if got > total {
                 break format!("batch {next} is longer than its plan ({total} bytes)");
             }
+            // A session that ended (or a released batch) no longer reads:
+            // the rest of the batch is skipped.
+            let tx = match tx {
+                Some(q) if !c.data.is_empty() => q.push(c.data, self.buffer_bytes).await,
+                other => other,
+            };
             if !c.last {
+                current = Some((got, tx));
                 continue;
             }
-            if buf.len() != total {
-                break format!("batch {next} has {} bytes, its plan {total}", buf.len());
+            if got != total {
+                break format!("batch {next} has {got} bytes, its plan {total}");
             }
-            let bytes = std::mem::take(&mut buf);
-            let generator_now = generator.take().expect("generator present");
-            let expanded = tokio::task::spawn_blocking(move || {
-                let mut g = generator_now;
-                let r = expand(&mut g, &plan, &lens, &bytes);
-                (g, r)
-            })
-            .await;
-            let (g, pool) = match expanded {
-                Ok((g, Ok(p))) => (g, p),
-                Ok((_, Err(e))) => break format!("expanding batch {next}: {e}"),
-                Err(e) => break format!("expansion task: {e}"),
-            };
-            generator = Some(g);
-            let Some(store) = self.store.upgrade() else {
-                return;
-            };
-            store.put(next, pool);
-            debug!(batch = next, bytes = total, "batch ready");
+            if let Some(q) = &tx {
+                q.mark_ready();
+            }
+            debug!(batch = next, bytes = total, "batch received");
             next += 1;
         };
         if let Some(store) = self.store.upgrade() {
@@ -1078,21 +1275,6 @@ impl DealerReader {
             store.dealer_lost(reason);
         }
     }
-}
-
-fn expand(
-    g: &mut MaterialGen,
-    plan: &[Request],
-    lens: &[usize],
-    bytes: &[u8],
-) -> Result<Pool, mpc_core::MpcError> {
-    let mut msgs = Vec::with_capacity(plan.len());
-    let mut at = 0;
-    for l in lens {
-        msgs.push(bytes[at..at + l].to_vec());
-        at += l;
-    }
-    Pool::preprocess(g, plan, &msgs)
 }
 
 /// The party's gRPC services (client API and peer link share the state).
@@ -1328,6 +1510,7 @@ pub async fn serve(
         models,
         client_token: config.client_token.clone(),
         pool_target: config.pool_target.max(1),
+        pool_buffer_bytes: config.pool_buffer_bytes.clamp(1, u32::MAX as usize),
         join_timeout: config.join_timeout,
         recv_timeout: config.recv_timeout,
         pool_wait: config.pool_wait,
@@ -1449,17 +1632,77 @@ pub async fn serve(
 mod tests {
     use super::*;
 
+    fn test_store() -> Arc<PoolStore> {
+        let plans = ModelPlans {
+            prepare: Arc::new(Vec::new()),
+            online: Arc::new(Vec::new()),
+        };
+        PoolStore::new(2, Party::P1, Seed::for_tests(1), plans)
+    }
+
+    fn test_feed(batch: u64) -> BatchFeed {
+        BatchFeed {
+            batch,
+            rx: mpsc::unbounded_channel().1,
+            budget: Arc::new(Semaphore::new(1)),
+            size: 1,
+            ready: Arc::new(true.into()),
+        }
+    }
+
+    /// Party 0 releases batches its sessions took but party 1 never
+    /// acknowledged: party 1 drops them whether they arrived already or
+    /// arrive later, and a late request for one fails at once.
+    #[tokio::test]
+    async fn released_batches_are_dropped_before_or_after_they_arrive() {
+        let store = test_store();
+        assert!(store.put(test_feed(1)));
+        store.release(1);
+        store.release(3);
+        assert!(store.put(test_feed(2)));
+        assert!(!store.put(test_feed(3)), "released before it arrived");
+        assert!(store.put(test_feed(4)));
+        assert_eq!(store.available(), 2);
+        let t = Instant::now();
+        let err = store
+            .take(Some(1), Duration::from_secs(30))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ServerError::Aborted(_)), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(10), "failed at once");
+        assert_eq!(
+            store
+                .take(Some(4), Duration::from_secs(1))
+                .await
+                .unwrap()
+                .batch,
+            4
+        );
+        assert_eq!(
+            store
+                .take(None, Duration::from_secs(1))
+                .await
+                .unwrap()
+                .batch,
+            2
+        );
+    }
+
     /// A lone session takes a batch from a full pool: its replacement is
     /// asked for when it ends, not while it computes. A take that empties
     /// the pool asks at once.
     #[tokio::test]
     async fn replacements_are_asked_for_when_the_session_ends() {
-        let store = PoolStore::new(2);
+        let store = test_store();
         let want = || *store.want.borrow();
-        store.put(1, Pool::new());
-        store.put(2, Pool::new());
+        assert!(store.put(test_feed(1)));
+        assert!(store.put(test_feed(2)));
         assert_eq!(want(), 2);
-        let (b, _) = store.take(None, Duration::from_secs(1)).await.unwrap();
+        let b = store
+            .take(None, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .batch;
         assert_eq!(b, 1);
         let guard = Replenish {
             store: store.clone(),
@@ -1468,7 +1711,11 @@ mod tests {
         assert_eq!(want(), 2, "no dealing while the session computes");
         drop(guard);
         assert_eq!(want(), 3, "the session ended: two batches ahead of it");
-        let (b, _) = store.take(None, Duration::from_secs(1)).await.unwrap();
+        let b = store
+            .take(None, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .batch;
         assert_eq!(b, 2);
         assert_eq!(want(), 4, "the pool ran empty: asked at once");
     }

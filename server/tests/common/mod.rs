@@ -61,10 +61,15 @@ pub async fn cluster(model: &Model, opts: LocalOptions) -> (LocalCluster, Client
     (c, client, m)
 }
 
-/// Options for tests: short timeouts.
+/// Options for tests: short timeouts, and dealer chunks of 16 KiB into a
+/// party buffer of 64 KiB, much smaller than a batch of the test model, so
+/// that every test runs with batches streamed while their sessions consume
+/// them and the dealer held back by flow control.
 pub fn test_options() -> LocalOptions {
     LocalOptions {
         pool_target: 2,
+        pool_buffer_bytes: 64 << 10,
+        dealer_chunk_bytes: 16 << 10,
         max_sessions: 4,
         join_timeout: Duration::from_secs(5),
         recv_timeout: Duration::from_secs(20),
