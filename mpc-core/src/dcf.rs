@@ -24,7 +24,7 @@ use std::sync::OnceLock;
 /// A 128-bit DCF seed.
 pub type Block = [u8; 16];
 
-fn cipher() -> &'static Aes128 {
+pub(crate) fn cipher() -> &'static Aes128 {
     static C: OnceLock<Aes128> = OnceLock::new();
     C.get_or_init(|| {
         // A fixed, public key: the construction only needs a fixed random permutation.
@@ -116,7 +116,10 @@ impl DcfKeys {
 
     /// Keys read from their wire bytes (a whole number of keys), or `None`.
     pub fn from_bytes(bits: u32, bytes: Vec<u8>) -> Option<DcfKeys> {
-        bytes.len().is_multiple_of(Self::wire_len(bits)).then_some(DcfKeys { bits, bytes })
+        bytes
+            .len()
+            .is_multiple_of(Self::wire_len(bits))
+            .then_some(DcfKeys { bits, bytes })
     }
 
     /// The wire bytes.
