@@ -133,7 +133,7 @@ impl ServerError {
 fn mpc_code(e: &MpcError) -> Code {
     match e {
         MpcError::Channel { .. } | MpcError::Malformed { .. } => Code::Aborted,
-        MpcError::PoolExhausted { .. } => Code::Unavailable,
+        MpcError::PoolExhausted { .. } | MpcError::MaterialUnavailable { .. } => Code::Unavailable,
         MpcError::OutOfStep { .. } | MpcError::Dealer(_) => Code::Internal,
         MpcError::Shape { .. } => Code::InvalidArgument,
     }
