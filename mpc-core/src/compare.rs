@@ -15,6 +15,20 @@
 //! Rounds 1; sends `⌈n·ℓ/8⌉` bytes per party. Dealer: `(ℓ−1)·24 + ⌈(ℓ−1)/4⌉ + 8`
 //! bytes of DCF correction words per element to each party, plus `8n` to
 //! party 1. Exact for `|x − t| < 2^(ℓ−1)` (in ulps).
+//! Used where the bits feed many thresholds' arithmetic (the piecewise
+//! reciprocal and rsqrt: one key serves ~200 thresholds).
+//!
+//! **Bit comparisons** ([`Session::bit_compare_begin`]): where the bits are
+//! consumed by a product (ReLU, max) or by few thresholds (GeLU), the DCF
+//! outputs XOR-shared bits ([`crate::dcf_bit`]: 16 bytes per level and one
+//! AES block per point and level, instead of 24 and 2) and the consumer's
+//! opening is folded into the comparison's: round 1 opens `m = x + r` with a
+//! 64-bit mask (`m mod 2^ℓ` is the comparison's `ĉ`), round 2 opens
+//! `e = [x ≥ t] ⊕ ρ` (one bit). With dealer shares of `ρ` (arithmetic) and
+//! `ρ·r`, `[x ≥ t]·x = (e + (1 − 2e)ρ)(m − r)` is local, so ReLU stays 2
+//! rounds and sends `8n + ⌈n/8⌉` bytes instead of `⌈n·ℓ/8⌉ + 16n`; the
+//! bit itself is `e + (1 − 2e)ρ`. `ρ = σ ⊕ msb(r)` with both XOR shares `σ_b`
+//! drawn from the parties' own streams, so `msb(r)` costs nothing.
 
 use crate::channel;
 use crate::dcf;
@@ -307,7 +321,7 @@ impl Session<'_> {
 
     /// Maximum of each row of `x` (rows×cols) by a pairwise tree.
     ///
-    /// Rounds `2·⌈log2 cols⌉`; sends about `(cols − 1)·rows·(ℓ/8 + 16)` bytes
+    /// Rounds `2·⌈log2 cols⌉`; sends about `(cols − 1)·rows·(8 + 1/8)` bytes
     /// per party in total. Exact for pairwise differences below 2^(ℓ−1) ulps.
     pub fn row_max(&mut self, x: &Share, rows: usize, cols: usize, bits: u32) -> Result<Share> {
         crate::error::check_len("row_max", "matrix", x.len(), rows * cols)?;

@@ -302,7 +302,7 @@ impl Session<'_> {
     /// ReLU-softmax row normalisation: `ReLU(x) / (Σ_j ReLU(x)_j + eps)`.
     ///
     /// Rounds 2 (ReLU) + 3 (reciprocal of the row sums on `row_sum`) + 2
-    /// (row-broadcast product, truncation) = 7. Bytes ≈ `n·(ℓ/8 + 16) + 8n + …`.
+    /// (row-broadcast product, truncation) = 7. Bytes ≈ `n·(8 + 1/8) + 8n + …`.
     /// Accuracy: relative error ≤ 1e-3 per entry (plus 1 ulp) while the row
     /// sum plus eps lies in `row_sum`.
     pub fn relu_softmax(
