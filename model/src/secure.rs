@@ -33,6 +33,11 @@ pub struct SecureParams {
     pub fp: FixedPoint,
     /// Comparison width for attention scores (|S| < 2^(bits−1−f)).
     pub score_bits: u32,
+    /// Low bits the ReLU-softmax heads' score comparison ignores: a score in
+    /// `[−2^coarse, 0)` ulps may pass the ReLU unchanged (error below
+    /// `2^coarse` ulps per score), and each DCF key is `coarse` levels
+    /// shallower (see `Session::relu_coarse`).
+    pub score_coarse: u32,
     /// Comparison width for the linearised FFN's ReLU.
     pub relu_bits: u32,
     /// LayerNorm variance domain (eps comes from the model).
@@ -46,6 +51,7 @@ impl Default for SecureParams {
         SecureParams {
             fp: FixedPoint::default(),
             score_bits: 24,
+            score_coarse: 8,
             relu_bits: 32,
             layer_norm: LayerNormParams::default(),
             row_sums: ROW_SUMS,
@@ -740,7 +746,11 @@ impl SecureModel {
         }
         let mut rs_sums = None;
         if !rs.is_empty() {
-            let r = s.relu(&stack(&rs), self.params.score_bits)?;
+            let r = s.relu_coarse(
+                &stack(&rs),
+                self.params.score_bits,
+                self.params.score_coarse,
+            )?;
             rs_sums = Some(Share::new(ring::row_sums(r.as_slice(), rs.len() * n, n)));
             for (j, part) in r.split(&vec![n * n; rs.len()]).into_iter().enumerate() {
                 left[rs[j]] = Some(part);

@@ -15,9 +15,24 @@
 //! Rounds 1; sends `⌈n·ℓ/8⌉` bytes per party. Dealer: `(ℓ−1)·24 + ⌈(ℓ−1)/4⌉ + 8`
 //! bytes of DCF correction words per element to each party, plus `8n` to
 //! party 1. Exact for `|x − t| < 2^(ℓ−1)` (in ulps).
+//! Used where the bits feed many thresholds' arithmetic (the piecewise
+//! reciprocal and rsqrt: one key serves ~200 thresholds).
+//!
+//! **Bit comparisons** ([`Session::bit_compare_begin`]): where the bits are
+//! consumed by a product (ReLU, max) or by few thresholds (GeLU), the DCF
+//! outputs XOR-shared bits ([`crate::dcf_bit`]: 16 bytes per level and one
+//! AES block per point and level, instead of 24 and 2) and the consumer's
+//! opening is folded into the comparison's: round 1 opens `m = x + r` with a
+//! 64-bit mask (`m mod 2^ℓ` is the comparison's `ĉ`), round 2 opens
+//! `e = [x ≥ t] ⊕ ρ` (one bit). With dealer shares of `ρ` (arithmetic) and
+//! `ρ·r`, `[x ≥ t]·x = (e + (1 − 2e)ρ)(m − r)` is local, so ReLU stays 2
+//! rounds and sends `8n + ⌈n/8⌉` bytes instead of `⌈n·ℓ/8⌉ + 16n`; the
+//! bit itself is `e + (1 − 2e)ρ`. `ρ = σ ⊕ msb(r)` with both XOR shares `σ_b`
+//! drawn from the parties' own streams, so `msb(r)` costs nothing.
 
 use crate::channel;
 use crate::dcf;
+use crate::dcf_bit;
 use crate::dealer::{Material, Request, low_mask};
 use crate::error::{MpcError, Result};
 use crate::session::{Round, Session};
@@ -100,6 +115,7 @@ impl Session<'_> {
             .collect();
         let party = self.party().index();
         let p0 = self.is_p0();
+        let recording = self.is_recording();
         let thresholds = thresholds.to_vec();
         let msg = channel::pack(&masked, bits);
         Ok(Round::new("compare", msg, move |peer| {
@@ -127,7 +143,9 @@ impl Session<'_> {
             let key_of: Vec<usize> = (0..m).map(|p| p / k).collect();
             let lows: Vec<u64> = ys.iter().map(|y| (y & low) >> coarse).collect();
             let mut borrow = vec![0u64; m];
-            dcf::eval_batch(party, &roots, &cws, &key_of, &lows, &mut borrow);
+            if !recording {
+                dcf::eval_batch(party, &roots, &cws, &key_of, &lows, &mut borrow);
+            }
             Ok((0..thresholds.len())
                 .map(|j| {
                     let v = (0..n)
@@ -153,14 +171,146 @@ impl Session<'_> {
         Ok(self.ge_thresholds(x, &[0], bits)?.remove(0))
     }
 
-    /// `ReLU(x) = x·[x ≥ 0]`.
-    ///
-    /// Rounds 2 (comparison, then bit × value product, which needs no
-    /// truncation); sends `⌈n·ℓ/8⌉ + 16n` bytes per party. Exact for
-    /// `|x| < 2^(ℓ−1)` ulps (ℓ = `bits`; with f = 16 and ℓ = 32, `|x| < 32768`).
+    /// `ReLU(x) = x·[x ≥ 0]`: [`Session::relu_coarse`] with an exact comparison.
+    /// Exact for `|x| < 2^(ℓ−1)` ulps (ℓ = `bits`; with f = 16 and ℓ = 32,
+    /// `|x| < 32768`).
     pub fn relu(&mut self, x: &Share, bits: u32) -> Result<Share> {
-        let b = self.ge_zero(x, bits)?;
-        self.mul_raw(&b, x)
+        self.relu_coarse(x, bits, 0)
+    }
+
+    /// `ReLU(x) = b·x` with `b = [x ≥ 0]` from a bit comparison that may err
+    /// where `−2^coarse ≤ x < 0` (ulps), so the result is exact except that
+    /// such an `x` may come out as itself instead of 0 (error below
+    /// `2^coarse` ulps).
+    ///
+    /// Steps: open `m = x + r` (64-bit mask; `m mod 2^ℓ` feeds the XOR-output
+    /// DCF); open `e = b ⊕ ρ`; then `b·x = (e + (1 − 2e)ρ)(m − r) =
+    /// e·m − e·r + (1 − 2e)(m·ρ − ρr)`, local from shares of `r`, `ρ`, `ρr`.
+    /// Rounds 2; sends `8n + ⌈n/8⌉` bytes per party. Dealer: one
+    /// [`dcf_bit::BitKeys`] key of `ℓ − 1 − coarse` input bits per element to
+    /// each party (`16·(ℓ − 8 − coarse) + 16` bytes for `ℓ − 1 − coarse ≥ 7`),
+    /// plus `16n` bytes (`ρ`, `ρr`) to party 1. Domain `|x| < 2^(ℓ−1)` ulps.
+    pub fn relu_coarse(&mut self, x: &Share, bits: u32, coarse: u32) -> Result<Share> {
+        let r = self.relu_begin(x, bits, coarse)?;
+        let r = self.finish(r)?;
+        self.finish(r)
+    }
+
+    /// [`Session::relu_coarse`] as two chained [`Round`]s: finishing the
+    /// first gives the second.
+    pub fn relu_begin(&mut self, x: &Share, bits: u32, coarse: u32) -> Result<Round<Round<Share>>> {
+        Ok(self
+            .bit_compare_begin(x, &[0], bits, coarse, true, false)?
+            .then(|c| Ok(c.open().then(|o| Ok(o.select().remove(0))))))
+    }
+
+    /// Bit comparison, first round: opens `m = x + r` (64-bit, `8n` bytes per
+    /// party) and evaluates one XOR-output DCF key per element at every
+    /// threshold, leaving this party's XOR shares of `e_j = [x ≥ t_j] ⊕ ρ_j`
+    /// (ρ_j a fresh dealer bit per element and threshold). The result's
+    /// [`BitCompared::open`] is the second round (`⌈n·k/8⌉` bytes), after
+    /// which the bits are available as arithmetic shares
+    /// ([`BitsOpened::bits`], dealer `8` bytes per bit to party 1) or
+    /// multiplied by `x` ([`BitsOpened::select`], `with select`: 8 more).
+    /// With `square`, [`BitCompared::square_raw`] gives `x²` from the same
+    /// opening (dealer: `8n` bytes to party 1).
+    ///
+    /// Method as in the module doc, with `r mod 2^ℓ` as the comparison mask:
+    /// `[x ≥ t] ⊕ ρ = msb(ŷ) ⊕ [ŷ_low < r_low] ⊕ σ` with `σ = ρ ⊕ msb(r)`
+    /// XOR-shared from the parties' own streams. Domain: `|x − t| < 2^(ℓ−1)`
+    /// ulps; with `coarse > 0` a bit may be wrong where
+    /// `−2^coarse ≤ x − t < 0`.
+    pub fn bit_compare_begin(
+        &mut self,
+        x: &Share,
+        thresholds: &[u64],
+        bits: u32,
+        coarse: u32,
+        select: bool,
+        square: bool,
+    ) -> Result<Round<BitCompared>> {
+        assert!((2..=64).contains(&bits), "compare: {bits} bits");
+        assert!(
+            coarse + 2 <= bits,
+            "compare: {coarse} coarse bits of {bits}"
+        );
+        let n = x.len();
+        let k = thresholds.len();
+        let req = Request::BitCompare {
+            n,
+            bits,
+            coarse,
+            points: k,
+            select,
+            square,
+        };
+        let (r, sigma, rho, rho_r, r_sq, roots, keys) = match self.take("bit-compare", req)? {
+            Material::BitCompare {
+                r,
+                sigma,
+                rho,
+                rho_r,
+                r_sq,
+                roots,
+                keys,
+            } => (r, sigma, rho, rho_r, r_sq, roots, keys),
+            other => {
+                return Err(MpcError::OutOfStep {
+                    op: "bit-compare",
+                    needed: "bit-compare".into(),
+                    found: format!("{other:?}"),
+                });
+            }
+        };
+        let masked: Vec<u64> = x
+            .as_slice()
+            .iter()
+            .zip(&r)
+            .map(|(v, r)| v.wrapping_add(*r))
+            .collect();
+        let party = self.party().index();
+        let p0 = self.is_p0();
+        let recording = self.is_recording();
+        let thresholds = thresholds.to_vec();
+        let msg = channel::pack(&masked, 64);
+        Ok(Round::new("bit-compare", msg, move |peer| {
+            let other = channel::unpack(peer, n, 64);
+            let m: Vec<u64> = masked
+                .iter()
+                .zip(&other)
+                .map(|(a, b)| a.wrapping_add(*b))
+                .collect();
+            let mask = low_mask(bits);
+            let half = 1u64 << (bits - 1);
+            let low = low_mask(bits - 1);
+            // y = ĉ − t + 2^(ℓ−1), ĉ = m mod 2^ℓ; points key by key.
+            let ys: Vec<u64> = (0..n * k)
+                .map(|p| m[p / k].wrapping_sub(thresholds[p % k]).wrapping_add(half) & mask)
+                .collect();
+            let mut borrow = vec![0u8; n * k];
+            if !recording {
+                let key_of: Vec<usize> = (0..n * k).map(|p| p / k).collect();
+                let lows: Vec<u64> = ys.iter().map(|y| (y & low) >> coarse).collect();
+                dcf_bit::eval_batch(party, &roots, &keys, &key_of, &lows, &mut borrow);
+            }
+            let e_mine = (0..n * k)
+                .map(|p| {
+                    let top = if p0 { (ys[p] >> (bits - 1)) as u8 } else { 0 };
+                    top ^ borrow[p] ^ sigma[p]
+                })
+                .collect();
+            Ok(BitCompared {
+                n,
+                k,
+                p0,
+                m,
+                e_mine,
+                r,
+                rho,
+                rho_r,
+                r_sq,
+            })
+        }))
     }
 
     /// Elementwise `max(x, y) = y + ReLU(x − y)`. Rounds 2; exact for `|x − y| < 2^(ℓ−1)` ulps.
@@ -171,7 +321,7 @@ impl Session<'_> {
 
     /// Maximum of each row of `x` (rows×cols) by a pairwise tree.
     ///
-    /// Rounds `2·⌈log2 cols⌉`; sends about `(cols − 1)·rows·(ℓ/8 + 16)` bytes
+    /// Rounds `2·⌈log2 cols⌉`; sends about `(cols − 1)·rows·(8 + 1/8)` bytes
     /// per party in total. Exact for pairwise differences below 2^(ℓ−1) ulps.
     pub fn row_max(&mut self, x: &Share, rows: usize, cols: usize, bits: u32) -> Result<Share> {
         crate::error::check_len("row_max", "matrix", x.len(), rows * cols)?;
@@ -200,5 +350,133 @@ impl Session<'_> {
             width = next_width;
         }
         Ok(Share::new(cur))
+    }
+}
+
+/// A bit comparison after its first round (see
+/// [`Session::bit_compare_begin`]). `Debug` is opaque.
+pub struct BitCompared {
+    n: usize,
+    k: usize,
+    p0: bool,
+    m: Vec<u64>,
+    e_mine: Vec<u8>,
+    r: Vec<u64>,
+    rho: Vec<u64>,
+    rho_r: Vec<u64>,
+    r_sq: Vec<u64>,
+}
+
+impl std::fmt::Debug for BitCompared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BitCompared(<{} x {}>)", self.n, self.k)
+    }
+}
+
+impl BitCompared {
+    /// This party's share of `x²` (at twice `x`'s scale), from the opened
+    /// `m = x + r`: `x² = m² − 2m·r + r²`. Needs `square` in the request.
+    pub fn square_raw(&self) -> Share {
+        assert_eq!(self.r_sq.len(), self.n, "bit compare: no square material");
+        Share::new(
+            (0..self.n)
+                .map(|i| {
+                    let m = self.m[i];
+                    let mut z =
+                        self.r_sq[i].wrapping_sub(m.wrapping_mul(self.r[i]).wrapping_mul(2));
+                    if self.p0 {
+                        z = z.wrapping_add(m.wrapping_mul(m));
+                    }
+                    z
+                })
+                .collect(),
+        )
+    }
+
+    /// The second round: open `e = [x ≥ t] ⊕ ρ` (`⌈n·k/8⌉` bytes per party).
+    pub fn open(self) -> Round<BitsOpened> {
+        let msg = channel::pack(
+            &self
+                .e_mine
+                .iter()
+                .map(|b| u64::from(*b))
+                .collect::<Vec<_>>(),
+            1,
+        );
+        Round::new("bit-open", msg, move |peer| {
+            let other = channel::unpack(peer, self.n * self.k, 1);
+            let e = self
+                .e_mine
+                .iter()
+                .zip(&other)
+                .map(|(a, b)| u64::from(*a) ^ b)
+                .collect();
+            Ok(BitsOpened { c: self, e })
+        })
+    }
+}
+
+/// A bit comparison with `e = [x ≥ t] ⊕ ρ` opened. `Debug` is opaque.
+pub struct BitsOpened {
+    c: BitCompared,
+    e: Vec<u64>,
+}
+
+impl std::fmt::Debug for BitsOpened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BitsOpened(<{} x {}>)", self.c.n, self.c.k)
+    }
+}
+
+impl BitsOpened {
+    /// Shares in Z_2^64 (0/1 integers) of `[x ≥ t_j]`, one share of length
+    /// `n` per threshold: `b = e + (1 − 2e)·ρ` (local).
+    pub fn bits(&self) -> Vec<Share> {
+        let (n, k) = (self.c.n, self.c.k);
+        (0..k)
+            .map(|j| {
+                Share::new(
+                    (0..n)
+                        .map(|i| {
+                            let p = i * k + j;
+                            let e = self.e[p];
+                            let mut b = self.c.rho[p].wrapping_mul(1u64.wrapping_sub(2 * e));
+                            if self.c.p0 {
+                                b = b.wrapping_add(e);
+                            }
+                            b
+                        })
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// Shares of `[x ≥ t_j]·x` per threshold (at `x`'s scale, exact):
+    /// `b·x = e·m − e·r + (1 − 2e)(m·ρ − ρr)` (local). Needs `select`.
+    pub fn select(&self) -> Vec<Share> {
+        let (n, k) = (self.c.n, self.c.k);
+        assert_eq!(self.c.rho_r.len(), n * k, "bit compare: no select material");
+        (0..k)
+            .map(|j| {
+                Share::new(
+                    (0..n)
+                        .map(|i| {
+                            let p = i * k + j;
+                            let (e, m) = (self.e[p], self.c.m[i]);
+                            let t = m
+                                .wrapping_mul(self.c.rho[p])
+                                .wrapping_sub(self.c.rho_r[p])
+                                .wrapping_mul(1u64.wrapping_sub(2 * e));
+                            let mut z = t.wrapping_sub(e.wrapping_mul(self.c.r[i]));
+                            if self.c.p0 {
+                                z = z.wrapping_add(e.wrapping_mul(m));
+                            }
+                            z
+                        })
+                        .collect(),
+                )
+            })
+            .collect()
     }
 }

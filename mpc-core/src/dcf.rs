@@ -24,7 +24,7 @@ use std::sync::OnceLock;
 /// A 128-bit DCF seed.
 pub type Block = [u8; 16];
 
-fn cipher() -> &'static Aes128 {
+pub(crate) fn cipher() -> &'static Aes128 {
     static C: OnceLock<Aes128> = OnceLock::new();
     C.get_or_init(|| {
         // A fixed, public key: the construction only needs a fixed random permutation.

@@ -20,6 +20,7 @@
 //! ([`MpcError::PoolExhausted`], [`MpcError::OutOfStep`]), never a fallback.
 
 use crate::dcf::{self, Block, DcfKeys};
+use crate::dcf_bit::{self, BitKeys};
 use crate::error::{MpcError, Result};
 use crate::prg::{Prg, Seed};
 use crate::ring;
@@ -105,6 +106,27 @@ pub enum Request {
         /// Low bits the comparison ignores (0 for an exact comparison).
         coarse: u32,
     },
+    /// For comparisons with XOR-shared results consumed in the next round
+    /// (see [`crate::compare`]'s "bit comparisons"): a 64-bit mask `r`, an
+    /// XOR-output DCF key for `[x < r mod 2^(bits−1)]` on the top
+    /// `bits − 1 − coarse` of those bits, and per element and threshold a
+    /// random bit `ρ = σ ⊕ msb_bits(r)` with both XOR shares `σ_b` drawn by
+    /// the parties and arithmetic shares of `ρ`; with `select`, shares of
+    /// `ρ·r`; with `square`, shares of `r²`.
+    BitCompare {
+        /// Elements.
+        n: usize,
+        /// Input width in bits (2..=64).
+        bits: u32,
+        /// Low bits the comparison ignores (0 for an exact comparison).
+        coarse: u32,
+        /// Thresholds per element (bits opened per element).
+        points: usize,
+        /// Add shares of `ρ·r` (to select `x` by each bit).
+        select: bool,
+        /// Add shares of `r²` (to square `x` from the same opening).
+        square: bool,
+    },
 }
 
 impl Request {
@@ -120,6 +142,7 @@ impl Request {
             Request::Wrap { .. } => "wrap",
             Request::NormProducts { .. } => "norm-products",
             Request::Compare { .. } => "compare",
+            Request::BitCompare { .. } => "bit-compare",
         }
     }
 
@@ -162,6 +185,21 @@ impl Request {
             Request::Compare { n, bits, coarse } => {
                 n * DcfKeys::wire_len(bits - 1 - coarse) + if p1 { 8 * n } else { 0 }
             }
+            Request::BitCompare {
+                n,
+                bits,
+                coarse,
+                points,
+                select,
+                square,
+            } => {
+                let keys = n * BitKeys::wire_len(bits - 1 - coarse);
+                if p1 {
+                    keys + 8 * n * points * (1 + select as usize) + 8 * n * square as usize
+                } else {
+                    keys
+                }
+            }
         }
     }
 }
@@ -201,6 +239,24 @@ pub enum Material {
         /// DCF correction words (identical for both parties), one key per element.
         cws: DcfKeys,
     },
+    /// See [`Request::BitCompare`]. Per-threshold vectors are element-major
+    /// (entry `i·points + j`).
+    BitCompare {
+        /// Share of the 64-bit mask `r`.
+        r: Vec<u64>,
+        /// This party's XOR share `σ_b` of `ρ ⊕ msb(r)` (0/1), `n·points`.
+        sigma: Vec<u8>,
+        /// Share of `ρ` in Z_2^64, `n·points`.
+        rho: Vec<u64>,
+        /// Share of `ρ·r`, `n·points` (empty without `select`).
+        rho_r: Vec<u64>,
+        /// Share of `r²`, `n` (empty without `square`).
+        r_sq: Vec<u64>,
+        /// This party's DCF root seeds.
+        roots: Vec<Block>,
+        /// XOR-output DCF correction words (identical for both parties).
+        keys: BitKeys,
+    },
 }
 
 impl std::fmt::Debug for Material {
@@ -210,6 +266,7 @@ impl std::fmt::Debug for Material {
             Material::WeightMask { .. } => "weight-mask",
             Material::Wrap { .. } => "wrap",
             Material::Compare { .. } => "compare",
+            Material::BitCompare { .. } => "bit-compare",
         };
         write!(f, "Material::{kind}(<secret>)")
     }
@@ -281,6 +338,26 @@ pub fn draw(req: &Request, party: Party, prg: &mut Prg) -> Material {
                 cws: DcfKeys::placeholder(bits - 1, 0),
             }
         }
+        Request::BitCompare {
+            n,
+            bits,
+            points,
+            select,
+            square,
+            ..
+        } => Material::BitCompare {
+            r: prg.u64s(n),
+            sigma: prg.bits(n * points),
+            rho: own_c(prg, n * points),
+            rho_r: if select {
+                own_c(prg, n * points)
+            } else {
+                Vec::new()
+            },
+            r_sq: if square { own_c(prg, n) } else { Vec::new() },
+            roots: (0..n).map(|_| prg.block()).collect(),
+            keys: BitKeys::placeholder(bits - 1, 0),
+        },
     }
 }
 
@@ -516,6 +593,55 @@ impl Dealer {
                     to_p1,
                 }
             }
+            (
+                Request::BitCompare {
+                    bits,
+                    coarse,
+                    points,
+                    ..
+                },
+                Material::BitCompare {
+                    r: r0,
+                    sigma: sg0,
+                    rho: rho0,
+                    rho_r: rr0,
+                    r_sq: sq0,
+                    roots: s0,
+                    ..
+                },
+                Material::BitCompare {
+                    r: r1,
+                    sigma: sg1,
+                    roots: s1,
+                    ..
+                },
+            ) => {
+                let (bits, coarse, k) = (*bits, *coarse, *points);
+                let r = ring::add(&r0, &r1);
+                let alphas: Vec<u64> = r
+                    .iter()
+                    .map(|r| (r & low_mask(bits - 1)) >> coarse)
+                    .collect();
+                let keys = dcf_bit::generate_batch(bits - 1 - coarse, &alphas, &s0, &s1);
+                let rho: Vec<u64> = (0..r.len() * k)
+                    .map(|p| u64::from(sg0[p] ^ sg1[p]) ^ ((r[p / k] >> (bits - 1)) & 1))
+                    .collect();
+                let mut to_p1 = keys.as_bytes().to_vec();
+                to_p1.extend(bytes_of(&ring::sub(&rho, &rho0)));
+                if !rr0.is_empty() {
+                    let rr: Vec<u64> = (0..rho.len())
+                        .map(|p| rho[p].wrapping_mul(r[p / k]))
+                        .collect();
+                    to_p1.extend(bytes_of(&ring::sub(&rr, &rr0)));
+                }
+                if !sq0.is_empty() {
+                    to_p1.extend(bytes_of(&ring::sub(&ring::mul(&r, &r), &sq0)));
+                }
+                Dealt {
+                    to_p0: keys.as_bytes().to_vec(),
+                    to_p1,
+                }
+            }
             _ => unreachable!("draw returns the material kind of its request"),
         })
     }
@@ -569,6 +695,31 @@ impl MaterialGen {
                     *r_msb = words(&msg[n * per..]);
                 }
             }
+            (
+                Material::BitCompare {
+                    rho,
+                    rho_r,
+                    r_sq,
+                    keys,
+                    ..
+                },
+                Request::BitCompare {
+                    n, bits, coarse, ..
+                },
+            ) => {
+                let depth = bits - 1 - coarse;
+                let at = n * BitKeys::wire_len(depth);
+                *keys =
+                    BitKeys::from_bytes(depth, msg[..at].to_vec()).expect("length checked above");
+                if p1 {
+                    let mut rest = &msg[at..];
+                    for v in [rho, rho_r, r_sq] {
+                        let len = 8 * v.len();
+                        *v = words(&rest[..len]);
+                        rest = &rest[len..];
+                    }
+                }
+            }
             (Material::Triple { c, .. }, _) | (Material::Wrap { c, .. }, _) if p1 => {
                 *c = words(msg);
             }
@@ -582,6 +733,13 @@ impl MaterialGen {
 pub trait CorrelationSource: Send {
     /// The next material, which must answer `req`.
     fn take(&mut self, op: &'static str, req: Request) -> Result<Material>;
+
+    /// True when the material is placeholder (a [`Recorder`] learning a
+    /// plan): operators may then skip local work whose result cannot matter,
+    /// such as DCF evaluation (control flow never depends on values).
+    fn is_recording(&self) -> bool {
+        false
+    }
 }
 
 /// Preprocessed material, consumed in order.
@@ -683,7 +841,16 @@ impl CorrelationSource for Recorder {
         {
             *cws = DcfKeys::placeholder(bits - 1 - coarse, r.len());
         }
+        if let (Material::BitCompare { keys, r, .. }, Request::BitCompare { bits, coarse, .. }) =
+            (&mut m, &req)
+        {
+            *keys = BitKeys::placeholder(bits - 1 - coarse, r.len());
+        }
         self.plan.push(req);
         Ok(m)
+    }
+
+    fn is_recording(&self) -> bool {
+        true
     }
 }

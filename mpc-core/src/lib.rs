@@ -12,7 +12,8 @@
 //!   the party-side expansion and the preprocessed [`Pool`].
 //! - [`feed`]: material streamed from the dealer while the computation runs
 //!   ([`StreamedPool`]), so a party's memory does not grow with the model.
-//! - [`dcf`]: distributed comparison functions for one-round comparisons.
+//! - [`dcf`]: distributed comparison functions for one-round comparisons;
+//!   [`dcf_bit`]: the same with XOR-shared bit outputs and early termination.
 //! - [`Session`]: one party's view; every secure operator is a method on it
 //!   (`arith`: products and truncation; `compare`: comparison, ReLU, max;
 //!   `nonlinear`: exp, reciprocal, rsqrt, softmax, ReLU-softmax, ScaleAttn,
@@ -25,6 +26,7 @@ pub mod arith;
 pub mod channel;
 pub mod compare;
 pub mod dcf;
+pub mod dcf_bit;
 pub mod dealer;
 pub mod error;
 pub mod feed;

@@ -181,6 +181,21 @@ impl Session<'_> {
         out_frac: u32,
         max_out: f64,
     ) -> Result<(Share, u32)> {
+        self.piecewise_raw_squared(x, None, g, pw, out_frac, max_out)
+    }
+
+    /// [`Session::piecewise_raw`] given `x²` (at `f` bits) for degree 2,
+    /// computed by the caller (for example from the comparison's opening):
+    /// saves the square's two rounds.
+    pub fn piecewise_raw_squared(
+        &mut self,
+        x: &Share,
+        x2: Option<&Share>,
+        g: &[Share],
+        pw: &Piecewise,
+        out_frac: u32,
+        max_out: f64,
+    ) -> Result<(Share, u32)> {
         let n = x.len();
         let f = self.frac_bits();
         let w = (61 - f as i64 - max_out.log2().ceil().max(0.0) as i64)
@@ -203,7 +218,10 @@ impl Session<'_> {
         let b = coef(1, w);
         let prod = if pw.degree() == 2 {
             let c = coef(2, w);
-            let x2 = self.square(x)?;
+            let x2 = match x2 {
+                Some(x2) => x2.clone(),
+                None => self.square(x)?,
+            };
             let both = self.mul_raw(&Share::concat(&[&b, &c]), &Share::concat(&[x, &x2]))?;
             let parts = both.split(&[n, n]);
             parts[0].add(&parts[1])
@@ -284,7 +302,7 @@ impl Session<'_> {
     /// ReLU-softmax row normalisation: `ReLU(x) / (Σ_j ReLU(x)_j + eps)`.
     ///
     /// Rounds 2 (ReLU) + 3 (reciprocal of the row sums on `row_sum`) + 2
-    /// (row-broadcast product, truncation) = 7. Bytes ≈ `n·(ℓ/8 + 16) + 8n + …`.
+    /// (row-broadcast product, truncation) = 7. Bytes ≈ `n·(8 + 1/8) + 8n + …`.
     /// Accuracy: relative error ≤ 1e-3 per entry (plus 1 ulp) while the row
     /// sum plus eps lies in `row_sum`.
     pub fn relu_softmax(
@@ -390,18 +408,33 @@ impl Session<'_> {
     /// segments on [−4, 4], 0 below, x above): max error ≈ 7e-4 against the
     /// exact erf GeLU everywhere (measured 5.2e-4 including inputs next to
     /// the segment boundaries). The segment comparison ignores the input's
-    /// bits below 2^−8 (a value within 2^−8 of a boundary may take the
-    /// neighbouring segment, whose polynomial agrees there to ~1e-3), which
-    /// makes each DCF 8 levels shallower.
-    /// Rounds 5; bytes `⌈3n⌉ + 8n + 32n + ⌈n/4⌉`; 17 DCF evaluations of
-    /// `15` levels per element. Domain `|x| < 124` at f = 16.
+    /// bits below 2^−8 (a value within 2^−8 below a boundary may take the
+    /// next segment, whose polynomial agrees there to ~1e-3), which makes
+    /// each DCF 8 levels shallower.
+    ///
+    /// Steps: one opening of `x + r` serves the bit comparison at the 17
+    /// boundaries ([`Session::bit_compare_begin`], XOR-output DCF) and `x²`
+    /// (`m² − 2m·r + r²`); round 2 truncates `x²` and opens the 17 masked
+    /// bits, which become arithmetic shares locally; round 3 multiplies the
+    /// segment's coefficients by `(x, x²)`; round 4 truncates.
+    /// Rounds 4; bytes `8n + ⌈n/8⌉ + ⌈17n/8⌉ + 32n + ⌈n/8⌉`. Dealer per
+    /// element: a 15-bit [`crate::dcf_bit::BitKeys`] key (144 bytes) to each
+    /// party; to party 1 also `8·17` (the bits' `ρ`), `8` (`r²`), `8 + 8`
+    /// (truncations) and `16` (the product triple). 17 DCF evaluations of
+    /// 8 AES blocks + 1 per element. Domain `|x| < 124` at f = 16.
     pub fn gelu(&mut self, x: &Share) -> Result<Share> {
         let f = self.frac_bits();
         let pw = approx::gelu_piecewise();
         let t: Vec<u64> = pw.thresholds.iter().map(|t| encode_at(*t, f)).collect();
-        let r = self.ge_thresholds_coarse_begin(x, &t, f + 8, f.saturating_sub(8))?;
-        let g = self.finish(r)?;
-        self.piecewise_from_bits(x, &g, &pw, f, 128.0)
+        let r = self.bit_compare_begin(x, &t, f + 8, f.saturating_sub(8), false, true)?;
+        let c = self.finish(r)?;
+        let x2_raw = c.square_raw();
+        let trunc = self.trunc_many_begin(&[(&x2_raw, f)])?;
+        let (mut x2, opened) = self.finish2(trunc, c.open())?;
+        let x2 = x2.pop().expect("one truncation");
+        let g = opened.bits();
+        let (raw, shift) = self.piecewise_raw_squared(x, Some(&x2), &g, &pw, f, 128.0)?;
+        self.trunc(&raw, shift)
     }
 
     /// LayerNorm of each row of `x` (rows×c): `(x − μ)/√(σ² + eps)·γ + β`,

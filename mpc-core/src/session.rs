@@ -62,6 +62,12 @@ impl<'a> Session<'a> {
         self.src.take(op, req)
     }
 
+    /// True while a plan is recorded on placeholder material (see
+    /// [`CorrelationSource::is_recording`]).
+    pub(crate) fn is_recording(&self) -> bool {
+        self.src.is_recording()
+    }
+
     /// Send 64-bit words and receive the peer's as many: one round.
     pub(crate) fn exchange(&mut self, op: &'static str, words: &[u64]) -> Result<Vec<u64>> {
         channel::exchange_packed(self.ch, op, words, 64)
@@ -140,6 +146,18 @@ impl<T> Round<T> {
             op,
             msg,
             finish: Box::new(finish),
+        }
+    }
+}
+
+impl<T: 'static> Round<T> {
+    /// The same round with `f` applied to its result.
+    pub(crate) fn then<U>(self, f: impl FnOnce(T) -> Result<U> + 'static) -> Round<U> {
+        let finish = self.finish;
+        Round {
+            op: self.op,
+            msg: self.msg,
+            finish: Box::new(move |peer| f(finish(peer)?)),
         }
     }
 }

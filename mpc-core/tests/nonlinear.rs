@@ -25,11 +25,79 @@ fn relu_is_exact_with_counts() {
     assert_eq!(got, want, "ReLU must be exact");
     for p in r.online {
         assert_eq!(p.rounds, 2);
-        assert_eq!(p.bytes_sent as usize, packed_len(n, 32) + 16 * n);
+        assert_eq!(p.bytes_sent as usize, 8 * n + n.div_ceil(8));
     }
-    // dealer: DCF correction words (31 levels) to both, r_msb and the triple's c to party 1
-    let cw = n * (31 * 24 + 8 + 8);
-    assert_eq!(r.dealer_bytes, [cw as u64, (cw + 8 * n + 8 * n) as u64]);
+    // dealer: XOR-output DCF keys (31 input bits: 24 levels and a 128-bit
+    // leaf) to both, ρ and ρ·r to party 1
+    let cw = n * (24 * 16 + 16);
+    assert_eq!(r.dealer_bytes, [cw as u64, (cw + 16 * n) as u64]);
+}
+
+#[test]
+fn coarse_relu_errs_only_just_below_zero() {
+    let coarse = 8;
+    let band = (1u64 << coarse) as f64 * ULP;
+    let mut x = uniform(3000, -2.0, 2.0, 41);
+    x.extend(uniform(3000, -band, band, 42));
+    for k in 0..=300i64 {
+        x.push((k - 150) as f64 * ULP);
+    }
+    x.extend([-band, -band - ULP, band, -100.0, 100.0, 127.99]);
+    let n = x.len();
+    let (got, r) = run(FP, &[&x], |s, v| s.relu_coarse(&v[0], 24, coarse));
+    let mut wrong = 0;
+    for (g, v) in got.iter().zip(q(&x)) {
+        if *g != v.max(0.0) {
+            // the only possible error: a small negative input passed through
+            assert!(v < 0.0 && v >= -band && *g == v, "x {v}: got {g}");
+            wrong += 1;
+        }
+    }
+    assert!(wrong > 0 && wrong < n / 4, "{wrong} of {n} wrong");
+    assert_eq!(r.online[0].rounds, 2);
+    assert_eq!(r.online[0].bytes_sent as usize, 8 * n + n.div_ceil(8));
+    // 24 − 1 − 8 = 15 input bits: 8 levels and a 128-bit leaf
+    let cw = n * (8 * 16 + 16);
+    assert_eq!(r.dealer_bytes, [cw as u64, (cw + 16 * n) as u64]);
+}
+
+#[test]
+fn bit_comparison_gives_bits_and_selections() {
+    let x = uniform(300, -10.0, 10.0, 43);
+    let ts = [-3.0, 0.0, 0.5, 7.25];
+    let enc: Vec<u64> = ts.iter().map(|t| FP.encode(*t)).collect();
+    let n = x.len();
+    let (got, r) = run_at(FP, 0, &[&x], |s, v| {
+        let c = s.bit_compare_begin(&v[0], &enc, 24, 0, true, true)?;
+        let c = s.finish(c)?;
+        let sq = c.square_raw();
+        let o = s.finish(c.open())?;
+        let mut all: Vec<Share> = o.bits();
+        all.extend(o.select());
+        all.push(sq);
+        Ok(Share::concat(&all.iter().collect::<Vec<_>>()))
+    });
+    assert_eq!(r.online[0].rounds, 2);
+    assert_eq!(
+        r.online[0].bytes_sent as usize,
+        8 * n + (ts.len() * n).div_ceil(8)
+    );
+    let xq = q(&x);
+    let raw = |v: f64| FP.encode(v) as i64 as f64;
+    for (j, t) in ts.iter().enumerate() {
+        for i in 0..n {
+            let b = if xq[i] >= *t { 1.0 } else { 0.0 };
+            assert_eq!(got[j * n + i], b, "bit {j} of {}", xq[i]);
+            assert_eq!(got[(ts.len() + j) * n + i], b * raw(xq[i]), "select");
+        }
+    }
+    for i in 0..n {
+        let sq = got[2 * ts.len() * n + i];
+        assert_eq!(sq, raw(xq[i]) * raw(xq[i]), "square of {}", xq[i]);
+    }
+    let keys = n * (16 * 16 + 16);
+    let p1 = keys + 8 * n * ts.len() * 2 + 8 * n;
+    assert_eq!(r.dealer_bytes, [keys as u64, p1 as u64]);
 }
 
 #[test]
@@ -136,7 +204,7 @@ fn softmax_matches_plaintext_with_counts() {
     let mut w = cols;
     while w > 1 {
         let m = rows * (w / 2);
-        bytes += packed_len(m, bits) + 16 * m;
+        bytes += 8 * m + m.div_ceil(8);
         rounds += 2;
         w -= w / 2;
     }
@@ -218,11 +286,17 @@ fn gelu_variants_match_their_references_with_counts() {
     let err = max_abs_diff(&got, &exact);
     eprintln!("piecewise GeLU vs erf: {err:.2e}");
     assert!(err < 1e-3, "vs erf {err}");
-    assert_eq!(r.online[0].rounds, 5);
-    let bytes = packed_len(n, F + 8) + 8 * n + n.div_ceil(8) + 32 * n + n.div_ceil(8);
-    // dealer: DCF keys of 15 levels (24 bits less the sign and 8 ignored bits) to both parties
-    let dcf = 15 * 24 + (2 * 15usize).div_ceil(8) + 8;
+    assert_eq!(r.online[0].rounds, 4);
+    let bytes = 8 * n + n.div_ceil(8) + (17 * n).div_ceil(8) + 32 * n + n.div_ceil(8);
+    // dealer: XOR-output DCF keys of 15 input bits (24 less the sign and 8
+    // ignored bits: 8 levels and a 128-bit leaf) to both parties; to party 1
+    // also ρ per boundary, r², two truncations and the product triple
+    let dcf = 8 * 16 + 16;
     assert_eq!(r.dealer_bytes[0] as usize, n * dcf);
+    assert_eq!(
+        r.dealer_bytes[1] as usize,
+        n * (dcf + 8 * 17 + 8 + 8 + 16 + 8)
+    );
     assert_eq!(r.online[0].bytes_sent as usize, bytes);
 }
 
