@@ -39,7 +39,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 WORK="$ROOT/target/demo-test"
-mkdir -p "$WORK"
+mkdir -p "$WORK" 2>/dev/null || WORK="$(mktemp -d)"
 export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-deploy}"
 # The Dockerfile needs no BuildKit; the legacy builder needs no registry for
 # a frontend image either.
@@ -90,6 +90,7 @@ DOCKERD_PID=""
 ROOTFS=""
 COMPOSE=()
 UP=0
+SKIPPED=0
 cleanup() {
   local rc=$?
   set +e
@@ -119,7 +120,9 @@ cleanup() {
   printf '\n== time per step\n'
   printf '%s\n' "${TIMES[@]}"
   printf '%7s s  total\n' "$(elapsed "$T_START")"
-  if [ "$rc" = 0 ]; then
+  if [ "$SKIPPED" = 1 ]; then
+    printf '\ndemo-test.sh: NOT RUN (MPCVIT_SKIP_DEMO=1)\n' >&2
+  elif [ "$rc" = 0 ]; then
     printf '\ndemo-test.sh: the compose demo built, classified, survived the party 1 restart and came down\n'
   else
     printf '\ndemo-test.sh: FAILED (exit %s)\n' "$rc" >&2
@@ -127,6 +130,7 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # No engine can run here: fail, unless the caller opted out explicitly.
 no_engine() {
@@ -136,6 +140,7 @@ no_engine() {
          "Set MPCVIT_SKIP_DEMO=1 to accept not running it; without that this is a failure."
   if [ "${MPCVIT_SKIP_DEMO:-0}" = 1 ]; then
     echo "demo-test.sh: MPCVIT_SKIP_DEMO=1: NOT RUN, exiting 0 as asked" >&2
+    SKIPPED=1
     exit 0
   fi
   exit 1
@@ -169,7 +174,7 @@ fi
 if docker info >/dev/null 2>&1; then
   ok "using the running dockerd"
 else
-  [ "$(id -u)" = 0 ] || no_engine "no dockerd is running and only root can start one"
+  [ "$(id -u)" = 0 ] || no_engine "no dockerd this user can reach (none running, or no access to its socket), and only root can start one"
   echo "starting dockerd (log: $WORK/dockerd.log)"
   dockerd >"$WORK/dockerd.log" 2>&1 &
   DOCKERD_PID=$!
