@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Static checks of the deployment files, without a container engine:
 #   1. tools: Python venvs under target/deploy-tools/ (created once, pinned)
-#   2. docker-compose 1.29.2: `config -q` of deploy/docker-compose.yml
+#   2. docker-compose 1.29.2: `config -q` of deploy/docker-compose.yml, and
+#      its structure (listeners, ports, health timing, isolation)
 #   3. kubernetes-validate --strict against a pinned Kubernetes version
 #   4. deploy/Dockerfile structure (stages, non-root user, final stage copies
 #      only from the builder, no toolchain in the final stage) and .dockerignore
@@ -111,13 +112,58 @@ for n, v in s.items():
 for n in ("certs", "split"):
     if s[n].get("network_mode") != "none":
         errors.append("%s: network_mode must be none" % n)
+
+import re
+def seconds(d):  # compose durations: 3s, 2m, 1m30s, 500ms
+    return sum(float(v) * {"h": 3600, "m": 60, "s": 1, "ms": 0.001}[u]
+               for v, u in re.findall(r"([0-9.]+)(ms|h|m|s)", str(d)))
+def nets(n):
+    return s[n].get("networks") or {}
+def flag(n, name):
+    cmd = s[n].get("command") or []
+    return cmd[cmd.index(name) + 1] if name in cmd else None
+def alias_net(n, host):  # the networks of n on which host is an alias of n
+    return [net for net, v in nets(n).items() if host in ((v or {}).get("aliases") or [])]
+# Each party listener binds the address of the one network it serves.
+serves = {
+    ("party0", "--listen"): set(nets("client")) & set(nets("party0")),
+    ("party1", "--listen"): set(nets("client")) & set(nets("party1")),
+    ("party1", "--peer-listen"): set(nets("party0")) & set(nets("party1")),
+}
+for (n, f), want in serves.items():
+    addr = flag(n, f)
+    host = (addr or "").rpartition(":")[0]
+    on = alias_net(n, host)
+    if len(want) != 1 or on != sorted(want):
+        errors.append("%s %s %s: bind a network alias of %s on exactly its network %s, not %s"
+                      % (n, f, addr, n, sorted(want), on or "every network"))
+peer_host = (flag("party1", "--peer-listen") or "").rpartition(":")[0]
+if (flag("party0", "--peer") or "").rpartition(":")[0] != peer_host:
+    errors.append("party0 --peer must dial the peer alias of party 1 %s" % peer_host)
+for n, v in s.items():
+    # Published host ports below the ephemeral range of Linux (32768-60999), where
+    # the source port of an outgoing connection could already hold them.
+    for p in v.get("ports", []):
+        parts = str(p).split("/")[0].split(":")
+        published = p.get("published") if isinstance(p, dict) else parts[-2] if len(parts) > 1 else None
+        if published and int(str(published).split("-")[-1]) >= 32768:
+            errors.append("%s: published port %s is in the ephemeral range (>= 32768)" % (n, published))
+    for o in v.get("security_opt", []):
+        if ":" in o and o.split(":")[0] in ("no-new-privileges", "seccomp", "apparmor", "label"):
+            errors.append("%s: security_opt %r: use `=`, `:` is deprecated" % (n, o))
+    hc = v.get("healthcheck")
+    if hc and not hc.get("disable"):
+        lag = seconds(hc.get("interval", "30s")) * int(hc.get("retries", 3))
+        if lag > 15:
+            errors.append("%s: healthcheck turns unhealthy %.0f s after readiness is lost (interval x retries > 15 s)" % (n, lag))
 for net, v in c.get("networks", {}).items():
     users = sorted(n for n, sv in s.items() if net in (sv.get("networks") or {}))
     print("   network %-14s internal=%-5s %s" % (net, bool(v.get("internal")), " ".join(users)))
 if errors:
     sys.exit("\n".join(errors))
 ' || die "docker-compose.yml structure"
-ok "one image built once, read-only secret volumes, network-less one-shots, no health deadlock"
+ok "one image built once, read-only secret volumes, network-less one-shots, no health deadlock,"
+ok "party listeners on their own networks, host ports < 32768, \`=\` security options, health within 15 s"
 
 step "3. kubernetes-validate --strict -k ${K8S_VERSIONS[*]}"
 shopt -s nullglob

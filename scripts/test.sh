@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The project's test command, the README's and CI's (`.ci/run` calls exactly
+# this): installs what the tests need, then runs every check.
+#   1. scripts/setup.sh: toolchain components, Fashion-MNIST (root on Debian)
+#   2. cargo fmt --all --check
+#   3. cargo clippy --workspace --all-targets -- -D warnings
+#   4. cargo test --workspace
+#   5. du -sh target (the build directory's size, for the record)
+#   6. deploy/check.sh: compose and Kubernetes schemas, the Dockerfile's
+#      shape, and the image's own cargo build
+#   7. deploy/demo-test.sh: the compose demo, run for real with Docker (needs
+#      root or a running dockerd; MPCVIT_SKIP_DEMO=1 accepts not running it,
+#      loudly)
+# Usage: bash scripts/test.sh       (from anywhere)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace
+du -sh target
+bash deploy/check.sh
+bash deploy/demo-test.sh
