@@ -71,6 +71,14 @@ pub enum ClientError {
     /// Invalid settings.
     #[error("{0}")]
     Config(String),
+    /// The parties did not answer within the client's deadline.
+    #[error("{what}: no answer within {after:?} (the client's --timeout)")]
+    Timeout {
+        /// What was waited for.
+        what: String,
+        /// The deadline.
+        after: Duration,
+    },
 }
 
 impl ClientError {
@@ -92,8 +100,31 @@ impl ClientError {
     pub fn code(&self) -> Option<Code> {
         match self {
             ClientError::Party { code, .. } => Some(*code),
+            ClientError::Timeout { .. } => Some(Code::DeadlineExceeded),
             _ => None,
         }
+    }
+}
+
+/// How long [`Client::connect`] waits for each party (TCP, TLS and HTTP/2
+/// handshakes): a server that accepts but never answers must not hang the
+/// client.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `fut`, or [`ClientError::Timeout`] after `after` (no deadline if `None`).
+async fn within<T>(
+    after: Option<Duration>,
+    what: impl FnOnce() -> String,
+    fut: impl Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    match after {
+        None => fut.await,
+        Some(after) => tokio::time::timeout(after, fut).await.unwrap_or_else(|_| {
+            Err(ClientError::Timeout {
+                what: what(),
+                after,
+            })
+        }),
     }
 }
 
@@ -165,6 +196,8 @@ impl Inference {
 pub struct Client {
     parties: [InferenceClient<Channel>; 2],
     token: Option<String>,
+    /// Deadline of each call to the parties ([`Client::with_timeout`]).
+    timeout: Option<Duration>,
 }
 
 fn add_token<T>(req: &mut tonic::Request<T>, token: &Option<String>) {
@@ -176,8 +209,26 @@ fn add_token<T>(req: &mut tonic::Request<T>, token: &Option<String>) {
 }
 
 impl Client {
-    /// Connect to party 0 at `addrs[0]` and party 1 at `addrs[1]`.
+    /// Connect to party 0 at `addrs[0]` and party 1 at `addrs[1]`, waiting
+    /// at most [`CONNECT_TIMEOUT`] for each.
     pub async fn connect(addrs: [&str; 2], auth: &ClientAuth) -> Result<Self, ClientError> {
+        Self::connect_within(addrs, auth, CONNECT_TIMEOUT).await
+    }
+
+    /// Every later call (listing models, an inference) fails with
+    /// [`ClientError::Timeout`] when the parties have not answered within
+    /// `timeout`.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// [`Client::connect`], waiting at most `timeout` for each party.
+    pub async fn connect_within(
+        addrs: [&str; 2],
+        auth: &ClientAuth,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
         let mut parties = Vec::with_capacity(2);
         for (p, addr) in addrs.iter().enumerate() {
             let role = Role::Party(p as u8);
@@ -191,12 +242,18 @@ impl Client {
                 .map_err(|e| ClientError::Config(format!("address {addr:?}: {e}")))?
                 .tls_config(tls)
                 .map_err(|source| ClientError::Connect { party: p, source })?
-                .connect_timeout(Duration::from_secs(5))
+                .connect_timeout(timeout)
                 .tcp_nodelay(true);
-            let ch = ep
-                .connect()
-                .await
-                .map_err(|source| ClientError::Connect { party: p, source })?;
+            let ch = within(
+                Some(timeout),
+                || format!("connecting to party {p} at {addr}"),
+                async {
+                    ep.connect()
+                        .await
+                        .map_err(|source| ClientError::Connect { party: p, source })
+                },
+            )
+            .await?;
             parties.push(
                 InferenceClient::new(ch)
                     .max_decoding_message_size(64 << 20)
@@ -211,11 +268,21 @@ impl Client {
         Ok(Client {
             parties: [a, b],
             token,
+            timeout: None,
         })
     }
 
     /// The models both parties serve, with the same public manifest.
     pub async fn models(&self) -> Result<Vec<RemoteModel>, ClientError> {
+        within(
+            self.timeout,
+            || "listing the parties' models".into(),
+            self.models_now(),
+        )
+        .await
+    }
+
+    async fn models_now(&self) -> Result<Vec<RemoteModel>, ClientError> {
         let mut lists = Vec::new();
         for (p, c) in self.parties.iter().enumerate() {
             let mut req = tonic::Request::new(ListModelsRequest {});
@@ -321,6 +388,20 @@ impl Client {
 
     /// Send raw shares (tests use this to send malformed ones).
     pub async fn infer_shares(
+        &self,
+        model: &RemoteModel,
+        shares: [Share; 2],
+        session_id: Vec<u8>,
+    ) -> Result<Inference, ClientError> {
+        within(
+            self.timeout,
+            || format!("inference with model {}", model.info.name),
+            self.infer_shares_now(model, shares, session_id),
+        )
+        .await
+    }
+
+    async fn infer_shares_now(
         &self,
         model: &RemoteModel,
         shares: [Share; 2],

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use mpc_core::{FixedPoint, Prg, Seed};
-use mpcvit_client::{Client, ClientAuth, ClientError, Inference, RemoteModel};
+use mpcvit_client::{CONNECT_TIMEOUT, Client, ClientAuth, ClientError, Inference, RemoteModel};
 use mpcvit_server::local::{LocalCluster, LocalOptions};
 use mpcvit_server::tls::{Role, TlsMaterial};
 
@@ -65,6 +65,11 @@ struct Conn {
     /// Local mode: the random model's seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Seconds to wait for the parties: for connecting to each, and for
+    /// each answer (a model list, one image's inference). A party that
+    /// accepts but never answers fails the command with a clear error.
+    #[arg(long, env = "MPCVIT_TIMEOUT", default_value_t = 120.0)]
+    timeout: f64,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -153,7 +158,10 @@ async fn connect(c: &Conn) -> Result<Session, ClientError> {
                     .map_err(|e| ClientError::Config(e.to_string()))?,
             ),
         };
-        let client = Client::connect([a0, a1], &auth).await?;
+        let timeout = Duration::from_secs_f64(c.timeout.max(0.001));
+        let client = Client::connect_within([a0, a1], &auth, timeout.min(CONNECT_TIMEOUT))
+            .await?
+            .with_timeout(timeout);
         return Ok(Session {
             client,
             local: None,
@@ -192,6 +200,7 @@ async fn connect(c: &Conn) -> Result<Session, ClientError> {
     let auth = ClientAuth::Cert(local.client_tls.clone());
     let client = Client::connect([&local.party_addrs[0], &local.party_addrs[1]], &auth).await?;
     client.wait_ready(&name, Duration::from_secs(600)).await?;
+    let client = client.with_timeout(Duration::from_secs_f64(c.timeout.max(0.001)));
     eprintln!(
         "local mode: parties paired and weights masked in {:.1} s",
         t.elapsed().as_secs_f64()

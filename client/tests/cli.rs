@@ -142,3 +142,42 @@ fn bundled_model_classifies_the_shipped_samples() {
         );
     }
 }
+
+/// A party that accepts connections but never answers (a stalled or
+/// overloaded server): the client stops at its `--timeout` with an error
+/// that says so, instead of hanging.
+#[test]
+fn timeout_bounds_a_party_that_never_answers() {
+    let dir = std::env::temp_dir().join(format!("mpcvit-cli-timeout-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    mpcvit_server::tls::CertBundle::generate()
+        .unwrap()
+        .write_dir(&dir.join("certs"))
+        .unwrap();
+    png(&dir.join("img.png"), 16, 1);
+    // Accepts, reads nothing, answers nothing.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming() {
+            held.push(s);
+        }
+    });
+    let t = std::time::Instant::now();
+    let out = Command::new(CLIENT)
+        .arg("infer")
+        .arg(dir.join("img.png"))
+        .args(["--party0", &addr, "--party1", &addr, "--timeout", "2"])
+        .arg("--certs")
+        .arg(dir.join("certs"))
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
+    assert!(err.contains("no answer within 2s"), "{err}");
+    assert!(err.contains("--timeout"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -447,10 +447,13 @@ impl Session<'_> {
     /// fractional bits and the result carries `f`: the scaling is folded into
     /// the truncation (multiply by `round(scale·2^t)`, shift by `extra + t`).
     ///
-    /// Rounds 1; sends `⌈n/8⌉` bytes per party. Error ≤ 1 ulp plus the
-    /// relative error `2^−t·|x|/|scale|` of the encoded scale (t chosen so
-    /// the encoded factor has at least 20 significant bits).
-    /// Domain: `|x·scale|·2^(f+extra+t) < 2^62` before the shift.
+    /// Rounds 1; sends `⌈n/8⌉` bytes per party. Error ≤ 1 ulp plus a
+    /// relative error ≤ 2^−[`SCALE_BITS`] (6.1e-5) of the encoded scale.
+    /// Domain: the product before the shift, `|x|·k` with `k < 2^SCALE_BITS`
+    /// for a scale that is not a power of two, stays below 2^62: `|x| <
+    /// 2^48` ulps at `f + extra` bits. (With 20-bit factors, LayerNorm's
+    /// centring at `2f` bits, `C·x` for `C = 192`, passed 2^62 once `|x|`
+    /// reached about 4.7 and failed on whole rows of `vit_9_12_64`.)
     pub fn trunc_scaled(&mut self, x: &Share, extra: u32, scale: f64) -> Result<Share> {
         Ok(self.trunc_scaled_many(&[(x, extra, scale)])?.remove(0))
     }
@@ -486,14 +489,19 @@ impl Session<'_> {
     }
 }
 
-/// `(k, t)` with `k / 2^t ≈ scale` and `k` an integer of at least 20 significant
-/// bits (exact, with `k = 1`, when `scale` is a power of two ≤ 1).
+/// Significant bits of the integer factor that encodes a public scale in
+/// [`Session::trunc_scaled`]: its relative error is at most 2^−14, and it
+/// costs the value 14 bits of headroom below 2^62.
+pub const SCALE_BITS: u32 = 14;
+
+/// `(k, t)` with `k / 2^t ≈ scale` and `k` an integer of [`SCALE_BITS`]
+/// significant bits (exact, with `k = 1`, when `scale` is a power of two ≤ 1).
 pub(crate) fn scale_factor(scale: f64) -> (u64, u32) {
     let lg = scale.log2();
     if lg.fract() == 0.0 && lg <= 0.0 {
         return (1, (-lg) as u32);
     }
-    let t = (20.0 - lg.floor()).max(0.0) as u32;
+    let t = (f64::from(SCALE_BITS) - 1.0 - lg.floor()).max(0.0) as u32;
     let k = (scale * (2f64).powi(t as i32)).round() as u64;
     (k, t)
 }

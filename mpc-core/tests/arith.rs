@@ -100,6 +100,27 @@ fn truncation_is_within_one_ulp_at_the_domain_edges() {
     }
 }
 
+/// LayerNorm's centring divides `C·x − Σx` (at `2f` bits) by a `C` that
+/// is not a power of two (192 in `vit_9_12_64`) inside a truncation. With
+/// a 20-bit encoded factor the product passed 2^62 once |C·x| reached
+/// about 900 and whole rows came out wrong; the factor now has 14 bits.
+#[test]
+fn scaled_truncation_by_one_over_192_holds_for_large_inputs() {
+    let xs: Vec<f64> = uniform(4000, -3000.0, 3000.0, 11);
+    let shared = Shared::new(FixedPoint { frac_bits: 32 }, &[&xs]);
+    let r = mpc_core::local::run_local(FP, |s| s.trunc_scaled(&shared.of(s)[0], 16, 1.0 / 192.0))
+        .unwrap();
+    let got = FP.decode_all(&mpc_core::reconstruct(&r.outputs[0], &r.outputs[1]));
+    let want: Vec<f64> = xs.iter().map(|x| x / 192.0).collect();
+    // 1 ulp of truncation plus 2^-14 relative error of the encoded 1/192.
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(g, w)| (g - w).abs() - w.abs() * 2f64.powi(-14))
+        .fold(f64::MIN, f64::max);
+    assert!(worst <= 2.0 * ULP, "error beyond the bound by {worst}");
+}
+
 #[test]
 fn pool_exhaustion_and_out_of_step_are_typed_errors() {
     use mpc_core::dealer::{Pool, Request};

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use mpc_core::{FixedPoint, Party};
 
 use crate::error::ServerError;
+use crate::limits::{self, ConnLimits};
 use crate::party::{PartyConfig, PartyListeners};
 use crate::shares;
 use crate::telemetry::{self, LogFormat};
@@ -57,6 +58,28 @@ pub struct CommonArgs {
     /// orchestrators' probes (status words only; see `mpcvit-server health`).
     #[arg(long, env = "MPCVIT_HEALTH_LISTEN")]
     pub health_listen: Option<String>,
+    /// Connections open at once per listener; more are closed at once.
+    #[arg(long, env = "MPCVIT_MAX_CONNECTIONS", default_value_t = limits::MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Seconds a connection may take to finish its TLS handshake.
+    #[arg(long, env = "MPCVIT_HANDSHAKE_TIMEOUT", default_value_t = limits::HANDSHAKE_TIMEOUT.as_secs_f64())]
+    pub handshake_timeout: f64,
+    /// Seconds without a received byte after which a connection is closed
+    /// (live peers answer the server's pings well within it).
+    #[arg(long, env = "MPCVIT_IDLE_TIMEOUT", default_value_t = limits::IDLE_TIMEOUT.as_secs_f64())]
+    pub idle_timeout: f64,
+}
+
+impl CommonArgs {
+    /// The listeners' connection bounds from these flags.
+    pub fn limits(&self) -> ConnLimits {
+        ConnLimits {
+            handshake_timeout: secs(self.handshake_timeout),
+            idle_timeout: secs(self.idle_timeout),
+            max_connections: self.max_connections.max(1),
+            ..ConnLimits::default()
+        }
+    }
 }
 
 /// A computing party.
@@ -106,6 +129,11 @@ pub struct PartyArgs {
     /// Largest request accepted on the client API, in bytes.
     #[arg(long, env = "MPCVIT_MAX_MESSAGE_BYTES", default_value_t = 4 << 20)]
     pub max_message_bytes: usize,
+    /// Seconds sessions in flight may take to finish on Ctrl-C / SIGTERM
+    /// before the pairings end under them (the process then stops within
+    /// about two seconds more).
+    #[arg(long, env = "MPCVIT_SHUTDOWN_GRACE", default_value_t = limits::SHUTDOWN_GRACE.as_secs_f64())]
+    pub shutdown_grace: f64,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: CommonArgs,
@@ -197,6 +225,21 @@ pub fn share_path(path: &Path, party: Party) -> PathBuf {
     }
 }
 
+/// A runtime for a server process; hand it to [`finish`] when done.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Stop a server process's runtime without waiting for stragglers: a
+/// blocking task (a secure forward whose peer is gone) or a connection task
+/// left over must not keep a stopping process alive.
+pub fn finish(rt: tokio::runtime::Runtime) {
+    rt.shutdown_timeout(Duration::from_millis(500));
+}
+
 /// Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -267,6 +310,8 @@ pub async fn run_party(a: PartyArgs) -> Result<(), ServerError> {
     cfg.recv_timeout = secs(a.recv_timeout);
     cfg.pool_wait = secs(a.pool_wait);
     cfg.max_message_bytes = a.max_message_bytes;
+    cfg.limits = a.common.limits();
+    cfg.shutdown_grace = Duration::from_secs_f64(a.shutdown_grace.max(0.0));
     let listen = a.listen.clone().unwrap_or_else(|| {
         if p == 0 {
             "127.0.0.1:50051".into()
@@ -296,7 +341,10 @@ pub async fn run_dealer(a: DealerArgs) -> Result<(), ServerError> {
         listener,
         health,
         &tls,
-        crate::dealer::DealerConfig::default(),
+        crate::dealer::DealerConfig {
+            limits: a.common.limits(),
+            ..crate::dealer::DealerConfig::default()
+        },
         shutdown_signal(),
     )
     .await

@@ -28,9 +28,15 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::error::ServerError;
 use crate::kx::{End, KeyPair};
+use crate::limits::{CLOSE_GRACE, ConnLimits};
 use crate::plan;
 use crate::tls::{Role, TlsMaterial, require_role};
 use crate::{MAX_INTERNAL_MESSAGE, hex};
+
+/// How a party's stream ends when its pairing ends at the dealer without
+/// another reason (the other party left): ABORTED with this message, so the
+/// party can tell the other party's departure from the dealer's.
+pub const PAIRING_ENDED: &str = "the pairing ended at the dealer: the other party left it";
 
 /// Largest piece of a batch in one message (default of [`DealerConfig::chunk_bytes`]).
 pub const CHUNK_BYTES: usize = 1 << 20;
@@ -42,6 +48,8 @@ pub struct DealerConfig {
     pub join_timeout: Duration,
     /// Largest piece of a batch in one message.
     pub chunk_bytes: usize,
+    /// Bounds on the listeners' connections.
+    pub limits: ConnLimits,
 }
 
 impl Default for DealerConfig {
@@ -49,11 +57,13 @@ impl Default for DealerConfig {
         DealerConfig {
             join_timeout: Duration::from_secs(30),
             chunk_bytes: CHUNK_BYTES,
+            limits: ConnLimits::default(),
         }
     }
 }
 
 type ResponseTx = mpsc::Sender<Result<ProvisionResponse, Status>>;
+type WeakResponseTx = mpsc::WeakSender<Result<ProvisionResponse, Status>>;
 
 /// One party's half of a pairing.
 struct Joined {
@@ -80,6 +90,9 @@ pub struct DealerService {
     waiting: Arc<Mutex<Waiting>>,
     /// Plans recorded per manifest.
     plans: Arc<tokio::sync::Mutex<HashMap<String, Arc<ModelPlans>>>>,
+    /// Every party's response stream, to end them all on shutdown (weak:
+    /// a stream still ends when its pairing lets it go).
+    streams: Arc<Mutex<Vec<WeakResponseTx>>>,
 }
 
 impl DealerService {
@@ -89,6 +102,22 @@ impl DealerService {
             config,
             waiting: Arc::default(),
             plans: Arc::default(),
+            streams: Arc::default(),
+        }
+    }
+
+    /// Shutdown: end every party's stream with UNAVAILABLE, so each party
+    /// knows at once that this dealer is gone (and its pairings can be set
+    /// up again with whoever takes over).
+    fn end_streams(&self) {
+        let streams = std::mem::take(&mut *self.streams.lock().expect("dealer lock"));
+        let live: Vec<ResponseTx> = streams.iter().filter_map(|w| w.upgrade()).collect();
+        info!(streams = live.len(), "ending the parties' streams");
+        for out in live {
+            tokio::spawn(async move {
+                let bye = Err(Status::unavailable("the dealer is shutting down"));
+                let _ = tokio::time::timeout(CLOSE_GRACE, out.send(bye)).await;
+            });
         }
     }
 
@@ -156,6 +185,11 @@ impl DealerService {
             .map_err(|_| ServerError::InvalidArgument("public key must be 32 bytes".into()))?;
         let seed = keys.agree(&party_public, &hello.pairing_id, party, End::Dealer)?;
         let (out, out_rx) = mpsc::channel(8);
+        {
+            let mut streams = self.streams.lock().expect("dealer lock");
+            streams.retain(|w| w.strong_count() > 0);
+            streams.push(out.downgrade());
+        }
         out.send(Ok(ProvisionResponse {
             kind: Some(provision_response::Kind::Hello(DealerHello {
                 public_key: dealer_public.to_vec(),
@@ -379,12 +413,15 @@ impl DealerRpc for DealerService {
         &self,
         req: RpcRequest<Streaming<ProvisionRequest>>,
     ) -> Result<Response<Self::ProvisionStream>, Status> {
-        let rx = DealerService::provision(self, req).await.map_err(|e| {
-            warn!(error = %e, "provision refused");
-            e.to_status()
-        })?;
-        let s = tokio_stream::wrappers::ReceiverStream::new(rx);
-        Ok(Response::new(Box::pin(s.map(|x| x))))
+        let remote = req.remote_addr();
+        let rx = DealerService::provision(self, req)
+            .await
+            .map_err(|e| e.refuse("Provision", remote))?;
+        // A stream ended with an error status ends there; one that just
+        // ends was let go by its pairing.
+        let s = tokio_stream::wrappers::ReceiverStream::new(rx)
+            .chain(tokio_stream::once(Err(Status::aborted(PAIRING_ENDED))));
+        Ok(Response::new(Box::pin(s)))
     }
 }
 
@@ -413,7 +450,9 @@ pub async fn serve_with_health(
     health_reporter
         .set_serving::<DealerServer<DealerService>>()
         .await;
-    let svc = DealerServer::new(DealerService::new(config))
+    let limits = config.limits;
+    let service = DealerService::new(config);
+    let svc = DealerServer::new(service.clone())
         .max_decoding_message_size(MAX_INTERNAL_MESSAGE)
         .max_encoding_message_size(MAX_INTERNAL_MESSAGE);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
@@ -424,25 +463,47 @@ pub async fn serve_with_health(
         let (plain, stopped) = (health.clone(), wait_stop(stop.clone()));
         async move {
             match health_listener {
-                Some(l) => crate::health::serve_plain(l, plain, stopped).await,
+                Some(l) => crate::health::serve_plain(l, plain, limits, stopped).await,
                 None => Ok(()),
             }
         }
     };
-    let dealer_srv = tonic::transport::Server::builder()
+    let dealer_srv = limits
+        .server_builder()
         .initial_stream_window_size(Some(crate::STREAM_WINDOW))
         .initial_connection_window_size(Some(crate::CONNECTION_WINDOW))
-        .tls_config(tls.server())?
         .add_service(health)
         .add_service(svc)
-        .serve_with_incoming_shutdown(crate::incoming(listener), wait_stop(stop));
-    let stopper = async move {
+        .serve_with_incoming_shutdown(
+            crate::listen::tls(listener, tls.server(false)?, limits, "dealer"),
+            wait_stop(stop.clone()),
+        );
+    let stopper = tokio::spawn(async move {
         shutdown.await;
         info!("shutting down");
+        health_reporter
+            .set_not_serving::<DealerServer<DealerService>>()
+            .await;
+        service.end_streams();
         let _ = stop_tx.send(true);
+    });
+    let servers = async {
+        let (a, b) = tokio::join!(dealer_srv, health_srv);
+        a?;
+        b
     };
-    let (a, b, ()) = tokio::join!(dealer_srv, health_srv, stopper);
-    a?;
-    b?;
-    Ok(())
+    let deadline = async {
+        let _ = stop.clone().wait_for(|v| *v).await;
+        tokio::time::sleep(CLOSE_GRACE).await;
+    };
+    let result = tokio::select! {
+        r = servers => r,
+        () = deadline => {
+            warn!("connections still open {CLOSE_GRACE:?} after shutdown: closing them");
+            Ok(())
+        }
+    };
+    stopper.abort();
+    info!("stopped");
+    result
 }

@@ -2,18 +2,48 @@
 //! statuses ([`ServerError::to_status`]).
 //!
 //! Messages never carry shares, seeds or weights: only names, shapes,
-//! lengths and the kind of failure.
+//! lengths and the kind of failure. A string that came from a caller is
+//! echoed only through [`clip`], and a status message never exceeds
+//! [`MAX_STATUS_MESSAGE`] bytes: a huge request field must not become a
+//! huge `grpc-message` header (standard clients refuse headers over a few
+//! KiB and report RESOURCE_EXHAUSTED instead of the real error).
 
+use std::net::SocketAddr;
 use std::path::Path;
 
 use model::ModelError;
 use mpc_core::MpcError;
 use tonic::{Code, Status};
+use tracing::warn;
+
+/// Longest caller-supplied string echoed in an error, in bytes.
+pub const MAX_ECHO: usize = 64;
+/// Longest status message sent to a caller, in bytes.
+pub const MAX_STATUS_MESSAGE: usize = 1024;
+
+/// `s` cut to at most `max` bytes (on a character boundary), with the
+/// original length when cut.
+pub fn clip_to(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &s[..end], s.len())
+}
+
+/// A caller-supplied string, bounded for echoing in an error ([`MAX_ECHO`]).
+pub fn clip(s: &str) -> String {
+    clip_to(s, MAX_ECHO)
+}
 
 /// Everything the servers and the dealer can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// The request names a model this party does not serve.
+    /// The request names a model this party does not serve (the name as
+    /// given, bounded by [`clip`]: build it with [`ServerError::unknown_model`]).
     #[error("unknown model {0:?}")]
     UnknownModel(String),
     /// The request is malformed (wrong share length, bad session id, ...).
@@ -93,6 +123,11 @@ impl ServerError {
         }
     }
 
+    /// The request names a model this party does not serve.
+    pub fn unknown_model(name: &str) -> Self {
+        ServerError::UnknownModel(clip(name))
+    }
+
     /// The gRPC code for this error.
     pub fn code(&self) -> Code {
         match self {
@@ -124,9 +159,24 @@ impl ServerError {
         }
     }
 
-    /// The status a client sees. The one place errors become statuses.
+    /// The status a client sees. The one place errors become statuses; the
+    /// message is bounded by [`MAX_STATUS_MESSAGE`].
     pub fn to_status(&self) -> Status {
-        Status::new(self.code(), self.to_string())
+        Status::new(self.code(), clip_to(&self.to_string(), MAX_STATUS_MESSAGE))
+    }
+
+    /// A request refused before any work: logged (an operator sees probes
+    /// and attacks) with the caller's address, then turned into its status.
+    pub fn refuse(self, rpc: &'static str, remote: Option<SocketAddr>) -> Status {
+        let status = self.to_status();
+        warn!(
+            rpc,
+            remote = ?remote,
+            code = ?status.code(),
+            error = %status.message(),
+            "request refused"
+        );
+        status
     }
 }
 
@@ -145,25 +195,80 @@ impl From<ServerError> for Status {
     }
 }
 
-/// gRPC's status for a message over the size limit is RESOURCE_EXHAUSTED;
-/// tonic's decoder reports OUT_OF_RANGE. This rewrites that one case on the
-/// way out of the client API (trailers-only responses carry the status in
-/// the headers).
-pub fn fix_oversized_status<B>(mut resp: http::Response<B>) -> http::Response<B> {
+/// Statuses that tonic's transport makes before a handler runs, rewritten
+/// on the way out of the client API to the codes of the README's error
+/// table (trailers-only responses carry the status in the headers):
+///
+/// - a message over the size limit: tonic says OUT_OF_RANGE, gRPC's code
+///   is RESOURCE_EXHAUSTED;
+/// - bytes that are not a valid protobuf message: tonic says INTERNAL (as
+///   gRPC's table does for parse errors), but it is the caller's input that
+///   is wrong, not the server: INVALID_ARGUMENT.
+pub fn fix_transport_status<B>(mut resp: http::Response<B>) -> http::Response<B> {
     let h = resp.headers();
-    let is_oversize = h.get("grpc-status").and_then(|v| v.to_str().ok())
-        == Some(&(Code::OutOfRange as i32).to_string())
-        && h.get("grpc-message")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|m| {
-                m.contains("message%20length%20too%20large")
-                    || m.contains("message length too large")
-            });
-    if is_oversize {
-        resp.headers_mut().insert(
-            "grpc-status",
-            http::HeaderValue::from(Code::ResourceExhausted as i32),
-        );
-    }
+    let code = h
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(Code::from_i32);
+    let message = h
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let says = |text: &str| message.contains(text) || message.contains(&text.replace(' ', "%20"));
+    let fixed = match code {
+        Some(Code::OutOfRange) if says("message length too large") => Code::ResourceExhausted,
+        Some(Code::Internal) if says("failed to decode Protobuf message") => Code::InvalidArgument,
+        _ => return resp,
+    };
+    resp.headers_mut()
+        .insert("grpc-status", http::HeaderValue::from(fixed as i32));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoed_strings_and_status_messages_are_bounded() {
+        let huge = "é".repeat(1 << 19); // 1 MiB, two bytes per character
+        let e = ServerError::unknown_model(&huge);
+        let s = e.to_status();
+        assert_eq!(s.code(), Code::NotFound);
+        assert!(s.message().len() < 200, "{} bytes", s.message().len());
+        assert!(s.message().contains("(1048576 bytes)"), "{}", s.message());
+        assert_eq!(clip("small"), "small");
+        let long = ServerError::InvalidArgument("x".repeat(10_000)).to_status();
+        assert!(long.message().len() <= MAX_STATUS_MESSAGE + 32);
+    }
+
+    fn response(code: Code, message: &str) -> http::Response<()> {
+        let mut r = http::Response::new(());
+        r.headers_mut()
+            .insert("grpc-status", http::HeaderValue::from(code as i32));
+        r.headers_mut()
+            .insert("grpc-message", message.parse().unwrap());
+        r
+    }
+
+    fn code_of(r: &http::Response<()>) -> String {
+        r.headers()["grpc-status"].to_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn transport_statuses_get_the_tables_codes() {
+        let r = fix_transport_status(response(
+            Code::Internal,
+            "failed%20to%20decode%20Protobuf%20message:%20invalid%20wire%20type",
+        ));
+        assert_eq!(code_of(&r), (Code::InvalidArgument as i32).to_string());
+        let r = fix_transport_status(response(
+            Code::OutOfRange,
+            "Error,%20decoded%20message%20length%20too%20large",
+        ));
+        assert_eq!(code_of(&r), (Code::ResourceExhausted as i32).to_string());
+        let r = fix_transport_status(response(Code::Internal, "something else"));
+        assert_eq!(code_of(&r), (Code::Internal as i32).to_string());
+    }
 }

@@ -20,17 +20,20 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 use tracing::info;
 
 use crate::ServerError;
+use crate::limits::ConnLimits;
 
 /// Serve `health` without TLS on `listener` until `stop` resolves.
 pub async fn serve_plain<H: Health>(
     listener: tokio::net::TcpListener,
     health: HealthServer<H>,
+    limits: ConnLimits,
     stop: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     info!(addr = ?listener.local_addr().ok(), "health port listening (plaintext, status only)");
-    tonic::transport::Server::builder()
+    limits
+        .server_builder()
         .add_service(health)
-        .serve_with_incoming_shutdown(crate::incoming(listener), stop)
+        .serve_with_incoming_shutdown(crate::listen::plain(listener, limits, "health"), stop)
         .await?;
     Ok(())
 }

@@ -14,6 +14,9 @@
 //! - [`error`]: the one error type and its one mapping to gRPC statuses.
 //! - [`health`]: the plaintext health port for orchestrators' probes, and
 //!   the `health` probe command.
+//! - [`listen`]: accepting connections: TLS handshakes with a timeout,
+//!   idle timeout, a connection limit per listener, accept errors backed
+//!   off; refusals logged. [`limits`]: those bounds and the shutdown's.
 //!
 //! Protocol code (mpc-core, the secure forward) never runs on the async
 //! runtime's workers: sessions, model loads, dealing and pool expansion run
@@ -25,6 +28,8 @@ pub mod dealer;
 pub mod error;
 pub mod health;
 pub mod kx;
+pub mod limits;
+pub mod listen;
 pub mod local;
 pub mod party;
 pub mod plan;
@@ -43,19 +48,6 @@ pub const MAX_INTERNAL_MESSAGE: usize = 64 << 20;
 pub const STREAM_WINDOW: u32 = 16 << 20;
 /// HTTP/2 flow-control window per connection on the internal links.
 pub const CONNECTION_WINDOW: u32 = 64 << 20;
-
-/// Accepted connections with Nagle's algorithm off: a protocol round is a
-/// small message each way, which must not wait for the previous one's ACK.
-pub fn incoming(
-    listener: tokio::net::TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|r| {
-        r.inspect(|s| {
-            let _ = s.set_nodelay(true);
-        })
-    })
-}
 
 /// Lower-case hex of `bytes` (ids in logs and errors; never secrets).
 pub fn hex(bytes: &[u8]) -> String {

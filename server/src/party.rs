@@ -31,7 +31,7 @@
 //! has its own stream, so no session's values reach another. Party 0 bounds
 //! the number of concurrent sessions; party 1 follows party 0.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
@@ -96,6 +96,10 @@ pub struct PartyConfig {
     pub max_message_bytes: usize,
     /// Delay between attempts to (re)pair with party 1.
     pub retry: Duration,
+    /// Bounds on the listeners' connections.
+    pub limits: crate::limits::ConnLimits,
+    /// Shutdown: how long sessions in flight may take to finish.
+    pub shutdown_grace: Duration,
 }
 
 impl PartyConfig {
@@ -121,6 +125,8 @@ impl PartyConfig {
             pool_wait: Duration::from_secs(60),
             max_message_bytes: 4 << 20,
             retry: Duration::from_millis(500),
+            limits: crate::limits::ConnLimits::default(),
+            shutdown_grace: crate::limits::SHUTDOWN_GRACE,
         }
     }
 }
@@ -162,8 +168,8 @@ struct BatchFeed {
     budget: Arc<Semaphore>,
     /// The budget's permits in all.
     size: usize,
-    /// Set once the batch arrived whole, or filled its buffer (a batch larger
-    /// than the buffer is then as ready as it can be before its session).
+    /// Set once the batch arrived whole, or at once for a batch larger than
+    /// the buffer (it can only arrive while its session runs).
     ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -270,8 +276,8 @@ impl PoolStore {
         self.bump();
     }
 
-    /// Online batches ready for a session: arrived whole, or as much of them
-    /// as the buffer holds.
+    /// Online batches ready for a session: arrived whole, or started if they
+    /// are larger than the buffer.
     fn available(&self) -> u64 {
         let st = self.state.lock().expect("pool lock");
         st.batches
@@ -542,9 +548,30 @@ struct Shared {
     retry: Duration,
     sessions: Semaphore,
     rendezvous: Arc<Rendezvous>,
+    /// Session ids in progress at this party (a second request with one of
+    /// them is ALREADY_EXISTS); shutdown waits for it to empty.
+    active: watch::Sender<HashSet<[u8; 16]>>,
     dealer: Channel,
     peer: Option<Channel>,
+    /// Set when shutdown begins: no new session is admitted.
     stop: watch::Receiver<bool>,
+    /// Set once in-flight sessions ended (or the grace period ran out):
+    /// pairings end and the other party is told.
+    end_pairings: watch::Receiver<bool>,
+}
+
+/// A session id registered in [`Shared::active`]; removed when dropped.
+struct ActiveSession<'a> {
+    active: &'a watch::Sender<HashSet<[u8; 16]>>,
+    sid: [u8; 16],
+}
+
+impl Drop for ActiveSession<'_> {
+    fn drop(&mut self) {
+        self.active.send_modify(|a| {
+            a.remove(&self.sid);
+        });
+    }
 }
 
 fn endpoint(addr: &str, tls: &TlsMaterial, role: Role) -> Result<Endpoint, ServerError> {
@@ -591,6 +618,24 @@ async fn expect_ack(
     }
 }
 
+/// Resolves once `flag` is true (or its sender is gone).
+async fn raised(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|v| *v).await;
+}
+
+/// Party 0: a session failed. If party 1 went away under it, say so: when
+/// a party leaves, the dealer ends the pairing's material stream too
+/// ([`crate::dealer::PAIRING_ENDED`]), and a session waiting for material
+/// would blame the dealer.
+fn explain_peer_loss(e: ServerError, epoch: &Epoch) -> ServerError {
+    let peer_gone = !epoch.store.health.borrow().peer;
+    if !(peer_gone || e.to_string().contains(crate::dealer::PAIRING_ENDED)) {
+        return e;
+    }
+    debug!(error = %e, "the session failed after party 1 left");
+    ServerError::Aborted("party 1 left during this session (the pairing ended)".into())
+}
+
 fn words(bytes: &[u8]) -> Vec<u64> {
     bytes
         .chunks_exact(8)
@@ -607,7 +652,78 @@ impl Shared {
         self.models
             .get(name)
             .cloned()
-            .ok_or_else(|| ServerError::UnknownModel(name.to_string()))
+            .ok_or_else(|| ServerError::unknown_model(name))
+    }
+
+    /// Check a client's request before any work: the caller, this party
+    /// not shutting down, the model, the session id and the share's length.
+    fn admit(
+        &self,
+        req: RpcRequest<InferRequest>,
+    ) -> Result<(Arc<ModelEntry>, [u8; 16], Share), ServerError> {
+        require_client(&req, self.client_token.as_deref())?;
+        if *self.stop.borrow() {
+            return Err(ServerError::PeerUnavailable(format!(
+                "party {} is shutting down",
+                self.party.index()
+            )));
+        }
+        let r = req.into_inner();
+        let entry = self.entry(&r.model)?;
+        let sid = session_id(&r.session_id)?;
+        let want = entry.input_len * 8;
+        if r.input_share.len() != want {
+            return Err(ServerError::InvalidArgument(format!(
+                "input share of {} bytes; model {} takes {} ring elements ({want} bytes)",
+                r.input_share.len(),
+                entry.name,
+                entry.input_len
+            )));
+        }
+        let input = Share::new(words(&r.input_share));
+        Ok((entry, sid, input))
+    }
+
+    /// Party 1: check party 0's `Pair` request: its certificate, the
+    /// header, the model and the digest of its plans.
+    async fn admit_pairing(
+        &self,
+        req: RpcRequest<Streaming<PeerFrame>>,
+    ) -> Result<(Arc<ModelEntry>, [u8; 16], Streaming<PeerFrame>), ServerError> {
+        require_role(&req, &[Role::Party(0)])?;
+        if *self.stop.borrow() {
+            return Err(ServerError::PeerUnavailable(
+                "party 1 is shutting down".into(),
+            ));
+        }
+        let mut incoming = req.into_inner();
+        let peer_frame::Kind::Pair(h) = first_frame(&mut incoming).await? else {
+            return Err(ServerError::InvalidArgument(
+                "expected a pair header".into(),
+            ));
+        };
+        let entry = self.entry(&h.model)?;
+        if h.plan_digest != entry.digest {
+            return Err(ServerError::Mismatch(format!(
+                "model {}: the parties hold different manifests or plans",
+                entry.name
+            )));
+        }
+        let id = id16(&h.pairing_id, "pairing id").map_err(ServerError::InvalidArgument)?;
+        Ok((entry, id, incoming))
+    }
+
+    /// Register session `sid` as in progress at this party.
+    fn register(&self, sid: [u8; 16]) -> Result<ActiveSession<'_>, ServerError> {
+        let mut fresh = false;
+        self.active.send_modify(|a| fresh = a.insert(sid));
+        if !fresh {
+            return Err(ServerError::DuplicateSession(hex(&sid)));
+        }
+        Ok(ActiveSession {
+            active: &self.active,
+            sid,
+        })
     }
 
     /// Connect to the dealer for pairing `id`, agree the seed, and start
@@ -814,7 +930,11 @@ impl Shared {
             if *stop.borrow() {
                 return;
             }
-            match self.pair_as_leader(&entry).await {
+            let paired = tokio::select! {
+                r = self.pair_as_leader(&entry) => r,
+                () = raised(&mut stop) => return,
+            };
+            match paired {
                 Ok(epoch) => {
                     logged_failure = false;
                     info!(model = %entry.name, pairing = %hex(&epoch.id), "paired with party 1");
@@ -873,7 +993,11 @@ impl Shared {
                 entry.set_current(None);
                 return;
             }
-            match self.pair_as_leader(entry).await {
+            let paired = tokio::select! {
+                r = self.pair_as_leader(entry) => r,
+                () = raised(&mut stop) => return,
+            };
+            match paired {
                 Ok(epoch) => {
                     info!(model = %entry.name, pairing = %hex(&epoch.id), "new pairing replaces the drained one");
                     let mut health = epoch.store.health.subscribe();
@@ -922,6 +1046,8 @@ impl Shared {
         info!(model = %entry.name, pairing = %hex(&id), "paired with party 0");
         let mut health = store.health.subscribe();
         let mut told = false;
+        let mut end = self.end_pairings.clone();
+        let mut shutting_down = false;
         loop {
             tokio::select! {
                 m = rx.recv() => match m {
@@ -939,9 +1065,22 @@ impl Shared {
                         let _ = tx.send(Ok(frame(peer_frame::Kind::DealerLost(DealerLost {})))).await;
                     }
                 }
+                () = raised(&mut end) => {
+                    shutting_down = true;
+                    break;
+                }
             }
         }
-        info!(model = %entry.name, pairing = %hex(&id), "pairing ended by party 0");
+        if shutting_down {
+            // Ends the Pair stream with this status: party 0 drops the
+            // pairing at once and pairs again with whoever takes over.
+            let _ = tx
+                .send(Err(Status::unavailable("party 1 is shutting down")))
+                .await;
+            info!(model = %entry.name, pairing = %hex(&id), "pairing ended: shutting down");
+        } else {
+            info!(model = %entry.name, pairing = %hex(&id), "pairing ended by party 0");
+        }
         entry.remove(&id);
         epoch.close();
         Ok(())
@@ -973,7 +1112,10 @@ impl Shared {
         let resp = client
             .session(out.map_while(Result::ok))
             .await
-            .map_err(|s| ServerError::PeerUnavailable(format!("{}: {}", s.code(), s.message())))?;
+            .map_err(|s| match s.code() {
+                tonic::Code::AlreadyExists => ServerError::DuplicateSession(hex(&sid)),
+                c => ServerError::PeerUnavailable(format!("{c}: {}", s.message())),
+            })?;
         let mut rx = bridge::pump(resp.into_inner());
         expect_ack(
             &mut rx,
@@ -1173,16 +1315,9 @@ impl Queue {
     /// the whole budget takes all of it); `None` once the session is gone.
     async fn push(self, chunk: Vec<u8>, buffer_bytes: usize) -> Option<Queue> {
         let n = chunk.len().min(buffer_bytes) as u32;
-        match self.budget.try_acquire_many(n) {
-            Ok(permits) => permits.forget(),
-            Err(_) => {
-                // The buffer is full: the batch is as ready as it gets.
-                self.mark_ready();
-                tokio::select! {
-                    permits = self.budget.acquire_many(n) => permits.ok()?.forget(),
-                    _ = self.tx.closed() => return None,
-                }
-            }
+        tokio::select! {
+            permits = self.budget.acquire_many(n) => permits.ok()?.forget(),
+            _ = self.tx.closed() => return None,
         }
         self.tx.send(chunk).ok()?;
         Some(self)
@@ -1229,7 +1364,9 @@ impl DealerReader {
                     };
                     let (tx, rx) = mpsc::unbounded_channel();
                     let budget = Arc::new(Semaphore::new(self.buffer_bytes));
-                    let ready = Arc::default();
+                    // A batch larger than the buffer streams: it is as
+                    // ready as it gets once it starts.
+                    let ready = Arc::new((total > self.buffer_bytes).into());
                     let feed = BatchFeed {
                         batch: next,
                         rx,
@@ -1295,7 +1432,8 @@ impl Inference for PartyService {
         &self,
         req: RpcRequest<ListModelsRequest>,
     ) -> Result<Response<ListModelsResponse>, Status> {
-        require_client(&req, self.shared.client_token.as_deref())?;
+        require_client(&req, self.shared.client_token.as_deref())
+            .map_err(|e| e.refuse("ListModels", req.remote_addr()))?;
         let mut models: Vec<ModelInfo> = self
             .shared
             .models
@@ -1321,26 +1459,21 @@ impl Inference for PartyService {
         &self,
         req: RpcRequest<InferRequest>,
     ) -> Result<Response<InferResponse>, Status> {
-        require_client(&req, self.shared.client_token.as_deref())?;
-        let r = req.into_inner();
+        let remote = req.remote_addr();
         let sh = &self.shared;
-        let entry = sh.entry(&r.model)?;
-        let sid = session_id(&r.session_id)?;
-        let want = entry.input_len * 8;
-        if r.input_share.len() != want {
-            return Err(ServerError::InvalidArgument(format!(
-                "input share of {} bytes; model {} takes {} ring elements ({want} bytes)",
-                r.input_share.len(),
-                entry.name,
-                entry.input_len
-            ))
-            .into());
-        }
-        let input = Share::new(words(&r.input_share));
+        let (entry, sid, input) = sh.admit(req).map_err(|e| e.refuse("Infer", remote))?;
+        let _active = sh.register(sid).map_err(|e| e.refuse("Infer", remote))?;
         let span = info_span!("session", id = %hex(&sid), model = %entry.name);
         let result = async {
             match sh.party {
-                Party::P0 => sh.lead_session(&entry, sid, input).await,
+                Party::P0 => {
+                    let epoch = entry.current();
+                    let r = sh.lead_session(&entry, sid, input).await;
+                    match (r, epoch) {
+                        (Err(e), Some(epoch)) => Err(explain_peer_loss(e, &epoch)),
+                        (r, _) => r,
+                    }
+                }
                 Party::P1 => sh.follow_session(&entry, sid, input).await,
             }
         }
@@ -1388,20 +1521,12 @@ impl PeerLink for PartyService {
         &self,
         req: RpcRequest<Streaming<PeerFrame>>,
     ) -> Result<Response<Self::PairStream>, Status> {
-        require_role(&req, &[Role::Party(0)])?;
-        let mut incoming = req.into_inner();
-        let peer_frame::Kind::Pair(h) = first_frame(&mut incoming).await? else {
-            return Err(ServerError::InvalidArgument("expected a pair header".into()).into());
-        };
-        let entry = self.shared.entry(&h.model)?;
-        if h.plan_digest != entry.digest {
-            return Err(ServerError::Mismatch(format!(
-                "model {}: the parties hold different manifests or plans",
-                entry.name
-            ))
-            .into());
-        }
-        let id = id16(&h.pairing_id, "pairing id").map_err(ServerError::InvalidArgument)?;
+        let remote = req.remote_addr();
+        let (entry, id, incoming) = self
+            .shared
+            .admit_pairing(req)
+            .await
+            .map_err(|e| e.refuse("Pair", remote))?;
         let (tx, out) = bridge::outgoing();
         let rx = bridge::pump(incoming);
         tx.send(Ok(frame(peer_frame::Kind::Ack(Ack {}))))
@@ -1429,12 +1554,21 @@ impl PeerLink for PartyService {
         &self,
         req: RpcRequest<Streaming<PeerFrame>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        require_role(&req, &[Role::Party(0)])?;
+        let remote = req.remote_addr();
+        let refuse = |e: ServerError| e.refuse("Session", remote);
+        require_role(&req, &[Role::Party(0)]).map_err(refuse)?;
         let mut incoming = req.into_inner();
-        let peer_frame::Kind::Session(h) = first_frame(&mut incoming).await? else {
-            return Err(ServerError::InvalidArgument("expected a session header".into()).into());
+        let peer_frame::Kind::Session(h) = first_frame(&mut incoming).await.map_err(refuse)? else {
+            return Err(refuse(ServerError::InvalidArgument(
+                "expected a session header".into(),
+            )));
         };
-        let sid = session_id(&h.session_id)?;
+        let sid = session_id(&h.session_id).map_err(refuse)?;
+        if *self.shared.stop.borrow() {
+            return Err(refuse(ServerError::PeerUnavailable(
+                "party 1 is shutting down".into(),
+            )));
+        }
         let (tx, out) = bridge::outgoing();
         let rx = bridge::pump(incoming);
         self.shared.offer(sid, h, PeerStream { tx, rx })?;
@@ -1503,7 +1637,13 @@ pub async fn serve(
         }
         (Party::P1, _) => None,
     };
+    // Shutdown in three steps: `stop` (no new session; not ready), then
+    // `end_pairings` once the sessions in flight ended or the grace ran out
+    // (the other party is told), then `close` (the servers close their
+    // connections, bounded by CLOSE_GRACE).
     let (stop_tx, stop) = watch::channel(false);
+    let (end_tx, end_pairings) = watch::channel(false);
+    let (close_tx, close) = watch::channel(false);
     let shared = Arc::new(Shared {
         party,
         fp: params.fp,
@@ -1517,9 +1657,11 @@ pub async fn serve(
         retry: config.retry,
         sessions: Semaphore::new(config.max_sessions.max(1)),
         rendezvous: Arc::default(),
+        active: watch::channel(HashSet::new()).0,
         dealer,
         peer,
         stop: stop.clone(),
+        end_pairings,
     });
     let service = PartyService {
         shared: shared.clone(),
@@ -1534,7 +1676,8 @@ pub async fn serve(
     let wait_stop = |mut s: watch::Receiver<bool>| async move {
         let _ = s.wait_for(|v| *v).await;
     };
-    // Readiness: `mpcvit.v1.Inference` is SERVING while every model is paired.
+    // Readiness: `mpcvit.v1.Inference` is SERVING while every model is
+    // paired, and not once shutdown begins.
     let readiness = {
         let reporter = health_reporter.clone();
         let entries: Vec<Arc<ModelEntry>> = shared.models.values().cloned().collect();
@@ -1561,29 +1704,26 @@ pub async fn serve(
                 .await;
         }
     };
+    let limits = config.limits;
     let health_srv = {
         let (listener, plain, stopped) =
-            (listeners.health, health.clone(), wait_stop(stop.clone()));
+            (listeners.health, health.clone(), wait_stop(close.clone()));
         async move {
             match listener {
-                Some(l) => crate::health::serve_plain(l, plain, stopped).await,
+                Some(l) => crate::health::serve_plain(l, plain, limits, stopped).await,
                 None => Ok(()),
             }
         }
     };
     let client_addr: Option<SocketAddr> = listeners.client.local_addr().ok();
     info!(party = party.index(), ?client_addr, "client API listening");
-    let client_tls = if config.client_token.is_some() {
-        config.tls.server_optional_client_cert()
-    } else {
-        config.tls.server()
-    };
-    let client_srv = tonic::transport::Server::builder()
+    let client_tls = config.tls.server(config.client_token.is_some())?;
+    let client_srv = limits
+        .server_builder()
         .initial_stream_window_size(Some(crate::STREAM_WINDOW))
         .initial_connection_window_size(Some(crate::CONNECTION_WINDOW))
-        .tls_config(client_tls)?
         .layer(tower::util::MapResponseLayer::new(
-            crate::error::fix_oversized_status,
+            crate::error::fix_transport_status,
         ))
         .add_service(health)
         .add_service(
@@ -1591,41 +1731,86 @@ pub async fn serve(
                 .max_decoding_message_size(config.max_message_bytes)
                 .max_encoding_message_size(MAX_INTERNAL_MESSAGE),
         )
-        .serve_with_incoming_shutdown(crate::incoming(listeners.client), wait_stop(stop.clone()));
+        .serve_with_incoming_shutdown(
+            crate::listen::tls(listeners.client, client_tls, limits, "client API"),
+            wait_stop(close.clone()),
+        );
     let peer_srv = async {
         match listeners.peer {
             Some(l) if party == Party::P1 => {
                 info!(addr = ?l.local_addr().ok(), "peer link listening");
-                tonic::transport::Server::builder()
+                limits
+                    .server_builder()
                     .initial_stream_window_size(Some(crate::STREAM_WINDOW))
                     .initial_connection_window_size(Some(crate::CONNECTION_WINDOW))
-                    .http2_keepalive_interval(Some(Duration::from_secs(5)))
-                    .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-                    .tls_config(config.tls.server())?
                     .add_service(
                         PeerLinkServer::new(service.clone())
                             .max_decoding_message_size(MAX_INTERNAL_MESSAGE)
                             .max_encoding_message_size(MAX_INTERNAL_MESSAGE),
                     )
-                    .serve_with_incoming_shutdown(crate::incoming(l), wait_stop(stop.clone()))
+                    .serve_with_incoming_shutdown(
+                        crate::listen::tls(l, config.tls.server(false)?, limits, "peer link"),
+                        wait_stop(close.clone()),
+                    )
                     .await
+                    .map_err(ServerError::from)
             }
             _ => {
-                wait_stop(stop.clone()).await;
+                wait_stop(close.clone()).await;
                 Ok(())
             }
         }
     };
-    let stopper = async move {
-        shutdown.await;
-        info!("shutting down");
-        let _ = stop_tx.send(true);
+    let grace = config.shutdown_grace;
+    let stopper = tokio::spawn({
+        let shared = shared.clone();
+        async move {
+            shutdown.await;
+            let in_flight = shared.active.borrow().len();
+            info!(in_flight, "shutting down: no new sessions");
+            let _ = stop_tx.send(true);
+            let mut active = shared.active.subscribe();
+            if tokio::time::timeout(grace, active.wait_for(|a| a.is_empty()))
+                .await
+                .is_err()
+            {
+                let left = shared.active.borrow().len();
+                warn!(
+                    sessions = left,
+                    "sessions still running after {grace:?}: ending them"
+                );
+            }
+            info!("ending the pairings");
+            let _ = end_tx.send(true);
+            if party == Party::P0 {
+                // Closing a pairing's stream tells party 1 at once.
+                for entry in shared.models.values() {
+                    entry.set_current(None);
+                }
+            }
+            let _ = close_tx.send(true);
+        }
+    });
+    let servers = async {
+        let (a, b, c, ()) = tokio::join!(client_srv, peer_srv, health_srv, readiness);
+        a?;
+        b?;
+        c
     };
-    let (a, b, c, (), ()) = tokio::join!(client_srv, peer_srv, health_srv, readiness, stopper);
-    a?;
-    b?;
-    c?;
-    Ok(())
+    let deadline = async {
+        let _ = close.clone().wait_for(|v| *v).await;
+        tokio::time::sleep(crate::limits::CLOSE_GRACE).await;
+    };
+    let result = tokio::select! {
+        r = servers => r,
+        () = deadline => {
+            warn!("connections still open {:?} after shutdown: closing them", crate::limits::CLOSE_GRACE);
+            Ok(())
+        }
+    };
+    stopper.abort();
+    info!("stopped");
+    result
 }
 
 #[cfg(test)]

@@ -13,12 +13,17 @@
 //! same bundle in memory.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{RootCertStore, ServerConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::error::ServerError;
 
@@ -110,17 +115,41 @@ impl TlsMaterial {
         Identity::from_pem(&self.identity.cert_pem, &self.identity.key_pem)
     }
 
-    /// Server side: require a client certificate signed by the CA.
-    pub fn server(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
-            .identity(self.identity())
-            .client_ca_root(Certificate::from_pem(&self.ca_pem))
-    }
-
-    /// Server side, client certificate optional (a bearer token may stand in;
-    /// the service then checks one or the other).
-    pub fn server_optional_client_cert(&self) -> ServerTlsConfig {
-        self.server().client_auth_optional(true)
+    /// Server side: require a client certificate signed by the CA (with
+    /// `client_cert_optional`, accept a handshake without one: a bearer
+    /// token may stand in, and the service checks one or the other). For
+    /// [`crate::listen::tls`]; offers HTTP/2 only, as tonic's own would.
+    pub fn server(&self, client_cert_optional: bool) -> Result<Arc<ServerConfig>, ServerError> {
+        let bad = |what: &str, e: &dyn std::fmt::Display| ServerError::Tls(format!("{what}: {e}"));
+        let mut roots = RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            let c = c.map_err(|e| bad("CA certificate", &e))?;
+            roots.add(c).map_err(|e| bad("CA certificate", &e))?;
+        }
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+        let verifier = if client_cert_optional {
+            verifier.allow_unauthenticated()
+        } else {
+            verifier
+        }
+        .build()
+        .map_err(|e| bad("client verifier", &e))?;
+        let chain = CertificateDer::pem_slice_iter(self.identity.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad("certificate", &e))?;
+        // Never the key's bytes in an error: only the parser's message.
+        let key = PrivateKeyDer::from_pem_slice(self.identity.key_pem.as_bytes())
+            .map_err(|e| bad("private key", &e))?;
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad("protocol versions", &e))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .map_err(|e| bad("certificate and key", &e))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
     }
 
     /// Client side, connecting to a server of role `server`.

@@ -10,8 +10,9 @@ use common::{argmax, cluster, max_diff, png, small_model, test_options};
 use mpc_core::{Seed, Share};
 use mpcvit_client::{Client, ClientAuth, ClientError};
 use mpcvit_proto::v1::dealer_client::DealerClient;
+use mpcvit_proto::v1::inference_client::InferenceClient;
 use mpcvit_proto::v1::peer_link_client::PeerLinkClient;
-use mpcvit_proto::v1::{PeerFrame, ProvisionRequest};
+use mpcvit_proto::v1::{InferRequest, InferResponse, PeerFrame, ProvisionRequest};
 use mpcvit_server::tls::{CertBundle, Role, TlsMaterial};
 use tonic::Code;
 use tonic::transport::Endpoint;
@@ -143,6 +144,86 @@ async fn bad_input_gets_clear_statuses() {
             tonic_health::pb::health_check_response::ServingStatus::Serving as i32
         );
     }
+    c.shutdown().await;
+}
+
+/// A session id already in progress at a party is ALREADY_EXISTS there, as
+/// the README's table says: at party 0 too, not UNAVAILABLE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_session_id_is_already_exists_at_both_parties() {
+    let model = small_model();
+    let (c, _client, m) = cluster(&model, test_options()).await;
+    let n = m.info.input_len as usize;
+    for p in 0..2 {
+        let ch = connect_raw(&c.party_addrs[p], &c.client_tls, Role::Party(p as u8))
+            .await
+            .unwrap();
+        let raw = InferenceClient::new(ch);
+        let req = || InferRequest {
+            model: m.info.name.clone(),
+            // Another id per party: party 0's stays announced at party 1.
+            session_id: vec![0x50 + p as u8; 16],
+            input_share: vec![0; 8 * n],
+        };
+        let (mut a, mut b) = (raw.clone(), raw.clone());
+        // The other party never hears of this session, so the first of the
+        // two requests to answer is the duplicate.
+        let first = tokio::select! {
+            r = a.infer(req()) => r,
+            r = b.infer(req()) => r,
+        };
+        let e = first.unwrap_err();
+        assert_eq!(e.code(), Code::AlreadyExists, "party {p}: {e:?}");
+    }
+    c.shutdown().await;
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct NotUtf8Name {
+    /// `InferRequest.model` is a string: these bytes are not UTF-8.
+    #[prost(bytes = "vec", tag = "1")]
+    model: Vec<u8>,
+}
+
+/// Echoed request fields are bounded: a 1 MiB model name gets NOT_FOUND
+/// with a short message (not a 1 MiB header, which a standard client
+/// refuses as RESOURCE_EXHAUSTED); bytes that are no protobuf message are
+/// INVALID_ARGUMENT, not INTERNAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_names_and_corrupt_messages_get_the_tables_codes() {
+    let model = small_model();
+    let (c, client, m) = cluster(&model, test_options()).await;
+    let ch = connect_raw(&c.party_addrs[0], &c.client_tls, Role::Party(0))
+        .await
+        .unwrap();
+    let e = InferenceClient::new(ch.clone())
+        .infer(InferRequest {
+            model: "m".repeat(1 << 20),
+            session_id: vec![1; 16],
+            input_share: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(e.message().len() < 1024, "{} bytes", e.message().len());
+    assert!(e.message().contains("1048576 bytes"), "{}", e.message());
+
+    let mut grpc = tonic::client::Grpc::new(ch);
+    grpc.ready().await.unwrap();
+    let e = grpc
+        .unary(
+            tonic::Request::new(NotUtf8Name {
+                model: vec![0xff, 0xfe, 0xfd],
+            }),
+            tonic::codegen::http::uri::PathAndQuery::from_static("/mpcvit.v1.Inference/Infer"),
+            tonic_prost::ProstCodec::<NotUtf8Name, InferResponse>::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    // Still serving.
+    let r = client.infer_image(&m, &png(16, 6)).await.unwrap();
+    assert_eq!(r.logits.len(), 10);
     c.shutdown().await;
 }
 

@@ -13,11 +13,10 @@ struct Cli {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    match rt.block_on(run_dealer(cli.dealer)) {
+    let rt = mpcvit_server::cli::runtime();
+    let result = rt.block_on(run_dealer(cli.dealer));
+    mpcvit_server::cli::finish(rt);
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mpcvit-dealer: {e}");

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod deploy;
+
 use std::time::Duration;
 
 use model::Model;
