@@ -19,6 +19,8 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -312,6 +314,10 @@ async fn run(a: Args) {
     );
 
     // Latency, one image at a time, pool full (no dealing in the background).
+    // Every answer is checked against the plaintext model; disagreements
+    // are counted and reported (random-weight models of 200 classes have
+    // close logits), and the run fails at the end if there were any.
+    let disagreements = Arc::new(AtomicU64::new(0));
     let mut runs: Vec<Inference> = Vec::new();
     for i in 0..a.images {
         wait_pool(ready_batches).await;
@@ -320,17 +326,19 @@ async fn run(a: Args) {
         let plain = model
             .forward(&model::preprocess(model.config(), &bytes).unwrap())
             .unwrap();
-        assert_eq!(argmax(&plain), argmax(&r.logits), "top-1 differs");
         let d = plain
             .iter()
             .zip(&r.logits)
             .map(|(x, y)| (x - y).abs())
             .fold(0.0f32, f32::max);
+        let same = argmax(&plain) == argmax(&r.logits);
+        disagreements.fetch_add(u64::from(!same), Ordering::Relaxed);
         println!(
-            "image {i}: {:.3} s end to end, online {:.3} s / {:.3} s, max |logit error| {d:.2e}",
+            "image {i}: {:.3} s end to end, online {:.3} s / {:.3} s, max |logit error| {d:.2e}{}",
             r.elapsed.as_secs_f64(),
             r.stats[0].online_micros as f64 / 1e6,
             r.stats[1].online_micros as f64 / 1e6,
+            if same { "" } else { ", TOP-1 DIFFERS from plaintext" },
         );
         runs.push(r);
     }
@@ -388,6 +396,7 @@ async fn run(a: Args) {
         let mut tasks = tokio::task::JoinSet::new();
         for c in 0..clients {
             let (auth, ports, m, model) = (auth.clone(), ports.clone(), m.clone(), model.clone());
+            let disagreements = disagreements.clone();
             tasks.spawn(async move {
                 let client = Client::connect([&ports[1], &ports[2]], &auth)
                     .await
@@ -398,7 +407,9 @@ async fn run(a: Args) {
                     let plain = model
                         .forward(&model::preprocess(model.config(), &bytes).unwrap())
                         .unwrap();
-                    assert_eq!(argmax(&plain), argmax(&r.logits), "top-1 differs");
+                    if argmax(&plain) != argmax(&r.logits) {
+                        disagreements.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             });
         }
@@ -454,5 +465,12 @@ async fn run(a: Args) {
         "| peak resident memory, dealer / party 0 / party 1 | {:.0} / {:.0} / {:.0} MiB |",
         rss[0], rss[1], rss[2]
     );
+    let answers = a.images + 2 * n;
+    let bad = disagreements.load(Ordering::Relaxed);
+    println!(
+        "| top-1 agreement with the plaintext model | {}/{answers} |",
+        answers as u64 - bad
+    );
     let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(bad, 0, "{bad} of {answers} answers differ from the plaintext top-1");
 }
