@@ -6,6 +6,9 @@
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. cargo test --workspace
 #   5. du -sh target (the build directory's size, for the record)
+#   5b. fuzz/run.sh: every fuzz target for MPCVIT_FUZZ_SECONDS (default 30)
+#      from its committed corpus; its build directory is removed afterwards
+#      (disk), 0 skips it
 #   6. deploy/check.sh: compose and Kubernetes schemas, the Dockerfile's
 #      shape, and the image's own cargo build
 #   7. deploy/demo-test.sh: the compose demo, run for real with Docker (needs
@@ -20,5 +23,12 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
 du -sh target
+fuzz_seconds="${MPCVIT_FUZZ_SECONDS:-30}"
+if [ "$fuzz_seconds" != 0 ]; then
+  bash fuzz/run.sh "$fuzz_seconds"
+  du -sh fuzz/target && rm -rf fuzz/target
+else
+  echo "test.sh: fuzzing NOT RUN (MPCVIT_FUZZ_SECONDS=0)"
+fi
 bash deploy/check.sh
 bash deploy/demo-test.sh

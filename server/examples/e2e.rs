@@ -338,7 +338,11 @@ async fn run(a: Args) {
             r.elapsed.as_secs_f64(),
             r.stats[0].online_micros as f64 / 1e6,
             r.stats[1].online_micros as f64 / 1e6,
-            if same { "" } else { ", TOP-1 DIFFERS from plaintext" },
+            if same {
+                ""
+            } else {
+                ", TOP-1 DIFFERS from plaintext"
+            },
         );
         runs.push(r);
     }
@@ -472,5 +476,8 @@ async fn run(a: Args) {
         answers as u64 - bad
     );
     let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(bad, 0, "{bad} of {answers} answers differ from the plaintext top-1");
+    assert_eq!(
+        bad, 0,
+        "{bad} of {answers} answers differ from the plaintext top-1"
+    );
 }
