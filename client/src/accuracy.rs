@@ -159,7 +159,7 @@ impl AccuracyReport {
     }
 
     /// The figures as a Markdown table, then the images where secure and
-    /// plaintext disagree.
+    /// plaintext disagree and those beyond [`LOGIT_TOLERANCE`].
     pub fn markdown(&self) -> String {
         let pct = |n: usize| format!("{:.2}% ({n})", 100.0 * self.fraction(n));
         let worst = self
@@ -189,6 +189,18 @@ impl AccuracyReport {
         } else {
             s += "\n| image | label | secure top-1 | plaintext top-1 | max logit diff |\n|---|---|---|---|---|\n";
             for r in dis {
+                s += &format!(
+                    "| {} | {} | {} | {} | {:.1e} |\n",
+                    r.index, r.label, r.secure_top1, r.plain_top1, r.max_logit_diff
+                );
+            }
+        }
+        let beyond = self.beyond_tolerance();
+        if !beyond.is_empty() {
+            s += &format!(
+                "\nLogits further than {LOGIT_TOLERANCE} from the plaintext ones:\n\n| image | label | secure top-1 | plaintext top-1 | max logit diff |\n|---|---|---|---|---|\n"
+            );
+            for r in beyond {
                 s += &format!(
                     "| {} | {} | {} | {} | {:.1e} |\n",
                     r.index, r.label, r.secure_top1, r.plain_top1, r.max_logit_diff
