@@ -11,7 +11,8 @@ for comp in rustfmt clippy; do
   fi
 done
 
-# Fashion-MNIST for the search crate's training and tests: the Debian package
+# Fashion-MNIST for the search crate's training and tests and the client's accuracy test
+# (client/tests/accuracy.rs, which fails without it): the Debian package
 # dataset-fashion-mnist installs the IDX files (gzip) under /usr/share/datasets/fashion-mnist/.
 FMNIST_DIR=/usr/share/datasets/fashion-mnist
 fmnist_missing=0

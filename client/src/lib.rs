@@ -7,6 +7,9 @@
 //! random share. The public manifest (architecture, normalisation, labels)
 //! comes from the parties' `ListModels`; both must agree on it.
 
+pub mod accuracy;
+pub mod fashion_mnist;
+
 use std::time::{Duration, Instant};
 
 use model::ModelConfig;
