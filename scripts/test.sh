@@ -30,5 +30,11 @@ if [ "$fuzz_seconds" != 0 ]; then
 else
   echo "test.sh: fuzzing NOT RUN (MPCVIT_FUZZ_SECONDS=0)"
 fi
+# CI (MPCVIT_FREE_DISK=1, set by .ci/run) drops the debug build before the
+# release build and the image build need the disk; a developer keeps it.
+if [ "${MPCVIT_FREE_DISK:-0}" = 1 ]; then
+  rm -rf target/debug
+  echo "test.sh: removed target/debug (MPCVIT_FREE_DISK=1)"
+fi
 bash deploy/check.sh
 bash deploy/demo-test.sh
