@@ -9,7 +9,7 @@
 use crate::channel::{CommStats, CountingChannel, EchoChannel, MemChannel};
 use crate::dealer::{CorrelationSource, Dealer, MaterialGen, Pool, Recorder, Request};
 use crate::error::{MpcError, Result};
-use crate::feed::{DealerFeed, StreamedPool};
+use crate::feed::{ChannelFeed, DealerFeed, StreamedPool};
 use crate::fixed::FixedPoint;
 use crate::prg::Seed;
 use crate::session::Session;
@@ -148,19 +148,15 @@ pub struct StreamedRun<T> {
     pub max_in_flight: [u64; 2],
 }
 
-/// A [`DealerFeed`] over a bounded channel that counts what it has read.
+/// A [`ChannelFeed`] that counts the bytes it has read.
 struct CountedFeed {
-    rx: mpsc::Receiver<Vec<u8>>,
+    feed: ChannelFeed,
     read: Arc<AtomicU64>,
-    wait: Duration,
 }
 
 impl DealerFeed for CountedFeed {
     fn next_piece(&mut self) -> std::result::Result<Vec<u8>, String> {
-        let p = self.rx.recv_timeout(self.wait).map_err(|e| match e {
-            mpsc::RecvTimeoutError::Timeout => format!("nothing within {:?}", self.wait),
-            mpsc::RecvTimeoutError::Disconnected => "the dealer's stream ended".into(),
-        })?;
+        let p = self.feed.next_piece()?;
         self.read.fetch_add(p.len() as u64, Ordering::SeqCst);
         Ok(p)
     }
@@ -239,9 +235,8 @@ where
     let sent = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
     let read = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
     let feed = |rx, i: usize| CountedFeed {
-        rx,
+        feed: ChannelFeed::new(rx, limits.wait),
         read: read[i].clone(),
-        wait: limits.wait,
     };
     let mut pools = [
         StreamedPool::new(
