@@ -1335,6 +1335,9 @@ impl Queue {
 impl DealerReader {
     async fn run(self, mut inbound: Streaming<mpcvit_proto::v1::ProvisionResponse>) {
         let mut next = 0u64;
+        // Bytes of the model-load batch and of every online batch.
+        let totals: [usize; 2] = [&self.plans.prepare, &self.plans.online]
+            .map(|plan| plan.iter().map(|r| r.dealer_bytes(self.party)).sum());
         // The batch being received: its byte count and (unless nobody will
         // read it) the channel to its session.
         let mut current: Option<(usize, Option<Queue>)> = None;
@@ -1350,12 +1353,7 @@ impl DealerReader {
             if c.batch != next {
                 break format!("batch {} arrived, expected {next}", c.batch);
             }
-            let plan = if next == 0 {
-                &self.plans.prepare
-            } else {
-                &self.plans.online
-            };
-            let total: usize = plan.iter().map(|r| r.dealer_bytes(self.party)).sum();
+            let total = totals[usize::from(next > 0)];
             let (got, tx) = match current.take() {
                 Some(c) => c,
                 None => {
