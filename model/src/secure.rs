@@ -15,10 +15,11 @@
 //! softmax's exponential by `(1 + x/256)^256`; ReLU-softmax's and LayerNorm's
 //! reciprocal and rsqrt piecewise linearly (relative error ≤ 1e-3 on their domains).
 
-use mpc_core::nonlinear::{Domain, LayerNormParams, PiecewiseEval, ROW_SUMS, center_rows, tile};
+use mpc_core::nonlinear::{Domain, LayerNormParams, ROW_SUMS, ReluAttention, center_rows, tile};
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use mpc_core::{FixedPoint, MaskedWeight, MatMulItem, Party, Prg, Session, Share, ring};
+use mpc_core::{Ctx, FixedPoint, MaskedWeight, Op, Party, Prg, Session, Share, ring};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::config::{AttnKind, GeluKind, ModelConfig};
@@ -441,36 +442,44 @@ pub fn split_input(image: &[f32], fp: FixedPoint, prg: &mut Prg) -> [Share; 2] {
     [a, b]
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct PreparedLinear {
     w: MaskedWeight,
     bias: Option<Share>,
 }
 
-/// Masks weights in load order, numbering them for the dealer.
-struct Masker(u32);
+/// The weights of a model in load order, each as `(share, rows, cols)`,
+/// numbered for the dealer by their position.
+struct WeightList<'a>(Vec<(&'a Share, usize, usize)>);
 
-impl Masker {
-    fn weight(&mut self, s: &mut Session, w: &Share, k: usize, n: usize) -> Result<MaskedWeight> {
-        self.0 += 1;
-        Ok(s.mask_weight(self.0 - 1, w, k, n)?)
+impl<'a> WeightList<'a> {
+    fn push(&mut self, w: &'a Share, k: usize, n: usize) {
+        self.0.push((w, k, n));
     }
 
-    fn linear(&mut self, s: &mut Session, l: &LinearShare) -> Result<PreparedLinear> {
-        Ok(PreparedLinear {
-            w: self.weight(s, &l.weight, l.in_features, l.out_features)?,
-            bias: l.bias.clone(),
-        })
+    fn linear(&mut self, l: &'a LinearShare) {
+        self.push(&l.weight, l.in_features, l.out_features);
+    }
+
+    /// Mask every weight in one round.
+    fn mask(&self, c: &mut Ctx<'_>) -> Op<Vec<MaskedWeight>> {
+        let ops = self
+            .0
+            .iter()
+            .enumerate()
+            .map(|(id, (w, k, n))| c.mask_weight(id as u32, w, *k, *n))
+            .collect();
+        Op::all(ops)
     }
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct PreparedNorm {
     gamma: MaskedWeight,
     beta: Share,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct PreparedBlock {
     qkv: PreparedLinear,
     proj: PreparedLinear,
@@ -506,18 +515,18 @@ pub struct TraceShare {
 /// One party's prepared model: weight masks opened, ready for requests.
 #[derive(Debug)]
 pub struct SecureModel {
-    config: ModelConfig,
+    config: Arc<ModelConfig>,
     params: SecureParams,
     conv: PreparedLinear,
     class_emb: Share,
     positional_emb: Share,
-    blocks: Vec<PreparedBlock>,
+    blocks: Vec<Arc<PreparedBlock>>,
     fc: PreparedLinear,
 }
 
 impl SecureModel {
-    /// Mask every linear weight (one round and `8·in·out` bytes each, once per
-    /// model load). Both parties must call this with their own shares.
+    /// Mask every linear weight (`8·in·out` bytes each, all in one round,
+    /// once per model load). Both parties must call this with their own shares.
     pub fn prepare(s: &mut Session, shares: &WeightShares, params: SecureParams) -> Result<Self> {
         if shares.frac_bits != params.fp.frac_bits || s.frac_bits() != params.fp.frac_bits {
             return Err(ModelError::Secure(format!(
@@ -527,25 +536,44 @@ impl SecureModel {
                 s.frac_bits()
             )));
         }
-        let mut m = Masker(0);
-        let conv = m.linear(s, &shares.conv)?;
+        let mut list = WeightList(Vec::new());
+        list.linear(&shares.conv);
+        for b in &shares.blocks {
+            list.linear(&b.qkv);
+            list.linear(&b.proj);
+            list.push(&b.norm1.gamma, 1, b.norm1.gamma.len());
+            list.linear(&b.ffn_in);
+            list.linear(&b.linear2);
+        }
+        list.linear(&shares.fc);
+        let mut masked = s.run(|c| list.mask(c))?.into_iter();
+        let mut mask = || masked.next().expect("one mask per listed weight");
+        let linear = |w: MaskedWeight, l: &LinearShare| PreparedLinear {
+            w,
+            bias: l.bias.clone(),
+        };
+        let conv = linear(mask(), &shares.conv);
         let mut blocks = Vec::with_capacity(shares.blocks.len());
         for b in &shares.blocks {
-            let c = b.norm1.gamma.len();
-            blocks.push(PreparedBlock {
-                qkv: m.linear(s, &b.qkv)?,
-                proj: m.linear(s, &b.proj)?,
-                norm1: PreparedNorm {
-                    gamma: m.weight(s, &b.norm1.gamma, 1, c)?,
-                    beta: b.norm1.beta.clone(),
-                },
-                ffn_in: m.linear(s, &b.ffn_in)?,
-                linear2: m.linear(s, &b.linear2)?,
-            });
+            let qkv = linear(mask(), &b.qkv);
+            let proj = linear(mask(), &b.proj);
+            let norm1 = PreparedNorm {
+                gamma: mask(),
+                beta: b.norm1.beta.clone(),
+            };
+            let ffn_in = linear(mask(), &b.ffn_in);
+            let linear2 = linear(mask(), &b.linear2);
+            blocks.push(Arc::new(PreparedBlock {
+                qkv,
+                proj,
+                norm1,
+                ffn_in,
+                linear2,
+            }));
         }
-        let fc = m.linear(s, &shares.fc)?;
+        let fc = linear(mask(), &shares.fc);
         Ok(SecureModel {
-            config: shares.config.clone(),
+            config: Arc::new(shares.config.clone()),
             params,
             conv,
             class_emb: shares.class_emb.clone(),
@@ -567,21 +595,38 @@ impl SecureModel {
 
     /// Like [`SecureModel::forward`], keeping every stage's shares.
     ///
-    /// Each residual-stream value is formed untruncated (at `2f` fractional
-    /// bits) and truncated in the same round as the next LayerNorm's centring
-    /// ([`SecureModel::settle`]), which saves one round per LayerNorm.
+    /// Each stage (the embedding, each block, the head) is one [`Op`]
+    /// composed of mpc-core's operators, so everything independent within a
+    /// stage shares rounds (every head's attention, the branches of the
+    /// FFN, a truncation beside the next LayerNorm's centring).
     pub fn forward_trace(&self, s: &mut Session, image: &Share) -> Result<TraceShare> {
         let cfg = &self.config;
-        let (embedded, mut xc) = self.embed(s, image)?;
+        for i in 0..cfg.depth {
+            let width = self.blocks[i].ffn_in.w.cols();
+            let linearised = cfg.block_beta(i).is_some_and(|m| m.iter().any(|b| !b));
+            if linearised && width != cfg.mlp_hidden + cfg.dim {
+                return Err(ModelError::Secure(format!(
+                    "block {i}: linearised tokens without a fused FFN"
+                )));
+            }
+        }
+        let cols = Share::new(crate::plain::patches(cfg, image.as_slice())?);
+        let (embedded, mut xc) = s.run(|c| self.embed(c, &cols))?;
         let mut x = embedded.clone();
         let mut blocks = Vec::with_capacity(cfg.depth);
         for i in 0..cfg.depth {
-            let (t, next_xc) = self.block(s, i, &x, &xc)?;
+            let stage = BlockStage {
+                cfg: self.config.clone(),
+                params: self.params,
+                blk: self.blocks[i].clone(),
+                i,
+            };
+            let (t, next_xc) = s.run(|c| stage.run(c, &x, &xc))?;
             x = t.output.clone();
             xc = next_xc;
             blocks.push(t);
         }
-        let logits = self.head(s, &xc)?;
+        let logits = s.run(|c| self.head(c, &xc))?;
         Ok(TraceShare {
             embedded,
             blocks,
@@ -589,259 +634,158 @@ impl SecureModel {
         })
     }
 
-    /// Truncate a residual-stream value `raw` (N×C at `2f` bits) to `f` bits,
-    /// and in the same round centre its first `ln_rows` rows for the next
-    /// LayerNorm (`x − μ`, from `center_rows` with the `1/C` folded in).
-    fn settle(&self, s: &mut Session, raw: &Share, ln_rows: usize) -> Result<(Share, Share)> {
-        let (f, c) = (s.frac_bits(), self.config.dim);
-        let d = center_rows(&raw.slice(0..ln_rows * c), ln_rows, c);
-        let mut t = s.trunc_scaled_many(&[(raw, f, 1.0), (&d, f, 1.0 / c as f64)])?;
-        let xc = t.pop().expect("centred rows");
-        Ok((t.pop().expect("residual"), xc))
-    }
-
-    /// Tokenizer and embeddings; returns the tokens and their centred rows.
-    fn embed(&self, s: &mut Session, image: &Share) -> Result<(Share, Share)> {
+    /// Tokenizer (on the image's patch columns) and embeddings; returns the
+    /// tokens and their centred rows.
+    fn embed(&self, c: &mut Ctx<'_>, cols: &Share) -> Op<(Share, Share)> {
         let cfg = &self.config;
-        let f = s.frac_bits();
-        let cols = Share::new(crate::plain::patches(cfg, image.as_slice())?);
-        let tokens = linears_raw(s, &[(&cols, cfg.num_patches(), &self.conv)])?.remove(0);
-        let raw = Share::concat(&[&self.class_emb.scale_int(1 << f), &tokens]);
-        let raw = raw.add(&self.positional_emb.scale_int(1 << f));
-        self.settle(s, &raw, cfg.num_tokens())
+        let f = c.frac_bits();
+        let class = self.class_emb.scale_int(1 << f);
+        let pos = self.positional_emb.scale_int(1 << f);
+        let (n, dim) = (cfg.num_tokens(), cfg.dim);
+        linear_raw(c, cols, cfg.num_patches(), &self.conv).then(move |c, tokens| {
+            let raw = Share::concat(&[&class, &tokens]).add(&pos);
+            settle(c, &raw, n, dim)
+        })
     }
 
-    fn layer_norm_params(&self) -> LayerNormParams {
-        LayerNormParams {
-            eps: f64::from(self.config.layer_norm_eps),
-            ..self.params.layer_norm
-        }
+    /// Final LayerNorm on the class token (the only row the classifier reads),
+    /// then the classifier (which carries the norm's scale and shift).
+    /// `xc` is the centred class-token row.
+    fn head(&self, c: &mut Ctx<'_>, xc: &Share) -> Op<Share> {
+        let p = layer_norm_params(&self.config, &self.params);
+        c.layer_norm_linear(xc, &self.fc.w, self.fc.bias.as_ref(), 1, self.config.dim, p)
+    }
+}
+
+/// What one block's operators need: the public configuration, the
+/// settings and this party's prepared block (cheap to clone into the
+/// continuations of the block's [`Op`]).
+#[derive(Clone, Debug)]
+struct BlockStage {
+    cfg: Arc<ModelConfig>,
+    params: SecureParams,
+    blk: Arc<PreparedBlock>,
+    i: usize,
+}
+
+impl BlockStage {
+    /// The block on `x` (with `xc`, its centred rows): the trace and the
+    /// centred rows of the output for the next LayerNorm.
+    fn run(&self, c: &mut Ctx<'_>, x: &Share, xc: &Share) -> Op<(BlockTraceShare, Share)> {
+        let (n, dim, f) = (self.cfg.num_tokens(), self.cfg.dim, c.frac_bits());
+        let last = self.i + 1 == self.cfg.depth;
+        let x = x.clone();
+        let (me, me2, me3) = (self.clone(), self.clone(), self.clone());
+        self.attention(c, xc)
+            .then(move |c, attn_raw| {
+                settle(c, &x.scale_int(1 << f).add(&attn_raw), n, dim)
+                    .map(move |(residual, yc)| (residual.sub(&x), residual, yc))
+            })
+            .then(move |c, (attn_out, residual, yc)| {
+                let blk = &me.blk;
+                let lnp = layer_norm_params(&me.cfg, &me.params);
+                c.layer_norm_and_linear(
+                    &yc,
+                    (&blk.norm1.gamma, &blk.norm1.beta),
+                    (&blk.ffn_in.w, blk.ffn_in.bias.as_ref()),
+                    n,
+                    dim,
+                    lnp,
+                )
+                .map(move |(normed, first)| (attn_out, residual, normed, first))
+            })
+            .then(move |c, (attn_out, residual, normed, first)| {
+                me2.ffn(c, &first)
+                    .map(move |ffn_raw| (attn_out, residual, normed, ffn_raw))
+            })
+            .then(move |c, (attn_out, residual, normed, ffn_raw)| {
+                let raw = normed.scale_int(1 << f).add(&ffn_raw);
+                let rows = if last { 1 } else { n };
+                settle(c, &raw, rows, me3.cfg.dim).map(move |(output, next)| {
+                    let trace = BlockTraceShare {
+                        attn_out,
+                        residual,
+                        normed,
+                        output,
+                    };
+                    (trace, next)
+                })
+            })
     }
 
-    /// LayerNorm of `rows` centred tokens followed by `next`, which carries
-    /// the norm's scale and shift (see [`fold_norm`]).
-    fn norm_linear(
-        &self,
-        s: &mut Session,
-        xc: &Share,
-        rows: usize,
-        next: &PreparedLinear,
-    ) -> Result<Share> {
-        let p = self.layer_norm_params();
-        Ok(s.layer_norm_linear(xc, &next.w, next.bias.as_ref(), rows, self.config.dim, p)?)
+    /// Attention branch: LayerNorm and qkv (one operator), then every head
+    /// by the library's operator for its kind, all heads side by side
+    /// (`Op::all`), then the projection, returned untruncated (`2f` bits).
+    fn attention(&self, c: &mut Ctx<'_>, xc: &Share) -> Op<Share> {
+        let (n, dim) = (self.cfg.num_tokens(), self.cfg.dim);
+        let lnp = layer_norm_params(&self.cfg, &self.params);
+        let qkv = &self.blk.qkv;
+        let me = self.clone();
+        c.layer_norm_linear(xc, &qkv.w, qkv.bias.as_ref(), n, dim, lnp)
+            .then(move |c, qkv| {
+                let heads = (0..me.cfg.heads).map(|h| me.head(c, &qkv, h)).collect();
+                Op::all(heads).then(move |c, outs| {
+                    let d = me.cfg.head_dim();
+                    // Concatenate heads: token t, head h → columns h·d..(h+1)·d.
+                    let mut concat = vec![0u64; n * dim];
+                    for (h, o) in outs.iter().enumerate() {
+                        for t in 0..n {
+                            concat[t * dim + h * d..t * dim + (h + 1) * d]
+                                .copy_from_slice(&o.as_slice()[t * d..(t + 1) * d]);
+                        }
+                    }
+                    linear_raw(c, &Share::new(concat), n, &me.blk.proj)
+                })
+            })
     }
 
-    /// One block on `x` (with `xc`, its centred rows); returns the trace and
-    /// the centred rows of the output for the next LayerNorm.
-    fn block(
-        &self,
-        s: &mut Session,
-        i: usize,
-        x: &Share,
-        xc: &Share,
-    ) -> Result<(BlockTraceShare, Share)> {
-        let (n, f) = (self.config.num_tokens(), s.frac_bits());
-        let attn_raw = self.attention(s, i, xc)?;
-        let (residual, yc) = self.settle(s, &x.scale_int(1 << f).add(&attn_raw), n)?;
-        let attn_out = residual.sub(x);
-        let blk = &self.blocks[i];
-        let (normed, first) = s.layer_norm_and_linear(
-            &yc,
-            (&blk.norm1.gamma, &blk.norm1.beta),
-            (&blk.ffn_in.w, blk.ffn_in.bias.as_ref()),
-            n,
-            self.config.dim,
-            self.layer_norm_params(),
-        )?;
-        let ffn_raw = self.ffn(s, i, &first)?;
-        let last = i + 1 == self.config.depth;
-        let (output, next) = self.settle(
-            s,
-            &normed.scale_int(1 << f).add(&ffn_raw),
-            if last { 1 } else { n },
-        )?;
-        let trace = BlockTraceShare {
-            attn_out,
-            residual,
-            normed,
-            output,
-        };
-        Ok((trace, next))
-    }
-
-    /// Attention branch, all heads of a kind batched: scores (one product
-    /// round, one truncation with 1/√d or 1/(√d·N) folded in); softmax heads;
-    /// ReLU of the ReLU-softmax heads; the second product of every head in one
-    /// round (R·V, P·V, Q·(KᵀV)); the ReLU-softmax normalisation after the
-    /// product; the projection, returned untruncated (`2f` bits).
-    fn attention(&self, s: &mut Session, i: usize, xc: &Share) -> Result<Share> {
-        let cfg = &self.config;
-        let blk = &self.blocks[i];
-        let (n, c, d) = (cfg.num_tokens(), cfg.dim, cfg.head_dim());
-        let f = s.frac_bits();
-        let qkv = self.norm_linear(s, xc, n, &blk.qkv)?;
-        let column = |sel: usize, h: usize| -> Share {
+    /// Head `h` of the attention on the qkv rows (N × 3C): ReLU-softmax,
+    /// Softmax or ScaleAttn, each the mpc-core operator of that name.
+    fn head(&self, c: &mut Ctx<'_>, qkv: &Share, h: usize) -> Op<Share> {
+        let cfg = &self.cfg;
+        let (n, dim, d) = (cfg.num_tokens(), cfg.dim, cfg.head_dim());
+        let column = |sel: usize| -> Share {
             let q = qkv.as_slice();
             let mut m = Vec::with_capacity(n * d);
             for t in 0..n {
-                let start = t * 3 * c + sel * c + h * d;
+                let start = t * 3 * dim + sel * dim + h * d;
                 m.extend_from_slice(&q[start..start + d]);
             }
             Share::new(m)
         };
-        let kinds = &cfg.attention[i];
-        let heads: Vec<(Share, Share, Share)> = (0..cfg.heads)
-            .map(|h| (column(0, h), column(1, h), column(2, h)))
-            .collect();
-        let kts: Vec<Share> = heads
-            .iter()
-            .map(|(_, k, _)| Share::new(ring::transpose(k.as_slice(), n, d)))
-            .collect();
-        let scale_first = d < n; // ScaleAttn as Q·(KᵀV)
-        // Round 1-2: scores (or KᵀV for ScaleAttn heads), then truncation.
-        let mut items = Vec::with_capacity(cfg.heads);
-        let mut scales = Vec::with_capacity(cfg.heads);
-        for h in 0..cfg.heads {
-            let (q, _, v) = &heads[h];
-            let inv_sqrt_d = 1.0 / (d as f64).sqrt();
-            if kinds[h] == AttnKind::ScaleAttn && scale_first {
-                items.push(MatMulItem {
-                    x: &kts[h],
-                    y: v,
-                    m: d,
-                    k: n,
-                    n: d,
-                });
-            } else {
-                items.push(MatMulItem {
-                    x: q,
-                    y: &kts[h],
-                    m: n,
-                    k: d,
-                    n,
-                });
-            }
-            scales.push(if kinds[h] == AttnKind::ScaleAttn {
-                inv_sqrt_d / n as f64
-            } else {
-                inv_sqrt_d
-            });
-        }
-        let raw = s.matmul_raw_many(&items)?;
-        let parts: Vec<(&Share, u32, f64)> =
-            raw.iter().zip(&scales).map(|(r, sc)| (r, f, *sc)).collect();
-        let first = s.trunc_scaled_many(&parts)?;
-
-        let of_kind =
-            |k: AttnKind| -> Vec<usize> { (0..cfg.heads).filter(|h| kinds[*h] == k).collect() };
-        let (soft, rs) = (of_kind(AttnKind::Softmax), of_kind(AttnKind::ReluSoftmax));
-        let stack =
-            |hs: &[usize]| Share::concat(&hs.iter().map(|h| &first[*h]).collect::<Vec<_>>());
-        let mut left: Vec<Option<Share>> = vec![None; cfg.heads];
-        if !soft.is_empty() {
-            let p = s.softmax(&stack(&soft), soft.len() * n, n, self.params.score_bits)?;
-            for (j, part) in p.split(&vec![n * n; soft.len()]).into_iter().enumerate() {
-                left[soft[j]] = Some(part);
+        let (q, k, v) = (column(0), column(1), column(2));
+        let p = self.params;
+        match cfg.attention[self.i][h] {
+            AttnKind::ScaleAttn => c.scale_attn(&q, &k, &v, n, d, n),
+            AttnKind::Softmax => c
+                .attention_scores(&q, &k, n, d)
+                .then(move |c, s| c.softmax_attention(&s, &v, n, d, p.score_bits)),
+            AttnKind::ReluSoftmax => {
+                let rp = ReluAttention {
+                    bits: p.score_bits,
+                    coarse: p.score_coarse,
+                    eps: f64::from(cfg.relu_softmax_eps),
+                    row_sum: p.row_sums,
+                };
+                c.attention_scores(&q, &k, n, d)
+                    .then(move |c, s| c.relu_attention(&s, &v, n, d, rp))
             }
         }
-        let mut rs_sums = None;
-        if !rs.is_empty() {
-            let r = s.relu_coarse(
-                &stack(&rs),
-                self.params.score_bits,
-                self.params.score_coarse,
-            )?;
-            rs_sums = Some(Share::new(ring::row_sums(r.as_slice(), rs.len() * n, n)));
-            for (j, part) in r.split(&vec![n * n; rs.len()]).into_iter().enumerate() {
-                left[rs[j]] = Some(part);
-            }
-        }
-        // Second product of every head in one round: P·V, R·V, Q·(KᵀV) or S·V.
-        let mut items = Vec::with_capacity(cfg.heads);
-        for h in 0..cfg.heads {
-            let (q, _, v) = &heads[h];
-            items.push(match (&left[h], kinds[h]) {
-                (Some(p), _) => MatMulItem {
-                    x: p,
-                    y: v,
-                    m: n,
-                    k: n,
-                    n: d,
-                },
-                (None, _) if scale_first => MatMulItem {
-                    x: q,
-                    y: &first[h],
-                    m: n,
-                    k: d,
-                    n: d,
-                },
-                (None, _) => MatMulItem {
-                    x: &first[h],
-                    y: v,
-                    m: n,
-                    k: n,
-                    n: d,
-                },
-            });
-        }
-        // The ReLU-softmax row sums' reciprocal starts in the same round (its
-        // comparison) and ends in the same truncation round as the products.
-        let second = s.matmul_raw_many_begin(&items)?;
-        let (raw, recip) = match &rs_sums {
-            Some(sums) => {
-                let sums = s.add_scalar(sums, s.encode(f64::from(cfg.relu_softmax_eps)));
-                let pe = PiecewiseEval::reciprocal(self.params.row_sums, f);
-                let cmp = s.ge_thresholds_begin(&sums, &pe.thresholds(f), pe.bits)?;
-                let (raw, g) = s.finish2(second, cmp)?;
-                let (inv_raw, shift) =
-                    s.piecewise_raw(&sums, &g, &pe.pw, pe.out_frac, pe.max_out)?;
-                (raw, Some((inv_raw, shift)))
-            }
-            None => (s.finish(second)?, None),
-        };
-        let mut parts: Vec<(&Share, u32)> = raw.iter().map(|r| (r, f)).collect();
-        if let Some((inv_raw, shift)) = &recip {
-            parts.push((inv_raw, *shift));
-        }
-        let mut outs = s.trunc_many(&parts)?;
-        if recip.is_some() {
-            let inv = outs.pop().expect("reciprocal");
-            let rv = Share::concat(&rs.iter().map(|h| &outs[*h]).collect::<Vec<_>>());
-            let y = s.mul_rows_raw(&rv, &inv, rs.len() * n, d)?;
-            let y = s.trunc(&y, f + mpc_core::nonlinear::EXTRA_FRAC)?;
-            for (j, part) in y.split(&vec![n * d; rs.len()]).into_iter().enumerate() {
-                outs[rs[j]] = part;
-            }
-        }
-        // Concatenate heads: token t, head h → columns h·d..(h+1)·d.
-        let mut concat = vec![0u64; n * c];
-        for (h, o) in outs.iter().enumerate() {
-            for t in 0..n {
-                concat[t * c + h * d..t * c + (h + 1) * d]
-                    .copy_from_slice(&o.as_slice()[t * d..(t + 1) * d]);
-            }
-        }
-        Ok(linears_raw(s, &[(&Share::new(concat), n, &blk.proj)])?.remove(0))
     }
 
     /// FFN branch, given the first layer's output for every token (computed
-    /// with `norm1`, see [`SecureModel::block`]): GeLU rows through GeLU and
+    /// with `norm1`, see [`BlockStage::run`]): GeLU rows through GeLU and
     /// linear2; linearised rows (MPCViT+ `beta = 0`) through a ReLU of the
-    /// fused layer. Returned untruncated (`2f` bits).
-    fn ffn(&self, s: &mut Session, i: usize, first: &Share) -> Result<Share> {
-        let cfg = &self.config;
-        let blk = &self.blocks[i];
-        let (n, c, m) = (cfg.num_tokens(), cfg.dim, cfg.mlp_hidden);
-        let width = blk.ffn_in.w.cols();
-        let mask = cfg.block_beta(i);
+    /// fused layer, beside them. Returned untruncated (`2f` bits).
+    fn ffn(&self, c: &mut Ctx<'_>, first: &Share) -> Op<Share> {
+        let cfg = &self.cfg;
+        let (n, dim, m) = (cfg.num_tokens(), cfg.dim, cfg.mlp_hidden);
+        let f = c.frac_bits();
+        let width = self.blk.ffn_in.w.cols();
+        let mask = cfg.block_beta(self.i);
         let keep = |t: usize| mask.is_none_or(|m| m[t]);
         let gelu_rows: Vec<usize> = (0..n).filter(|&t| keep(t)).collect();
         let lin_rows: Vec<usize> = (0..n).filter(|&t| !keep(t)).collect();
-        if !lin_rows.is_empty() && width != m + c {
-            return Err(ModelError::Secure(format!(
-                "block {i}: linearised tokens without a fused FFN"
-            )));
-        }
         // `first` holds [z·W1' | z·F'] per token; take each token's part.
         let gather = |rows: &[usize], cols: std::ops::Range<usize>| -> Share {
             Share::new(
@@ -854,53 +798,66 @@ impl SecureModel {
                     .collect(),
             )
         };
-        let hidden = (!gelu_rows.is_empty()).then(|| gather(&gelu_rows, 0..m));
-        let lin = (!lin_rows.is_empty()).then(|| gather(&lin_rows, m..m + c));
-        let mut out = vec![0u64; n * c];
-        if let Some(y) = lin {
-            let r = s
-                .relu(&y, self.params.relu_bits)?
-                .scale_int(1 << s.frac_bits());
-            for (j, &t) in lin_rows.iter().enumerate() {
-                out[t * c..(t + 1) * c].copy_from_slice(&r.as_slice()[j * c..(j + 1) * c]);
-            }
-        }
-        if let Some(h) = hidden {
+        let linearised = if lin_rows.is_empty() {
+            Op::ready(Share::zeros(0))
+        } else {
+            c.relu(&gather(&lin_rows, m..m + dim), self.params.relu_bits)
+                .map(move |r| r.scale_int(1 << f))
+        };
+        let gelu = if gelu_rows.is_empty() {
+            Op::ready(Share::zeros(0))
+        } else {
+            let h = gather(&gelu_rows, 0..m);
             let g = match cfg.gelu {
-                GeluKind::Quad => s.gelu_quad(&h)?,
-                _ => s.gelu(&h)?,
+                GeluKind::Quad => c.gelu_quad(&h),
+                _ => c.gelu(&h),
             };
-            let y = linears_raw(s, &[(&g, gelu_rows.len(), &blk.linear2)])?.remove(0);
-            for (j, &t) in gelu_rows.iter().enumerate() {
-                out[t * c..(t + 1) * c].copy_from_slice(&y.as_slice()[j * c..(j + 1) * c]);
+            let (rows, linear2) = (gelu_rows.len(), self.blk.linear2.clone());
+            g.then(move |c, g| linear_raw(c, &g, rows, &linear2))
+        };
+        linearised.join(gelu).map(move |(r, y)| {
+            let mut out = vec![0u64; n * dim];
+            for (j, &t) in lin_rows.iter().enumerate() {
+                out[t * dim..(t + 1) * dim].copy_from_slice(&r.as_slice()[j * dim..(j + 1) * dim]);
             }
-        }
-        Ok(Share::new(out))
-    }
-
-    /// Final LayerNorm on the class token (the only row the classifier reads),
-    /// then the classifier (which carries the norm's scale and shift).
-    /// `xc` is the centred class-token row.
-    fn head(&self, s: &mut Session, xc: &Share) -> Result<Share> {
-        self.norm_linear(s, xc, 1, &self.fc)
+            for (j, &t) in gelu_rows.iter().enumerate() {
+                out[t * dim..(t + 1) * dim].copy_from_slice(&y.as_slice()[j * dim..(j + 1) * dim]);
+            }
+            Share::new(out)
+        })
     }
 }
 
-/// `x·W + b` for several layers in one product round, untruncated (`2f`
-/// bits; the bias is shifted up to match).
-fn linears_raw(s: &mut Session, items: &[(&Share, usize, &PreparedLinear)]) -> Result<Vec<Share>> {
-    let f = s.frac_bits();
-    let prods: Vec<(&Share, usize, &MaskedWeight)> =
-        items.iter().map(|(x, m, l)| (*x, *m, &l.w)).collect();
-    let raw = s.weight_matmul_raw_many(&prods)?;
-    Ok(raw
-        .into_iter()
-        .zip(items)
-        .map(|(y, (_, m, l))| match &l.bias {
-            Some(b) => y.add(&Share::new(tile(b.as_slice(), *m)).scale_int(1 << f)),
-            None => y,
-        })
-        .collect())
+/// LayerNorm settings of the secure forward, with the model's eps.
+fn layer_norm_params(cfg: &ModelConfig, params: &SecureParams) -> LayerNormParams {
+    LayerNormParams {
+        eps: f64::from(cfg.layer_norm_eps),
+        ..params.layer_norm
+    }
+}
+
+/// Truncate a residual-stream value `raw` (N×C at `2f` bits) to `f` bits,
+/// and in the same round centre its first `ln_rows` rows for the next
+/// LayerNorm (`x − μ`, from `center_rows` with the `1/C` folded in), which
+/// saves LayerNorm's own first round.
+fn settle(c: &mut Ctx<'_>, raw: &Share, ln_rows: usize, dim: usize) -> Op<(Share, Share)> {
+    let f = c.frac_bits();
+    let d = center_rows(&raw.slice(0..ln_rows * dim), ln_rows, dim);
+    c.trunc(raw, f)
+        .join(c.trunc_scaled(&d, f, 1.0 / dim as f64))
+}
+
+/// `x·W + b` for `m` rows, untruncated (`2f` bits; the bias is shifted up to match).
+fn linear_raw(c: &mut Ctx<'_>, x: &Share, m: usize, l: &PreparedLinear) -> Op<Share> {
+    let f = c.frac_bits();
+    let bias = l
+        .bias
+        .as_ref()
+        .map(|b| Share::new(tile(b.as_slice(), m)).scale_int(1 << f));
+    c.weight_matmul_raw(x, m, &l.w).map(move |y| match bias {
+        Some(b) => y.add(&b),
+        None => y,
+    })
 }
 
 /// What one secure inference of a model costs, measured on this machine

@@ -9,7 +9,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 fn bench(c: &mut Criterion) {
     let act = uniform(N * MLP, -6.0, 6.0, 10);
     bench_operator(c, "gelu_quad", &format!("{N}x{MLP}"), &[act], |s, v| {
-        s.gelu_quad(&v[0])
+        s.run(|cx| cx.gelu_quad(&v[0]))
     });
 }
 

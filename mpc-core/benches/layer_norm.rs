@@ -18,8 +18,8 @@ fn bench(c: &mut Criterion) {
         &format!("{N}x{C}"),
         &[x, gamma, beta],
         |s, v| {
-            let g = s.mask_weight(0, &v[1], 1, C)?;
-            s.layer_norm(&v[0], Some(&g), Some(&v[2]), N, C, p)
+            let g = s.run(|cx| cx.mask_weight(0, &v[1], 1, C))?;
+            s.run(|cx| cx.layer_norm(&v[0], Some(&g), Some(&v[2]), N, C, p))
         },
     );
 }

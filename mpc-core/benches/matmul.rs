@@ -14,7 +14,7 @@ fn bench(c: &mut Criterion) {
         "matmul",
         &format!("{N}x{C}·{C}x{H}"),
         &[x, w],
-        |s, v| s.matmul(&v[0], &v[1], N, C, H),
+        |s, v| s.run(|cx| cx.matmul(&v[0], &v[1], N, C, H)),
     );
 }
 

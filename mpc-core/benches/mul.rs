@@ -10,7 +10,7 @@ fn bench(c: &mut Criterion) {
     let x = uniform(N * C, -4.0, 4.0, 2);
     let y = uniform(N * C, -4.0, 4.0, 3);
     bench_operator(c, "mul", &format!("{N}x{C}"), &[x, y], |s, v| {
-        s.mul(&v[0], &v[1])
+        s.run(|cx| cx.mul(&v[0], &v[1]))
     });
 }
 

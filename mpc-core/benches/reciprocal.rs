@@ -18,7 +18,7 @@ fn bench(c: &mut Criterion) {
         "reciprocal",
         &format!("{}", HEADS * N),
         &[sums],
-        |s, v| s.reciprocal(&v[0], ROW_SUMS),
+        |s, v| s.run(|cx| cx.reciprocal(&v[0], ROW_SUMS)),
     );
 }
 

@@ -9,7 +9,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 fn bench(c: &mut Criterion) {
     let scores = uniform(HEADS * N * N, -6.0, 6.0, 5);
     bench_operator(c, "relu", &format!("{HEADS}x{N}x{N}"), &[scores], |s, v| {
-        s.relu(&v[0], 24)
+        s.run(|cx| cx.relu(&v[0], 24))
     });
 }
 

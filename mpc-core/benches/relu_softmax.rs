@@ -15,7 +15,7 @@ fn bench(c: &mut Criterion) {
         "relu_softmax",
         &format!("{HEADS}x{N}x{N}"),
         &[scores],
-        |s, v| s.relu_softmax(&v[0], HEADS * N, N, 24, 1e-3, ROW_SUMS),
+        |s, v| s.run(|cx| cx.relu_softmax(&v[0], HEADS * N, N, 24, 1e-3, ROW_SUMS)),
     );
 }
 

@@ -14,7 +14,7 @@ fn bench(c: &mut Criterion) {
         .map(|e| 2f64.powf(*e))
         .collect();
     bench_operator(c, "rsqrt", &format!("{}", HEADS * N), &[sums], |s, v| {
-        s.rsqrt(&v[0], ROW_SUMS)
+        s.run(|cx| cx.rsqrt(&v[0], ROW_SUMS))
     });
 }
 

@@ -14,7 +14,7 @@ fn bench(c: &mut Criterion) {
         "softmax",
         &format!("{HEADS}x{N}x{N}"),
         &[scores],
-        |s, v| s.softmax(&v[0], HEADS * N, N, 24),
+        |s, v| s.run(|cx| cx.softmax(&v[0], HEADS * N, N, 24)),
     );
 }
 

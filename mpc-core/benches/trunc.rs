@@ -9,7 +9,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 fn bench(c: &mut Criterion) {
     let x = uniform(N * H, -4.0, 4.0, 2);
     bench_operator(c, "trunc", &format!("{N}x{H}"), &[x], |s, v| {
-        s.trunc(&v[0], 2)
+        s.run(|cx| cx.trunc(&v[0], 2))
     });
 }
 

@@ -17,8 +17,8 @@ fn bench(c: &mut Criterion) {
         "weight_matmul",
         &format!("{N}x{C}·{C}x{H}"),
         &[x, w],
-        |s, v| s.mask_weight(0, &v[1], C, H),
-        |s, v, mw| s.weight_matmul(&v[0], N, mw),
+        |s, v| s.run(|cx| cx.mask_weight(0, &v[1], C, H)),
+        |s, v, mw| s.run(|cx| cx.weight_matmul(&v[0], N, mw)),
     );
 }
 

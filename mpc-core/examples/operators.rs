@@ -109,7 +109,7 @@ fn main() {
             out_frac: f,
             relative: false,
         },
-        |s, v| s.mul(&v[0], &v[1]),
+        |s, v| s.run(|cx| cx.mul(&v[0], &v[1])),
     );
     let w = uniform(c * h, -0.1, 0.1, 4);
     report(
@@ -121,7 +121,7 @@ fn main() {
             out_frac: f,
             relative: false,
         },
-        |s, v| s.matmul(&v[0], &v[1], n, c, h),
+        |s, v| s.run(|cx| cx.matmul(&v[0], &v[1], n, c, h)),
     );
     report(
         Case {
@@ -133,8 +133,8 @@ fn main() {
             relative: false,
         },
         |s, v| {
-            let mw = s.mask_weight(0, &v[1], c, h)?;
-            s.weight_matmul(&v[0], n, &mw)
+            let mw = s.run(|cx| cx.mask_weight(0, &v[1], c, h))?;
+            s.run(|cx| cx.weight_matmul(&v[0], n, &mw))
         },
     );
     let scores = uniform(4 * n * n, -6.0, 6.0, 5);
@@ -147,7 +147,7 @@ fn main() {
             out_frac: f,
             relative: false,
         },
-        |s, v| s.trunc(&v[0], 2),
+        |s, v| s.run(|cx| cx.trunc(&v[0], 2)),
     );
     report(
         Case {
@@ -158,7 +158,7 @@ fn main() {
             out_frac: f,
             relative: false,
         },
-        |s, v| s.relu(&v[0], 24),
+        |s, v| s.run(|cx| cx.relu(&v[0], 24)),
     );
     let sums: Vec<f64> = uniform(4 * n, -6.0, 11.0, 6)
         .iter()
@@ -173,7 +173,7 @@ fn main() {
             out_frac: f + EXTRA_FRAC,
             relative: true,
         },
-        |s, v| s.reciprocal(&v[0], ROW_SUMS),
+        |s, v| s.run(|cx| cx.reciprocal(&v[0], ROW_SUMS)),
     );
     report(
         Case {
@@ -184,7 +184,7 @@ fn main() {
             out_frac: f + EXTRA_FRAC,
             relative: true,
         },
-        |s, v| s.rsqrt(&v[0], ROW_SUMS),
+        |s, v| s.run(|cx| cx.rsqrt(&v[0], ROW_SUMS)),
     );
     report(
         Case {
@@ -195,7 +195,7 @@ fn main() {
             out_frac: f,
             relative: false,
         },
-        |s, v| s.softmax(&v[0], 4 * n, n, 24),
+        |s, v| s.run(|cx| cx.softmax(&v[0], 4 * n, n, 24)),
     );
     report(
         Case {
@@ -206,7 +206,7 @@ fn main() {
             out_frac: f,
             relative: false,
         },
-        |s, v| s.relu_softmax(&v[0], 4 * n, n, 24, 1e-3, ROW_SUMS),
+        |s, v| s.run(|cx| cx.relu_softmax(&v[0], 4 * n, n, 24, 1e-3, ROW_SUMS)),
     );
     let d = 64;
     let qm = uniform(n * d, -1.5, 1.5, 7);
@@ -221,7 +221,7 @@ fn main() {
             out_frac: f,
             relative: false,
         },
-        |s, v| s.scale_attn(&v[0], &v[1], &v[2], n, d, n),
+        |s, v| s.run(|cx| cx.scale_attn(&v[0], &v[1], &v[2], n, d, n)),
     );
     let act = uniform(n * mlp, -6.0, 6.0, 10);
     report(
@@ -233,7 +233,7 @@ fn main() {
             out_frac: f,
             relative: false,
         },
-        |s, v| s.gelu_quad(&v[0]),
+        |s, v| s.run(|cx| cx.gelu_quad(&v[0])),
     );
     report(
         Case {
@@ -244,7 +244,7 @@ fn main() {
             out_frac: f,
             relative: false,
         },
-        |s, v| s.gelu(&v[0]),
+        |s, v| s.run(|cx| cx.gelu(&v[0])),
     );
     let g = uniform(c, 0.5, 1.5, 11);
     let b = uniform(c, -0.5, 0.5, 12);
@@ -259,8 +259,8 @@ fn main() {
             relative: false,
         },
         |s, v| {
-            let g = s.mask_weight(0, &v[1], 1, c)?;
-            s.layer_norm(&v[0], Some(&g), Some(&v[2]), n, c, p)
+            let g = s.run(|cx| cx.mask_weight(0, &v[1], 1, c))?;
+            s.run(|cx| cx.layer_norm(&v[0], Some(&g), Some(&v[2]), n, c, p))
         },
     );
 }

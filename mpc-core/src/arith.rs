@@ -4,29 +4,17 @@
 //! `E = X − A`, `F = Y − B`, then `XY = C + E·B + A·F + E·F` is linear in the
 //! shares. A `*_raw` product carries `2f` fractional bits (or `f` when one
 //! operand is an integer such as a comparison bit); the plain name truncates
-//! back to `f` bits with [`Session::trunc`].
+//! back to `f` bits with [`Ctx::trunc`]. Every operator is a method on
+//! [`Ctx`] returning an [`Op`].
 
 use crate::channel;
 use crate::dealer::{Material, Request};
-use crate::error::{MpcError, Result, check_len};
+use crate::error::{MpcError, check_len};
+use crate::op::{Op, attempt};
 use crate::ring;
-use crate::session::{Round, Session, expect_triple};
+use crate::session::{Ctx, expect_triple};
 use crate::share::Share;
-
-/// One product `x` (m×k) · `y` (k×n) of a batch (see [`Session::matmul_raw_many`]).
-#[derive(Clone, Copy, Debug)]
-pub struct MatMulItem<'a> {
-    /// Left operand, m×k.
-    pub x: &'a Share,
-    /// Right operand, k×n.
-    pub y: &'a Share,
-    /// Rows of `x`.
-    pub m: usize,
-    /// Inner dimension.
-    pub k: usize,
-    /// Columns of `y`.
-    pub n: usize,
-}
+use std::sync::Arc;
 
 /// A fixed weight prepared for repeated products: its mask `B` is opened once
 /// as `F = W − B` when the model is loaded, so each later product opens only
@@ -36,10 +24,10 @@ pub struct MaskedWeight {
     id: u32,
     k: usize,
     n: usize,
-    /// `F = W − B`, public to both parties.
-    f: Vec<u64>,
+    /// `F = W − B`, public to both parties (shared by clones).
+    f: Arc<[u64]>,
     /// `B_i + [i = 0]·F`: the matrix this party multiplies `E` by.
-    eb: Vec<u64>,
+    eb: Arc<[u64]>,
 }
 
 impl std::fmt::Debug for MaskedWeight {
@@ -71,26 +59,21 @@ impl MaskedWeight {
     }
 }
 
-impl Session<'_> {
+impl Ctx<'_> {
     /// Elementwise product without truncation: `z = x·y` at the sum of the operands' scales.
     ///
     /// Rounds 1; sends `16n` bytes per party; dealer: one triple (`8n` bytes to party 1).
     /// Exact in the ring.
-    pub fn mul_raw(&mut self, x: &Share, y: &Share) -> Result<Share> {
-        let r = self.mul_raw_begin(x, y)?;
-        self.finish(r)
-    }
-
-    /// [`Session::mul_raw`] as a [`Round`].
-    pub fn mul_raw_begin(&mut self, x: &Share, y: &Share) -> Result<Round<Share>> {
+    pub fn mul_raw(&mut self, x: &Share, y: &Share) -> Op<Share> {
         let n = x.len();
-        check_len("mul", "rhs", y.len(), n)?;
-        let (a, b, c) = expect_triple("mul", self.take("mul", Request::Triple { n })?)?;
+        let taken = check_len("mul", "rhs", y.len(), n)
+            .and_then(|()| expect_triple("mul", self.take("mul", Request::Triple { n })?));
+        let (a, b, c) = attempt!(taken);
         let mut msg = ring::sub(x.as_slice(), &a);
         msg.extend(ring::sub(y.as_slice(), &b));
         let p0 = self.is_p0();
         let bytes = channel::pack(&msg, 64);
-        Ok(Round::new("mul", bytes, move |peer| {
+        Op::exchange("mul", bytes, move |_, peer| {
             let other = channel::unpack(peer, 2 * n, 64);
             let ef = ring::add(&msg, &other);
             let (e, f) = ef.split_at(n);
@@ -105,129 +88,102 @@ impl Session<'_> {
                     z
                 })
                 .collect();
-            Ok(Share::new(z))
-        }))
+            Op::ready(Share::new(z))
+        })
     }
 
     /// Fixed-point elementwise product `x·y`.
     ///
     /// Rounds 2 (product, truncation); sends `16n + ⌈n/8⌉` bytes per party.
     /// Error ≤ 1 ulp for `|x·y| < 2^(62−2f)`.
-    pub fn mul(&mut self, x: &Share, y: &Share) -> Result<Share> {
-        let z = self.mul_raw(x, y)?;
-        self.trunc(&z, self.frac_bits())
+    pub fn mul(&mut self, x: &Share, y: &Share) -> Op<Share> {
+        let f = self.frac_bits();
+        self.mul_raw(x, y).then(move |c, z| c.trunc(&z, f))
     }
 
     /// Elementwise square without truncation (scale `2f`).
     ///
     /// Rounds 1; sends `8n` bytes per party; dealer: one square pair (`8n` bytes to party 1).
-    pub fn square_raw(&mut self, x: &Share) -> Result<Share> {
+    pub fn square_raw(&mut self, x: &Share) -> Op<Share> {
         let n = x.len();
-        let (a, _, c) = expect_triple("square", self.take("square", Request::Square { n })?)?;
+        let (a, _, c) = attempt!(
+            self.take("square", Request::Square { n })
+                .and_then(|m| expect_triple("square", m))
+        );
         let e_mine = ring::sub(x.as_slice(), &a);
-        let other = self.exchange("square", &e_mine)?;
-        let e = ring::add(&e_mine, &other);
         let p0 = self.is_p0();
-        let z = (0..n)
-            .map(|i| {
-                let mut z = c[i].wrapping_add(e[i].wrapping_mul(a[i]).wrapping_mul(2));
-                if p0 {
-                    z = z.wrapping_add(e[i].wrapping_mul(e[i]));
-                }
-                z
-            })
-            .collect();
-        Ok(Share::new(z))
+        Op::exchange("square", channel::pack(&e_mine, 64), move |_, peer| {
+            let other = channel::unpack(peer, n, 64);
+            let e = ring::add(&e_mine, &other);
+            let z = (0..n)
+                .map(|i| {
+                    let mut z = c[i].wrapping_add(e[i].wrapping_mul(a[i]).wrapping_mul(2));
+                    if p0 {
+                        z = z.wrapping_add(e[i].wrapping_mul(e[i]));
+                    }
+                    z
+                })
+                .collect();
+            Op::ready(Share::new(z))
+        })
     }
 
     /// Fixed-point square. Rounds 2; sends `8n + ⌈n/8⌉` bytes per party.
-    pub fn square(&mut self, x: &Share) -> Result<Share> {
-        let z = self.square_raw(x)?;
-        self.trunc(&z, self.frac_bits())
+    pub fn square(&mut self, x: &Share) -> Op<Share> {
+        let f = self.frac_bits();
+        self.square_raw(x).then(move |c, z| c.trunc(&z, f))
     }
 
     /// Product of two secret matrices, `x` (m×k) · `y` (k×n), without truncation.
     ///
     /// Rounds 1; sends `8(mk + kn)` bytes per party; dealer: one matrix triple
     /// (`8mn` bytes to party 1). Local work: two m×k×n ring matmuls.
-    pub fn matmul_raw(
-        &mut self,
-        x: &Share,
-        y: &Share,
-        m: usize,
-        k: usize,
-        n: usize,
-    ) -> Result<Share> {
-        Ok(self
-            .matmul_raw_many(&[MatMulItem { x, y, m, k, n }])?
-            .remove(0))
-    }
-
-    /// Several independent secret products (for example one per attention
-    /// head) in one round: the masked operands of all of them travel in one
-    /// message. Costs are the sums of [`Session::matmul_raw`]'s, with 1 round in all.
-    pub fn matmul_raw_many(&mut self, items: &[MatMulItem<'_>]) -> Result<Vec<Share>> {
-        let r = self.matmul_raw_many_begin(items)?;
-        self.finish(r)
-    }
-
-    /// [`Session::matmul_raw_many`] as a [`Round`].
-    pub fn matmul_raw_many_begin(&mut self, items: &[MatMulItem<'_>]) -> Result<Round<Vec<Share>>> {
-        let mut triples = Vec::with_capacity(items.len());
-        let mut msg = Vec::new();
-        let mut dims = Vec::with_capacity(items.len());
-        for it in items {
-            let (m, k, n) = (it.m, it.k, it.n);
-            check_len("matmul", "lhs", it.x.len(), m * k)?;
-            check_len("matmul", "rhs", it.y.len(), k * n)?;
-            let (a, b, c) =
-                expect_triple("matmul", self.take("matmul", Request::MatMul { m, k, n })?)?;
-            msg.extend(ring::sub(it.x.as_slice(), &a));
-            msg.extend(ring::sub(it.y.as_slice(), &b));
-            triples.push((a, b, c));
-            dims.push((m, k, n));
-        }
+    /// Several products (for example one per attention head) share their
+    /// round with [`Op::all`].
+    pub fn matmul_raw(&mut self, x: &Share, y: &Share, m: usize, k: usize, n: usize) -> Op<Share> {
+        let taken = check_len("matmul", "lhs", x.len(), m * k)
+            .and_then(|()| check_len("matmul", "rhs", y.len(), k * n))
+            .and_then(|()| {
+                expect_triple("matmul", self.take("matmul", Request::MatMul { m, k, n })?)
+            });
+        let (a, b, c) = attempt!(taken);
+        let mut msg = ring::sub(x.as_slice(), &a);
+        msg.extend(ring::sub(y.as_slice(), &b));
         let p0 = self.is_p0();
         let bytes = channel::pack(&msg, 64);
-        Ok(Round::new("matmul", bytes, move |peer| {
+        Op::exchange("matmul", bytes, move |_, peer| {
             let other = channel::unpack(peer, msg.len(), 64);
             let ef = ring::add(&msg, &other);
-            let mut at = 0;
-            let mut out = Vec::with_capacity(dims.len());
-            for ((m, k, n), (a, b, c)) in dims.into_iter().zip(triples) {
-                let e = &ef[at..at + m * k];
-                let f = &ef[at + m * k..at + m * k + k * n];
-                at += m * k + k * n;
-                // z = c + e·(b + [p0]·f) + a·f
-                let mut rhs = b;
-                if p0 {
-                    ring::add_assign(&mut rhs, f);
-                }
-                let mut z = c;
-                ring::matmul_acc(e, &rhs, &mut z, m, k, n);
-                ring::matmul_acc(&a, f, &mut z, m, k, n);
-                out.push(Share::new(z));
+            let (e, f) = ef.split_at(m * k);
+            // z = c + e·(b + [p0]·f) + a·f
+            let mut rhs = b;
+            if p0 {
+                ring::add_assign(&mut rhs, f);
             }
-            Ok(out)
-        }))
+            let mut z = c;
+            ring::matmul_acc(e, &rhs, &mut z, m, k, n);
+            ring::matmul_acc(&a, f, &mut z, m, k, n);
+            Op::ready(Share::new(z))
+        })
     }
 
     /// Fixed-point matrix product. Rounds 2; sends `8(mk + kn) + ⌈mn/8⌉` bytes per party.
-    pub fn matmul(&mut self, x: &Share, y: &Share, m: usize, k: usize, n: usize) -> Result<Share> {
-        let z = self.matmul_raw(x, y, m, k, n)?;
-        self.trunc(&z, self.frac_bits())
+    pub fn matmul(&mut self, x: &Share, y: &Share, m: usize, k: usize, n: usize) -> Op<Share> {
+        let f = self.frac_bits();
+        self.matmul_raw(x, y, m, k, n)
+            .then(move |c, z| c.trunc(&z, f))
     }
 
     /// Prepare the weight `w` (k×n, this party's share) for repeated products:
     /// take its mask `B` from the dealer and open `F = W − B`.
     ///
     /// Once per model load: rounds 1; sends `8kn` bytes per party; no dealer bytes.
-    pub fn mask_weight(&mut self, id: u32, w: &Share, k: usize, n: usize) -> Result<MaskedWeight> {
-        check_len("mask_weight", "weight", w.len(), k * n)?;
-        let b = match self.take("mask_weight", Request::WeightMask { id, k, n })? {
+    pub fn mask_weight(&mut self, id: u32, w: &Share, k: usize, n: usize) -> Op<MaskedWeight> {
+        attempt!(check_len("mask_weight", "weight", w.len(), k * n));
+        let b = match attempt!(self.take("mask_weight", Request::WeightMask { id, k, n })) {
             Material::WeightMask { b } => b,
             other => {
-                return Err(MpcError::OutOfStep {
+                return Op::fail(MpcError::OutOfStep {
                     op: "mask_weight",
                     needed: "weight-mask".into(),
                     found: format!("{other:?}"),
@@ -235,13 +191,22 @@ impl Session<'_> {
             }
         };
         let f_mine = ring::sub(w.as_slice(), &b);
-        let other = self.exchange("mask_weight", &f_mine)?;
-        let f = ring::add(&f_mine, &other);
-        let mut eb = b;
-        if self.is_p0() {
-            ring::add_assign(&mut eb, &f);
-        }
-        Ok(MaskedWeight { id, k, n, f, eb })
+        let p0 = self.is_p0();
+        Op::exchange("mask_weight", channel::pack(&f_mine, 64), move |_, peer| {
+            let other = channel::unpack(peer, k * n, 64);
+            let f = ring::add(&f_mine, &other);
+            let mut eb = b;
+            if p0 {
+                ring::add_assign(&mut eb, &f);
+            }
+            Op::ready(MaskedWeight {
+                id,
+                k,
+                n,
+                f: f.into(),
+                eb: eb.into(),
+            })
+        })
     }
 
     /// `x` (m×k) times a masked weight (k×n), without truncation:
@@ -249,82 +214,54 @@ impl Session<'_> {
     ///
     /// Rounds 1; sends `8mk` bytes per party; dealer: `A` from the seed and
     /// `C = A·B` (`8mn` bytes to party 1). Local work: two m×k×n ring matmuls.
-    pub fn weight_matmul_raw(&mut self, x: &Share, m: usize, w: &MaskedWeight) -> Result<Share> {
-        Ok(self.weight_matmul_raw_many(&[(x, m, w)])?.remove(0))
-    }
-
-    /// Several products with masked weights in one round (one message with all
-    /// the masked activations). Costs are the sums of [`Session::weight_matmul_raw`]'s.
-    pub fn weight_matmul_raw_many(
-        &mut self,
-        items: &[(&Share, usize, &MaskedWeight)],
-    ) -> Result<Vec<Share>> {
-        let mut mats = Vec::with_capacity(items.len());
-        let mut msg = Vec::new();
-        for (x, m, w) in items {
-            let (m, k, n) = (*m, w.k, w.n);
-            check_len("weight_matmul", "activation", x.len(), m * k)?;
-            let req = Request::WeightMatMul { id: w.id, m, k, n };
-            let (a, _, c) = expect_triple("weight_matmul", self.take("weight_matmul", req)?)?;
-            msg.extend(ring::sub(x.as_slice(), &a));
-            mats.push((a, c));
-        }
-        let other = self.exchange("weight_matmul", &msg)?;
-        let e_all = ring::add(&msg, &other);
-        let mut at = 0;
-        let mut out = Vec::with_capacity(items.len());
-        for ((_, m, w), (a, c)) in items.iter().zip(mats) {
-            let (m, k, n) = (*m, w.k, w.n);
-            let e = &e_all[at..at + m * k];
-            at += m * k;
-            let mut z = c;
-            ring::matmul_acc(e, &w.eb, &mut z, m, k, n);
-            ring::matmul_acc(&a, &w.f, &mut z, m, k, n);
-            out.push(Share::new(z));
-        }
-        Ok(out)
+    pub fn weight_matmul_raw(&mut self, x: &Share, m: usize, w: &MaskedWeight) -> Op<Share> {
+        let (k, n) = (w.k, w.n);
+        let req = Request::WeightMatMul { id: w.id, m, k, n };
+        let taken = check_len("weight_matmul", "activation", x.len(), m * k)
+            .and_then(|()| expect_triple("weight_matmul", self.take("weight_matmul", req)?));
+        let (a, _, c) = attempt!(taken);
+        let e_mine = ring::sub(x.as_slice(), &a);
+        let w = w.clone();
+        Op::exchange(
+            "weight_matmul",
+            channel::pack(&e_mine, 64),
+            move |_, peer| {
+                let other = channel::unpack(peer, m * k, 64);
+                let e = ring::add(&e_mine, &other);
+                let mut z = c;
+                ring::matmul_acc(&e, &w.eb, &mut z, m, k, n);
+                ring::matmul_acc(&a, &w.f, &mut z, m, k, n);
+                Op::ready(Share::new(z))
+            },
+        )
     }
 
     /// Fixed-point product with a masked weight. Rounds 2; sends `8mk + ⌈mn/8⌉` bytes per party.
-    pub fn weight_matmul(&mut self, x: &Share, m: usize, w: &MaskedWeight) -> Result<Share> {
-        let z = self.weight_matmul_raw(x, m, w)?;
-        self.trunc(&z, self.frac_bits())
+    pub fn weight_matmul(&mut self, x: &Share, m: usize, w: &MaskedWeight) -> Op<Share> {
+        let f = self.frac_bits();
+        self.weight_matmul_raw(x, m, w)
+            .then(move |c, z| c.trunc(&z, f))
     }
 
     /// Scale each row `i` of `x` (rows×cols) by the secret `v_i`, without truncation.
     ///
     /// Rounds 1; sends `8(rows·cols + rows)` bytes per party; dealer: a row-broadcast
     /// triple (`8·rows·cols` bytes to party 1).
-    pub fn mul_rows_raw(
-        &mut self,
-        x: &Share,
-        v: &Share,
-        rows: usize,
-        cols: usize,
-    ) -> Result<Share> {
-        let r = self.mul_rows_raw_begin(x, v, rows, cols)?;
-        self.finish(r)
-    }
-
-    /// [`Session::mul_rows_raw`] as a [`Round`].
-    pub fn mul_rows_raw_begin(
-        &mut self,
-        x: &Share,
-        v: &Share,
-        rows: usize,
-        cols: usize,
-    ) -> Result<Round<Share>> {
-        check_len("mul_rows", "matrix", x.len(), rows * cols)?;
-        check_len("mul_rows", "row scales", v.len(), rows)?;
-        let (a, b, c) = expect_triple(
-            "mul_rows",
-            self.take("mul_rows", Request::RowScale { rows, cols })?,
-        )?;
+    pub fn mul_rows_raw(&mut self, x: &Share, v: &Share, rows: usize, cols: usize) -> Op<Share> {
+        let taken = check_len("mul_rows", "matrix", x.len(), rows * cols)
+            .and_then(|()| check_len("mul_rows", "row scales", v.len(), rows))
+            .and_then(|()| {
+                expect_triple(
+                    "mul_rows",
+                    self.take("mul_rows", Request::RowScale { rows, cols })?,
+                )
+            });
+        let (a, b, c) = attempt!(taken);
         let mut msg = ring::sub(x.as_slice(), &a);
         msg.extend(ring::sub(v.as_slice(), &b));
         let p0 = self.is_p0();
         let bytes = channel::pack(&msg, 64);
-        Ok(Round::new("mul_rows", bytes, move |peer| {
+        Op::exchange("mul_rows", bytes, move |_, peer| {
             let other = channel::unpack(peer, msg.len(), 64);
             let ef = ring::add(&msg, &other);
             let (e, f) = ef.split_at(rows * cols);
@@ -341,8 +278,8 @@ impl Session<'_> {
                     z[idx] = z[idx].wrapping_add(t);
                 }
             }
-            Ok(Share::new(z))
-        }))
+            Op::ready(Share::new(z))
+        })
     }
 
     /// Arithmetic shift right by `s` bits of a shared signed value: `⌊x / 2^s⌋`, possibly minus one.
@@ -355,7 +292,8 @@ impl Session<'_> {
     /// shared wrap bit `w`; party 0 removes the offset.
     ///
     /// Rounds 1; sends `⌈n/8⌉` bytes per party (one bit per element); dealer:
-    /// `8n` bytes to party 1.
+    /// `8n` bytes to party 1. Truncations joined with [`Op::all`] share the
+    /// round and pack their bits into one message.
     ///
     /// Accuracy: the result is `⌊x/2^s⌋ − c` with `c ∈ {0, 1}` (the carry of the
     /// discarded low bits): at most one ulp below. It never fails
@@ -364,29 +302,16 @@ impl Session<'_> {
     /// truncation would instead be wrong by 2^(64−s) with probability about
     /// 2^(ℓ+1−64) per element: for a million truncations per image that is a
     /// wrong answer every few hundred images. Here that probability is 0.)
-    pub fn trunc(&mut self, x: &Share, s: u32) -> Result<Share> {
-        Ok(self.trunc_many(&[(x, s)])?.remove(0))
-    }
-
-    /// Several truncations, each with its own shift, in one round (one bit per element).
-    pub fn trunc_many(&mut self, parts: &[(&Share, u32)]) -> Result<Vec<Share>> {
-        let r = self.trunc_many_begin(parts)?;
-        self.finish(r)
-    }
-
-    /// [`Session::trunc_many`] as a [`Round`], to share its round with another operator.
-    pub fn trunc_many_begin(&mut self, parts: &[(&Share, u32)]) -> Result<Round<Vec<Share>>> {
-        let n: usize = parts.iter().map(|(x, _)| x.len()).sum();
-        let lens: Vec<usize> = parts.iter().map(|(x, _)| x.len()).collect();
+    pub fn trunc(&mut self, x: &Share, s: u32) -> Op<Share> {
+        assert!((1..64).contains(&s), "trunc: shift {s} outside 1..64");
+        let n = x.len();
         if n == 0 {
-            return Ok(Round::new("trunc", Vec::new(), move |_| {
-                Ok(lens.iter().map(|_| Share::zeros(0)).collect())
-            }));
+            return Op::ready(Share::zeros(0));
         }
-        let (mine, c) = match self.take("trunc", Request::Wrap { n })? {
+        let (mine, c) = match attempt!(self.take("trunc", Request::Wrap { n })) {
             Material::Wrap { bits, c } => (bits, c),
             other => {
-                return Err(MpcError::OutOfStep {
+                return Op::fail(MpcError::OutOfStep {
                     op: "trunc",
                     needed: "wrap".into(),
                     found: format!("{other:?}"),
@@ -395,21 +320,15 @@ impl Session<'_> {
         };
         const OFFSET: u64 = 1 << 62;
         let p0 = self.is_p0();
-        let mut xp = Vec::with_capacity(n);
-        let mut shift = Vec::with_capacity(n);
-        for (x, s) in parts {
-            assert!((1..64).contains(s), "trunc: shift {s} outside 1..64");
-            xp.extend(
-                x.as_slice()
-                    .iter()
-                    .map(|v| if p0 { v.wrapping_add(OFFSET) } else { *v }),
-            );
-            shift.extend(std::iter::repeat_n(*s, x.len()));
-        }
+        let xp: Vec<u64> = x
+            .as_slice()
+            .iter()
+            .map(|v| if p0 { v.wrapping_add(OFFSET) } else { *v })
+            .collect();
         let msb: Vec<u64> = xp.iter().map(|v| v >> 63).collect();
         let masked: Vec<u64> = msb.iter().zip(&mine).map(|(m, r)| m ^ *r as u64).collect();
         let msg = channel::pack(&masked, 1);
-        Ok(Round::new("trunc", msg, move |peer| {
+        Op::exchange("trunc", msg, move |_, peer| {
             let other = channel::unpack(peer, n, 1);
             let (u, v) = if p0 {
                 (&masked, &other)
@@ -418,7 +337,7 @@ impl Session<'_> {
             };
             let out: Vec<u64> = (0..n)
                 .map(|i| {
-                    let (u, v, r, s) = (u[i], v[i], mine[i] as u64, shift[i]);
+                    let (u, v, r) = (u[i], v[i], mine[i] as u64);
                     let su = 1u64.wrapping_sub(2 * u);
                     let sv = 1u64.wrapping_sub(2 * v);
                     // share of m0·m1 with m0 = u ⊕ a, m1 = v ⊕ b
@@ -439,53 +358,34 @@ impl Session<'_> {
                     y
                 })
                 .collect();
-            Ok(Share::new(out).split(&lens))
-        }))
+            Op::ready(Share::new(out))
+        })
     }
 
     /// `x · scale` for a public real `scale`, where `x` carries `f + extra`
     /// fractional bits and the result carries `f`: the scaling is folded into
     /// the truncation (multiply by `round(scale·2^t)`, shift by `extra + t`).
     ///
-    /// Rounds 1; sends `⌈n/8⌉` bytes per party. Error ≤ 1 ulp plus a
+    /// Rounds 1 (0 when `scale` is a power of two and `extra + t = 0`);
+    /// sends `⌈n/8⌉` bytes per party. Error ≤ 1 ulp plus a
     /// relative error ≤ 2^−[`SCALE_BITS`] (6.1e-5) of the encoded scale.
     /// Domain: the product before the shift, `|x|·k` with `k < 2^SCALE_BITS`
     /// for a scale that is not a power of two, stays below 2^62: `|x| <
     /// 2^48` ulps at `f + extra` bits. (With 20-bit factors, LayerNorm's
     /// centring at `2f` bits, `C·x` for `C = 192`, passed 2^62 once `|x|`
     /// reached about 4.7 and failed on whole rows of `vit_9_12_64`.)
-    pub fn trunc_scaled(&mut self, x: &Share, extra: u32, scale: f64) -> Result<Share> {
-        Ok(self.trunc_scaled_many(&[(x, extra, scale)])?.remove(0))
-    }
-
-    /// Several [`Session::trunc_scaled`] in one round.
-    pub fn trunc_scaled_many(&mut self, parts: &[(&Share, u32, f64)]) -> Result<Vec<Share>> {
-        let mut scaled = Vec::with_capacity(parts.len());
-        for (x, extra, scale) in parts {
-            assert!(
-                *scale > 0.0 && scale.is_finite(),
-                "trunc_scaled: scale {scale}"
-            );
-            let (k, t) = scale_factor(*scale);
-            let y = if k == 1 { (*x).clone() } else { x.scale_int(k) };
-            scaled.push((y, extra + t));
+    pub fn trunc_scaled(&mut self, x: &Share, extra: u32, scale: f64) -> Op<Share> {
+        assert!(
+            scale > 0.0 && scale.is_finite(),
+            "trunc_scaled: scale {scale}"
+        );
+        let (k, t) = scale_factor(scale);
+        let y = if k == 1 { x.clone() } else { x.scale_int(k) };
+        if extra + t == 0 {
+            Op::ready(y)
+        } else {
+            self.trunc(&y, extra + t)
         }
-        let todo: Vec<(&Share, u32)> = scaled
-            .iter()
-            .filter(|(_, s)| *s > 0)
-            .map(|(y, s)| (y, *s))
-            .collect();
-        let mut done = self.trunc_many(&todo)?.into_iter();
-        Ok(scaled
-            .iter()
-            .map(|(y, s)| {
-                if *s > 0 {
-                    done.next().expect("one result per part")
-                } else {
-                    y.clone()
-                }
-            })
-            .collect())
     }
 }
 

@@ -223,18 +223,6 @@ pub fn unpack(bytes: &[u8], n: usize, bits: u32) -> Vec<u64> {
     out
 }
 
-/// Send the low `bits` bits of each value and receive the peer's: one round,
-/// `ceil(n·bits/8)` bytes each way.
-pub(crate) fn exchange_packed(
-    ch: &mut dyn Channel,
-    op: &'static str,
-    values: &[u64],
-    bits: u32,
-) -> Result<Vec<u64>> {
-    let got = exchange_bytes(ch, op, pack(values, bits))?;
-    Ok(unpack(&got, values.len(), bits))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,7 @@
 //! Used where the bits feed many thresholds' arithmetic (the piecewise
 //! reciprocal and rsqrt: one key serves ~200 thresholds).
 //!
-//! **Bit comparisons** ([`Session::bit_compare_begin`]): where the bits are
+//! **Bit comparisons** ([`Ctx::bit_compare`]): where the bits are
 //! consumed by a product (ReLU, max) or by few thresholds (GeLU), the DCF
 //! outputs XOR-shared bits ([`crate::dcf_bit`]: 16 bytes per level and one
 //! AES block per point and level, instead of 24 and 2) and the consumer's
@@ -34,56 +34,35 @@ use crate::channel;
 use crate::dcf;
 use crate::dcf_bit;
 use crate::dealer::{Material, Request, low_mask};
-use crate::error::{MpcError, Result};
-use crate::session::{Round, Session};
+use crate::error::MpcError;
+use crate::op::{Op, attempt};
+use crate::session::Ctx;
 use crate::share::Share;
 
-impl Session<'_> {
+impl Ctx<'_> {
     /// Shares (0/1 integers, not fixed point) of `[x ≥ t]` for each public
     /// threshold `t` (raw ring values, for example `encode(0.5)`), one share
     /// of length `n` per threshold. See the module doc for cost and domain.
-    pub fn ge_thresholds(
-        &mut self,
-        x: &Share,
-        thresholds: &[u64],
-        bits: u32,
-    ) -> Result<Vec<Share>> {
-        let r = self.ge_thresholds_begin(x, thresholds, bits)?;
-        self.finish(r)
+    pub fn ge_thresholds(&mut self, x: &Share, thresholds: &[u64], bits: u32) -> Op<Vec<Share>> {
+        self.compare(x, thresholds, bits, 0)
     }
 
-    /// [`Session::ge_thresholds`] as a [`Round`].
-    pub fn ge_thresholds_begin(
-        &mut self,
-        x: &Share,
-        thresholds: &[u64],
-        bits: u32,
-    ) -> Result<Round<Vec<Share>>> {
-        self.compare_begin(x, thresholds, bits, 0)
-    }
-
-    /// [`Session::ge_thresholds_begin`] that may err where `|x − t| < 2^coarse`
+    /// [`Ctx::ge_thresholds`] that may err where `|x − t| < 2^coarse`
     /// ulps: the DCF then compares only the top `ℓ − 1 − coarse` bits of the
     /// masked value (a shallower tree: less dealer material and local work).
     /// For piecewise approximations whose neighbouring segments agree near
     /// their shared boundary.
-    pub fn ge_thresholds_coarse_begin(
+    pub fn ge_thresholds_coarse(
         &mut self,
         x: &Share,
         thresholds: &[u64],
         bits: u32,
         coarse: u32,
-    ) -> Result<Round<Vec<Share>>> {
-        self.compare_begin(x, thresholds, bits, coarse)
+    ) -> Op<Vec<Share>> {
+        self.compare(x, thresholds, bits, coarse)
     }
 
-    fn compare_begin(
-        &mut self,
-        x: &Share,
-        thresholds: &[u64],
-        bits: u32,
-        coarse: u32,
-    ) -> Result<Round<Vec<Share>>> {
+    fn compare(&mut self, x: &Share, thresholds: &[u64], bits: u32, coarse: u32) -> Op<Vec<Share>> {
         assert!((2..=64).contains(&bits), "compare: {bits} bits");
         assert!(
             coarse + 2 <= bits,
@@ -91,7 +70,7 @@ impl Session<'_> {
         );
         let n = x.len();
         let req = Request::Compare { n, bits, coarse };
-        let (r, r_msb, roots, cws) = match self.take("compare", req)? {
+        let (r, r_msb, roots, cws) = match attempt!(self.take("compare", req)) {
             Material::Compare {
                 r,
                 r_msb,
@@ -99,7 +78,7 @@ impl Session<'_> {
                 cws,
             } => (r, r_msb, roots, cws),
             other => {
-                return Err(MpcError::OutOfStep {
+                return Op::fail(MpcError::OutOfStep {
                     op: "compare",
                     needed: "compare".into(),
                     found: format!("{other:?}"),
@@ -118,7 +97,7 @@ impl Session<'_> {
         let recording = self.is_recording();
         let thresholds = thresholds.to_vec();
         let msg = channel::pack(&masked, bits);
-        Ok(Round::new("compare", msg, move |peer| {
+        Op::exchange("compare", msg, move |_, peer| {
             let other = channel::unpack(peer, n, bits);
             let half = 1u64 << (bits - 1);
             let low = low_mask(bits - 1);
@@ -146,35 +125,37 @@ impl Session<'_> {
             if !recording {
                 dcf::eval_batch(party, &roots, &cws, &key_of, &lows, &mut borrow);
             }
-            Ok((0..thresholds.len())
-                .map(|j| {
-                    let v = (0..n)
-                        .map(|i| {
-                            let top = ys[i * k + j] >> (bits - 1);
-                            let z = r_msb[i].wrapping_add(borrow[i * k + j]);
-                            // b = top ⊕ z = top + (1 − 2·top)·z
-                            let mut b = if top == 1 { z.wrapping_neg() } else { z };
-                            if p0 {
-                                b = b.wrapping_add(top);
-                            }
-                            b
-                        })
-                        .collect();
-                    Share::new(v)
-                })
-                .collect())
-        }))
+            Op::ready(
+                (0..thresholds.len())
+                    .map(|j| {
+                        let v = (0..n)
+                            .map(|i| {
+                                let top = ys[i * k + j] >> (bits - 1);
+                                let z = r_msb[i].wrapping_add(borrow[i * k + j]);
+                                // b = top ⊕ z = top + (1 − 2·top)·z
+                                let mut b = if top == 1 { z.wrapping_neg() } else { z };
+                                if p0 {
+                                    b = b.wrapping_add(top);
+                                }
+                                b
+                            })
+                            .collect();
+                        Share::new(v)
+                    })
+                    .collect(),
+            )
+        })
     }
 
     /// Shares of the bit `[x ≥ 0]` (integers 0/1). Rounds 1; see the module doc.
-    pub fn ge_zero(&mut self, x: &Share, bits: u32) -> Result<Share> {
-        Ok(self.ge_thresholds(x, &[0], bits)?.remove(0))
+    pub fn ge_zero(&mut self, x: &Share, bits: u32) -> Op<Share> {
+        self.ge_thresholds(x, &[0], bits).map(|mut g| g.remove(0))
     }
 
-    /// `ReLU(x) = x·[x ≥ 0]`: [`Session::relu_coarse`] with an exact comparison.
+    /// `ReLU(x) = x·[x ≥ 0]`: [`Ctx::relu_coarse`] with an exact comparison.
     /// Exact for `|x| < 2^(ℓ−1)` ulps (ℓ = `bits`; with f = 16 and ℓ = 32,
     /// `|x| < 32768`).
-    pub fn relu(&mut self, x: &Share, bits: u32) -> Result<Share> {
+    pub fn relu(&mut self, x: &Share, bits: u32) -> Op<Share> {
         self.relu_coarse(x, bits, 0)
     }
 
@@ -190,18 +171,10 @@ impl Session<'_> {
     /// [`dcf_bit::BitKeys`] key of `ℓ − 1 − coarse` input bits per element to
     /// each party (`16·(ℓ − 8 − coarse) + 16` bytes for `ℓ − 1 − coarse ≥ 7`),
     /// plus `16n` bytes (`ρ`, `ρr`) to party 1. Domain `|x| < 2^(ℓ−1)` ulps.
-    pub fn relu_coarse(&mut self, x: &Share, bits: u32, coarse: u32) -> Result<Share> {
-        let r = self.relu_begin(x, bits, coarse)?;
-        let r = self.finish(r)?;
-        self.finish(r)
-    }
-
-    /// [`Session::relu_coarse`] as two chained [`Round`]s: finishing the
-    /// first gives the second.
-    pub fn relu_begin(&mut self, x: &Share, bits: u32, coarse: u32) -> Result<Round<Round<Share>>> {
-        Ok(self
-            .bit_compare_begin(x, &[0], bits, coarse, true, false)?
-            .then(|c| Ok(c.open().then(|o| Ok(o.select().remove(0))))))
+    pub fn relu_coarse(&mut self, x: &Share, bits: u32, coarse: u32) -> Op<Share> {
+        self.bit_compare(x, &[0], bits, coarse, true, false)
+            .then(|_, c| c.open())
+            .map(|o| o.select().remove(0))
     }
 
     /// Bit comparison, first round: opens `m = x + r` (64-bit, `8n` bytes per
@@ -220,7 +193,7 @@ impl Session<'_> {
     /// XOR-shared from the parties' own streams. Domain: `|x − t| < 2^(ℓ−1)`
     /// ulps; with `coarse > 0` a bit may be wrong where
     /// `−2^coarse ≤ x − t < 0`.
-    pub fn bit_compare_begin(
+    pub fn bit_compare(
         &mut self,
         x: &Share,
         thresholds: &[u64],
@@ -228,7 +201,7 @@ impl Session<'_> {
         coarse: u32,
         select: bool,
         square: bool,
-    ) -> Result<Round<BitCompared>> {
+    ) -> Op<BitCompared> {
         assert!((2..=64).contains(&bits), "compare: {bits} bits");
         assert!(
             coarse + 2 <= bits,
@@ -244,24 +217,25 @@ impl Session<'_> {
             select,
             square,
         };
-        let (r, sigma, rho, rho_r, r_sq, roots, keys) = match self.take("bit-compare", req)? {
-            Material::BitCompare {
-                r,
-                sigma,
-                rho,
-                rho_r,
-                r_sq,
-                roots,
-                keys,
-            } => (r, sigma, rho, rho_r, r_sq, roots, keys),
-            other => {
-                return Err(MpcError::OutOfStep {
-                    op: "bit-compare",
-                    needed: "bit-compare".into(),
-                    found: format!("{other:?}"),
-                });
-            }
-        };
+        let (r, sigma, rho, rho_r, r_sq, roots, keys) =
+            match attempt!(self.take("bit-compare", req)) {
+                Material::BitCompare {
+                    r,
+                    sigma,
+                    rho,
+                    rho_r,
+                    r_sq,
+                    roots,
+                    keys,
+                } => (r, sigma, rho, rho_r, r_sq, roots, keys),
+                other => {
+                    return Op::fail(MpcError::OutOfStep {
+                        op: "bit-compare",
+                        needed: "bit-compare".into(),
+                        found: format!("{other:?}"),
+                    });
+                }
+            };
         let masked: Vec<u64> = x
             .as_slice()
             .iter()
@@ -273,7 +247,7 @@ impl Session<'_> {
         let recording = self.is_recording();
         let thresholds = thresholds.to_vec();
         let msg = channel::pack(&masked, 64);
-        Ok(Round::new("bit-compare", msg, move |peer| {
+        Op::exchange("bit-compare", msg, move |_, peer| {
             let other = channel::unpack(peer, n, 64);
             let m: Vec<u64> = masked
                 .iter()
@@ -299,7 +273,7 @@ impl Session<'_> {
                     top ^ borrow[p] ^ sigma[p]
                 })
                 .collect();
-            Ok(BitCompared {
+            Op::ready(BitCompared {
                 n,
                 k,
                 p0,
@@ -310,34 +284,51 @@ impl Session<'_> {
                 rho_r,
                 r_sq,
             })
-        }))
+        })
     }
 
     /// Elementwise `max(x, y) = y + ReLU(x − y)`. Rounds 2; exact for `|x − y| < 2^(ℓ−1)` ulps.
-    pub fn max_pair(&mut self, x: &Share, y: &Share, bits: u32) -> Result<Share> {
-        let d = x.sub(y);
-        Ok(y.add(&self.relu(&d, bits)?))
+    pub fn max_pair(&mut self, x: &Share, y: &Share, bits: u32) -> Op<Share> {
+        let y = y.clone();
+        self.relu(&x.sub(&y), bits).map(move |r| y.add(&r))
     }
 
     /// Maximum of each row of `x` (rows×cols) by a pairwise tree.
     ///
     /// Rounds `2·⌈log2 cols⌉`; sends about `(cols − 1)·rows·(8 + 1/8)` bytes
     /// per party in total. Exact for pairwise differences below 2^(ℓ−1) ulps.
-    pub fn row_max(&mut self, x: &Share, rows: usize, cols: usize, bits: u32) -> Result<Share> {
-        crate::error::check_len("row_max", "matrix", x.len(), rows * cols)?;
-        let mut cur = x.as_slice().to_vec();
-        let mut width = cols;
-        while width > 1 {
-            let half = width / 2;
-            let mut lhs = Vec::with_capacity(rows * half);
-            let mut rhs = Vec::with_capacity(rows * half);
-            for r in 0..rows {
-                lhs.extend_from_slice(&cur[r * width..r * width + half]);
-                rhs.extend_from_slice(&cur[r * width + half..r * width + 2 * half]);
-            }
-            let m = self
-                .max_pair(&Share::new(lhs), &Share::new(rhs), bits)?
-                .into_vec();
+    pub fn row_max(&mut self, x: &Share, rows: usize, cols: usize, bits: u32) -> Op<Share> {
+        attempt!(crate::error::check_len(
+            "row_max",
+            "matrix",
+            x.len(),
+            rows * cols
+        ));
+        row_max_level(self, x.as_slice().to_vec(), rows, cols, bits)
+    }
+}
+
+/// One level of [`Ctx::row_max`]'s tree on rows of `width` values, then the next.
+fn row_max_level(
+    c: &mut Ctx<'_>,
+    cur: Vec<u64>,
+    rows: usize,
+    width: usize,
+    bits: u32,
+) -> Op<Share> {
+    if width <= 1 {
+        return Op::ready(Share::new(cur));
+    }
+    let half = width / 2;
+    let mut lhs = Vec::with_capacity(rows * half);
+    let mut rhs = Vec::with_capacity(rows * half);
+    for r in 0..rows {
+        lhs.extend_from_slice(&cur[r * width..r * width + half]);
+        rhs.extend_from_slice(&cur[r * width + half..r * width + 2 * half]);
+    }
+    c.max_pair(&Share::new(lhs), &Share::new(rhs), bits)
+        .then(move |c, m| {
+            let m = m.into_vec();
             let next_width = width - half;
             let mut next = Vec::with_capacity(rows * next_width);
             for r in 0..rows {
@@ -346,15 +337,12 @@ impl Session<'_> {
                     next.push(cur[r * width + width - 1]);
                 }
             }
-            cur = next;
-            width = next_width;
-        }
-        Ok(Share::new(cur))
-    }
+            row_max_level(c, next, rows, next_width, bits)
+        })
 }
 
 /// A bit comparison after its first round (see
-/// [`Session::bit_compare_begin`]). `Debug` is opaque.
+/// [`Ctx::bit_compare`]). `Debug` is opaque.
 pub struct BitCompared {
     n: usize,
     k: usize,
@@ -394,7 +382,7 @@ impl BitCompared {
     }
 
     /// The second round: open `e = [x ≥ t] ⊕ ρ` (`⌈n·k/8⌉` bytes per party).
-    pub fn open(self) -> Round<BitsOpened> {
+    pub fn open(self) -> Op<BitsOpened> {
         let msg = channel::pack(
             &self
                 .e_mine
@@ -403,7 +391,7 @@ impl BitCompared {
                 .collect::<Vec<_>>(),
             1,
         );
-        Round::new("bit-open", msg, move |peer| {
+        Op::exchange("bit-open", msg, move |_, peer| {
             let other = channel::unpack(peer, self.n * self.k, 1);
             let e = self
                 .e_mine
@@ -411,7 +399,7 @@ impl BitCompared {
                 .zip(&other)
                 .map(|(a, b)| u64::from(*a) ^ b)
                 .collect();
-            Ok(BitsOpened { c: self, e })
+            Op::ready(BitsOpened { c: self, e })
         })
     }
 }

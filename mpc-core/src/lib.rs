@@ -14,10 +14,14 @@
 //!   ([`StreamedPool`]), so a party's memory does not grow with the model.
 //! - [`dcf`]: distributed comparison functions for one-round comparisons;
 //!   [`dcf_bit`]: the same with XOR-shared bit outputs and early termination.
-//! - [`Session`]: one party's view; every secure operator is a method on it
-//!   (`arith`: products and truncation; `compare`: comparison, ReLU, max;
-//!   `nonlinear`: exp, reciprocal, rsqrt, softmax, ReLU-softmax, ScaleAttn,
-//!   GeLU, LayerNorm).
+//! - [`Op`]: a secure operator as a value (the message it sends next and
+//!   what to do with the reply), composed with [`Op::join`], [`Op::all`] and
+//!   [`Op::then`] so that independent operators share rounds.
+//! - [`Ctx`]: one party's view without the link; every secure operator is a
+//!   method on it returning an [`Op`] (`arith`: products and truncation;
+//!   `compare`: comparison, ReLU, max; `nonlinear`: exp, reciprocal, rsqrt,
+//!   softmax, ReLU-softmax, ScaleAttn, GeLU, LayerNorm). [`Session`] adds
+//!   the link and runs operators ([`Session::run`]).
 //! - [`plain`]: the f64 reference of every operator.
 //! - [`local`]: run both parties and the dealer in one process.
 
@@ -33,18 +37,20 @@ pub mod feed;
 pub mod fixed;
 pub mod local;
 pub mod nonlinear;
+pub mod op;
 pub mod plain;
 pub mod prg;
 pub mod ring;
 pub mod session;
 pub mod share;
 
-pub use arith::{MaskedWeight, MatMulItem};
+pub use arith::MaskedWeight;
 pub use channel::{Channel, CommStats, CountingChannel, MemChannel};
 pub use dealer::{CorrelationSource, Dealer, MaterialGen, Pool, Request};
 pub use error::{ChannelError, MpcError, Result};
 pub use feed::{ChannelFeed, DealerFeed, StreamedPool};
 pub use fixed::FixedPoint;
+pub use op::Op;
 pub use prg::{Prg, Seed};
-pub use session::{Round, Session};
+pub use session::{Ctx, Session};
 pub use share::{Party, Share, reconstruct, share_secret};

@@ -8,12 +8,13 @@
 
 use crate::approx::{self, Piecewise};
 use crate::arith::MaskedWeight;
+use crate::channel;
 use crate::dealer::Request;
-use crate::error::{Result, check_len};
+use crate::error::check_len;
 use crate::fixed::encode_at;
+use crate::op::{Op, attempt};
 use crate::ring;
-use crate::session::Session;
-use crate::session::expect_triple;
+use crate::session::{Ctx, expect_triple};
 use crate::share::Share;
 
 /// Fractional bits of reciprocal and rsqrt outputs above the session's `f`,
@@ -56,7 +57,7 @@ pub struct PiecewiseEval {
 }
 
 impl PiecewiseEval {
-    /// `1/x` on `domain`, output at `f + EXTRA_FRAC` bits (see [`Session::reciprocal`]).
+    /// `1/x` on `domain`, output at `f + EXTRA_FRAC` bits (see [`Ctx::reciprocal`]).
     pub fn reciprocal(domain: Domain, f: u32) -> Self {
         PiecewiseEval {
             pw: approx::reciprocal_piecewise(domain.lo, domain.hi, PER_OCTAVE),
@@ -66,7 +67,7 @@ impl PiecewiseEval {
         }
     }
 
-    /// `k/√x` on `domain`, output at `f + EXTRA_FRAC` bits (see [`Session::rsqrt_scaled`]).
+    /// `k/√x` on `domain`, output at `f + EXTRA_FRAC` bits (see [`Ctx::rsqrt_scaled`]).
     pub fn rsqrt(domain: Domain, k: f64, f: u32) -> Self {
         PiecewiseEval {
             pw: approx::rsqrt_piecewise(domain.lo, domain.hi, PER_OCTAVE, k),
@@ -86,10 +87,10 @@ impl PiecewiseEval {
     }
 }
 
-/// The products [`Session::norm_products_raw`] computes from one opening.
+/// The products [`Ctx::norm_products_raw`] computes from one opening.
 #[derive(Clone, Debug)]
 pub struct NormProducts {
-    /// `x ⊙ x` (after [`Session::layer_norm`]'s truncation: the row sums `u`).
+    /// `x ⊙ x` (after [`Ctx::layer_norm`]'s truncation: the row sums `u`).
     pub square: Share,
     /// `x ⊙ γ`, when a scale was given.
     pub scaled: Option<Share>,
@@ -118,17 +119,14 @@ impl Default for LayerNormParams {
     }
 }
 
-impl Session<'_> {
+impl Ctx<'_> {
     /// Evaluate a piecewise polynomial of degree ≤ 2 (see [`Piecewise`]).
     ///
     /// Steps: one multi-threshold comparison gives the bits `g_j = [x ≥ t_j]`;
     /// the segment's coefficients are the telescoping sums
     /// `c = c_0 + Σ_j (c_{j+1} − c_j)·g_j` (local); then `c₀ + c₁·x + c₂·x²`
-    /// costs one product round (after a square for degree 2) and one truncation.
-    /// Coefficients are encoded at the widest scale `w` for which every term,
-    /// bounded by `max_out`, stays below 2^61 at `w + f` bits (so slopes keep
-    /// their precision at the far end of a wide domain); the output carries
-    /// `out_frac` fractional bits.
+    /// costs one product round (after a square for degree 2) and one truncation
+    /// ([`Ctx::piecewise_from_bits`]).
     ///
     /// Rounds: 3 (degree 1) or 5 (degree 2). Bytes: `⌈n·ℓ/8⌉ + 16n + ⌈n/8⌉`
     /// (degree 1; degree 2 adds `8n + ⌈n/8⌉` for the square and `16n` more
@@ -136,70 +134,36 @@ impl Session<'_> {
     /// (3·(ℓ−1) AES blocks) per element.
     /// Domain: `|x − t_j| < 2^(ℓ−1−f)` for every threshold, and every term
     /// `|c_i·x^i| ≤ max_out`.
-    pub fn piecewise(
-        &mut self,
-        x: &Share,
-        pw: &Piecewise,
-        bits: u32,
-        out_frac: u32,
-        max_out: f64,
-    ) -> Result<Share> {
-        let t: Vec<u64> = pw
-            .thresholds
-            .iter()
-            .map(|t| encode_at(*t, self.frac_bits()))
-            .collect();
-        let g = self.ge_thresholds(x, &t, bits)?;
-        self.piecewise_from_bits(x, &g, pw, out_frac, max_out)
+    pub fn piecewise(&mut self, x: &Share, pe: &PiecewiseEval) -> Op<Share> {
+        let t = pe.thresholds(self.frac_bits());
+        let (x, pe) = (x.clone(), pe.clone());
+        self.ge_thresholds(&x, &t, pe.bits)
+            .then(move |c, g| c.piecewise_from_bits(&x, None, &g, &pe))
     }
 
-    /// The second half of [`Session::piecewise`]: given the comparison bits
+    /// The rest of [`Ctx::piecewise`] given the comparison bits
     /// `g_j = [x ≥ t_j]` (computed by the caller, possibly in a round shared
-    /// with other work), assemble the coefficients and evaluate. Rounds 2
-    /// (degree 1) or 4 (degree 2).
+    /// with other work) and, for degree 2, optionally `x²` at `f` bits (for
+    /// example from the comparison's own opening, saving the square's two
+    /// rounds). Coefficients are encoded at the widest scale `w` for which
+    /// every term, bounded by `max_out`, stays below 2^61 at `w + f` bits (so
+    /// slopes keep their precision at the far end of a wide domain); the
+    /// output carries `out_frac` fractional bits.
+    ///
+    /// Rounds 2 (degree 1, or degree 2 with `x2`) or 4 (degree 2 without).
     pub fn piecewise_from_bits(
-        &mut self,
-        x: &Share,
-        g: &[Share],
-        pw: &Piecewise,
-        out_frac: u32,
-        max_out: f64,
-    ) -> Result<Share> {
-        let (raw, shift) = self.piecewise_raw(x, g, pw, out_frac, max_out)?;
-        self.trunc(&raw, shift)
-    }
-
-    /// [`Session::piecewise_from_bits`] without its final truncation: returns
-    /// the value and the shift that brings it to `out_frac` bits, so the
-    /// caller can truncate it in a round shared with other work.
-    /// Rounds 1 (degree 1) or 3 (degree 2).
-    pub fn piecewise_raw(
-        &mut self,
-        x: &Share,
-        g: &[Share],
-        pw: &Piecewise,
-        out_frac: u32,
-        max_out: f64,
-    ) -> Result<(Share, u32)> {
-        self.piecewise_raw_squared(x, None, g, pw, out_frac, max_out)
-    }
-
-    /// [`Session::piecewise_raw`] given `x²` (at `f` bits) for degree 2,
-    /// computed by the caller (for example from the comparison's opening):
-    /// saves the square's two rounds.
-    pub fn piecewise_raw_squared(
         &mut self,
         x: &Share,
         x2: Option<&Share>,
         g: &[Share],
-        pw: &Piecewise,
-        out_frac: u32,
-        max_out: f64,
-    ) -> Result<(Share, u32)> {
+        pe: &PiecewiseEval,
+    ) -> Op<Share> {
         let n = x.len();
         let f = self.frac_bits();
-        let w = (61 - f as i64 - max_out.log2().ceil().max(0.0) as i64)
-            .clamp(out_frac as i64, (out_frac + 30) as i64) as u32;
+        let pw = &pe.pw;
+        let w = (61 - f as i64 - pe.max_out.log2().ceil().max(0.0) as i64)
+            .clamp(pe.out_frac as i64, (pe.out_frac + 30) as i64) as u32;
+        let shift = w + f - pe.out_frac;
         let p0 = self.is_p0();
         let coef = |d: usize, scale: u32| -> Share {
             let enc: Vec<u64> = pw.coeffs.iter().map(|c| encode_at(c[d], scale)).collect();
@@ -217,18 +181,23 @@ impl Session<'_> {
         let a = coef(0, w + f);
         let b = coef(1, w);
         let prod = if pw.degree() == 2 {
-            let c = coef(2, w);
+            let cc = coef(2, w);
+            let x = x.clone();
             let x2 = match x2 {
-                Some(x2) => x2.clone(),
-                None => self.square(x)?,
+                Some(x2) => Op::ready(x2.clone()),
+                None => self.square(&x),
             };
-            let both = self.mul_raw(&Share::concat(&[&b, &c]), &Share::concat(&[x, &x2]))?;
-            let parts = both.split(&[n, n]);
-            parts[0].add(&parts[1])
+            x2.then(move |c, x2| {
+                c.mul_raw(&Share::concat(&[&b, &cc]), &Share::concat(&[&x, &x2]))
+                    .map(move |both| {
+                        let parts = both.split(&[n, n]);
+                        parts[0].add(&parts[1])
+                    })
+            })
         } else {
-            self.mul_raw(&b, x)?
+            self.mul_raw(&b, x)
         };
-        Ok((a.add(&prod), w + f - out_frac))
+        prod.then(move |c, p| c.trunc(&a.add(&p), shift))
     }
 
     /// `1/x` for `x` in `domain` (positive), with `f + EXTRA_FRAC` fractional bits out.
@@ -238,20 +207,20 @@ impl Session<'_> {
     /// one truncation. Rounds 3; bytes `⌈n·ℓ/8⌉ + 16n + ⌈n/8⌉` with
     /// `ℓ = ⌈log2 hi⌉ + f + 2`. Relative error ≤ 1e-3 on the domain
     /// (measured ≤ 4e-4); outside it the end segments are extrapolated.
-    pub fn reciprocal(&mut self, x: &Share, domain: Domain) -> Result<Share> {
-        let p = PiecewiseEval::reciprocal(domain, self.frac_bits());
-        self.piecewise(x, &p.pw, p.bits, p.out_frac, p.max_out)
+    pub fn reciprocal(&mut self, x: &Share, domain: Domain) -> Op<Share> {
+        let pe = PiecewiseEval::reciprocal(domain, self.frac_bits());
+        self.piecewise(x, &pe)
     }
 
     /// `k/√x` for `x` in `domain`, with `f + EXTRA_FRAC` fractional bits out.
-    /// Same method, rounds and bytes as [`Session::reciprocal`]; relative error ≤ 1e-3.
-    pub fn rsqrt_scaled(&mut self, x: &Share, domain: Domain, k: f64) -> Result<Share> {
-        let p = PiecewiseEval::rsqrt(domain, k, self.frac_bits());
-        self.piecewise(x, &p.pw, p.bits, p.out_frac, p.max_out)
+    /// Same method, rounds and bytes as [`Ctx::reciprocal`]; relative error ≤ 1e-3.
+    pub fn rsqrt_scaled(&mut self, x: &Share, domain: Domain, k: f64) -> Op<Share> {
+        let pe = PiecewiseEval::rsqrt(domain, k, self.frac_bits());
+        self.piecewise(x, &pe)
     }
 
-    /// `1/√x`: [`Session::rsqrt_scaled`] with `k = 1`.
-    pub fn rsqrt(&mut self, x: &Share, domain: Domain) -> Result<Share> {
+    /// `1/√x`: [`Ctx::rsqrt_scaled`] with `k = 1`.
+    pub fn rsqrt(&mut self, x: &Share, domain: Domain) -> Op<Share> {
         self.rsqrt_scaled(x, domain, 1.0)
     }
 
@@ -261,42 +230,46 @@ impl Session<'_> {
     /// each squaring is a square and a truncation. Rounds `2k` (16); bytes
     /// `k·(8n + ⌈n/8⌉)`. Absolute error ≤ 1.1e-3 on `[−2^k, 0]` (the limit's
     /// `e^x·x²/2^(k+1)` plus rounding); inputs below `−2^k` give garbage.
-    pub fn exp_neg(&mut self, x: &Share) -> Result<Share> {
-        let f = self.frac_bits();
-        let k = EXP_SQUARINGS;
-        let hi = f + k;
-        let mut y = self.add_scalar(x, 1u64 << hi);
-        for i in 0..k {
-            let sq = self.square_raw(&y)?;
-            let shift = if i + 1 == k { hi + k } else { hi };
-            y = self.trunc(&sq, shift)?;
-        }
-        Ok(y)
+    pub fn exp_neg(&mut self, x: &Share) -> Op<Share> {
+        let hi = self.frac_bits() + EXP_SQUARINGS;
+        let y = self.add_scalar(x, 1u64 << hi);
+        exp_squarings(self, y, 0, hi)
     }
 
     /// Row softmax of `x` (rows×cols): `exp(x − max) / Σ exp(x − max)`.
     ///
-    /// Steps: row maximum (pairwise tree of ReLUs), [`Session::exp_neg`],
-    /// row sums (local), [`Session::reciprocal`] on `[1, cols]`, one
+    /// Steps: row maximum (pairwise tree of ReLUs), [`Ctx::exp_neg`],
+    /// row sums (local), [`Ctx::reciprocal`] on `[1, cols]`, one
     /// row-broadcast product and a truncation.
     /// Rounds `2⌈log2 cols⌉ + 2k + 3 + 2` (37 for cols = 65).
     /// Accuracy: absolute error ≤ 2e-3 per probability for scores whose
     /// pairwise differences stay within `2^(ℓ−1−f)` and above `−2^k`.
-    pub fn softmax(&mut self, x: &Share, rows: usize, cols: usize, bits: u32) -> Result<Share> {
-        check_len("softmax", "scores", x.len(), rows * cols)?;
-        let m = self.row_max(x, rows, cols, bits)?;
-        let d = x.sub(&Share::new(ring::repeat_rows(m.as_slice(), cols)));
-        let e = self.exp_neg(&d)?;
-        let s = Share::new(ring::row_sums(e.as_slice(), rows, cols));
-        let inv = self.reciprocal(
-            &s,
-            Domain {
-                lo: 1.0,
-                hi: cols as f64,
-            },
-        )?;
-        let p = self.mul_rows_raw(&e, &inv, rows, cols)?;
-        self.trunc(&p, self.frac_bits() + EXTRA_FRAC)
+    pub fn softmax(&mut self, x: &Share, rows: usize, cols: usize, bits: u32) -> Op<Share> {
+        attempt!(check_len("softmax", "scores", x.len(), rows * cols));
+        let x = x.clone();
+        self.row_max(&x, rows, cols, bits)
+            .then(move |c, m| {
+                let d = x.sub(&Share::new(ring::repeat_rows(m.as_slice(), cols)));
+                c.exp_neg(&d)
+            })
+            .then(move |c, e| {
+                let s = Share::new(ring::row_sums(e.as_slice(), rows, cols));
+                let dom = Domain {
+                    lo: 1.0,
+                    hi: cols as f64,
+                };
+                c.reciprocal(&s, dom).map(move |inv| (e, inv))
+            })
+            .then(move |c, (e, inv)| c.scale_rows(&e, &inv, rows, cols))
+    }
+
+    /// `diag(inv)·x` for `x` (rows×cols) and row factors `inv` at
+    /// `f + EXTRA_FRAC` bits: one row-broadcast product and a truncation.
+    /// Rounds 2; bytes `8(rows·cols + rows) + ⌈rows·cols/8⌉`.
+    pub fn scale_rows(&mut self, x: &Share, inv: &Share, rows: usize, cols: usize) -> Op<Share> {
+        let s = self.frac_bits() + EXTRA_FRAC;
+        self.mul_rows_raw(x, inv, rows, cols)
+            .then(move |c, y| c.trunc(&y, s))
     }
 
     /// ReLU-softmax row normalisation: `ReLU(x) / (Σ_j ReLU(x)_j + eps)`.
@@ -313,48 +286,71 @@ impl Session<'_> {
         bits: u32,
         eps: f64,
         row_sum: Domain,
-    ) -> Result<Share> {
-        check_len("relu_softmax", "scores", x.len(), rows * cols)?;
-        let r = self.relu(x, bits)?;
-        let s = Share::new(ring::row_sums(r.as_slice(), rows, cols));
-        let s = self.add_scalar(&s, self.encode(eps));
-        let inv = self.reciprocal(&s, row_sum)?;
-        let p = self.mul_rows_raw(&r, &inv, rows, cols)?;
-        self.trunc(&p, self.frac_bits() + EXTRA_FRAC)
+    ) -> Op<Share> {
+        attempt!(check_len("relu_softmax", "scores", x.len(), rows * cols));
+        self.relu(x, bits)
+            .then(move |c, r| {
+                let s = Share::new(ring::row_sums(r.as_slice(), rows, cols));
+                let s = c.add_scalar(&s, c.encode(eps));
+                c.reciprocal(&s, row_sum).map(move |inv| (r, inv))
+            })
+            .then(move |c, (r, inv)| c.scale_rows(&r, &inv, rows, cols))
     }
 
     /// ReLU-softmax attention for one head: `diag(1/(rowsum(R) + eps))·(R·V)`
-    /// with `R = ReLU(S)`, `S` n×n and `V` n×d. Normalising after the product
-    /// scales n×d values instead of n×n.
+    /// with `R = ReLU(S)` (by [`Ctx::relu_coarse`] with `p.coarse`), `S`
+    /// n×n and `V` n×d. Normalising after the product scales n×d values
+    /// instead of n×n, and the reciprocal of the row sums runs beside the
+    /// product `R·V`.
     ///
-    /// Rounds 2 (ReLU) + 2 (R·V) + 3 (reciprocal) + 2 = 9.
+    /// Rounds 2 (ReLU) + 3 (reciprocal ∥ product and truncation) + 2
+    /// (row scaling, truncation) = 7. Bytes per party ≈ `8n² + n²/8`
+    /// (ReLU) `+ 8(n² + nd)` (R·V) `+ ⌈n·ℓ/8⌉ + 16n` (reciprocal)
+    /// `+ 8(nd + n)` (scaling) plus the truncations' bits.
     pub fn relu_attention(
         &mut self,
         s: &Share,
         v: &Share,
         n: usize,
         d: usize,
+        p: ReluAttention,
+    ) -> Op<Share> {
+        attempt!(check_len("relu_attention", "scores", s.len(), n * n));
+        attempt!(check_len("relu_attention", "values", v.len(), n * d));
+        let v = v.clone();
+        self.relu_coarse(s, p.bits, p.coarse)
+            .then(move |c, r| {
+                let sums = Share::new(ring::row_sums(r.as_slice(), n, n));
+                let sums = c.add_scalar(&sums, c.encode(p.eps));
+                let rv = c.matmul(&r, &v, n, n, d);
+                rv.join(c.reciprocal(&sums, p.row_sum))
+            })
+            .then(move |c, (rv, inv)| c.scale_rows(&rv, &inv, n, d))
+    }
+
+    /// Softmax attention for one head: `softmax_row(S)·V` (S n×n, V n×d).
+    /// Rounds: [`Ctx::softmax`]'s + 2 (product, truncation).
+    pub fn softmax_attention(
+        &mut self,
+        s: &Share,
+        v: &Share,
+        n: usize,
+        d: usize,
         bits: u32,
-        eps: f64,
-        row_sum: Domain,
-    ) -> Result<Share> {
-        check_len("relu_attention", "scores", s.len(), n * n)?;
-        check_len("relu_attention", "values", v.len(), n * d)?;
-        let r = self.relu(s, bits)?;
-        let rv = self.matmul(&r, v, n, n, d)?;
-        let sums = Share::new(ring::row_sums(r.as_slice(), n, n));
-        let sums = self.add_scalar(&sums, self.encode(eps));
-        let inv = self.reciprocal(&sums, row_sum)?;
-        let out = self.mul_rows_raw(&rv, &inv, n, d)?;
-        self.trunc(&out, self.frac_bits() + EXTRA_FRAC)
+    ) -> Op<Share> {
+        attempt!(check_len("softmax_attention", "values", v.len(), n * d));
+        let v = v.clone();
+        self.softmax(s, n, n, bits)
+            .then(move |c, p| c.matmul(&p, &v, n, n, d))
     }
 
     /// Attention scores `Q·Kᵀ/√d` for one head (Q, K: n×d); the 1/√d is folded
     /// into the truncation. Rounds 2; bytes `16nd + ⌈n²/8⌉`.
-    pub fn attention_scores(&mut self, q: &Share, k: &Share, n: usize, d: usize) -> Result<Share> {
+    pub fn attention_scores(&mut self, q: &Share, k: &Share, n: usize, d: usize) -> Op<Share> {
         let kt = Share::new(ring::transpose(k.as_slice(), n, d));
-        let s = self.matmul_raw(q, &kt, n, d, n)?;
-        self.trunc_scaled(&s, self.frac_bits(), 1.0 / (d as f64).sqrt())
+        let f = self.frac_bits();
+        self.matmul_raw(q, &kt, n, d, n)
+            .then(move |c, s| c.trunc_scaled(&s, f, 1.0 / (d as f64).sqrt()))
     }
 
     /// ScaleAttn for one head: `(Q·Kᵀ/√d)/N · V` with no nonlinearity, computed as
@@ -373,21 +369,23 @@ impl Session<'_> {
         n: usize,
         d: usize,
         tokens: usize,
-    ) -> Result<Share> {
-        check_len("scale_attn", "queries", q.len(), n * d)?;
-        check_len("scale_attn", "keys", k.len(), n * d)?;
-        check_len("scale_attn", "values", v.len(), n * d)?;
+    ) -> Op<Share> {
+        attempt!(check_len("scale_attn", "queries", q.len(), n * d));
+        attempt!(check_len("scale_attn", "keys", k.len(), n * d));
+        attempt!(check_len("scale_attn", "values", v.len(), n * d));
         let f = self.frac_bits();
         let scale = 1.0 / ((d as f64).sqrt() * tokens as f64);
         let kt = Share::new(ring::transpose(k.as_slice(), n, d));
         if d < n {
-            let m = self.matmul_raw(&kt, v, d, n, d)?;
-            let m = self.trunc_scaled(&m, f, scale)?;
-            self.matmul(q, &m, n, d, d)
+            let q = q.clone();
+            self.matmul_raw(&kt, v, d, n, d)
+                .then(move |c, m| c.trunc_scaled(&m, f, scale))
+                .then(move |c, m| c.matmul(&q, &m, n, d, d))
         } else {
-            let s = self.matmul_raw(q, &kt, n, d, n)?;
-            let s = self.trunc_scaled(&s, f, scale)?;
-            self.matmul(&s, v, n, n, d)
+            let v = v.clone();
+            self.matmul_raw(q, &kt, n, d, n)
+                .then(move |c, s| c.trunc_scaled(&s, f, scale))
+                .then(move |c, s| c.matmul(&s, &v, n, n, d))
         }
     }
 
@@ -396,12 +394,13 @@ impl Session<'_> {
     /// Evaluated at `2f + 3` fractional bits as `x² + 2x·2^f + 4·2^(2f)` and
     /// truncated once by `f + 3`. Rounds 2; bytes `8n + ⌈n/8⌉`. Exact to 1 ulp
     /// for `|x| < 2^(29.5 − f)`.
-    pub fn gelu_quad(&mut self, x: &Share) -> Result<Share> {
+    pub fn gelu_quad(&mut self, x: &Share) -> Op<Share> {
         let f = self.frac_bits();
-        let sq = self.square_raw(x)?;
         let lin = x.scale_int(1u64 << (f + 1));
-        let t = self.add_scalar(&sq.add(&lin), 4u64 << (2 * f));
-        self.trunc(&t, f + 3)
+        self.square_raw(x).then(move |c, sq| {
+            let t = c.add_scalar(&sq.add(&lin), 4u64 << (2 * f));
+            c.trunc(&t, f + 3)
+        })
     }
 
     /// GeLU by the piecewise quadratic of [`approx::gelu_piecewise`] (16
@@ -413,7 +412,7 @@ impl Session<'_> {
     /// each DCF 8 levels shallower.
     ///
     /// Steps: one opening of `x + r` serves the bit comparison at the 17
-    /// boundaries ([`Session::bit_compare_begin`], XOR-output DCF) and `x²`
+    /// boundaries ([`Ctx::bit_compare`], XOR-output DCF) and `x²`
     /// (`m² − 2m·r + r²`); round 2 truncates `x²` and opens the 17 masked
     /// bits, which become arithmetic shares locally; round 3 multiplies the
     /// segment's coefficients by `(x, x²)`; round 4 truncates.
@@ -422,35 +421,33 @@ impl Session<'_> {
     /// party; to party 1 also `8·17` (the bits' `ρ`), `8` (`r²`), `8 + 8`
     /// (truncations) and `16` (the product triple). 17 DCF evaluations of
     /// 8 AES blocks + 1 per element. Domain `|x| < 124` at f = 16.
-    pub fn gelu(&mut self, x: &Share) -> Result<Share> {
+    pub fn gelu(&mut self, x: &Share) -> Op<Share> {
         let f = self.frac_bits();
-        let pw = approx::gelu_piecewise();
-        let t: Vec<u64> = pw.thresholds.iter().map(|t| encode_at(*t, f)).collect();
-        let r = self.bit_compare_begin(x, &t, f + 8, f.saturating_sub(8), false, true)?;
-        let c = self.finish(r)?;
-        let x2_raw = c.square_raw();
-        let trunc = self.trunc_many_begin(&[(&x2_raw, f)])?;
-        let (mut x2, opened) = self.finish2(trunc, c.open())?;
-        let x2 = x2.pop().expect("one truncation");
-        let g = opened.bits();
-        let (raw, shift) = self.piecewise_raw_squared(x, Some(&x2), &g, &pw, f, 128.0)?;
-        self.trunc(&raw, shift)
+        let pe = PiecewiseEval {
+            pw: approx::gelu_piecewise(),
+            bits: f + 8,
+            out_frac: f,
+            max_out: 128.0,
+        };
+        let t = pe.thresholds(f);
+        let x = x.clone();
+        self.bit_compare(&x, &t, f + 8, f.saturating_sub(8), false, true)
+            .then(move |c, cmp| {
+                let x2 = c.trunc(&cmp.square_raw(), f);
+                x2.join(cmp.open())
+            })
+            .then(move |c, (x2, opened)| c.piecewise_from_bits(&x, Some(&x2), &opened.bits(), &pe))
     }
 
     /// LayerNorm of each row of `x` (rows×c): `(x − μ)/√(σ² + eps)·γ + β`,
-    /// with `γ` a masked 1×c weight (see [`Session::mask_weight`]) and `β` a
+    /// with `γ` a masked 1×c weight (see [`Ctx::mask_weight`]) and `β` a
     /// shared vector; either may be absent (γ = 1, β = 0), for example when the
     /// model owner has folded them into the next linear layer.
     ///
     /// Steps: `d = c·x − Σx` (local); `x − μ = d/c` by a scaled truncation
-    /// (round 1); one opening of `x − μ − A` serves both `(x − μ)²` and
-    /// `(x − μ)·γ` (round 2, one dealer correlation with the same mask `A`);
-    /// one truncation round for both (round 3); `u = Σ(x − μ)² + c·eps =
-    /// c·(σ² + eps)` (local); `√c/√u` by [`Session::rsqrt_scaled`] (rounds
-    /// 4–6, the public `1/c` folded into the constant); one row-broadcast
-    /// product and a truncation (rounds 7–8); `+ β` (local).
+    /// (round 1); then [`Ctx::layer_norm_centered`] (rounds 2–7).
     ///
-    /// Rounds 8. Bytes per party ≈ `rows·c·(8 + 8 + 3/8) + rows·(ℓ/8 + 32)`.
+    /// Rounds 7. Bytes per party ≈ `rows·c·(8 + 8 + 3/8) + rows·(ℓ/8 + 32)`.
     /// Dealer: `16·rows·c` bytes to party 1 (8 without γ).
     /// Accuracy: relative error ≤ 1e-3 of `(x − μ)/σ` while `σ²` lies in
     /// `params.var`, plus a few ulps; requires `|x − μ| < 2^(31 − f)`.
@@ -462,16 +459,27 @@ impl Session<'_> {
         rows: usize,
         c: usize,
         params: LayerNormParams,
-    ) -> Result<Share> {
-        check_len("layer_norm", "input", x.len(), rows * c)?;
-        let xc = self.trunc_scaled(&center_rows(x, rows, c), 0, 1.0 / c as f64)?;
-        self.layer_norm_centered(&xc, gamma, beta, rows, c, params)
+    ) -> Op<Share> {
+        attempt!(check_len("layer_norm", "input", x.len(), rows * c));
+        let (gamma, beta) = (gamma.cloned(), beta.cloned());
+        self.trunc_scaled(&center_rows(x, rows, c), 0, 1.0 / c as f64)
+            .then(move |ctx, xc| {
+                ctx.layer_norm_centered(&xc, gamma.as_ref(), beta.as_ref(), rows, c, params)
+            })
     }
 
-    /// [`Session::layer_norm`] from the centred rows `x − μ` on (rounds 2–7).
+    /// [`Ctx::layer_norm`] from the centred rows `x − μ` on.
     /// A caller that already truncates the input can produce `x − μ` in the
-    /// same round: `trunc_scaled(center_rows(x_raw), extra, 1/c)` next to the
+    /// same round: `trunc_scaled(center_rows(x_raw), extra, 1/c)` beside the
     /// truncation of `x_raw` itself, saving LayerNorm's first round.
+    ///
+    /// Steps: one opening of `x − μ − A` serves both `(x − μ)²` and
+    /// `(x − μ)·γ` (round 1, one dealer correlation with the same mask `A`);
+    /// one truncation round for both, with the comparison of the rsqrt's
+    /// input `u = Σ(x − μ)² + c·eps = c·(σ² + eps)` beside it (round 2);
+    /// `√c/√u` (rounds 3–4, the public `1/c` folded into the constant); one
+    /// row-broadcast product and a truncation (rounds 5–6); `+ β` (local).
+    /// Rounds 6.
     pub fn layer_norm_centered(
         &mut self,
         xc: &Share,
@@ -480,31 +488,21 @@ impl Session<'_> {
         rows: usize,
         c: usize,
         params: LayerNormParams,
-    ) -> Result<Share> {
+    ) -> Op<Share> {
         if let Some(b) = beta {
-            check_len("layer_norm", "beta", b.len(), c)?;
+            attempt!(check_len("layer_norm", "beta", b.len(), c));
         }
-        let (inv, p) = self.norm_inverse(xc, gamma, None, rows, c, params)?;
-        let num = p.scaled.unwrap_or_else(|| xc.clone());
-        self.scale_rows_shift(&num, &inv, rows, c, beta)
-    }
-
-    /// `diag(inv)·x + shift` for `x` (rows×cols) and row inverses at
-    /// `f + EXTRA_FRAC` bits, `shift` broadcast over rows. Rounds 2.
-    fn scale_rows_shift(
-        &mut self,
-        x: &Share,
-        inv: &Share,
-        rows: usize,
-        cols: usize,
-        shift: Option<&Share>,
-    ) -> Result<Share> {
-        let y = self.mul_rows_raw(x, inv, rows, cols)?;
-        let y = self.trunc(&y, self.frac_bits() + EXTRA_FRAC)?;
-        Ok(match shift {
-            Some(b) => y.add(&Share::new(tile(b.as_slice(), rows))),
-            None => y,
-        })
+        let beta = beta.map(|b| Share::new(tile(b.as_slice(), rows)));
+        let xc_own = xc.clone();
+        self.norm_inverse(xc, gamma, None, rows, c, params)
+            .then(move |ctx, (inv, p)| {
+                let num = p.scaled.unwrap_or(xc_own);
+                ctx.scale_rows(&num, &inv, rows, c)
+            })
+            .map(move |y| match beta {
+                Some(b) => y.add(&b),
+                None => y,
+            })
     }
 
     /// `LN(x)·W + b` for centred rows `xc` (rows×c), a LayerNorm without
@@ -521,14 +519,21 @@ impl Session<'_> {
         rows: usize,
         c: usize,
         params: LayerNormParams,
-    ) -> Result<Share> {
+    ) -> Op<Share> {
         let out = w.cols();
         if let Some(b) = bias {
-            check_len("layer_norm_linear", "bias", b.len(), out)?;
+            attempt!(check_len("layer_norm_linear", "bias", b.len(), out));
         }
-        let (inv, p) = self.norm_inverse(xc, None, Some(w), rows, c, params)?;
-        let xw = p.product.expect("requested product");
-        self.scale_rows_shift(&xw, &inv, rows, out, bias)
+        let bias = bias.map(|b| Share::new(tile(b.as_slice(), rows)));
+        self.norm_inverse(xc, None, Some(w), rows, c, params)
+            .then(move |ctx, (inv, p)| {
+                let xw = p.product.expect("requested product");
+                ctx.scale_rows(&xw, &inv, rows, out)
+            })
+            .map(move |y| match bias {
+                Some(b) => y.add(&b),
+                None => y,
+            })
     }
 
     /// `z = LN(x)·γ + β` and `LN(x)·W + b` together, for a LayerNorm whose
@@ -544,35 +549,35 @@ impl Session<'_> {
         rows: usize,
         c: usize,
         params: LayerNormParams,
-    ) -> Result<(Share, Share)> {
+    ) -> Op<(Share, Share)> {
         let ((gamma, beta), (w, bias)) = (norm, next);
         let out = w.cols();
-        check_len("layer_norm", "beta", beta.len(), c)?;
+        attempt!(check_len("layer_norm", "beta", beta.len(), c));
         if let Some(b) = bias {
-            check_len("layer_norm_and_linear", "bias", b.len(), out)?;
+            attempt!(check_len("layer_norm_and_linear", "bias", b.len(), out));
         }
-        let (inv, p) = self.norm_inverse(xc, Some(gamma), Some(w), rows, c, params)?;
-        let zr = self.mul_rows_raw_begin(p.scaled.as_ref().expect("scaled"), &inv, rows, c)?;
-        let yr = self.mul_rows_raw_begin(p.product.as_ref().expect("product"), &inv, rows, out)?;
-        let (z, y) = self.finish2(zr, yr)?;
-        let s = self.frac_bits() + EXTRA_FRAC;
-        let mut t = self.trunc_many(&[(&z, s), (&y, s)])?;
-        let y = t.pop().expect("product");
-        let z = t
-            .pop()
-            .expect("normed")
-            .add(&Share::new(tile(beta.as_slice(), rows)));
-        let y = match bias {
-            Some(b) => y.add(&Share::new(tile(b.as_slice(), rows))),
-            None => y,
-        };
-        Ok((z, y))
+        let beta = Share::new(tile(beta.as_slice(), rows));
+        let bias = bias.map(|b| Share::new(tile(b.as_slice(), rows)));
+        self.norm_inverse(xc, Some(gamma), Some(w), rows, c, params)
+            .then(move |ctx, (inv, p)| {
+                let z = ctx.scale_rows(p.scaled.as_ref().expect("scaled"), &inv, rows, c);
+                let y = ctx.scale_rows(p.product.as_ref().expect("product"), &inv, rows, out);
+                z.join(y)
+            })
+            .map(move |(z, y)| {
+                let y = match bias {
+                    Some(b) => y.add(&b),
+                    None => y,
+                };
+                (z.add(&beta), y)
+            })
     }
 
     /// Shared part of the LayerNorm variants: the products of `x − μ` (one
     /// opening), then `√c/√u` with `u = Σ(x − μ)² + c·eps`, whose comparison
     /// runs in the round that truncates `u` and the products. Returns the
     /// row inverses (at `f + EXTRA_FRAC` bits) and the truncated products.
+    /// Rounds 4.
     fn norm_inverse(
         &mut self,
         xc: &Share,
@@ -581,41 +586,44 @@ impl Session<'_> {
         rows: usize,
         c: usize,
         params: LayerNormParams,
-    ) -> Result<(Share, NormProducts)> {
-        check_len("layer_norm", "input", xc.len(), rows * c)?;
+    ) -> Op<(Share, NormProducts)> {
+        attempt!(check_len("layer_norm", "input", xc.len(), rows * c));
         if let Some(g) = gamma {
-            check_len("layer_norm", "gamma", g.rows() * g.cols(), c)?;
+            attempt!(check_len("layer_norm", "gamma", g.rows() * g.cols(), c));
         }
         let f = self.frac_bits();
-        let p = self.norm_products_raw(xc, gamma, next, rows, c)?;
-        // u = Σ(x − μ)² + c·eps = c·(σ² + eps), at 2f bits
-        let u_raw = Share::new(ring::row_sums(p.square.as_slice(), rows, c));
-        let u_raw = self.add_scalar(&u_raw, encode_at(c as f64 * params.eps, 2 * f));
-        let dom = Domain {
-            lo: c as f64 * (params.var.lo + params.eps),
-            hi: c as f64 * (params.var.hi + params.eps),
-        };
-        let pe = PiecewiseEval::rsqrt(dom, (c as f64).sqrt(), f);
-        let mut parts = vec![(&u_raw, f)];
-        parts.extend(p.scaled.iter().map(|s| (s, f)));
-        parts.extend(p.product.iter().map(|s| (s, f)));
-        let trunc = self.trunc_many_begin(&parts)?;
-        let cmp =
-            self.ge_thresholds_begin(&u_raw, &pe.thresholds(2 * f), dom.compare_bits(2 * f))?;
-        let (t, g) = self.finish2(trunc, cmp)?;
-        let mut t = t.into_iter();
-        let u = t.next().expect("u");
-        let scaled = p.scaled.as_ref().map(|_| t.next().expect("scaled"));
-        let product = p.product.as_ref().map(|_| t.next().expect("product"));
-        let inv = self.piecewise_from_bits(&u, &g, &pe.pw, pe.out_frac, pe.max_out)?;
-        Ok((
-            inv,
-            NormProducts {
-                square: u,
-                scaled,
-                product,
-            },
-        ))
+        self.norm_products_raw(xc, gamma, next, rows, c)
+            .then(move |ctx, p| {
+                // u = Σ(x − μ)² + c·eps = c·(σ² + eps), at 2f bits
+                let u_raw = Share::new(ring::row_sums(p.square.as_slice(), rows, c));
+                let u_raw = ctx.add_scalar(&u_raw, encode_at(c as f64 * params.eps, 2 * f));
+                let dom = Domain {
+                    lo: c as f64 * (params.var.lo + params.eps),
+                    hi: c as f64 * (params.var.hi + params.eps),
+                };
+                let pe = PiecewiseEval::rsqrt(dom, (c as f64).sqrt(), f);
+                let u = ctx.trunc(&u_raw, f);
+                let scaled = p.scaled.map(|s| ctx.trunc(&s, f));
+                let product = p.product.map(|s| ctx.trunc(&s, f));
+                let cmp = ctx.ge_thresholds(&u_raw, &pe.thresholds(2 * f), dom.compare_bits(2 * f));
+                let truncs = Op::all(vec![u, optional(scaled), optional(product)]);
+                truncs.join(cmp).then(move |ctx, (mut t, g)| {
+                    let product = t.pop().expect("product slot");
+                    let scaled = t.pop().expect("scaled slot");
+                    let u = t.pop().expect("u");
+                    ctx.piecewise_from_bits(&u, None, &g, &pe).map(move |inv| {
+                        let some = |s: Share| (!s.is_empty()).then_some(s);
+                        (
+                            inv,
+                            NormProducts {
+                                square: u,
+                                scaled: some(scaled),
+                                product: some(product),
+                            },
+                        )
+                    })
+                })
+            })
     }
 
     /// From one opening of `x − A` (x: rows×c): `x ⊙ x`; with a masked
@@ -630,10 +638,10 @@ impl Session<'_> {
         next: Option<&MaskedWeight>,
         rows: usize,
         c: usize,
-    ) -> Result<NormProducts> {
-        check_len("norm_products", "input", x.len(), rows * c)?;
+    ) -> Op<NormProducts> {
+        attempt!(check_len("norm_products", "input", x.len(), rows * c));
         if let Some(w) = next {
-            check_len("norm_products", "weight rows", w.rows(), c)?;
+            attempt!(check_len("norm_products", "weight rows", w.rows(), c));
         }
         let req = Request::NormProducts {
             id: gamma.map(|g| g.id()),
@@ -641,50 +649,93 @@ impl Session<'_> {
             rows,
             cols: c,
         };
-        let (a, _, cc) = expect_triple("norm_products", self.take("norm_products", req)?)?;
+        let (a, _, cc) = attempt!(
+            self.take("norm_products", req)
+                .and_then(|m| expect_triple("norm_products", m))
+        );
         let e_mine = ring::sub(x.as_slice(), &a);
-        let other = self.exchange("norm_products", &e_mine)?;
-        let e = ring::add(&e_mine, &other);
         let p0 = self.is_p0();
-        let n = rows * c;
-        // x² = c_sq + 2e·a + e²  (e² by party 0)
-        let sq: Vec<u64> = (0..n)
-            .map(|i| {
-                let mut z = cc[i].wrapping_add(e[i].wrapping_mul(a[i]).wrapping_mul(2));
-                if p0 {
-                    z = z.wrapping_add(e[i].wrapping_mul(e[i]));
-                }
-                z
-            })
-            .collect();
-        let mut at = n;
-        let scaled = gamma.map(|g| {
-            // x·γ = c_w + e·(B_i + [p0]F) + a·F, per column j
-            let (eb, f) = (g.eb_share(), g.opened());
-            let v = (0..n)
-                .map(|i| {
-                    let j = i % c;
-                    cc[at + i]
-                        .wrapping_add(e[i].wrapping_mul(eb[j]))
-                        .wrapping_add(a[i].wrapping_mul(f[j]))
+        let (gamma, next) = (gamma.cloned(), next.cloned());
+        Op::exchange(
+            "norm_products",
+            channel::pack(&e_mine, 64),
+            move |_, peer| {
+                let other = channel::unpack(peer, rows * c, 64);
+                let e = ring::add(&e_mine, &other);
+                let n = rows * c;
+                // x² = c_sq + 2e·a + e²  (e² by party 0)
+                let sq: Vec<u64> = (0..n)
+                    .map(|i| {
+                        let mut z = cc[i].wrapping_add(e[i].wrapping_mul(a[i]).wrapping_mul(2));
+                        if p0 {
+                            z = z.wrapping_add(e[i].wrapping_mul(e[i]));
+                        }
+                        z
+                    })
+                    .collect();
+                let mut at = n;
+                let scaled = gamma.map(|g| {
+                    // x·γ = c_w + e·(B_i + [p0]F) + a·F, per column j
+                    let (eb, f) = (g.eb_share(), g.opened());
+                    let v = (0..n)
+                        .map(|i| {
+                            let j = i % c;
+                            cc[at + i]
+                                .wrapping_add(e[i].wrapping_mul(eb[j]))
+                                .wrapping_add(a[i].wrapping_mul(f[j]))
+                        })
+                        .collect::<Vec<u64>>();
+                    at += n;
+                    Share::new(v)
+                });
+                let product = next.map(|w| {
+                    // x·W = C + E·(B_i + [p0]F) + A·F
+                    let mut z = cc[at..at + rows * w.cols()].to_vec();
+                    ring::matmul_acc(&e, w.eb_share(), &mut z, rows, c, w.cols());
+                    ring::matmul_acc(&a, w.opened(), &mut z, rows, c, w.cols());
+                    Share::new(z)
+                });
+                Op::ready(NormProducts {
+                    square: Share::new(sq),
+                    scaled,
+                    product,
                 })
-                .collect::<Vec<u64>>();
-            at += n;
-            Share::new(v)
-        });
-        let product = next.map(|w| {
-            // x·W = C + E·(B_i + [p0]F) + A·F
-            let mut z = cc[at..at + rows * w.cols()].to_vec();
-            ring::matmul_acc(&e, w.eb_share(), &mut z, rows, c, w.cols());
-            ring::matmul_acc(&a, w.opened(), &mut z, rows, c, w.cols());
-            Share::new(z)
-        });
-        Ok(NormProducts {
-            square: Share::new(sq),
-            scaled,
-            product,
-        })
+            },
+        )
     }
+}
+
+/// The squarings of [`Ctx::exp_neg`] from squaring `i` on.
+fn exp_squarings(c: &mut Ctx<'_>, y: Share, i: u32, hi: u32) -> Op<Share> {
+    if i == EXP_SQUARINGS {
+        return Op::ready(y);
+    }
+    let shift = if i + 1 == EXP_SQUARINGS {
+        hi + EXP_SQUARINGS
+    } else {
+        hi
+    };
+    c.square_raw(&y)
+        .then(move |c, sq| c.trunc(&sq, shift))
+        .then(move |c, y| exp_squarings(c, y, i + 1, hi))
+}
+
+/// An optional operator as one whose absence is an empty share.
+fn optional(op: Option<Op<Share>>) -> Op<Share> {
+    op.unwrap_or_else(|| Op::ready(Share::zeros(0)))
+}
+
+/// Settings of [`Ctx::relu_attention`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReluAttention {
+    /// Comparison width for the scores (|S| < 2^(bits−1) ulps).
+    pub bits: u32,
+    /// Low bits of the scores the ReLU's comparison ignores (see [`Ctx::relu_coarse`]).
+    pub coarse: u32,
+    /// Added to each row sum.
+    pub eps: f64,
+    /// Range of the row sums plus eps.
+    pub row_sum: Domain,
 }
 
 /// Default range of ReLU-softmax row sums: `[2^−10, 2^12]`.

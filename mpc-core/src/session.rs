@@ -1,42 +1,40 @@
-//! A party's view of one secure computation: who it is, the fixed-point
-//! format, the link to its peer and where its correlated randomness comes from.
+//! A party's view of one secure computation.
 //!
-//! Every secure operator is a method on [`Session`]; both parties call the
-//! same methods in the same order with their own shares. Methods branch only
-//! on public values (shapes, the party index, opened masked values).
+//! [`Ctx`] is what operators are built from: who this party is, the
+//! fixed-point format and where its correlated randomness comes from. Every
+//! secure operator is a method on it returning an [`Op`] (see [`crate::op`]);
+//! methods branch only on public values (shapes, the party index, opened
+//! masked values). [`Session`] adds the link to the peer and runs operators.
 
 use crate::channel::{self, Channel};
 use crate::dealer::{CorrelationSource, Material, Request};
 use crate::error::{MpcError, Result, check_len};
 use crate::fixed::FixedPoint;
+use crate::op::{Op, Step};
 use crate::share::{Party, Share};
 
-/// One party's state for a secure computation.
-pub struct Session<'a> {
+/// One party's context for building operators: its index, the fixed-point
+/// format and its source of correlated randomness. It has no link: an
+/// operator built here only says what it would send.
+pub struct Ctx<'a> {
     party: Party,
     fp: FixedPoint,
-    ch: &'a mut dyn Channel,
     src: &'a mut dyn CorrelationSource,
 }
 
-impl std::fmt::Debug for Session<'_> {
+impl std::fmt::Debug for Ctx<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session")
+        f.debug_struct("Ctx")
             .field("party", &self.party)
             .field("fp", &self.fp)
             .finish_non_exhaustive()
     }
 }
 
-impl<'a> Session<'a> {
-    /// A session for `party` over `ch`, taking correlations from `src`.
-    pub fn new(
-        party: Party,
-        fp: FixedPoint,
-        ch: &'a mut dyn Channel,
-        src: &'a mut dyn CorrelationSource,
-    ) -> Self {
-        Session { party, fp, ch, src }
+impl<'a> Ctx<'a> {
+    /// A context for `party` taking correlations from `src`.
+    pub fn new(party: Party, fp: FixedPoint, src: &'a mut dyn CorrelationSource) -> Self {
+        Ctx { party, fp, src }
     }
 
     /// This party.
@@ -68,17 +66,15 @@ impl<'a> Session<'a> {
         self.src.is_recording()
     }
 
-    /// Send 64-bit words and receive the peer's as many: one round.
-    pub(crate) fn exchange(&mut self, op: &'static str, words: &[u64]) -> Result<Vec<u64>> {
-        channel::exchange_packed(self.ch, op, words, 64)
-    }
-
     /// Reveal a shared vector to both parties.
     ///
     /// Rounds 1; sends `8n` bytes per party.
-    pub fn open(&mut self, x: &Share) -> Result<Vec<u64>> {
-        let other = self.exchange("open", x.as_slice())?;
-        Ok(crate::ring::add(x.as_slice(), &other))
+    pub fn open(&mut self, x: &Share) -> Op<Vec<u64>> {
+        let mine = x.as_slice().to_vec();
+        Op::exchange("open", channel::pack(&mine, 64), move |_, peer| {
+            let other = channel::unpack(peer, mine.len(), 64);
+            Op::ready(crate::ring::add(&mine, &other))
+        })
     }
 
     /// This party's share of a public vector (party 0 holds it, party 1 holds zeros).
@@ -115,68 +111,81 @@ impl<'a> Session<'a> {
     }
 }
 
-/// The first half of one communication round of an operator: the bytes this
-/// party sends, and how to finish once the peer's message (of the same,
-/// public length) arrives. Splitting operators this way lets independent
-/// operators share a round ([`Session::finish2`]); the correlated randomness
-/// is taken when the round is begun, so begin order fixes the plan.
-pub struct Round<T> {
-    op: &'static str,
-    msg: Vec<u8>,
-    finish: Finish<T>,
+/// One party's state for a secure computation: a [`Ctx`] and the link to
+/// the peer. [`Session::run`] is the synchronous driver of [`Op`]s.
+pub struct Session<'a> {
+    ctx: Ctx<'a>,
+    ch: &'a mut dyn Channel,
 }
 
-/// What turns the peer's message into an operator's result.
-type Finish<T> = Box<dyn FnOnce(&[u8]) -> Result<T>>;
-
-impl<T> std::fmt::Debug for Round<T> {
+impl std::fmt::Debug for Session<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Round({}, {} bytes)", self.op, self.msg.len())
+        f.debug_struct("Session")
+            .field("ctx", &self.ctx)
+            .finish_non_exhaustive()
     }
 }
 
-impl<T> Round<T> {
-    /// A round sending `msg`, finished by `finish` on the peer's message.
-    pub(crate) fn new(
-        op: &'static str,
-        msg: Vec<u8>,
-        finish: impl FnOnce(&[u8]) -> Result<T> + 'static,
+impl<'a> Session<'a> {
+    /// A session for `party` over `ch`, taking correlations from `src`.
+    pub fn new(
+        party: Party,
+        fp: FixedPoint,
+        ch: &'a mut dyn Channel,
+        src: &'a mut dyn CorrelationSource,
     ) -> Self {
-        Round {
-            op,
-            msg,
-            finish: Box::new(finish),
+        Session {
+            ctx: Ctx::new(party, fp, src),
+            ch,
         }
     }
-}
 
-impl<T: 'static> Round<T> {
-    /// The same round with `f` applied to its result.
-    pub(crate) fn then<U>(self, f: impl FnOnce(T) -> Result<U> + 'static) -> Round<U> {
-        let finish = self.finish;
-        Round {
-            op: self.op,
-            msg: self.msg,
-            finish: Box::new(move |peer| f(finish(peer)?)),
+    /// This party.
+    pub fn party(&self) -> Party {
+        self.ctx.party
+    }
+
+    /// The fixed-point format.
+    pub fn fp(&self) -> FixedPoint {
+        self.ctx.fp
+    }
+
+    /// Fractional bits `f`.
+    pub fn frac_bits(&self) -> u32 {
+        self.ctx.fp.frac_bits
+    }
+
+    /// The context operators are built from.
+    pub fn ctx(&mut self) -> &mut Ctx<'a> {
+        &mut self.ctx
+    }
+
+    /// Build an operator with `build` and run it to the end: each of its
+    /// rounds sends one message and receives the peer's (of the same
+    /// length). An exchange with nothing to send on either side is skipped
+    /// (both parties know it is empty). Rounds and bytes are the operator's.
+    pub fn run<T: Send + 'static>(
+        &mut self,
+        build: impl FnOnce(&mut Ctx<'a>) -> Op<T>,
+    ) -> Result<T> {
+        let mut op = build(&mut self.ctx);
+        loop {
+            match op.step(&mut self.ctx) {
+                Step::Done(r) => return r,
+                Step::Exchange {
+                    op: name,
+                    msg,
+                    next,
+                } => {
+                    let peer = if msg.is_empty() {
+                        Vec::new()
+                    } else {
+                        channel::exchange_bytes(self.ch, name, msg)?
+                    };
+                    op = next(&mut self.ctx, &peer);
+                }
+            }
         }
-    }
-}
-
-impl Session<'_> {
-    /// Run one begun round on its own.
-    pub fn finish<T>(&mut self, r: Round<T>) -> Result<T> {
-        let peer = channel::exchange_bytes(self.ch, r.op, r.msg)?;
-        (r.finish)(&peer)
-    }
-
-    /// Run two independent begun rounds as one: one message each way.
-    pub fn finish2<A, B>(&mut self, a: Round<A>, b: Round<B>) -> Result<(A, B)> {
-        let split = a.msg.len();
-        let mut msg = a.msg;
-        msg.extend(b.msg);
-        let peer = channel::exchange_bytes(self.ch, a.op, msg)?;
-        let (pa, pb) = peer.split_at(split);
-        Ok(((a.finish)(pa)?, (b.finish)(pb)?))
     }
 }
 

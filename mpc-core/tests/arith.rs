@@ -12,7 +12,7 @@ const ULP: f64 = 1.0 / 65536.0;
 fn mul_matches_plaintext_and_costs_two_rounds() {
     let x = uniform(1000, -100.0, 100.0, 1);
     let y = uniform(1000, -100.0, 100.0, 2);
-    let (got, r) = run(FP, &[&x, &y], |s, v| s.mul(&v[0], &v[1]));
+    let (got, r) = run(FP, &[&x, &y], |s, v| s.run(|cx| cx.mul(&v[0], &v[1])));
     let want: Vec<f64> = x.iter().zip(&y).map(|(a, b)| a * b).collect();
     // encoding error of each operand (≤ ½ ulp) times the other operand, plus one ulp of truncation
     assert!(max_abs_diff(&got, &want) < 100.0 * ULP + 2.0 * ULP);
@@ -26,7 +26,7 @@ fn mul_matches_plaintext_and_costs_two_rounds() {
 #[test]
 fn square_and_matmul_match_plaintext_with_counts() {
     let x = uniform(64, -8.0, 8.0, 3);
-    let (got, r) = run(FP, &[&x], |s, v| s.square(&v[0]));
+    let (got, r) = run(FP, &[&x], |s, v| s.run(|cx| cx.square(&v[0])));
     let want: Vec<f64> = x.iter().map(|a| a * a).collect();
     assert!(max_abs_diff(&got, &want) < 20.0 * ULP);
     assert_eq!(r.online[0].rounds, 2);
@@ -35,7 +35,9 @@ fn square_and_matmul_match_plaintext_with_counts() {
     let (m, k, n) = (5, 16, 7);
     let a = uniform(m * k, -4.0, 4.0, 4);
     let b = uniform(k * n, -4.0, 4.0, 5);
-    let (got, r) = run(FP, &[&a, &b], |s, v| s.matmul(&v[0], &v[1], m, k, n));
+    let (got, r) = run(FP, &[&a, &b], |s, v| {
+        s.run(|cx| cx.matmul(&v[0], &v[1], m, k, n))
+    });
     let want = plain::matmul(&a, &b, m, k, n);
     assert!(max_abs_diff(&got, &want) < k as f64 * 8.0 * ULP);
     assert_eq!(r.online[1].rounds, 2);
@@ -52,9 +54,9 @@ fn weight_matmul_opens_only_the_activation() {
     let x = uniform(m * k, -3.0, 3.0, 6);
     let w = uniform(k * n, -0.5, 0.5, 7);
     let (got, r) = run(FP, &[&x, &w], |s, v| {
-        let mw = s.mask_weight(1, &v[1], k, n)?;
-        let y1 = s.weight_matmul(&v[0], m, &mw)?;
-        let y2 = s.weight_matmul(&v[0], m, &mw)?;
+        let mw = s.run(|cx| cx.mask_weight(1, &v[1], k, n))?;
+        let y1 = s.run(|cx| cx.weight_matmul(&v[0], m, &mw))?;
+        let y2 = s.run(|cx| cx.weight_matmul(&v[0], m, &mw))?;
         Ok(Share::concat(&[&y1, &y2]))
     });
     let want = plain::matmul(&x, &w, m, k, n);
@@ -82,7 +84,11 @@ fn truncation_is_within_one_ulp_at_the_domain_edges() {
         -3.5,
     ];
     let shared = Shared::new(FixedPoint { frac_bits: 32 }, &[&x]);
-    let r = mpc_core::local::run_local(FP, |s| s.trunc(&shared.of(s)[0], 16)).unwrap();
+    let r = mpc_core::local::run_local(FP, |s| {
+        let x = shared.of(s)[0].clone();
+        s.run(|cx| cx.trunc(&x, 16))
+    })
+    .unwrap();
     // one round, one bit per element each way; 8 bytes per element from the dealer to party 1
     for p in r.online {
         assert_eq!(p.rounds, 1);
@@ -108,8 +114,11 @@ fn truncation_is_within_one_ulp_at_the_domain_edges() {
 fn scaled_truncation_by_one_over_192_holds_for_large_inputs() {
     let xs: Vec<f64> = uniform(4000, -3000.0, 3000.0, 11);
     let shared = Shared::new(FixedPoint { frac_bits: 32 }, &[&xs]);
-    let r = mpc_core::local::run_local(FP, |s| s.trunc_scaled(&shared.of(s)[0], 16, 1.0 / 192.0))
-        .unwrap();
+    let r = mpc_core::local::run_local(FP, |s| {
+        let x = shared.of(s)[0].clone();
+        s.run(|cx| cx.trunc_scaled(&x, 16, 1.0 / 192.0))
+    })
+    .unwrap();
     let got = FP.decode_all(&mpc_core::reconstruct(&r.outputs[0], &r.outputs[1]));
     let want: Vec<f64> = xs.iter().map(|x| x / 192.0).collect();
     // 1 ulp of truncation plus 2^-14 relative error of the encoded 1/192.
@@ -133,11 +142,11 @@ fn pool_exhaustion_and_out_of_step_are_typed_errors() {
     let (mut c0, _c1) = MemChannel::pair();
     let mut s = Session::new(Party::P0, FP, &mut c0, &mut pool);
     let x = Share::zeros(3);
-    let err = s.mul_raw(&x, &x).unwrap_err();
+    let err = s.run(|cx| cx.mul_raw(&x, &x)).unwrap_err();
     assert!(matches!(err, MpcError::OutOfStep { .. }), "{err}");
     let mut empty = Pool::new();
     let mut s = Session::new(Party::P0, FP, &mut c0, &mut empty);
-    let err = s.trunc(&x, 16).unwrap_err();
+    let err = s.run(|cx| cx.trunc(&x, 16)).unwrap_err();
     assert!(matches!(err, MpcError::PoolExhausted { .. }), "{err}");
 }
 
@@ -155,7 +164,7 @@ proptest! {
     #[test]
     fn mul_property(xs in proptest::collection::vec(-1000.0f64..1000.0, 1..40), k in -50.0f64..50.0) {
         let ys: Vec<f64> = xs.iter().map(|x| x * 0.37 - k).collect();
-        let (got, _) = run(FP, &[&xs, &ys], |s, v| s.mul(&v[0], &v[1]));
+        let (got, _) = run(FP, &[&xs, &ys], |s, v| s.run(|cx| cx.mul(&v[0], &v[1])));
         let want: Vec<f64> = xs.iter().zip(&ys).map(|(a, b)| a * b).collect();
         let tol = 1100.0 * ULP + 2.0 * ULP;
         prop_assert!(max_abs_diff(&got, &want) < tol);

@@ -18,8 +18,8 @@ const FP: FixedPoint = FixedPoint { frac_bits: 16 };
 fn layers(s: &mut Session, x: &Share) -> Result<Share> {
     let mut y = x.clone();
     for _ in 0..6 {
-        let sq = s.mul(&y, &y)?;
-        let r = s.relu(&y.sub(&sq), 32)?;
+        let sq = s.run(|cx| cx.mul(&y, &y))?;
+        let r = s.run(|cx| cx.relu(&y.sub(&sq), 32))?;
         y = r.add(&y);
     }
     Ok(y)
@@ -122,6 +122,6 @@ fn a_program_that_leaves_the_plan_is_out_of_step() {
     );
     let (mut c0, _c1) = MemChannel::pair();
     let mut s = Session::new(Party::P0, FP, &mut c0, &mut pool);
-    let err = s.trunc(&Share::zeros(3), 16).unwrap_err();
+    let err = s.run(|cx| cx.trunc(&Share::zeros(3), 16)).unwrap_err();
     assert!(matches!(err, MpcError::OutOfStep { .. }), "{err}");
 }
