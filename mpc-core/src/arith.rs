@@ -282,6 +282,91 @@ impl Ctx<'_> {
         })
     }
 
+    /// Scale each row `i` of `x` (rows×cols) by `⌊v_i / 2^shift⌋` (possibly
+    /// plus one), without truncating the product: the vector's truncation
+    /// rides on the product's opening instead of taking a round of its own.
+    ///
+    /// Method: party 0 adds 2^62 to `v` (so `v' ∈ [0, 2^63)` for `|v| <
+    /// 2^62`); the parties open `E = x − A` and `m = v' + r` (r a uniform
+    /// 64-bit mask). With `r_h = r >> shift`, the wrap of `v' + r` is
+    /// `msb(r)·(1 − msb(m))` (v' has a zero top bit), so
+    /// `t = (m >> shift) − 2^(62−shift) − r_h + 2^(64−shift)·(1 − msb(m))·msb(r)`
+    /// is linear in dealer-shared values, and `x·t = (E + A)·t` is local from
+    /// shares of `r_h`, `msb(r)`, `A⊙r_h` and `A⊙msb(r)` (row-broadcast).
+    ///
+    /// Rounds 1; sends `8(rows·cols + rows)` bytes per party (as
+    /// [`Ctx::mul_rows_raw`]); dealer: `16·rows·cols + 16·rows` bytes to
+    /// party 1 (a row-broadcast triple and a truncation would be
+    /// `8·rows·cols + 8·rows` and a round more). Accuracy: `t` is the true
+    /// `⌊v/2^shift⌋` or one more (the dropped borrow of the low bits);
+    /// domain `|v| < 2^62`.
+    pub fn mul_rows_trunc_raw(
+        &mut self,
+        x: &Share,
+        v: &Share,
+        rows: usize,
+        cols: usize,
+        shift: u32,
+    ) -> Op<Share> {
+        assert!((1..63).contains(&shift), "mul_rows_trunc: shift {shift}");
+        attempt!(check_len("mul_rows", "matrix", x.len(), rows * cols));
+        attempt!(check_len("mul_rows", "row scales", v.len(), rows));
+        let req = Request::TruncRowScale { rows, cols, shift };
+        let (a, r, r_high, r_msb, a_high, a_msb) = match attempt!(self.take("mul_rows", req)) {
+            Material::TruncRowScale {
+                a,
+                r,
+                r_high,
+                r_msb,
+                a_high,
+                a_msb,
+            } => (a, r, r_high, r_msb, a_high, a_msb),
+            other => {
+                return Op::fail(MpcError::OutOfStep {
+                    op: "mul_rows",
+                    needed: "trunc-rowscale".into(),
+                    found: format!("{other:?}"),
+                });
+            }
+        };
+        const OFFSET: u64 = 1 << 62;
+        let p0 = self.is_p0();
+        let mut msg = ring::sub(x.as_slice(), &a);
+        msg.extend(v.as_slice().iter().zip(&r).map(|(v, r)| {
+            let v = if p0 { v.wrapping_add(OFFSET) } else { *v };
+            v.wrapping_add(*r)
+        }));
+        let bytes = channel::pack(&msg, 64);
+        Op::exchange("mul_rows", bytes, move |_, peer| {
+            let other = channel::unpack(peer, msg.len(), 64);
+            let em = ring::add(&msg, &other);
+            let (e, m) = em.split_at(rows * cols);
+            let wrap_scale = 1u64 << (64 - shift);
+            let mut z = Vec::with_capacity(rows * cols);
+            for i in 0..rows {
+                let public = (m[i] >> shift).wrapping_sub(OFFSET >> shift);
+                let no_wrap = 1 - (m[i] >> 63);
+                // this party's share of t_i
+                let mut t = (no_wrap * wrap_scale)
+                    .wrapping_mul(r_msb[i])
+                    .wrapping_sub(r_high[i]);
+                if p0 {
+                    t = t.wrapping_add(public);
+                }
+                for j in 0..cols {
+                    let idx = i * cols + j;
+                    // E·t + A·t with A·t = A·public − A⊙r_h + 2^(64−s)(1 − msb m)·A⊙msb(r)
+                    let at = a[idx]
+                        .wrapping_mul(public)
+                        .wrapping_sub(a_high[idx])
+                        .wrapping_add((no_wrap * wrap_scale).wrapping_mul(a_msb[idx]));
+                    z.push(e[idx].wrapping_mul(t).wrapping_add(at));
+                }
+            }
+            Op::ready(Share::new(z))
+        })
+    }
+
     /// Arithmetic shift right by `s` bits of a shared signed value: `⌊x / 2^s⌋`, possibly minus one.
     ///
     /// Method (SiRNN/Cheetah "known MSB"): party 0 adds the public offset 2^62,

@@ -56,6 +56,18 @@ pub enum Request {
         /// Columns.
         cols: usize,
     },
+    /// For a row scaling whose vector is truncated on the way in (see
+    /// `Ctx::scale_rows`): `A` (rows×cols) masks the matrix, a 64-bit `r`
+    /// (rows) masks the vector, and with `r_h = r >> shift`, `m_r = msb(r)`:
+    /// shares of `r_h`, `m_r`, `A_ij·r_h,i` and `A_ij·m_r,i`.
+    TruncRowScale {
+        /// Rows.
+        rows: usize,
+        /// Columns.
+        cols: usize,
+        /// The vector's truncation (1..64).
+        shift: u32,
+    },
     /// The mask `B` (k×n) of a fixed weight, drawn once per model load.
     WeightMask {
         /// The weight's identifier, unique within a model.
@@ -137,6 +149,7 @@ impl Request {
             Request::Square { .. } => "square",
             Request::MatMul { .. } => "matmul",
             Request::RowScale { .. } => "rowscale",
+            Request::TruncRowScale { .. } => "trunc-rowscale",
             Request::WeightMask { .. } => "weight-mask",
             Request::WeightMatMul { .. } => "weight-matmul",
             Request::Wrap { .. } => "wrap",
@@ -167,6 +180,13 @@ impl Request {
             Request::RowScale { rows, cols } => {
                 if p1 {
                     8 * rows * cols
+                } else {
+                    0
+                }
+            }
+            Request::TruncRowScale { rows, cols, .. } => {
+                if p1 {
+                    16 * rows * cols + 16 * rows
                 } else {
                     0
                 }
@@ -221,6 +241,21 @@ pub enum Material {
         /// Share of the mask `B`.
         b: Vec<u64>,
     },
+    /// See [`Request::TruncRowScale`].
+    TruncRowScale {
+        /// Share of the matrix mask `A`.
+        a: Vec<u64>,
+        /// Share of the vector mask `r`.
+        r: Vec<u64>,
+        /// Share of `r >> shift`.
+        r_high: Vec<u64>,
+        /// Share of `msb(r)`.
+        r_msb: Vec<u64>,
+        /// Share of `A_ij·(r >> shift)_i`.
+        a_high: Vec<u64>,
+        /// Share of `A_ij·msb(r)_i`.
+        a_msb: Vec<u64>,
+    },
     /// See [`Request::Wrap`].
     Wrap {
         /// This party's own random bits (`a` for party 0, `b` for party 1).
@@ -264,6 +299,7 @@ impl std::fmt::Debug for Material {
         let kind = match self {
             Material::Triple { .. } => "triple",
             Material::WeightMask { .. } => "weight-mask",
+            Material::TruncRowScale { .. } => "trunc-rowscale",
             Material::Wrap { .. } => "wrap",
             Material::Compare { .. } => "compare",
             Material::BitCompare { .. } => "bit-compare",
@@ -304,6 +340,14 @@ pub fn draw(req: &Request, party: Party, prg: &mut Prg) -> Material {
             a: prg.u64s(rows * cols),
             b: prg.u64s(rows),
             c: own_c(prg, rows * cols),
+        },
+        Request::TruncRowScale { rows, cols, .. } => Material::TruncRowScale {
+            a: prg.u64s(rows * cols),
+            r: prg.u64s(rows),
+            r_high: own_c(prg, rows),
+            r_msb: own_c(prg, rows),
+            a_high: own_c(prg, rows * cols),
+            a_msb: own_c(prg, rows * cols),
         },
         Request::WeightMask { k, n, .. } => Material::WeightMask { b: prg.u64s(k * n) },
         Request::WeightMatMul { m, k, n, .. } => Material::Triple {
@@ -484,6 +528,33 @@ impl Dealer {
                 let a = ring::add(&a0, &a1);
                 let b = ring::repeat_rows(&ring::add(&b0, &b1), *cols);
                 correction(ring::mul(&a, &b), &c0)
+            }
+            (
+                Request::TruncRowScale { cols, shift, .. },
+                Material::TruncRowScale {
+                    a: a0,
+                    r: r0,
+                    r_high: h0,
+                    r_msb: m0,
+                    a_high: ah0,
+                    a_msb: am0,
+                },
+                Material::TruncRowScale { a: a1, r: r1, .. },
+            ) => {
+                let a = ring::add(&a0, &a1);
+                let r = ring::add(&r0, &r1);
+                let high: Vec<u64> = r.iter().map(|v| v >> shift).collect();
+                let msb: Vec<u64> = r.iter().map(|v| v >> 63).collect();
+                let a_high = ring::mul(&a, &ring::repeat_rows(&high, *cols));
+                let a_msb = ring::mul(&a, &ring::repeat_rows(&msb, *cols));
+                let mut to_p1 = Vec::new();
+                for (full, mine) in [(high, h0), (msb, m0), (a_high, ah0), (a_msb, am0)] {
+                    to_p1.extend(bytes_of(&ring::sub(&full, &mine)));
+                }
+                Dealt {
+                    to_p0: Vec::new(),
+                    to_p1,
+                }
             }
             (
                 Request::WeightMask { id, k, n },
@@ -718,6 +789,23 @@ impl MaterialGen {
                         *v = words(&rest[..len]);
                         rest = &rest[len..];
                     }
+                }
+            }
+            (
+                Material::TruncRowScale {
+                    r_high,
+                    r_msb,
+                    a_high,
+                    a_msb,
+                    ..
+                },
+                _,
+            ) if p1 => {
+                let mut rest = msg;
+                for v in [r_high, r_msb, a_high, a_msb] {
+                    let len = 8 * v.len();
+                    *v = words(&rest[..len]);
+                    rest = &rest[len..];
                 }
             }
             (Material::Triple { c, .. }, _) | (Material::Wrap { c, .. }, _) if p1 => {

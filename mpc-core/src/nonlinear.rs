@@ -135,10 +135,17 @@ impl Ctx<'_> {
     /// Domain: `|x − t_j| < 2^(ℓ−1−f)` for every threshold, and every term
     /// `|c_i·x^i| ≤ max_out`.
     pub fn piecewise(&mut self, x: &Share, pe: &PiecewiseEval) -> Op<Share> {
+        self.piecewise_untruncated(x, pe).then(|c, u| u.truncate(c))
+    }
+
+    /// [`Ctx::piecewise`] before its final truncation (rounds 2 for degree
+    /// 1): for a consumer that merges the truncation into its own opening
+    /// ([`Ctx::scale_rows`]).
+    pub fn piecewise_untruncated(&mut self, x: &Share, pe: &PiecewiseEval) -> Op<Untruncated> {
         let t = pe.thresholds(self.frac_bits());
         let (x, pe) = (x.clone(), pe.clone());
         self.ge_thresholds(&x, &t, pe.bits)
-            .then(move |c, g| c.piecewise_from_bits(&x, None, &g, &pe))
+            .then(move |c, g| c.piecewise_from_bits_untruncated(&x, None, &g, &pe))
     }
 
     /// The rest of [`Ctx::piecewise`] given the comparison bits
@@ -158,6 +165,19 @@ impl Ctx<'_> {
         g: &[Share],
         pe: &PiecewiseEval,
     ) -> Op<Share> {
+        self.piecewise_from_bits_untruncated(x, x2, g, pe)
+            .then(|c, u| u.truncate(c))
+    }
+
+    /// [`Ctx::piecewise_from_bits`] before its final truncation (rounds 1,
+    /// or 3 for degree 2 without `x2`).
+    pub fn piecewise_from_bits_untruncated(
+        &mut self,
+        x: &Share,
+        x2: Option<&Share>,
+        g: &[Share],
+        pe: &PiecewiseEval,
+    ) -> Op<Untruncated> {
         let n = x.len();
         let f = self.frac_bits();
         let pw = &pe.pw;
@@ -197,7 +217,10 @@ impl Ctx<'_> {
         } else {
             self.mul_raw(&b, x)
         };
-        prod.then(move |c, p| c.trunc(&a.add(&p), shift))
+        prod.map(move |p| Untruncated {
+            raw: a.add(&p),
+            shift,
+        })
     }
 
     /// `1/x` for `x` in `domain` (positive), with `f + EXTRA_FRAC` fractional bits out.
@@ -210,6 +233,13 @@ impl Ctx<'_> {
     pub fn reciprocal(&mut self, x: &Share, domain: Domain) -> Op<Share> {
         let pe = PiecewiseEval::reciprocal(domain, self.frac_bits());
         self.piecewise(x, &pe)
+    }
+
+    /// [`Ctx::reciprocal`] before its final truncation (rounds 2), for
+    /// [`Ctx::scale_rows`].
+    pub fn reciprocal_untruncated(&mut self, x: &Share, domain: Domain) -> Op<Untruncated> {
+        let pe = PiecewiseEval::reciprocal(domain, self.frac_bits());
+        self.piecewise_untruncated(x, &pe)
     }
 
     /// `k/√x` for `x` in `domain`, with `f + EXTRA_FRAC` fractional bits out.
@@ -241,7 +271,7 @@ impl Ctx<'_> {
     /// Steps: row maximum (pairwise tree of ReLUs), [`Ctx::exp_neg`],
     /// row sums (local), [`Ctx::reciprocal`] on `[1, cols]`, one
     /// row-broadcast product and a truncation.
-    /// Rounds `2⌈log2 cols⌉ + 2k + 3 + 2` (37 for cols = 65).
+    /// Rounds `2⌈log2 cols⌉ + 2k + 2 + 2` (36 for cols = 65).
     /// Accuracy: absolute error ≤ 2e-3 per probability for scores whose
     /// pairwise differences stay within `2^(ℓ−1−f)` and above `−2^k`.
     pub fn softmax(&mut self, x: &Share, rows: usize, cols: usize, bits: u32) -> Op<Share> {
@@ -258,24 +288,33 @@ impl Ctx<'_> {
                     lo: 1.0,
                     hi: cols as f64,
                 };
-                c.reciprocal(&s, dom).map(move |inv| (e, inv))
+                c.reciprocal_untruncated(&s, dom).map(move |inv| (e, inv))
             })
-            .then(move |c, (e, inv)| c.scale_rows(&e, &inv, rows, cols))
+            .then(move |c, (e, inv)| c.scale_rows(&e, inv, rows, cols))
     }
 
-    /// `diag(inv)·x` for `x` (rows×cols) and row factors `inv` at
-    /// `f + EXTRA_FRAC` bits: one row-broadcast product and a truncation.
-    /// Rounds 2; bytes `8(rows·cols + rows) + ⌈rows·cols/8⌉`.
-    pub fn scale_rows(&mut self, x: &Share, inv: &Share, rows: usize, cols: usize) -> Op<Share> {
+    /// `diag(inv)·x` for `x` (rows×cols) and row factors `inv` that reach
+    /// `f + EXTRA_FRAC` bits after their pending truncation (as
+    /// [`Ctx::reciprocal_untruncated`] gives them): the truncation of `inv`
+    /// rides on the product's opening ([`Ctx::mul_rows_trunc_raw`]), then
+    /// one truncation. Rounds 2; bytes `8(rows·cols + rows) + ⌈rows·cols/8⌉`.
+    pub fn scale_rows(
+        &mut self,
+        x: &Share,
+        inv: Untruncated,
+        rows: usize,
+        cols: usize,
+    ) -> Op<Share> {
         let s = self.frac_bits() + EXTRA_FRAC;
-        self.mul_rows_raw(x, inv, rows, cols)
+        self.mul_rows_trunc_raw(x, &inv.raw, rows, cols, inv.shift)
             .then(move |c, y| c.trunc(&y, s))
     }
 
     /// ReLU-softmax row normalisation: `ReLU(x) / (Σ_j ReLU(x)_j + eps)`.
     ///
-    /// Rounds 2 (ReLU) + 3 (reciprocal of the row sums on `row_sum`) + 2
-    /// (row-broadcast product, truncation) = 7. Bytes ≈ `n·(8 + 1/8) + 8n + …`.
+    /// Rounds 2 (ReLU) + 2 (reciprocal of the row sums on `row_sum`, its
+    /// truncation left to the next opening) + 2 (row-broadcast product,
+    /// truncation) = 6. Bytes ≈ `n·(8 + 1/8) + 8n + …`.
     /// Accuracy: relative error ≤ 1e-3 per entry (plus 1 ulp) while the row
     /// sum plus eps lies in `row_sum`.
     pub fn relu_softmax(
@@ -292,9 +331,10 @@ impl Ctx<'_> {
             .then(move |c, r| {
                 let s = Share::new(ring::row_sums(r.as_slice(), rows, cols));
                 let s = c.add_scalar(&s, c.encode(eps));
-                c.reciprocal(&s, row_sum).map(move |inv| (r, inv))
+                c.reciprocal_untruncated(&s, row_sum)
+                    .map(move |inv| (r, inv))
             })
-            .then(move |c, (r, inv)| c.scale_rows(&r, &inv, rows, cols))
+            .then(move |c, (r, inv)| c.scale_rows(&r, inv, rows, cols))
     }
 
     /// ReLU-softmax attention for one head: `diag(1/(rowsum(R) + eps))·(R·V)`
@@ -303,8 +343,8 @@ impl Ctx<'_> {
     /// instead of n×n, and the reciprocal of the row sums runs beside the
     /// product `R·V`.
     ///
-    /// Rounds 2 (ReLU) + 3 (reciprocal ∥ product and truncation) + 2
-    /// (row scaling, truncation) = 7. Bytes per party ≈ `8n² + n²/8`
+    /// Rounds 2 (ReLU) + 2 (reciprocal, its truncation left to the next
+    /// opening, ∥ product and truncation) + 2 (row scaling, truncation) = 6. Bytes per party ≈ `8n² + n²/8`
     /// (ReLU) `+ 8(n² + nd)` (R·V) `+ ⌈n·ℓ/8⌉ + 16n` (reciprocal)
     /// `+ 8(nd + n)` (scaling) plus the truncations' bits.
     pub fn relu_attention(
@@ -323,9 +363,9 @@ impl Ctx<'_> {
                 let sums = Share::new(ring::row_sums(r.as_slice(), n, n));
                 let sums = c.add_scalar(&sums, c.encode(p.eps));
                 let rv = c.matmul(&r, &v, n, n, d);
-                rv.join(c.reciprocal(&sums, p.row_sum))
+                rv.join(c.reciprocal_untruncated(&sums, p.row_sum))
             })
-            .then(move |c, (rv, inv)| c.scale_rows(&rv, &inv, n, d))
+            .then(move |c, (rv, inv)| c.scale_rows(&rv, inv, n, d))
     }
 
     /// Softmax attention for one head: `softmax_row(S)·V` (S n×n, V n×d).
@@ -497,7 +537,7 @@ impl Ctx<'_> {
         self.norm_inverse(xc, gamma, None, rows, c, params)
             .then(move |ctx, (inv, p)| {
                 let num = p.scaled.unwrap_or(xc_own);
-                ctx.scale_rows(&num, &inv, rows, c)
+                ctx.scale_rows(&num, inv, rows, c)
             })
             .map(move |y| match beta {
                 Some(b) => y.add(&b),
@@ -528,7 +568,7 @@ impl Ctx<'_> {
         self.norm_inverse(xc, None, Some(w), rows, c, params)
             .then(move |ctx, (inv, p)| {
                 let xw = p.product.expect("requested product");
-                ctx.scale_rows(&xw, &inv, rows, out)
+                ctx.scale_rows(&xw, inv, rows, out)
             })
             .map(move |y| match bias {
                 Some(b) => y.add(&b),
@@ -560,8 +600,8 @@ impl Ctx<'_> {
         let bias = bias.map(|b| Share::new(tile(b.as_slice(), rows)));
         self.norm_inverse(xc, Some(gamma), Some(w), rows, c, params)
             .then(move |ctx, (inv, p)| {
-                let z = ctx.scale_rows(p.scaled.as_ref().expect("scaled"), &inv, rows, c);
-                let y = ctx.scale_rows(p.product.as_ref().expect("product"), &inv, rows, out);
+                let z = ctx.scale_rows(p.scaled.as_ref().expect("scaled"), inv.clone(), rows, c);
+                let y = ctx.scale_rows(p.product.as_ref().expect("product"), inv, rows, out);
                 z.join(y)
             })
             .map(move |(z, y)| {
@@ -586,7 +626,7 @@ impl Ctx<'_> {
         rows: usize,
         c: usize,
         params: LayerNormParams,
-    ) -> Op<(Share, NormProducts)> {
+    ) -> Op<(Untruncated, NormProducts)> {
         attempt!(check_len("layer_norm", "input", xc.len(), rows * c));
         if let Some(g) = gamma {
             attempt!(check_len("layer_norm", "gamma", g.rows() * g.cols(), c));
@@ -611,17 +651,18 @@ impl Ctx<'_> {
                     let product = t.pop().expect("product slot");
                     let scaled = t.pop().expect("scaled slot");
                     let u = t.pop().expect("u");
-                    ctx.piecewise_from_bits(&u, None, &g, &pe).map(move |inv| {
-                        let some = |s: Share| (!s.is_empty()).then_some(s);
-                        (
-                            inv,
-                            NormProducts {
-                                square: u,
-                                scaled: some(scaled),
-                                product: some(product),
-                            },
-                        )
-                    })
+                    ctx.piecewise_from_bits_untruncated(&u, None, &g, &pe)
+                        .map(move |inv| {
+                            let some = |s: Share| (!s.is_empty()).then_some(s);
+                            (
+                                inv,
+                                NormProducts {
+                                    square: u,
+                                    scaled: some(scaled),
+                                    product: some(product),
+                                },
+                            )
+                        })
                 })
             })
     }
@@ -723,6 +764,24 @@ fn exp_squarings(c: &mut Ctx<'_>, y: Share, i: u32, hi: u32) -> Op<Share> {
 /// An optional operator as one whose absence is an empty share.
 fn optional(op: Option<Op<Share>>) -> Op<Share> {
     op.unwrap_or_else(|| Op::ready(Share::zeros(0)))
+}
+
+/// A value computed at `shift` more fractional bits than it is used at,
+/// its truncation left pending so that the operator consuming it can merge
+/// the truncation into its own opening ([`Ctx::scale_rows`]).
+#[derive(Clone, Debug)]
+pub struct Untruncated {
+    /// The value before the truncation.
+    pub raw: Share,
+    /// The pending truncation.
+    pub shift: u32,
+}
+
+impl Untruncated {
+    /// The value itself: one truncation round.
+    pub fn truncate(self, c: &mut Ctx<'_>) -> Op<Share> {
+        c.trunc(&self.raw, self.shift)
+    }
 }
 
 /// Settings of [`Ctx::relu_attention`].

@@ -170,3 +170,47 @@ proptest! {
         prop_assert!(max_abs_diff(&got, &want) < tol);
     }
 }
+
+#[test]
+fn row_scaling_truncates_its_vector_in_the_same_round() {
+    // v at f + 20 bits, as wide as the domain allows (|v| < 2^62), both signs.
+    let (rows, cols, shift) = (40, 7, 20);
+    let x = uniform(rows * cols, -3.0, 3.0, 61);
+    let vs: Vec<f64> = uniform(rows, -1.0, 1.0, 62)
+        .iter()
+        .map(|u| u * 2f64.powi(61 - 16 - 20))
+        .collect();
+    let at = FixedPoint { frac_bits: 16 + 20 };
+    let shared = Shared::new(FP, &[&x]);
+    let v_enc: Vec<u64> = vs.iter().map(|v| at.encode(*v)).collect();
+    let (v0, v1) = mpc_core::share_secret(
+        &v_enc,
+        &mut mpc_core::Prg::new(&mpc_core::Seed::for_tests(63)),
+    );
+    let vshares = [v0, v1];
+    let r = mpc_core::local::run_local(FP, |s| {
+        let x = shared.of(s)[0].clone();
+        let v = vshares[s.party().index()].clone();
+        s.run(|c| c.mul_rows_trunc_raw(&x, &v, rows, cols, shift))
+    })
+    .unwrap();
+    let got = mpc_core::reconstruct(&r.outputs[0], &r.outputs[1]);
+    let xq: Vec<i64> = x.iter().map(|v| FP.encode(*v) as i64).collect();
+    for i in 0..rows {
+        let t = (v_enc[i] as i64) >> shift;
+        for j in 0..cols {
+            let want = xq[i * cols + j].wrapping_mul(t);
+            let g = got[i * cols + j] as i64;
+            // the truncated vector is exact or one above
+            let d = g.wrapping_sub(want);
+            assert!(
+                d == 0 || d == xq[i * cols + j],
+                "row {i} col {j}: {g} vs {want}"
+            );
+        }
+    }
+    let n = rows * cols;
+    assert_eq!(r.online[0].rounds, 1);
+    assert_eq!(r.online[0].bytes_sent as usize, 8 * (n + rows));
+    assert_eq!(r.dealer_bytes[1] as usize, 16 * n + 16 * rows);
+}
