@@ -37,6 +37,10 @@ use crate::dealer::{Material, Request, low_mask};
 use crate::error::MpcError;
 use crate::op::{Op, attempt};
 use crate::session::Ctx;
+
+/// Added by party 0 to a value that a comparison also truncates, so that it
+/// lies in `[0, 2^63)` (values `|x| < 2^62`).
+const TRUNC_OFFSET: u64 = 1 << 62;
 use crate::share::Share;
 
 impl Ctx<'_> {
@@ -172,7 +176,7 @@ impl Ctx<'_> {
     /// each party (`16·(ℓ − 8 − coarse) + 16` bytes for `ℓ − 1 − coarse ≥ 7`),
     /// plus `16n` bytes (`ρ`, `ρr`) to party 1. Domain `|x| < 2^(ℓ−1)` ulps.
     pub fn relu_coarse(&mut self, x: &Share, bits: u32, coarse: u32) -> Op<Share> {
-        self.bit_compare(x, &[0], bits, coarse, true, false)
+        self.bit_compare(x, &[0], bits, coarse, true, false, 0)
             .then(|_, c| c.open())
             .map(|o| o.select().remove(0))
     }
@@ -201,11 +205,16 @@ impl Ctx<'_> {
         coarse: u32,
         select: bool,
         square: bool,
+        trunc: u32,
     ) -> Op<BitCompared> {
         assert!((2..=64).contains(&bits), "compare: {bits} bits");
         assert!(
             coarse + 2 <= bits,
             "compare: {coarse} coarse bits of {bits}"
+        );
+        assert!(
+            trunc == 0 || (bits <= 62 && trunc <= 32),
+            "compare: truncation by {trunc} of {bits} bits"
         );
         let n = x.len();
         let k = thresholds.len();
@@ -216,34 +225,39 @@ impl Ctx<'_> {
             points: k,
             select,
             square,
+            trunc,
         };
-        let (r, sigma, rho, rho_r, r_sq, roots, keys) =
-            match attempt!(self.take("bit-compare", req)) {
-                Material::BitCompare {
-                    r,
-                    sigma,
-                    rho,
-                    rho_r,
-                    r_sq,
-                    roots,
-                    keys,
-                } => (r, sigma, rho, rho_r, r_sq, roots, keys),
-                other => {
-                    return Op::fail(MpcError::OutOfStep {
-                        op: "bit-compare",
-                        needed: "bit-compare".into(),
-                        found: format!("{other:?}"),
-                    });
-                }
-            };
+        let m = attempt!(self.take("bit-compare", req));
+        let Material::BitCompare {
+            r,
+            sigma,
+            rho,
+            rho_r,
+            r_sq,
+            r_high,
+            r_msb,
+            rho_msb,
+            high_msb,
+            roots,
+            keys,
+        } = m
+        else {
+            return Op::fail(MpcError::OutOfStep {
+                op: "bit-compare",
+                needed: "bit-compare".into(),
+                found: format!("{m:?}"),
+            });
+        };
+        let p0 = self.is_p0();
+        // with a truncation, party 0 offsets x into [0, 2^63) (see the module doc)
+        let offset = if trunc > 0 && p0 { TRUNC_OFFSET } else { 0 };
         let masked: Vec<u64> = x
             .as_slice()
             .iter()
             .zip(&r)
-            .map(|(v, r)| v.wrapping_add(*r))
+            .map(|(v, r)| v.wrapping_add(offset).wrapping_add(*r))
             .collect();
         let party = self.party().index();
-        let p0 = self.is_p0();
         let recording = self.is_recording();
         let thresholds = thresholds.to_vec();
         let msg = channel::pack(&masked, 64);
@@ -262,7 +276,7 @@ impl Ctx<'_> {
                 .map(|p| m[p / k].wrapping_sub(thresholds[p % k]).wrapping_add(half) & mask)
                 .collect();
             let mut borrow = vec![0u8; n * k];
-            if !recording {
+            if !recording && k > 0 {
                 let key_of: Vec<usize> = (0..n * k).map(|p| p / k).collect();
                 let lows: Vec<u64> = ys.iter().map(|y| (y & low) >> coarse).collect();
                 dcf_bit::eval_batch(party, &roots, &keys, &key_of, &lows, &mut borrow);
@@ -273,16 +287,38 @@ impl Ctx<'_> {
                     top ^ borrow[p] ^ sigma[p]
                 })
                 .collect();
+            // The value the products see is `P − R` with `P` public: `m − r`,
+            // or with a truncation by s, `(m >> s) − 2^(62−s)` minus
+            // `r_h − 2^(64−s)·(1 − msb m)·msb(r)`.
+            let (public, base, rho_base, sq_base) = if trunc == 0 {
+                (m, r, rho_r, r_sq)
+            } else {
+                let wrap = |i: usize| (1 - (m[i] >> 63)) << (64 - trunc);
+                let public = m
+                    .iter()
+                    .map(|v| (v >> trunc).wrapping_sub(TRUNC_OFFSET >> trunc))
+                    .collect();
+                let base = (0..n)
+                    .map(|i| r_high[i].wrapping_sub(wrap(i).wrapping_mul(r_msb[i])))
+                    .collect();
+                let rho_base = (0..rho_r.len())
+                    .map(|p| rho_r[p].wrapping_sub(wrap(p / k).wrapping_mul(rho_msb[p])))
+                    .collect();
+                let sq_base = (0..r_sq.len())
+                    .map(|i| r_sq[i].wrapping_sub(wrap(i).wrapping_mul(2).wrapping_mul(high_msb[i])))
+                    .collect();
+                (public, base, rho_base, sq_base)
+            };
             Op::ready(BitCompared {
                 n,
                 k,
                 p0,
-                m,
+                public,
                 e_mine,
-                r,
+                base,
                 rho,
-                rho_r,
-                r_sq,
+                rho_base,
+                sq_base,
             })
         })
     }
@@ -341,18 +377,24 @@ fn row_max_level(
         })
 }
 
-/// A bit comparison after its first round (see
-/// [`Ctx::bit_compare`]). `Debug` is opaque.
+/// A bit comparison after its first round (see [`Ctx::bit_compare`]).
+/// The value `v` it opened (`x`, or `x` truncated) is `P − R` with `P`
+/// public and `R` known to the dealer. `Debug` is opaque.
 pub struct BitCompared {
     n: usize,
     k: usize,
     p0: bool,
-    m: Vec<u64>,
+    /// `P`, per element.
+    public: Vec<u64>,
     e_mine: Vec<u8>,
-    r: Vec<u64>,
+    /// Share of `R`, per element.
+    base: Vec<u64>,
+    /// Share of `ρ`, per element and threshold.
     rho: Vec<u64>,
-    rho_r: Vec<u64>,
-    r_sq: Vec<u64>,
+    /// Share of `ρ·R`, per element and threshold (with `select`).
+    rho_base: Vec<u64>,
+    /// Share of `R²`, per element (with `square`).
+    sq_base: Vec<u64>,
 }
 
 impl std::fmt::Debug for BitCompared {
@@ -362,18 +404,34 @@ impl std::fmt::Debug for BitCompared {
 }
 
 impl BitCompared {
-    /// This party's share of `x²` (at twice `x`'s scale), from the opened
-    /// `m = x + r`: `x² = m² − 2m·r + r²`. Needs `square` in the request.
-    pub fn square_raw(&self) -> Share {
-        assert_eq!(self.r_sq.len(), self.n, "bit compare: no square material");
+    /// This party's share of the opened value `v` (`x`, or `x` truncated
+    /// when the comparison truncates): `v = P − R`.
+    pub fn value(&self) -> Share {
         Share::new(
             (0..self.n)
                 .map(|i| {
-                    let m = self.m[i];
-                    let mut z =
-                        self.r_sq[i].wrapping_sub(m.wrapping_mul(self.r[i]).wrapping_mul(2));
+                    let z = self.base[i].wrapping_neg();
                     if self.p0 {
-                        z = z.wrapping_add(m.wrapping_mul(m));
+                        z.wrapping_add(self.public[i])
+                    } else {
+                        z
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// This party's share of `v²` (at twice `v`'s scale), from the opening:
+    /// `v² = P² − 2P·R + R²`. Needs `square` in the request.
+    pub fn square_raw(&self) -> Share {
+        assert_eq!(self.sq_base.len(), self.n, "bit compare: no square material");
+        Share::new(
+            (0..self.n)
+                .map(|i| {
+                    let p = self.public[i];
+                    let mut z = self.sq_base[i].wrapping_sub(p.wrapping_mul(self.base[i]).wrapping_mul(2));
+                    if self.p0 {
+                        z = z.wrapping_add(p.wrapping_mul(p));
                     }
                     z
                 })
@@ -440,23 +498,24 @@ impl BitsOpened {
             .collect()
     }
 
-    /// Shares of `[x ≥ t_j]·x` per threshold (at `x`'s scale, exact):
-    /// `b·x = e·m − e·r + (1 − 2e)(m·ρ − ρr)` (local). Needs `select`.
+    /// Shares of `[x ≥ t_j]·v` per threshold (`v` the opened value, at its
+    /// scale, exact): with `b = e + (1 − 2e)ρ` and `v = P − R`,
+    /// `b·v = e·P − e·R + (1 − 2e)(P·ρ − ρR)` (local). Needs `select`.
     pub fn select(&self) -> Vec<Share> {
         let (n, k) = (self.c.n, self.c.k);
-        assert_eq!(self.c.rho_r.len(), n * k, "bit compare: no select material");
+        assert_eq!(self.c.rho_base.len(), n * k, "bit compare: no select material");
         (0..k)
             .map(|j| {
                 Share::new(
                     (0..n)
                         .map(|i| {
                             let p = i * k + j;
-                            let (e, m) = (self.e[p], self.c.m[i]);
+                            let (e, m) = (self.e[p], self.c.public[i]);
                             let t = m
                                 .wrapping_mul(self.c.rho[p])
-                                .wrapping_sub(self.c.rho_r[p])
+                                .wrapping_sub(self.c.rho_base[p])
                                 .wrapping_mul(1u64.wrapping_sub(2 * e));
-                            let mut z = t.wrapping_sub(e.wrapping_mul(self.c.r[i]));
+                            let mut z = t.wrapping_sub(e.wrapping_mul(self.c.base[i]));
                             if self.c.p0 {
                                 z = z.wrapping_add(e.wrapping_mul(m));
                             }

@@ -124,7 +124,11 @@ pub enum Request {
     /// `bits − 1 − coarse` of those bits, and per element and threshold a
     /// random bit `ρ = σ ⊕ msb_bits(r)` with both XOR shares `σ_b` drawn by
     /// the parties and arithmetic shares of `ρ`; with `select`, shares of
-    /// `ρ·r`; with `square`, shares of `r²`.
+    /// `ρ·r`; with `square`, shares of `r²`. With `trunc = s > 0` the opened
+    /// value is also truncated by `s` (see [`crate::compare`]): shares of
+    /// `r_h = r >> s` and `msb(r)`, and `r_h` takes `r`'s place in `ρ·r` and
+    /// `r²`, with shares of `ρ·msb(r)` (select) and `r_h·msb(r)` (square)
+    /// beside them. With no thresholds (`points = 0`) there is no DCF key.
     BitCompare {
         /// Elements.
         n: usize,
@@ -138,7 +142,14 @@ pub enum Request {
         select: bool,
         /// Add shares of `r²` (to square `x` from the same opening).
         square: bool,
+        /// Truncate the opened value by this many bits (0: none).
+        trunc: u32,
     },
+}
+
+/// DCF keys of a bit comparison of `n` elements at `points` thresholds.
+fn bit_keys(n: usize, points: usize) -> usize {
+    if points == 0 { 0 } else { n }
 }
 
 impl Request {
@@ -212,10 +223,14 @@ impl Request {
                 points,
                 select,
                 square,
+                trunc,
             } => {
-                let keys = n * BitKeys::wire_len(bits - 1 - coarse);
+                let keys = bit_keys(n, points) * BitKeys::wire_len(bits - 1 - coarse);
+                let t = (trunc > 0) as usize;
                 if p1 {
-                    keys + 8 * n * points * (1 + select as usize) + 8 * n * square as usize
+                    keys + 8 * n * points * (1 + select as usize * (1 + t))
+                        + 8 * n * square as usize * (1 + t)
+                        + 16 * n * t
                 } else {
                     keys
                 }
@@ -283,10 +298,18 @@ pub enum Material {
         sigma: Vec<u8>,
         /// Share of `ρ` in Z_2^64, `n·points`.
         rho: Vec<u64>,
-        /// Share of `ρ·r`, `n·points` (empty without `select`).
+        /// Share of `ρ·r` (with `trunc`: `ρ·r_h`), `n·points` (empty without `select`).
         rho_r: Vec<u64>,
-        /// Share of `r²`, `n` (empty without `square`).
+        /// Share of `r²` (with `trunc`: `r_h²`), `n` (empty without `square`).
         r_sq: Vec<u64>,
+        /// Share of `r_h = r >> trunc`, `n` (empty without `trunc`).
+        r_high: Vec<u64>,
+        /// Share of `msb(r)`, `n` (empty without `trunc`).
+        r_msb: Vec<u64>,
+        /// Share of `ρ·msb(r)`, `n·points` (with `trunc` and `select`).
+        rho_msb: Vec<u64>,
+        /// Share of `r_h·msb(r)`, `n` (with `trunc` and `square`).
+        high_msb: Vec<u64>,
         /// This party's DCF root seeds.
         roots: Vec<Block>,
         /// XOR-output DCF correction words (identical for both parties).
@@ -388,20 +411,36 @@ pub fn draw(req: &Request, party: Party, prg: &mut Prg) -> Material {
             points,
             select,
             square,
+            trunc,
             ..
-        } => Material::BitCompare {
-            r: prg.u64s(n),
-            sigma: prg.bits(n * points),
-            rho: own_c(prg, n * points),
-            rho_r: if select {
-                own_c(prg, n * points)
-            } else {
-                Vec::new()
-            },
-            r_sq: if square { own_c(prg, n) } else { Vec::new() },
-            roots: (0..n).map(|_| prg.block()).collect(),
-            keys: BitKeys::placeholder(bits - 1, 0),
-        },
+        } => {
+            let some = |prg: &mut Prg, on: bool, len: usize| {
+                if on { own_c(prg, len) } else { Vec::new() }
+            };
+            let t = trunc > 0;
+            let r = prg.u64s(n);
+            let sigma = prg.bits(n * points);
+            let rho = own_c(prg, n * points);
+            let rho_r = some(prg, select, n * points);
+            let r_sq = some(prg, square, n);
+            let r_high = some(prg, t, n);
+            let r_msb = some(prg, t, n);
+            let rho_msb = some(prg, t && select, n * points);
+            let high_msb = some(prg, t && square, n);
+            Material::BitCompare {
+                r,
+                sigma,
+                rho,
+                rho_r,
+                r_sq,
+                r_high,
+                r_msb,
+                rho_msb,
+                high_msb,
+                roots: (0..bit_keys(n, points)).map(|_| prg.block()).collect(),
+                keys: BitKeys::placeholder(bits - 1, 0),
+            }
+        }
     }
 }
 
@@ -669,6 +708,7 @@ impl Dealer {
                     bits,
                     coarse,
                     points,
+                    trunc,
                     ..
                 },
                 Material::BitCompare {
@@ -677,6 +717,10 @@ impl Dealer {
                     rho: rho0,
                     rho_r: rr0,
                     r_sq: sq0,
+                    r_high: h0,
+                    r_msb: m0,
+                    rho_msb: rm0,
+                    high_msb: hm0,
                     roots: s0,
                     ..
                 },
@@ -687,27 +731,40 @@ impl Dealer {
                     ..
                 },
             ) => {
-                let (bits, coarse, k) = (*bits, *coarse, *points);
+                let (bits, coarse, k, trunc) = (*bits, *coarse, *points, *trunc);
                 let r = ring::add(&r0, &r1);
                 let alphas: Vec<u64> = r
                     .iter()
+                    .take(bit_keys(r.len(), k))
                     .map(|r| (r & low_mask(bits - 1)) >> coarse)
                     .collect();
                 let keys = dcf_bit::generate_batch(bits - 1 - coarse, &alphas, &s0, &s1);
                 let rho: Vec<u64> = (0..r.len() * k)
                     .map(|p| u64::from(sg0[p] ^ sg1[p]) ^ ((r[p / k] >> (bits - 1)) & 1))
                     .collect();
+                // the mask of the value the products see: r, or r_h when truncated
+                let base: Vec<u64> = if trunc > 0 {
+                    r.iter().map(|v| v >> trunc).collect()
+                } else {
+                    r.clone()
+                };
+                let msb: Vec<u64> = r.iter().map(|v| v >> 63).collect();
                 let mut to_p1 = keys.as_bytes().to_vec();
-                to_p1.extend(bytes_of(&ring::sub(&rho, &rho0)));
-                if !rr0.is_empty() {
-                    let rr: Vec<u64> = (0..rho.len())
-                        .map(|p| rho[p].wrapping_mul(r[p / k]))
-                        .collect();
-                    to_p1.extend(bytes_of(&ring::sub(&rr, &rr0)));
-                }
-                if !sq0.is_empty() {
-                    to_p1.extend(bytes_of(&ring::sub(&ring::mul(&r, &r), &sq0)));
-                }
+                let mut put = |full: Vec<u64>, mine: &[u64]| {
+                    if !mine.is_empty() {
+                        to_p1.extend(bytes_of(&ring::sub(&full, mine)));
+                    }
+                };
+                let per_point = |v: &[u64]| -> Vec<u64> {
+                    (0..rho.len()).map(|p| rho[p].wrapping_mul(v[p / k])).collect()
+                };
+                put(rho.clone(), &rho0);
+                put(per_point(&base), &rr0);
+                put(ring::mul(&base, &base), &sq0);
+                put(base.clone(), &h0);
+                put(msb.clone(), &m0);
+                put(per_point(&msb), &rm0);
+                put(ring::mul(&base, &msb), &hm0);
                 Dealt {
                     to_p0: keys.as_bytes().to_vec(),
                     to_p1,
@@ -771,20 +828,28 @@ impl MaterialGen {
                     rho,
                     rho_r,
                     r_sq,
+                    r_high,
+                    r_msb,
+                    rho_msb,
+                    high_msb,
                     keys,
                     ..
                 },
                 Request::BitCompare {
-                    n, bits, coarse, ..
+                    n,
+                    bits,
+                    coarse,
+                    points,
+                    ..
                 },
             ) => {
                 let depth = bits - 1 - coarse;
-                let at = n * BitKeys::wire_len(depth);
+                let at = bit_keys(*n, *points) * BitKeys::wire_len(depth);
                 *keys =
                     BitKeys::from_bytes(depth, msg[..at].to_vec()).expect("length checked above");
                 if p1 {
                     let mut rest = &msg[at..];
-                    for v in [rho, rho_r, r_sq] {
+                    for v in [rho, rho_r, r_sq, r_high, r_msb, rho_msb, high_msb] {
                         let len = 8 * v.len();
                         *v = words(&rest[..len]);
                         rest = &rest[len..];
@@ -929,10 +994,17 @@ impl CorrelationSource for Recorder {
         {
             *cws = DcfKeys::placeholder(bits - 1 - coarse, r.len());
         }
-        if let (Material::BitCompare { keys, r, .. }, Request::BitCompare { bits, coarse, .. }) =
-            (&mut m, &req)
+        if let (
+            Material::BitCompare { keys, r, .. },
+            Request::BitCompare {
+                bits,
+                coarse,
+                points,
+                ..
+            },
+        ) = (&mut m, &req)
         {
-            *keys = BitKeys::placeholder(bits - 1 - coarse, r.len());
+            *keys = BitKeys::placeholder(bits - 1 - coarse, bit_keys(r.len(), *points));
         }
         self.plan.push(req);
         Ok(m)

@@ -471,7 +471,7 @@ impl Ctx<'_> {
         };
         let t = pe.thresholds(f);
         let x = x.clone();
-        self.bit_compare(&x, &t, f + 8, f.saturating_sub(8), false, true)
+        self.bit_compare(&x, &t, f + 8, f.saturating_sub(8), false, true, 0)
             .then(move |c, cmp| {
                 let x2 = c.trunc(&cmp.square_raw(), f);
                 x2.join(cmp.open())

@@ -70,7 +70,7 @@ fn bit_comparison_gives_bits_and_selections() {
     let enc: Vec<u64> = ts.iter().map(|t| FP.encode(*t)).collect();
     let n = x.len();
     let (got, r) = run_at(FP, 0, &[&x], |s, v| {
-        let c = s.run(|cx| cx.bit_compare(&v[0], &enc, 24, 0, true, true))?;
+        let c = s.run(|cx| cx.bit_compare(&v[0], &enc, 24, 0, true, true, 0))?;
         let sq = c.square_raw();
         let o = s.run(|_| c.open())?;
         let mut all: Vec<Share> = o.bits();
@@ -98,6 +98,52 @@ fn bit_comparison_gives_bits_and_selections() {
     }
     let keys = n * (16 * 16 + 16);
     let p1 = keys + 8 * n * ts.len() * 2 + 8 * n;
+    assert_eq!(r.dealer_bytes, [keys as u64, p1 as u64]);
+}
+
+#[test]
+fn a_truncating_bit_comparison_truncates_squares_and_selects_from_one_opening() {
+    // x carries 2f bits (a product), up to ±100 (2^(6+32) ulps); the
+    // comparison reads it at 2f bits and the products see it truncated to f.
+    let x = uniform(400, -100.0, 100.0, 44);
+    let x2f: Vec<f64> = x.iter().map(|v| v * 65536.0).collect();
+    let ts = [-3.0, 0.0, 41.5];
+    let at2f = FixedPoint { frac_bits: 2 * F };
+    let enc: Vec<u64> = ts.iter().map(|t| at2f.encode(*t)).collect();
+    let n = x.len();
+    let (got, r) = run_at(FP, 0, &[&x2f], |s, v| {
+        // 41 bits compare |x − t| < 2^8 at 2f bits; no coarse bits; truncate by f
+        let c = s.run(|cx| cx.bit_compare(&v[0], &enc, 41, 0, true, true, F))?;
+        let (value, sq) = (c.value(), c.square_raw());
+        let o = s.run(|_| c.open())?;
+        let mut all: Vec<Share> = o.bits();
+        all.extend(o.select());
+        all.push(value);
+        all.push(sq);
+        Ok(Share::concat(&all.iter().collect::<Vec<_>>()))
+    });
+    assert_eq!(r.online[0].rounds, 2);
+    assert_eq!(
+        r.online[0].bytes_sent as usize,
+        8 * n + (ts.len() * n).div_ceil(8)
+    );
+    let k = ts.len();
+    for i in 0..n {
+        // the exact value at 2f bits and its truncation to f bits
+        let exact = at2f.encode(x[i]) as i64;
+        let t = exact >> F;
+        let v = got[(2 * k) * n + i] as i64;
+        assert!(v == t || v == t + 1, "value {v} for {t}");
+        assert_eq!(got[(2 * k + 1) * n + i] as i64, v.wrapping_mul(v), "square");
+        for (j, th) in ts.iter().enumerate() {
+            let b = (exact >= at2f.encode(*th) as i64) as i64;
+            assert_eq!(got[j * n + i] as i64, b, "bit {j} of {}", x[i]);
+            assert_eq!(got[(k + j) * n + i] as i64, b * v, "select {j}");
+        }
+    }
+    // party 1: ρ, ρ·r_h, ρ·msb(r) per point; r_h², r_h·msb(r), r_h, msb(r) per element
+    let keys = n * (16 * (41 - 8) + 16);
+    let p1 = keys + 8 * n * k * 3 + 8 * n * 4;
     assert_eq!(r.dealer_bytes, [keys as u64, p1 as u64]);
 }
 
@@ -377,8 +423,12 @@ proptest! {
         prop_assert!(relative_error(&got, &q(&xs), |v| 1.0 / v) < 1e-3);
     }
 
+    // The rows' variance (about scale²/3) must lie in the default domain
+    // [2^-10, 2^14]: below scale ≈ 0.055 it does not (at 0.05 the rsqrt is
+    // extrapolated and the error reaches 0.046, with or without this
+    // session's changes), so the property starts at 0.07.
     #[test]
-    fn layer_norm_property(scale in 0.05f64..40.0, shift in -20.0f64..20.0) {
+    fn layer_norm_property(scale in 0.07f64..40.0, shift in -20.0f64..20.0) {
         let (rows, c) = (3, 32);
         let x: Vec<f64> = uniform(rows * c, -1.0, 1.0, 26).iter().map(|v| v * scale + shift).collect();
         let g = vec![1.0; c];
