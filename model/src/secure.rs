@@ -15,6 +15,7 @@
 //! softmax's exponential by `(1 + x/256)^256`; ReLU-softmax's and LayerNorm's
 //! reciprocal and rsqrt piecewise linearly (relative error ≤ 1e-3 on their domains).
 
+use mpc_core::arith::Untruncated;
 use mpc_core::nonlinear::{Domain, LayerNormParams, ROW_SUMS, ReluAttention, center_rows, tile};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -767,8 +768,8 @@ impl BlockStage {
                     eps: f64::from(cfg.relu_softmax_eps),
                     row_sum: p.row_sums,
                 };
-                c.attention_scores(&q, &k, n, d)
-                    .then(move |c, s| c.relu_attention(&s, &v, n, d, rp))
+                c.attention_scores_untruncated(&q, &k, n, d)
+                    .then(move |c, s| c.relu_attention(s, &v, n, d, rp))
             }
         }
     }
@@ -777,7 +778,7 @@ impl BlockStage {
     /// with `norm1`, see [`BlockStage::run`]): GeLU rows through GeLU and
     /// linear2; linearised rows (MPCViT+ `beta = 0`) through a ReLU of the
     /// fused layer, beside them. Returned untruncated (`2f` bits).
-    fn ffn(&self, c: &mut Ctx<'_>, first: &Share) -> Op<Share> {
+    fn ffn(&self, c: &mut Ctx<'_>, first: &Untruncated) -> Op<Share> {
         let cfg = &self.cfg;
         let (n, dim, m) = (cfg.num_tokens(), cfg.dim, cfg.mlp_hidden);
         let f = c.frac_bits();
@@ -786,31 +787,22 @@ impl BlockStage {
         let keep = |t: usize| mask.is_none_or(|m| m[t]);
         let gelu_rows: Vec<usize> = (0..n).filter(|&t| keep(t)).collect();
         let lin_rows: Vec<usize> = (0..n).filter(|&t| !keep(t)).collect();
-        // `first` holds [z·W1' | z·F'] per token; take each token's part.
-        let gather = |rows: &[usize], cols: std::ops::Range<usize>| -> Share {
-            Share::new(
-                rows.iter()
-                    .flat_map(|&t| {
-                        first.as_slice()[t * width + cols.start..t * width + cols.end]
-                            .iter()
-                            .copied()
-                    })
-                    .collect(),
-            )
-        };
+        // `first` holds [z·W1' | z·F'] per token, its last truncation
+        // pending (the GeLU's or ReLU's opening performs it).
         let linearised = if lin_rows.is_empty() {
             Op::ready(Share::zeros(0))
         } else {
-            c.relu(&gather(&lin_rows, m..m + dim), self.params.relu_bits)
+            let y = first.gather(&lin_rows, width, m..m + dim);
+            c.relu_truncating(&y, self.params.relu_bits, 0)
                 .map(move |r| r.scale_int(1 << f))
         };
         let gelu = if gelu_rows.is_empty() {
             Op::ready(Share::zeros(0))
         } else {
-            let h = gather(&gelu_rows, 0..m);
+            let h = first.gather(&gelu_rows, width, 0..m);
             let g = match cfg.gelu {
-                GeluKind::Quad => c.gelu_quad(&h),
-                _ => c.gelu(&h),
+                GeluKind::Quad => c.gelu_quad(h),
+                _ => c.gelu(h),
             };
             let (rows, linear2) = (gelu_rows.len(), self.blk.linear2.clone());
             g.then(move |c, g| linear_raw(c, &g, rows, &linear2))

@@ -460,17 +460,84 @@ impl Ctx<'_> {
     /// centring at `2f` bits, `C·x` for `C = 192`, passed 2^62 once `|x|`
     /// reached about 4.7 and failed on whole rows of `vit_9_12_64`.)
     pub fn trunc_scaled(&mut self, x: &Share, extra: u32, scale: f64) -> Op<Share> {
-        assert!(
-            scale > 0.0 && scale.is_finite(),
-            "trunc_scaled: scale {scale}"
-        );
-        let (k, t) = scale_factor(scale);
-        let y = if k == 1 { x.clone() } else { x.scale_int(k) };
-        if extra + t == 0 {
-            Op::ready(y)
+        scaled(x, extra, scale).truncate(self)
+    }
+}
+
+/// A value computed at `shift` more fractional bits than it is used at,
+/// its truncation left pending so that the operator consuming it can merge
+/// the truncation into its own opening (a row scaling, a comparison, a
+/// square: see [`Ctx::mul_rows_trunc_raw`] and [`Ctx::bit_compare`]).
+/// `shift = 0` is a value with nothing pending.
+#[derive(Clone, Debug)]
+pub struct Untruncated {
+    /// The value before the truncation.
+    pub raw: Share,
+    /// The pending truncation.
+    pub shift: u32,
+}
+
+impl Untruncated {
+    /// The value itself: one truncation round.
+    pub fn truncate(self, c: &mut Ctx<'_>) -> Op<Share> {
+        if self.shift == 0 {
+            Op::ready(self.raw)
         } else {
-            self.trunc(&y, extra + t)
+            c.trunc(&self.raw, self.shift)
         }
+    }
+
+    /// The first `n` elements' rows of `cols` columns taken from `range`
+    /// of each row `t` in `rows` (the pending truncation is kept).
+    pub fn gather(&self, rows: &[usize], width: usize, range: std::ops::Range<usize>) -> Self {
+        let raw = rows
+            .iter()
+            .flat_map(|&t| {
+                self.raw.as_slice()[t * width + range.start..t * width + range.end]
+                    .iter()
+                    .copied()
+            })
+            .collect();
+        Untruncated {
+            raw: Share::new(raw),
+            shift: self.shift,
+        }
+    }
+}
+
+impl From<Share> for Untruncated {
+    /// A value with nothing pending.
+    fn from(raw: Share) -> Self {
+        Untruncated { raw, shift: 0 }
+    }
+}
+
+impl From<&Share> for Untruncated {
+    /// A value with nothing pending (a copy).
+    fn from(raw: &Share) -> Self {
+        raw.clone().into()
+    }
+}
+
+impl From<&Untruncated> for Untruncated {
+    fn from(x: &Untruncated) -> Self {
+        x.clone()
+    }
+}
+
+/// `x · scale` as in [`Ctx::trunc_scaled`], with the truncation left
+/// pending: `x` times the scale's integer factor and the shift that
+/// finishes it (local).
+pub fn scaled(x: &Share, extra: u32, scale: f64) -> Untruncated {
+    assert!(
+        scale > 0.0 && scale.is_finite(),
+        "trunc_scaled: scale {scale}"
+    );
+    let (k, t) = scale_factor(scale);
+    let raw = if k == 1 { x.clone() } else { x.scale_int(k) };
+    Untruncated {
+        raw,
+        shift: extra + t,
     }
 }
 

@@ -30,6 +30,7 @@
 //! bit itself is `e + (1 − 2e)ρ`. `ρ = σ ⊕ msb(r)` with both XOR shares `σ_b`
 //! drawn from the parties' own streams, so `msb(r)` costs nothing.
 
+use crate::arith::Untruncated;
 use crate::channel;
 use crate::dcf;
 use crate::dcf_bit;
@@ -176,7 +177,20 @@ impl Ctx<'_> {
     /// each party (`16·(ℓ − 8 − coarse) + 16` bytes for `ℓ − 1 − coarse ≥ 7`),
     /// plus `16n` bytes (`ρ`, `ρr`) to party 1. Domain `|x| < 2^(ℓ−1)` ulps.
     pub fn relu_coarse(&mut self, x: &Share, bits: u32, coarse: u32) -> Op<Share> {
-        self.bit_compare(x, &[0], bits, coarse, true, false, 0)
+        self.relu_truncating(&x.clone().into(), bits, coarse)
+    }
+
+    /// [`Ctx::relu_coarse`] of a value whose truncation is pending: the
+    /// comparison reads `x.raw` (at `shift` more bits: width `bits + shift`,
+    /// `coarse + shift` ignored bits, so the DCF key is as deep as without
+    /// the shift) and the selection takes the truncated value, so the
+    /// truncation costs no round. Rounds 2; bytes as [`Ctx::relu_coarse`];
+    /// dealer: 16 more bytes per element to party 1 when `shift > 0`
+    /// (`r >> shift`, `msb(r)`, `ρ·msb(r)`) and no truncation triple.
+    /// Domain: `|x.raw| < 2^62`, `bits + shift ≤ 62`.
+    pub fn relu_truncating(&mut self, x: &Untruncated, bits: u32, coarse: u32) -> Op<Share> {
+        let s = x.shift;
+        self.bit_compare(&x.raw, &[0], bits + s, coarse + s, true, false, s)
             .then(|_, c| c.open())
             .map(|o| o.select().remove(0))
     }
@@ -213,7 +227,7 @@ impl Ctx<'_> {
             "compare: {coarse} coarse bits of {bits}"
         );
         assert!(
-            trunc == 0 || (bits <= 62 && trunc <= 32),
+            trunc == 0 || (bits <= 62 && trunc < 62 && (!square || trunc <= 32)),
             "compare: truncation by {trunc} of {bits} bits"
         );
         let n = x.len();
@@ -305,7 +319,9 @@ impl Ctx<'_> {
                     .map(|p| rho_r[p].wrapping_sub(wrap(p / k).wrapping_mul(rho_msb[p])))
                     .collect();
                 let sq_base = (0..r_sq.len())
-                    .map(|i| r_sq[i].wrapping_sub(wrap(i).wrapping_mul(2).wrapping_mul(high_msb[i])))
+                    .map(|i| {
+                        r_sq[i].wrapping_sub(wrap(i).wrapping_mul(2).wrapping_mul(high_msb[i]))
+                    })
                     .collect();
                 (public, base, rho_base, sq_base)
             };
@@ -424,12 +440,17 @@ impl BitCompared {
     /// This party's share of `v²` (at twice `v`'s scale), from the opening:
     /// `v² = P² − 2P·R + R²`. Needs `square` in the request.
     pub fn square_raw(&self) -> Share {
-        assert_eq!(self.sq_base.len(), self.n, "bit compare: no square material");
+        assert_eq!(
+            self.sq_base.len(),
+            self.n,
+            "bit compare: no square material"
+        );
         Share::new(
             (0..self.n)
                 .map(|i| {
                     let p = self.public[i];
-                    let mut z = self.sq_base[i].wrapping_sub(p.wrapping_mul(self.base[i]).wrapping_mul(2));
+                    let mut z =
+                        self.sq_base[i].wrapping_sub(p.wrapping_mul(self.base[i]).wrapping_mul(2));
                     if self.p0 {
                         z = z.wrapping_add(p.wrapping_mul(p));
                     }
@@ -475,6 +496,11 @@ impl std::fmt::Debug for BitsOpened {
 }
 
 impl BitsOpened {
+    /// This party's share of the opened value (see [`BitCompared::value`]).
+    pub fn value(&self) -> Share {
+        self.c.value()
+    }
+
     /// Shares in Z_2^64 (0/1 integers) of `[x ≥ t_j]`, one share of length
     /// `n` per threshold: `b = e + (1 − 2e)·ρ` (local).
     pub fn bits(&self) -> Vec<Share> {
@@ -503,7 +529,11 @@ impl BitsOpened {
     /// `b·v = e·P − e·R + (1 − 2e)(P·ρ − ρR)` (local). Needs `select`.
     pub fn select(&self) -> Vec<Share> {
         let (n, k) = (self.c.n, self.c.k);
-        assert_eq!(self.c.rho_base.len(), n * k, "bit compare: no select material");
+        assert_eq!(
+            self.c.rho_base.len(),
+            n * k,
+            "bit compare: no select material"
+        );
         (0..k)
             .map(|j| {
                 Share::new(

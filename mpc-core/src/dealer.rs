@@ -756,7 +756,9 @@ impl Dealer {
                     }
                 };
                 let per_point = |v: &[u64]| -> Vec<u64> {
-                    (0..rho.len()).map(|p| rho[p].wrapping_mul(v[p / k])).collect()
+                    (0..rho.len())
+                        .map(|p| rho[p].wrapping_mul(v[p / k]))
+                        .collect()
                 };
                 put(rho.clone(), &rho0);
                 put(per_point(&base), &rr0);

@@ -7,7 +7,7 @@
 //! default `f = 16`.
 
 use crate::approx::{self, Piecewise};
-use crate::arith::MaskedWeight;
+use crate::arith::{MaskedWeight, Untruncated};
 use crate::channel;
 use crate::dealer::Request;
 use crate::error::check_len;
@@ -338,8 +338,9 @@ impl Ctx<'_> {
     }
 
     /// ReLU-softmax attention for one head: `diag(1/(rowsum(R) + eps))·(R·V)`
-    /// with `R = ReLU(S)` (by [`Ctx::relu_coarse`] with `p.coarse`), `S`
-    /// n×n and `V` n×d. Normalising after the product scales n×d values
+    /// with `R = ReLU(S)` (by [`Ctx::relu_truncating`] with `p.coarse`, so
+    /// scores whose truncation is pending, as [`Ctx::attention_scores_untruncated`]
+    /// gives them, are truncated by the ReLU's own opening), `S` n×n and `V` n×d. Normalising after the product scales n×d values
     /// instead of n×n, and the reciprocal of the row sums runs beside the
     /// product `R·V`.
     ///
@@ -349,16 +350,17 @@ impl Ctx<'_> {
     /// `+ 8(nd + n)` (scaling) plus the truncations' bits.
     pub fn relu_attention(
         &mut self,
-        s: &Share,
+        s: impl Into<Untruncated>,
         v: &Share,
         n: usize,
         d: usize,
         p: ReluAttention,
     ) -> Op<Share> {
-        attempt!(check_len("relu_attention", "scores", s.len(), n * n));
+        let s: Untruncated = s.into();
+        attempt!(check_len("relu_attention", "scores", s.raw.len(), n * n));
         attempt!(check_len("relu_attention", "values", v.len(), n * d));
         let v = v.clone();
-        self.relu_coarse(s, p.bits, p.coarse)
+        self.relu_truncating(&s, p.bits, p.coarse)
             .then(move |c, r| {
                 let sums = Share::new(ring::row_sums(r.as_slice(), n, n));
                 let sums = c.add_scalar(&sums, c.encode(p.eps));
@@ -387,10 +389,24 @@ impl Ctx<'_> {
     /// Attention scores `Q·Kᵀ/√d` for one head (Q, K: n×d); the 1/√d is folded
     /// into the truncation. Rounds 2; bytes `16nd + ⌈n²/8⌉`.
     pub fn attention_scores(&mut self, q: &Share, k: &Share, n: usize, d: usize) -> Op<Share> {
+        self.attention_scores_untruncated(q, k, n, d)
+            .then(|c, s| s.truncate(c))
+    }
+
+    /// [`Ctx::attention_scores`] with the truncation (and its 1/√d) left
+    /// pending, for a consumer that truncates in its own opening
+    /// ([`Ctx::relu_attention`]). Rounds 1; bytes `16nd`.
+    pub fn attention_scores_untruncated(
+        &mut self,
+        q: &Share,
+        k: &Share,
+        n: usize,
+        d: usize,
+    ) -> Op<Untruncated> {
         let kt = Share::new(ring::transpose(k.as_slice(), n, d));
         let f = self.frac_bits();
         self.matmul_raw(q, &kt, n, d, n)
-            .then(move |c, s| c.trunc_scaled(&s, f, 1.0 / (d as f64).sqrt()))
+            .map(move |s| crate::arith::scaled(&s, f, 1.0 / (d as f64).sqrt()))
     }
 
     /// ScaleAttn for one head: `(Q·Kᵀ/√d)/N · V` with no nonlinearity, computed as
@@ -432,15 +448,24 @@ impl Ctx<'_> {
     /// MPCFormer's quadratic GeLU, `0.125x² + 0.25x + 0.5`.
     ///
     /// Evaluated at `2f + 3` fractional bits as `x² + 2x·2^f + 4·2^(2f)` and
-    /// truncated once by `f + 3`. Rounds 2; bytes `8n + ⌈n/8⌉`. Exact to 1 ulp
-    /// for `|x| < 2^(29.5 − f)`.
-    pub fn gelu_quad(&mut self, x: &Share) -> Op<Share> {
+    /// truncated once by `f + 3`; `x²` comes from one opening of `x + r`
+    /// that also performs `x`'s pending truncation, if any
+    /// ([`Ctx::bit_compare`] with no threshold). Rounds 2; bytes
+    /// `8n + ⌈n/8⌉`; dealer to party 1: `8n` (`r²`), or `32n` with a pending
+    /// truncation (`r_h²`, `r_h·msb(r)`, `r_h`, `msb(r)`), plus the
+    /// truncation's `8n`. Exact to 1 ulp (2 with a pending truncation) for
+    /// `|x| < 2^(29.5 − f)`.
+    pub fn gelu_quad(&mut self, x: impl Into<Untruncated>) -> Op<Share> {
+        let x: Untruncated = x.into();
         let f = self.frac_bits();
-        let lin = x.scale_int(1u64 << (f + 1));
-        self.square_raw(x).then(move |c, sq| {
-            let t = c.add_scalar(&sq.add(&lin), 4u64 << (2 * f));
-            c.trunc(&t, f + 3)
-        })
+        let s = x.shift;
+        // a comparison at no threshold: just the (truncating) opening and its square
+        self.bit_compare(&x.raw, &[], 62, 0, false, true, s)
+            .then(move |c, o| {
+                let lin = o.value().scale_int(1u64 << (f + 1));
+                let t = c.add_scalar(&o.square_raw().add(&lin), 4u64 << (2 * f));
+                c.trunc(&t, f + 3)
+            })
     }
 
     /// GeLU by the piecewise quadratic of [`approx::gelu_piecewise`] (16
@@ -453,30 +478,42 @@ impl Ctx<'_> {
     ///
     /// Steps: one opening of `x + r` serves the bit comparison at the 17
     /// boundaries ([`Ctx::bit_compare`], XOR-output DCF) and `x²`
-    /// (`m² − 2m·r + r²`); round 2 truncates `x²` and opens the 17 masked
+    /// (`m² − 2m·r + r²`), and performs `x`'s pending truncation, if any;
+    /// round 2 truncates `x²` and opens the 17 masked
     /// bits, which become arithmetic shares locally; round 3 multiplies the
     /// segment's coefficients by `(x, x²)`; round 4 truncates.
     /// Rounds 4; bytes `8n + ⌈n/8⌉ + ⌈17n/8⌉ + 32n + ⌈n/8⌉`. Dealer per
     /// element: a 15-bit [`crate::dcf_bit::BitKeys`] key (144 bytes) to each
     /// party; to party 1 also `8·17` (the bits' `ρ`), `8` (`r²`), `8 + 8`
-    /// (truncations) and `16` (the product triple). 17 DCF evaluations of
-    /// 8 AES blocks + 1 per element. Domain `|x| < 124` at f = 16.
-    pub fn gelu(&mut self, x: &Share) -> Op<Share> {
+    /// (truncations) and `16` (the product triple), and `24` more with a
+    /// pending truncation (`r_h`, `msb(r)`, `r_h·msb(r)`) instead of that
+    /// truncation's own `8`. 17 DCF evaluations of 8 AES blocks + 1 per
+    /// element. Domain `|x| < 124` at f = 16.
+    pub fn gelu(&mut self, x: impl Into<Untruncated>) -> Op<Share> {
+        let x: Untruncated = x.into();
         let f = self.frac_bits();
+        let s = x.shift;
         let pe = PiecewiseEval {
             pw: approx::gelu_piecewise(),
             bits: f + 8,
             out_frac: f,
             max_out: 128.0,
         };
-        let t = pe.thresholds(f);
-        let x = x.clone();
-        self.bit_compare(&x, &t, f + 8, f.saturating_sub(8), false, true, 0)
-            .then(move |c, cmp| {
-                let x2 = c.trunc(&cmp.square_raw(), f);
-                x2.join(cmp.open())
-            })
-            .then(move |c, (x2, opened)| c.piecewise_from_bits(&x, Some(&x2), &opened.bits(), &pe))
+        let t = pe.thresholds(f + s);
+        self.bit_compare(
+            &x.raw,
+            &t,
+            f + 8 + s,
+            f.saturating_sub(8) + s,
+            false,
+            true,
+            s,
+        )
+        .then(move |c, cmp| {
+            let x2 = c.trunc(&cmp.square_raw(), f);
+            x2.join(cmp.open()).map(|(x2, o)| (o.value(), x2, o))
+        })
+        .then(move |c, (x, x2, opened)| c.piecewise_from_bits(&x, Some(&x2), &opened.bits(), &pe))
     }
 
     /// LayerNorm of each row of `x` (rows×c): `(x − μ)/√(σ² + eps)·γ + β`,
@@ -578,9 +615,11 @@ impl Ctx<'_> {
 
     /// `z = LN(x)·γ + β` and `LN(x)·W + b` together, for a LayerNorm whose
     /// output feeds both a residual and a linear layer (`W`, `b` must carry
-    /// the norm's `γ`, `β`). 6 rounds from the centred rows, instead of 6 + 2:
-    /// the opening for the variance also serves `(x − μ)·γ` and `(x − μ)·W`,
-    /// and both are scaled by `1/σ` in one round.
+    /// the norm's `γ`, `β`). 5 rounds from the centred rows: the opening
+    /// for the variance also serves `(x − μ)·γ` and `(x − μ)·W`, and both
+    /// are scaled by `1/σ` in one round. The linear output is returned with
+    /// its last truncation pending (4 rounds for it), for a GeLU or ReLU
+    /// that truncates in its own opening.
     pub fn layer_norm_and_linear(
         &mut self,
         xc: &Share,
@@ -589,7 +628,7 @@ impl Ctx<'_> {
         rows: usize,
         c: usize,
         params: LayerNormParams,
-    ) -> Op<(Share, Share)> {
+    ) -> Op<(Share, Untruncated)> {
         let ((gamma, beta), (w, bias)) = (norm, next);
         let out = w.cols();
         attempt!(check_len("layer_norm", "beta", beta.len(), c));
@@ -597,19 +636,22 @@ impl Ctx<'_> {
             attempt!(check_len("layer_norm_and_linear", "bias", b.len(), out));
         }
         let beta = Share::new(tile(beta.as_slice(), rows));
-        let bias = bias.map(|b| Share::new(tile(b.as_slice(), rows)));
+        let s = self.frac_bits() + EXTRA_FRAC;
+        // the bias at the product's scale before its pending truncation
+        let bias = bias.map(|b| Share::new(tile(b.as_slice(), rows)).scale_int(1 << s));
         self.norm_inverse(xc, Some(gamma), Some(w), rows, c, params)
             .then(move |ctx, (inv, p)| {
                 let z = ctx.scale_rows(p.scaled.as_ref().expect("scaled"), inv.clone(), rows, c);
-                let y = ctx.scale_rows(p.product.as_ref().expect("product"), inv, rows, out);
+                let product = p.product.as_ref().expect("product");
+                let y = ctx.mul_rows_trunc_raw(product, &inv.raw, rows, out, inv.shift);
                 z.join(y)
             })
             .map(move |(z, y)| {
-                let y = match bias {
+                let raw = match bias {
                     Some(b) => y.add(&b),
                     None => y,
                 };
-                (z.add(&beta), y)
+                (z.add(&beta), Untruncated { raw, shift: s })
             })
     }
 
@@ -764,24 +806,6 @@ fn exp_squarings(c: &mut Ctx<'_>, y: Share, i: u32, hi: u32) -> Op<Share> {
 /// An optional operator as one whose absence is an empty share.
 fn optional(op: Option<Op<Share>>) -> Op<Share> {
     op.unwrap_or_else(|| Op::ready(Share::zeros(0)))
-}
-
-/// A value computed at `shift` more fractional bits than it is used at,
-/// its truncation left pending so that the operator consuming it can merge
-/// the truncation into its own opening ([`Ctx::scale_rows`]).
-#[derive(Clone, Debug)]
-pub struct Untruncated {
-    /// The value before the truncation.
-    pub raw: Share,
-    /// The pending truncation.
-    pub shift: u32,
-}
-
-impl Untruncated {
-    /// The value itself: one truncation round.
-    pub fn truncate(self, c: &mut Ctx<'_>) -> Op<Share> {
-        c.trunc(&self.raw, self.shift)
-    }
 }
 
 /// Settings of [`Ctx::relu_attention`].
