@@ -612,8 +612,8 @@ impl SecureModel {
             }
         }
         let cols = Share::new(crate::plain::patches(cfg, image.as_slice())?);
-        let (embedded, mut xc) = s.run(|c| self.embed(c, &cols))?;
-        let mut x = embedded.clone();
+        let mut x_raw = s.run(|c| self.embed(c, &cols))?;
+        let mut inputs = Vec::with_capacity(cfg.depth + 1);
         let mut blocks = Vec::with_capacity(cfg.depth);
         for i in 0..cfg.depth {
             let stage = BlockStage {
@@ -622,12 +622,25 @@ impl SecureModel {
                 blk: self.blocks[i].clone(),
                 i,
             };
-            let (t, next_xc) = s.run(|c| stage.run(c, &x, &xc))?;
-            x = t.output.clone();
-            xc = next_xc;
+            let (x, t, out_raw) = s.run(|c| stage.run(c, &x_raw))?;
+            inputs.push(x);
             blocks.push(t);
+            x_raw = out_raw;
         }
-        let logits = s.run(|c| self.head(c, &xc))?;
+        let (output, logits) = s.run(|c| self.head(c, &x_raw))?;
+        inputs.push(output);
+        let mut inputs = inputs.into_iter();
+        let embedded = inputs.next().expect("the embedding");
+        let blocks = blocks
+            .into_iter()
+            .zip(inputs)
+            .map(|(b, output)| BlockTraceShare {
+                attn_out: b.attn_out,
+                residual: b.residual,
+                normed: b.normed,
+                output,
+            })
+            .collect();
         Ok(TraceShare {
             embedded,
             blocks,
@@ -635,27 +648,37 @@ impl SecureModel {
         })
     }
 
-    /// Tokenizer (on the image's patch columns) and embeddings; returns the
-    /// tokens and their centred rows.
-    fn embed(&self, c: &mut Ctx<'_>, cols: &Share) -> Op<(Share, Share)> {
+    /// Tokenizer (on the image's patch columns) and embeddings, returned at
+    /// `2f` bits with the truncation pending (the first block truncates it
+    /// beside its LayerNorm).
+    fn embed(&self, c: &mut Ctx<'_>, cols: &Share) -> Op<Untruncated> {
         let cfg = &self.config;
         let f = c.frac_bits();
         let class = self.class_emb.scale_int(1 << f);
         let pos = self.positional_emb.scale_int(1 << f);
-        let (n, dim) = (cfg.num_tokens(), cfg.dim);
-        linear_raw(c, cols, cfg.num_patches(), &self.conv).then(move |c, tokens| {
-            let raw = Share::concat(&[&class, &tokens]).add(&pos);
-            settle(c, &raw, n, dim)
+        linear_raw(c, cols, cfg.num_patches(), &self.conv).map(move |tokens| Untruncated {
+            raw: Share::concat(&[&class, &tokens]).add(&pos),
+            shift: f,
         })
     }
 
     /// Final LayerNorm on the class token (the only row the classifier reads),
-    /// then the classifier (which carries the norm's scale and shift).
-    /// `xc` is the centred class-token row.
-    fn head(&self, c: &mut Ctx<'_>, xc: &Share) -> Op<Share> {
+    /// then the classifier (which carries the norm's scale and shift), beside
+    /// the truncation of the last block's output (for the trace).
+    fn head(&self, c: &mut Ctx<'_>, x_raw: &Untruncated) -> Op<(Share, Share)> {
+        let dim = self.config.dim;
         let p = layer_norm_params(&self.config, &self.params);
-        c.layer_norm_linear(xc, &self.fc.w, self.fc.bias.as_ref(), 1, self.config.dim, p)
+        let xc = centred(&x_raw.raw.slice(0..dim), 1, dim, x_raw.shift);
+        let logits = c.layer_norm_linear(xc, &self.fc.w, self.fc.bias.as_ref(), 1, dim, p);
+        x_raw.clone().truncate(c).join(logits)
     }
+}
+
+/// One block's stages for the trace, before its output is truncated.
+struct BlockParts {
+    attn_out: Share,
+    residual: Share,
+    normed: Share,
 }
 
 /// What one block's operators need: the public configuration, the
@@ -670,54 +693,56 @@ struct BlockStage {
 }
 
 impl BlockStage {
-    /// The block on `x` (with `xc`, its centred rows): the trace and the
-    /// centred rows of the output for the next LayerNorm.
-    fn run(&self, c: &mut Ctx<'_>, x: &Share, xc: &Share) -> Op<(BlockTraceShare, Share)> {
+    /// The block on `x_raw` (the residual stream at `2f` bits, truncation
+    /// pending): the truncated input, the block's stages and its output
+    /// at `2f` bits, truncation pending. The input's truncation runs beside
+    /// the attention (only the residual needs it), the residual's beside
+    /// the second LayerNorm, and each LayerNorm truncates its centred rows
+    /// in its own first opening.
+    fn run(&self, c: &mut Ctx<'_>, x_raw: &Untruncated) -> Op<(Share, BlockParts, Untruncated)> {
         let (n, dim, f) = (self.cfg.num_tokens(), self.cfg.dim, c.frac_bits());
-        let last = self.i + 1 == self.cfg.depth;
-        let x = x.clone();
-        let (me, me2, me3) = (self.clone(), self.clone(), self.clone());
-        self.attention(c, xc)
-            .then(move |c, attn_raw| {
-                settle(c, &x.scale_int(1 << f).add(&attn_raw), n, dim)
-                    .map(move |(residual, yc)| (residual.sub(&x), residual, yc))
-            })
-            .then(move |c, (attn_out, residual, yc)| {
+        let (me, me2) = (self.clone(), self.clone());
+        let xc = centred(&x_raw.raw, n, dim, x_raw.shift);
+        let x = x_raw.clone().truncate(c);
+        x.join(self.attention(c, xc))
+            .then(move |c, (x, attn_raw)| {
+                let raw = x.scale_int(1 << f).add(&attn_raw);
+                let xc = centred(&raw, n, dim, f);
                 let blk = &me.blk;
                 let lnp = layer_norm_params(&me.cfg, &me.params);
-                c.layer_norm_and_linear(
-                    &yc,
-                    (&blk.norm1.gamma, &blk.norm1.beta),
-                    (&blk.ffn_in.w, blk.ffn_in.bias.as_ref()),
-                    n,
-                    dim,
-                    lnp,
-                )
-                .map(move |(normed, first)| (attn_out, residual, normed, first))
+                let residual = c.trunc(&raw, f);
+                let norm = c
+                    .layer_norm_and_linear(
+                        xc,
+                        (&blk.norm1.gamma, &blk.norm1.beta),
+                        (&blk.ffn_in.w, blk.ffn_in.bias.as_ref()),
+                        n,
+                        dim,
+                        lnp,
+                    )
+                    .then(move |c, (normed, first)| normed.truncate(c).join(me2.ffn(c, &first)));
+                residual
+                    .join(norm)
+                    .map(move |(residual, (normed, ffn_raw))| (x, residual, normed, ffn_raw))
             })
-            .then(move |c, (attn_out, residual, normed, first)| {
-                me2.ffn(c, &first)
-                    .map(move |ffn_raw| (attn_out, residual, normed, ffn_raw))
-            })
-            .then(move |c, (attn_out, residual, normed, ffn_raw)| {
-                let raw = normed.scale_int(1 << f).add(&ffn_raw);
-                let rows = if last { 1 } else { n };
-                settle(c, &raw, rows, me3.cfg.dim).map(move |(output, next)| {
-                    let trace = BlockTraceShare {
-                        attn_out,
-                        residual,
-                        normed,
-                        output,
-                    };
-                    (trace, next)
-                })
+            .map(move |(x, residual, normed, ffn_raw)| {
+                let out = Untruncated {
+                    raw: normed.scale_int(1 << f).add(&ffn_raw),
+                    shift: f,
+                };
+                let parts = BlockParts {
+                    attn_out: residual.sub(&x),
+                    residual,
+                    normed,
+                };
+                (x, parts, out)
             })
     }
 
     /// Attention branch: LayerNorm and qkv (one operator), then every head
     /// by the library's operator for its kind, all heads side by side
     /// (`Op::all`), then the projection, returned untruncated (`2f` bits).
-    fn attention(&self, c: &mut Ctx<'_>, xc: &Share) -> Op<Share> {
+    fn attention(&self, c: &mut Ctx<'_>, xc: Untruncated) -> Op<Share> {
         let (n, dim) = (self.cfg.num_tokens(), self.cfg.dim);
         let lnp = layer_norm_params(&self.cfg, &self.params);
         let qkv = &self.blk.qkv;
@@ -828,15 +853,11 @@ fn layer_norm_params(cfg: &ModelConfig, params: &SecureParams) -> LayerNormParam
     }
 }
 
-/// Truncate a residual-stream value `raw` (N×C at `2f` bits) to `f` bits,
-/// and in the same round centre its first `ln_rows` rows for the next
-/// LayerNorm (`x − μ`, from `center_rows` with the `1/C` folded in), which
-/// saves LayerNorm's own first round.
-fn settle(c: &mut Ctx<'_>, raw: &Share, ln_rows: usize, dim: usize) -> Op<(Share, Share)> {
-    let f = c.frac_bits();
-    let d = center_rows(&raw.slice(0..ln_rows * dim), ln_rows, dim);
-    c.trunc(raw, f)
-        .join(c.trunc_scaled(&d, f, 1.0 / dim as f64))
+/// The centred rows `x − μ` of a residual-stream value `raw` (rows × C at
+/// `f + extra` bits), from `center_rows` with the `1/C` folded in, with the
+/// truncation pending: the LayerNorm's first opening performs it.
+fn centred(raw: &Share, rows: usize, dim: usize, extra: u32) -> Untruncated {
+    mpc_core::arith::scaled(&center_rows(raw, rows, dim), extra, 1.0 / dim as f64)
 }
 
 /// `x·W + b` for `m` rows, untruncated (`2f` bits; the bias is shifted up to match).

@@ -521,11 +521,12 @@ impl Ctx<'_> {
     /// shared vector; either may be absent (γ = 1, β = 0), for example when the
     /// model owner has folded them into the next linear layer.
     ///
-    /// Steps: `d = c·x − Σx` (local); `x − μ = d/c` by a scaled truncation
-    /// (round 1); then [`Ctx::layer_norm_centered`] (rounds 2–7).
+    /// Steps: `d = c·x − Σx` (local); `x − μ = d/c` with its truncation
+    /// pending ([`crate::arith::scaled`]), then [`Ctx::layer_norm_centered`],
+    /// whose first opening performs it.
     ///
-    /// Rounds 7. Bytes per party ≈ `rows·c·(8 + 8 + 3/8) + rows·(ℓ/8 + 32)`.
-    /// Dealer: `16·rows·c` bytes to party 1 (8 without γ).
+    /// Rounds 5. Bytes per party ≈ `rows·c·(8 + 8 + 8 + 3/8) + rows·(ℓ/8 + 32)`.
+    /// Dealer: about `56·rows·c` bytes to party 1 (48 without γ).
     /// Accuracy: relative error ≤ 1e-3 of `(x − μ)/σ` while `σ²` lies in
     /// `params.var`, plus a few ulps; requires `|x − μ| < 2^(31 − f)`.
     pub fn layer_norm(
@@ -538,71 +539,78 @@ impl Ctx<'_> {
         params: LayerNormParams,
     ) -> Op<Share> {
         attempt!(check_len("layer_norm", "input", x.len(), rows * c));
-        let (gamma, beta) = (gamma.cloned(), beta.cloned());
-        self.trunc_scaled(&center_rows(x, rows, c), 0, 1.0 / c as f64)
-            .then(move |ctx, xc| {
-                ctx.layer_norm_centered(&xc, gamma.as_ref(), beta.as_ref(), rows, c, params)
-            })
+        let xc = crate::arith::scaled(&center_rows(x, rows, c), 0, 1.0 / c as f64);
+        self.layer_norm_centered(xc, gamma, beta, rows, c, params)
+            .then(|ctx, y| y.truncate(ctx))
     }
 
-    /// [`Ctx::layer_norm`] from the centred rows `x − μ` on.
-    /// A caller that already truncates the input can produce `x − μ` in the
-    /// same round: `trunc_scaled(center_rows(x_raw), extra, 1/c)` beside the
-    /// truncation of `x_raw` itself, saving LayerNorm's first round.
+    /// [`Ctx::layer_norm`] from the centred rows `x − μ` on, which may carry
+    /// a pending truncation (for example `scaled(center_rows(x_raw), f,
+    /// 1/c)` of a residual-stream value `x_raw` at `2f` bits): the first
+    /// opening performs it. The result is returned with its last truncation
+    /// pending (at `f + EXTRA_FRAC` more bits), for a consumer to merge.
     ///
-    /// Steps: one opening of `x − μ − A` serves both `(x − μ)²` and
-    /// `(x − μ)·γ` (round 1, one dealer correlation with the same mask `A`);
-    /// one truncation round for both, with the comparison of the rsqrt's
-    /// input `u = Σ(x − μ)² + c·eps = c·(σ² + eps)` beside it (round 2);
-    /// `√c/√u` (rounds 3–4, the public `1/c` folded into the constant); one
-    /// row-broadcast product and a truncation (rounds 5–6); `+ β` (local).
-    /// Rounds 6.
+    /// Steps, for a pending input: round 1 opens `x − μ + r` once for its
+    /// truncation and square (a comparison with no threshold,
+    /// [`Ctx::bit_compare`]), so `u = Σ(x − μ)² + c·eps = c·(σ² + eps)` is
+    /// known after one round; round 2 opens `x − μ − A` for `(x − μ)·γ`
+    /// (and `(x − μ)·W` in the linear variants) beside the rsqrt's
+    /// comparison of `u` and the truncation of `u`; round 3 the rsqrt's
+    /// product beside the products' truncations; round 4 the row scaling
+    /// by `√c/√u` (which also truncates the rsqrt). For an input with
+    /// nothing pending, round 1 opens `x − μ − A` for every product at
+    /// once and the rest moves up. Rounds 4 (5 with the final truncation).
     pub fn layer_norm_centered(
         &mut self,
-        xc: &Share,
+        xc: impl Into<Untruncated>,
         gamma: Option<&MaskedWeight>,
         beta: Option<&Share>,
         rows: usize,
         c: usize,
         params: LayerNormParams,
-    ) -> Op<Share> {
+    ) -> Op<Untruncated> {
+        let xc: Untruncated = xc.into();
         if let Some(b) = beta {
             attempt!(check_len("layer_norm", "beta", b.len(), c));
         }
-        let beta = beta.map(|b| Share::new(tile(b.as_slice(), rows)));
-        let xc_own = xc.clone();
-        self.norm_inverse(xc, gamma, None, rows, c, params)
+        let s = self.frac_bits() + EXTRA_FRAC;
+        let beta = beta.map(|b| Share::new(tile(b.as_slice(), rows)).scale_int(1 << s));
+        self.norm_inverse(&xc, gamma, None, rows, c, params)
             .then(move |ctx, (inv, p)| {
-                let num = p.scaled.unwrap_or(xc_own);
-                ctx.scale_rows(&num, inv, rows, c)
+                let num = p.scaled.unwrap_or(p.square);
+                ctx.mul_rows_trunc_raw(&num, &inv.raw, rows, c, inv.shift)
             })
-            .map(move |y| match beta {
-                Some(b) => y.add(&b),
-                None => y,
+            .map(move |y| Untruncated {
+                raw: match beta {
+                    Some(b) => y.add(&b),
+                    None => y,
+                },
+                shift: s,
             })
     }
 
-    /// `LN(x)·W + b` for centred rows `xc` (rows×c), a LayerNorm without
-    /// affine step (fold `γ`, `β` into `W`, `b` beforehand) followed by a
-    /// linear layer, in 6 rounds instead of 6 + 2: the opening of `x − μ`
-    /// for the variance also serves the product `(x − μ)·W`, which is then
-    /// scaled per row by `1/σ`.
-    /// Bytes per party ≈ `8·rows·(c + out) + …` (the row scaling opens rows×out).
+    /// `LN(x)·W + b` for centred rows `xc` (rows×c, possibly with a pending
+    /// truncation), a LayerNorm without affine step (fold `γ`, `β` into
+    /// `W`, `b` beforehand) followed by a linear layer: the opening of
+    /// `x − μ` for the products also serves `(x − μ)·W`, which is then
+    /// scaled per row by `1/σ`. Rounds 5, as [`Ctx::layer_norm_centered`].
+    /// Bytes per party ≈ `8·rows·(2c + out) + …` (the row scaling opens rows×out).
     pub fn layer_norm_linear(
         &mut self,
-        xc: &Share,
+        xc: impl Into<Untruncated>,
         w: &MaskedWeight,
         bias: Option<&Share>,
         rows: usize,
         c: usize,
         params: LayerNormParams,
     ) -> Op<Share> {
+        let xc: Untruncated = xc.into();
         let out = w.cols();
         if let Some(b) = bias {
             attempt!(check_len("layer_norm_linear", "bias", b.len(), out));
         }
         let bias = bias.map(|b| Share::new(tile(b.as_slice(), rows)));
-        self.norm_inverse(xc, None, Some(w), rows, c, params)
+        self.norm_inverse(&xc, None, Some(w), rows, c, params)
             .then(move |ctx, (inv, p)| {
                 let xw = p.product.expect("requested product");
                 ctx.scale_rows(&xw, inv, rows, out)
@@ -615,97 +623,131 @@ impl Ctx<'_> {
 
     /// `z = LN(x)·γ + β` and `LN(x)·W + b` together, for a LayerNorm whose
     /// output feeds both a residual and a linear layer (`W`, `b` must carry
-    /// the norm's `γ`, `β`). 5 rounds from the centred rows: the opening
-    /// for the variance also serves `(x − μ)·γ` and `(x − μ)·W`, and both
-    /// are scaled by `1/σ` in one round. The linear output is returned with
-    /// its last truncation pending (4 rounds for it), for a GeLU or ReLU
-    /// that truncates in its own opening.
+    /// the norm's `γ`, `β`): one opening serves `(x − μ)·γ` and `(x − μ)·W`,
+    /// and both are scaled by `1/σ` in one round. Both are returned with
+    /// their last truncation pending (4 rounds from the centred rows), so
+    /// the residual's truncation and the consumer of the linear output (a
+    /// GeLU or ReLU that truncates in its own opening) can run side by side.
     pub fn layer_norm_and_linear(
         &mut self,
-        xc: &Share,
+        xc: impl Into<Untruncated>,
         norm: (&MaskedWeight, &Share),
         next: (&MaskedWeight, Option<&Share>),
         rows: usize,
         c: usize,
         params: LayerNormParams,
-    ) -> Op<(Share, Untruncated)> {
+    ) -> Op<(Untruncated, Untruncated)> {
+        let xc: Untruncated = xc.into();
         let ((gamma, beta), (w, bias)) = (norm, next);
         let out = w.cols();
         attempt!(check_len("layer_norm", "beta", beta.len(), c));
         if let Some(b) = bias {
             attempt!(check_len("layer_norm_and_linear", "bias", b.len(), out));
         }
-        let beta = Share::new(tile(beta.as_slice(), rows));
         let s = self.frac_bits() + EXTRA_FRAC;
-        // the bias at the product's scale before its pending truncation
+        // the shifts at the products' scale before their pending truncation
+        let beta = Share::new(tile(beta.as_slice(), rows)).scale_int(1 << s);
         let bias = bias.map(|b| Share::new(tile(b.as_slice(), rows)).scale_int(1 << s));
-        self.norm_inverse(xc, Some(gamma), Some(w), rows, c, params)
+        self.norm_inverse(&xc, Some(gamma), Some(w), rows, c, params)
             .then(move |ctx, (inv, p)| {
-                let z = ctx.scale_rows(p.scaled.as_ref().expect("scaled"), inv.clone(), rows, c);
+                let scaled = p.scaled.as_ref().expect("scaled");
                 let product = p.product.as_ref().expect("product");
+                let z = ctx.mul_rows_trunc_raw(scaled, &inv.raw, rows, c, inv.shift);
                 let y = ctx.mul_rows_trunc_raw(product, &inv.raw, rows, out, inv.shift);
                 z.join(y)
             })
             .map(move |(z, y)| {
-                let raw = match bias {
+                let y = match bias {
                     Some(b) => y.add(&b),
                     None => y,
                 };
-                (z.add(&beta), Untruncated { raw, shift: s })
+                let pending = |raw| Untruncated { raw, shift: s };
+                (pending(z.add(&beta)), pending(y))
             })
     }
 
-    /// Shared part of the LayerNorm variants: the products of `x − μ` (one
-    /// opening), then `√c/√u` with `u = Σ(x − μ)² + c·eps`, whose comparison
-    /// runs in the round that truncates `u` and the products. Returns the
-    /// row inverses (at `f + EXTRA_FRAC` bits) and the truncated products.
-    /// Rounds 4.
+    /// Shared part of the LayerNorm variants (see
+    /// [`Ctx::layer_norm_centered`] for the rounds): the truncated products
+    /// of `x − μ` and `√c/√u` with `u = Σ(x − μ)² + c·eps`, its last
+    /// truncation pending (for the row scaling). `square` in the returned
+    /// products holds the truncated centred rows themselves.
     fn norm_inverse(
         &mut self,
-        xc: &Share,
+        xc: &Untruncated,
         gamma: Option<&MaskedWeight>,
         next: Option<&MaskedWeight>,
         rows: usize,
         c: usize,
         params: LayerNormParams,
     ) -> Op<(Untruncated, NormProducts)> {
-        attempt!(check_len("layer_norm", "input", xc.len(), rows * c));
+        attempt!(check_len("layer_norm", "input", xc.raw.len(), rows * c));
         if let Some(g) = gamma {
             attempt!(check_len("layer_norm", "gamma", g.rows() * g.cols(), c));
         }
         let f = self.frac_bits();
-        self.norm_products_raw(xc, gamma, next, rows, c)
-            .then(move |ctx, p| {
-                // u = Σ(x − μ)² + c·eps = c·(σ² + eps), at 2f bits
-                let u_raw = Share::new(ring::row_sums(p.square.as_slice(), rows, c));
-                let u_raw = ctx.add_scalar(&u_raw, encode_at(c as f64 * params.eps, 2 * f));
-                let dom = Domain {
-                    lo: c as f64 * (params.var.lo + params.eps),
-                    hi: c as f64 * (params.var.hi + params.eps),
+        let dom = Domain {
+            lo: c as f64 * (params.var.lo + params.eps),
+            hi: c as f64 * (params.var.hi + params.eps),
+        };
+        let pe = PiecewiseEval::rsqrt(dom, (c as f64).sqrt(), f);
+        let eps = encode_at(c as f64 * params.eps, 2 * f);
+        let (gamma, next) = (gamma.cloned(), next.cloned());
+        // u = Σ(x − μ)² + c·eps = c·(σ² + eps), at 2f bits
+        let u_of = move |ctx: &Ctx<'_>, sq: &Share| {
+            ctx.add_scalar(&Share::new(ring::row_sums(sq.as_slice(), rows, c)), eps)
+        };
+        // the rsqrt's comparison and u's truncation
+        let (thresholds, bits) = (pe.thresholds(2 * f), dom.compare_bits(2 * f));
+        let rsqrt_bits = move |ctx: &mut Ctx<'_>, u_raw: &Share| {
+            let u = ctx.trunc(u_raw, f);
+            u.join(ctx.ge_thresholds(u_raw, &thresholds, bits))
+        };
+        // the rsqrt's product and the products' truncations
+        let finish =
+            move |ctx: &mut Ctx<'_>, xt: Share, p: NormProducts, u: Share, g: Vec<Share>| {
+                let inv = ctx.piecewise_from_bits_untruncated(&u, None, &g, &pe);
+                let scaled = optional(p.scaled.map(|s| ctx.trunc(&s, f)));
+                let product = optional(p.product.map(|s| ctx.trunc(&s, f)));
+                inv.join(Op::all(vec![scaled, product]))
+                    .map(move |(inv, mut t)| {
+                        let some = |s: Share| (!s.is_empty()).then_some(s);
+                        let product = some(t.pop().expect("product slot"));
+                        let scaled = some(t.pop().expect("scaled slot"));
+                        let products = NormProducts {
+                            square: xt,
+                            scaled,
+                            product,
+                        };
+                        (inv, products)
+                    })
+            };
+        if xc.shift == 0 {
+            // one opening for the square and every product
+            let xt = xc.raw.clone();
+            return self
+                .norm_products_raw(&xc.raw, gamma.as_ref(), next.as_ref(), rows, c)
+                .then(move |ctx, p| {
+                    let u_raw = u_of(ctx, &p.square);
+                    rsqrt_bits(ctx, &u_raw).then(move |ctx, (u, g)| finish(ctx, xt, p, u, g))
+                });
+        }
+        // a truncating opening gives x − μ and its square; then the products
+        self.bit_compare(&xc.raw, &[], 62, 0, false, true, xc.shift)
+            .then(move |ctx, o| {
+                let xt = o.value();
+                let u_raw = u_of(ctx, &o.square_raw());
+                let products = if gamma.is_none() && next.is_none() {
+                    Op::ready(NormProducts {
+                        square: Share::zeros(0),
+                        scaled: None,
+                        product: None,
+                    })
+                } else {
+                    ctx.norm_products_raw(&xt, gamma.as_ref(), next.as_ref(), rows, c)
                 };
-                let pe = PiecewiseEval::rsqrt(dom, (c as f64).sqrt(), f);
-                let u = ctx.trunc(&u_raw, f);
-                let scaled = p.scaled.map(|s| ctx.trunc(&s, f));
-                let product = p.product.map(|s| ctx.trunc(&s, f));
-                let cmp = ctx.ge_thresholds(&u_raw, &pe.thresholds(2 * f), dom.compare_bits(2 * f));
-                let truncs = Op::all(vec![u, optional(scaled), optional(product)]);
-                truncs.join(cmp).then(move |ctx, (mut t, g)| {
-                    let product = t.pop().expect("product slot");
-                    let scaled = t.pop().expect("scaled slot");
-                    let u = t.pop().expect("u");
-                    ctx.piecewise_from_bits_untruncated(&u, None, &g, &pe)
-                        .map(move |inv| {
-                            let some = |s: Share| (!s.is_empty()).then_some(s);
-                            (
-                                inv,
-                                NormProducts {
-                                    square: u,
-                                    scaled: some(scaled),
-                                    product: some(product),
-                                },
-                            )
-                        })
-                })
+                products
+                    .join(rsqrt_bits(ctx, &u_raw))
+                    .then(move |ctx, (p, (u, g))| finish(ctx, xt, p, u, g))
             })
     }
 

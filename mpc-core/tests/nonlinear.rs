@@ -420,24 +420,24 @@ fn layer_norm_matches_plaintext_with_counts() {
     let n = rows * c;
     // the rsqrt compares u = c·(σ² + eps) at 2f bits
     let bits = ((c as f64 * (p.var.hi + p.eps)).log2().ceil() as u32 + 2 * F + 2) as usize;
-    // masking γ (once); scaled truncation; one opening for both products;
-    // truncation of u and of x·γ with the comparison of u; the rsqrt's
-    // product; the row product (which also truncates the rsqrt) and its
-    // truncation
+    // masking γ (once); the truncating opening of x − μ (for u); the
+    // opening for x·γ with the comparison of u and u's truncation; the
+    // rsqrt's product with x·γ's truncation; the row product (which also
+    // truncates the rsqrt) and its truncation
     let bytes = 8 * c
-        + n.div_ceil(8)
         + 8 * n
-        + rows.div_ceil(8)
-        + n.div_ceil(8)
+        + 8 * n
         + packed_len(rows, bits as u32)
+        + rows.div_ceil(8)
         + 16 * rows
+        + n.div_ceil(8)
         + 8 * (n + rows)
         + n.div_ceil(8);
-    assert_eq!(r.online[0].rounds, 1 + 6);
+    assert_eq!(r.online[0].rounds, 1 + 5);
     assert_eq!(r.online[0].bytes_sent as usize, bytes);
     let l = bits - 1;
     let dcf = l * 24 + (2 * l).div_ceil(8) + 8;
-    assert_eq!(r.dealer_bytes[1] as usize, 56 * n + rows * (dcf + 40));
+    assert_eq!(r.dealer_bytes[1] as usize, 80 * n + rows * (dcf + 40));
 }
 
 proptest! {
