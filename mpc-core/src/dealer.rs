@@ -89,7 +89,7 @@ pub enum Request {
         n: usize,
     },
     /// For LayerNorm: one mask `A` (rows×cols) serving several products of
-    /// the same opened `X − A`: `C_sq = A ⊙ A`; when `id` names a masked
+    /// the same opened `X − A`: with `square`, `C_sq = A ⊙ A`; when `id` names a masked
     /// 1×cols weight `B` (the LayerNorm scale), `C_w = A ⊙ B` broadcast over
     /// rows; when `next` names a masked cols×out weight `W`, `C_next = A·W`.
     NormProducts {
@@ -97,6 +97,8 @@ pub enum Request {
         id: Option<u32>,
         /// A masked cols×out weight `W` and its width: adds `C_next = A·W`.
         next: Option<(u32, usize)>,
+        /// Add `C_sq = A ⊙ A` (the square of `X`).
+        square: bool,
         /// Rows.
         rows: usize,
         /// Columns.
@@ -208,8 +210,9 @@ impl Request {
                 next,
                 rows,
                 cols,
+                square,
             } => {
-                let per = if id.is_some() { 16 } else { 8 };
+                let per = 8 * (id.is_some() as usize + square as usize);
                 let product = next.map_or(0, |(_, out)| 8 * rows * out);
                 if p1 { per * rows * cols + product } else { 0 }
             }
@@ -383,12 +386,13 @@ pub fn draw(req: &Request, party: Party, prg: &mut Prg) -> Material {
             next,
             rows,
             cols,
+            square,
         } => Material::Triple {
             a: prg.u64s(rows * cols),
             b: Vec::new(),
             c: own_c(
                 prg,
-                rows * cols * if id.is_some() { 2 } else { 1 }
+                rows * cols * (id.is_some() as usize + square as usize)
                     + next.map_or(0, |(_, out)| rows * out),
             ),
         },
@@ -625,12 +629,17 @@ impl Dealer {
                     next,
                     rows,
                     cols,
+                    square,
                 },
                 Material::Triple { a: a0, c: c0, .. },
                 Material::Triple { a: a1, .. },
             ) => {
                 let a = ring::add(&a0, &a1);
-                let mut full = ring::mul(&a, &a);
+                let mut full = if *square {
+                    ring::mul(&a, &a)
+                } else {
+                    Vec::new()
+                };
                 let product = match next {
                     Some((wid, out)) => {
                         let (mk, mn, w) = self.masks.get(wid).ok_or_else(|| {

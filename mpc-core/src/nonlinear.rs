@@ -725,7 +725,7 @@ impl Ctx<'_> {
             // one opening for the square and every product
             let xt = xc.raw.clone();
             return self
-                .norm_products_raw(&xc.raw, gamma.as_ref(), next.as_ref(), rows, c)
+                .norm_products_raw(&xc.raw, true, gamma.as_ref(), next.as_ref(), rows, c)
                 .then(move |ctx, p| {
                     let u_raw = u_of(ctx, &p.square);
                     rsqrt_bits(ctx, &u_raw).then(move |ctx, (u, g)| finish(ctx, xt, p, u, g))
@@ -743,7 +743,7 @@ impl Ctx<'_> {
                         product: None,
                     })
                 } else {
-                    ctx.norm_products_raw(&xt, gamma.as_ref(), next.as_ref(), rows, c)
+                    ctx.norm_products_raw(&xt, false, gamma.as_ref(), next.as_ref(), rows, c)
                 };
                 products
                     .join(rsqrt_bits(ctx, &u_raw))
@@ -751,7 +751,7 @@ impl Ctx<'_> {
             })
     }
 
-    /// From one opening of `x − A` (x: rows×c): `x ⊙ x`; with a masked
+    /// From one opening of `x − A` (x: rows×c): with `square`, `x ⊙ x`; with a masked
     /// scale `γ` (1×c), `x ⊙ γ` broadcast over rows; with a masked weight `W`
     /// (c×out), `x·W`. All without truncation.
     /// Rounds 1; sends `8·rows·c` bytes per party; local work includes one
@@ -759,6 +759,7 @@ impl Ctx<'_> {
     pub fn norm_products_raw(
         &mut self,
         x: &Share,
+        square: bool,
         gamma: Option<&MaskedWeight>,
         next: Option<&MaskedWeight>,
         rows: usize,
@@ -773,6 +774,7 @@ impl Ctx<'_> {
             next: next.map(|w| (w.id(), w.cols())),
             rows,
             cols: c,
+            square,
         };
         let (a, _, cc) = attempt!(
             self.take("norm_products", req)
@@ -789,16 +791,20 @@ impl Ctx<'_> {
                 let e = ring::add(&e_mine, &other);
                 let n = rows * c;
                 // x² = c_sq + 2e·a + e²  (e² by party 0)
-                let sq: Vec<u64> = (0..n)
-                    .map(|i| {
-                        let mut z = cc[i].wrapping_add(e[i].wrapping_mul(a[i]).wrapping_mul(2));
-                        if p0 {
-                            z = z.wrapping_add(e[i].wrapping_mul(e[i]));
-                        }
-                        z
-                    })
-                    .collect();
-                let mut at = n;
+                let sq: Vec<u64> = if square {
+                    (0..n)
+                        .map(|i| {
+                            let mut z = cc[i].wrapping_add(e[i].wrapping_mul(a[i]).wrapping_mul(2));
+                            if p0 {
+                                z = z.wrapping_add(e[i].wrapping_mul(e[i]));
+                            }
+                            z
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let mut at = if square { n } else { 0 };
                 let scaled = gamma.map(|g| {
                     // x·γ = c_w + e·(B_i + [p0]F) + a·F, per column j
                     let (eb, f) = (g.eb_share(), g.opened());

@@ -437,7 +437,7 @@ fn layer_norm_matches_plaintext_with_counts() {
     assert_eq!(r.online[0].bytes_sent as usize, bytes);
     let l = bits - 1;
     let dcf = l * 24 + (2 * l).div_ceil(8) + 8;
-    assert_eq!(r.dealer_bytes[1] as usize, 80 * n + rows * (dcf + 40));
+    assert_eq!(r.dealer_bytes[1] as usize, 72 * n + rows * (dcf + 40));
 }
 
 proptest! {
