@@ -227,7 +227,7 @@ impl Ctx<'_> {
             "compare: {coarse} coarse bits of {bits}"
         );
         assert!(
-            trunc == 0 || (bits <= 62 && trunc < 62 && (!square || trunc <= 32)),
+            trunc == 0 || (bits <= 62 && trunc < 62),
             "compare: truncation by {trunc} of {bits} bits"
         );
         let n = x.len();
@@ -318,9 +318,14 @@ impl Ctx<'_> {
                 let rho_base = (0..rho_r.len())
                     .map(|p| rho_r[p].wrapping_sub(wrap(p / k).wrapping_mul(rho_msb[p])))
                     .collect();
+                // R² = r_h² − 2K(1 − M)·r_h·msb(r) + K²(1 − M)·msb(r), K = 2^(64−s)
+                // (K² vanishes for s ≤ 32)
                 let sq_base = (0..r_sq.len())
                     .map(|i| {
-                        r_sq[i].wrapping_sub(wrap(i).wrapping_mul(2).wrapping_mul(high_msb[i]))
+                        let k = wrap(i);
+                        r_sq[i]
+                            .wrapping_sub(k.wrapping_mul(2).wrapping_mul(high_msb[i]))
+                            .wrapping_add(k.wrapping_mul(k).wrapping_mul(r_msb[i]))
                     })
                     .collect();
                 (public, base, rho_base, sq_base)
