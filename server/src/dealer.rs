@@ -26,9 +26,10 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request as RpcRequest, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::defaults::{self, CLOSE_GRACE};
 use crate::error::ServerError;
 use crate::kx::{End, KeyPair};
-use crate::limits::{CLOSE_GRACE, ConnLimits};
+use crate::limits::ConnLimits;
 use crate::plan;
 use crate::tls::{Role, TlsMaterial, require_role};
 use crate::{MAX_INTERNAL_MESSAGE, hex};
@@ -38,8 +39,9 @@ use crate::{MAX_INTERNAL_MESSAGE, hex};
 /// party can tell the other party's departure from the dealer's.
 pub const PAIRING_ENDED: &str = "the pairing ended at the dealer: the other party left it";
 
-/// Largest piece of a batch in one message (default of [`DealerConfig::chunk_bytes`]).
-pub const CHUNK_BYTES: usize = 1 << 20;
+/// Largest piece of a batch in one message (default of
+/// [`DealerConfig::chunk_bytes`]; see [`defaults::CHUNK_BYTES`]).
+pub const CHUNK_BYTES: usize = defaults::CHUNK_BYTES;
 
 /// Dealer settings.
 #[derive(Clone, Debug)]
@@ -55,7 +57,7 @@ pub struct DealerConfig {
 impl Default for DealerConfig {
     fn default() -> Self {
         DealerConfig {
-            join_timeout: Duration::from_secs(30),
+            join_timeout: defaults::DEALER_JOIN_TIMEOUT,
             chunk_bytes: CHUNK_BYTES,
             limits: ConnLimits::default(),
         }
@@ -123,7 +125,7 @@ impl DealerService {
 
     /// The plans of a manifest (recorded once, then cached).
     async fn plans(&self, manifest_json: &str) -> Result<Arc<ModelPlans>, ServerError> {
-        if manifest_json.len() > 1 << 20 {
+        if manifest_json.len() > defaults::MAX_MANIFEST_BYTES {
             return Err(ServerError::TooLarge("manifest over 1 MiB".into()));
         }
         let mut cache = self.plans.lock().await;
@@ -137,7 +139,7 @@ impl DealerService {
         .await
         .map_err(|e| ServerError::Internal(format!("recording plans: {e}")))??;
         let p = Arc::new(p);
-        if cache.len() >= 64 {
+        if cache.len() >= defaults::PLAN_CACHE_ENTRIES {
             cache.clear();
         }
         cache.insert(manifest_json.to_string(), p.clone());
@@ -150,9 +152,14 @@ impl DealerService {
     ) -> Result<mpsc::Receiver<Result<ProvisionResponse, Status>>, ServerError> {
         let role = require_role(&req, &[Role::Party(0), Role::Party(1)])?;
         let mut incoming = req.into_inner();
-        let first = tokio::time::timeout(Duration::from_secs(10), incoming.message())
+        let first = tokio::time::timeout(defaults::HELLO_TIMEOUT, incoming.message())
             .await
-            .map_err(|_| ServerError::InvalidArgument("no hello within 10 s".into()))??;
+            .map_err(|_| {
+                ServerError::InvalidArgument(format!(
+                    "no hello within {:?}",
+                    defaults::HELLO_TIMEOUT
+                ))
+            })??;
         let hello = match first.and_then(|m| m.kind) {
             Some(provision_request::Kind::Hello(h)) => h,
             _ => {

@@ -16,10 +16,7 @@ use mpc_core::MpcError;
 use tonic::{Code, Status};
 use tracing::warn;
 
-/// Longest caller-supplied string echoed in an error, in bytes.
-pub const MAX_ECHO: usize = 64;
-/// Longest status message sent to a caller, in bytes.
-pub const MAX_STATUS_MESSAGE: usize = 1024;
+pub use crate::defaults::{MAX_ECHO, MAX_STATUS_MESSAGE};
 
 /// `s` cut to at most `max` bytes (on a character boundary), with the
 /// original length when cut.

@@ -16,7 +16,9 @@
 //!   the `health` probe command.
 //! - [`listen`]: accepting connections: TLS handshakes with a timeout,
 //!   idle timeout, a connection limit per listener, accept errors backed
-//!   off; refusals logged. [`limits`]: those bounds and the shutdown's.
+//!   off; refusals logged. [`limits`]: those bounds.
+//! - [`defaults`]: every default and fixed bound (timeouts, pool and buffer
+//!   sizes, limits), used by the flags, the configs and the local mode.
 //!
 //! Protocol code (mpc-core, the secure forward) never runs on the async
 //! runtime's workers: sessions, model loads, dealing and pool expansion run
@@ -25,6 +27,7 @@
 pub mod bridge;
 pub mod cli;
 pub mod dealer;
+pub mod defaults;
 pub mod error;
 pub mod health;
 pub mod kx;
@@ -39,15 +42,7 @@ pub mod tls;
 
 pub use error::ServerError;
 
-/// Largest message on the internal links (party-to-party, dealer): openings
-/// of a vit_9_12_64-sized matrix product fit with room to spare.
-pub const MAX_INTERNAL_MESSAGE: usize = 64 << 20;
-
-/// HTTP/2 flow-control window per stream on the internal links: a protocol
-/// message of a few MB must not wait for window updates.
-pub const STREAM_WINDOW: u32 = 16 << 20;
-/// HTTP/2 flow-control window per connection on the internal links.
-pub const CONNECTION_WINDOW: u32 = 64 << 20;
+pub use defaults::{CONNECTION_WINDOW, MAX_INTERNAL_MESSAGE, STREAM_WINDOW};
 
 /// Lower-case hex of `bytes` (ids in logs and errors; never secrets).
 pub fn hex(bytes: &[u8]) -> String {

@@ -1,0 +1,317 @@
+//! Sessions: one inference, from a client's request to its answer. The
+//! request is checked before any work ([`Shared::admit`]), its id
+//! registered ([`Shared::register`]); party 0 announces the session to
+//! party 1, takes a batch and names it ([`Shared::lead_session`]), party 1
+//! matches the announcement with its client's request and takes the same
+//! batch ([`Shared::follow_session`]); both then run the secure forward on
+//! a blocking thread ([`Shared::forward`]).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mpc_core::{CountingChannel, Session, Share};
+use mpcvit_proto::v1::{
+    Ack, InferRequest, PeerFrame, ReleaseBatch, SessionHeader, SessionStats, StartSession,
+    peer_frame,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt;
+use tonic::{Request as RpcRequest, Status};
+use tracing::{debug, warn};
+
+use super::pairing::{Epoch, ModelEntry};
+use super::pool::{BatchFeed, Replenish};
+use super::{Shared, frame, lock};
+use crate::bridge::{self, BlockingChannel, PeerStream};
+use crate::defaults::{ACK_SLACK, PAIRING_LOOKUP_WAIT};
+use crate::error::ServerError;
+use crate::tls::require_client;
+use crate::{hex, id16};
+
+/// A session id registered in [`Shared::active`]; removed when dropped.
+pub(super) struct ActiveSession<'a> {
+    active: &'a watch::Sender<HashSet<[u8; 16]>>,
+    sid: [u8; 16],
+}
+
+impl Drop for ActiveSession<'_> {
+    fn drop(&mut self) {
+        self.active.send_modify(|a| {
+            a.remove(&self.sid);
+        });
+    }
+}
+
+/// Party 0: a batch its session took that party 1 has not acknowledged yet.
+/// Dropped while still armed (the session ended first), it tells party 1 to
+/// drop the batch ([`ReleaseBatch`]), so that the dealer stream, which
+/// delivers batches in order, is not held up behind it.
+struct Unclaimed {
+    epoch: Option<Arc<Epoch>>,
+    batch: u64,
+}
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        if let Some(epoch) = &self.epoch
+            && let Some(tx) = lock(&epoch.pair_tx).as_ref()
+        {
+            let release = ReleaseBatch { batch: self.batch };
+            if tx
+                .try_send(Ok(frame(peer_frame::Kind::Release(release))))
+                .is_err()
+            {
+                warn!(
+                    batch = self.batch,
+                    "could not tell party 1 to release a batch"
+                );
+            }
+        }
+    }
+}
+
+/// A session id from a request field.
+pub(super) fn session_id(bytes: &[u8]) -> Result<[u8; 16], ServerError> {
+    id16(bytes, "session id").map_err(ServerError::InvalidArgument)
+}
+
+/// Wait for an `Ack` on `rx` (party 1 accepted a header).
+pub(super) async fn expect_ack(
+    rx: &mut mpsc::Receiver<Result<PeerFrame, Status>>,
+    wait: Duration,
+    what: &str,
+) -> Result<(), ServerError> {
+    match tokio::time::timeout(wait, rx.recv()).await {
+        Err(_) => Err(ServerError::PeerUnavailable(format!(
+            "party 1 did not accept the {what} within {wait:?}"
+        ))),
+        Ok(None) => Err(ServerError::PeerUnavailable(format!(
+            "party 1 closed the {what} stream"
+        ))),
+        Ok(Some(Err(s))) => Err(ServerError::Rpc(s)),
+        Ok(Some(Ok(PeerFrame {
+            kind: Some(peer_frame::Kind::Ack(_)),
+        }))) => Ok(()),
+        Ok(Some(Ok(_))) => Err(ServerError::Aborted(format!(
+            "unexpected frame instead of the {what} acknowledgement"
+        ))),
+    }
+}
+
+/// Party 0: a session failed. If party 1 went away under it, say so: when
+/// a party leaves, the dealer ends the pairing's material stream too
+/// ([`crate::dealer::PAIRING_ENDED`]), and a session waiting for material
+/// would blame the dealer.
+pub(super) fn explain_peer_loss(e: ServerError, epoch: &Epoch) -> ServerError {
+    let peer_gone = !epoch.store.health.borrow().peer;
+    if !(peer_gone || e.to_string().contains(crate::dealer::PAIRING_ENDED)) {
+        return e;
+    }
+    debug!(error = %e, "the session failed after party 1 left");
+    ServerError::Aborted("party 1 left during this session (the pairing ended)".into())
+}
+
+/// Ring elements from little-endian bytes (the length is a multiple of 8:
+/// [`Shared::admit`] checked it).
+fn words(bytes: &[u8]) -> Vec<u64> {
+    bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("chunks_exact(8) gives 8 bytes")))
+        .collect()
+}
+
+/// A share as little-endian bytes (the client API's encoding).
+pub(super) fn to_bytes(s: &Share) -> Vec<u8> {
+    s.as_slice().iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+impl Shared {
+    /// Check a client's request before any work: the caller, this party
+    /// not shutting down, the model, the session id and the share's length.
+    pub(super) fn admit(
+        &self,
+        req: RpcRequest<InferRequest>,
+    ) -> Result<(Arc<ModelEntry>, [u8; 16], Share), ServerError> {
+        require_client(&req, self.client_token.as_deref())?;
+        self.refuse_if_stopping()?;
+        let r = req.into_inner();
+        let entry = self.entry(&r.model)?;
+        let sid = session_id(&r.session_id)?;
+        let want = entry.input_len * 8;
+        if r.input_share.len() != want {
+            return Err(ServerError::InvalidArgument(format!(
+                "input share of {} bytes; model {} takes {} ring elements ({want} bytes)",
+                r.input_share.len(),
+                entry.name,
+                entry.input_len
+            )));
+        }
+        let input = Share::new(words(&r.input_share));
+        Ok((entry, sid, input))
+    }
+
+    /// Register session `sid` as in progress at this party.
+    pub(super) fn register(&self, sid: [u8; 16]) -> Result<ActiveSession<'_>, ServerError> {
+        let mut fresh = false;
+        self.active.send_modify(|a| fresh = a.insert(sid));
+        if !fresh {
+            return Err(ServerError::DuplicateSession(hex(&sid)));
+        }
+        Ok(ActiveSession {
+            active: &self.active,
+            sid,
+        })
+    }
+
+    /// Run one secure forward (on a blocking thread) with a taken batch;
+    /// `waited` is the time the session spent before it (joining, a slot,
+    /// the batch).
+    async fn forward(
+        &self,
+        epoch: &Epoch,
+        stream: PeerStream,
+        feed: BatchFeed,
+        input: Share,
+        started: Instant,
+    ) -> Result<(Share, SessionStats), ServerError> {
+        let waited = started.elapsed();
+        let (party, fp) = (self.party, self.fp);
+        let handle = tokio::runtime::Handle::current();
+        let (recv_timeout, wait) = (self.recv_timeout, self.pool_wait);
+        let (model, store) = (epoch.model.clone(), epoch.store.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut pool = store.source(feed, handle.clone(), wait);
+            let mut ch = CountingChannel::new(BlockingChannel::new(stream, handle, recv_timeout));
+            let t = Instant::now();
+            let out = {
+                let mut s = Session::new(party, fp, &mut ch, &mut pool);
+                model.forward(&mut s, &input)?
+            };
+            let c = ch.stats();
+            Ok((
+                out,
+                SessionStats {
+                    bytes_sent: c.bytes_sent,
+                    bytes_received: c.bytes_received,
+                    rounds: c.rounds,
+                    online_micros: t.elapsed().as_micros() as u64,
+                    wait_micros: waited.as_micros() as u64,
+                },
+            ))
+        })
+        .await
+        .map_err(|e| ServerError::Internal(format!("session task: {e}")))?
+    }
+
+    /// Party 0's side of a session.
+    pub(super) async fn lead_session(
+        &self,
+        entry: &Arc<ModelEntry>,
+        sid: [u8; 16],
+        input: Share,
+    ) -> Result<(Share, SessionStats), ServerError> {
+        let t0 = Instant::now();
+        let epoch = entry.current().ok_or_else(|| {
+            ServerError::PeerUnavailable("not paired with party 1 for this model (yet)".into())
+        })?;
+        // Announce the session at once, so party 1 matches it with its own
+        // request while this one waits for a slot and a batch.
+        let (tx, out) = bridge::outgoing();
+        tx.send(Ok(frame(peer_frame::Kind::Session(SessionHeader {
+            pairing_id: epoch.id.to_vec(),
+            session_id: sid.to_vec(),
+        }))))
+        .await
+        .map_err(|_| ServerError::Internal("session channel closed".into()))?;
+        let resp = self
+            .peer_client()
+            .session(out.map_while(Result::ok))
+            .await
+            .map_err(|s| match s.code() {
+                tonic::Code::AlreadyExists => ServerError::DuplicateSession(hex(&sid)),
+                c => ServerError::PeerUnavailable(format!("{c}: {}", s.message())),
+            })?;
+        let mut rx = bridge::pump(resp.into_inner());
+        expect_ack(&mut rx, self.join_timeout + ACK_SLACK, "session").await?;
+        let _permit = tokio::time::timeout(self.pool_wait, self.sessions.acquire())
+            .await
+            .map_err(|_| {
+                ServerError::PeerUnavailable(format!(
+                    "no compute slot free within {:?} (server busy)",
+                    self.pool_wait
+                ))
+            })?
+            .map_err(|_| ServerError::Internal("shutting down".into()))?;
+        let feed = epoch.store.take(None, self.pool_wait).await?;
+        let batch = feed.batch;
+        let _replenish = Replenish {
+            store: epoch.store.clone(),
+            batch,
+        };
+        let mut unclaimed = Unclaimed {
+            epoch: Some(epoch.clone()),
+            batch,
+        };
+        tx.send(Ok(frame(peer_frame::Kind::Start(StartSession { batch }))))
+            .await
+            .map_err(|_| ServerError::Aborted("party 1 left the session".into()))?;
+        expect_ack(&mut rx, self.pool_wait + ACK_SLACK, "batch").await?;
+        unclaimed.epoch = None;
+        self.forward(&epoch, PeerStream { tx, rx }, feed, input, t0)
+            .await
+    }
+
+    /// Party 1's side of a session.
+    pub(super) async fn follow_session(
+        &self,
+        entry: &Arc<ModelEntry>,
+        sid: [u8; 16],
+        input: Share,
+    ) -> Result<(Share, SessionStats), ServerError> {
+        let t0 = Instant::now();
+        let (header, mut stream) = self.rendezvous.claim(sid, self.join_timeout).await?;
+        let tx = stream.tx.clone();
+        let result: Result<(Share, SessionStats), ServerError> = async {
+            let pid = id16(&header.pairing_id, "party 0's pairing id").map_err(ServerError::Aborted)?;
+            let epoch = entry.by_id(&pid, PAIRING_LOOKUP_WAIT).await.ok_or_else(|| {
+                ServerError::Aborted(format!(
+                    "party 0 runs this session under pairing {} of another model or an ended pairing",
+                    hex(&pid)
+                ))
+            })?;
+            let ack = || Ok(frame(peer_frame::Kind::Ack(Ack {})));
+            tx.send(ack())
+                .await
+                .map_err(|_| ServerError::Aborted("party 0 left the session".into()))?;
+            // Party 0 bounds its own waits for a slot and a batch by the pool wait.
+            let start_wait = 2 * self.pool_wait + self.join_timeout;
+            let batch = match tokio::time::timeout(start_wait, stream.rx.recv()).await {
+                Err(_) => {
+                    return Err(ServerError::Aborted(format!(
+                        "party 0 did not start the session within {start_wait:?}"
+                    )));
+                }
+                Ok(Some(Ok(PeerFrame {
+                    kind: Some(peer_frame::Kind::Start(s)),
+                }))) => s.batch,
+                Ok(Some(Err(s))) => return Err(ServerError::Rpc(s)),
+                Ok(_) => return Err(ServerError::Aborted("party 0 left the session".into())),
+            };
+            let feed = epoch.store.take(Some(batch), self.pool_wait).await?;
+            let _replenish = Replenish {
+                store: epoch.store.clone(),
+                batch,
+            };
+            tx.send(ack())
+                .await
+                .map_err(|_| ServerError::Aborted("party 0 left the session".into()))?;
+            self.forward(&epoch, stream, feed, input, t0).await
+        }
+        .await;
+        if let Err(e) = &result {
+            let _ = tx.send(Err(e.to_status())).await;
+        }
+        result
+    }
+}
