@@ -266,7 +266,10 @@ pub async fn shutdown_signal() {
 async fn bind(addr: &str) -> Result<tokio::net::TcpListener, ServerError> {
     tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| ServerError::Config(format!("cannot listen on {addr}: {e}")))
+        .map_err(|source| ServerError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 async fn bind_optional(addr: Option<&str>) -> Result<Option<tokio::net::TcpListener>, ServerError> {
@@ -291,12 +294,11 @@ pub async fn run_party(a: PartyArgs) -> Result<(), ServerError> {
         let path = share_path(m, party);
         let loaded = shares::load(&path)?;
         if loaded.party != party {
-            return Err(ServerError::Config(format!(
-                "{} is party {}'s share, this is party {}",
-                path.display(),
-                loaded.party.index(),
-                party.index()
-            )));
+            return Err(ServerError::WrongParty {
+                path,
+                file: loaded.party,
+                this: party,
+            });
         }
         models.push(loaded.shares);
     }

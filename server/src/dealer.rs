@@ -64,6 +64,12 @@ impl Default for DealerConfig {
     }
 }
 
+/// A `Provision` stream that does not begin with a hello.
+const NO_HELLO: ServerError = ServerError::NoHeader {
+    rpc: "Provision",
+    expected: "a hello",
+};
+
 type ResponseTx = mpsc::Sender<Result<ProvisionResponse, Status>>;
 type WeakResponseTx = mpsc::WeakSender<Result<ProvisionResponse, Status>>;
 
@@ -126,7 +132,11 @@ impl DealerService {
     /// The plans of a manifest (recorded once, then cached).
     async fn plans(&self, manifest_json: &str) -> Result<Arc<ModelPlans>, ServerError> {
         if manifest_json.len() > defaults::MAX_MANIFEST_BYTES {
-            return Err(ServerError::TooLarge("manifest over 1 MiB".into()));
+            return Err(ServerError::TooLarge {
+                what: "manifest",
+                size: manifest_json.len(),
+                limit: defaults::MAX_MANIFEST_BYTES,
+            });
         }
         let mut cache = self.plans.lock().await;
         if let Some(p) = cache.get(manifest_json) {
@@ -137,7 +147,7 @@ impl DealerService {
             plan::for_manifest(&m, model::SecureParams::default())
         })
         .await
-        .map_err(|e| ServerError::Internal(format!("recording plans: {e}")))??;
+        .map_err(ServerError::task("recording plans"))??;
         let p = Arc::new(p);
         if cache.len() >= defaults::PLAN_CACHE_ENTRIES {
             cache.clear();
@@ -154,42 +164,41 @@ impl DealerService {
         let mut incoming = req.into_inner();
         let first = tokio::time::timeout(defaults::HELLO_TIMEOUT, incoming.message())
             .await
-            .map_err(|_| {
-                ServerError::InvalidArgument(format!(
-                    "no hello within {:?}",
-                    defaults::HELLO_TIMEOUT
-                ))
-            })??;
+            .map_err(|_| NO_HELLO)??;
         let hello = match first.and_then(|m| m.kind) {
             Some(provision_request::Kind::Hello(h)) => h,
             _ => {
-                return Err(ServerError::InvalidArgument(
-                    "the first message must be a hello".into(),
-                ));
+                return Err(NO_HELLO);
             }
         };
         let party = hello.party as usize;
         if party > 1 || role != Role::Party(party as u8) {
-            return Err(ServerError::Unauthenticated(format!(
-                "a {} certificate cannot join as party {party}",
-                role.dns_name()
-            )));
+            return Err(ServerError::RoleClaim {
+                caller: role,
+                claimed: hello.party,
+            });
         }
-        crate::id16(&hello.pairing_id, "pairing id").map_err(ServerError::InvalidArgument)?;
+        let pairing = crate::id16(&hello.pairing_id, "pairing id")?;
         let plans = self.plans(&hello.manifest_json).await?;
         if hello.plan_digest != plans.digest(&hello.manifest_json) {
-            return Err(ServerError::Mismatch(
-                "the party's correlation plans differ from the dealer's for this manifest (different builds?)"
-                    .into(),
-            ));
+            // The manifest parsed (its plans were recorded): name its model.
+            let model = model::ModelConfig::from_manifest_json(&hello.manifest_json)
+                .map(|c| crate::error::clip(&c.name))
+                .unwrap_or_default();
+            return Err(ServerError::PlanMismatch { model, peer: role });
         }
         let keys = KeyPair::generate();
         let dealer_public = keys.public();
-        let party_public: [u8; 32] = hello
-            .public_key
-            .as_slice()
-            .try_into()
-            .map_err(|_| ServerError::InvalidArgument("public key must be 32 bytes".into()))?;
+        let party_public: [u8; 32] =
+            hello
+                .public_key
+                .as_slice()
+                .try_into()
+                .map_err(|_| ServerError::FieldLength {
+                    field: "public key",
+                    got: hello.public_key.len(),
+                    expected: 32,
+                })?;
         let seed = keys.agree(&party_public, &hello.pairing_id, party, End::Dealer)?;
         let (out, out_rx) = mpsc::channel(8);
         {
@@ -203,7 +212,10 @@ impl DealerService {
             })),
         }))
         .await
-        .map_err(|_| ServerError::Dealer("party left".into()))?;
+        .map_err(|_| ServerError::Closed {
+            peer: role,
+            stream: "provision",
+        })?;
         // Credits from the party.
         let (want_tx, want) = watch::channel(0u64);
         tokio::spawn(async move {
@@ -231,10 +243,7 @@ impl DealerService {
                 Some((p, other)) if p != party => Some((joined, other)),
                 Some(same) => {
                     w.insert(pid.clone(), same);
-                    return Err(ServerError::Unauthenticated(format!(
-                        "party {party} joined pairing {} twice",
-                        hex(&pid)
-                    )));
+                    return Err(ServerError::JoinedTwice { party, pairing });
                 }
                 None => {
                     w.insert(pid.clone(), (party, joined));
@@ -337,7 +346,7 @@ async fn deal_streamed(
         Ok(Some((dealer, sent)))
     })
     .await
-    .map_err(|e| ServerError::Internal(format!("dealing task: {e}")))?
+    .map_err(ServerError::task("dealing"))?
 }
 
 /// Send one chunk from a blocking thread; false when the party left.

@@ -9,6 +9,7 @@ use mpc_core::Seed;
 use sha2::{Digest, Sha256};
 
 use crate::error::ServerError;
+use crate::tls::Role;
 
 /// Which end of the agreement a key pair belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,9 +66,11 @@ impl KeyPair {
             .mul_clamped(self.secret)
             .to_bytes();
         if shared == [0u8; 32] {
-            return Err(ServerError::Dealer(
-                "low-order public key (the shared secret would be zero)".into(),
-            ));
+            let peer = match me {
+                End::Party => Role::Dealer,
+                End::Dealer => Role::Party(party as u8),
+            };
+            return Err(ServerError::LowOrderKey { peer });
         }
         let mut h = Sha256::new();
         h.update(b"mpcvit/v1 dealer seed");

@@ -49,12 +49,14 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A 16-byte id (pairing or session) from a message field, or a message
-/// naming `what` and the length found.
-pub fn id16(bytes: &[u8], what: &str) -> Result<[u8; 16], String> {
-    bytes
-        .try_into()
-        .map_err(|_| format!("{what} of {} bytes, expected 16", bytes.len()))
+/// A 16-byte id (pairing or session) from a message field, or
+/// [`ServerError::FieldLength`] naming `field` and the length found.
+pub fn id16(bytes: &[u8], field: &'static str) -> Result<[u8; 16], ServerError> {
+    bytes.try_into().map_err(|_| ServerError::FieldLength {
+        field,
+        got: bytes.len(),
+        expected: 16,
+    })
 }
 
 /// `https://` + `addr` unless `addr` already has a scheme.

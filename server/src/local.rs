@@ -68,13 +68,14 @@ pub struct LocalCluster {
 }
 
 async fn loopback() -> Result<(tokio::net::TcpListener, String), ServerError> {
+    let bind_error = |source| ServerError::Bind {
+        addr: "127.0.0.1:0".into(),
+        source,
+    };
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .map_err(|e| ServerError::Config(format!("cannot bind a loopback port: {e}")))?;
-    let addr = l
-        .local_addr()
-        .map_err(|e| ServerError::Config(e.to_string()))?
-        .to_string();
+        .map_err(bind_error)?;
+    let addr = l.local_addr().map_err(bind_error)?.to_string();
     Ok((l, addr))
 }
 

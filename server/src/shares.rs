@@ -82,9 +82,10 @@ pub struct LoadedShare {
 pub fn load(path: &Path) -> Result<LoadedShare, ServerError> {
     let bytes = std::fs::read(path).map_err(|e| ServerError::io("reading", path, e))?;
     from_safetensors(&bytes).map_err(|e| match e {
-        ServerError::ShareFile(reason) => {
-            ServerError::ShareFile(format!("{}: {reason}", path.display()))
-        }
+        ServerError::ShareFile { source, .. } => ServerError::ShareFile {
+            path: Some(path.to_path_buf()),
+            source,
+        },
         other => other,
     })
 }
@@ -96,8 +97,8 @@ pub fn to_safetensors(s: &WeightShares, party: Party) -> Result<Vec<u8>, ServerE
 
 /// Parse one party's share, checking every tensor against the manifest.
 pub fn from_safetensors(bytes: &[u8]) -> Result<LoadedShare, ServerError> {
-    let (shares, party) =
-        WeightShares::from_safetensors(bytes).map_err(|e| ServerError::ShareFile(e.to_string()))?;
+    let (shares, party) = WeightShares::from_safetensors(bytes)
+        .map_err(|source| ServerError::ShareFile { path: None, source })?;
     Ok(LoadedShare { shares, party })
 }
 
@@ -146,7 +147,7 @@ mod tests {
     fn wrong_files_are_clear_errors() {
         assert!(matches!(
             from_safetensors(b"not a file"),
-            Err(ServerError::ShareFile(_))
+            Err(ServerError::ShareFile { .. })
         ));
         let m = Model::random(tiny(), 1).unwrap();
         let plain = m.to_safetensors().unwrap();

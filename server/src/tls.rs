@@ -52,6 +52,14 @@ impl Role {
         }
     }
 
+    /// The party index of a party's role.
+    pub fn party_index(self) -> Option<u8> {
+        match self {
+            Role::Party(i) => Some(i),
+            _ => None,
+        }
+    }
+
     /// The file stem of the role's certificate and key.
     pub fn file_stem(self) -> &'static str {
         match self {
@@ -59,6 +67,18 @@ impl Role {
             Role::Party(0) => "party0",
             Role::Party(_) => "party1",
             Role::Client => "client",
+        }
+    }
+}
+
+/// How errors name the other end of a link: `the dealer`, `party 0`,
+/// `party 1`, `the client`.
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Role::Dealer => f.write_str("the dealer"),
+            Role::Party(i) => write!(f, "party {i}"),
+            Role::Client => f.write_str("the client"),
         }
     }
 }
@@ -120,7 +140,10 @@ impl TlsMaterial {
     /// token may stand in, and the service checks one or the other). For
     /// [`crate::listen::tls`]; offers HTTP/2 only, as tonic's own would.
     pub fn server(&self, client_cert_optional: bool) -> Result<Arc<ServerConfig>, ServerError> {
-        let bad = |what: &str, e: &dyn std::fmt::Display| ServerError::Tls(format!("{what}: {e}"));
+        let bad = |what: &'static str, e: &dyn std::fmt::Display| ServerError::Tls {
+            what,
+            reason: e.to_string(),
+        };
         let mut roots = RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
             let c = c.map_err(|e| bad("CA certificate", &e))?;
@@ -173,7 +196,10 @@ pub struct CertBundle {
 }
 
 fn tls_err(e: rcgen::Error) -> ServerError {
-    ServerError::Tls(e.to_string())
+    ServerError::Tls {
+        what: "generating certificates",
+        reason: e.to_string(),
+    }
 }
 
 impl CertBundle {
@@ -308,13 +334,10 @@ pub fn caller_role<T>(req: &tonic::Request<T>) -> Option<Role> {
 pub fn require_role<T>(req: &tonic::Request<T>, allowed: &[Role]) -> Result<Role, ServerError> {
     match caller_role(req) {
         Some(r) if allowed.contains(&r) => Ok(r),
-        Some(r) => Err(ServerError::Unauthenticated(format!(
-            "a {} certificate is not accepted on this service",
-            r.dns_name()
-        ))),
-        None => Err(ServerError::Unauthenticated(
-            "no client certificate with an mpcvit role".into(),
-        )),
+        Some(caller) => Err(ServerError::WrongRole { caller }),
+        None => Err(ServerError::NoCredential {
+            needed: "a client certificate with an mpcvit role",
+        }),
     }
 }
 
@@ -332,13 +355,13 @@ pub fn require_client<T>(req: &tonic::Request<T>, token: Option<&str>) -> Result
         if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
             return Ok(());
         }
-        return Err(ServerError::Unauthenticated(
-            "a client certificate or a valid bearer token is required".into(),
-        ));
+        return Err(ServerError::NoCredential {
+            needed: "a client certificate or a valid bearer token is required",
+        });
     }
-    Err(ServerError::Unauthenticated(
-        "a client certificate is required".into(),
-    ))
+    Err(ServerError::NoCredential {
+        needed: "a client certificate is required",
+    })
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

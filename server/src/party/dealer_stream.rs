@@ -27,6 +27,7 @@ use crate::error::ServerError;
 use crate::hex;
 use crate::kx::{End, KeyPair};
 use crate::plan::ModelPlans;
+use crate::tls::Role;
 
 impl Shared {
     /// Connect to the dealer for pairing `id`, agree the seed, and start
@@ -50,36 +51,52 @@ impl Shared {
                 })),
             })
             .await
-            .map_err(|_| ServerError::Internal("request channel closed".into()))?;
+            .map_err(|_| ServerError::ChannelClosed {
+                op: "sending the dealer hello",
+            })?;
+        let unreachable = |status| ServerError::Unreachable {
+            peer: Role::Dealer,
+            rpc: "Provision",
+            status,
+        };
         let mut client = DealerClient::new(self.dealer.clone())
             .max_decoding_message_size(MAX_INTERNAL_MESSAGE)
             .max_encoding_message_size(MAX_INTERNAL_MESSAGE);
         let resp = client
             .provision(tokio_stream::wrappers::ReceiverStream::new(req_rx))
             .await
-            .map_err(|s| ServerError::Dealer(format!("{}: {}", s.code(), s.message())))?;
+            .map_err(unreachable)?;
         let mut inbound = resp.into_inner();
         let wait = self.join_timeout + DEALER_HELLO_SLACK;
+        let unexpected = |expected| ServerError::Unexpected {
+            peer: Role::Dealer,
+            expected,
+        };
         let hello = match tokio::time::timeout(wait, inbound.message()).await {
-            Err(_) => return Err(ServerError::Dealer(format!("no answer within {wait:?}"))),
-            Ok(Err(s)) => {
-                return Err(ServerError::Dealer(format!(
-                    "{}: {}",
-                    s.code(),
-                    s.message()
-                )));
+            Err(_) => {
+                return Err(ServerError::NotJoined {
+                    peer: Role::Dealer,
+                    step: "answer the hello",
+                    waited: wait,
+                });
             }
+            Ok(Err(s)) => return Err(unreachable(s)),
             Ok(Ok(Some(m))) => match m.kind {
                 Some(provision_response::Kind::Hello(h)) => h,
-                _ => return Err(ServerError::Dealer("expected the dealer's hello".into())),
+                _ => return Err(unexpected("its hello")),
             },
-            Ok(Ok(None)) => return Err(ServerError::Dealer("the dealer closed the stream".into())),
+            Ok(Ok(None)) => {
+                return Err(ServerError::Closed {
+                    peer: Role::Dealer,
+                    stream: "provision",
+                });
+            }
         };
         let dealer_public: [u8; 32] = hello
             .public_key
             .as_slice()
             .try_into()
-            .map_err(|_| ServerError::Dealer("dealer public key must be 32 bytes".into()))?;
+            .map_err(|_| unexpected("a 32-byte public key"))?;
         let seed = keys.agree(&dealer_public, &id, self.party.index(), End::Party)?;
         let store = PoolStore::new(self.pool_target, self.party, seed, entry.plans.clone());
         // Credit forwarder: ends when the store is dropped.

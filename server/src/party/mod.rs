@@ -105,10 +105,7 @@ impl Shared {
     /// Refuse new work (a session, a pairing) once shutdown began.
     fn refuse_if_stopping(&self) -> Result<(), ServerError> {
         if *self.stop.borrow() {
-            return Err(ServerError::PeerUnavailable(format!(
-                "party {} is shutting down",
-                self.party.index()
-            )));
+            return Err(ServerError::ShuttingDown { party: self.party });
         }
         Ok(())
     }

@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::pool::PoolStore;
 use super::service::first_frame;
-use super::session::expect_ack;
+use super::session::{Acked, expect_ack};
 use super::{Shared, frame, lock, raised};
 use crate::bridge::{self, BlockingChannel, PeerStream};
 use crate::defaults::MAX_INTERNAL_MESSAGE;
@@ -174,19 +174,20 @@ impl Shared {
         require_role(&req, &[Role::Party(0)])?;
         self.refuse_if_stopping()?;
         let mut incoming = req.into_inner();
-        let peer_frame::Kind::Pair(h) = first_frame(&mut incoming).await? else {
-            return Err(ServerError::InvalidArgument(
-                "expected a pair header".into(),
-            ));
+        let peer_frame::Kind::Pair(h) = first_frame(&mut incoming, "Pair").await? else {
+            return Err(ServerError::NoHeader {
+                rpc: "Pair",
+                expected: "a pair header",
+            });
         };
         let entry = self.entry(&h.model)?;
         if h.plan_digest != entry.digest {
-            return Err(ServerError::Mismatch(format!(
-                "model {}: the parties hold different manifests or plans",
-                entry.name
-            )));
+            return Err(ServerError::PlanMismatch {
+                model: entry.name.clone(),
+                peer: Role::Party(0),
+            });
         }
-        let id = id16(&h.pairing_id, "pairing id").map_err(ServerError::InvalidArgument)?;
+        let id = id16(&h.pairing_id, "pairing id")?;
         Ok((entry, id, incoming))
     }
 
@@ -214,7 +215,7 @@ impl Shared {
             Ok((m, ch.into_inner()))
         })
         .await
-        .map_err(|e| ServerError::Internal(format!("model-load task: {e}")))?
+        .map_err(ServerError::task("model-load"))?
     }
 
     /// Both parties, once the `Pair` stream is up: connect to the dealer
@@ -249,14 +250,20 @@ impl Shared {
             plan_digest: entry.digest.to_vec(),
         }))))
         .await
-        .map_err(|_| ServerError::Internal("pair channel closed".into()))?;
+        .map_err(|_| ServerError::ChannelClosed {
+            op: "sending the pair header",
+        })?;
         let resp = self
             .peer_client()
             .pair(out.map_while(Result::ok))
             .await
-            .map_err(|s| ServerError::PeerUnavailable(format!("{}: {}", s.code(), s.message())))?;
+            .map_err(|status| ServerError::Unreachable {
+                peer: Role::Party(1),
+                rpc: "Pair",
+                status,
+            })?;
         let mut rx = bridge::pump(resp.into_inner());
-        expect_ack(&mut rx, self.join_timeout, "pairing").await?;
+        expect_ack(&mut rx, self.join_timeout, Acked::Pairing).await?;
         let (epoch, stream) = self.load_pairing(entry, id, PeerStream { tx, rx }).await?;
         // Watch the pair stream: its end is the peer's end. Only this
         // pairing's sender is kept (by the epoch), so dropping `stream.tx`

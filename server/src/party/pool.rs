@@ -217,26 +217,20 @@ impl PoolStore {
                 if let (Some(i), Some(a)) = (id, st.arrived)
                     && i <= a
                 {
-                    return Err(ServerError::Aborted(format!(
-                        "batch {i} was released or taken by another session"
-                    )));
+                    return Err(ServerError::BatchGone { batch: i });
                 }
                 if let Some(e) = &st.dealer_error {
-                    return Err(ServerError::PoolExhausted(format!(
-                        "the pool is empty and the dealer is unreachable ({e})"
-                    )));
+                    return Err(ServerError::PoolDealerLost { reason: e.clone() });
                 }
             }
             match tokio::time::timeout_at(deadline, version.changed()).await {
                 Ok(Ok(())) => continue,
                 Ok(Err(_)) => {
-                    return Err(ServerError::Internal("pool closed".into()));
+                    return Err(ServerError::ChannelClosed {
+                        op: "waiting for the pool",
+                    });
                 }
-                Err(_) => {
-                    return Err(ServerError::PoolExhausted(format!(
-                        "no preprocessed material arrived within {wait:?}"
-                    )));
-                }
+                Err(_) => return Err(ServerError::PoolTimeout { waited: wait }),
             }
         }
     }
@@ -296,7 +290,7 @@ mod tests {
             .take(Some(1), Duration::from_secs(30))
             .await
             .unwrap_err();
-        assert!(matches!(err, ServerError::Aborted(_)), "{err}");
+        assert!(matches!(err, ServerError::BatchGone { batch: 1 }), "{err}");
         assert!(t.elapsed() < Duration::from_secs(10), "failed at once");
         assert_eq!(
             store

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use super::lock;
 use crate::bridge::PeerStream;
 use crate::error::ServerError;
-use crate::hex;
+use crate::tls::Role;
 
 /// One half of a session, waiting for the other. The number tells a slot
 /// from a later one with the same id.
@@ -69,7 +69,7 @@ impl Rendezvous {
                 Some(Slot::Peer(h, s, _)) => return Ok((h, s)),
                 Some(w @ Slot::Waiter(..)) => {
                     slots.insert(sid, w);
-                    return Err(ServerError::DuplicateSession(hex(&sid)));
+                    return Err(ServerError::DuplicateSession { session: sid });
                 }
                 None => {
                     let (tx, rx) = oneshot::channel();
@@ -85,9 +85,11 @@ impl Rendezvous {
         };
         match tokio::time::timeout(wait, rx).await {
             Ok(Ok(x)) => Ok(x),
-            _ => Err(ServerError::PeerUnavailable(format!(
-                "party 0 did not open this session within {wait:?}"
-            ))),
+            _ => Err(ServerError::NotJoined {
+                peer: Role::Party(0),
+                step: "open this session",
+                waited: wait,
+            }),
         }
     }
 
@@ -106,13 +108,13 @@ impl Rendezvous {
             Some(Slot::Waiter(w, _)) => {
                 if let Err((_, s)) = w.send((header, stream)) {
                     drop(s);
-                    return Err(ServerError::PeerUnavailable("the client left".into()));
+                    return Err(ServerError::ClientGone);
                 }
                 Ok(())
             }
             Some(p @ Slot::Peer(..)) => {
                 slots.insert(sid, p);
-                Err(ServerError::DuplicateSession(hex(&sid)))
+                Err(ServerError::DuplicateSession { session: sid })
             }
             None => {
                 let n = self.next_number();

@@ -29,7 +29,10 @@ use crate::tls::{Role, TlsMaterial};
 /// An outgoing connection to `addr`, whose certificate must have `role`.
 fn endpoint(addr: &str, tls: &TlsMaterial, role: Role) -> Result<Endpoint, ServerError> {
     Ok(Endpoint::from_shared(https_url(addr))
-        .map_err(|e| ServerError::Config(format!("address {addr:?}: {e}")))?
+        .map_err(|e| ServerError::BadAddress {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?
         .tls_config(tls.client(role))?
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(CLIENT_KEEPALIVE_INTERVAL)
@@ -53,11 +56,11 @@ async fn load_models(
         let cfg = shares.config().clone();
         let name = cfg.name.clone();
         if shares.frac_bits() != params.fp.frac_bits {
-            return Err(ServerError::Config(format!(
-                "model {name}: shares at {} fractional bits, this build computes at {}",
-                shares.frac_bits(),
-                params.fp.frac_bits
-            )));
+            return Err(ServerError::FracBits {
+                model: name,
+                shares: shares.frac_bits(),
+                build: params.fp.frac_bits,
+            });
         }
         let manifest_json = cfg.to_manifest_json()?;
         let shares = Arc::new(shares);
@@ -66,7 +69,7 @@ async fn load_models(
             move || ModelPlans::record(&shares, party, params)
         })
         .await
-        .map_err(|e| ServerError::Internal(e.to_string()))??;
+        .map_err(ServerError::task("recording plans"))??;
         let digest = plans.digest(&manifest_json);
         info!(
             model = %name,
@@ -88,7 +91,7 @@ async fn load_models(
             epochs_version: pairings_changed.clone(),
         };
         if models.insert(name.clone(), Arc::new(entry)).is_some() {
-            return Err(ServerError::Config(format!("model {name} is given twice")));
+            return Err(ServerError::ModelTwice { model: name });
         }
     }
     Ok(models)

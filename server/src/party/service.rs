@@ -120,11 +120,15 @@ type FrameStream = Pin<Box<dyn Stream<Item = Result<PeerFrame, Status>> + Send>>
 /// [`HEADER_TIMEOUT`].
 pub(super) async fn first_frame(
     incoming: &mut Streaming<PeerFrame>,
+    rpc: &'static str,
 ) -> Result<peer_frame::Kind, ServerError> {
     match tokio::time::timeout(HEADER_TIMEOUT, incoming.message()).await {
         Ok(Ok(Some(PeerFrame { kind: Some(k) }))) => Ok(k),
         Ok(Err(s)) => Err(ServerError::Rpc(s)),
-        _ => Err(ServerError::InvalidArgument("no header frame".into())),
+        _ => Err(ServerError::NoHeader {
+            rpc,
+            expected: "a header frame",
+        }),
     }
 }
 
@@ -174,10 +178,14 @@ impl PeerLink for PartyService {
         let refuse = |e: ServerError| e.refuse("Session", remote);
         require_role(&req, &[Role::Party(0)]).map_err(refuse)?;
         let mut incoming = req.into_inner();
-        let peer_frame::Kind::Session(h) = first_frame(&mut incoming).await.map_err(refuse)? else {
-            return Err(refuse(ServerError::InvalidArgument(
-                "expected a session header".into(),
-            )));
+        let header = first_frame(&mut incoming, "Session")
+            .await
+            .map_err(refuse)?;
+        let peer_frame::Kind::Session(h) = header else {
+            return Err(refuse(ServerError::NoHeader {
+                rpc: "Session",
+                expected: "a session header",
+            }));
         };
         let sid = session_id(&h.session_id).map_err(refuse)?;
         self.shared.refuse_if_stopping().map_err(refuse)?;

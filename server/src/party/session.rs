@@ -26,8 +26,8 @@ use super::{Shared, frame, lock};
 use crate::bridge::{self, BlockingChannel, PeerStream};
 use crate::defaults::{ACK_SLACK, PAIRING_LOOKUP_WAIT};
 use crate::error::ServerError;
-use crate::tls::require_client;
-use crate::{hex, id16};
+use crate::id16;
+use crate::tls::{Role, require_client};
 
 /// A session id registered in [`Shared::active`]; removed when dropped.
 pub(super) struct ActiveSession<'a> {
@@ -73,29 +73,70 @@ impl Drop for Unclaimed {
 
 /// A session id from a request field.
 pub(super) fn session_id(bytes: &[u8]) -> Result<[u8; 16], ServerError> {
-    id16(bytes, "session id").map_err(ServerError::InvalidArgument)
+    id16(bytes, "session id")
+}
+
+/// What party 0 waits for party 1 to acknowledge.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Acked {
+    /// The pair header.
+    Pairing,
+    /// The session header.
+    Session,
+    /// The batch party 0 named.
+    Batch,
+}
+
+impl Acked {
+    fn step(self) -> &'static str {
+        match self {
+            Acked::Pairing => "accept the pairing",
+            Acked::Session => "accept the session",
+            Acked::Batch => "accept the batch",
+        }
+    }
+
+    fn stream(self) -> &'static str {
+        match self {
+            Acked::Pairing => "pairing",
+            Acked::Session | Acked::Batch => "session",
+        }
+    }
+
+    fn frame(self) -> &'static str {
+        match self {
+            Acked::Pairing => "the pairing acknowledgement",
+            Acked::Session => "the session acknowledgement",
+            Acked::Batch => "the batch acknowledgement",
+        }
+    }
 }
 
 /// Wait for an `Ack` on `rx` (party 1 accepted a header).
 pub(super) async fn expect_ack(
     rx: &mut mpsc::Receiver<Result<PeerFrame, Status>>,
     wait: Duration,
-    what: &str,
+    what: Acked,
 ) -> Result<(), ServerError> {
+    let peer = Role::Party(1);
     match tokio::time::timeout(wait, rx.recv()).await {
-        Err(_) => Err(ServerError::PeerUnavailable(format!(
-            "party 1 did not accept the {what} within {wait:?}"
-        ))),
-        Ok(None) => Err(ServerError::PeerUnavailable(format!(
-            "party 1 closed the {what} stream"
-        ))),
+        Err(_) => Err(ServerError::NotJoined {
+            peer,
+            step: what.step(),
+            waited: wait,
+        }),
+        Ok(None) => Err(ServerError::Closed {
+            peer,
+            stream: what.stream(),
+        }),
         Ok(Some(Err(s))) => Err(ServerError::Rpc(s)),
         Ok(Some(Ok(PeerFrame {
             kind: Some(peer_frame::Kind::Ack(_)),
         }))) => Ok(()),
-        Ok(Some(Ok(_))) => Err(ServerError::Aborted(format!(
-            "unexpected frame instead of the {what} acknowledgement"
-        ))),
+        Ok(Some(Ok(_))) => Err(ServerError::Unexpected {
+            peer,
+            expected: what.frame(),
+        }),
     }
 }
 
@@ -109,7 +150,10 @@ pub(super) fn explain_peer_loss(e: ServerError, epoch: &Epoch) -> ServerError {
         return e;
     }
     debug!(error = %e, "the session failed after party 1 left");
-    ServerError::Aborted("party 1 left during this session (the pairing ended)".into())
+    ServerError::PeerLeft {
+        peer: Role::Party(1),
+        during: "during this session (the pairing ended)",
+    }
 }
 
 /// Ring elements from little-endian bytes (the length is a multiple of 8:
@@ -140,12 +184,11 @@ impl Shared {
         let sid = session_id(&r.session_id)?;
         let want = entry.input_len * 8;
         if r.input_share.len() != want {
-            return Err(ServerError::InvalidArgument(format!(
-                "input share of {} bytes; model {} takes {} ring elements ({want} bytes)",
-                r.input_share.len(),
-                entry.name,
-                entry.input_len
-            )));
+            return Err(ServerError::InputLength {
+                model: entry.name.clone(),
+                got: r.input_share.len(),
+                elements: entry.input_len,
+            });
         }
         let input = Share::new(words(&r.input_share));
         Ok((entry, sid, input))
@@ -156,7 +199,7 @@ impl Shared {
         let mut fresh = false;
         self.active.send_modify(|a| fresh = a.insert(sid));
         if !fresh {
-            return Err(ServerError::DuplicateSession(hex(&sid)));
+            return Err(ServerError::DuplicateSession { session: sid });
         }
         Ok(ActiveSession {
             active: &self.active,
@@ -201,7 +244,7 @@ impl Shared {
             ))
         })
         .await
-        .map_err(|e| ServerError::Internal(format!("session task: {e}")))?
+        .map_err(ServerError::task("session"))?
     }
 
     /// Party 0's side of a session.
@@ -212,8 +255,8 @@ impl Shared {
         input: Share,
     ) -> Result<(Share, SessionStats), ServerError> {
         let t0 = Instant::now();
-        let epoch = entry.current().ok_or_else(|| {
-            ServerError::PeerUnavailable("not paired with party 1 for this model (yet)".into())
+        let epoch = entry.current().ok_or_else(|| ServerError::NotPaired {
+            model: entry.name.clone(),
         })?;
         // Announce the session at once, so party 1 matches it with its own
         // request while this one waits for a slot and a batch.
@@ -223,26 +266,30 @@ impl Shared {
             session_id: sid.to_vec(),
         }))))
         .await
-        .map_err(|_| ServerError::Internal("session channel closed".into()))?;
+        .map_err(|_| ServerError::ChannelClosed {
+            op: "sending the session header",
+        })?;
         let resp = self
             .peer_client()
             .session(out.map_while(Result::ok))
             .await
-            .map_err(|s| match s.code() {
-                tonic::Code::AlreadyExists => ServerError::DuplicateSession(hex(&sid)),
-                c => ServerError::PeerUnavailable(format!("{c}: {}", s.message())),
+            .map_err(|status| match status.code() {
+                tonic::Code::AlreadyExists => ServerError::DuplicateSession { session: sid },
+                _ => ServerError::Unreachable {
+                    peer: Role::Party(1),
+                    rpc: "Session",
+                    status,
+                },
             })?;
         let mut rx = bridge::pump(resp.into_inner());
-        expect_ack(&mut rx, self.join_timeout + ACK_SLACK, "session").await?;
+        expect_ack(&mut rx, self.join_timeout + ACK_SLACK, Acked::Session).await?;
         let _permit = tokio::time::timeout(self.pool_wait, self.sessions.acquire())
             .await
-            .map_err(|_| {
-                ServerError::PeerUnavailable(format!(
-                    "no compute slot free within {:?} (server busy)",
-                    self.pool_wait
-                ))
+            .map_err(|_| ServerError::Busy {
+                waited: self.pool_wait,
             })?
-            .map_err(|_| ServerError::Internal("shutting down".into()))?;
+            // The semaphore is never closed; if it were, no slot would come.
+            .map_err(|_| ServerError::ShuttingDown { party: self.party })?;
         let feed = epoch.store.take(None, self.pool_wait).await?;
         let batch = feed.batch;
         let _replenish = Replenish {
@@ -255,8 +302,11 @@ impl Shared {
         };
         tx.send(Ok(frame(peer_frame::Kind::Start(StartSession { batch }))))
             .await
-            .map_err(|_| ServerError::Aborted("party 1 left the session".into()))?;
-        expect_ack(&mut rx, self.pool_wait + ACK_SLACK, "batch").await?;
+            .map_err(|_| ServerError::PeerLeft {
+                peer: Role::Party(1),
+                during: "the session",
+            })?;
+        expect_ack(&mut rx, self.pool_wait + ACK_SLACK, Acked::Batch).await?;
         unclaimed.epoch = None;
         self.forward(&epoch, PeerStream { tx, rx }, feed, input, t0)
             .await
@@ -272,43 +322,54 @@ impl Shared {
         let t0 = Instant::now();
         let (header, mut stream) = self.rendezvous.claim(sid, self.join_timeout).await?;
         let tx = stream.tx.clone();
-        let result: Result<(Share, SessionStats), ServerError> = async {
-            let pid = id16(&header.pairing_id, "party 0's pairing id").map_err(ServerError::Aborted)?;
-            let epoch = entry.by_id(&pid, PAIRING_LOOKUP_WAIT).await.ok_or_else(|| {
-                ServerError::Aborted(format!(
-                    "party 0 runs this session under pairing {} of another model or an ended pairing",
-                    hex(&pid)
-                ))
-            })?;
-            let ack = || Ok(frame(peer_frame::Kind::Ack(Ack {})));
-            tx.send(ack())
-                .await
-                .map_err(|_| ServerError::Aborted("party 0 left the session".into()))?;
-            // Party 0 bounds its own waits for a slot and a batch by the pool wait.
-            let start_wait = 2 * self.pool_wait + self.join_timeout;
-            let batch = match tokio::time::timeout(start_wait, stream.rx.recv()).await {
-                Err(_) => {
-                    return Err(ServerError::Aborted(format!(
-                        "party 0 did not start the session within {start_wait:?}"
-                    )));
+        let peer = Role::Party(0);
+        let left = ServerError::PeerLeft {
+            peer,
+            during: "the session",
+        };
+        let result: Result<(Share, SessionStats), ServerError> =
+            async {
+                let pid: [u8; 16] = header.pairing_id.as_slice().try_into().map_err(|_| {
+                    ServerError::Unexpected {
+                        peer,
+                        expected: "a 16-byte pairing id",
+                    }
+                })?;
+                let epoch = entry
+                    .by_id(&pid, PAIRING_LOOKUP_WAIT)
+                    .await
+                    .ok_or(ServerError::UnknownPairing { pairing: pid })?;
+                let ack = || Ok(frame(peer_frame::Kind::Ack(Ack {})));
+                if tx.send(ack()).await.is_err() {
+                    return Err(left);
                 }
-                Ok(Some(Ok(PeerFrame {
-                    kind: Some(peer_frame::Kind::Start(s)),
-                }))) => s.batch,
-                Ok(Some(Err(s))) => return Err(ServerError::Rpc(s)),
-                Ok(_) => return Err(ServerError::Aborted("party 0 left the session".into())),
-            };
-            let feed = epoch.store.take(Some(batch), self.pool_wait).await?;
-            let _replenish = Replenish {
-                store: epoch.store.clone(),
-                batch,
-            };
-            tx.send(ack())
-                .await
-                .map_err(|_| ServerError::Aborted("party 0 left the session".into()))?;
-            self.forward(&epoch, stream, feed, input, t0).await
-        }
-        .await;
+                // Party 0 bounds its own waits for a slot and a batch by the pool wait.
+                let start_wait = 2 * self.pool_wait + self.join_timeout;
+                let batch = match tokio::time::timeout(start_wait, stream.rx.recv()).await {
+                    Err(_) => {
+                        return Err(ServerError::PeerStalled {
+                            peer,
+                            step: "start the session",
+                            waited: start_wait,
+                        });
+                    }
+                    Ok(Some(Ok(PeerFrame {
+                        kind: Some(peer_frame::Kind::Start(s)),
+                    }))) => s.batch,
+                    Ok(Some(Err(s))) => return Err(ServerError::Rpc(s)),
+                    Ok(_) => return Err(left),
+                };
+                let feed = epoch.store.take(Some(batch), self.pool_wait).await?;
+                let _replenish = Replenish {
+                    store: epoch.store.clone(),
+                    batch,
+                };
+                if tx.send(ack()).await.is_err() {
+                    return Err(left);
+                }
+                self.forward(&epoch, stream, feed, input, t0).await
+            }
+            .await;
         if let Err(e) = &result {
             let _ = tx.send(Err(e.to_status())).await;
         }
