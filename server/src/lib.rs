@@ -9,6 +9,7 @@
 //!   threads.
 //! - [`dealer`]: seeds by X25519 per connection, then corrections only.
 //! - [`shares`]: the weight share file and the model owner's split.
+//! - [`files`]: writing key and share files (0600).
 //! - [`tls`]: certificates (rcgen), TLS configs, role checks.
 //! - [`bridge`]: mpc-core's synchronous `Channel` over a gRPC stream.
 //! - [`error`]: the one error type and its one mapping to gRPC statuses.
@@ -29,6 +30,7 @@ pub mod cli;
 pub mod dealer;
 pub mod defaults;
 pub mod error;
+pub mod files;
 pub mod health;
 pub mod kx;
 pub mod limits;

@@ -26,6 +26,7 @@ use tokio_rustls::rustls::{RootCertStore, ServerConfig};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::error::ServerError;
+use crate::files::write_file;
 
 /// Who holds a certificate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -83,13 +84,20 @@ impl std::fmt::Display for Role {
     }
 }
 
-/// A certificate and its private key, PEM. `Debug` never shows the key.
+/// A certificate and its private key, PEM. `Debug` never shows the key;
+/// the key is wiped (zeroize) when dropped.
 #[derive(Clone)]
 pub struct KeyedCert {
     /// The certificate chain, PEM.
     pub cert_pem: String,
     /// The private key, PEM.
     pub key_pem: String,
+}
+
+impl Drop for KeyedCert {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key_pem);
+    }
 }
 
 impl std::fmt::Debug for KeyedCert {
@@ -297,24 +305,6 @@ impl CertBundle {
         // Last: its presence means the set is complete (`certs --keep-existing`).
         write_file(&dir.join("ca.pem"), self.ca_pem.as_bytes(), false)
     }
-}
-
-fn write_file(path: &Path, bytes: &[u8], secret: bool) -> Result<(), ServerError> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    if secret {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    #[cfg(not(unix))]
-    let _ = secret;
-    let mut f = opts
-        .open(path)
-        .map_err(|e| ServerError::io("writing", path, e))?;
-    f.write_all(bytes)
-        .map_err(|e| ServerError::io("writing", path, e))
 }
 
 /// The role of the caller's certificate (leaf of the verified chain), if it

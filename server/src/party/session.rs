@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
 use tonic::{Request as RpcRequest, Status};
 use tracing::{debug, warn};
+use zeroize::Zeroizing;
 
 use super::pairing::{Epoch, ModelEntry};
 use super::pool::{BatchFeed, Replenish};
@@ -180,17 +181,19 @@ impl Shared {
         require_client(&req, self.client_token.as_deref())?;
         self.refuse_if_stopping()?;
         let r = req.into_inner();
+        // The share's bytes are wiped once read, whether admitted or not.
+        let share_bytes = Zeroizing::new(r.input_share);
         let entry = self.entry(&r.model)?;
         let sid = session_id(&r.session_id)?;
         let want = entry.input_len * 8;
-        if r.input_share.len() != want {
+        if share_bytes.len() != want {
             return Err(ServerError::InputLength {
                 model: entry.name.clone(),
-                got: r.input_share.len(),
+                got: share_bytes.len(),
                 elements: entry.input_len,
             });
         }
-        let input = Share::new(words(&r.input_share));
+        let input = Share::new(words(&share_bytes));
         Ok((entry, sid, input))
     }
 
