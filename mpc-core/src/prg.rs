@@ -7,9 +7,18 @@
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
-/// 32 secret bytes that key a [`Prg`]. `Debug` never shows them.
+/// 32 secret bytes that key a [`Prg`]. `Debug` never shows them; they are
+/// wiped (zeroize) when the seed is dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Seed([u8; 32]);
+
+impl Drop for Seed {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+impl zeroize::ZeroizeOnDrop for Seed {}
 
 impl std::fmt::Debug for Seed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -41,9 +41,18 @@ impl Party {
     }
 }
 
-/// One party's additive share of a vector. `Debug` shows only the length.
+/// One party's additive share of a vector. `Debug` shows only the length;
+/// the elements are wiped (zeroize) when the share is dropped.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Share(Vec<u64>);
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+impl zeroize::ZeroizeOnDrop for Share {}
 
 impl std::fmt::Debug for Share {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -67,9 +76,9 @@ impl Share {
         &self.0
     }
 
-    /// The share's elements, owned.
-    pub fn into_vec(self) -> Vec<u64> {
-        self.0
+    /// The share's elements, owned (the caller then holds, and wipes, them).
+    pub fn into_vec(mut self) -> Vec<u64> {
+        std::mem::take(&mut self.0)
     }
 
     /// Number of elements.

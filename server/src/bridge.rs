@@ -18,8 +18,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
-/// Frames buffered per direction.
-pub const FRAME_BUFFER: usize = 16;
+/// Frames buffered per direction ([`crate::defaults::FRAME_BUFFER`]).
+pub const FRAME_BUFFER: usize = crate::defaults::FRAME_BUFFER;
 
 /// Both directions of a peer stream, as tokio channels.
 #[derive(Debug)]

@@ -8,8 +8,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use mpc_core::{FixedPoint, Party};
 
+use crate::defaults;
 use crate::error::ServerError;
-use crate::limits::{self, ConnLimits};
+use crate::limits::ConnLimits;
 use crate::party::{PartyConfig, PartyListeners};
 use crate::shares;
 use crate::telemetry::{self, LogFormat};
@@ -59,14 +60,14 @@ pub struct CommonArgs {
     #[arg(long, env = "MPCVIT_HEALTH_LISTEN")]
     pub health_listen: Option<String>,
     /// Connections open at once per listener; more are closed at once.
-    #[arg(long, env = "MPCVIT_MAX_CONNECTIONS", default_value_t = limits::MAX_CONNECTIONS)]
+    #[arg(long, env = "MPCVIT_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// Seconds a connection may take to finish its TLS handshake.
-    #[arg(long, env = "MPCVIT_HANDSHAKE_TIMEOUT", default_value_t = limits::HANDSHAKE_TIMEOUT.as_secs_f64())]
+    #[arg(long, env = "MPCVIT_HANDSHAKE_TIMEOUT", default_value_t = defaults::HANDSHAKE_TIMEOUT.as_secs_f64())]
     pub handshake_timeout: f64,
     /// Seconds without a received byte after which a connection is closed
     /// (live peers answer the server's pings well within it).
-    #[arg(long, env = "MPCVIT_IDLE_TIMEOUT", default_value_t = limits::IDLE_TIMEOUT.as_secs_f64())]
+    #[arg(long, env = "MPCVIT_IDLE_TIMEOUT", default_value_t = defaults::IDLE_TIMEOUT.as_secs_f64())]
     pub idle_timeout: f64,
 }
 
@@ -108,31 +109,31 @@ pub struct PartyArgs {
     #[arg(long, env = "MPCVIT_CLIENT_TOKEN", hide_env_values = true)]
     pub client_token: Option<String>,
     /// Online batches of preprocessed material to keep ready per model.
-    #[arg(long, env = "MPCVIT_POOL", default_value_t = 2)]
+    #[arg(long, env = "MPCVIT_POOL", default_value_t = defaults::POOL_TARGET)]
     pub pool: u64,
     /// MiB of dealer material buffered per batch; a larger batch (a big
     /// model's) streams from the dealer while its session runs.
-    #[arg(long, env = "MPCVIT_POOL_BUFFER_MB", default_value_t = crate::party::DEFAULT_POOL_BUFFER_BYTES >> 20)]
+    #[arg(long, env = "MPCVIT_POOL_BUFFER_MB", default_value_t = defaults::POOL_BUFFER_BYTES >> 20)]
     pub pool_buffer_mb: usize,
     /// Party 0: sessions computed at once.
-    #[arg(long, env = "MPCVIT_MAX_SESSIONS", default_value_t = 4)]
+    #[arg(long, env = "MPCVIT_MAX_SESSIONS", default_value_t = defaults::MAX_SESSIONS)]
     pub max_sessions: usize,
     /// Seconds the two halves of a session wait for each other.
-    #[arg(long, env = "MPCVIT_JOIN_TIMEOUT", default_value_t = 10.0)]
+    #[arg(long, env = "MPCVIT_JOIN_TIMEOUT", default_value_t = defaults::JOIN_TIMEOUT.as_secs_f64())]
     pub join_timeout: f64,
     /// Seconds a protocol step waits for the other party.
-    #[arg(long, env = "MPCVIT_RECV_TIMEOUT", default_value_t = 30.0)]
+    #[arg(long, env = "MPCVIT_RECV_TIMEOUT", default_value_t = defaults::RECV_TIMEOUT.as_secs_f64())]
     pub recv_timeout: f64,
     /// Seconds a session waits for preprocessed material.
-    #[arg(long, env = "MPCVIT_POOL_WAIT", default_value_t = 60.0)]
+    #[arg(long, env = "MPCVIT_POOL_WAIT", default_value_t = defaults::POOL_WAIT.as_secs_f64())]
     pub pool_wait: f64,
     /// Largest request accepted on the client API, in bytes.
-    #[arg(long, env = "MPCVIT_MAX_MESSAGE_BYTES", default_value_t = 4 << 20)]
+    #[arg(long, env = "MPCVIT_MAX_MESSAGE_BYTES", default_value_t = defaults::MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
     /// Seconds sessions in flight may take to finish on Ctrl-C / SIGTERM
     /// before the pairings end under them (the process then stops within
     /// about two seconds more).
-    #[arg(long, env = "MPCVIT_SHUTDOWN_GRACE", default_value_t = limits::SHUTDOWN_GRACE.as_secs_f64())]
+    #[arg(long, env = "MPCVIT_SHUTDOWN_GRACE", default_value_t = defaults::SHUTDOWN_GRACE.as_secs_f64())]
     pub shutdown_grace: f64,
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -208,7 +209,7 @@ pub struct HealthArgs {
     #[arg(long, default_value = "")]
     pub service: String,
     /// Seconds to wait for an answer.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = defaults::HEALTH_PROBE_TIMEOUT.as_secs_f64())]
     pub timeout: f64,
 }
 
@@ -237,7 +238,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// blocking task (a secure forward whose peer is gone) or a connection task
 /// left over must not keep a stopping process alive.
 pub fn finish(rt: tokio::runtime::Runtime) {
-    rt.shutdown_timeout(Duration::from_millis(500));
+    rt.shutdown_timeout(defaults::RUNTIME_SHUTDOWN);
 }
 
 /// Ctrl-C or SIGTERM.
@@ -265,7 +266,10 @@ pub async fn shutdown_signal() {
 async fn bind(addr: &str) -> Result<tokio::net::TcpListener, ServerError> {
     tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| ServerError::Config(format!("cannot listen on {addr}: {e}")))
+        .map_err(|source| ServerError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 async fn bind_optional(addr: Option<&str>) -> Result<Option<tokio::net::TcpListener>, ServerError> {
@@ -290,12 +294,11 @@ pub async fn run_party(a: PartyArgs) -> Result<(), ServerError> {
         let path = share_path(m, party);
         let loaded = shares::load(&path)?;
         if loaded.party != party {
-            return Err(ServerError::Config(format!(
-                "{} is party {}'s share, this is party {}",
-                path.display(),
-                loaded.party.index(),
-                party.index()
-            )));
+            return Err(ServerError::WrongParty {
+                path,
+                file: loaded.party,
+                this: party,
+            });
         }
         models.push(loaded.shares);
     }

@@ -26,9 +26,10 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request as RpcRequest, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::defaults::{self, CLOSE_GRACE};
 use crate::error::ServerError;
 use crate::kx::{End, KeyPair};
-use crate::limits::{CLOSE_GRACE, ConnLimits};
+use crate::limits::ConnLimits;
 use crate::plan;
 use crate::tls::{Role, TlsMaterial, require_role};
 use crate::{MAX_INTERNAL_MESSAGE, hex};
@@ -38,8 +39,9 @@ use crate::{MAX_INTERNAL_MESSAGE, hex};
 /// party can tell the other party's departure from the dealer's.
 pub const PAIRING_ENDED: &str = "the pairing ended at the dealer: the other party left it";
 
-/// Largest piece of a batch in one message (default of [`DealerConfig::chunk_bytes`]).
-pub const CHUNK_BYTES: usize = 1 << 20;
+/// Largest piece of a batch in one message (default of
+/// [`DealerConfig::chunk_bytes`]; see [`defaults::CHUNK_BYTES`]).
+pub const CHUNK_BYTES: usize = defaults::CHUNK_BYTES;
 
 /// Dealer settings.
 #[derive(Clone, Debug)]
@@ -55,12 +57,18 @@ pub struct DealerConfig {
 impl Default for DealerConfig {
     fn default() -> Self {
         DealerConfig {
-            join_timeout: Duration::from_secs(30),
+            join_timeout: defaults::DEALER_JOIN_TIMEOUT,
             chunk_bytes: CHUNK_BYTES,
             limits: ConnLimits::default(),
         }
     }
 }
+
+/// A `Provision` stream that does not begin with a hello.
+const NO_HELLO: ServerError = ServerError::NoHeader {
+    rpc: "Provision",
+    expected: "a hello",
+};
 
 type ResponseTx = mpsc::Sender<Result<ProvisionResponse, Status>>;
 type WeakResponseTx = mpsc::WeakSender<Result<ProvisionResponse, Status>>;
@@ -123,8 +131,12 @@ impl DealerService {
 
     /// The plans of a manifest (recorded once, then cached).
     async fn plans(&self, manifest_json: &str) -> Result<Arc<ModelPlans>, ServerError> {
-        if manifest_json.len() > 1 << 20 {
-            return Err(ServerError::TooLarge("manifest over 1 MiB".into()));
+        if manifest_json.len() > defaults::MAX_MANIFEST_BYTES {
+            return Err(ServerError::TooLarge {
+                what: "manifest",
+                size: manifest_json.len(),
+                limit: defaults::MAX_MANIFEST_BYTES,
+            });
         }
         let mut cache = self.plans.lock().await;
         if let Some(p) = cache.get(manifest_json) {
@@ -135,9 +147,9 @@ impl DealerService {
             plan::for_manifest(&m, model::SecureParams::default())
         })
         .await
-        .map_err(|e| ServerError::Internal(format!("recording plans: {e}")))??;
+        .map_err(ServerError::task("recording plans"))??;
         let p = Arc::new(p);
-        if cache.len() >= 64 {
+        if cache.len() >= defaults::PLAN_CACHE_ENTRIES {
             cache.clear();
         }
         cache.insert(manifest_json.to_string(), p.clone());
@@ -150,39 +162,43 @@ impl DealerService {
     ) -> Result<mpsc::Receiver<Result<ProvisionResponse, Status>>, ServerError> {
         let role = require_role(&req, &[Role::Party(0), Role::Party(1)])?;
         let mut incoming = req.into_inner();
-        let first = tokio::time::timeout(Duration::from_secs(10), incoming.message())
+        let first = tokio::time::timeout(defaults::HELLO_TIMEOUT, incoming.message())
             .await
-            .map_err(|_| ServerError::InvalidArgument("no hello within 10 s".into()))??;
+            .map_err(|_| NO_HELLO)??;
         let hello = match first.and_then(|m| m.kind) {
             Some(provision_request::Kind::Hello(h)) => h,
             _ => {
-                return Err(ServerError::InvalidArgument(
-                    "the first message must be a hello".into(),
-                ));
+                return Err(NO_HELLO);
             }
         };
         let party = hello.party as usize;
         if party > 1 || role != Role::Party(party as u8) {
-            return Err(ServerError::Unauthenticated(format!(
-                "a {} certificate cannot join as party {party}",
-                role.dns_name()
-            )));
+            return Err(ServerError::RoleClaim {
+                caller: role,
+                claimed: hello.party,
+            });
         }
-        crate::id16(&hello.pairing_id, "pairing id").map_err(ServerError::InvalidArgument)?;
+        let pairing = crate::id16(&hello.pairing_id, "pairing id")?;
         let plans = self.plans(&hello.manifest_json).await?;
         if hello.plan_digest != plans.digest(&hello.manifest_json) {
-            return Err(ServerError::Mismatch(
-                "the party's correlation plans differ from the dealer's for this manifest (different builds?)"
-                    .into(),
-            ));
+            // The manifest parsed (its plans were recorded): name its model.
+            let model = model::ModelConfig::from_manifest_json(&hello.manifest_json)
+                .map(|c| crate::error::clip(&c.name))
+                .unwrap_or_default();
+            return Err(ServerError::PlanMismatch { model, peer: role });
         }
         let keys = KeyPair::generate();
         let dealer_public = keys.public();
-        let party_public: [u8; 32] = hello
-            .public_key
-            .as_slice()
-            .try_into()
-            .map_err(|_| ServerError::InvalidArgument("public key must be 32 bytes".into()))?;
+        let party_public: [u8; 32] =
+            hello
+                .public_key
+                .as_slice()
+                .try_into()
+                .map_err(|_| ServerError::FieldLength {
+                    field: "public key",
+                    got: hello.public_key.len(),
+                    expected: 32,
+                })?;
         let seed = keys.agree(&party_public, &hello.pairing_id, party, End::Dealer)?;
         let (out, out_rx) = mpsc::channel(8);
         {
@@ -196,7 +212,10 @@ impl DealerService {
             })),
         }))
         .await
-        .map_err(|_| ServerError::Dealer("party left".into()))?;
+        .map_err(|_| ServerError::Closed {
+            peer: role,
+            stream: "provision",
+        })?;
         // Credits from the party.
         let (want_tx, want) = watch::channel(0u64);
         tokio::spawn(async move {
@@ -224,10 +243,7 @@ impl DealerService {
                 Some((p, other)) if p != party => Some((joined, other)),
                 Some(same) => {
                     w.insert(pid.clone(), same);
-                    return Err(ServerError::Unauthenticated(format!(
-                        "party {party} joined pairing {} twice",
-                        hex(&pid)
-                    )));
+                    return Err(ServerError::JoinedTwice { party, pairing });
                 }
                 None => {
                     w.insert(pid.clone(), (party, joined));
@@ -330,7 +346,7 @@ async fn deal_streamed(
         Ok(Some((dealer, sent)))
     })
     .await
-    .map_err(|e| ServerError::Internal(format!("dealing task: {e}")))?
+    .map_err(ServerError::task("dealing"))?
 }
 
 /// Send one chunk from a blocking thread; false when the party left.

@@ -48,9 +48,15 @@ pub async fn probe(addr: &str, service: &str, timeout: Duration) -> Result<(), S
     } else {
         format!("http://{addr}")
     };
-    let unreachable = |e: String| ServerError::NotHealthy(format!("health port {addr}: {e}"));
+    let unreachable = |reason: String| ServerError::HealthUnreachable {
+        addr: addr.to_string(),
+        reason,
+    };
     let endpoint = tonic::transport::Endpoint::from_shared(url)
-        .map_err(|e| ServerError::Config(format!("health address {addr:?}: {e}")))?
+        .map_err(|e| ServerError::BadAddress {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?
         .connect_timeout(timeout)
         .timeout(timeout);
     let channel = endpoint
@@ -73,9 +79,10 @@ pub async fn probe(addr: &str, service: &str, timeout: Duration) -> Result<(), S
         } else {
             service
         };
-        Err(ServerError::NotHealthy(format!(
-            "{name} at {addr} is {}",
-            status.as_str_name()
-        )))
+        Err(ServerError::NotServing {
+            service: name.to_string(),
+            addr: addr.to_string(),
+            status: status.as_str_name(),
+        })
     }
 }

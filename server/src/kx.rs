@@ -7,8 +7,10 @@
 use curve25519_dalek::montgomery::MontgomeryPoint;
 use mpc_core::Seed;
 use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::ServerError;
+use crate::tls::Role;
 
 /// Which end of the agreement a key pair belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,10 +21,17 @@ pub enum End {
     Dealer,
 }
 
-/// An ephemeral X25519 key pair.
+/// An ephemeral X25519 key pair; the secret scalar is wiped (zeroize)
+/// when the pair is dropped (after [`KeyPair::agree`] at the latest).
 pub struct KeyPair {
     secret: [u8; 32],
     public: [u8; 32],
+}
+
+impl Drop for KeyPair {
+    fn drop(&mut self) {
+        self.secret.zeroize();
+    }
 }
 
 impl std::fmt::Debug for KeyPair {
@@ -61,13 +70,17 @@ impl KeyPair {
             End::Party => (&self.public, their_public),
             End::Dealer => (their_public, &self.public),
         };
-        let shared = MontgomeryPoint(*their_public)
-            .mul_clamped(self.secret)
-            .to_bytes();
-        if shared == [0u8; 32] {
-            return Err(ServerError::Dealer(
-                "low-order public key (the shared secret would be zero)".into(),
-            ));
+        let shared = Zeroizing::new(
+            MontgomeryPoint(*their_public)
+                .mul_clamped(self.secret)
+                .to_bytes(),
+        );
+        if *shared == [0u8; 32] {
+            let peer = match me {
+                End::Party => Role::Dealer,
+                End::Dealer => Role::Party(party as u8),
+            };
+            return Err(ServerError::LowOrderKey { peer });
         }
         let mut h = Sha256::new();
         h.update(b"mpcvit/v1 dealer seed");
@@ -76,8 +89,11 @@ impl KeyPair {
         h.update((party as u64).to_le_bytes());
         h.update(party_public);
         h.update(dealer_public);
-        h.update(shared);
-        Ok(Seed::from_bytes(h.finalize().into()))
+        h.update(shared.as_slice());
+        let mut out: [u8; 32] = h.finalize().into();
+        let seed = Seed::from_bytes(out);
+        out.zeroize();
+        Ok(seed)
     }
 }
 

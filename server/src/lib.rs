@@ -9,6 +9,7 @@
 //!   threads.
 //! - [`dealer`]: seeds by X25519 per connection, then corrections only.
 //! - [`shares`]: the weight share file and the model owner's split.
+//! - [`files`]: writing key and share files (0600).
 //! - [`tls`]: certificates (rcgen), TLS configs, role checks.
 //! - [`bridge`]: mpc-core's synchronous `Channel` over a gRPC stream.
 //! - [`error`]: the one error type and its one mapping to gRPC statuses.
@@ -16,7 +17,9 @@
 //!   the `health` probe command.
 //! - [`listen`]: accepting connections: TLS handshakes with a timeout,
 //!   idle timeout, a connection limit per listener, accept errors backed
-//!   off; refusals logged. [`limits`]: those bounds and the shutdown's.
+//!   off; refusals logged. [`limits`]: those bounds.
+//! - [`defaults`]: every default and fixed bound (timeouts, pool and buffer
+//!   sizes, limits), used by the flags, the configs and the local mode.
 //!
 //! Protocol code (mpc-core, the secure forward) never runs on the async
 //! runtime's workers: sessions, model loads, dealing and pool expansion run
@@ -25,7 +28,9 @@
 pub mod bridge;
 pub mod cli;
 pub mod dealer;
+pub mod defaults;
 pub mod error;
+pub mod files;
 pub mod health;
 pub mod kx;
 pub mod limits;
@@ -39,27 +44,21 @@ pub mod tls;
 
 pub use error::ServerError;
 
-/// Largest message on the internal links (party-to-party, dealer): openings
-/// of a vit_9_12_64-sized matrix product fit with room to spare.
-pub const MAX_INTERNAL_MESSAGE: usize = 64 << 20;
-
-/// HTTP/2 flow-control window per stream on the internal links: a protocol
-/// message of a few MB must not wait for window updates.
-pub const STREAM_WINDOW: u32 = 16 << 20;
-/// HTTP/2 flow-control window per connection on the internal links.
-pub const CONNECTION_WINDOW: u32 = 64 << 20;
+pub use defaults::{CONNECTION_WINDOW, MAX_INTERNAL_MESSAGE, STREAM_WINDOW};
 
 /// Lower-case hex of `bytes` (ids in logs and errors; never secrets).
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A 16-byte id (pairing or session) from a message field, or a message
-/// naming `what` and the length found.
-pub fn id16(bytes: &[u8], what: &str) -> Result<[u8; 16], String> {
-    bytes
-        .try_into()
-        .map_err(|_| format!("{what} of {} bytes, expected 16", bytes.len()))
+/// A 16-byte id (pairing or session) from a message field, or
+/// [`ServerError::FieldLength`] naming `field` and the length found.
+pub fn id16(bytes: &[u8], field: &'static str) -> Result<[u8; 16], ServerError> {
+    bytes.try_into().map_err(|_| ServerError::FieldLength {
+        field,
+        got: bytes.len(),
+        expected: 16,
+    })
 }
 
 /// `https://` + `addr` unless `addr` already has a scheme.

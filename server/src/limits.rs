@@ -1,5 +1,5 @@
-//! Bounds on connections and on shutdown, with their defaults: the one
-//! home of these numbers (the flags of [`crate::cli`] default to them).
+//! Bounds on connections. Their defaults live in [`crate::defaults`] with
+//! every other default.
 //!
 //! Every listener of a party and of the dealer (client API, peer link,
 //! dealer, plaintext health port) accepts through [`crate::listen`] with a
@@ -10,6 +10,10 @@
 //! answers something), and at most `max_connections` are open per listener.
 
 use std::time::Duration;
+
+use crate::defaults::{
+    HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_CONNECTIONS,
+};
 
 /// Per-listener connection bounds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,30 +29,6 @@ pub struct ConnLimits {
     /// Connections open at once on one listener; more are closed at once.
     pub max_connections: usize,
 }
-
-/// Default of [`ConnLimits::handshake_timeout`].
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default of [`ConnLimits::idle_timeout`].
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Default of [`ConnLimits::keepalive_interval`].
-pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
-/// Default of [`ConnLimits::keepalive_timeout`].
-pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-/// Default of [`ConnLimits::max_connections`].
-pub const MAX_CONNECTIONS: usize = 512;
-
-/// First pause after a failed `accept` (out of file descriptors, ...); it
-/// doubles on each failure in a row, up to [`ACCEPT_BACKOFF_MAX`].
-pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
-/// Longest pause after failed `accept`s.
-pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-
-/// Shutdown: how long sessions in flight may take to finish before the
-/// pairings end under them.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// Shutdown: how long the servers may take to close their connections
-/// after the pairings ended; then the process stops regardless.
-pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 impl Default for ConnLimits {
     fn default() -> Self {

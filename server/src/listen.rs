@@ -31,7 +31,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 use tracing::{debug, warn};
 
-use crate::limits::{ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, ConnLimits};
+use crate::defaults::{ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN};
+use crate::limits::ConnLimits;
 
 /// Accepted connections, as tonic's `serve_with_incoming*` takes them.
 pub type Incoming<S> = ReceiverStream<io::Result<Conn<S>>>;
@@ -166,8 +167,8 @@ struct ThrottleState {
 }
 
 impl Throttle {
-    const LINES: u32 = 10;
-    const WINDOW: Duration = Duration::from_secs(10);
+    const LINES: u32 = crate::defaults::REFUSAL_LOG_LINES;
+    const WINDOW: Duration = crate::defaults::REFUSAL_LOG_WINDOW;
 
     /// `Some(lines left out since the last one)` if a line may be logged now.
     fn allow(&self) -> Option<u64> {

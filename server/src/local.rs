@@ -9,12 +9,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::dealer::{self, DealerConfig};
+use crate::defaults;
 use crate::error::ServerError;
 use crate::party::{self, PartyConfig, PartyListeners};
 use crate::tls::{CertBundle, Role, TlsMaterial};
 use model::secure::WeightShares;
 
-/// Settings of a local cluster.
+/// Settings of a local cluster; the defaults are a deployed party's
+/// ([`crate::defaults`]).
 #[derive(Clone, Debug)]
 pub struct LocalOptions {
     /// Online batches each party keeps ready.
@@ -25,7 +27,7 @@ pub struct LocalOptions {
     pub dealer_chunk_bytes: usize,
     /// Sessions party 0 computes at once.
     pub max_sessions: usize,
-    /// Timeouts (join, recv, pool wait).
+    /// See [`PartyConfig::join_timeout`].
     pub join_timeout: Duration,
     /// See [`PartyConfig::recv_timeout`].
     pub recv_timeout: Duration,
@@ -38,13 +40,13 @@ pub struct LocalOptions {
 impl Default for LocalOptions {
     fn default() -> Self {
         LocalOptions {
-            pool_target: 2,
-            pool_buffer_bytes: party::DEFAULT_POOL_BUFFER_BYTES,
-            dealer_chunk_bytes: dealer::CHUNK_BYTES,
-            max_sessions: 4,
-            join_timeout: Duration::from_secs(10),
-            recv_timeout: Duration::from_secs(60),
-            pool_wait: Duration::from_secs(120),
+            pool_target: defaults::POOL_TARGET,
+            pool_buffer_bytes: defaults::POOL_BUFFER_BYTES,
+            dealer_chunk_bytes: defaults::CHUNK_BYTES,
+            max_sessions: defaults::MAX_SESSIONS,
+            join_timeout: defaults::JOIN_TIMEOUT,
+            recv_timeout: defaults::RECV_TIMEOUT,
+            pool_wait: defaults::POOL_WAIT,
             client_token: None,
         }
     }
@@ -66,13 +68,14 @@ pub struct LocalCluster {
 }
 
 async fn loopback() -> Result<(tokio::net::TcpListener, String), ServerError> {
+    let bind_error = |source| ServerError::Bind {
+        addr: "127.0.0.1:0".into(),
+        source,
+    };
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .map_err(|e| ServerError::Config(format!("cannot bind a loopback port: {e}")))?;
-    let addr = l
-        .local_addr()
-        .map_err(|e| ServerError::Config(e.to_string()))?
-        .to_string();
+        .map_err(bind_error)?;
+    let addr = l.local_addr().map_err(bind_error)?.to_string();
     Ok((l, addr))
 }
 
@@ -120,7 +123,6 @@ impl LocalCluster {
             cfg.recv_timeout = opts.recv_timeout;
             cfg.pool_wait = opts.pool_wait;
             cfg.client_token = opts.client_token.clone();
-            cfg.retry = Duration::from_millis(200);
             let listeners = PartyListeners {
                 client,
                 peer,

@@ -10,8 +10,10 @@
 use std::path::Path;
 
 use mpc_core::{FixedPoint, Party, Prg, Seed};
+use zeroize::Zeroizing;
 
 use crate::error::ServerError;
+use crate::files::write_file;
 use model::secure::{WeightShares, split_weights};
 
 /// File name of party `p`'s share inside a model directory.
@@ -20,26 +22,29 @@ pub fn share_file_name(party: Party) -> String {
 }
 
 /// Split a plaintext model into the two parties' share files (the model
-/// owner's step). Returns the two files' bytes.
-pub fn split_model(model: &model::Model, fp: FixedPoint) -> Result<[Vec<u8>; 2], ServerError> {
+/// owner's step). Returns the two files' bytes (wiped when dropped).
+pub fn split_model(
+    model: &model::Model,
+    fp: FixedPoint,
+) -> Result<[Zeroizing<Vec<u8>>; 2], ServerError> {
     let mut prg = Prg::new(&Seed::random());
     let [s0, s1] = split_weights(model, fp, &mut prg);
     Ok([
-        to_safetensors(&s0, Party::P0)?,
-        to_safetensors(&s1, Party::P1)?,
+        Zeroizing::new(to_safetensors(&s0, Party::P0)?),
+        Zeroizing::new(to_safetensors(&s1, Party::P1)?),
     ])
 }
 
-/// Write `dir/manifest.json` (public) and `dir/share-{0,1}.safetensors`.
+/// Write `dir/manifest.json` (public) and `dir/share-{0,1}.safetensors`
+/// (each created with mode 0600: readable by its owner only).
 pub fn split_to_dir(model: &model::Model, fp: FixedPoint, dir: &Path) -> Result<(), ServerError> {
     std::fs::create_dir_all(dir).map_err(|e| ServerError::io("creating", dir, e))?;
     let manifest = model.config().to_manifest_json()?;
     let path = dir.join(model::config::MANIFEST_FILE);
-    std::fs::write(&path, manifest).map_err(|e| ServerError::io("writing", &path, e))?;
+    write_file(&path, manifest.as_bytes(), false)?;
     let [b0, b1] = split_model(model, fp)?;
     for (party, bytes) in [(Party::P0, b0), (Party::P1, b1)] {
-        let path = dir.join(share_file_name(party));
-        std::fs::write(&path, bytes).map_err(|e| ServerError::io("writing", &path, e))?;
+        write_file(&dir.join(share_file_name(party)), &bytes, true)?;
     }
     Ok(())
 }
@@ -62,9 +67,8 @@ pub fn split_to_party_dirs(
         let sub = party_dir(dir, party);
         std::fs::create_dir_all(&sub).map_err(|e| ServerError::io("creating", &sub, e))?;
         let path = sub.join(model::config::MANIFEST_FILE);
-        std::fs::write(&path, &manifest).map_err(|e| ServerError::io("writing", &path, e))?;
-        let path = sub.join(share_file_name(party));
-        std::fs::write(&path, bytes).map_err(|e| ServerError::io("writing", &path, e))?;
+        write_file(&path, manifest.as_bytes(), false)?;
+        write_file(&sub.join(share_file_name(party)), &bytes, true)?;
     }
     Ok(())
 }
@@ -80,11 +84,13 @@ pub struct LoadedShare {
 
 /// Read a share file.
 pub fn load(path: &Path) -> Result<LoadedShare, ServerError> {
-    let bytes = std::fs::read(path).map_err(|e| ServerError::io("reading", path, e))?;
+    let bytes =
+        Zeroizing::new(std::fs::read(path).map_err(|e| ServerError::io("reading", path, e))?);
     from_safetensors(&bytes).map_err(|e| match e {
-        ServerError::ShareFile(reason) => {
-            ServerError::ShareFile(format!("{}: {reason}", path.display()))
-        }
+        ServerError::ShareFile { source, .. } => ServerError::ShareFile {
+            path: Some(path.to_path_buf()),
+            source,
+        },
         other => other,
     })
 }
@@ -96,8 +102,8 @@ pub fn to_safetensors(s: &WeightShares, party: Party) -> Result<Vec<u8>, ServerE
 
 /// Parse one party's share, checking every tensor against the manifest.
 pub fn from_safetensors(bytes: &[u8]) -> Result<LoadedShare, ServerError> {
-    let (shares, party) =
-        WeightShares::from_safetensors(bytes).map_err(|e| ServerError::ShareFile(e.to_string()))?;
+    let (shares, party) = WeightShares::from_safetensors(bytes)
+        .map_err(|source| ServerError::ShareFile { path: None, source })?;
     Ok(LoadedShare { shares, party })
 }
 
@@ -142,11 +148,36 @@ mod tests {
         assert!(dbg.contains("secret"));
     }
 
+    /// Share files are created readable by their owner only; the public
+    /// manifest is not.
+    #[cfg(unix)]
+    #[test]
+    fn share_files_are_written_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let m = Model::random(tiny(), 1).unwrap();
+        let dir = std::env::temp_dir().join(format!("mpcvit-split-{}", std::process::id()));
+        split_to_dir(&m, FixedPoint::default(), &dir).unwrap();
+        split_to_party_dirs(&m, FixedPoint::default(), &dir).unwrap();
+        for party in [Party::P0, Party::P1] {
+            for share in [
+                dir.join(share_file_name(party)),
+                party_dir(&dir, party).join(share_file_name(party)),
+            ] {
+                assert_eq!(mode(&share), 0o600, "{}", share.display());
+                assert_eq!(load(&share).unwrap().party, party);
+            }
+        }
+        let manifest = dir.join(model::config::MANIFEST_FILE);
+        assert_ne!(mode(&manifest) & 0o044, 0, "the manifest is public");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn wrong_files_are_clear_errors() {
         assert!(matches!(
             from_safetensors(b"not a file"),
-            Err(ServerError::ShareFile(_))
+            Err(ServerError::ShareFile { .. })
         ));
         let m = Model::random(tiny(), 1).unwrap();
         let plain = m.to_safetensors().unwrap();

@@ -26,6 +26,7 @@ use tokio_rustls::rustls::{RootCertStore, ServerConfig};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::error::ServerError;
+use crate::files::write_file;
 
 /// Who holds a certificate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -52,6 +53,14 @@ impl Role {
         }
     }
 
+    /// The party index of a party's role.
+    pub fn party_index(self) -> Option<u8> {
+        match self {
+            Role::Party(i) => Some(i),
+            _ => None,
+        }
+    }
+
     /// The file stem of the role's certificate and key.
     pub fn file_stem(self) -> &'static str {
         match self {
@@ -63,13 +72,32 @@ impl Role {
     }
 }
 
-/// A certificate and its private key, PEM. `Debug` never shows the key.
+/// How errors name the other end of a link: `the dealer`, `party 0`,
+/// `party 1`, `the client`.
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Role::Dealer => f.write_str("the dealer"),
+            Role::Party(i) => write!(f, "party {i}"),
+            Role::Client => f.write_str("the client"),
+        }
+    }
+}
+
+/// A certificate and its private key, PEM. `Debug` never shows the key;
+/// the key is wiped (zeroize) when dropped.
 #[derive(Clone)]
 pub struct KeyedCert {
     /// The certificate chain, PEM.
     pub cert_pem: String,
     /// The private key, PEM.
     pub key_pem: String,
+}
+
+impl Drop for KeyedCert {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key_pem);
+    }
 }
 
 impl std::fmt::Debug for KeyedCert {
@@ -120,7 +148,10 @@ impl TlsMaterial {
     /// token may stand in, and the service checks one or the other). For
     /// [`crate::listen::tls`]; offers HTTP/2 only, as tonic's own would.
     pub fn server(&self, client_cert_optional: bool) -> Result<Arc<ServerConfig>, ServerError> {
-        let bad = |what: &str, e: &dyn std::fmt::Display| ServerError::Tls(format!("{what}: {e}"));
+        let bad = |what: &'static str, e: &dyn std::fmt::Display| ServerError::Tls {
+            what,
+            reason: e.to_string(),
+        };
         let mut roots = RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
             let c = c.map_err(|e| bad("CA certificate", &e))?;
@@ -173,7 +204,10 @@ pub struct CertBundle {
 }
 
 fn tls_err(e: rcgen::Error) -> ServerError {
-    ServerError::Tls(e.to_string())
+    ServerError::Tls {
+        what: "generating certificates",
+        reason: e.to_string(),
+    }
 }
 
 impl CertBundle {
@@ -273,24 +307,6 @@ impl CertBundle {
     }
 }
 
-fn write_file(path: &Path, bytes: &[u8], secret: bool) -> Result<(), ServerError> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    if secret {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    #[cfg(not(unix))]
-    let _ = secret;
-    let mut f = opts
-        .open(path)
-        .map_err(|e| ServerError::io("writing", path, e))?;
-    f.write_all(bytes)
-        .map_err(|e| ServerError::io("writing", path, e))
-}
-
 /// The role of the caller's certificate (leaf of the verified chain), if it
 /// has one of the roles' DNS names. The chain itself was verified against
 /// the CA during the handshake.
@@ -308,13 +324,10 @@ pub fn caller_role<T>(req: &tonic::Request<T>) -> Option<Role> {
 pub fn require_role<T>(req: &tonic::Request<T>, allowed: &[Role]) -> Result<Role, ServerError> {
     match caller_role(req) {
         Some(r) if allowed.contains(&r) => Ok(r),
-        Some(r) => Err(ServerError::Unauthenticated(format!(
-            "a {} certificate is not accepted on this service",
-            r.dns_name()
-        ))),
-        None => Err(ServerError::Unauthenticated(
-            "no client certificate with an mpcvit role".into(),
-        )),
+        Some(caller) => Err(ServerError::WrongRole { caller }),
+        None => Err(ServerError::NoCredential {
+            needed: "a client certificate with an mpcvit role",
+        }),
     }
 }
 
@@ -332,13 +345,13 @@ pub fn require_client<T>(req: &tonic::Request<T>, token: Option<&str>) -> Result
         if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
             return Ok(());
         }
-        return Err(ServerError::Unauthenticated(
-            "a client certificate or a valid bearer token is required".into(),
-        ));
+        return Err(ServerError::NoCredential {
+            needed: "a client certificate or a valid bearer token is required",
+        });
     }
-    Err(ServerError::Unauthenticated(
-        "a client certificate is required".into(),
-    ))
+    Err(ServerError::NoCredential {
+        needed: "a client certificate is required",
+    })
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

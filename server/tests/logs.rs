@@ -1,6 +1,8 @@
 //! Logs at every level (TRACE for every crate, tonic, h2 and rustls
 //! included) never contain a share: run an inference with a capturing
-//! subscriber and search the output for the shares' words.
+//! subscriber and search the output for the shares' words. The status
+//! messages of failing requests (shares of the wrong length, holding the
+//! real share's words) are searched the same way.
 
 mod common;
 
@@ -58,17 +60,38 @@ async fn no_share_in_logs_at_trace_level() {
         .infer_shares(&m, [s0.clone(), s1.clone()], sid)
         .await
         .unwrap();
-    // A failing session logs too.
-    let _ = client
-        .infer_shares(&m, [s0.clone(), Share::zeros(3)], vec![7; 16])
-        .await;
+    // Failing sessions log too, and their errors reach the client: each
+    // party in turn gets a share one element short (its first words are
+    // the real share's) while the other gets the whole one.
+    let short = |s: &Share| Share::new(s.as_slice()[..s.len() - 1].to_vec());
+    let mut errors = Vec::new();
+    for (i, shares) in [[short(&s0), s1.clone()], [s0.clone(), short(&s1)]]
+        .into_iter()
+        .enumerate()
+    {
+        let e = client
+            .infer_shares(&m, shares, vec![7 + i as u8; 16])
+            .await
+            .unwrap_err();
+        errors.push(e.to_string());
+    }
     c.shutdown().await;
+    assert!(
+        errors.iter().all(|e| e.contains("ring elements")),
+        "the length errors came back: {errors:?}"
+    );
     let logs = String::from_utf8_lossy(&buf.0.lock().unwrap()).to_string();
     assert!(logs.contains("session done"), "the capture works");
     assert_eq!(r.logits.len(), 10);
     for s in [&s0, &s1] {
         for p in patterns(s).into_iter().filter(|p| p.len() >= 12) {
             assert!(!logs.contains(&p), "a share word appears in the logs: {p}");
+            for e in &errors {
+                assert!(
+                    !e.contains(&p),
+                    "a share word appears in an error: {p}: {e}"
+                );
+            }
         }
     }
 }
