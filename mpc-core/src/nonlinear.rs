@@ -257,13 +257,18 @@ impl Ctx<'_> {
     /// `exp(x)` for `x ≤ 0` by the limit `(1 + x/2^k)^(2^k)`, k = [`EXP_SQUARINGS`].
     ///
     /// `1 + x/2^k` is formed exactly by reading `x` at `f + k` fractional bits;
-    /// each squaring is a square and a truncation. Rounds `2k` (16); bytes
-    /// `k·(8n + ⌈n/8⌉)`. Absolute error ≤ 1.1e-3 on `[−2^k, 0]` (the limit's
-    /// `e^x·x²/2^(k+1)` plus rounding); inputs below `−2^k` give garbage.
+    /// each squaring opens its input once, which both truncates the previous
+    /// square and squares it (a comparison with no threshold,
+    /// [`Ctx::bit_compare`]), and a last truncation ends it. Rounds `k + 1`
+    /// (9); bytes `8kn + ⌈n/8⌉`; dealer to party 1 `8n` for the first square,
+    /// `32n` for each later one (`r_h²`, `r_h·msb(r)`, `r_h`, `msb(r)`) and
+    /// `8n` for the last truncation. Absolute error ≤ 1.1e-3 on `[−2^k, 0]`
+    /// (the limit's `e^x·x²/2^(k+1)` plus rounding); inputs below `−2^k` give
+    /// garbage.
     pub fn exp_neg(&mut self, x: &Share) -> Op<Share> {
         let hi = self.frac_bits() + EXP_SQUARINGS;
         let y = self.add_scalar(x, 1u64 << hi);
-        exp_squarings(self, y, 0, hi)
+        exp_squarings(self, y.into(), 0, hi)
     }
 
     /// Row softmax of `x` (rows×cols): `exp(x − max) / Σ exp(x − max)`.
@@ -271,7 +276,7 @@ impl Ctx<'_> {
     /// Steps: row maximum (pairwise tree of ReLUs), [`Ctx::exp_neg`],
     /// row sums (local), [`Ctx::reciprocal`] on `[1, cols]`, one
     /// row-broadcast product and a truncation.
-    /// Rounds `2⌈log2 cols⌉ + 2k + 2 + 2` (36 for cols = 65).
+    /// Rounds `2⌈log2 cols⌉ + k + 1 + 2 + 2` (27 for cols = 65).
     /// Accuracy: absolute error ≤ 2e-3 per probability for scores whose
     /// pairwise differences stay within `2^(ℓ−1−f)` and above `−2^k`.
     pub fn softmax(&mut self, x: &Share, rows: usize, cols: usize, bits: u32) -> Op<Share> {
@@ -837,18 +842,25 @@ impl Ctx<'_> {
 }
 
 /// The squarings of [`Ctx::exp_neg`] from squaring `i` on.
-fn exp_squarings(c: &mut Ctx<'_>, y: Share, i: u32, hi: u32) -> Op<Share> {
+/// `y` is the previous square with its truncation pending (nothing pending
+/// before the first).
+fn exp_squarings(c: &mut Ctx<'_>, y: Untruncated, i: u32, hi: u32) -> Op<Share> {
     if i == EXP_SQUARINGS {
-        return Op::ready(y);
+        return y.truncate(c);
     }
     let shift = if i + 1 == EXP_SQUARINGS {
         hi + EXP_SQUARINGS
     } else {
         hi
     };
-    c.square_raw(&y)
-        .then(move |c, sq| c.trunc(&sq, shift))
-        .then(move |c, y| exp_squarings(c, y, i + 1, hi))
+    c.bit_compare(&y.raw, &[], 62, 0, false, true, y.shift)
+        .then(move |c, o| {
+            let sq = Untruncated {
+                raw: o.square_raw(),
+                shift,
+            };
+            exp_squarings(c, sq, i + 1, hi)
+        })
 }
 
 /// An optional operator as one whose absence is an empty share.

@@ -192,7 +192,11 @@ fn exp_matches_its_limit_and_the_true_exponential() {
         "vs exp {}",
         max_abs_diff(&got, &exact)
     );
-    assert_eq!(r.online[0].rounds, 16);
+    // 8 squarings, each truncating the previous square in its own opening, and a last truncation
+    assert_eq!(r.online[0].rounds, 9);
+    let n = x.len();
+    assert_eq!(r.online[0].bytes_sent as usize, 8 * 8 * n + n.div_ceil(8));
+    assert_eq!(r.dealer_bytes[1] as usize, 8 * n + 7 * 32 * n + 8 * n);
 }
 
 fn relative_error(got: &[f64], x: &[f64], f: impl Fn(f64) -> f64) -> f64 {
@@ -263,8 +267,8 @@ fn softmax_matches_plaintext_with_counts() {
         rounds += 2;
         w -= w / 2;
     }
-    bytes += 8 * (8 * n + n.div_ceil(8));
-    rounds += 16;
+    bytes += 8 * 8 * n + n.div_ceil(8);
+    rounds += 9;
     let rbits = (cols as f64).log2().ceil() as usize + 16 + 2;
     // the reciprocal's truncation rides on the row product's opening
     bytes += packed_len(rows, rbits as u32) + 16 * rows;
