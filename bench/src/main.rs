@@ -4,7 +4,8 @@
 //!   emulator (used by `bench/wan-netns.sh`; prints its counters at exit).
 //! - `export --mu 0.5 --gelu quad --out DIR`: the random `vit_7_4_32` the
 //!   benchmarks run (same seed, same head table) as a plaintext model
-//!   directory with the paper's state-dict names, for peers to load.
+//!   directory with the paper's state-dict names, for peers to load, and
+//!   `reference.json` (a fixed input and the plaintext logits).
 //! - `report`: `bench/results/` from the CSV files.
 
 use std::path::PathBuf;
@@ -140,6 +141,28 @@ fn main() {
             let config = shape_config(&shape, mu, &gelu)?;
             let m = model::Model::random(config, seed).map_err(|e| e.to_string())?;
             m.save_dir(&out).map_err(|e| e.to_string())?;
+            // A reference for peers: a fixed input and this crate's
+            // plaintext logits, so a port of the network can show it runs the
+            // same weights and head table before it is timed.
+            let input: Vec<f32> = (0..m.config().input_len())
+                .map(|i| 1.5 * (0.37 * i as f32).sin())
+                .collect();
+            let logits = m.forward(&input).map_err(|e| e.to_string())?;
+            let list = |v: &[f32]| {
+                v.iter()
+                    .map(|x| format!("{x:e}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            std::fs::write(
+                out.join("reference.json"),
+                format!(
+                    "{{\"input\":[{}],\"logits\":[{}]}}\n",
+                    list(&input),
+                    list(&logits)
+                ),
+            )
+            .map_err(|e| e.to_string())?;
             eprintln!(
                 "mpcvit-bench export: {} (seed {seed}) → {}",
                 m.config().name,

@@ -486,6 +486,12 @@ async fn run(a: Args) {
             },
             link: match (a.link, spec) {
                 (Link::None, _) => "none".into(),
+                // Shaped by tc in namespaces: not the relay-only rows.
+                (_, Some(s)) if a.shaped_mbit.is_some() => format!(
+                    "netns {},{}",
+                    s.one_way_delay.as_secs_f64() * 1e3,
+                    s.bits_per_second.map_or(0.0, |b| b / 1e6)
+                ),
                 (_, Some(s)) if s == mpcvit_bench::LinkSpec::LAN => "lan".into(),
                 (_, Some(s)) if s == mpcvit_bench::LinkSpec::WAN => "wan".into(),
                 (_, Some(s)) => format!(
