@@ -19,14 +19,18 @@ csv="$out/e2e.csv"
 images="${IMAGES:-3}"
 links="${LINKS:-none lan wan}"
 mkdir -p "$out"
-cargo build --release -q -p mpcvit-server --examples -p mpcvit-bench
+# (`--examples` selects only examples: the mpcvit-bench binary is its own build.)
+cargo build --release -q -p mpcvit-server --examples
+cargo build --release -q -p mpcvit-bench
 if [ "${REPORT_ONLY:-0}" != 1 ]; then
   if pgrep -x cargo >/dev/null || pgrep -x rustc >/dev/null; then
     echo "bench/run.sh: a cargo build is running on this machine: timings will be noisy" >&2
   fi
-  [ "${KEEP:-0}" = 1 ] || rm -f "$csv"
+  [ "${KEEP:-0}" = 1 ] || rm -f "$csv" "$out/load.txt"
   e2e() {
     echo "== e2e $*" >&2
+    # The machine's load before each run, for reading the timings.
+    echo "$(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg) e2e $*" >> "$out/load.txt"
     target/release/examples/e2e --images "$images" --throughput false --in-memory false \
       --csv "$csv" "$@" | grep -E '^\| (end-to-end|rounds|bytes sent|link)' >&2
   }

@@ -389,12 +389,74 @@ impl Results {
         mus
     }
 
+    /// The latest peer run of each (μ, GeLU).
+    pub fn latest_peers(&self) -> Vec<&PeerRow> {
+        let mut out: Vec<&PeerRow> = Vec::new();
+        for c in self.peers.iter().rev() {
+            if !out
+                .iter()
+                .any(|o| (o.mu - c.mu).abs() < 1e-9 && o.gelu == c.gelu)
+            {
+                out.push(c);
+            }
+        }
+        out.reverse();
+        out
+    }
+
     /// The last peer run of that GeLU at μ.
     pub fn peer(&self, mu: f64, gelu: &str) -> Option<&PeerRow> {
         self.peers
             .iter()
             .rev()
             .find(|r| (r.mu - mu).abs() < 1e-9 && r.gelu == gelu)
+    }
+}
+
+/// μ for display: at most three decimals (`0.107` for 3 of 28 heads).
+pub fn fmt_mu(mu: f64) -> String {
+    let s = format!("{mu:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.is_empty() || s == "-" {
+        "0".into()
+    } else {
+        s.to_string()
+    }
+}
+
+/// How far a measured μ (a whole number of heads: 3 of 28 is 0.107) may be
+/// from one of the paper's nominal values to sit in its row.
+pub const MU_MATCH: f64 = 0.02;
+
+impl Results {
+    /// The paper's `vit_7_4_32` point nearest `mu`, within [`MU_MATCH`].
+    pub fn paper_near(&self, mu: f64) -> Option<&PaperRow> {
+        self.paper
+            .iter()
+            .filter(|p| p.model == "vit_7_4_32")
+            .filter(|p| p.mu.is_some_and(|m| (m - mu).abs() <= MU_MATCH))
+            .min_by(|a, b| {
+                let d = |p: &PaperRow| (p.mu.unwrap_or(f64::INFINITY) - mu).abs();
+                d(a).total_cmp(&d(b))
+            })
+    }
+
+    /// The rows of the latency-vs-μ table: our μ values, and the paper's that
+    /// none of ours is near.
+    pub fn table_mus(&self) -> Vec<f64> {
+        let mut mus = self.vit7_mus();
+        for m in self
+            .paper
+            .iter()
+            .filter(|p| p.model == "vit_7_4_32")
+            .filter_map(|p| p.mu)
+        {
+            if !mus.iter().any(|&o| (o - m).abs() <= MU_MATCH) {
+                mus.push(m);
+            }
+        }
+        mus.sort_by(f64::total_cmp);
+        mus
     }
 }
 
@@ -433,6 +495,12 @@ pub fn markdown(r: &Results, regenerate: &str) -> String {
     let _ = writeln!(s, "- machine: {}", join(&machines));
     let _ = writeln!(
         s,
+        "- load: the machine's cores may be shared with other work; `load.txt` (when present) \
+         lists the load average before each run, and a later run of the same configuration \
+         replaces an earlier one in the tables (all are listed at the end)"
+    );
+    let _ = writeln!(
+        s,
         "- setup: dealer, party 0 and party 1 as three processes on loopback with mutual TLS, a \
          client in the benchmark's process; the party 0 ↔ party 1 link goes through the \
          benchmark's relay (`mpcvit_bench::relay`): LAN = 1 Gbit/s and 0.25 ms each way, WAN = \
@@ -455,8 +523,8 @@ pub fn markdown(r: &Results, regenerate: &str) -> String {
     for p in r.paper.iter().filter(|p| p.mu == Some(0.5)) {
         let _ = writeln!(
             s,
-            "| MPCViT paper ({}; {}) | paper's | WAN | {:.2} s | — | — |",
-            p.variant, p.source, p.latency_s
+            "| MPCViT paper: {} (SecretFlow SPU SEMI-2K, 2PC; `paper.csv`) | paper's | WAN | {:.2} s | — | — |",
+            p.variant, p.latency_s
         );
     }
     for gelu in ["quad", "erf"] {
@@ -491,6 +559,14 @@ pub fn markdown(r: &Results, regenerate: &str) -> String {
             }
         }
     }
+    if !r.peers.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nA peer's WAN figure is an estimate, not a run: its loopback latency + rounds × 20 ms \
+             + bytes / 400 Mbit/s (CrypTen's gloo processes dial each other at addresses they \
+             exchange, so the relay cannot sit between them)."
+        );
+    }
     if let (Some(c), Some(e)) = (r.peer(0.5, "quad"), r.vit7(0.5, "quad", "none")) {
         let _ = writeln!(
             s,
@@ -508,7 +584,7 @@ pub fn markdown(r: &Results, regenerate: &str) -> String {
     ) {
         let _ = writeln!(
             s,
-            "On the paper's WAN, erf GeLU: {:.2} s against the paper's {:.2} s ({:.1}× less; \
+            "\nOn the paper's WAN, erf GeLU: {:.2} s against the paper's {:.2} s ({:.1}× less; \
              different protocols, machines and implementations: SecretFlow SPU SEMI-2K there).",
             e.latency_s,
             p.latency_s,
@@ -524,24 +600,18 @@ pub fn markdown(r: &Results, regenerate: &str) -> String {
         "| μ | paper WAN | WAN erf | WAN quad | LAN erf | LAN quad | loopback erf | loopback quad |"
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
-    let mut mus = r.vit7_mus();
-    for p in &r.paper {
-        if let Some(m) = p.mu.filter(|_| p.model == "vit_7_4_32") {
-            mus.push(m);
-        }
-    }
-    mus.sort_by(f64::total_cmp);
-    mus.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
-    for &mu in &mus {
-        let paper = r
-            .paper
-            .iter()
-            .find(|p| p.model == "vit_7_4_32" && p.mu.is_some_and(|m| (m - mu).abs() < 1e-9));
+    for mu in r.table_mus() {
+        let paper = r.paper_near(mu);
         let cell = |g: &str, l: &str| opt(r.vit7(mu, g, l), |e| format!("{:.2} s", e.latency_s));
         let _ = writeln!(
             s,
-            "| {mu} | {} | {} | {} | {} | {} | {} | {} |",
-            opt(paper, |p| format!("{:.2} s", p.latency_s)),
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            fmt_mu(mu),
+            opt(paper, |p| format!(
+                "{:.2} s (μ = {})",
+                p.latency_s,
+                opt(p.mu, fmt_mu)
+            )),
             cell("erf", "wan"),
             cell("quad", "wan"),
             cell("erf", "lan"),
@@ -573,7 +643,8 @@ pub fn markdown(r: &Results, regenerate: &str) -> String {
             if let Some(e) = e {
                 let _ = writeln!(
                     s,
-                    "| {mu} | {gelu} | {} | {} / {} | {} / {} |",
+                    "| {} | {gelu} | {} | {} / {} | {} / {} |",
+                    fmt_mu(mu),
                     e.rounds,
                     mb(e.bytes_p0),
                     mb(e.bytes_p1),
@@ -620,7 +691,7 @@ pub fn markdown(r: &Results, regenerate: &str) -> String {
             "| {} | {} | {} | {} | {} | {:.3} s | {:.3} s | {} | {} / {} | {} | {} | {} | {} |",
             e.date,
             e.model,
-            e.mu,
+            fmt_mu(e.mu),
             e.gelu,
             e.link,
             e.latency_s,
@@ -701,20 +772,9 @@ pub fn latency_table_csv(r: &Results) -> String {
     let mut s = String::from(
         "mu,paper_wan_s,wan_erf_s,wan_quad_s,lan_erf_s,lan_quad_s,loopback_erf_s,loopback_quad_s\n",
     );
-    let mut mus = r.vit7_mus();
-    mus.extend(
-        r.paper
-            .iter()
-            .filter(|p| p.model == "vit_7_4_32")
-            .filter_map(|p| p.mu),
-    );
-    mus.sort_by(f64::total_cmp);
-    mus.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
-    for mu in mus {
+    for mu in r.table_mus() {
         let paper = r
-            .paper
-            .iter()
-            .find(|p| p.model == "vit_7_4_32" && p.mu.is_some_and(|m| (m - mu).abs() < 1e-9))
+            .paper_near(mu)
             .map_or(String::new(), |p| p.latency_s.to_string());
         let cell = |g: &str, l: &str| {
             r.vit7(mu, g, l)
@@ -751,7 +811,8 @@ pub fn latency_svg(r: &Results, path: &Path) -> io::Result<()> {
     all.extend(r.paper.iter().map(|p| p.latency_s));
     all.extend(r.peers.iter().map(|p| p.latency_s));
     let lo = all.iter().copied().fold(f64::INFINITY, f64::min).min(1.0) * 0.5;
-    let hi = all.iter().copied().fold(0.0, f64::max).max(1.0) * 2.0;
+    // Head room above the paper's points for the legend.
+    let hi = all.iter().copied().fold(0.0, f64::max).max(1.0) * 30.0;
     let mut chart = ChartBuilder::on(&root)
         .caption(
             "vit_7_4_32: seconds per image vs μ (fraction of ReLU-Softmax heads)",
@@ -819,7 +880,13 @@ pub fn latency_svg(r: &Results, path: &Path) -> io::Result<()> {
             .draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))
             .map_err(|e| err(e.to_string()))?;
     }
-    let peers: Vec<(f64, f64)> = r.peers.iter().map(|c| (c.mu, c.latency_s)).collect();
+    // The latest correct (quad) peer run per μ: the erf runs are wrong.
+    let peers: Vec<(f64, f64)> = r
+        .latest_peers()
+        .into_iter()
+        .filter(|c| c.gelu == "quad")
+        .map(|c| (c.mu, c.latency_s))
+        .collect();
     if !peers.is_empty() {
         let purple = RGBColor(130, 50, 160);
         chart
@@ -829,12 +896,12 @@ pub fn latency_svg(r: &Results, path: &Path) -> io::Result<()> {
                     .map(|&p| TriangleMarker::new(p, 7, purple.filled())),
             )
             .map_err(|e| err(e.to_string()))?
-            .label("CrypTen 0.4.1, loopback (same checkpoint)")
+            .label("CrypTen 0.4.1, loopback, quad (same checkpoint)")
             .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 6, purple.filled()));
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
@@ -882,8 +949,8 @@ pub fn rounds_bytes_svg(r: &Results, path: &Path) -> io::Result<()> {
             pts.push((format!("mpcvit, {gelu} GeLU"), v, color));
         }
         let peers: Vec<(f64, f64)> = r
-            .peers
-            .iter()
+            .latest_peers()
+            .into_iter()
             .map(|c| (c.mu, metric(c.rounds, c.bytes_p0, c.bytes_p1)))
             .collect();
         let hi = pts
@@ -928,7 +995,7 @@ pub fn rounds_bytes_svg(r: &Results, path: &Path) -> io::Result<()> {
                         .map(|&p| TriangleMarker::new(p, 7, purple.filled())),
                 )
                 .map_err(|e| err(e.to_string()))?
-                .label("CrypTen 0.4.1")
+                .label("CrypTen 0.4.1 (quad below, erf above)")
                 .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 6, purple.filled()));
         }
         chart
@@ -993,6 +1060,36 @@ mod tests {
             estimate_s: latency * 0.7,
             agreement: "3/3".into(),
         }
+    }
+
+    #[test]
+    fn mu_display_and_paper_match() {
+        assert_eq!(fmt_mu(0.0), "0");
+        assert_eq!(fmt_mu(1.0), "1");
+        assert_eq!(fmt_mu(0.5), "0.5");
+        assert_eq!(fmt_mu(3.0 / 28.0), "0.107");
+        let mut r = Results::default();
+        for (mu, s) in [(0.1, 48.03), (0.3, 52.88), (0.9, 70.0)] {
+            r.paper.push(PaperRow {
+                model: "vit_7_4_32".into(),
+                variant: "MPCViT".into(),
+                mu: Some(mu),
+                latency_s: s,
+                source: "paper".into(),
+            });
+        }
+        r.e2e.push(row(3.0 / 28.0, "erf", "wan", 5.0));
+        r.e2e.push(row(8.0 / 28.0, "erf", "wan", 5.5));
+        assert_eq!(r.paper_near(3.0 / 28.0).unwrap().latency_s, 48.03);
+        assert_eq!(r.paper_near(8.0 / 28.0).unwrap().latency_s, 52.88);
+        assert!(r.paper_near(0.5).is_none());
+        // Ours at 3/28 and 8/28, and the paper's 0.9 that nothing of ours is near.
+        assert_eq!(r.table_mus(), vec![3.0 / 28.0, 8.0 / 28.0, 0.9]);
+        let md = markdown(&r, "x");
+        assert!(
+            md.contains("| 0.107 | 48.03 s (μ = 0.1) | 5.00 s |"),
+            "{md}"
+        );
     }
 
     #[test]
@@ -1062,7 +1159,7 @@ mod tests {
         });
         assert_eq!(r.vit7(0.5, "erf", "wan").unwrap().latency_s, 6.3);
         let md = markdown(&r, "bash bench/run.sh");
-        assert!(md.contains("| 0.5 | 58.66 s | 6.30 s |"), "{md}");
+        assert!(md.contains("| 0.5 | 58.66 s (μ = 0.5) | 6.30 s |"), "{md}");
         assert!(md.contains("10.0× faster"), "{md}");
         assert!(md.contains("9.000 s"), "every run is listed: {md}");
         let csv = latency_table_csv(&r);

@@ -390,9 +390,11 @@ async fn run(a: Args) {
     println!();
     println!(
         "| metric (one image, {name}, 3 processes on loopback, party 0 ↔ party 1 link: {}) | value |",
-        a.link
-            .spec()
-            .map_or("direct".to_string(), |s| format!("relay, {}", s.describe()))
+        match (a.link.spec(), a.shaped_mbit) {
+            (None, _) => "direct".to_string(),
+            (Some(s), None) => format!("relay, {}", s.describe()),
+            (Some(s), Some(m)) => format!("relay, {}; tc tbf {m} Mbit/s", s.describe()),
+        }
     );
     println!("|---|---|");
     println!(
@@ -422,6 +424,9 @@ async fn run(a: Args) {
         Some(t) => println!(
             "| same forward, both parties in one process over an in-memory channel | {:.3} s |",
             t.as_secs_f64()
+        ),
+        None if !a.in_memory => println!(
+            "| same forward, both parties in one process over an in-memory channel | skipped (--in-memory false) |"
         ),
         None => println!(
             "| same forward, both parties in one process over an in-memory channel | skipped (whole-inference material) |"
