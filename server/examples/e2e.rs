@@ -4,8 +4,23 @@
 //! this process.
 //!
 //! ```sh
-//! cargo run --release -p mpcvit-server --example e2e -- [--preset vit_7_4_32_mu05|vit_9_12_64_mu05|…] [--gelu erf|quad] [--model-dir DIR] [--images 4] [--clients 8] [--per-client 2] [--pool 2] [--pool-buffer-mb 256]
+//! cargo run --release -p mpcvit-server --example e2e -- [--preset vit_7_4_32_mu05|vit_9_12_64_mu05|…] [--mu 0.3] [--gelu erf|quad] [--model-dir DIR] [--link none|lan|wan|DELAY_MS,MBIT] [--csv FILE] [--images 4] [--throughput true] [--clients 8] [--per-client 2] [--pool 2] [--pool-buffer-mb 256]
 //! ```
+//!
+//! `--link` puts `mpcvit_bench`'s relay on the party 0 ↔ party 1 link
+//! (party 0 dials party 1's peer listener through it; TLS passes through,
+//! its server name is the role's, not the address): `lan` = 1 Gbit/s and
+//! 0.25 ms each way, `wan` = 400 Mbit/s and 20 ms each way, or
+//! `DELAY_MS,MBIT` (`MBIT` 0 = no limit). The dealer's and the client's
+//! links stay direct. With a relay it also reports what crossed the link per
+//! image and the share of the latency spent on it: the link model's
+//! estimate (rounds × one-way delay + bytes / bandwidth) and the time the
+//! relay held data in flight. `--csv FILE` appends one row (the format of
+//! `mpcvit_bench::report`) for `bench/results/`.
+//!
+//! `--p1-netns NAME --p1-ip IP --host-ip IP` run party 1 in a network
+//! namespace (`bench/wan-netns.sh` makes it, with `tc tbf` shaping the veth
+//! pair; `--shaped-mbit` then tells the estimate the bandwidth).
 //!
 //! Prints, for one image: end-to-end latency with a warm pool, bytes sent
 //! by each party, rounds, the parties' online time, the dealer's bytes per
@@ -18,13 +33,18 @@
 //! the plaintext model's top-1.
 
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use mpc_core::{FixedPoint, Party};
+use mpcvit_bench::procs::{
+    Proc, clock_ticks_per_second, cpu_seconds, free_port, launch, machine_summary, peak_rss_mib,
+};
+use mpcvit_bench::report::{E2eRow, today_utc};
+use mpcvit_bench::{Link, Relay, RelayStats};
 use mpcvit_client::{Client, ClientAuth, Inference};
 use mpcvit_server::cli::{Cli, Command as ServerCmd};
 use mpcvit_server::tls::{CertBundle, Role};
@@ -34,6 +54,11 @@ struct Args {
     /// Model preset (random weights of that architecture).
     #[arg(long, default_value = "vit_7_4_32_mu05")]
     preset: String,
+    /// Replace the preset's head table: this fraction of the heads
+    /// ReLU-Softmax, the rest ScaleAttn (`mpcvit_bench::heads`; 0.5 is the
+    /// `_mu05` presets' checkerboard).
+    #[arg(long)]
+    mu: Option<f64>,
     /// The preset's GeLU: `erf` (the paper's, piecewise under MPC) or `quad`.
     #[arg(long, default_value = "erf")]
     gelu: String,
@@ -60,23 +85,28 @@ struct Args {
     /// whole inference's material: skipped above 1 GB of dealer bytes).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     in_memory: bool,
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    /// The party 0 ↔ party 1 link: `none` (direct), `lan`, `wan` or
+    /// `DELAY_MS,MBIT` through the relay.
+    #[arg(long, default_value = "none")]
+    link: Link,
+    /// Append the latency run's row to this CSV file.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Also measure throughput (dealing included) after the latency run.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    throughput: bool,
+    /// Run party 1 inside this network namespace (`ip netns exec`).
+    #[arg(long, requires_all = ["p1_ip", "host_ip"])]
+    p1_netns: Option<String>,
+    /// Party 1's address in its namespace.
+    #[arg(long)]
+    p1_ip: Option<String>,
+    /// This namespace's address that party 1 reaches (the dealer listens there).
+    #[arg(long)]
+    host_ip: Option<String>,
+    /// Bandwidth shaped outside the relay (tc), Mbit/s, for the estimate.
+    #[arg(long)]
+    shaped_mbit: Option<f64>,
 }
 
 fn child_main(args: Vec<String>) -> ! {
@@ -120,42 +150,6 @@ fn argmax(v: &[f32]) -> usize {
     (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b })
 }
 
-/// CPU seconds (user + system, all threads) a child process has used so
-/// far, from `/proc/PID/stat` (fields 14 and 15, in clock ticks).
-fn cpu_seconds(pid: u32, ticks_per_second: f64) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // The command name (field 2) is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / ticks_per_second
-}
-
-/// Peak resident memory of a process in MiB (`VmHWM` in `/proc/PID/status`).
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-/// The kernel's clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
-fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some("--child") {
@@ -178,6 +172,14 @@ async fn run(a: Args) {
         Some(d) => model::Model::load_dir(d).unwrap(),
         None => {
             let mut config = mpcvit_server::cli::preset_config(&a.preset).unwrap();
+            if a.mu == Some(0.5) && a.preset.ends_with("_mu05") {
+                // The bench's μ rule reproduces the presets' checkerboard.
+                let ours = mpcvit_bench::heads::attention_at_mu(config.depth, config.heads, 0.5);
+                assert_eq!(ours, config.attention, "μ = 0.5 differs from the preset");
+            }
+            if let Some(mu) = a.mu {
+                config = mpcvit_bench::heads::with_mu(config, mu);
+            }
             config.gelu = match a.gelu.as_str() {
                 "erf" => model::GeluKind::Erf,
                 "quad" => model::GeluKind::Quad,
@@ -204,21 +206,50 @@ async fn run(a: Args) {
     } else {
         1
     };
-    let ports: Vec<String> = (0..4)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
+    // Dealer, party 0, party 1 (client API), party 1 (peer listener). With
+    // party 1 in a namespace, its ports are on its address there and the
+    // dealer listens where party 1 reaches it.
+    let host = a.host_ip.clone().unwrap_or_else(|| "127.0.0.1".into());
+    let p1_host = a.p1_ip.clone().unwrap_or_else(|| "127.0.0.1".into());
+    let port = || free_port().unwrap();
+    let ports: Vec<String> = vec![
+        format!("{host}:{}", port()),
+        format!("127.0.0.1:{}", port()),
+        format!("{p1_host}:{}", port()),
+        format!("{p1_host}:{}", port()),
+    ];
+    // The emulated link: party 0 dials the relay, the relay dials party 1.
+    let relay = match a.link.spec() {
+        Some(spec) => Some(
+            Relay::start("127.0.0.1:0", &ports[3], spec)
+                .await
+                .expect("relay"),
+        ),
+        None => None,
+    };
+    let peer_for_p0 = relay
+        .as_ref()
+        .map_or(ports[3].clone(), |r| r.local_addr().to_string());
+    if let Some(r) = &relay {
+        println!(
+            "link party 0 → {} (relay: {}) → party 1 at {}",
+            r.local_addr(),
+            r.spec().describe(),
+            ports[3]
+        );
+    }
     let exe = std::env::current_exe().unwrap();
-    let spawn = |args: Vec<String>, log: &str| {
-        let f = std::fs::File::create(dir.join(log)).unwrap();
-        Proc(
-            Command::new(&exe)
-                .arg("--child")
-                .args(args)
-                .env("RUST_LOG", "info")
-                .stderr(f)
-                .spawn()
-                .unwrap(),
-        )
+    let spawn = |args: Vec<String>, log: &str, netns: Option<&str>| {
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        cmd.arg("--child").args(args).env("RUST_LOG", "info");
+        launch(cmd, &dir.join(log)).unwrap()
     };
     let certs_dir = dir.join("certs").display().to_string();
     let model_dir = dir.join("model").display().to_string();
@@ -231,6 +262,7 @@ async fn run(a: Args) {
             certs_dir.clone(),
         ],
         "dealer.log",
+        None,
     );
     let party = |p: usize| {
         vec![
@@ -245,7 +277,7 @@ async fn run(a: Args) {
             "--peer-listen".into(),
             ports[3].clone(),
             "--peer".into(),
-            ports[3].clone(),
+            peer_for_p0.clone(),
             "--dealer".into(),
             ports[0].clone(),
             "--pool".into(),
@@ -260,12 +292,12 @@ async fn run(a: Args) {
             "600".into(),
         ]
     };
-    let p1 = spawn(party(1), "party1.log");
-    let p0 = spawn(party(0), "party0.log");
+    let p1: Proc = spawn(party(1), "party1.log", a.p1_netns.as_deref());
+    let p0: Proc = spawn(party(0), "party0.log", None);
     // Dealer, party 0, party 1: whose CPU time the throughput runs account.
-    let pids = [dealer.0.id(), p0.0.id(), p1.0.id()];
+    let pids = [dealer.id(), p0.id(), p1.id()];
     let tck = clock_ticks_per_second();
-    let cpu_now = || pids.map(|pid| cpu_seconds(pid, tck));
+    let cpu_now = || pids.map(|pid| cpu_seconds(pid, tck).unwrap_or(f64::NAN));
     let t = Instant::now();
     let auth = ClientAuth::Cert(certs.material(Role::Client));
     let client = loop {
@@ -319,10 +351,15 @@ async fn run(a: Args) {
     // close logits), and the run fails at the end if there were any.
     let disagreements = Arc::new(AtomicU64::new(0));
     let mut runs: Vec<Inference> = Vec::new();
+    let mut on_link: Vec<RelayStats> = Vec::new();
     for i in 0..a.images {
         wait_pool(ready_batches).await;
         let bytes = png(i as u32);
+        let before = relay.as_ref().map(Relay::stats);
         let r = client.infer_image(&m, &bytes).await.unwrap();
+        if let (Some(relay), Some(before)) = (&relay, before) {
+            on_link.push(relay.stats().since(&before));
+        }
         let plain = model
             .forward(&model::preprocess(model.config(), &bytes).unwrap())
             .unwrap();
@@ -348,9 +385,17 @@ async fn run(a: Args) {
     }
     let mut lat: Vec<f64> = runs.iter().map(|r| r.elapsed.as_secs_f64()).collect();
     lat.sort_by(f64::total_cmp);
+    let median_latency = lat[lat.len() / 2];
     let r = &runs[0];
     println!();
-    println!("| metric (one image, {name}, 3 processes on loopback) | value |");
+    println!(
+        "| metric (one image, {name}, 3 processes on loopback, party 0 ↔ party 1 link: {}) | value |",
+        match (a.link.spec(), a.shaped_mbit) {
+            (None, _) => "direct".to_string(),
+            (Some(s), None) => format!("relay, {}", s.describe()),
+            (Some(s), Some(m)) => format!("relay, {}; tc tbf {m} Mbit/s", s.describe()),
+        }
+    );
     println!("|---|---|");
     println!(
         "| end-to-end latency, median of {} | {:.3} s |",
@@ -380,90 +425,195 @@ async fn run(a: Args) {
             "| same forward, both parties in one process over an in-memory channel | {:.3} s |",
             t.as_secs_f64()
         ),
+        None if !a.in_memory => println!(
+            "| same forward, both parties in one process over an in-memory channel | skipped (--in-memory false) |"
+        ),
         None => println!(
             "| same forward, both parties in one process over an in-memory channel | skipped (whole-inference material) |"
         ),
+    }
+
+    // The link: the model's estimate against what the relay measured.
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let rounds = r.stats[0].rounds;
+    let bytes_max = r.stats[0].bytes_sent.max(r.stats[1].bytes_sent);
+    let mut spec = a.link.spec();
+    if let (Some(s), Some(mbit)) = (spec.as_mut(), a.shaped_mbit) {
+        s.bits_per_second = Some(mbit * 1e6);
+    }
+    let estimate = spec.map_or(0.0, |s| s.estimate(rounds, bytes_max).as_secs_f64());
+    let in_flight = median(on_link.iter().map(|s| s.in_flight.as_secs_f64()).collect());
+    let (fwd, back) = (
+        median(on_link.iter().map(|s| s.forward.bytes as f64).collect()),
+        median(on_link.iter().map(|s| s.backward.bytes as f64).collect()),
+    );
+    if let Some(s) = spec {
+        println!(
+            "| link estimate: {rounds} rounds × {:.2} ms + {bytes_max} B / {} | {estimate:.3} s ({:.0}% of the latency) |",
+            s.one_way_delay.as_secs_f64() * 1e3,
+            s.bits_per_second
+                .map_or("∞".to_string(), |b| format!("{} Mbit/s", b / 1e6)),
+            100.0 * estimate / median_latency
+        );
+        println!(
+            "| link measured by the relay: data in flight (median per image) | {in_flight:.3} s ({:.0}% of the latency) |",
+            100.0 * in_flight / median_latency
+        );
+        println!(
+            "| bytes through the relay per image, party 0 → 1 / 1 → 0 (TLS, HTTP/2, framing) | {fwd:.0} / {back:.0} |"
+        );
+    }
+    let online = median(
+        runs.iter()
+            .map(|r| r.stats[0].online_micros as f64 / 1e6)
+            .collect(),
+    );
+    let agreeing = a.images as u64 - disagreements.load(Ordering::Relaxed);
+    if let Some(csv) = &a.csv {
+        let attn = &model.config().attention;
+        let heads = attn.iter().flatten().count();
+        let rs = attn
+            .iter()
+            .flatten()
+            .filter(|&&k| k == model::AttnKind::ReluSoftmax)
+            .count();
+        let row = E2eRow {
+            date: today_utc(),
+            machine: machine_summary(),
+            model: name.clone(),
+            mu: rs as f64 / heads as f64,
+            gelu: match model.config().gelu {
+                model::GeluKind::Quad => "quad".into(),
+                _ => "erf".into(),
+            },
+            link: match (a.link, spec) {
+                (Link::None, _) => "none".into(),
+                // Shaped by tc in namespaces: not the relay-only rows.
+                (_, Some(s)) if a.shaped_mbit.is_some() => format!(
+                    "netns {},{}",
+                    s.one_way_delay.as_secs_f64() * 1e3,
+                    s.bits_per_second.map_or(0.0, |b| b / 1e6)
+                ),
+                (_, Some(s)) if s == mpcvit_bench::LinkSpec::LAN => "lan".into(),
+                (_, Some(s)) if s == mpcvit_bench::LinkSpec::WAN => "wan".into(),
+                (_, Some(s)) => format!(
+                    "{},{}",
+                    s.one_way_delay.as_secs_f64() * 1e3,
+                    s.bits_per_second.map_or(0.0, |b| b / 1e6)
+                ),
+                (_, None) => unreachable!("a relay has a spec"),
+            },
+            delay_ms: spec.map_or(0.0, |s| s.one_way_delay.as_secs_f64() * 1e3),
+            mbit: spec
+                .and_then(|s| s.bits_per_second)
+                .map_or(0.0, |b| b / 1e6),
+            images: a.images,
+            latency_s: median_latency,
+            online_s: online,
+            rounds,
+            bytes_p0: r.stats[0].bytes_sent,
+            bytes_p1: r.stats[1].bytes_sent,
+            dealer_p0: dealer_bytes[0] as u64,
+            dealer_p1: dealer_bytes[1] as u64,
+            relay_fwd_bytes: fwd as u64,
+            relay_back_bytes: back as u64,
+            relay_in_flight_s: in_flight,
+            estimate_s: estimate,
+            agreement: format!("{agreeing}/{}", a.images),
+        };
+        row.append(csv).unwrap();
+        println!("| row appended to | {} |", csv.display());
     }
 
     // Throughput, dealing included: one client one image at a time, then
     // `--clients` at once, the same number of images each time. The three
     // processes' CPU time over each run says how busy the machine was and
     // bounds what any concurrency could reach on it.
-    let n = a.clients * a.per_client;
-    let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
-    let mut rates = Vec::new();
-    let mut cpu_per_image = Vec::new();
-    for (clients, per) in [(1, n), (a.clients, a.per_client)] {
-        wait_pool(ready_batches).await;
-        let cpu_before = cpu_now();
-        let t = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        for c in 0..clients {
-            let (auth, ports, m, model) = (auth.clone(), ports.clone(), m.clone(), model.clone());
-            let disagreements = disagreements.clone();
-            tasks.spawn(async move {
-                let client = Client::connect([&ports[1], &ports[2]], &auth)
-                    .await
-                    .unwrap();
-                for k in 0..per {
-                    let bytes = png((1000 + c * 100 + k) as u32);
-                    let r = client.infer_image(&m, &bytes).await.unwrap();
-                    let plain = model
-                        .forward(&model::preprocess(model.config(), &bytes).unwrap())
+    let n = if a.throughput {
+        a.clients * a.per_client
+    } else {
+        0
+    };
+    if a.throughput {
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
+        let mut rates = Vec::new();
+        let mut cpu_per_image = Vec::new();
+        for (clients, per) in [(1, n), (a.clients, a.per_client)] {
+            wait_pool(ready_batches).await;
+            let cpu_before = cpu_now();
+            let t = Instant::now();
+            let mut tasks = tokio::task::JoinSet::new();
+            for c in 0..clients {
+                let (auth, ports, m, model) =
+                    (auth.clone(), ports.clone(), m.clone(), model.clone());
+                let disagreements = disagreements.clone();
+                tasks.spawn(async move {
+                    let client = Client::connect([&ports[1], &ports[2]], &auth)
+                        .await
                         .unwrap();
-                    if argmax(&plain) != argmax(&r.logits) {
-                        disagreements.fetch_add(1, Ordering::Relaxed);
+                    for k in 0..per {
+                        let bytes = png((1000 + c * 100 + k) as u32);
+                        let r = client.infer_image(&m, &bytes).await.unwrap();
+                        let plain = model
+                            .forward(&model::preprocess(model.config(), &bytes).unwrap())
+                            .unwrap();
+                        if argmax(&plain) != argmax(&r.logits) {
+                            disagreements.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
-                }
-            });
+                });
+            }
+            while let Some(j) = tasks.join_next().await {
+                j.unwrap();
+            }
+            let secs = t.elapsed().as_secs_f64();
+            // Dealing for the images of this run may finish after the last
+            // answer: wait until the pool is full again, then read the clocks.
+            wait_pool(ready_batches).await;
+            let secs_with_refill = t.elapsed().as_secs_f64();
+            let cpu: Vec<f64> = cpu_now()
+                .iter()
+                .zip(cpu_before)
+                .map(|(after, before)| (after - before) / n as f64)
+                .collect();
+            rates.push(n as f64 / secs);
+            println!(
+                "| throughput, {clients} client(s) × {per} images one after another (dealing included) | {:.3} images/s ({n} in {secs:.1} s) |",
+                n as f64 / secs
+            );
+            println!(
+                "| CPU per image, dealer / party 0 / party 1 ({clients} client(s)) | {:.3} / {:.3} / {:.3} s |",
+                cpu[0], cpu[1], cpu[2]
+            );
+            println!(
+                "| cores busy ({clients} client(s), until the pool is full again) | {:.2} of {cores} |",
+                cpu.iter().sum::<f64>() * n as f64 / secs_with_refill
+            );
+            cpu_per_image.push(cpu);
         }
-        while let Some(j) = tasks.join_next().await {
-            j.unwrap();
-        }
-        let secs = t.elapsed().as_secs_f64();
-        // Dealing for the images of this run may finish after the last
-        // answer: wait until the pool is full again, then read the clocks.
-        wait_pool(ready_batches).await;
-        let secs_with_refill = t.elapsed().as_secs_f64();
-        let cpu: Vec<f64> = cpu_now()
-            .iter()
-            .zip(cpu_before)
-            .map(|(after, before)| (after - before) / n as f64)
-            .collect();
-        rates.push(n as f64 / secs);
         println!(
-            "| throughput, {clients} client(s) × {per} images one after another (dealing included) | {:.3} images/s ({n} in {secs:.1} s) |",
-            n as f64 / secs
+            "| concurrency gain ({} clients over 1) | {:.2}× |",
+            a.clients,
+            rates[1] / rates[0]
+        );
+        // Upper bounds from CPU time alone (no waiting on rounds at all): every
+        // process on this machine's cores, or each process on a machine of its
+        // own with as many cores. Measured with one client.
+        let cpu = &cpu_per_image[0];
+        let shared = cores / cpu.iter().sum::<f64>();
+        let separate = cores / cpu.iter().cloned().fold(0.0, f64::max);
+        println!(
+            "| CPU bound on images/s: all three processes on these {cores} cores | {shared:.3} ({:.2}× one at a time) |",
+            shared / rates[0]
         );
         println!(
-            "| CPU per image, dealer / party 0 / party 1 ({clients} client(s)) | {:.3} / {:.3} / {:.3} s |",
-            cpu[0], cpu[1], cpu[2]
+            "| CPU bound on images/s: each process on its own {cores}-core machine | {separate:.3} ({:.2}× one at a time here) |",
+            separate / rates[0]
         );
-        println!(
-            "| cores busy ({clients} client(s), until the pool is full again) | {:.2} of {cores} |",
-            cpu.iter().sum::<f64>() * n as f64 / secs_with_refill
-        );
-        cpu_per_image.push(cpu);
     }
-    println!(
-        "| concurrency gain ({} clients over 1) | {:.2}× |",
-        a.clients,
-        rates[1] / rates[0]
-    );
-    // Upper bounds from CPU time alone (no waiting on rounds at all): every
-    // process on this machine's cores, or each process on a machine of its
-    // own with as many cores. Measured with one client.
-    let cpu = &cpu_per_image[0];
-    let shared = cores / cpu.iter().sum::<f64>();
-    let separate = cores / cpu.iter().cloned().fold(0.0, f64::max);
-    println!(
-        "| CPU bound on images/s: all three processes on these {cores} cores | {shared:.3} ({:.2}× one at a time) |",
-        shared / rates[0]
-    );
-    println!(
-        "| CPU bound on images/s: each process on its own {cores}-core machine | {separate:.3} ({:.2}× one at a time here) |",
-        separate / rates[0]
-    );
     let rss = pids.map(peak_rss_mib);
     println!(
         "| peak resident memory, dealer / party 0 / party 1 | {:.0} / {:.0} / {:.0} MiB |",
