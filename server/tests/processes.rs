@@ -11,30 +11,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::deploy::{Deployment, exits_within, sigterm};
-use common::{argmax, max_diff, png, small_model};
-use mpcvit_client::{Client, RemoteModel};
+use common::deploy::{Deployment, check_correct, exits_within, ready, sigterm};
+use common::png;
 use tonic::Code;
-
-async fn ready(client: &Client) -> RemoteModel {
-    client
-        .wait_ready("small", Duration::from_secs(60))
-        .await
-        .unwrap()
-}
-
-async fn check_correct(client: &Client, m: &RemoteModel, seeds: std::ops::Range<u64>) {
-    let model = small_model();
-    for seed in seeds {
-        let bytes = png(16 + 4 * (seed as u32 % 5), seed);
-        let r = client.infer_image(m, &bytes).await.unwrap();
-        let plain = model
-            .forward(&model::preprocess(model.config(), &bytes).unwrap())
-            .unwrap();
-        assert!(max_diff(&plain, &r.logits) < 0.05);
-        assert_eq!(argmax(&plain), argmax(&r.logits));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_end_to_end_and_peer_death() {

@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mpcvit_client::{Client, ClientAuth};
+use mpcvit_client::{Client, ClientAuth, RemoteModel};
 use mpcvit_server::tls::{Role, TlsMaterial};
+
+use super::{argmax, max_diff, png, small_model};
 
 pub const SERVER: &str = env!("CARGO_BIN_EXE_mpcvit-server");
 pub const DEALER: &str = env!("CARGO_BIN_EXE_mpcvit-dealer");
@@ -170,14 +172,18 @@ impl Deployment {
                 .args(["--health-listen", &self.addr(HEALTH + 1 + p)])
                 .args(["--peer-listen", &self.addr(3), "--peer", &self.addr(3)])
                 .args(["--dealer", &self.addr(0)])
-                .args([
-                    "--join-timeout",
-                    "3",
-                    "--recv-timeout",
-                    "5",
-                    "--pool-wait",
-                    "10",
-                ])
+                // The tests' timeouts, unless `extra` sets its own (a flag
+                // given twice is refused).
+                .args(
+                    [
+                        ("--join-timeout", "3"),
+                        ("--recv-timeout", "5"),
+                        ("--pool-wait", "10"),
+                    ]
+                    .into_iter()
+                    .filter(|(flag, _)| !extra.contains(flag))
+                    .flat_map(|(flag, value)| [flag, value]),
+                )
                 .args(extra)
                 .env("RUST_LOG", "info")
                 .stderr(self.log(&format!("party{p}-{}", next_log())))
@@ -266,4 +272,37 @@ pub fn run(c: &mut Command) {
         c,
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The `small` model once both parties have it ready (at most 60 s).
+pub async fn ready(client: &Client) -> RemoteModel {
+    client
+        .wait_ready("small", Duration::from_secs(60))
+        .await
+        .unwrap()
+}
+
+/// One inference per seed, each checked against the plaintext model
+/// (top-1, and logits within 0.05).
+pub async fn check_correct(client: &Client, m: &RemoteModel, seeds: std::ops::Range<u64>) {
+    let model = small_model();
+    for seed in seeds {
+        let bytes = png(16 + 4 * (seed as u32 % 5), seed);
+        let r = client.infer_image(m, &bytes).await.unwrap();
+        let plain = model
+            .forward(&model::preprocess(model.config(), &bytes).unwrap())
+            .unwrap();
+        assert!(max_diff(&plain, &r.logits) < 0.05);
+        assert_eq!(argmax(&plain), argmax(&r.logits));
+    }
+}
+
+/// Resident memory of `p` in KiB (`VmRSS` of `/proc/PID/status`).
+pub fn rss_kib(p: &Proc) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.0.id())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS for process {}", p.0.id()))
 }
