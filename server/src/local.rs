@@ -63,7 +63,14 @@ pub struct LocalCluster {
     pub client_tls: TlsMaterial,
     /// Every certificate of the cluster (tests use the others).
     pub certs: CertBundle,
+    /// Stops the parties.
     stop: watch::Sender<bool>,
+    /// Stops the dealer, once the parties have stopped (so a clean exit
+    /// logs no lost dealer link).
+    stop_dealer: watch::Sender<bool>,
+    /// The dealer's task.
+    dealer: JoinHandle<Result<(), ServerError>>,
+    /// The parties' tasks.
     tasks: Vec<JoinHandle<Result<(), ServerError>>>,
 }
 
@@ -87,6 +94,7 @@ impl LocalCluster {
     ) -> Result<Self, ServerError> {
         let certs = CertBundle::generate()?;
         let (stop, _) = watch::channel(false);
+        let (stop_dealer, _) = watch::channel(false);
         let wait = |s: &watch::Sender<bool>| {
             let mut rx = s.subscribe();
             async move {
@@ -99,14 +107,14 @@ impl LocalCluster {
         let (p1, peer_addr) = loopback().await?;
         let mut tasks = Vec::new();
         let dealer_tls = certs.material(Role::Dealer);
-        let stop_d = wait(&stop);
-        tasks.push(tokio::spawn(async move {
+        let stop_d = wait(&stop_dealer);
+        let dealer = tokio::spawn(async move {
             let config = DealerConfig {
                 chunk_bytes: opts.dealer_chunk_bytes,
                 ..DealerConfig::default()
             };
             dealer::serve(dl, &dealer_tls, config, stop_d).await
-        }));
+        });
         let [m0, m1] = models;
         for (party, m, client, peer) in [(Party::P0, m0, c0, None), (Party::P1, m1, c1, Some(p1))] {
             let mut cfg = PartyConfig::new(
@@ -137,15 +145,20 @@ impl LocalCluster {
             client_tls: certs.material(Role::Client),
             certs,
             stop,
+            stop_dealer,
+            dealer,
             tasks,
         })
     }
 
-    /// Stop every service and wait for them.
+    /// Stop every service and wait for them: the parties first, then the
+    /// dealer.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = t.await;
         }
+        let _ = self.stop_dealer.send(true);
+        let _ = self.dealer.await;
     }
 }
