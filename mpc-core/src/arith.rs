@@ -329,11 +329,10 @@ impl Ctx<'_> {
                 });
             }
         };
-        const OFFSET: u64 = 1 << 62;
         let p0 = self.is_p0();
         let mut msg = ring::sub(x.as_slice(), &a);
         msg.extend(v.as_slice().iter().zip(&r).map(|(v, r)| {
-            let v = if p0 { v.wrapping_add(OFFSET) } else { *v };
+            let v = if p0 { v.wrapping_add(TRUNC_OFFSET) } else { *v };
             v.wrapping_add(*r)
         }));
         let bytes = channel::pack(&msg, 64);
@@ -341,15 +340,12 @@ impl Ctx<'_> {
             let other = channel::unpack(peer, msg.len(), 64);
             let em = ring::add(&msg, &other);
             let (e, m) = em.split_at(rows * cols);
-            let wrap_scale = 1u64 << (64 - shift);
             let mut z = Vec::with_capacity(rows * cols);
             for i in 0..rows {
-                let public = (m[i] >> shift).wrapping_sub(OFFSET >> shift);
-                let no_wrap = 1 - (m[i] >> 63);
+                let public = opened_high(m[i], shift);
+                let wrap = opened_wrap(m[i], shift);
                 // this party's share of t_i
-                let mut t = (no_wrap * wrap_scale)
-                    .wrapping_mul(r_msb[i])
-                    .wrapping_sub(r_high[i]);
+                let mut t = wrap.wrapping_mul(r_msb[i]).wrapping_sub(r_high[i]);
                 if p0 {
                     t = t.wrapping_add(public);
                 }
@@ -359,7 +355,7 @@ impl Ctx<'_> {
                     let at = a[idx]
                         .wrapping_mul(public)
                         .wrapping_sub(a_high[idx])
-                        .wrapping_add((no_wrap * wrap_scale).wrapping_mul(a_msb[idx]));
+                        .wrapping_add(wrap.wrapping_mul(a_msb[idx]));
                     z.push(e[idx].wrapping_mul(t).wrapping_add(at));
                 }
             }
@@ -403,12 +399,11 @@ impl Ctx<'_> {
                 });
             }
         };
-        const OFFSET: u64 = 1 << 62;
         let p0 = self.is_p0();
         let xp: Vec<u64> = x
             .as_slice()
             .iter()
-            .map(|v| if p0 { v.wrapping_add(OFFSET) } else { *v })
+            .map(|v| if p0 { v.wrapping_add(TRUNC_OFFSET) } else { *v })
             .collect();
         let msb: Vec<u64> = xp.iter().map(|v| v >> 63).collect();
         let masked: Vec<u64> = msb.iter().zip(&mine).map(|(m, r)| m ^ *r as u64).collect();
@@ -438,7 +433,7 @@ impl Ctx<'_> {
                     let w = msb[i].wrapping_sub(prod);
                     let mut y = (xp[i] >> s).wrapping_sub(w << (64 - s));
                     if p0 {
-                        y = y.wrapping_sub(OFFSET >> s);
+                        y = y.wrapping_sub(TRUNC_OFFSET >> s);
                     }
                     y
                 })
@@ -523,6 +518,24 @@ impl From<&Untruncated> for Untruncated {
     fn from(x: &Untruncated) -> Self {
         x.clone()
     }
+}
+
+/// Added by party 0 to a value it truncates, so that `x' = x + 2^62` lies
+/// in `[0, 2^63)` for `|x| < 2^62` (both truncation methods rely on it).
+pub(crate) const TRUNC_OFFSET: u64 = 1 << 62;
+
+/// For a value opened as `m = x + 2^62 + r` (r a uniform 64-bit mask, see
+/// [`Ctx::mul_rows_trunc_raw`]): `⌊x / 2^s⌋ = high(m) − (r >> s) +
+/// wrap(m)·msb(r)` (plus at most one), with `high` and `wrap` public. This
+/// is `high(m) = (m >> s) − 2^(62−s)`.
+pub(crate) fn opened_high(m: u64, s: u32) -> u64 {
+    (m >> s).wrapping_sub(TRUNC_OFFSET >> s)
+}
+
+/// The public coefficient of `msb(r)` in [`opened_high`]'s formula:
+/// `2^(64−s)·(1 − msb(m))` (the wrap of `x' + r` is `msb(r)·(1 − msb(m))`).
+pub(crate) fn opened_wrap(m: u64, s: u32) -> u64 {
+    (1 - (m >> 63)) << (64 - s)
 }
 
 /// `x · scale` as in [`Ctx::trunc_scaled`], with the truncation left

@@ -30,7 +30,7 @@
 //! bit itself is `e + (1 − 2e)ρ`. `ρ = σ ⊕ msb(r)` with both XOR shares `σ_b`
 //! drawn from the parties' own streams, so `msb(r)` costs nothing.
 
-use crate::arith::Untruncated;
+use crate::arith::{TRUNC_OFFSET, Untruncated, opened_high, opened_wrap};
 use crate::channel;
 use crate::dcf;
 use crate::dcf_bit;
@@ -38,10 +38,6 @@ use crate::dealer::{Material, Request, low_mask};
 use crate::error::MpcError;
 use crate::op::{Op, attempt};
 use crate::session::Ctx;
-
-/// Added by party 0 to a value that a comparison also truncates, so that it
-/// lies in `[0, 2^63)` (values `|x| < 2^62`).
-const TRUNC_OFFSET: u64 = 1 << 62;
 use crate::share::Share;
 
 impl Ctx<'_> {
@@ -263,7 +259,7 @@ impl Ctx<'_> {
             });
         };
         let p0 = self.is_p0();
-        // with a truncation, party 0 offsets x into [0, 2^63) (see the module doc)
+        // with a truncation, party 0 offsets x into [0, 2^63) (see `Ctx::mul_rows_trunc_raw`)
         let offset = if trunc > 0 && p0 { TRUNC_OFFSET } else { 0 };
         let masked: Vec<u64> = x
             .as_slice()
@@ -307,11 +303,8 @@ impl Ctx<'_> {
             let (public, base, rho_base, sq_base) = if trunc == 0 {
                 (m, r, rho_r, r_sq)
             } else {
-                let wrap = |i: usize| (1 - (m[i] >> 63)) << (64 - trunc);
-                let public = m
-                    .iter()
-                    .map(|v| (v >> trunc).wrapping_sub(TRUNC_OFFSET >> trunc))
-                    .collect();
+                let wrap = |i: usize| opened_wrap(m[i], trunc);
+                let public = m.iter().map(|v| opened_high(*v, trunc)).collect();
                 let base = (0..n)
                     .map(|i| r_high[i].wrapping_sub(wrap(i).wrapping_mul(r_msb[i])))
                     .collect();

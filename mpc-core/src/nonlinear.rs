@@ -90,7 +90,7 @@ impl PiecewiseEval {
 /// The products [`Ctx::norm_products_raw`] computes from one opening.
 #[derive(Clone, Debug)]
 pub struct NormProducts {
-    /// `x ⊙ x` (after [`Ctx::layer_norm`]'s truncation: the row sums `u`).
+    /// `x ⊙ x`, when asked for (empty otherwise).
     pub square: Share,
     /// `x ⊙ γ`, when a scale was given.
     pub scaled: Option<Share>,
@@ -581,9 +581,9 @@ impl Ctx<'_> {
         let s = self.frac_bits() + EXTRA_FRAC;
         let beta = beta.map(|b| Share::new(tile(b.as_slice(), rows)).scale_int(1 << s));
         self.norm_inverse(&xc, gamma, None, rows, c, params)
-            .then(move |ctx, (inv, p)| {
-                let num = p.scaled.unwrap_or(p.square);
-                ctx.mul_rows_trunc_raw(&num, &inv.raw, rows, c, inv.shift)
+            .then(move |ctx, n| {
+                let num = n.scaled.unwrap_or(n.centred);
+                ctx.mul_rows_trunc_raw(&num, &n.inv.raw, rows, c, n.inv.shift)
             })
             .map(move |y| Untruncated {
                 raw: match beta {
@@ -616,9 +616,9 @@ impl Ctx<'_> {
         }
         let bias = bias.map(|b| Share::new(tile(b.as_slice(), rows)));
         self.norm_inverse(&xc, None, Some(w), rows, c, params)
-            .then(move |ctx, (inv, p)| {
-                let xw = p.product.expect("requested product");
-                ctx.scale_rows(&xw, inv, rows, out)
+            .then(move |ctx, n| {
+                let xw = n.product.expect("requested product");
+                ctx.scale_rows(&xw, n.inv, rows, out)
             })
             .map(move |y| match bias {
                 Some(b) => y.add(&b),
@@ -654,11 +654,12 @@ impl Ctx<'_> {
         let beta = Share::new(tile(beta.as_slice(), rows)).scale_int(1 << s);
         let bias = bias.map(|b| Share::new(tile(b.as_slice(), rows)).scale_int(1 << s));
         self.norm_inverse(&xc, Some(gamma), Some(w), rows, c, params)
-            .then(move |ctx, (inv, p)| {
-                let scaled = p.scaled.as_ref().expect("scaled");
-                let product = p.product.as_ref().expect("product");
-                let z = ctx.mul_rows_trunc_raw(scaled, &inv.raw, rows, c, inv.shift);
-                let y = ctx.mul_rows_trunc_raw(product, &inv.raw, rows, out, inv.shift);
+            .then(move |ctx, n| {
+                let (inv, shift) = (&n.inv.raw, n.inv.shift);
+                let scaled = n.scaled.as_ref().expect("scaled");
+                let product = n.product.as_ref().expect("product");
+                let z = ctx.mul_rows_trunc_raw(scaled, inv, rows, c, shift);
+                let y = ctx.mul_rows_trunc_raw(product, inv, rows, out, shift);
                 z.join(y)
             })
             .map(move |(z, y)| {
@@ -672,10 +673,9 @@ impl Ctx<'_> {
     }
 
     /// Shared part of the LayerNorm variants (see
-    /// [`Ctx::layer_norm_centered`] for the rounds): the truncated products
-    /// of `x − μ` and `√c/√u` with `u = Σ(x − μ)² + c·eps`, its last
-    /// truncation pending (for the row scaling). `square` in the returned
-    /// products holds the truncated centred rows themselves.
+    /// [`Ctx::layer_norm_centered`] for the rounds): the truncated centred
+    /// rows and their products, and `√c/√u` with `u = Σ(x − μ)² + c·eps`,
+    /// its last truncation pending (for the row scaling).
     fn norm_inverse(
         &mut self,
         xc: &Untruncated,
@@ -684,7 +684,7 @@ impl Ctx<'_> {
         rows: usize,
         c: usize,
         params: LayerNormParams,
-    ) -> Op<(Untruncated, NormProducts)> {
+    ) -> Op<NormInverse> {
         attempt!(check_len("layer_norm", "input", xc.raw.len(), rows * c));
         if let Some(g) = gamma {
             attempt!(check_len("layer_norm", "gamma", g.rows() * g.cols(), c));
@@ -718,12 +718,12 @@ impl Ctx<'_> {
                         let some = |s: Share| (!s.is_empty()).then_some(s);
                         let product = some(t.pop().expect("product slot"));
                         let scaled = some(t.pop().expect("scaled slot"));
-                        let products = NormProducts {
-                            square: xt,
+                        NormInverse {
+                            inv,
+                            centred: xt,
                             scaled,
                             product,
-                        };
-                        (inv, products)
+                        }
                     })
             };
         if xc.shift == 0 {
@@ -866,6 +866,16 @@ fn exp_squarings(c: &mut Ctx<'_>, y: Untruncated, i: u32, hi: u32) -> Op<Share> 
 /// An optional operator as one whose absence is an empty share.
 fn optional(op: Option<Op<Share>>) -> Op<Share> {
     op.unwrap_or_else(|| Op::ready(Share::zeros(0)))
+}
+
+/// What a LayerNorm's shared part (`Ctx::norm_inverse`) leaves: the
+/// truncated centred rows, their requested products (truncated) and the
+/// rows' `√c/√u` with its last truncation pending.
+struct NormInverse {
+    inv: Untruncated,
+    centred: Share,
+    scaled: Option<Share>,
+    product: Option<Share>,
 }
 
 /// Settings of [`Ctx::relu_attention`].
