@@ -363,6 +363,100 @@ impl Ctx<'_> {
         })
     }
 
+    /// `x_ij·v_i` for a matrix `x` (rows×cols) and row factors `v` (rows)
+    /// that both carry a pending truncation, performed by the product's own
+    /// opening; returned untruncated (at the sum of the two truncated
+    /// scales). With nothing pending on `x` this is
+    /// [`Ctx::mul_rows_trunc_raw`].
+    ///
+    /// Method: open `x + 2^62 + A` and `v + 2^62 + r` (64-bit masks), so
+    /// `x' = P_x − a_h + w_x·a_m` and `v' = P_v − r_h + w_v·r_m` with `P`,
+    /// `w` public ([`opened_high`], [`opened_wrap`]) and `a_h = A >> s_x`,
+    /// `a_m = msb(A)`, `r_h`, `r_m` likewise; the product's mask terms
+    /// `a_h·r_h`, `a_h·r_m`, `a_m·r_h`, `a_m·r_m` come from the dealer, so
+    /// `x'·v'` is local after the opening.
+    ///
+    /// Rounds 1; bytes `8(rows·cols + rows)` per party; dealer to party 1:
+    /// `48·rows·cols + 16·rows` (`Request::PendingRowScale`). Exact to one
+    /// ulp of each truncation while `|x|, |v| < 2^62` and the product fits.
+    pub fn mul_rows_pending(
+        &mut self,
+        x: &Untruncated,
+        v: &Untruncated,
+        rows: usize,
+        cols: usize,
+    ) -> Op<Share> {
+        let (sx, sv) = (x.shift, v.shift);
+        assert!((1..63).contains(&sv), "mul_rows_pending: vector shift {sv}");
+        if sx == 0 {
+            return self.mul_rows_trunc_raw(&x.raw, &v.raw, rows, cols, sv);
+        }
+        assert!(sx < 63, "mul_rows_pending: matrix shift {sx}");
+        attempt!(check_len("mul_rows", "matrix", x.raw.len(), rows * cols));
+        attempt!(check_len("mul_rows", "row scales", v.raw.len(), rows));
+        let req = Request::PendingRowScale {
+            rows,
+            cols,
+            x_shift: sx,
+            v_shift: sv,
+        };
+        let Material::PendingRowScale {
+            a,
+            r,
+            a_high,
+            a_msb,
+            r_high,
+            r_msb,
+            cross: [hh, hm, mh, mm],
+        } = attempt!(self.take("mul_rows", req))
+        else {
+            return Op::fail(MpcError::OutOfStep {
+                op: "mul_rows",
+                needed: "pending-rowscale".into(),
+                found: "another kind".into(),
+            });
+        };
+        let p0 = self.is_p0();
+        let off = if p0 { TRUNC_OFFSET } else { 0 };
+        let masked = |x: &[u64], m: &[u64]| -> Vec<u64> {
+            x.iter()
+                .zip(m)
+                .map(|(x, m)| x.wrapping_add(off).wrapping_add(*m))
+                .collect()
+        };
+        let mut msg = masked(x.raw.as_slice(), &a);
+        msg.extend(masked(v.raw.as_slice(), &r));
+        Op::exchange("mul_rows", channel::pack(&msg, 64), move |_, peer| {
+            let other = channel::unpack(peer, msg.len(), 64);
+            let opened = ring::add(&msg, &other);
+            let (mx, mv) = opened.split_at(rows * cols);
+            let mut z = Vec::with_capacity(rows * cols);
+            for i in 0..rows {
+                let (pv, wv) = (opened_high(mv[i], sv), opened_wrap(mv[i], sv));
+                // this party's share of v' = P_v − r_h + w_v·r_m
+                let mut vt = wv.wrapping_mul(r_msb[i]).wrapping_sub(r_high[i]);
+                if p0 {
+                    vt = vt.wrapping_add(pv);
+                }
+                for j in 0..cols {
+                    let idx = i * cols + j;
+                    let (px, wx) = (opened_high(mx[idx], sx), opened_wrap(mx[idx], sx));
+                    // x'·v' = P_x·v' + (w_x·a_m − a_h)·(P_v − r_h + w_v·r_m)
+                    let t = px
+                        .wrapping_mul(vt)
+                        .wrapping_sub(pv.wrapping_mul(a_high[idx]))
+                        .wrapping_add(wx.wrapping_mul(pv).wrapping_mul(a_msb[idx]))
+                        .wrapping_add(hh[idx])
+                        .wrapping_sub(wv.wrapping_mul(hm[idx]))
+                        .wrapping_sub(wx.wrapping_mul(mh[idx]))
+                        .wrapping_add(wx.wrapping_mul(wv).wrapping_mul(mm[idx]));
+                    z.push(t);
+                }
+            }
+            Op::ready(Share::new(z))
+        })
+    }
+
     /// Arithmetic shift right by `s` bits of a shared signed value: `⌊x / 2^s⌋`, possibly minus one.
     ///
     /// Method (SiRNN/Cheetah "known MSB"): party 0 adds the public offset 2^62,

@@ -148,6 +148,159 @@ impl Ctx<'_> {
         })
     }
 
+    /// Comparison at several thresholds whose bits are multiplied by the
+    /// compared value in the same round: shares of `b_j = [x ≥ t_j]` and of
+    /// `b_j·v`, where `v` is `x` with its pending truncation done (`x` itself
+    /// when nothing is pending). For piecewise-linear functions evaluated in
+    /// one round ([`Ctx::piecewise_linear_pending`]).
+    ///
+    /// Method: open `m = x + 2^62 + R` (64-bit mask `R`; no offset when
+    /// nothing is pending), so `v = P − R'` with `P` public and `R' = Y₁ −
+    /// wrap(m)·Y₂` known to the dealer (`Y₁ = R >> s`, `Y₂ = msb(R)`; `R'
+    /// = R` untruncated). The comparison is the module's, on the low ℓ bits
+    /// of `m` (the raw `x` at its scale; thresholds at that scale), and its
+    /// DCF key carries the payload vector `β·(1, Y₁, Y₂)`, so the same
+    /// evaluation gives shares of `borrow·Y_j` and with them `b_j·Y_j` and
+    /// `b_j·v = P·b_j − b_j·Y₁ + wrap(m)·b_j·Y₂` (local).
+    ///
+    /// Rounds 1; bytes `8n` per party. Dealer per element: 3 DCF keys of
+    /// `ℓ − 1 − coarse` levels to each party (2 with nothing pending) and
+    /// `40` bytes to party 1 (`16` with nothing pending). CPU: 3 (2) DCF
+    /// evaluations per element and threshold. Domain: `|x − t| < 2^(ℓ−1)`
+    /// ulps of `x` for every threshold, `|x| < 2^62`.
+    pub fn compare_products(
+        &mut self,
+        x: &Untruncated,
+        thresholds: &[u64],
+        bits: u32,
+        coarse: u32,
+    ) -> Op<ComparedProducts> {
+        assert!((2..=62).contains(&bits), "compare_products: {bits} bits");
+        assert!(
+            coarse + 2 <= bits,
+            "compare_products: {coarse} coarse bits of {bits}"
+        );
+        let (n, s) = (x.raw.len(), x.shift);
+        let req = Request::CompareProducts {
+            n,
+            bits,
+            coarse,
+            trunc: s,
+        };
+        let Material::CompareProducts {
+            r,
+            r_msb,
+            high,
+            top: y2,
+            msb_high,
+            msb_top,
+            roots,
+            cws,
+        } = attempt!(self.take("compare-products", req))
+        else {
+            return Op::fail(MpcError::OutOfStep {
+                op: "compare-products",
+                needed: "compare-products".into(),
+                found: "another kind".into(),
+            });
+        };
+        let w = crate::dealer::product_keys(s);
+        let p0 = self.is_p0();
+        let party = self.party().index();
+        let recording = self.is_recording();
+        let offset = if p0 && s > 0 { TRUNC_OFFSET } else { 0 };
+        let mine: Vec<u64> = x
+            .raw
+            .as_slice()
+            .iter()
+            .zip(&r)
+            .map(|(v, r)| v.wrapping_add(offset).wrapping_add(*r))
+            .collect();
+        let thresholds = thresholds.to_vec();
+        Op::exchange(
+            "compare-products",
+            channel::pack(&mine, 64),
+            move |_, peer| {
+                let other = channel::unpack(peer, n, 64);
+                let m = crate::ring::add(&mine, &other);
+                let (mask, half, low) = (low_mask(bits), 1u64 << (bits - 1), low_mask(bits - 1));
+                let k = thresholds.len();
+                // Points key by key: element i's threshold j, payload word q.
+                let pts = n * k * w;
+                let mut xs = Vec::with_capacity(pts);
+                let mut key_of = Vec::with_capacity(pts);
+                let mut tops = Vec::with_capacity(n * k);
+                for (i, mi) in m.iter().enumerate() {
+                    for t in &thresholds {
+                        let y = (mi & mask).wrapping_sub(*t).wrapping_add(half) & mask;
+                        tops.push(y >> (bits - 1));
+                        for q in 0..w {
+                            xs.push((y & low) >> coarse);
+                            key_of.push(i * w + q);
+                        }
+                    }
+                }
+                let mut d = vec![0u64; pts];
+                if !recording {
+                    dcf::eval_batch(party, &roots, &cws, &key_of, &xs, &mut d);
+                }
+                // v = P − R' per element, R' = Y₁ − wrap·Y₂ (or R)
+                let (public, wrap): (Vec<u64>, Vec<u64>) = if s > 0 {
+                    m.iter()
+                        .map(|&mi| (opened_high(mi, s), opened_wrap(mi, s)))
+                        .unzip()
+                } else {
+                    (m.clone(), vec![0; n])
+                };
+                let y1 = if s > 0 { high } else { r };
+                let mut bits_out = vec![vec![0u64; n]; k];
+                let mut prod_out = vec![vec![0u64; n]; k];
+                for i in 0..n {
+                    for j in 0..k {
+                        let p = i * k + j;
+                        let top = tops[p];
+                        let sign = 1u64.wrapping_sub(2 * top);
+                        // b = top + (1 − 2·top)·(msb(r) + borrow), likewise times Y
+                        let times = |msb_y: u64, dq: u64| sign.wrapping_mul(msb_y.wrapping_add(dq));
+                        let mut b = times(r_msb[i], d[p * w]);
+                        if p0 {
+                            b = b.wrapping_add(top);
+                        }
+                        let b_y1 = top
+                            .wrapping_mul(y1[i])
+                            .wrapping_add(times(msb_high[i], d[p * w + 1]));
+                        let b_r = if s > 0 {
+                            let b_y2 = top
+                                .wrapping_mul(y2[i])
+                                .wrapping_add(times(msb_top[i], d[p * w + 2]));
+                            b_y1.wrapping_sub(wrap[i].wrapping_mul(b_y2))
+                        } else {
+                            b_y1
+                        };
+                        bits_out[j][i] = b;
+                        prod_out[j][i] = public[i].wrapping_mul(b).wrapping_sub(b_r);
+                    }
+                }
+                let value: Vec<u64> = (0..n)
+                    .map(|i| {
+                        let rr = if s > 0 {
+                            y1[i].wrapping_sub(wrap[i].wrapping_mul(y2[i]))
+                        } else {
+                            y1[i]
+                        };
+                        let z = rr.wrapping_neg();
+                        if p0 { z.wrapping_add(public[i]) } else { z }
+                    })
+                    .collect();
+                Op::ready(ComparedProducts {
+                    value: Share::new(value),
+                    bits: bits_out.into_iter().map(Share::new).collect(),
+                    products: prod_out.into_iter().map(Share::new).collect(),
+                })
+            },
+        )
+    }
+
     /// Shares of the bit `[x ≥ 0]` (integers 0/1). Rounds 1; see the module doc.
     pub fn ge_zero(&mut self, x: &Share, bits: u32) -> Op<Share> {
         self.ge_thresholds(x, &[0], bits).map(|mut g| g.remove(0))
@@ -478,6 +631,30 @@ impl BitCompared {
                 .collect();
             Op::ready(BitsOpened { c: self, e })
         })
+    }
+}
+
+/// What [`Ctx::compare_products`] gives: this party's shares of the
+/// compared value `v` (truncated if it was pending), of `b_j = [x ≥ t_j]`
+/// and of `b_j·v`, one share of length `n` per threshold `j`.
+#[derive(Clone)]
+pub struct ComparedProducts {
+    /// `v`.
+    pub value: Share,
+    /// `b_j`, per threshold.
+    pub bits: Vec<Share>,
+    /// `b_j·v`, per threshold.
+    pub products: Vec<Share>,
+}
+
+impl std::fmt::Debug for ComparedProducts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ComparedProducts(<{} x {}>)",
+            self.value.len(),
+            self.bits.len()
+        )
     }
 }
 

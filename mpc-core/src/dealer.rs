@@ -68,6 +68,22 @@ pub enum Request {
         /// The vector's truncation (1..64).
         shift: u32,
     },
+    /// For a row scaling whose matrix and vector are both truncated on the
+    /// way in (see `Ctx::mul_rows_pending`): 64-bit masks `A` (rows×cols)
+    /// and `r` (rows); with `a_h = A >> x_shift`, `a_m = msb(A)`, `r_h = r >>
+    /// v_shift`, `r_m = msb(r)`: shares of `a_h`, `a_m`, `r_h`, `r_m` and of
+    /// the four products `a_h·r_h`, `a_h·r_m`, `a_m·r_h`, `a_m·r_m`
+    /// (row-broadcast).
+    PendingRowScale {
+        /// Rows.
+        rows: usize,
+        /// Columns.
+        cols: usize,
+        /// The matrix's truncation (1..64).
+        x_shift: u32,
+        /// The vector's truncation (1..64).
+        v_shift: u32,
+    },
     /// The mask `B` (k×n) of a fixed weight, drawn once per model load.
     WeightMask {
         /// The weight's identifier, unique within a model.
@@ -147,6 +163,30 @@ pub enum Request {
         /// Truncate the opened value by this many bits (0: none).
         trunc: u32,
     },
+    /// For a comparison whose bits multiply the compared value in the same
+    /// round (see `Ctx::compare_products`): a 64-bit mask `R` whose low
+    /// `bits` bits `r` mask the comparison, shares of `msb_bits(r)`, and a
+    /// DCF key of payload width `w` per element for `[x < r mod 2^(bits−1)]`
+    /// on the top `bits − 1 − coarse` of those bits, with payloads `β`,
+    /// `β·Y₁` (and `β·Y₂`), `β = 1 − 2·msb_bits(r)`; with `trunc = s > 0`,
+    /// `Y₁ = R >> s`, `Y₂ = msb(R)` (w = 3) and shares of both, else
+    /// `Y₁ = R` (w = 2); and shares of `msb_bits(r)·Y_j`. The `w` keys of an
+    /// element are stored one after another.
+    CompareProducts {
+        /// Elements.
+        n: usize,
+        /// Input width in bits (2..=62).
+        bits: u32,
+        /// Low bits the comparison ignores (0 for an exact comparison).
+        coarse: u32,
+        /// Truncate the opened value by this many bits (0: none).
+        trunc: u32,
+    },
+}
+
+/// DCF keys per element of a [`Request::CompareProducts`] (its payload width).
+pub(crate) fn product_keys(trunc: u32) -> usize {
+    if trunc > 0 { 3 } else { 2 }
 }
 
 /// DCF keys of a bit comparison of `n` elements at `points` thresholds.
@@ -163,12 +203,14 @@ impl Request {
             Request::MatMul { .. } => "matmul",
             Request::RowScale { .. } => "rowscale",
             Request::TruncRowScale { .. } => "trunc-rowscale",
+            Request::PendingRowScale { .. } => "pending-rowscale",
             Request::WeightMask { .. } => "weight-mask",
             Request::WeightMatMul { .. } => "weight-matmul",
             Request::Wrap { .. } => "wrap",
             Request::NormProducts { .. } => "norm-products",
             Request::Compare { .. } => "compare",
             Request::BitCompare { .. } => "bit-compare",
+            Request::CompareProducts { .. } => "compare-products",
         }
     }
 
@@ -200,6 +242,13 @@ impl Request {
             Request::TruncRowScale { rows, cols, .. } => {
                 if p1 {
                     16 * rows * cols + 16 * rows
+                } else {
+                    0
+                }
+            }
+            Request::PendingRowScale { rows, cols, .. } => {
+                if p1 {
+                    48 * rows * cols + 16 * rows
                 } else {
                     0
                 }
@@ -238,6 +287,16 @@ impl Request {
                     keys
                 }
             }
+            Request::CompareProducts {
+                n,
+                bits,
+                coarse,
+                trunc,
+            } => {
+                let keys = n * product_keys(trunc) * DcfKeys::wire_len(bits - 1 - coarse);
+                let words = if trunc > 0 { 5 } else { 2 };
+                keys + if p1 { 8 * n * words } else { 0 }
+            }
         }
     }
 }
@@ -273,6 +332,23 @@ pub enum Material {
         a_high: Vec<u64>,
         /// Share of `A_ij·msb(r)_i`.
         a_msb: Vec<u64>,
+    },
+    /// See [`Request::PendingRowScale`]; products are rows×cols.
+    PendingRowScale {
+        /// Share of the matrix mask `A`.
+        a: Vec<u64>,
+        /// Share of the vector mask `r`.
+        r: Vec<u64>,
+        /// Share of `a_h = A >> x_shift`.
+        a_high: Vec<u64>,
+        /// Share of `a_m = msb(A)`.
+        a_msb: Vec<u64>,
+        /// Share of `r_h = r >> v_shift`.
+        r_high: Vec<u64>,
+        /// Share of `r_m = msb(r)`.
+        r_msb: Vec<u64>,
+        /// Shares of `a_h·r_h`, `a_h·r_m`, `a_m·r_h`, `a_m·r_m`.
+        cross: [Vec<u64>; 4],
     },
     /// See [`Request::Wrap`].
     Wrap {
@@ -318,6 +394,25 @@ pub enum Material {
         /// XOR-output DCF correction words (identical for both parties).
         keys: BitKeys,
     },
+    /// See [`Request::CompareProducts`].
+    CompareProducts {
+        /// Share of the 64-bit mask `R`.
+        r: Vec<u64>,
+        /// Share of `msb_bits(R mod 2^bits)`.
+        r_msb: Vec<u64>,
+        /// Share of `R >> trunc` (empty without `trunc`).
+        high: Vec<u64>,
+        /// Share of `msb(R)` (empty without `trunc`).
+        top: Vec<u64>,
+        /// Share of `msb_bits(r)·Y₁`.
+        msb_high: Vec<u64>,
+        /// Share of `msb_bits(r)·msb(R)` (empty without `trunc`).
+        msb_top: Vec<u64>,
+        /// This party's DCF root seeds (`w` per element).
+        roots: Vec<Block>,
+        /// DCF correction words (identical for both parties), `w` keys per element.
+        cws: DcfKeys,
+    },
 }
 
 impl std::fmt::Debug for Material {
@@ -326,9 +421,11 @@ impl std::fmt::Debug for Material {
             Material::Triple { .. } => "triple",
             Material::WeightMask { .. } => "weight-mask",
             Material::TruncRowScale { .. } => "trunc-rowscale",
+            Material::PendingRowScale { .. } => "pending-rowscale",
             Material::Wrap { .. } => "wrap",
             Material::Compare { .. } => "compare",
             Material::BitCompare { .. } => "bit-compare",
+            Material::CompareProducts { .. } => "compare-products",
         };
         write!(f, "Material::{kind}(<secret>)")
     }
@@ -374,6 +471,20 @@ pub fn draw(req: &Request, party: Party, prg: &mut Prg) -> Material {
             r_msb: own_c(prg, rows),
             a_high: own_c(prg, rows * cols),
             a_msb: own_c(prg, rows * cols),
+        },
+        Request::PendingRowScale { rows, cols, .. } => Material::PendingRowScale {
+            a: prg.u64s(rows * cols),
+            r: prg.u64s(rows),
+            a_high: own_c(prg, rows * cols),
+            a_msb: own_c(prg, rows * cols),
+            r_high: own_c(prg, rows),
+            r_msb: own_c(prg, rows),
+            cross: [
+                own_c(prg, rows * cols),
+                own_c(prg, rows * cols),
+                own_c(prg, rows * cols),
+                own_c(prg, rows * cols),
+            ],
         },
         Request::WeightMask { k, n, .. } => Material::WeightMask { b: prg.u64s(k * n) },
         Request::WeightMatMul { m, k, n, .. } => Material::Triple {
@@ -443,6 +554,22 @@ pub fn draw(req: &Request, party: Party, prg: &mut Prg) -> Material {
                 high_msb,
                 roots: (0..bit_keys(n, points)).map(|_| prg.block()).collect(),
                 keys: BitKeys::placeholder(bits - 1, 0),
+            }
+        }
+        Request::CompareProducts { n, bits, trunc, .. } => {
+            let t = trunc > 0;
+            let some = |prg: &mut Prg, on: bool| {
+                if on { own_c(prg, n) } else { Vec::new() }
+            };
+            Material::CompareProducts {
+                r: prg.u64s(n),
+                r_msb: own_c(prg, n),
+                high: some(prg, t),
+                top: some(prg, t),
+                msb_high: own_c(prg, n),
+                msb_top: some(prg, t),
+                roots: (0..n * product_keys(trunc)).map(|_| prg.block()).collect(),
+                cws: DcfKeys::placeholder(bits - 1, 0),
             }
         }
     }
@@ -593,6 +720,52 @@ impl Dealer {
                 let mut to_p1 = Vec::new();
                 for (full, mine) in [(high, h0), (msb, m0), (a_high, ah0), (a_msb, am0)] {
                     to_p1.extend(bytes_of(&ring::sub(&full, &mine)));
+                }
+                Dealt {
+                    to_p0: Vec::new(),
+                    to_p1,
+                }
+            }
+            (
+                Request::PendingRowScale {
+                    cols,
+                    x_shift,
+                    v_shift,
+                    ..
+                },
+                Material::PendingRowScale {
+                    a: a0,
+                    r: r0,
+                    a_high: ah0,
+                    a_msb: am0,
+                    r_high: rh0,
+                    r_msb: rm0,
+                    cross: c0,
+                },
+                Material::PendingRowScale { a: a1, r: r1, .. },
+            ) => {
+                let a = ring::add(&a0, &a1);
+                let r = ring::add(&r0, &r1);
+                let a_high: Vec<u64> = a.iter().map(|v| v >> x_shift).collect();
+                let a_msb: Vec<u64> = a.iter().map(|v| v >> 63).collect();
+                let r_high: Vec<u64> = r.iter().map(|v| v >> v_shift).collect();
+                let r_msb: Vec<u64> = r.iter().map(|v| v >> 63).collect();
+                let (rh, rm) = (
+                    ring::repeat_rows(&r_high, *cols),
+                    ring::repeat_rows(&r_msb, *cols),
+                );
+                let cross = [
+                    ring::mul(&a_high, &rh),
+                    ring::mul(&a_high, &rm),
+                    ring::mul(&a_msb, &rh),
+                    ring::mul(&a_msb, &rm),
+                ];
+                let mut to_p1 = Vec::new();
+                for (full, mine) in [(a_high, ah0), (a_msb, am0), (r_high, rh0), (r_msb, rm0)] {
+                    to_p1.extend(bytes_of(&ring::sub(&full, &mine)));
+                }
+                for (full, mine) in cross.iter().zip(&c0) {
+                    to_p1.extend(bytes_of(&ring::sub(full, mine)));
                 }
                 Dealt {
                     to_p0: Vec::new(),
@@ -781,6 +954,66 @@ impl Dealer {
                     to_p1,
                 }
             }
+            (
+                Request::CompareProducts {
+                    bits,
+                    coarse,
+                    trunc,
+                    ..
+                },
+                Material::CompareProducts {
+                    r: r0,
+                    r_msb: m0,
+                    high: h0,
+                    top: t0,
+                    msb_high: mh0,
+                    msb_top: mt0,
+                    roots: s0,
+                    ..
+                },
+                Material::CompareProducts {
+                    r: r1, roots: s1, ..
+                },
+            ) => {
+                let (bits, coarse, trunc) = (*bits, *coarse, *trunc);
+                let w = product_keys(trunc);
+                let r = ring::add(&r0, &r1);
+                let mut alphas = Vec::with_capacity(w * r.len());
+                let mut betas = Vec::with_capacity(w * r.len());
+                let (mut msb, mut high, mut top) = (Vec::new(), Vec::new(), Vec::new());
+                for &full in &r {
+                    let low = full & low_mask(bits);
+                    let m = (low >> (bits - 1)) & 1;
+                    let beta = 1u64.wrapping_sub(2 * m);
+                    let y1 = if trunc > 0 { full >> trunc } else { full };
+                    let y2 = full >> 63;
+                    let alpha = (low & low_mask(bits - 1)) >> coarse;
+                    for (j, y) in [1, y1, y2].into_iter().take(w).enumerate() {
+                        alphas.push(alpha);
+                        betas.push(if j == 0 { beta } else { beta.wrapping_mul(y) });
+                    }
+                    msb.push(m);
+                    high.push(y1);
+                    top.push(y2);
+                }
+                let keys = dcf::generate_batch(bits - 1 - coarse, &alphas, &betas, &s0, &s1);
+                let to_both = keys.into_bytes();
+                let mut to_p1 = to_both.clone();
+                let mut put = |full: Vec<u64>, mine: &[u64]| {
+                    if !mine.is_empty() {
+                        to_p1.extend(bytes_of(&ring::sub(&full, mine)));
+                    }
+                };
+                put(msb.clone(), &m0);
+                put(high.clone(), &h0);
+                put(top.clone(), &t0);
+                put(ring::mul(&msb, &high), &mh0);
+                put(ring::mul(&msb, &top), &mt0);
+                Dealt {
+                    to_p0: to_both,
+                    to_p1,
+                }
+            }
             _ => unreachable!("draw returns the material kind of its request"),
         })
     }
@@ -865,6 +1098,55 @@ impl MaterialGen {
                         *v = words(&rest[..len]);
                         rest = &rest[len..];
                     }
+                }
+            }
+            (
+                Material::CompareProducts {
+                    r_msb,
+                    high,
+                    top,
+                    msb_high,
+                    msb_top,
+                    cws,
+                    ..
+                },
+                Request::CompareProducts {
+                    n,
+                    bits,
+                    coarse,
+                    trunc,
+                },
+            ) => {
+                let depth = bits - 1 - coarse;
+                let at = n * product_keys(*trunc) * DcfKeys::wire_len(depth);
+                *cws =
+                    DcfKeys::from_bytes(depth, msg[..at].to_vec()).expect("length checked above");
+                if p1 {
+                    let mut rest = &msg[at..];
+                    for v in [r_msb, high, top, msb_high, msb_top] {
+                        let len = 8 * v.len();
+                        *v = words(&rest[..len]);
+                        rest = &rest[len..];
+                    }
+                }
+            }
+            (
+                Material::PendingRowScale {
+                    a_high,
+                    a_msb,
+                    r_high,
+                    r_msb,
+                    cross,
+                    ..
+                },
+                _,
+            ) if p1 => {
+                let mut rest = msg;
+                let [c0, c1, c2, c3] = cross;
+                for v in [a_high, a_msb, r_high, r_msb, c0, c1, c2, c3] {
+                    let len = 8 * v.len();
+                    *v = words(&rest[..len]);
+                    rest = &rest[len..];
                 }
             }
             (
@@ -1016,6 +1298,18 @@ impl CorrelationSource for Recorder {
         ) = (&mut m, &req)
         {
             *keys = BitKeys::placeholder(bits - 1 - coarse, bit_keys(r.len(), *points));
+        }
+        if let (
+            Material::CompareProducts { cws, r, .. },
+            Request::CompareProducts {
+                bits,
+                coarse,
+                trunc,
+                ..
+            },
+        ) = (&mut m, &req)
+        {
+            *cws = DcfKeys::placeholder(bits - 1 - coarse, r.len() * product_keys(*trunc));
         }
         self.plan.push(req);
         Ok(m)

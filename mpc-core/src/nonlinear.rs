@@ -77,6 +77,16 @@ impl PiecewiseEval {
         }
     }
 
+    /// The scale `w` coefficients are encoded at (the widest for which every
+    /// term, bounded by `max_out`, stays below 2^61 at `w + f` bits, so slopes
+    /// keep their precision at the far end of a wide domain) and the shift
+    /// that brings a `w + f`-bit result to `out_frac` bits.
+    pub fn coefficient_scale(&self, f: u32) -> (u32, u32) {
+        let w = (61 - f as i64 - self.max_out.log2().ceil().max(0.0) as i64)
+            .clamp(self.out_frac as i64, (self.out_frac + 30) as i64) as u32;
+        (w, w + f - self.out_frac)
+    }
+
     /// The segment bounds encoded at `bits` fractional bits.
     pub fn thresholds(&self, bits: u32) -> Vec<u64> {
         self.pw
@@ -122,26 +132,30 @@ impl Default for LayerNormParams {
 impl Ctx<'_> {
     /// Evaluate a piecewise polynomial of degree ≤ 2 (see [`Piecewise`]).
     ///
-    /// Steps: one multi-threshold comparison gives the bits `g_j = [x ≥ t_j]`;
-    /// the segment's coefficients are the telescoping sums
+    /// Steps, degree 1: [`Ctx::piecewise_linear_pending`] (one round) and a
+    /// truncation. Degree 2: one multi-threshold comparison gives the bits
+    /// `g_j = [x ≥ t_j]`; the segment's coefficients are the telescoping sums
     /// `c = c_0 + Σ_j (c_{j+1} − c_j)·g_j` (local); then `c₀ + c₁·x + c₂·x²`
-    /// costs one product round (after a square for degree 2) and one truncation
+    /// costs one product round after a square, and one truncation
     /// ([`Ctx::piecewise_from_bits`]).
     ///
-    /// Rounds: 3 (degree 1) or 5 (degree 2). Bytes: `⌈n·ℓ/8⌉ + 16n + ⌈n/8⌉`
-    /// (degree 1; degree 2 adds `8n + ⌈n/8⌉` for the square and `16n` more
-    /// in the product round). Each threshold costs one local DCF evaluation
-    /// (3·(ℓ−1) AES blocks) per element.
+    /// Rounds: 2 (degree 1) or 5 (degree 2). Bytes: `8n + ⌈n/8⌉` (degree
+    /// 1); `⌈n·ℓ/8⌉ + 8n + ⌈n/8⌉ + 32n + ⌈n/8⌉` (degree 2). Each threshold
+    /// costs two local DCF evaluations per element (degree 1; one of
+    /// 2·(ℓ−1) AES blocks for degree 2).
     /// Domain: `|x − t_j| < 2^(ℓ−1−f)` for every threshold, and every term
     /// `|c_i·x^i| ≤ max_out`.
     pub fn piecewise(&mut self, x: &Share, pe: &PiecewiseEval) -> Op<Share> {
         self.piecewise_untruncated(x, pe).then(|c, u| u.truncate(c))
     }
 
-    /// [`Ctx::piecewise`] before its final truncation (rounds 2 for degree
-    /// 1): for a consumer that merges the truncation into its own opening
-    /// ([`Ctx::scale_rows`]).
+    /// [`Ctx::piecewise`] before its final truncation (rounds 1 for degree
+    /// 1, 4 for degree 2): for a consumer that merges the truncation into its
+    /// own opening ([`Ctx::scale_rows`]).
     pub fn piecewise_untruncated(&mut self, x: &Share, pe: &PiecewiseEval) -> Op<Untruncated> {
+        if pe.pw.degree() <= 1 {
+            return self.piecewise_linear_pending(x, pe);
+        }
         let t = pe.thresholds(self.frac_bits());
         let (x, pe) = (x.clone(), pe.clone());
         self.ge_thresholds(&x, &t, pe.bits)
@@ -181,22 +195,11 @@ impl Ctx<'_> {
         let n = x.len();
         let f = self.frac_bits();
         let pw = &pe.pw;
-        let w = (61 - f as i64 - pe.max_out.log2().ceil().max(0.0) as i64)
-            .clamp(pe.out_frac as i64, (pe.out_frac + 30) as i64) as u32;
-        let shift = w + f - pe.out_frac;
+        let (w, shift) = pe.coefficient_scale(f);
         let p0 = self.is_p0();
         let coef = |d: usize, scale: u32| -> Share {
             let enc: Vec<u64> = pw.coeffs.iter().map(|c| encode_at(c[d], scale)).collect();
-            let mut acc = vec![if p0 { enc[0] } else { 0 }; n];
-            for (j, gj) in g.iter().enumerate() {
-                let delta = enc[j + 1].wrapping_sub(enc[j]);
-                if delta != 0 {
-                    for (a, b) in acc.iter_mut().zip(gj.as_slice()) {
-                        *a = a.wrapping_add(delta.wrapping_mul(*b));
-                    }
-                }
-            }
-            Share::new(acc)
+            telescoped(&enc, &Share::new(vec![u64::from(p0); n]), g)
         };
         let a = coef(0, w + f);
         let b = coef(1, w);
@@ -223,23 +226,75 @@ impl Ctx<'_> {
         })
     }
 
+    /// A piecewise-linear function (see [`Piecewise`]) in one round, its
+    /// input's pending truncation (if any) done by the same opening and its
+    /// output's left pending: [`Ctx::compare_products`] gives the segment
+    /// bits `g_j = [x ≥ t_j]` and `g_j·x`, so `c₀ + c₁·x` with the
+    /// telescoping coefficients `c = c_0 + Σ_j (c_{j+1} − c_j)·g_j` is local.
+    ///
+    /// Rounds 1; bytes `8n` per party; dealer per element: 3 DCF keys
+    /// (2 with nothing pending) of `ℓ − 1` levels (ℓ = `pe.bits` plus the
+    /// pending shift) to each party and 40 (16) bytes to party 1. CPU: 3
+    /// (2) DCF evaluations per element and threshold. Domain: as
+    /// [`Ctx::piecewise`].
+    pub fn piecewise_linear_pending(
+        &mut self,
+        x: impl Into<Untruncated>,
+        pe: &PiecewiseEval,
+    ) -> Op<Untruncated> {
+        let x: Untruncated = x.into();
+        assert!(
+            pe.pw.degree() <= 1,
+            "piecewise_linear_pending: degree 1 only"
+        );
+        let f = self.frac_bits();
+        let s = x.shift;
+        let (w, shift) = pe.coefficient_scale(f);
+        let p0 = self.is_p0();
+        let pw = pe.pw.clone();
+        let t = pe.thresholds(f + s);
+        self.compare_products(&x, &t, pe.bits + s, 0)
+            .map(move |cp| {
+                let n = cp.value.len();
+                let enc = |d: usize, scale: u32| -> Vec<u64> {
+                    pw.coeffs.iter().map(|c| encode_at(c[d], scale)).collect()
+                };
+                let a = telescoped(
+                    &enc(0, w + f),
+                    &Share::new(vec![u64::from(p0); n]),
+                    &cp.bits,
+                );
+                let bx = telescoped(&enc(1, w), &cp.value, &cp.products);
+                Untruncated {
+                    raw: a.add(&bx),
+                    shift,
+                }
+            })
+    }
+
     /// `1/x` for `x` in `domain` (positive), with `f + EXTRA_FRAC` fractional bits out.
     ///
-    /// Piecewise linear with [`PER_OCTAVE`] segments per octave (one
-    /// comparison round against all segment boundaries), then one product and
-    /// one truncation. Rounds 3; bytes `⌈n·ℓ/8⌉ + 16n + ⌈n/8⌉` with
-    /// `ℓ = ⌈log2 hi⌉ + f + 2`. Relative error ≤ 1e-3 on the domain
-    /// (measured ≤ 4e-4); outside it the end segments are extrapolated.
+    /// Piecewise linear with [`PER_OCTAVE`] segments per octave, in one round
+    /// ([`Ctx::piecewise_linear_pending`]: the comparison against all segment
+    /// boundaries also yields their products with `x`), then one truncation.
+    /// Rounds 2; bytes `8n + ⌈n/8⌉`; the comparison is `ℓ = ⌈log2 hi⌉ + f +
+    /// 2` bits wide. Relative error ≤ 1e-3 on the domain (measured ≤ 4e-4);
+    /// outside it the end segments are extrapolated.
     pub fn reciprocal(&mut self, x: &Share, domain: Domain) -> Op<Share> {
         let pe = PiecewiseEval::reciprocal(domain, self.frac_bits());
         self.piecewise(x, &pe)
     }
 
-    /// [`Ctx::reciprocal`] before its final truncation (rounds 2), for
-    /// [`Ctx::scale_rows`].
-    pub fn reciprocal_untruncated(&mut self, x: &Share, domain: Domain) -> Op<Untruncated> {
+    /// [`Ctx::reciprocal`] before its final truncation (rounds 1), for
+    /// [`Ctx::scale_rows`]; `x` may carry a pending truncation, which the
+    /// comparison's opening performs.
+    pub fn reciprocal_untruncated(
+        &mut self,
+        x: impl Into<Untruncated>,
+        domain: Domain,
+    ) -> Op<Untruncated> {
         let pe = PiecewiseEval::reciprocal(domain, self.frac_bits());
-        self.piecewise_untruncated(x, &pe)
+        self.piecewise_linear_pending(x, &pe)
     }
 
     /// `k/√x` for `x` in `domain`, with `f + EXTRA_FRAC` fractional bits out.
@@ -274,9 +329,10 @@ impl Ctx<'_> {
     /// Row softmax of `x` (rows×cols): `exp(x − max) / Σ exp(x − max)`.
     ///
     /// Steps: row maximum (pairwise tree of ReLUs), [`Ctx::exp_neg`],
-    /// row sums (local), [`Ctx::reciprocal`] on `[1, cols]`, one
-    /// row-broadcast product and a truncation.
-    /// Rounds `2⌈log2 cols⌉ + k + 1 + 2 + 2` (27 for cols = 65).
+    /// row sums (local), [`Ctx::reciprocal`] on `[1, cols]` (one round, its
+    /// truncation left to the product), one row-broadcast product and a
+    /// truncation.
+    /// Rounds `2⌈log2 cols⌉ + k + 1 + 1 + 2` (26 for cols = 65).
     /// Accuracy: absolute error ≤ 2e-3 per probability for scores whose
     /// pairwise differences stay within `2^(ℓ−1−f)` and above `−2^k`.
     pub fn softmax(&mut self, x: &Share, rows: usize, cols: usize, bits: u32) -> Op<Share> {
@@ -298,28 +354,30 @@ impl Ctx<'_> {
             .then(move |c, (e, inv)| c.scale_rows(&e, inv, rows, cols))
     }
 
-    /// `diag(inv)·x` for `x` (rows×cols) and row factors `inv` that reach
-    /// `f + EXTRA_FRAC` bits after their pending truncation (as
-    /// [`Ctx::reciprocal_untruncated`] gives them): the truncation of `inv`
-    /// rides on the product's opening ([`Ctx::mul_rows_trunc_raw`]), then
-    /// one truncation. Rounds 2; bytes `8(rows·cols + rows) + ⌈rows·cols/8⌉`.
+    /// `diag(inv)·x` for `x` (rows×cols, at `f` bits once its pending
+    /// truncation, if any, is done) and row factors `inv` that reach
+    /// `f + EXTRA_FRAC` bits after theirs (as [`Ctx::reciprocal_untruncated`]
+    /// gives them): both truncations ride on the product's opening
+    /// ([`Ctx::mul_rows_pending`]), then one truncation. Rounds 2; bytes
+    /// `8(rows·cols + rows) + ⌈rows·cols/8⌉`.
     pub fn scale_rows(
         &mut self,
-        x: &Share,
+        x: impl Into<Untruncated>,
         inv: Untruncated,
         rows: usize,
         cols: usize,
     ) -> Op<Share> {
+        let x: Untruncated = x.into();
         let s = self.frac_bits() + EXTRA_FRAC;
-        self.mul_rows_trunc_raw(x, &inv.raw, rows, cols, inv.shift)
+        self.mul_rows_pending(&x, &inv, rows, cols)
             .then(move |c, y| c.trunc(&y, s))
     }
 
     /// ReLU-softmax row normalisation: `ReLU(x) / (Σ_j ReLU(x)_j + eps)`.
     ///
-    /// Rounds 2 (ReLU) + 2 (reciprocal of the row sums on `row_sum`, its
+    /// Rounds 2 (ReLU) + 1 (reciprocal of the row sums on `row_sum`, its
     /// truncation left to the next opening) + 2 (row-broadcast product,
-    /// truncation) = 6. Bytes ≈ `n·(8 + 1/8) + 8n + …`.
+    /// truncation) = 5. Bytes ≈ `n·(8 + 1/8) + 8n + …`.
     /// Accuracy: relative error ≤ 1e-3 per entry (plus 1 ulp) while the row
     /// sum plus eps lies in `row_sum`.
     pub fn relu_softmax(
@@ -349,10 +407,12 @@ impl Ctx<'_> {
     /// instead of n×n, and the reciprocal of the row sums runs beside the
     /// product `R·V`.
     ///
-    /// Rounds 2 (ReLU) + 2 (reciprocal, its truncation left to the next
-    /// opening, ∥ product and truncation) + 2 (row scaling, truncation) = 6. Bytes per party ≈ `8n² + n²/8`
-    /// (ReLU) `+ 8(n² + nd)` (R·V) `+ ⌈n·ℓ/8⌉ + 16n` (reciprocal)
-    /// `+ 8(nd + n)` (scaling) plus the truncations' bits.
+    /// Rounds 2 (ReLU), then 1 (the reciprocal, its truncation left to the
+    /// next opening, ∥ the product `R·V`, its truncation left to the same
+    /// opening), then 2 (row scaling, which performs both truncations, then
+    /// its own): 5.
+    /// Bytes per party ≈ `8n² + n²/8` (ReLU) `+ 8(n² + nd)` (R·V) `+ 8n`
+    /// (reciprocal) `+ 8(nd + n)` (scaling) plus the truncation's bits.
     pub fn relu_attention(
         &mut self,
         s: impl Into<Untruncated>,
@@ -369,14 +429,24 @@ impl Ctx<'_> {
             .then(move |c, r| {
                 let sums = Share::new(ring::row_sums(r.as_slice(), n, n));
                 let sums = c.add_scalar(&sums, c.encode(p.eps));
-                let rv = c.matmul(&r, &v, n, n, d);
+                let f = c.frac_bits();
+                let rv = c
+                    .matmul_raw(&r, &v, n, n, d)
+                    .map(move |raw| Untruncated { raw, shift: f });
                 rv.join(c.reciprocal_untruncated(&sums, p.row_sum))
             })
-            .then(move |c, (rv, inv)| c.scale_rows(&rv, inv, n, d))
+            .then(move |c, (rv, inv)| c.scale_rows(rv, inv, n, d))
     }
 
-    /// Softmax attention for one head: `softmax_row(S)·V` (S n×n, V n×d).
-    /// Rounds: [`Ctx::softmax`]'s + 2 (product, truncation).
+    /// Softmax attention for one head: `softmax_row(S)·V` (S n×n, V n×d),
+    /// normalised after the product as `diag(1/Σ_j E_ij)·(E·V)` with
+    /// `E = exp(S − max)`, so the reciprocal runs beside `E·V` and scales
+    /// n×d values instead of n×n.
+    ///
+    /// Rounds: the row maximum `2⌈log2 n⌉`, [`Ctx::exp_neg`]'s `k + 1`, then
+    /// 1 (`E·V` ∥ the reciprocal of the row sums on `[1, n]`, both
+    /// truncations left pending) + 2 (row scaling, which performs them, and
+    /// its truncation): 26 for n = 65.
     pub fn softmax_attention(
         &mut self,
         s: &Share,
@@ -385,10 +455,27 @@ impl Ctx<'_> {
         d: usize,
         bits: u32,
     ) -> Op<Share> {
+        attempt!(check_len("softmax_attention", "scores", s.len(), n * n));
         attempt!(check_len("softmax_attention", "values", v.len(), n * d));
-        let v = v.clone();
-        self.softmax(s, n, n, bits)
-            .then(move |c, p| c.matmul(&p, &v, n, n, d))
+        let (x, v) = (s.clone(), v.clone());
+        self.row_max(&x, n, n, bits)
+            .then(move |c, m| {
+                let d = x.sub(&Share::new(ring::repeat_rows(m.as_slice(), n)));
+                c.exp_neg(&d)
+            })
+            .then(move |c, e| {
+                let f = c.frac_bits();
+                let sums = Share::new(ring::row_sums(e.as_slice(), n, n));
+                let dom = Domain {
+                    lo: 1.0,
+                    hi: n as f64,
+                };
+                let ev = c
+                    .matmul_raw(&e, &v, n, n, d)
+                    .map(move |raw| Untruncated { raw, shift: f });
+                ev.join(c.reciprocal_untruncated(&sums, dom))
+            })
+            .then(move |c, (ev, inv)| c.scale_rows(ev, inv, n, d))
     }
 
     /// Attention scores `Q·Kᵀ/√d` for one head (Q, K: n×d); the 1/√d is folded
@@ -582,8 +669,8 @@ impl Ctx<'_> {
         let beta = beta.map(|b| Share::new(tile(b.as_slice(), rows)).scale_int(1 << s));
         self.norm_inverse(&xc, gamma, None, rows, c, params)
             .then(move |ctx, n| {
-                let num = n.scaled.unwrap_or(n.centred);
-                ctx.mul_rows_trunc_raw(&num, &n.inv.raw, rows, c, n.inv.shift)
+                let num = n.scaled.unwrap_or_else(|| n.centred.into());
+                ctx.mul_rows_pending(&num, &n.inv, rows, c)
             })
             .map(move |y| Untruncated {
                 raw: match beta {
@@ -618,7 +705,7 @@ impl Ctx<'_> {
         self.norm_inverse(&xc, None, Some(w), rows, c, params)
             .then(move |ctx, n| {
                 let xw = n.product.expect("requested product");
-                ctx.scale_rows(&xw, n.inv, rows, out)
+                ctx.scale_rows(xw, n.inv, rows, out)
             })
             .map(move |y| match bias {
                 Some(b) => y.add(&b),
@@ -655,11 +742,10 @@ impl Ctx<'_> {
         let bias = bias.map(|b| Share::new(tile(b.as_slice(), rows)).scale_int(1 << s));
         self.norm_inverse(&xc, Some(gamma), Some(w), rows, c, params)
             .then(move |ctx, n| {
-                let (inv, shift) = (&n.inv.raw, n.inv.shift);
                 let scaled = n.scaled.as_ref().expect("scaled");
                 let product = n.product.as_ref().expect("product");
-                let z = ctx.mul_rows_trunc_raw(scaled, inv, rows, c, shift);
-                let y = ctx.mul_rows_trunc_raw(product, inv, rows, out, shift);
+                let z = ctx.mul_rows_pending(scaled, &n.inv, rows, c);
+                let y = ctx.mul_rows_pending(product, &n.inv, rows, out);
                 z.join(y)
             })
             .map(move |(z, y)| {
@@ -701,31 +787,25 @@ impl Ctx<'_> {
         let u_of = move |ctx: &Ctx<'_>, sq: &Share| {
             ctx.add_scalar(&Share::new(ring::row_sums(sq.as_slice(), rows, c)), eps)
         };
-        // the rsqrt's comparison and u's truncation
-        let (thresholds, bits) = (pe.thresholds(2 * f), dom.compare_bits(2 * f));
-        let rsqrt_bits = move |ctx: &mut Ctx<'_>, u_raw: &Share| {
-            let u = ctx.trunc(u_raw, f);
-            u.join(ctx.ge_thresholds(u_raw, &thresholds, bits))
+        // the rsqrt in one round on u at 2f (its truncation done by the same opening)
+        let rsqrt = move |ctx: &mut Ctx<'_>, u_raw: Share| {
+            ctx.piecewise_linear_pending(
+                Untruncated {
+                    raw: u_raw,
+                    shift: f,
+                },
+                &pe,
+            )
         };
-        // the rsqrt's product and the products' truncations
-        let finish =
-            move |ctx: &mut Ctx<'_>, xt: Share, p: NormProducts, u: Share, g: Vec<Share>| {
-                let inv = ctx.piecewise_from_bits_untruncated(&u, None, &g, &pe);
-                let scaled = optional(p.scaled.map(|s| ctx.trunc(&s, f)));
-                let product = optional(p.product.map(|s| ctx.trunc(&s, f)));
-                inv.join(Op::all(vec![scaled, product]))
-                    .map(move |(inv, mut t)| {
-                        let some = |s: Share| (!s.is_empty()).then_some(s);
-                        let product = some(t.pop().expect("product slot"));
-                        let scaled = some(t.pop().expect("scaled slot"));
-                        NormInverse {
-                            inv,
-                            centred: xt,
-                            scaled,
-                            product,
-                        }
-                    })
-            };
+        let finish = move |xt: Share, p: NormProducts, inv: Untruncated| {
+            let pending = |raw: Share| Untruncated { raw, shift: f };
+            NormInverse {
+                inv,
+                centred: xt,
+                scaled: p.scaled.map(pending),
+                product: p.product.map(pending),
+            }
+        };
         if xc.shift == 0 {
             // one opening for the square and every product
             let xt = xc.raw.clone();
@@ -733,7 +813,7 @@ impl Ctx<'_> {
                 .norm_products_raw(&xc.raw, true, gamma.as_ref(), next.as_ref(), rows, c)
                 .then(move |ctx, p| {
                     let u_raw = u_of(ctx, &p.square);
-                    rsqrt_bits(ctx, &u_raw).then(move |ctx, (u, g)| finish(ctx, xt, p, u, g))
+                    rsqrt(ctx, u_raw).map(move |inv| finish(xt, p, inv))
                 });
         }
         // a truncating opening gives x − μ and its square; then the products
@@ -751,8 +831,8 @@ impl Ctx<'_> {
                     ctx.norm_products_raw(&xt, false, gamma.as_ref(), next.as_ref(), rows, c)
                 };
                 products
-                    .join(rsqrt_bits(ctx, &u_raw))
-                    .then(move |ctx, (p, (u, g))| finish(ctx, xt, p, u, g))
+                    .join(rsqrt(ctx, u_raw))
+                    .map(move |(p, inv)| finish(xt, p, inv))
             })
     }
 
@@ -863,19 +943,15 @@ fn exp_squarings(c: &mut Ctx<'_>, y: Untruncated, i: u32, hi: u32) -> Op<Share> 
         })
 }
 
-/// An optional operator as one whose absence is an empty share.
-fn optional(op: Option<Op<Share>>) -> Op<Share> {
-    op.unwrap_or_else(|| Op::ready(Share::zeros(0)))
-}
-
 /// What a LayerNorm's shared part (`Ctx::norm_inverse`) leaves: the
-/// truncated centred rows, their requested products (truncated) and the
-/// rows' `√c/√u` with its last truncation pending.
+/// truncated centred rows, their requested products and the rows'
+/// `√c/√u`, the last two with their truncations pending (a row scaling
+/// performs them, [`Ctx::mul_rows_pending`]).
 struct NormInverse {
     inv: Untruncated,
     centred: Share,
-    scaled: Option<Share>,
-    product: Option<Share>,
+    scaled: Option<Untruncated>,
+    product: Option<Untruncated>,
 }
 
 /// Settings of [`Ctx::relu_attention`].
@@ -905,6 +981,26 @@ pub fn center_rows(x: &Share, rows: usize, c: usize) -> Share {
         &ring::scale(x.as_slice(), c as u64),
         &ring::repeat_rows(&sums, c),
     ))
+}
+
+/// `enc_0·base + Σ_j (enc_{j+1} − enc_j)·terms_j` (local): a piecewise
+/// function's coefficient (`base` = shares of 1, `terms` = the segment bits)
+/// or that coefficient times `x` (`base` = `x`, `terms` = the bits times `x`).
+fn telescoped(enc: &[u64], base: &Share, terms: &[Share]) -> Share {
+    let mut acc: Vec<u64> = base
+        .as_slice()
+        .iter()
+        .map(|b| b.wrapping_mul(enc[0]))
+        .collect();
+    for (j, t) in terms.iter().enumerate() {
+        let delta = enc[j + 1].wrapping_sub(enc[j]);
+        if delta != 0 {
+            for (a, b) in acc.iter_mut().zip(t.as_slice()) {
+                *a = a.wrapping_add(delta.wrapping_mul(*b));
+            }
+        }
+    }
+    Share::new(acc)
 }
 
 /// `v` repeated `times` times (a row vector broadcast over rows).

@@ -1,6 +1,7 @@
 mod common;
 
 use common::*;
+use mpc_core::arith::Untruncated;
 use mpc_core::plain;
 use mpc_core::{FixedPoint, Share};
 use proptest::prelude::*;
@@ -213,4 +214,51 @@ fn row_scaling_truncates_its_vector_in_the_same_round() {
     assert_eq!(r.online[0].rounds, 1);
     assert_eq!(r.online[0].bytes_sent as usize, 8 * (n + rows));
     assert_eq!(r.dealer_bytes[1] as usize, 16 * n + 16 * rows);
+}
+
+#[test]
+fn row_scaling_truncates_matrix_and_vector_in_the_same_round() {
+    // x at f + 16 bits and v at f + 20 bits, both pending, both signs.
+    let (rows, cols, sx, sv) = (30, 5, 16, 20);
+    let xs = uniform(rows * cols, -6.0, 6.0, 71);
+    let vs = uniform(rows, -4.0, 4.0, 72);
+    let (ax, av) = (FixedPoint { frac_bits: 32 }, FixedPoint { frac_bits: 36 });
+    let x_enc: Vec<u64> = xs.iter().map(|v| ax.encode(*v)).collect();
+    let v_enc: Vec<u64> = vs.iter().map(|v| av.encode(*v)).collect();
+    let mut prg = mpc_core::Prg::new(&mpc_core::Seed::for_tests(73));
+    let (x0, x1) = mpc_core::share_secret(&x_enc, &mut prg);
+    let (v0, v1) = mpc_core::share_secret(&v_enc, &mut prg);
+    let (xsh, vsh) = ([x0, x1], [v0, v1]);
+    let r = mpc_core::local::run_local(FP, |s| {
+        let p = s.party().index();
+        let x = Untruncated {
+            raw: xsh[p].clone(),
+            shift: sx,
+        };
+        let v = Untruncated {
+            raw: vsh[p].clone(),
+            shift: sv,
+        };
+        s.run(|c| c.mul_rows_pending(&x, &v, rows, cols))
+    })
+    .unwrap();
+    let got = mpc_core::reconstruct(&r.outputs[0], &r.outputs[1]);
+    for i in 0..rows {
+        let vt = (v_enc[i] as i64) >> sv;
+        for j in 0..cols {
+            let xt = (x_enc[i * cols + j] as i64) >> sx;
+            let g = got[i * cols + j] as i64;
+            // each truncation is exact or one above
+            let ok = [0, 1]
+                .iter()
+                .flat_map(|a| [0, 1].iter().map(move |b| (xt + a) * (vt + b)))
+                .any(|w| w == g);
+            assert!(ok, "row {i} col {j}: {g} vs {}", xt * vt);
+        }
+    }
+    let n = rows * cols;
+    assert_eq!(r.online[0].rounds, 1);
+    assert_eq!(r.online[0].bytes_sent as usize, 8 * (n + rows));
+    assert_eq!(r.dealer_bytes[0], 0);
+    assert_eq!(r.dealer_bytes[1] as usize, 48 * n + 16 * rows);
 }

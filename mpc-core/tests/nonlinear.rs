@@ -1,7 +1,7 @@
 mod common;
 
 use common::*;
-use mpc_core::channel::packed_len;
+use mpc_core::arith::Untruncated;
 use mpc_core::nonlinear::{Domain, EXTRA_FRAC, LayerNormParams, ROW_SUMS, ReluAttention};
 use mpc_core::{FixedPoint, Share, plain};
 use proptest::prelude::*;
@@ -207,7 +207,7 @@ fn relative_error(got: &[f64], x: &[f64], f: impl Fn(f64) -> f64) -> f64 {
 }
 
 #[test]
-fn reciprocal_and_rsqrt_meet_1e3_relative_in_three_rounds() {
+fn reciprocal_and_rsqrt_meet_1e3_relative_in_two_rounds() {
     let dom = Domain {
         lo: 1.0 / 256.0,
         hi: 4096.0,
@@ -220,29 +220,74 @@ fn reciprocal_and_rsqrt_meet_1e3_relative_in_three_rounds() {
     x.extend([dom.lo, dom.hi, 1.0]);
     let n = x.len();
     let xq = q(&x);
-    let bits = 12 + F + 2;
+    let l = (12 + F + 2 - 1) as usize;
+    let dcf = l * 24 + (2 * l).div_ceil(8) + 8;
     let (got, r) = run_at(FP, F + EXTRA_FRAC, &[&x], |s, v| {
         s.run(|cx| cx.reciprocal(&v[0], dom))
     });
     let e = relative_error(&got, &xq, |v| 1.0 / v);
     assert!(e < 1e-3, "reciprocal relative error {e}");
-    for p in r.online {
-        assert_eq!(p.rounds, 3);
-        assert_eq!(
-            p.bytes_sent as usize,
-            packed_len(n, bits) + 16 * n + n.div_ceil(8)
-        );
+    // one opening for the comparison and its products, one truncation
+    for p in &r.online {
+        assert_eq!(p.rounds, 2);
+        assert_eq!(p.bytes_sent as usize, 8 * n + n.div_ceil(8));
     }
+    // two DCF keys per element (bits, bits·x) and the truncation's 8 bytes
+    assert_eq!(r.dealer_bytes[0] as usize, n * 2 * dcf);
+    assert_eq!(r.dealer_bytes[1] as usize, n * (2 * dcf + 16 + 8));
+    // with the input's truncation pending, the same opening performs it
+    let wide = FixedPoint { frac_bits: 2 * F };
+    let x_enc: Vec<u64> = x.iter().map(|v| wide.encode(*v)).collect();
+    let (s0, s1) = mpc_core::share_secret(
+        &x_enc,
+        &mut mpc_core::Prg::new(&mpc_core::Seed::for_tests(16)),
+    );
+    let shares = [s0, s1];
+    let pr = mpc_core::local::run_local(FP, |s| {
+        let x = Untruncated {
+            raw: shares[s.party().index()].clone(),
+            shift: F,
+        };
+        s.run(|cx| {
+            cx.reciprocal_untruncated(x, dom)
+                .then(|cx, u| u.truncate(cx))
+        })
+    })
+    .unwrap();
+    let got: Vec<f64> = mpc_core::reconstruct(&pr.outputs[0], &pr.outputs[1])
+        .iter()
+        .map(|v| {
+            FixedPoint {
+                frac_bits: F + EXTRA_FRAC,
+            }
+            .decode(*v)
+        })
+        .collect();
+    // against the input truncated to f bits; the truncation may end one ulp
+    // above, which is a relative 2^−f/x more: checked where x ≥ 1/16
+    let (got, xt): (Vec<f64>, Vec<f64>) = x_enc
+        .iter()
+        .map(|v| ((*v as i64) >> F) as f64 / f64::from(1u32 << F))
+        .zip(got)
+        .filter(|(x, _)| *x >= 1.0 / 16.0)
+        .map(|(x, g)| (g, x))
+        .unzip();
+    let e = relative_error(&got, &xt, |v| 1.0 / v);
+    assert!(
+        e < 1e-3,
+        "reciprocal of a pending input: relative error {e}"
+    );
+    assert_eq!(pr.online[0].rounds, 2);
+    let lw = l + F as usize;
+    let dcf = lw * 24 + (2 * lw).div_ceil(8) + 8;
+    assert_eq!(pr.dealer_bytes[1] as usize, n * (3 * dcf + 40 + 8));
     let (got, r) = run_at(FP, F + EXTRA_FRAC, &[&x], |s, v| {
         s.run(|cx| cx.rsqrt(&v[0], dom))
     });
     let e = relative_error(&got, &xq, |v| 1.0 / v.sqrt());
     assert!(e < 1e-3, "rsqrt relative error {e}");
-    assert_eq!(r.online[1].rounds, 3);
-    assert_eq!(
-        r.online[1].bytes_sent as usize,
-        packed_len(n, bits) + 16 * n + n.div_ceil(8)
-    );
+    assert_eq!(r.online[1].rounds, 2);
+    assert_eq!(r.online[1].bytes_sent as usize, 8 * n + n.div_ceil(8));
 }
 
 #[test]
@@ -269,10 +314,9 @@ fn softmax_matches_plaintext_with_counts() {
     }
     bytes += 8 * 8 * n + n.div_ceil(8);
     rounds += 9;
-    let rbits = (cols as f64).log2().ceil() as usize + 16 + 2;
-    // the reciprocal's truncation rides on the row product's opening
-    bytes += packed_len(rows, rbits as u32) + 16 * rows;
-    rounds += 2;
+    // the reciprocal in one round, its truncation riding on the row product's opening
+    bytes += 8 * rows;
+    rounds += 1;
     bytes += 8 * (n + rows) + n.div_ceil(8);
     rounds += 2;
     assert_eq!(r.online[0].rounds, rounds);
@@ -291,8 +335,8 @@ fn relu_softmax_and_relu_attention_match_plaintext() {
     let want = plain::relu_softmax(&q(&s), n, n, eps);
     let err = max_abs_diff(&got, &want);
     assert!(err < 1e-3 * 1.0 + 4.0 * ULP, "relu-softmax error {err}");
-    // ReLU 2, the reciprocal 2 (its truncation left to the row product), the row product 2
-    assert_eq!(r.online[0].rounds, 6);
+    // ReLU 2, the reciprocal 1 (its truncation left to the row product), the row product 2
+    assert_eq!(r.online[0].rounds, 5);
 
     let (got, r) = run(FP, &[&s, &v], |ss, x| {
         let p = ReluAttention {
@@ -307,9 +351,9 @@ fn relu_softmax_and_relu_attention_match_plaintext() {
     let want = plain::matmul(&p, &q(&v), n, n, d);
     let err = max_abs_diff(&got, &want);
     assert!(err < 2e-3 + 16.0 * ULP, "relu attention error {err}");
-    // ReLU 2, then the reciprocal's comparison and product (2) beside R·V and
-    // its truncation (2), then the scaling 2 (with the reciprocal's truncation).
-    assert_eq!(r.online[0].rounds, 6);
+    // ReLU 2, then the reciprocal (1) beside R·V (1), then the scaling
+    // (which truncates both) and its truncation (2).
+    assert_eq!(r.online[0].rounds, 5);
 }
 
 #[test]
@@ -421,23 +465,17 @@ fn layer_norm_matches_plaintext_with_counts() {
     // the rsqrt compares u = c·(σ² + eps) at 2f bits
     let bits = ((c as f64 * (p.var.hi + p.eps)).log2().ceil() as u32 + 2 * F + 2) as usize;
     // masking γ (once); the truncating opening of x − μ (for u); the
-    // opening for x·γ with the comparison of u and u's truncation; the
-    // rsqrt's product with x·γ's truncation; the row product (which also
-    // truncates the rsqrt) and its truncation
-    let bytes = 8 * c
-        + 8 * n
-        + 8 * n
-        + packed_len(rows, bits as u32)
-        + rows.div_ceil(8)
-        + 16 * rows
-        + n.div_ceil(8)
-        + 8 * (n + rows)
-        + n.div_ceil(8);
-    assert_eq!(r.online[0].rounds, 1 + 5);
+    // opening for x·γ beside the rsqrt's one-round comparison of u (which
+    // truncates u); the row product (which truncates x·γ and the rsqrt) and
+    // its truncation
+    let bytes = 8 * c + 8 * n + 8 * n + 8 * rows + 8 * (n + rows) + n.div_ceil(8);
+    assert_eq!(r.online[0].rounds, 1 + 4);
     assert_eq!(r.online[0].bytes_sent as usize, bytes);
     let l = bits - 1;
     let dcf = l * 24 + (2 * l).div_ceil(8) + 8;
-    assert_eq!(r.dealer_bytes[1] as usize, 72 * n + rows * (dcf + 40));
+    // the opening's square 32n, x·γ 8n, the row product 48n (+16 per row),
+    // the truncation 8n; per row three DCF keys and 40 bytes
+    assert_eq!(r.dealer_bytes[1] as usize, 96 * n + rows * (3 * dcf + 56));
 }
 
 proptest! {
@@ -500,6 +538,7 @@ fn layer_norm_then_linear_shares_the_opening() {
     }
     let err = max_abs_diff(&got, &want);
     assert!(err < 5e-3, "layer norm + linear error {err}");
-    // mask (1) + centring (1) + 5
-    assert_eq!(r.online[0].rounds, 1 + 1 + 5);
+    // mask (1) + centring (1) + 4: the products and the square, the rsqrt,
+    // the row scaling (which truncates both), its truncation
+    assert_eq!(r.online[0].rounds, 1 + 1 + 4);
 }
