@@ -40,7 +40,9 @@ pub struct SecureParams {
     /// `2^coarse` ulps per score), and each DCF key is `coarse` levels
     /// shallower (see `Session::relu_coarse`).
     pub score_coarse: u32,
-    /// Comparison width for the linearised FFN's ReLU.
+    /// Comparison width for the linearised FFN's ReLU (|y| < 2^(bits−1−f);
+    /// with its input's truncation pending, `bits` plus that shift must stay
+    /// within 62: 26 with the LayerNorm's `2f + 4`).
     pub relu_bits: u32,
     /// LayerNorm variance domain (eps comes from the model).
     pub layer_norm: LayerNormParams,
@@ -54,7 +56,7 @@ impl Default for SecureParams {
             fp: FixedPoint::default(),
             score_bits: 24,
             score_coarse: 8,
-            relu_bits: 32,
+            relu_bits: 26,
             layer_norm: LayerNormParams::default(),
             row_sums: ROW_SUMS,
         }

@@ -21,6 +21,13 @@ use crate::share::Share;
 /// so that small results (such as `1/4096`) keep about 18 significant bits.
 pub const EXTRA_FRAC: u32 = 14;
 
+/// Fractional bits above `f` of a LayerNorm's `1/σ` when it scales products
+/// still at `2f` bits (their truncation is then folded into the consumer's:
+/// the product of the two is at `3f + NORM_INV_FRAC` bits, so the scaled
+/// values must stay below `2^(61 − 3f − NORM_INV_FRAC)`, 2^9 at f = 16).
+/// `1/σ ≥ 2^−7` keeps a relative precision of 2^−13 or better.
+pub const NORM_INV_FRAC: u32 = 4;
+
 /// Segments per octave of the piecewise-linear reciprocal and rsqrt.
 pub const PER_OCTAVE: usize = 10;
 
@@ -233,10 +240,11 @@ impl Ctx<'_> {
     /// telescoping coefficients `c = c_0 + Σ_j (c_{j+1} − c_j)·g_j` is local.
     ///
     /// Rounds 1; bytes `8n` per party; dealer per element: 3 DCF keys
-    /// (2 with nothing pending) of `ℓ − 1` levels (ℓ = `pe.bits` plus the
-    /// pending shift) to each party and 40 (16) bytes to party 1. CPU: 3
-    /// (2) DCF evaluations per element and threshold. Domain: as
-    /// [`Ctx::piecewise`].
+    /// (2 with nothing pending) of `ℓ − 1 − coarse` levels (ℓ = `pe.bits`
+    /// plus the pending shift; the comparison ignores the input's bits below
+    /// 2^−8 of the smallest threshold, `coarse`) to each party and 40 (16)
+    /// bytes to party 1. CPU: 3 (2) DCF evaluations per element and
+    /// threshold. Domain: as [`Ctx::piecewise`].
     pub fn piecewise_linear_pending(
         &mut self,
         x: impl Into<Untruncated>,
@@ -253,7 +261,13 @@ impl Ctx<'_> {
         let p0 = self.is_p0();
         let pw = pe.pw.clone();
         let t = pe.thresholds(f + s);
-        self.compare_products(&x, &t, pe.bits + s, 0)
+        // Bits below 2^−8 of the smallest threshold cannot change more than
+        // a neighbouring segment's line at the knot, so the comparison skips
+        // them (a shallower DCF for a wide pending input).
+        let lo = pe.pw.thresholds.first().copied().unwrap_or(1.0).abs();
+        let coarse = (i64::from(f + s) + lo.log2().floor() as i64 - 8)
+            .clamp(0, i64::from(pe.bits + s) - 2) as u32;
+        self.compare_products(&x, &t, pe.bits + s, coarse)
             .map(move |cp| {
                 let n = cp.value.len();
                 let enc = |d: usize, scale: u32| -> Vec<u64> {
@@ -640,7 +654,8 @@ impl Ctx<'_> {
     /// a pending truncation (for example `scaled(center_rows(x_raw), f,
     /// 1/c)` of a residual-stream value `x_raw` at `2f` bits): the first
     /// opening performs it. The result is returned with its last truncation
-    /// pending (at `f + EXTRA_FRAC` more bits), for a consumer to merge.
+    /// pending (`2f + NORM_INV_FRAC` bits with `γ`, `f + EXTRA_FRAC`
+    /// without), for a consumer to merge.
     ///
     /// Steps, for a pending input: round 1 opens `x − μ + r` once for its
     /// truncation and square (a comparison with no threshold,
@@ -665,12 +680,18 @@ impl Ctx<'_> {
         if let Some(b) = beta {
             attempt!(check_len("layer_norm", "beta", b.len(), c));
         }
-        let s = self.frac_bits() + EXTRA_FRAC;
+        let f = self.frac_bits();
+        // x·γ at 2f times 1/σ at f + NORM_INV_FRAC, or x − μ at f times 1/σ at f + EXTRA_FRAC
+        let s = if gamma.is_some() {
+            2 * f + NORM_INV_FRAC
+        } else {
+            f + EXTRA_FRAC
+        };
         let beta = beta.map(|b| Share::new(tile(b.as_slice(), rows)).scale_int(1 << s));
         self.norm_inverse(&xc, gamma, None, rows, c, params)
-            .then(move |ctx, n| {
-                let num = n.scaled.unwrap_or_else(|| n.centred.into());
-                ctx.mul_rows_pending(&num, &n.inv, rows, c)
+            .then(move |ctx, n| match &n.scaled {
+                Some(xg) => ctx.mul_rows_pending(&xg.into(), &n.narrow(), rows, c),
+                None => ctx.mul_rows_pending(&(&n.centred).into(), &n.inv, rows, c),
             })
             .map(move |y| Untruncated {
                 raw: match beta {
@@ -704,8 +725,10 @@ impl Ctx<'_> {
         let bias = bias.map(|b| Share::new(tile(b.as_slice(), rows)));
         self.norm_inverse(&xc, None, Some(w), rows, c, params)
             .then(move |ctx, n| {
-                let xw = n.product.expect("requested product");
-                ctx.scale_rows(xw, n.inv, rows, out)
+                let xw = n.product.as_ref().expect("requested product");
+                let s = 2 * ctx.frac_bits() + NORM_INV_FRAC;
+                ctx.mul_rows_pending(&xw.into(), &n.narrow(), rows, out)
+                    .then(move |ctx, y| ctx.trunc(&y, s))
             })
             .map(move |y| match bias {
                 Some(b) => y.add(&b),
@@ -736,7 +759,7 @@ impl Ctx<'_> {
         if let Some(b) = bias {
             attempt!(check_len("layer_norm_and_linear", "bias", b.len(), out));
         }
-        let s = self.frac_bits() + EXTRA_FRAC;
+        let s = 2 * self.frac_bits() + NORM_INV_FRAC;
         // the shifts at the products' scale before their pending truncation
         let beta = Share::new(tile(beta.as_slice(), rows)).scale_int(1 << s);
         let bias = bias.map(|b| Share::new(tile(b.as_slice(), rows)).scale_int(1 << s));
@@ -744,8 +767,9 @@ impl Ctx<'_> {
             .then(move |ctx, n| {
                 let scaled = n.scaled.as_ref().expect("scaled");
                 let product = n.product.as_ref().expect("product");
-                let z = ctx.mul_rows_pending(scaled, &n.inv, rows, c);
-                let y = ctx.mul_rows_pending(product, &n.inv, rows, out);
+                let inv = n.narrow();
+                let z = ctx.mul_rows_pending(&scaled.into(), &inv, rows, c);
+                let y = ctx.mul_rows_pending(&product.into(), &inv, rows, out);
                 z.join(y)
             })
             .map(move |(z, y)| {
@@ -797,14 +821,11 @@ impl Ctx<'_> {
                 &pe,
             )
         };
-        let finish = move |xt: Share, p: NormProducts, inv: Untruncated| {
-            let pending = |raw: Share| Untruncated { raw, shift: f };
-            NormInverse {
-                inv,
-                centred: xt,
-                scaled: p.scaled.map(pending),
-                product: p.product.map(pending),
-            }
+        let finish = move |xt: Share, p: NormProducts, inv: Untruncated| NormInverse {
+            inv,
+            centred: xt,
+            scaled: p.scaled,
+            product: p.product,
         };
         if xc.shift == 0 {
             // one opening for the square and every product
@@ -944,14 +965,25 @@ fn exp_squarings(c: &mut Ctx<'_>, y: Untruncated, i: u32, hi: u32) -> Op<Share> 
 }
 
 /// What a LayerNorm's shared part (`Ctx::norm_inverse`) leaves: the
-/// truncated centred rows, their requested products and the rows'
-/// `√c/√u`, the last two with their truncations pending (a row scaling
-/// performs them, [`Ctx::mul_rows_pending`]).
+/// truncated centred rows, their requested products at `2f` bits
+/// (untruncated) and the rows' `√c/√u` with its truncation pending (to
+/// `f + EXTRA_FRAC` bits; [`NormInverse::narrow`] for the products).
 struct NormInverse {
     inv: Untruncated,
     centred: Share,
-    scaled: Option<Untruncated>,
-    product: Option<Untruncated>,
+    scaled: Option<Share>,
+    product: Option<Share>,
+}
+
+impl NormInverse {
+    /// `√c/√u` truncating to `f + NORM_INV_FRAC` bits, to scale the
+    /// `2f`-bit products: their product then fits the ring untruncated.
+    fn narrow(&self) -> Untruncated {
+        Untruncated {
+            raw: self.inv.raw.clone(),
+            shift: self.inv.shift + EXTRA_FRAC - NORM_INV_FRAC,
+        }
+    }
 }
 
 /// Settings of [`Ctx::relu_attention`].
