@@ -786,8 +786,8 @@ impl BlockStage {
         match cfg.attention[self.i][h] {
             AttnKind::ScaleAttn => c.scale_attn(&q, &k, &v, n, d, n),
             AttnKind::Softmax => c
-                .attention_scores(&q, &k, n, d)
-                .then(move |c, s| c.softmax_attention(&s, &v, n, d, p.score_bits)),
+                .attention_scores_untruncated(&q, &k, n, d)
+                .then(move |c, s| c.softmax_attention(s, &v, n, d, p.score_bits)),
             AttnKind::ReluSoftmax => {
                 let rp = ReluAttention {
                     bits: p.score_bits,

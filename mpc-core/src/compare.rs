@@ -496,19 +496,84 @@ impl Ctx<'_> {
         self.relu(&x.sub(&y), bits).map(move |r| y.add(&r))
     }
 
-    /// Maximum of each row of `x` (rows×cols) by a pairwise tree.
+    /// Maximum of each row of `x` (rows×cols) by a pairwise tree, one round
+    /// per level: `max(a, b) = b + [a − b ≥ 0]·(a − b)`, the product coming
+    /// out of the comparison's own opening ([`Ctx::compare_products`] at
+    /// threshold 0). `x` may carry a pending truncation: the first level
+    /// compares the pending differences and truncates `x` beside them;
+    /// returns `x` truncated and the row maxima.
     ///
-    /// Rounds `2·⌈log2 cols⌉`; sends about `(cols − 1)·rows·(8 + 1/8)` bytes
-    /// per party in total. Exact for pairwise differences below 2^(ℓ−1) ulps.
-    pub fn row_max(&mut self, x: &Share, rows: usize, cols: usize, bits: u32) -> Op<Share> {
+    /// With `coarse > 0` a level may pick the smaller of two values less
+    /// than `2^coarse` ulps apart, so the result may lie up to
+    /// `⌈log2 cols⌉·2^coarse` ulps below the true maximum (harmless where
+    /// only an upper region is wanted, as softmax's shift). Rounds
+    /// `⌈log2 cols⌉`; sends about `8·(cols − 1)·rows` bytes per party (plus
+    /// `⌈rows·cols/8⌉` for a pending truncation). Dealer: 2 DCF keys of
+    /// `ℓ − 1 − coarse` levels per comparison to each party (3 on the first
+    /// level with a pending truncation). Exact (with `coarse = 0`) for
+    /// pairwise differences below 2^(ℓ−1) ulps.
+    pub fn row_max(
+        &mut self,
+        x: impl Into<Untruncated>,
+        rows: usize,
+        cols: usize,
+        bits: u32,
+        coarse: u32,
+    ) -> Op<(Share, Share)> {
+        let x: Untruncated = x.into();
         attempt!(crate::error::check_len(
             "row_max",
             "matrix",
-            x.len(),
+            x.raw.len(),
             rows * cols
         ));
-        row_max_level(self, x.as_slice().to_vec(), rows, cols, bits)
+        let s = x.shift;
+        if s == 0 || cols <= 1 {
+            return x.truncate(self).then(move |c, xt| {
+                row_max_level(c, xt.as_slice().to_vec(), rows, cols, bits, coarse)
+                    .map(move |m| (xt, m))
+            });
+        }
+        let (lhs, rhs) = halves(x.raw.as_slice(), rows, cols);
+        let diff = Untruncated {
+            raw: Share::new(lhs).sub(&Share::new(rhs)),
+            shift: s,
+        };
+        let xt = self.trunc(&x.raw, s);
+        xt.join(self.compare_products(&diff, &[0], bits + s, coarse + s))
+            .then(move |c, (xt, cp)| {
+                let (_, rhs) = halves(xt.as_slice(), rows, cols);
+                let m = Share::new(rhs).add(&cp.products[0]);
+                let next = next_level(m.as_slice(), xt.as_slice(), rows, cols);
+                row_max_level(c, next, rows, cols - cols / 2, bits, coarse).map(move |m| (xt, m))
+            })
     }
+}
+
+/// The left and right halves of each row's first `2⌊width/2⌋` values.
+fn halves(cur: &[u64], rows: usize, width: usize) -> (Vec<u64>, Vec<u64>) {
+    let half = width / 2;
+    let mut lhs = Vec::with_capacity(rows * half);
+    let mut rhs = Vec::with_capacity(rows * half);
+    for r in 0..rows {
+        lhs.extend_from_slice(&cur[r * width..r * width + half]);
+        rhs.extend_from_slice(&cur[r * width + half..r * width + 2 * half]);
+    }
+    (lhs, rhs)
+}
+
+/// The next level's rows: each row's pairwise maxima `m`, and its last
+/// value of `cur` when the width is odd.
+fn next_level(m: &[u64], cur: &[u64], rows: usize, width: usize) -> Vec<u64> {
+    let half = width / 2;
+    let mut next = Vec::with_capacity(rows * (width - half));
+    for r in 0..rows {
+        next.extend_from_slice(&m[r * half..(r + 1) * half]);
+        if width % 2 == 1 {
+            next.push(cur[r * width + width - 1]);
+        }
+    }
+    next
 }
 
 /// One level of [`Ctx::row_max`]'s tree on rows of `width` values, then the next.
@@ -518,29 +583,19 @@ fn row_max_level(
     rows: usize,
     width: usize,
     bits: u32,
+    coarse: u32,
 ) -> Op<Share> {
     if width <= 1 {
         return Op::ready(Share::new(cur));
     }
-    let half = width / 2;
-    let mut lhs = Vec::with_capacity(rows * half);
-    let mut rhs = Vec::with_capacity(rows * half);
-    for r in 0..rows {
-        lhs.extend_from_slice(&cur[r * width..r * width + half]);
-        rhs.extend_from_slice(&cur[r * width + half..r * width + 2 * half]);
-    }
-    c.max_pair(&Share::new(lhs), &Share::new(rhs), bits)
-        .then(move |c, m| {
-            let m = m.into_vec();
-            let next_width = width - half;
-            let mut next = Vec::with_capacity(rows * next_width);
-            for r in 0..rows {
-                next.extend_from_slice(&m[r * half..(r + 1) * half]);
-                if width % 2 == 1 {
-                    next.push(cur[r * width + width - 1]);
-                }
-            }
-            row_max_level(c, next, rows, next_width, bits)
+    let (lhs, rhs) = halves(&cur, rows, width);
+    let rhs = Share::new(rhs);
+    let diff = Share::new(lhs).sub(&rhs);
+    c.compare_products(&diff.into(), &[0], bits, coarse)
+        .then(move |c, cp| {
+            let m = rhs.add(&cp.products[0]);
+            let next = next_level(m.as_slice(), &cur, rows, width);
+            row_max_level(c, next, rows, width - width / 2, bits, coarse)
         })
 }
 

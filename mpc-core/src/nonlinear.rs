@@ -31,6 +31,12 @@ pub const NORM_INV_FRAC: u32 = 4;
 /// Segments per octave of the piecewise-linear reciprocal and rsqrt.
 pub const PER_OCTAVE: usize = 10;
 
+/// Low bits the softmax's row maximum ignores ([`Ctx::row_max`] with
+/// `coarse`): the shift it subtracts may lie up to `⌈log2 cols⌉·2^(8−f)`
+/// below the maximum (0.027 for 65 columns at f = 16), which softmax's
+/// shift invariance absorbs; each DCF key is 8 levels shallower.
+pub const SOFTMAX_MAX_COARSE: u32 = 8;
+
 /// Squarings in the exponential's limit approximation `(1 + x/2^k)^(2^k)`.
 pub const EXP_SQUARINGS: u32 = 8;
 
@@ -342,26 +348,27 @@ impl Ctx<'_> {
 
     /// Row softmax of `x` (rows×cols): `exp(x − max) / Σ exp(x − max)`.
     ///
-    /// Steps: row maximum (pairwise tree of ReLUs), [`Ctx::exp_neg`],
-    /// row sums (local), [`Ctx::reciprocal`] on `[1, cols]` (one round, its
+    /// Steps: row maximum ([`Ctx::row_max`], one round per level, ignoring
+    /// the low [`SOFTMAX_MAX_COARSE`] bits), [`Ctx::exp_neg`], row sums
+    /// (local), [`Ctx::reciprocal`] on `[1, 2·cols]` (one round, its
     /// truncation left to the product), one row-broadcast product and a
     /// truncation.
-    /// Rounds `2⌈log2 cols⌉ + k + 1 + 1 + 2` (26 for cols = 65).
+    /// Rounds `⌈log2 cols⌉ + k + 1 + 1 + 2` (19 for cols = 65).
     /// Accuracy: absolute error ≤ 2e-3 per probability for scores whose
     /// pairwise differences stay within `2^(ℓ−1−f)` and above `−2^k`.
     pub fn softmax(&mut self, x: &Share, rows: usize, cols: usize, bits: u32) -> Op<Share> {
         attempt!(check_len("softmax", "scores", x.len(), rows * cols));
-        let x = x.clone();
-        self.row_max(&x, rows, cols, bits)
-            .then(move |c, m| {
+        self.row_max(x, rows, cols, bits, SOFTMAX_MAX_COARSE)
+            .then(move |c, (x, m)| {
                 let d = x.sub(&Share::new(ring::repeat_rows(m.as_slice(), cols)));
                 c.exp_neg(&d)
             })
             .then(move |c, e| {
                 let s = Share::new(ring::row_sums(e.as_slice(), rows, cols));
+                // row sums lie in [1, cols·e^0.03] (the maximum may be a little low)
                 let dom = Domain {
                     lo: 1.0,
-                    hi: cols as f64,
+                    hi: 2.0 * cols as f64,
                 };
                 c.reciprocal_untruncated(&s, dom).map(move |inv| (e, inv))
             })
@@ -457,23 +464,27 @@ impl Ctx<'_> {
     /// `E = exp(S − max)`, so the reciprocal runs beside `E·V` and scales
     /// n×d values instead of n×n.
     ///
-    /// Rounds: the row maximum `2⌈log2 n⌉`, [`Ctx::exp_neg`]'s `k + 1`, then
-    /// 1 (`E·V` ∥ the reciprocal of the row sums on `[1, n]`, both
-    /// truncations left pending) + 2 (row scaling, which performs them, and
-    /// its truncation): 26 for n = 65.
+    /// The scores may carry a pending truncation ([`Ctx::attention_scores_untruncated`]):
+    /// the row maximum's first level performs it.
+    ///
+    /// Rounds: the row maximum `⌈log2 n⌉` (as in [`Ctx::softmax`]),
+    /// [`Ctx::exp_neg`]'s `k + 1`, then 1 (`E·V` ∥ the reciprocal of the
+    /// row sums on `[1, 2n]`, both truncations left pending) + 2 (row
+    /// scaling, which performs them, and its truncation): 19 for n = 65.
     pub fn softmax_attention(
         &mut self,
-        s: &Share,
+        s: impl Into<Untruncated>,
         v: &Share,
         n: usize,
         d: usize,
         bits: u32,
     ) -> Op<Share> {
-        attempt!(check_len("softmax_attention", "scores", s.len(), n * n));
+        let s: Untruncated = s.into();
+        attempt!(check_len("softmax_attention", "scores", s.raw.len(), n * n));
         attempt!(check_len("softmax_attention", "values", v.len(), n * d));
-        let (x, v) = (s.clone(), v.clone());
-        self.row_max(&x, n, n, bits)
-            .then(move |c, m| {
+        let v = v.clone();
+        self.row_max(s, n, n, bits, SOFTMAX_MAX_COARSE)
+            .then(move |c, (x, m)| {
                 let d = x.sub(&Share::new(ring::repeat_rows(m.as_slice(), n)));
                 c.exp_neg(&d)
             })
@@ -482,7 +493,7 @@ impl Ctx<'_> {
                 let sums = Share::new(ring::row_sums(e.as_slice(), n, n));
                 let dom = Domain {
                     lo: 1.0,
-                    hi: n as f64,
+                    hi: 2.0 * n as f64,
                 };
                 let ev = c
                     .matmul_raw(&e, &v, n, n, d)

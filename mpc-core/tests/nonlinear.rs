@@ -166,14 +166,60 @@ fn multi_threshold_comparison_and_row_max() {
     let (rows, cols) = (5, 65);
     let s = uniform(rows * cols, -20.0, 20.0, 13);
     let (got, r) = run(FP, &[&s], |ss, v| {
-        ss.run(|cx| cx.row_max(&v[0], rows, cols, 24))
+        ss.run(|cx| cx.row_max(&v[0], rows, cols, 24, 0).map(|(_, m)| m))
     });
     let want: Vec<f64> = q(&s)
         .chunks(cols)
         .map(|c| c.iter().copied().fold(f64::MIN, f64::max))
         .collect();
     assert_eq!(got, want);
-    assert_eq!(r.online[0].rounds, 2 * 7);
+    // one round per level: each comparison's opening also gives its product
+    assert_eq!(r.online[0].rounds, 7);
+    assert_eq!(r.online[0].bytes_sent as usize, 8 * rows * (cols - 1));
+    let dcf = 23 * 24 + (2 * 23usize).div_ceil(8) + 8;
+    assert_eq!(r.dealer_bytes[0] as usize, rows * (cols - 1) * 2 * dcf);
+
+    // coarse, on scores whose truncation is pending (16 more bits): at most
+    // 7 levels × 2^8 ulps below the maximum (plus 2 ulps either way: the
+    // first level compares the differences before their truncation)
+    let wide = FixedPoint { frac_bits: 2 * F };
+    let enc: Vec<u64> = s.iter().map(|v| wide.encode(*v)).collect();
+    let (s0, s1) = mpc_core::share_secret(
+        &enc,
+        &mut mpc_core::Prg::new(&mpc_core::Seed::for_tests(14)),
+    );
+    let shares = [s0, s1];
+    let pr = mpc_core::local::run_local(FP, |ss| {
+        let x = Untruncated {
+            raw: shares[ss.party().index()].clone(),
+            shift: F,
+        };
+        ss.run(|cx| cx.row_max(x, rows, cols, 24, 8))
+    })
+    .unwrap();
+    let (x0, m0) = &pr.outputs[0];
+    let (x1, m1) = &pr.outputs[1];
+    let xt: Vec<f64> = mpc_core::reconstruct(x0, x1)
+        .iter()
+        .map(|v| FP.decode(*v))
+        .collect();
+    let m: Vec<f64> = mpc_core::reconstruct(m0, m1)
+        .iter()
+        .map(|v| FP.decode(*v))
+        .collect();
+    for (i, row) in xt.chunks(cols).enumerate() {
+        let top = row.iter().copied().fold(f64::MIN, f64::max);
+        assert!(
+            m[i] <= top + 2.0 * ULP && m[i] >= top - (7.0 * 256.0 + 2.0) * ULP,
+            "row {i}: {} vs {top}",
+            m[i]
+        );
+    }
+    assert!(
+        max_abs_diff(&xt, &q(&s)) <= 2.0 * ULP,
+        "the truncated scores"
+    );
+    assert_eq!(pr.online[0].rounds, 7);
 }
 
 #[test]
@@ -310,8 +356,8 @@ fn softmax_matches_plaintext_with_counts() {
     let mut w = cols;
     while w > 1 {
         let m = rows * (w / 2);
-        bytes += 8 * m + m.div_ceil(8);
-        rounds += 2;
+        bytes += 8 * m;
+        rounds += 1;
         w -= w / 2;
     }
     bytes += 8 * 8 * n + n.div_ceil(8);
