@@ -890,6 +890,9 @@ pub struct InferenceCost {
     pub rounds: u64,
     /// Bytes the dealer sends to party 0 and to party 1.
     pub dealer_bytes: [u64; 2],
+    /// Rounds and bytes of party 0 by operator kind (a round shared by
+    /// several kinds counts for each; see [`mpc_core::OpProfile`]).
+    pub by_op: Vec<(&'static str, mpc_core::OpCost)>,
     /// The reconstructed logits.
     pub logits: Vec<f32>,
 }
@@ -904,13 +907,27 @@ pub fn measure_inference(model: &Model, image: &[f32]) -> Result<InferenceCost> 
     let shares = split_weights(model, params.fp, &mut prg);
     let input = split_input(image, params.fp, &mut prg);
     let load = run_local(params.fp, |s| {
-        SecureModel::prepare(s, &shares[s.party().index()], params).map(|_| ())
+        SecureModel::prepare(s, &shares[s.party().index()], params)?;
+        Ok::<_, ModelError>(s.profile().clone())
     })?;
     let full = run_local(params.fp, |s| {
         let p = s.party().index();
-        SecureModel::prepare(s, &shares[p], params)?.forward(s, &input[p])
+        let out = SecureModel::prepare(s, &shares[p], params)?.forward(s, &input[p])?;
+        Ok::<_, ModelError>((out, s.profile().clone()))
     })?;
-    let [out0, out1] = &full.outputs;
+    let [(out0, profile), (out1, _)] = &full.outputs;
+    let loaded = &load.outputs[0];
+    let by_op = profile
+        .iter()
+        .filter_map(|(name, cost)| {
+            let before = loaded.get(name).copied().unwrap_or_default();
+            let cost = mpc_core::OpCost {
+                rounds: cost.rounds - before.rounds,
+                bytes: cost.bytes - before.bytes,
+            };
+            (cost.rounds > 0).then_some((*name, cost))
+        })
+        .collect();
     let logits = params
         .fp
         .decode_all(&mpc_core::reconstruct(out0, out1))
@@ -933,6 +950,7 @@ pub fn measure_inference(model: &Model, image: &[f32]) -> Result<InferenceCost> 
             full.dealer_bytes[0] - load.dealer_bytes[0],
             full.dealer_bytes[1] - load.dealer_bytes[1],
         ],
+        by_op,
         logits,
     })
 }

@@ -52,5 +52,5 @@ pub use feed::{ChannelFeed, DealerFeed, StreamedPool};
 pub use fixed::FixedPoint;
 pub use op::Op;
 pub use prg::{Prg, Seed};
-pub use session::{Ctx, Session};
+pub use session::{Ctx, OpCost, OpProfile, Session};
 pub use share::{Party, Share, reconstruct, share_secret};

@@ -30,6 +30,10 @@ type Next<T> = Box<dyn FnOnce(&mut Ctx<'_>, &[u8]) -> Op<T> + Send>;
 /// A computation that needs the context before its next message exists.
 type Defer<T> = Box<dyn FnOnce(&mut Ctx<'_>) -> Op<T> + Send>;
 
+/// The operators whose messages travel in one exchange: each one's name and
+/// bytes, in message order (one entry unless operators were joined).
+pub(crate) type Parts = Vec<(&'static str, usize)>;
+
 /// A secure computation yet to run (see the module doc).
 #[must_use = "an Op does nothing until it is run by Session::run"]
 pub struct Op<T> {
@@ -47,7 +51,7 @@ enum State<T> {
     /// Waiting on one exchange: `msg` goes out, the peer's message of the
     /// same length comes back and goes to `next`.
     Wait {
-        op: &'static str,
+        parts: Parts,
         msg: Vec<u8>,
         next: Next<T>,
     },
@@ -59,7 +63,10 @@ impl<T> std::fmt::Debug for Op<T> {
             State::Ready(_) => write!(f, "Op(ready)"),
             State::Failed(e) => write!(f, "Op(failed: {e})"),
             State::Defer(_) => write!(f, "Op(deferred)"),
-            State::Wait { op, msg, .. } => write!(f, "Op({op}: {} bytes out)", msg.len()),
+            State::Wait { parts, msg, .. } => {
+                let names: Vec<&str> = parts.iter().map(|(n, _)| *n).collect();
+                write!(f, "Op({}: {} bytes out)", names.join("+"), msg.len())
+            }
         }
     }
 }
@@ -68,9 +75,9 @@ impl<T> std::fmt::Debug for Op<T> {
 pub(crate) enum Step<T> {
     /// The result.
     Done(Result<T>),
-    /// Send `msg` (operator `op`), hand the reply to `next`.
+    /// Send `msg` (made of `parts`), hand the reply to `next`.
     Exchange {
-        op: &'static str,
+        parts: Parts,
         msg: Vec<u8>,
         next: Next<T>,
     },
@@ -100,7 +107,22 @@ impl<T: Send + 'static> Op<T> {
     ) -> Self {
         Op {
             state: State::Wait {
-                op,
+                parts: vec![(op, msg.len())],
+                msg,
+                next: Box::new(next),
+            },
+        }
+    }
+
+    /// A waiting operator made of several joined ones.
+    fn waiting(
+        parts: Parts,
+        msg: Vec<u8>,
+        next: impl FnOnce(&mut Ctx<'_>, &[u8]) -> Op<T> + Send + 'static,
+    ) -> Self {
+        Op {
+            state: State::Wait {
+                parts,
                 msg,
                 next: Box::new(next),
             },
@@ -133,8 +155,8 @@ impl<T: Send + 'static> Op<T> {
             State::Ready(v) => f(v).into(),
             State::Failed(e) => Op::fail(e),
             State::Defer(d) => Op::deferred(move |c| d(c).try_map(f)),
-            State::Wait { op, msg, next } => {
-                Op::exchange(op, msg, move |c, peer| next(c, peer).try_map(f))
+            State::Wait { parts, msg, next } => {
+                Op::waiting(parts, msg, move |c, peer| next(c, peer).try_map(f))
             }
         }
     }
@@ -150,8 +172,8 @@ impl<T: Send + 'static> Op<T> {
             State::Ready(v) => Op::deferred(move |c| f(c, v)),
             State::Failed(e) => Op::fail(e),
             State::Defer(d) => Op::deferred(move |c| d(c).then(f)),
-            State::Wait { op, msg, next } => {
-                Op::exchange(op, msg, move |c, peer| next(c, peer).then(f))
+            State::Wait { parts, msg, next } => {
+                Op::waiting(parts, msg, move |c, peer| next(c, peer).then(f))
             }
         }
     }
@@ -175,18 +197,21 @@ impl<T: Send + 'static> Op<T> {
             }
             (
                 Wait {
-                    op,
+                    parts: mut pa,
                     msg: ma,
                     next: na,
                 },
                 Wait {
-                    msg: mb, next: nb, ..
+                    parts: pb,
+                    msg: mb,
+                    next: nb,
                 },
             ) => {
                 let split = ma.len();
                 let mut msg = ma;
                 msg.extend(mb);
-                Op::exchange(op, msg, move |c, peer| {
+                pa.extend(pb);
+                Op::waiting(pa, msg, move |c, peer| {
                     let (pa, pb) = peer.split_at(split);
                     let a = na(c, pa);
                     let b = nb(c, pb);
@@ -228,18 +253,21 @@ impl<T: Send + 'static> Op<T> {
         }
         let mut msg = Vec::new();
         let mut parts = Vec::with_capacity(waiting.len());
-        let mut name = "";
+        let mut names = Parts::new();
         for (i, op) in waiting {
-            let State::Wait { op, msg: m, next } = op.state else {
+            let State::Wait {
+                parts: p,
+                msg: m,
+                next,
+            } = op.state
+            else {
                 unreachable!("only waiting ops are left")
             };
-            if name.is_empty() {
-                name = op;
-            }
+            names.extend(p);
             parts.push((i, m.len(), next));
             msg.extend(m);
         }
-        Op::exchange(name, msg, move |c, peer| {
+        Op::waiting(names, msg, move |c, peer| {
             let mut at = 0;
             let mut stepped = Vec::with_capacity(parts.len());
             for (i, len, next) in parts {
@@ -264,7 +292,7 @@ impl<T: Send + 'static> Op<T> {
         match self.force(c).state {
             State::Ready(v) => Step::Done(Ok(v)),
             State::Failed(e) => Step::Done(Err(e)),
-            State::Wait { op, msg, next } => Step::Exchange { op, msg, next },
+            State::Wait { parts, msg, next } => Step::Exchange { parts, msg, next },
             State::Defer(_) => unreachable!("forced"),
         }
     }

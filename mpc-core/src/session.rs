@@ -111,11 +111,26 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// Rounds and bytes of one operator kind (the name its exchanges carry,
+/// such as `"trunc"` or `"compare-products"`) over a session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpCost {
+    /// Rounds in which this kind sent something (a round shared by several
+    /// kinds counts for each of them).
+    pub rounds: u64,
+    /// Bytes this kind sent.
+    pub bytes: u64,
+}
+
+/// Rounds and bytes by operator kind, as [`Session::run`] recorded them.
+pub type OpProfile = std::collections::BTreeMap<&'static str, OpCost>;
+
 /// One party's state for a secure computation: a [`Ctx`] and the link to
 /// the peer. [`Session::run`] is the synchronous driver of [`Op`]s.
 pub struct Session<'a> {
     ctx: Ctx<'a>,
     ch: &'a mut dyn Channel,
+    profile: OpProfile,
 }
 
 impl std::fmt::Debug for Session<'_> {
@@ -137,7 +152,13 @@ impl<'a> Session<'a> {
         Session {
             ctx: Ctx::new(party, fp, src),
             ch,
+            profile: OpProfile::new(),
         }
+    }
+
+    /// Rounds and bytes by operator kind of everything run so far.
+    pub fn profile(&self) -> &OpProfile {
+        &self.profile
     }
 
     /// This party.
@@ -172,18 +193,30 @@ impl<'a> Session<'a> {
         loop {
             match op.step(&mut self.ctx) {
                 Step::Done(r) => return r,
-                Step::Exchange {
-                    op: name,
-                    msg,
-                    next,
-                } => {
+                Step::Exchange { parts, msg, next } => {
                     let peer = if msg.is_empty() {
                         Vec::new()
                     } else {
-                        channel::exchange_bytes(self.ch, name, msg)?
+                        self.record(&parts);
+                        channel::exchange_bytes(self.ch, parts[0].0, msg)?
                     };
                     op = next(&mut self.ctx, &peer);
                 }
+            }
+        }
+    }
+}
+
+impl Session<'_> {
+    /// Count one exchange: a round for each kind in it, and its bytes.
+    fn record(&mut self, parts: &crate::op::Parts) {
+        let mut seen: Vec<&'static str> = Vec::with_capacity(parts.len());
+        for (name, bytes) in parts {
+            let cost = self.profile.entry(name).or_default();
+            cost.bytes += *bytes as u64;
+            if !seen.contains(name) {
+                seen.push(name);
+                cost.rounds += 1;
             }
         }
     }

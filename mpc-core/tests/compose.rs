@@ -147,3 +147,33 @@ fn library_attention_matches_the_reference_with_heads_side_by_side() {
         assert!(err < 2e-3 + 16.0 * ULP, "head {h}: error {err}");
     }
 }
+
+#[test]
+fn the_session_profile_counts_each_kind_once_per_round_it_is_in() {
+    let x = uniform(40, -4.0, 4.0, 5);
+    let n = x.len();
+    let profiles = mpc_core::local::run_local(FP, |s| {
+        let v = Share::new(vec![FP.encode(0.5); n]);
+        // a product (mul, then trunc) beside a truncation alone, then a truncation
+        s.run(|c| {
+            let a = c.mul(&v, &v);
+            let b = c.trunc(&v, 3);
+            a.join(b).then(|c, (a, _)| c.trunc(&a, 2))
+        })?;
+        Ok::<_, MpcError>(s.profile().clone())
+    })
+    .unwrap();
+    let p = &profiles.outputs[0];
+    let (mul, trunc) = (p["mul"], p["trunc"]);
+    assert_eq!(mul.rounds, 1);
+    assert_eq!(mul.bytes, 16 * n as u64);
+    // round 1 holds the product's opening and the lone truncation, round 2
+    // the product's truncation, round 3 the last: three rounds of "trunc"
+    assert_eq!(profiles.online[0].rounds, 3);
+    assert_eq!(trunc.rounds, 3);
+    assert_eq!(trunc.bytes, 3 * n.div_ceil(8) as u64);
+    assert_eq!(
+        p.values().map(|c| c.bytes).sum::<u64>(),
+        profiles.online[0].bytes_sent
+    );
+}
