@@ -163,10 +163,11 @@ impl Ctx<'_> {
     /// evaluation gives shares of `borrow·Y_j` and with them `b_j·Y_j` and
     /// `b_j·v = P·b_j − b_j·Y₁ + wrap(m)·b_j·Y₂` (local).
     ///
-    /// Rounds 1; bytes `8n` per party. Dealer per element: 3 DCF keys of
-    /// `ℓ − 1 − coarse` levels to each party (2 with nothing pending) and
-    /// `40` bytes to party 1 (`16` with nothing pending). CPU: 3 (2) DCF
-    /// evaluations per element and threshold. Domain: `|x − t| < 2^(ℓ−1)`
+    /// Rounds 1; bytes `8n` per party. Dealer per element: one DCF key of
+    /// `ℓ − 1 − coarse` levels with a 3-word payload (2 with nothing
+    /// pending; `16 + 8w` bytes per level) to each party and `40` bytes to
+    /// party 1 (`16` with nothing pending). CPU: one evaluation of 3 (2) AES
+    /// blocks per level per element and threshold. Domain: `|x − t| < 2^(ℓ−1)`
     /// ulps of `x` for every threshold, `|x| < 2^62`.
     pub fn compare_products(
         &mut self,
@@ -225,22 +226,19 @@ impl Ctx<'_> {
                 let m = crate::ring::add(&mine, &other);
                 let (mask, half, low) = (low_mask(bits), 1u64 << (bits - 1), low_mask(bits - 1));
                 let k = thresholds.len();
-                // Points key by key: element i's threshold j, payload word q.
-                let pts = n * k * w;
-                let mut xs = Vec::with_capacity(pts);
-                let mut key_of = Vec::with_capacity(pts);
+                // Points key by key: element i's threshold j; w words out per point.
+                let mut xs = Vec::with_capacity(n * k);
+                let mut key_of = Vec::with_capacity(n * k);
                 let mut tops = Vec::with_capacity(n * k);
                 for (i, mi) in m.iter().enumerate() {
                     for t in &thresholds {
                         let y = (mi & mask).wrapping_sub(*t).wrapping_add(half) & mask;
                         tops.push(y >> (bits - 1));
-                        for q in 0..w {
-                            xs.push((y & low) >> coarse);
-                            key_of.push(i * w + q);
-                        }
+                        xs.push((y & low) >> coarse);
+                        key_of.push(i);
                     }
                 }
-                let mut d = vec![0u64; pts];
+                let mut d = vec![0u64; n * k * w];
                 if !recording {
                     dcf::eval_batch(party, &roots, &cws, &key_of, &xs, &mut d);
                 }

@@ -32,48 +32,101 @@ pub(crate) fn cipher() -> &'static Aes128 {
     })
 }
 
-/// One tree node's expansion: seeds, values and control bits for both children.
+/// Value blocks per node for payloads of `width` words: one block holding
+/// both children's word for width 1, else `⌈width/2⌉` blocks per child.
+fn value_blocks(width: usize) -> usize {
+    if width == 1 { 1 } else { 2 * width.div_ceil(2) }
+}
+
+/// Value blocks a point evaluates per level (its side's).
+fn side_blocks(width: usize) -> usize {
+    if width == 1 { 1 } else { width.div_ceil(2) }
+}
+
+/// The tweak of child `side`'s `i`-th value block.
+fn value_tweak(width: usize, side: usize, i: usize) -> u8 {
+    if width == 1 {
+        2
+    } else {
+        (2 + side * width.div_ceil(2) + i) as u8
+    }
+}
+
+/// Word `q` of child `side` from that child's value blocks `vals` (MMO
+/// outputs, in [`value_tweak`] order; for width 1, the one shared block).
+fn value_word(width: usize, vals: &[[u8; 16]], side: usize, q: usize) -> u64 {
+    let (b, half) = if width == 1 {
+        (0, side)
+    } else {
+        (q / 2, q % 2)
+    };
+    u64::from_le_bytes(vals[b][8 * half..8 * half + 8].try_into().expect("8 bytes"))
+}
+
+/// Matyas–Meyer–Oseas: `E(seed ⊕ tweak) ⊕ (seed ⊕ tweak)`.
+fn mmo(enc: &GenericArray<u8, aes::cipher::consts::U16>, seed: &Block, tweak: u8) -> [u8; 16] {
+    let mut input = *seed;
+    input[0] ^= tweak;
+    let mut out = [0u8; 16];
+    for j in 0..16 {
+        out[j] = enc[j] ^ input[j];
+    }
+    out
+}
+
+/// One tree node's expansion: seeds and control bits of both children.
 struct Expanded {
     s: [Block; 2],
-    v: [u64; 2],
     t: [u8; 2],
 }
 
-fn expand(seed: &Block) -> Expanded {
-    let mut blocks = [GenericArray::from(*seed); 3];
+fn seeds_of(left: [u8; 16], right: [u8; 16]) -> Expanded {
+    let mut out = [left, right];
+    let t = [out[0][0] & 1, out[1][0] & 1];
+    out[0][0] &= 0xfe;
+    out[1][0] &= 0xfe;
+    Expanded { s: out, t }
+}
+
+/// A node's full expansion for `width`-word payloads: children's seeds and
+/// control bits, and the value blocks of both children.
+fn expand(seed: &Block, width: usize) -> (Expanded, Vec<[u8; 16]>) {
+    let vb = value_blocks(width);
+    let mut blocks = vec![GenericArray::from(*seed); 2 + vb];
     for (i, b) in blocks.iter_mut().enumerate() {
         b[0] ^= i as u8;
     }
     cipher().encrypt_blocks(&mut blocks);
-    expanded(&blocks, seed)
+    let e = seeds_of(mmo(&blocks[0], seed, 0), mmo(&blocks[1], seed, 1));
+    let vals = (0..vb)
+        .map(|i| mmo(&blocks[2 + i], seed, (2 + i) as u8))
+        .collect();
+    (e, vals)
 }
 
-/// The node expansion from the encryptions of `seed ⊕ 0`, `seed ⊕ 1`,
-/// `seed ⊕ 2` (Matyas–Meyer–Oseas: each output is XORed with its input).
-fn expanded(enc: &[GenericArray<u8, aes::cipher::consts::U16>], seed: &Block) -> Expanded {
-    let mut out = [[0u8; 16]; 3];
-    for i in 0..3 {
-        let mut input = *seed;
-        input[0] ^= i as u8;
-        for j in 0..16 {
-            out[i][j] = enc[i][j] ^ input[j];
-        }
-    }
-    let t = [out[0][0] & 1, out[1][0] & 1];
-    out[0][0] &= 0xfe;
-    out[1][0] &= 0xfe;
-    Expanded {
-        s: [out[0], out[1]],
-        v: [
-            u64::from_le_bytes(out[2][..8].try_into().expect("8 bytes")),
-            u64::from_le_bytes(out[2][8..].try_into().expect("8 bytes")),
-        ],
-        t,
+/// Child `side`'s value blocks out of a node's full list.
+fn side_values(width: usize, vals: &[[u8; 16]], side: usize) -> &[[u8; 16]] {
+    if width == 1 {
+        vals
+    } else {
+        let k = width.div_ceil(2);
+        &vals[side * k..(side + 1) * k]
     }
 }
 
-fn convert(s: &Block) -> u64 {
-    u64::from_le_bytes(s[..8].try_into().expect("8 bytes"))
+/// Word `q` of a leaf's output from its final seed: the seed's low and high
+/// halves, then the MMO blocks of tweak 2, 3, … (words 2 and on).
+fn leaf_word(seed: &Block, q: usize) -> u64 {
+    if q < 2 {
+        return u64::from_le_bytes(seed[8 * q..8 * q + 8].try_into().expect("8 bytes"));
+    }
+    let tweak = 2 + (q - 2) / 2;
+    let mut b = GenericArray::from(*seed);
+    b[0] ^= tweak as u8;
+    cipher().encrypt_block(&mut b);
+    let out = mmo(&b, seed, tweak as u8);
+    let half = (q - 2) % 2;
+    u64::from_le_bytes(out[8 * half..8 * half + 8].try_into().expect("8 bytes"))
 }
 
 fn xor(a: &Block, b: &Block) -> Block {
@@ -88,38 +141,59 @@ fn sign(t: u8) -> u64 {
     if t == 0 { 1 } else { u64::MAX }
 }
 
-/// The correction words of a batch of keys of one depth, kept as their wire
-/// bytes (no allocation per key; evaluation reads them in place). Both
-/// parties hold the same words. `Debug` is opaque.
+/// The correction words of a batch of keys of one depth and payload width,
+/// kept as their wire bytes (no allocation per key; evaluation reads them in
+/// place). Both parties hold the same words. `Debug` is opaque.
 ///
 /// Layout of key `i` (each [`DcfKeys::wire_len`] bytes, at `i·wire_len`):
-/// `bits` seed corrections (16 bytes each), `bits` value corrections (8
-/// bytes each), the `2·bits` control-bit corrections packed (bit `2l` = t_L,
-/// `2l + 1` = t_R of level `l`), and the final value correction (8 bytes).
+/// `bits` seed corrections (16 bytes each), `bits` value corrections
+/// (`8·width` bytes each, word by word), the `2·bits` control-bit
+/// corrections packed (bit `2l` = t_L, `2l + 1` = t_R of level `l`), and the
+/// final value correction (`8·width` bytes).
 #[derive(Clone, PartialEq, Eq)]
 pub struct DcfKeys {
     bits: u32,
+    width: usize,
     bytes: Vec<u8>,
 }
 
 impl std::fmt::Debug for DcfKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DcfKeys(<{} keys of {} levels>)", self.len(), self.bits)
+        write!(
+            f,
+            "DcfKeys(<{} keys of {} levels, {} words>)",
+            self.len(),
+            self.bits,
+            self.width
+        )
     }
 }
 
 impl DcfKeys {
-    /// Bytes of one key's correction words for `bits`-bit inputs.
+    /// Bytes of one key's correction words for `bits`-bit inputs and a
+    /// one-word payload.
     pub fn wire_len(bits: u32) -> usize {
-        bits as usize * 24 + (2 * bits as usize).div_ceil(8) + 8
+        Self::wire_len_of(bits, 1)
     }
 
-    /// Keys read from their wire bytes (a whole number of keys), or `None`.
+    /// Bytes of one key's correction words for `bits`-bit inputs and a
+    /// `width`-word payload: `bits·(16 + 8·width) + ⌈2·bits/8⌉ + 8·width`.
+    pub fn wire_len_of(bits: u32, width: usize) -> usize {
+        bits as usize * (16 + 8 * width) + (2 * bits as usize).div_ceil(8) + 8 * width
+    }
+
+    /// Keys of a one-word payload read from their wire bytes (a whole number
+    /// of keys), or `None`.
     pub fn from_bytes(bits: u32, bytes: Vec<u8>) -> Option<DcfKeys> {
+        Self::from_bytes_of(bits, 1, bytes)
+    }
+
+    /// Keys of a `width`-word payload read from their wire bytes, or `None`.
+    pub fn from_bytes_of(bits: u32, width: usize, bytes: Vec<u8>) -> Option<DcfKeys> {
         bytes
             .len()
-            .is_multiple_of(Self::wire_len(bits))
-            .then_some(DcfKeys { bits, bytes })
+            .is_multiple_of(Self::wire_len_of(bits, width))
+            .then_some(DcfKeys { bits, width, bytes })
     }
 
     /// The wire bytes.
@@ -137,9 +211,14 @@ impl DcfKeys {
         self.bits
     }
 
+    /// Payload words.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.bytes.len() / Self::wire_len(self.bits)
+        self.bytes.len() / Self::wire_len_of(self.bits, self.width)
     }
 
     /// True when there are no keys.
@@ -149,16 +228,23 @@ impl DcfKeys {
 
     /// `n` keys of zero corrections (used when recording a plan).
     pub fn placeholder(bits: u32, n: usize) -> DcfKeys {
+        Self::placeholder_of(bits, 1, n)
+    }
+
+    /// `n` keys of zero corrections with a `width`-word payload.
+    pub fn placeholder_of(bits: u32, width: usize, n: usize) -> DcfKeys {
         DcfKeys {
             bits,
-            bytes: vec![0; n * Self::wire_len(bits)],
+            width,
+            bytes: vec![0; n * Self::wire_len_of(bits, width)],
         }
     }
 
     fn key(&self, i: usize) -> KeyRef<'_> {
-        let w = Self::wire_len(self.bits);
+        let w = Self::wire_len_of(self.bits, self.width);
         KeyRef {
             n: self.bits as usize,
+            width: self.width,
             b: &self.bytes[i * w..(i + 1) * w],
         }
     }
@@ -168,6 +254,7 @@ impl DcfKeys {
 #[derive(Clone, Copy)]
 struct KeyRef<'a> {
     n: usize,
+    width: usize,
     b: &'a [u8],
 }
 
@@ -175,17 +262,17 @@ impl KeyRef<'_> {
     fn seed(&self, l: usize) -> u128 {
         u128::from_le_bytes(self.b[16 * l..16 * l + 16].try_into().expect("16 bytes"))
     }
-    fn value(&self, l: usize) -> u64 {
-        let at = 16 * self.n + 8 * l;
+    fn value(&self, l: usize, q: usize) -> u64 {
+        let at = 16 * self.n + 8 * (self.width * l + q);
         u64::from_le_bytes(self.b[at..at + 8].try_into().expect("8 bytes"))
     }
     /// Bit 0 = t_L correction, bit 1 = t_R correction.
     fn tbits(&self, l: usize) -> u8 {
-        (self.b[24 * self.n + (2 * l) / 8] >> ((2 * l) % 8)) & 3
+        (self.b[(16 + 8 * self.width) * self.n + (2 * l) / 8] >> ((2 * l) % 8)) & 3
     }
-    fn last(&self) -> u64 {
-        let at = self.b.len() - 8;
-        u64::from_le_bytes(self.b[at..].try_into().expect("8 bytes"))
+    fn last(&self, q: usize) -> u64 {
+        let at = self.b.len() - 8 * (self.width - q);
+        u64::from_le_bytes(self.b[at..at + 8].try_into().expect("8 bytes"))
     }
 }
 
@@ -196,9 +283,7 @@ pub fn generate(bits: u32, alpha: u64, beta: u64, root0: &Block, root1: &Block) 
 }
 
 /// Generate many key pairs (key `i` for `β_i·[x < α_i]` from roots
-/// `roots0[i]`, `roots1[i]`). The trees are walked level by level for a
-/// chunk of keys at a time so that AES runs over long buffers (pipelined
-/// AES-NI): 6 blocks per key and level. Same output as one key at a time.
+/// `roots0[i]`, `roots1[i]`). See [`generate_batch_of`].
 pub fn generate_batch(
     bits: u32,
     alphas: &[u64],
@@ -206,56 +291,91 @@ pub fn generate_batch(
     roots0: &[Block],
     roots1: &[Block],
 ) -> DcfKeys {
+    generate_batch_of(bits, 1, alphas, betas, roots0, roots1)
+}
+
+/// Generate many key pairs with `width`-word payloads: key `i` for
+/// `β_i·[x < α_i]` with `β_i = betas[i·width..(i + 1)·width]`. The trees are
+/// walked level by level for a chunk of keys at a time so that AES runs
+/// over long buffers (pipelined AES-NI): `2·(2 + value blocks)` blocks per
+/// key and level (6 for one or two words, 10 for three or four). Same
+/// output as one key at a time.
+pub fn generate_batch_of(
+    bits: u32,
+    width: usize,
+    alphas: &[u64],
+    betas: &[u64],
+    roots0: &[Block],
+    roots1: &[Block],
+) -> DcfKeys {
     assert!((1..=64).contains(&bits), "dcf: {bits} input bits");
+    assert!((1..=8).contains(&width), "dcf: payload of {width} words");
     let k = alphas.len();
     assert!(
-        betas.len() == k && roots0.len() == k && roots1.len() == k,
+        betas.len() == k * width && roots0.len() == k && roots1.len() == k,
         "dcf generate: inputs differ in length"
     );
     let n = bits as usize;
-    let w = DcfKeys::wire_len(bits);
-    let mut bytes = vec![0u8; k * w];
+    let wl = DcfKeys::wire_len_of(bits, width);
+    let vb = value_blocks(width);
+    let per = 2 + vb;
+    let mut bytes = vec![0u8; k * wl];
     const CHUNK: usize = 512;
-    let mut buf = vec![GenericArray::from([0u8; 16]); 6 * CHUNK];
+    let mut buf = vec![GenericArray::from([0u8; 16]); 2 * per * CHUNK];
     for start in (0..k).step_by(CHUNK) {
         let end = (start + CHUNK).min(k);
         let m = end - start;
         let mut s: Vec<[Block; 2]> = (start..end).map(|i| [roots0[i], roots1[i]]).collect();
         let mut t = vec![[0u8, 1u8]; m];
-        let mut v_alpha = vec![0u64; m];
+        let mut v_alpha = vec![0u64; m * width];
         for lvl in 0..n {
-            for (six, sk) in buf.chunks_exact_mut(6).zip(&s) {
+            for (blocks, sk) in buf.chunks_exact_mut(2 * per).zip(&s) {
                 for b in 0..2 {
-                    for i in 0..3 {
+                    for i in 0..per {
                         let mut blk = sk[b];
                         blk[0] ^= i as u8;
-                        six[3 * b + i] = GenericArray::from(blk);
+                        blocks[per * b + i] = GenericArray::from(blk);
                     }
                 }
             }
-            cipher().encrypt_blocks(&mut buf[..6 * m]);
+            cipher().encrypt_blocks(&mut buf[..2 * per * m]);
             for j in 0..m {
                 let key = start + j;
-                let e = [
-                    expanded(&buf[6 * j..6 * j + 3], &s[j][0]),
-                    expanded(&buf[6 * j + 3..6 * j + 6], &s[j][1]),
-                ];
+                let enc = &buf[2 * per * j..2 * per * (j + 1)];
+                let mut e = Vec::with_capacity(2);
+                let mut vals = Vec::with_capacity(2);
+                for b in 0..2 {
+                    let sb = &s[j][b];
+                    let x = &enc[per * b..per * (b + 1)];
+                    e.push(seeds_of(mmo(&x[0], sb, 0), mmo(&x[1], sb, 1)));
+                    vals.push(
+                        (0..vb)
+                            .map(|i| mmo(&x[2 + i], sb, (2 + i) as u8))
+                            .collect::<Vec<_>>(),
+                    );
+                }
                 let a = ((alphas[key] >> (n - 1 - lvl)) & 1) as usize;
                 let (keep, lose) = (a, 1 - a);
                 let s_cw = xor(&e[0].s[lose], &e[1].s[lose]);
                 let sg = sign(t[j][1]);
-                let mut v_cw = sg.wrapping_mul(
-                    e[1].v[lose]
-                        .wrapping_sub(e[0].v[lose])
-                        .wrapping_sub(v_alpha[j]),
-                );
-                if lose == 0 {
-                    v_cw = v_cw.wrapping_add(sg.wrapping_mul(betas[key]));
+                let out = &mut bytes[key * wl..(key + 1) * wl];
+                for q in 0..width {
+                    let word = |b: usize, side: usize| {
+                        value_word(width, side_values(width, &vals[b], side), side, q)
+                    };
+                    let va = &mut v_alpha[j * width + q];
+                    let mut v_cw = sg
+                        .wrapping_mul(word(1, lose).wrapping_sub(word(0, lose)).wrapping_sub(*va));
+                    if lose == 0 {
+                        v_cw = v_cw.wrapping_add(sg.wrapping_mul(betas[key * width + q]));
+                    }
+                    *va = va
+                        .wrapping_sub(word(1, keep))
+                        .wrapping_add(word(0, keep))
+                        .wrapping_add(sg.wrapping_mul(v_cw));
+                    let at = 16 * n + 8 * (width * lvl + q);
+                    out[at..at + 8].copy_from_slice(&v_cw.to_le_bytes());
                 }
-                v_alpha[j] = v_alpha[j]
-                    .wrapping_sub(e[1].v[keep])
-                    .wrapping_add(e[0].v[keep])
-                    .wrapping_add(sg.wrapping_mul(v_cw));
                 let t_cw = [
                     e[0].t[0] ^ e[1].t[0] ^ a as u8 ^ 1,
                     e[0].t[1] ^ e[1].t[1] ^ a as u8,
@@ -268,37 +388,39 @@ pub fn generate_batch(
                     };
                     t[j][b] = e[b].t[keep] ^ (t[j][b] & t_cw[keep]);
                 }
-                let out = &mut bytes[key * w..(key + 1) * w];
                 out[16 * lvl..16 * lvl + 16].copy_from_slice(&s_cw);
-                out[16 * n + 8 * lvl..16 * n + 8 * lvl + 8].copy_from_slice(&v_cw.to_le_bytes());
-                out[24 * n + (2 * lvl) / 8] |= (t_cw[0] | (t_cw[1] << 1)) << ((2 * lvl) % 8);
+                out[(16 + 8 * width) * n + (2 * lvl) / 8] |=
+                    (t_cw[0] | (t_cw[1] << 1)) << ((2 * lvl) % 8);
             }
         }
         for j in 0..m {
             let key = start + j;
-            let last = sign(t[j][1]).wrapping_mul(
-                convert(&s[j][1])
-                    .wrapping_sub(convert(&s[j][0]))
-                    .wrapping_sub(v_alpha[j]),
-            );
-            bytes[(key + 1) * w - 8..(key + 1) * w].copy_from_slice(&last.to_le_bytes());
+            for q in 0..width {
+                let last = sign(t[j][1]).wrapping_mul(
+                    leaf_word(&s[j][1], q)
+                        .wrapping_sub(leaf_word(&s[j][0], q))
+                        .wrapping_sub(v_alpha[j * width + q]),
+                );
+                let at = (key + 1) * wl - 8 * (width - q);
+                bytes[at..at + 8].copy_from_slice(&last.to_le_bytes());
+            }
         }
     }
-    DcfKeys { bits, bytes }
+    DcfKeys { bits, width, bytes }
 }
 
 /// Party `party`'s share of `β_k·[x < α_k]` at the public point `x` (low
-/// `bits` bits used) for key `k` of `keys`. The readable reference of
-/// [`eval_batch`].
-pub fn eval(party: usize, root: &Block, keys: &DcfKeys, k: usize, x: u64) -> u64 {
+/// `bits` bits used) for key `k` of `keys`, one word per payload word. The
+/// readable reference of [`eval_batch`].
+pub fn eval_words(party: usize, root: &Block, keys: &DcfKeys, k: usize, x: u64) -> Vec<u64> {
     let key = keys.key(k);
-    let n = key.n;
+    let (n, width) = (key.n, key.width);
     let mut s = *root;
     let mut t = party as u8;
-    let mut v = 0u64;
+    let mut v = vec![0u64; width];
     let sg = if party == 0 { 1u64 } else { u64::MAX };
     for i in 0..n {
-        let mut e = expand(&s);
+        let (mut e, vals) = expand(&s, width);
         if t == 1 {
             let cs = key.seed(i).to_le_bytes();
             e.s[0] = xor(&e.s[0], &cs);
@@ -307,22 +429,34 @@ pub fn eval(party: usize, root: &Block, keys: &DcfKeys, k: usize, x: u64) -> u64
             e.t[1] ^= key.tbits(i) >> 1;
         }
         let side = ((x >> (n - 1 - i)) & 1) as usize;
-        let add = e.v[side].wrapping_add(if t == 1 { key.value(i) } else { 0 });
-        v = v.wrapping_add(sg.wrapping_mul(add));
+        for (q, vq) in v.iter_mut().enumerate() {
+            let word = value_word(width, side_values(width, &vals, side), side, q);
+            let add = word.wrapping_add(if t == 1 { key.value(i, q) } else { 0 });
+            *vq = vq.wrapping_add(sg.wrapping_mul(add));
+        }
         s = e.s[side];
         t = e.t[side];
     }
-    let add = convert(&s).wrapping_add(if t == 1 { key.last() } else { 0 });
-    v.wrapping_add(sg.wrapping_mul(add))
+    for (q, vq) in v.iter_mut().enumerate() {
+        let add = leaf_word(&s, q).wrapping_add(if t == 1 { key.last(q) } else { 0 });
+        *vq = vq.wrapping_add(sg.wrapping_mul(add));
+    }
+    v
+}
+
+/// [`eval_words`] of a one-word key.
+pub fn eval(party: usize, root: &Block, keys: &DcfKeys, k: usize, x: u64) -> u64 {
+    eval_words(party, root, keys, k, x)[0]
 }
 
 /// Evaluate many points at once: point `p` uses key `key_of[p]` (its root
 /// seed in `roots` and its correction words in `keys`) at input `xs[p]`;
-/// writes party `party`'s output shares to `out`. Same result as calling
-/// [`eval`] per point, but the tree is walked level by level for a batch of
-/// points so that AES runs over long buffers (pipelined AES-NI), and only
-/// the two blocks a point needs per level are encrypted (its side's seed
-/// and the value block), with branch-free corrections.
+/// writes party `party`'s output shares to `out` (`width` words per point,
+/// point-major). Same result as calling [`eval_words`] per point, but the
+/// tree is walked level by level for a batch of points so that AES runs over
+/// long buffers (pipelined AES-NI), and only the blocks a point needs per
+/// level are encrypted (its side's seed and value blocks: 2 for one or two
+/// words, 3 for three or four), with branch-free corrections.
 pub fn eval_batch(
     party: usize,
     roots: &[Block],
@@ -331,16 +465,19 @@ pub fn eval_batch(
     xs: &[u64],
     out: &mut [u64],
 ) {
+    let width = keys.width;
     assert_eq!(
         key_of.len(),
         xs.len(),
         "dcf batch: keys and points differ in length"
     );
-    assert_eq!(out.len(), xs.len(), "dcf batch: output length");
+    assert_eq!(out.len(), xs.len() * width, "dcf batch: output length");
     const CHUNK: usize = 1024;
     let sg = if party == 0 { 1u64 } else { u64::MAX };
     let bits = keys.bits as usize;
-    let mut buf = vec![GenericArray::from([0u8; 16]); 2 * CHUNK];
+    let sb = side_blocks(width);
+    let per = 1 + sb;
+    let mut buf = vec![GenericArray::from([0u8; 16]); per * CHUNK];
     for start in (0..xs.len()).step_by(CHUNK) {
         let end = (start + CHUNK).min(xs.len());
         let m = end - start;
@@ -351,43 +488,53 @@ pub fn eval_batch(
             .map(|&k| u128::from_le_bytes(roots[k]))
             .collect();
         let mut t = vec![party as u8; m];
-        let mut v = vec![0u64; m];
+        let mut v = vec![0u64; m * width];
         for lvl in 0..bits {
             let shift = bits - 1 - lvl;
-            for ((pair, sq), x) in buf.chunks_exact_mut(2).zip(&s).zip(xs) {
-                let side = ((x >> shift) & 1) as u128;
-                pair[0] = GenericArray::from((sq ^ side).to_le_bytes());
-                pair[1] = GenericArray::from((sq ^ 2).to_le_bytes());
-            }
-            cipher().encrypt_blocks(&mut buf[..2 * m]);
-            let points = buf
-                .chunks_exact(2)
-                .zip(s.iter_mut())
-                .zip(t.iter_mut())
-                .zip(v.iter_mut())
-                .zip(ks.iter().zip(xs));
-            for ((((pair, sq), tq), vq), (key, x)) in points {
+            for ((blocks, sq), x) in buf.chunks_exact_mut(per).zip(&s).zip(xs) {
                 let side = ((x >> shift) & 1) as usize;
-                let mut seed = u128::from_le_bytes(pair[0].into()) ^ *sq ^ side as u128;
+                blocks[0] = GenericArray::from((sq ^ side as u128).to_le_bytes());
+                for i in 0..sb {
+                    let tw = value_tweak(width, side, i) as u128;
+                    blocks[1 + i] = GenericArray::from((sq ^ tw).to_le_bytes());
+                }
+            }
+            cipher().encrypt_blocks(&mut buf[..per * m]);
+            for (p, blocks) in buf.chunks_exact(per).take(m).enumerate() {
+                let (key, x, sq) = (&ks[p], xs[p], s[p]);
+                let side = ((x >> shift) & 1) as usize;
+                let mut seed = u128::from_le_bytes(blocks[0].into()) ^ sq ^ side as u128;
                 let mut tb = (seed & 1) as u8;
                 seed &= !1;
-                let mut val =
-                    ((u128::from_le_bytes(pair[1].into()) ^ *sq ^ 2) >> (64 * side)) as u64;
+                let tq = t[p];
                 // Apply the level's correction when t = 1, without a branch.
-                let mask = 0u64.wrapping_sub(*tq as u64);
+                let mask = 0u64.wrapping_sub(tq as u64);
+                for q in 0..width {
+                    let (b, half) = if width == 1 {
+                        (0, side)
+                    } else {
+                        (q / 2, q % 2)
+                    };
+                    let tw = value_tweak(width, side, b) as u128;
+                    let val = ((u128::from_le_bytes(blocks[1 + b].into()) ^ sq ^ tw) >> (64 * half))
+                        as u64;
+                    let val = val.wrapping_add(key.value(lvl, q) & mask);
+                    let vq = &mut v[p * width + q];
+                    *vq = vq.wrapping_add(sg.wrapping_mul(val));
+                }
                 seed ^= key.seed(lvl) & (mask as u128 | (mask as u128) << 64);
-                tb ^= (key.tbits(lvl) >> side) & *tq;
-                val = val.wrapping_add(key.value(lvl) & mask);
-                *vq = vq.wrapping_add(sg.wrapping_mul(val));
-                *sq = seed;
-                *tq = tb;
+                tb ^= (key.tbits(lvl) >> side) & tq;
+                s[p] = seed;
+                t[p] = tb;
             }
         }
-        for ((((o, sq), tq), vq), key) in
-            out[start..end].iter_mut().zip(&s).zip(&t).zip(&v).zip(&ks)
-        {
-            let add = (*sq as u64).wrapping_add(if *tq == 1 { key.last() } else { 0 });
-            *o = vq.wrapping_add(sg.wrapping_mul(add));
+        for p in 0..m {
+            let seed = s[p].to_le_bytes();
+            for q in 0..width {
+                let last = if t[p] == 1 { ks[p].last(q) } else { 0 };
+                let add = leaf_word(&seed, q).wrapping_add(last);
+                out[(start + p) * width + q] = v[p * width + q].wrapping_add(sg.wrapping_mul(add));
+            }
         }
     }
 }
@@ -478,6 +625,57 @@ mod tests {
             for (p, &o) in out.iter().enumerate() {
                 let k = key_of[p];
                 assert_eq!(o, eval(party, &party_roots[k], &cws, k, xs[p]), "point {p}");
+            }
+        }
+    }
+
+    #[test]
+    fn vector_payloads_match_per_word_keys_and_batches() {
+        for width in [2usize, 3, 4] {
+            let bits = 13;
+            let keys = 40;
+            let r0: Vec<Block> = (0..keys).map(|k| [k as u8 ^ 0x11; 16]).collect();
+            let r1: Vec<Block> = (0..keys).map(|k| [k as u8 ^ 0x77; 16]).collect();
+            let alphas: Vec<u64> = (0..keys as u64)
+                .map(|k| (k * 613 + 5) % (1 << bits))
+                .collect();
+            let betas: Vec<u64> = (0..(keys * width) as u64)
+                .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+                .collect();
+            let cws = generate_batch_of(bits, width, &alphas, &betas, &r0, &r1);
+            assert_eq!(
+                cws.as_bytes().len(),
+                keys * DcfKeys::wire_len_of(bits, width)
+            );
+            let xs: Vec<u64> = (0..keys as u64 * 5)
+                .map(|p| {
+                    let k = p / 5;
+                    // around α and elsewhere
+                    (alphas[k as usize] + (p % 5)).wrapping_sub(2) % (1 << bits)
+                })
+                .collect();
+            let key_of: Vec<usize> = (0..xs.len()).map(|p| p / 5).collect();
+            let mut out = [vec![0u64; xs.len() * width], vec![0u64; xs.len() * width]];
+            for (party, roots) in [(0, &r0), (1, &r1)] {
+                eval_batch(party, roots, &cws, &key_of, &xs, &mut out[party]);
+            }
+            for (p, &x) in xs.iter().enumerate() {
+                let k = key_of[p];
+                let one = eval_words(0, &r0[k], &cws, k, x);
+                for q in 0..width {
+                    assert_eq!(
+                        out[0][p * width + q],
+                        one[q],
+                        "width {width} point {p} word {q}"
+                    );
+                    let y = out[0][p * width + q].wrapping_add(out[1][p * width + q]);
+                    let want = if x < alphas[k] {
+                        betas[k * width + q]
+                    } else {
+                        0
+                    };
+                    assert_eq!(y, want, "width {width} key {k} x {x} word {q}");
+                }
             }
         }
     }

@@ -166,12 +166,11 @@ pub enum Request {
     /// For a comparison whose bits multiply the compared value in the same
     /// round (see `Ctx::compare_products`): a 64-bit mask `R` whose low
     /// `bits` bits `r` mask the comparison, shares of `msb_bits(r)`, and a
-    /// DCF key of payload width `w` per element for `[x < r mod 2^(bits−1)]`
+    /// DCF key with a `w`-word payload per element for `[x < r mod 2^(bits−1)]`
     /// on the top `bits − 1 − coarse` of those bits, with payloads `β`,
     /// `β·Y₁` (and `β·Y₂`), `β = 1 − 2·msb_bits(r)`; with `trunc = s > 0`,
     /// `Y₁ = R >> s`, `Y₂ = msb(R)` (w = 3) and shares of both, else
-    /// `Y₁ = R` (w = 2); and shares of `msb_bits(r)·Y_j`. The `w` keys of an
-    /// element are stored one after another.
+    /// `Y₁ = R` (w = 2); and shares of `msb_bits(r)·Y_j`.
     CompareProducts {
         /// Elements.
         n: usize,
@@ -184,7 +183,7 @@ pub enum Request {
     },
 }
 
-/// DCF keys per element of a [`Request::CompareProducts`] (its payload width).
+/// Payload words of a [`Request::CompareProducts`]'s DCF key.
 pub(crate) fn product_keys(trunc: u32) -> usize {
     if trunc > 0 { 3 } else { 2 }
 }
@@ -293,7 +292,7 @@ impl Request {
                 coarse,
                 trunc,
             } => {
-                let keys = n * product_keys(trunc) * DcfKeys::wire_len(bits - 1 - coarse);
+                let keys = n * DcfKeys::wire_len_of(bits - 1 - coarse, product_keys(trunc));
                 let words = if trunc > 0 { 5 } else { 2 };
                 keys + if p1 { 8 * n * words } else { 0 }
             }
@@ -568,8 +567,8 @@ pub fn draw(req: &Request, party: Party, prg: &mut Prg) -> Material {
                 top: some(prg, t),
                 msb_high: own_c(prg, n),
                 msb_top: some(prg, t),
-                roots: (0..n * product_keys(trunc)).map(|_| prg.block()).collect(),
-                cws: DcfKeys::placeholder(bits - 1, 0),
+                roots: (0..n).map(|_| prg.block()).collect(),
+                cws: DcfKeys::placeholder_of(bits - 1, product_keys(trunc), 0),
             }
         }
     }
@@ -978,7 +977,7 @@ impl Dealer {
                 let (bits, coarse, trunc) = (*bits, *coarse, *trunc);
                 let w = product_keys(trunc);
                 let r = ring::add(&r0, &r1);
-                let mut alphas = Vec::with_capacity(w * r.len());
+                let mut alphas = Vec::with_capacity(r.len());
                 let mut betas = Vec::with_capacity(w * r.len());
                 let (mut msb, mut high, mut top) = (Vec::new(), Vec::new(), Vec::new());
                 for &full in &r {
@@ -988,15 +987,15 @@ impl Dealer {
                     let y1 = if trunc > 0 { full >> trunc } else { full };
                     let y2 = full >> 63;
                     let alpha = (low & low_mask(bits - 1)) >> coarse;
-                    for (j, y) in [1, y1, y2].into_iter().take(w).enumerate() {
-                        alphas.push(alpha);
-                        betas.push(if j == 0 { beta } else { beta.wrapping_mul(y) });
+                    alphas.push(alpha);
+                    for y in [1, y1, y2].into_iter().take(w) {
+                        betas.push(beta.wrapping_mul(y));
                     }
                     msb.push(m);
                     high.push(y1);
                     top.push(y2);
                 }
-                let keys = dcf::generate_batch(bits - 1 - coarse, &alphas, &betas, &s0, &s1);
+                let keys = dcf::generate_batch_of(bits - 1 - coarse, w, &alphas, &betas, &s0, &s1);
                 let to_both = keys.into_bytes();
                 let mut to_p1 = to_both.clone();
                 let mut put = |full: Vec<u64>, mine: &[u64]| {
@@ -1118,9 +1117,10 @@ impl MaterialGen {
                 },
             ) => {
                 let depth = bits - 1 - coarse;
-                let at = n * product_keys(*trunc) * DcfKeys::wire_len(depth);
-                *cws =
-                    DcfKeys::from_bytes(depth, msg[..at].to_vec()).expect("length checked above");
+                let w = product_keys(*trunc);
+                let at = n * DcfKeys::wire_len_of(depth, w);
+                *cws = DcfKeys::from_bytes_of(depth, w, msg[..at].to_vec())
+                    .expect("length checked above");
                 if p1 {
                     let mut rest = &msg[at..];
                     for v in [r_msb, high, top, msb_high, msb_top] {
@@ -1309,7 +1309,7 @@ impl CorrelationSource for Recorder {
             },
         ) = (&mut m, &req)
         {
-            *cws = DcfKeys::placeholder(bits - 1 - coarse, r.len() * product_keys(*trunc));
+            *cws = DcfKeys::placeholder_of(bits - 1 - coarse, product_keys(*trunc), r.len());
         }
         self.plan.push(req);
         Ok(m)

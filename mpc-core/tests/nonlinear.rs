@@ -176,8 +176,9 @@ fn multi_threshold_comparison_and_row_max() {
     // one round per level: each comparison's opening also gives its product
     assert_eq!(r.online[0].rounds, 7);
     assert_eq!(r.online[0].bytes_sent as usize, 8 * rows * (cols - 1));
-    let dcf = 23 * 24 + (2 * 23usize).div_ceil(8) + 8;
-    assert_eq!(r.dealer_bytes[0] as usize, rows * (cols - 1) * 2 * dcf);
+    // one key per comparison with a two-word payload: 32 bytes per level
+    let dcf = 23 * 32 + (2 * 23usize).div_ceil(8) + 16;
+    assert_eq!(r.dealer_bytes[0] as usize, rows * (cols - 1) * dcf);
 
     // coarse, on scores whose truncation is pending (16 more bits): at most
     // 7 levels × 2^8 ulps below the maximum (plus 2 ulps either way: the
@@ -267,7 +268,8 @@ fn reciprocal_and_rsqrt_meet_1e3_relative_in_two_rounds() {
     let n = x.len();
     let xq = q(&x);
     let l = (12 + F + 2 - 1) as usize;
-    let dcf = l * 24 + (2 * l).div_ceil(8) + 8;
+    // one key per element with a two-word payload (bits, bits·x)
+    let dcf = l * 32 + (2 * l).div_ceil(8) + 16;
     let (got, r) = run_at(FP, F + EXTRA_FRAC, &[&x], |s, v| {
         s.run(|cx| cx.reciprocal(&v[0], dom))
     });
@@ -278,9 +280,9 @@ fn reciprocal_and_rsqrt_meet_1e3_relative_in_two_rounds() {
         assert_eq!(p.rounds, 2);
         assert_eq!(p.bytes_sent as usize, 8 * n + n.div_ceil(8));
     }
-    // two DCF keys per element (bits, bits·x) and the truncation's 8 bytes
-    assert_eq!(r.dealer_bytes[0] as usize, n * 2 * dcf);
-    assert_eq!(r.dealer_bytes[1] as usize, n * (2 * dcf + 16 + 8));
+    // and the truncation's 8 bytes
+    assert_eq!(r.dealer_bytes[0] as usize, n * dcf);
+    assert_eq!(r.dealer_bytes[1] as usize, n * (dcf + 16 + 8));
     // with the input's truncation pending, the same opening performs it
     let wide = FixedPoint { frac_bits: 2 * F };
     let x_enc: Vec<u64> = x.iter().map(|v| wide.encode(*v)).collect();
@@ -327,8 +329,8 @@ fn reciprocal_and_rsqrt_meet_1e3_relative_in_two_rounds() {
     // 16 bits wider, but the comparison ignores the bits below 2^−8 of the
     // smallest threshold (1/256): 16 of them
     let lw = l + F as usize - 16;
-    let dcf = lw * 24 + (2 * lw).div_ceil(8) + 8;
-    assert_eq!(pr.dealer_bytes[1] as usize, n * (3 * dcf + 40 + 8));
+    let dcf = lw * 40 + (2 * lw).div_ceil(8) + 24;
+    assert_eq!(pr.dealer_bytes[1] as usize, n * (dcf + 40 + 8));
     let (got, r) = run_at(FP, F + EXTRA_FRAC, &[&x], |s, v| {
         s.run(|cx| cx.rsqrt(&v[0], dom))
     });
@@ -523,10 +525,10 @@ fn layer_norm_matches_plaintext_with_counts() {
     let lo = c as f64 * (p.var.lo + p.eps);
     let coarse = (2 * F as i64 + lo.log2().floor() as i64 - 8) as usize;
     let l = bits - 1 - coarse;
-    let dcf = l * 24 + (2 * l).div_ceil(8) + 8;
+    let dcf = l * 40 + (2 * l).div_ceil(8) + 24;
     // the opening's square 32n, x·γ 8n, the row product 16n (+16 per row),
-    // the truncation 8n; per row three DCF keys and 40 bytes
-    assert_eq!(r.dealer_bytes[1] as usize, 64 * n + rows * (3 * dcf + 56));
+    // the truncation 8n; per row a DCF key with a three-word payload and 40 bytes
+    assert_eq!(r.dealer_bytes[1] as usize, 64 * n + rows * (dcf + 56));
 }
 
 proptest! {
