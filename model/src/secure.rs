@@ -16,7 +16,9 @@
 //! reciprocal and rsqrt piecewise linearly (relative error ≤ 1e-3 on their domains).
 
 use mpc_core::arith::Untruncated;
-use mpc_core::nonlinear::{Domain, LayerNormParams, ROW_SUMS, ReluAttention, center_rows, tile};
+use mpc_core::nonlinear::{
+    Domain, EXTRA_FRAC, LayerNormParams, ROW_SUMS, ReluAttention, center_rows, tile,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -48,6 +50,13 @@ pub struct SecureParams {
     pub layer_norm: LayerNormParams,
     /// Range of ReLU-softmax row sums.
     pub row_sums: Domain,
+    /// Fold the output projection into the values of the ReLU-softmax and
+    /// Softmax heads (`R·(V·W_h)`, so the attention feeds the residual with
+    /// no projection round: 2 rounds less per block) when `C ≤ fold_ratio ·
+    /// head_dim`; it costs `8·n·(C − d)` bytes more per such head twice
+    /// (the product's and the row scaling's openings) and `n²·(C − d)` more
+    /// multiply-adds, so it pays where heads are wide. 0 never folds.
+    pub fold_ratio: usize,
 }
 
 impl Default for SecureParams {
@@ -59,6 +68,7 @@ impl Default for SecureParams {
             relu_bits: 26,
             layer_norm: LayerNormParams::default(),
             row_sums: ROW_SUMS,
+            fold_ratio: 4,
         }
     }
 }
@@ -453,15 +463,27 @@ struct PreparedLinear {
 
 /// The weights of a model in load order, each as `(share, rows, cols)`,
 /// numbered for the dealer by their position.
-struct WeightList<'a>(Vec<(&'a Share, usize, usize)>);
+struct WeightList(Vec<(Share, usize, usize)>);
 
-impl<'a> WeightList<'a> {
-    fn push(&mut self, w: &'a Share, k: usize, n: usize) {
-        self.0.push((w, k, n));
+impl WeightList {
+    fn push(&mut self, w: &Share, k: usize, n: usize) {
+        self.0.push((w.clone(), k, n));
     }
 
-    fn linear(&mut self, l: &'a LinearShare) {
+    fn linear(&mut self, l: &LinearShare) {
         self.push(&l.weight, l.in_features, l.out_features);
+    }
+
+    /// A linear layer's weight (`in × out`) as `heads` slices of `in/heads`
+    /// rows each: head `h`'s rows of the output projection.
+    fn head_rows(&mut self, l: &LinearShare, heads: usize) {
+        let d = l.in_features / heads;
+        for h in 0..heads {
+            let rows = l
+                .weight
+                .slice(h * d * l.out_features..(h + 1) * d * l.out_features);
+            self.0.push((rows, d, l.out_features));
+        }
     }
 
     /// Mask every weight in one round.
@@ -477,6 +499,15 @@ impl<'a> WeightList<'a> {
 }
 
 #[derive(Clone, Debug)]
+enum Projection {
+    Whole(PreparedLinear),
+    PerHead {
+        rows: Vec<MaskedWeight>,
+        bias: Option<Share>,
+    },
+}
+
+#[derive(Clone, Debug)]
 struct PreparedNorm {
     gamma: MaskedWeight,
     beta: Share,
@@ -485,7 +516,9 @@ struct PreparedNorm {
 #[derive(Clone, Debug)]
 struct PreparedBlock {
     qkv: PreparedLinear,
-    proj: PreparedLinear,
+    /// The output projection, whole or (folded, see
+    /// [`SecureParams::fold_ratio`]) as one masked `d × C` slice per head.
+    proj: Projection,
     norm1: PreparedNorm,
     ffn_in: PreparedLinear,
     linear2: PreparedLinear,
@@ -539,11 +572,17 @@ impl SecureModel {
                 s.frac_bits()
             )));
         }
+        let cfg = &shares.config;
+        let fold = folds(cfg, &params);
         let mut list = WeightList(Vec::new());
         list.linear(&shares.conv);
         for b in &shares.blocks {
             list.linear(&b.qkv);
-            list.linear(&b.proj);
+            if fold {
+                list.head_rows(&b.proj, cfg.heads);
+            } else {
+                list.linear(&b.proj);
+            }
             list.push(&b.norm1.gamma, 1, b.norm1.gamma.len());
             list.linear(&b.ffn_in);
             list.linear(&b.linear2);
@@ -559,7 +598,14 @@ impl SecureModel {
         let mut blocks = Vec::with_capacity(shares.blocks.len());
         for b in &shares.blocks {
             let qkv = linear(mask(), &b.qkv);
-            let proj = linear(mask(), &b.proj);
+            let proj = if fold {
+                Projection::PerHead {
+                    rows: (0..cfg.heads).map(|_| mask()).collect(),
+                    bias: b.proj.bias.clone(),
+                }
+            } else {
+                Projection::Whole(linear(mask(), &b.proj))
+            };
             let norm1 = PreparedNorm {
                 gamma: mask(),
                 beta: b.norm1.beta.clone(),
@@ -670,7 +716,7 @@ impl SecureModel {
     fn head(&self, c: &mut Ctx<'_>, x_raw: &Untruncated) -> Op<(Share, Share)> {
         let dim = self.config.dim;
         let p = layer_norm_params(&self.config, &self.params);
-        let xc = centred(&x_raw.raw.slice(0..dim), 1, dim, x_raw.shift);
+        let (xc, p) = centred(&x_raw.raw.slice(0..dim), 1, dim, x_raw.shift, p);
         let logits = c.layer_norm_linear(xc, &self.fc.w, self.fc.bias.as_ref(), 1, dim, p);
         x_raw.clone().truncate(c).join(logits)
     }
@@ -704,15 +750,16 @@ impl BlockStage {
     fn run(&self, c: &mut Ctx<'_>, x_raw: &Untruncated) -> Op<(Share, BlockParts, Untruncated)> {
         let (n, dim, f) = (self.cfg.num_tokens(), self.cfg.dim, c.frac_bits());
         let (me, me2) = (self.clone(), self.clone());
-        let xc = centred(&x_raw.raw, n, dim, x_raw.shift);
+        let lnp = layer_norm_params(&self.cfg, &self.params);
+        let (xc, pre) = centred(&x_raw.raw, n, dim, x_raw.shift, lnp);
         let x = x_raw.clone().truncate(c);
-        x.join(self.attention(c, xc))
-            .then(move |c, (x, attn_raw)| {
-                let raw = x.scale_int(1 << f).add(&attn_raw);
-                let xc = centred(&raw, n, dim, f);
+        x.join(self.attention(c, xc, pre))
+            .then(move |c, (x, (attn_raw, extra))| {
+                // the residual at f + extra bits (extra = f, or f + EXTRA_FRAC when folded)
+                let raw = x.scale_int(1 << extra).add(&attn_raw);
+                let (xc, lnp) = centred(&raw, n, dim, extra, lnp);
                 let blk = &me.blk;
-                let lnp = layer_norm_params(&me.cfg, &me.params);
-                let residual = c.trunc(&raw, f);
+                let residual = c.trunc(&raw, extra);
                 let norm = c
                     .layer_norm_and_linear(
                         xc,
@@ -743,28 +790,96 @@ impl BlockStage {
 
     /// Attention branch: LayerNorm and qkv (one operator), then every head
     /// by the library's operator for its kind, all heads side by side
-    /// (`Op::all`), then the projection, returned untruncated (`2f` bits).
-    fn attention(&self, c: &mut Ctx<'_>, xc: Untruncated) -> Op<Share> {
+    /// (`Op::all`), then the projection; returned untruncated with its
+    /// scale above `f` bits: `f` (the projection after the heads) or `f +
+    /// EXTRA_FRAC` (folded into the heads' values, [`BlockStage::folded_head`]).
+    fn attention(
+        &self,
+        c: &mut Ctx<'_>,
+        xc: Untruncated,
+        lnp: LayerNormParams,
+    ) -> Op<(Share, u32)> {
         let (n, dim) = (self.cfg.num_tokens(), self.cfg.dim);
-        let lnp = layer_norm_params(&self.cfg, &self.params);
         let qkv = &self.blk.qkv;
         let me = self.clone();
         c.layer_norm_linear(xc, &qkv.w, qkv.bias.as_ref(), n, dim, lnp)
             .then(move |c, qkv| {
-                let heads = (0..me.cfg.heads).map(|h| me.head(c, &qkv, h)).collect();
-                Op::all(heads).then(move |c, outs| {
-                    let d = me.cfg.head_dim();
-                    // Concatenate heads: token t, head h → columns h·d..(h+1)·d.
-                    let mut concat = vec![0u64; n * dim];
-                    for (h, o) in outs.iter().enumerate() {
-                        for t in 0..n {
-                            concat[t * dim + h * d..t * dim + (h + 1) * d]
-                                .copy_from_slice(&o.as_slice()[t * d..(t + 1) * d]);
-                        }
+                let f = c.frac_bits();
+                match &me.blk.proj {
+                    Projection::Whole(proj) => {
+                        let proj = proj.clone();
+                        let heads = (0..me.cfg.heads).map(|h| me.head(c, &qkv, h)).collect();
+                        Op::all(heads).then(move |c, outs| {
+                            let d = me.cfg.head_dim();
+                            // Concatenate heads: token t, head h → columns h·d..(h+1)·d.
+                            let mut concat = vec![0u64; n * dim];
+                            for (h, o) in outs.iter().enumerate() {
+                                for t in 0..n {
+                                    concat[t * dim + h * d..t * dim + (h + 1) * d]
+                                        .copy_from_slice(&o.as_slice()[t * d..(t + 1) * d]);
+                                }
+                            }
+                            linear_raw(c, &Share::new(concat), n, &proj).map(move |y| (y, f))
+                        })
                     }
-                    linear_raw(c, &Share::new(concat), n, &me.blk.proj)
-                })
+                    Projection::PerHead { rows, bias } => {
+                        let s = f + EXTRA_FRAC;
+                        let bias = bias
+                            .as_ref()
+                            .map(|b| Share::new(tile(b.as_slice(), n)).scale_int(1 << s));
+                        let heads = (0..me.cfg.heads)
+                            .map(|h| me.folded_head(c, &qkv, h, &rows[h]))
+                            .collect();
+                        Op::all(heads).map(move |outs| {
+                            let mut sum = bias.unwrap_or_else(|| Share::zeros(n * dim));
+                            for o in &outs {
+                                sum = sum.add(o);
+                            }
+                            (sum, s)
+                        })
+                    }
+                }
             })
+    }
+
+    /// Head `h` with its rows `w` of the output projection folded in
+    /// (n × C at `2f + EXTRA_FRAC` bits, untruncated): ReLU-softmax and
+    /// Softmax heads attend over the values `V·W_h` (computed beside the
+    /// scores' comparison) and leave the row scaling's product pending;
+    /// ScaleAttn heads project their output (`·2^EXTRA_FRAC` to match).
+    fn folded_head(&self, c: &mut Ctx<'_>, qkv: &Share, h: usize, w: &MaskedWeight) -> Op<Share> {
+        let cfg = &self.cfg;
+        let (n, dim, d) = (cfg.num_tokens(), cfg.dim, cfg.head_dim());
+        let [q, k, v] = head_columns(qkv, n, dim, d, h);
+        let p = self.params;
+        let w = w.clone();
+        match cfg.attention[self.i][h] {
+            AttnKind::ScaleAttn => c
+                .scale_attn(&q, &k, &v, n, d, n)
+                .then(move |c, o| c.weight_matmul_raw(&o, n, &w))
+                .map(|y| y.scale_int(1 << EXTRA_FRAC)),
+            AttnKind::Softmax => c
+                .attention_scores_untruncated(&q, &k, n, d)
+                .then(move |c, s| {
+                    let vw = c.weight_matmul(&v, n, &w);
+                    c.softmax_attention_untruncated(s, vw, n, dim, p.score_bits)
+                })
+                .map(|y| y.raw),
+            AttnKind::ReluSoftmax => {
+                let rp = ReluAttention {
+                    bits: p.score_bits,
+                    coarse: p.score_coarse,
+                    eps: f64::from(cfg.relu_softmax_eps),
+                    row_sum: p.row_sums,
+                };
+                c.attention_scores_untruncated(&q, &k, n, d)
+                    .then(move |c, s| {
+                        let vw = c.weight_matmul(&v, n, &w);
+                        c.relu_attention_untruncated(s, vw, n, dim, rp)
+                    })
+                    .map(|y| y.raw)
+            }
+        }
     }
 
     /// Head `h` of the attention on the qkv rows (N × 3C): ReLU-softmax,
@@ -772,16 +887,7 @@ impl BlockStage {
     fn head(&self, c: &mut Ctx<'_>, qkv: &Share, h: usize) -> Op<Share> {
         let cfg = &self.cfg;
         let (n, dim, d) = (cfg.num_tokens(), cfg.dim, cfg.head_dim());
-        let column = |sel: usize| -> Share {
-            let q = qkv.as_slice();
-            let mut m = Vec::with_capacity(n * d);
-            for t in 0..n {
-                let start = t * 3 * dim + sel * dim + h * d;
-                m.extend_from_slice(&q[start..start + d]);
-            }
-            Share::new(m)
-        };
-        let (q, k, v) = (column(0), column(1), column(2));
+        let [q, k, v] = head_columns(qkv, n, dim, d, h);
         let p = self.params;
         match cfg.attention[self.i][h] {
             AttnKind::ScaleAttn => c.scale_attn(&q, &k, &v, n, d, n),
@@ -855,11 +961,56 @@ fn layer_norm_params(cfg: &ModelConfig, params: &SecureParams) -> LayerNormParam
     }
 }
 
-/// The centred rows `x − μ` of a residual-stream value `raw` (rows × C at
-/// `f + extra` bits), from `center_rows` with the `1/C` folded in, with the
-/// truncation pending: the LayerNorm's first opening performs it.
-fn centred(raw: &Share, rows: usize, dim: usize, extra: u32) -> Untruncated {
-    mpc_core::arith::scaled(&center_rows(raw, rows, dim), extra, 1.0 / dim as f64)
+/// The centred rows of a residual-stream value `raw` (rows × C at `f +
+/// extra` bits) for a LayerNorm, scaled by `k = C / 2^⌈log2 C⌉` ∈ (1/2, 1]:
+/// `center_rows` gives `C·(x − μ)` exactly, and the division by
+/// `2^⌈log2 C⌉` joins the pending truncation (the LayerNorm's first opening
+/// performs it), so no scale factor multiplies the rows on the way (which
+/// would cost the ring 14 bits). With it, the LayerNorm settings for rows
+/// scaled by `k`: eps and the variance domain times `k²`, so that
+/// `LN(k·(x − μ)) = LN(x − μ)`.
+fn centred(
+    raw: &Share,
+    rows: usize,
+    dim: usize,
+    extra: u32,
+    p: LayerNormParams,
+) -> (Untruncated, LayerNormParams) {
+    let b = dim.next_power_of_two().trailing_zeros();
+    let k2 = (dim as f64 / f64::from(1u32 << b)).powi(2);
+    let scaled = LayerNormParams {
+        eps: p.eps * k2,
+        var: Domain {
+            lo: p.var.lo * k2,
+            hi: p.var.hi * k2,
+        },
+    };
+    let xc = Untruncated {
+        raw: center_rows(raw, rows, dim),
+        shift: extra + b,
+    };
+    (xc, scaled)
+}
+
+/// Head `h`'s queries, keys and values (n × d each) from the qkv rows
+/// (n × 3C; output channel `s·C + h·d + j` for s = q/k/v).
+fn head_columns(qkv: &Share, n: usize, dim: usize, d: usize, h: usize) -> [Share; 3] {
+    let column = |sel: usize| -> Share {
+        let q = qkv.as_slice();
+        let mut m = Vec::with_capacity(n * d);
+        for t in 0..n {
+            let start = t * 3 * dim + sel * dim + h * d;
+            m.extend_from_slice(&q[start..start + d]);
+        }
+        Share::new(m)
+    };
+    [column(0), column(1), column(2)]
+}
+
+/// Whether the blocks fold the output projection into the heads' values
+/// (see [`SecureParams::fold_ratio`]).
+fn folds(cfg: &ModelConfig, params: &SecureParams) -> bool {
+    params.fold_ratio > 0 && cfg.dim <= params.fold_ratio * cfg.head_dim()
 }
 
 /// `x·W + b` for `m` rows, untruncated (`2f` bits; the bias is shifted up to match).

@@ -442,12 +442,31 @@ impl Ctx<'_> {
         d: usize,
         p: ReluAttention,
     ) -> Op<Share> {
+        self.relu_attention_untruncated(s, Op::ready(v.clone()), n, d, p)
+            .then(|c, y| y.truncate(c))
+    }
+
+    /// [`Ctx::relu_attention`] without its last truncation: the row
+    /// scaling's product at `2f + EXTRA_FRAC` bits, `f + EXTRA_FRAC`
+    /// pending (rounds 4), with the values given as an operator that runs
+    /// beside the ReLU: for example the values already through the head's
+    /// rows of the output projection (`V·W_h`, n×C), so the attention
+    /// output feeds the residual with no projection round after it.
+    pub fn relu_attention_untruncated(
+        &mut self,
+        s: impl Into<Untruncated>,
+        v: Op<Share>,
+        n: usize,
+        d: usize,
+        p: ReluAttention,
+    ) -> Op<Untruncated> {
         let s: Untruncated = s.into();
         attempt!(check_len("relu_attention", "scores", s.raw.len(), n * n));
-        attempt!(check_len("relu_attention", "values", v.len(), n * d));
-        let v = v.clone();
+        let t = self.frac_bits() + EXTRA_FRAC;
         self.relu_truncating(&s, p.bits, p.coarse)
-            .then(move |c, r| {
+            .join(v)
+            .then(move |c, (r, v)| {
+                attempt!(check_len("relu_attention", "values", v.len(), n * d));
                 let sums = Share::new(ring::row_sums(r.as_slice(), n, n));
                 let sums = c.add_scalar(&sums, c.encode(p.eps));
                 let f = c.frac_bits();
@@ -456,7 +475,8 @@ impl Ctx<'_> {
                     .map(move |raw| Untruncated { raw, shift: f });
                 rv.join(c.reciprocal_untruncated(&sums, p.row_sum))
             })
-            .then(move |c, (rv, inv)| c.scale_rows(rv, inv, n, d))
+            .then(move |c, (rv, inv)| c.mul_rows_pending(&rv, &inv, n, d))
+            .map(move |raw| Untruncated { raw, shift: t })
     }
 
     /// Softmax attention for one head: `softmax_row(S)·V` (S n×n, V n×d),
@@ -479,16 +499,32 @@ impl Ctx<'_> {
         d: usize,
         bits: u32,
     ) -> Op<Share> {
+        self.softmax_attention_untruncated(s, Op::ready(v.clone()), n, d, bits)
+            .then(|c, y| y.truncate(c))
+    }
+
+    /// [`Ctx::softmax_attention`] without its last truncation, the values
+    /// given as an operator that runs beside the maximum and the
+    /// exponential (as [`Ctx::relu_attention_untruncated`]).
+    pub fn softmax_attention_untruncated(
+        &mut self,
+        s: impl Into<Untruncated>,
+        v: Op<Share>,
+        n: usize,
+        d: usize,
+        bits: u32,
+    ) -> Op<Untruncated> {
         let s: Untruncated = s.into();
         attempt!(check_len("softmax_attention", "scores", s.raw.len(), n * n));
-        attempt!(check_len("softmax_attention", "values", v.len(), n * d));
-        let v = v.clone();
+        let t = self.frac_bits() + EXTRA_FRAC;
         self.row_max(s, n, n, bits, SOFTMAX_MAX_COARSE)
             .then(move |c, (x, m)| {
                 let d = x.sub(&Share::new(ring::repeat_rows(m.as_slice(), n)));
                 c.exp_neg(&d)
             })
-            .then(move |c, e| {
+            .join(v)
+            .then(move |c, (e, v)| {
+                attempt!(check_len("softmax_attention", "values", v.len(), n * d));
                 let f = c.frac_bits();
                 let sums = Share::new(ring::row_sums(e.as_slice(), n, n));
                 let dom = Domain {
@@ -500,7 +536,8 @@ impl Ctx<'_> {
                     .map(move |raw| Untruncated { raw, shift: f });
                 ev.join(c.reciprocal_untruncated(&sums, dom))
             })
-            .then(move |c, (ev, inv)| c.scale_rows(ev, inv, n, d))
+            .then(move |c, (ev, inv)| c.mul_rows_pending(&ev, &inv, n, d))
+            .map(move |raw| Untruncated { raw, shift: t })
     }
 
     /// Attention scores `Q·Kᵀ/√d` for one head (Q, K: n×d); the 1/√d is folded

@@ -595,3 +595,32 @@ fn layer_norm_then_linear_shares_the_opening() {
     // the row scaling (which truncates both), its truncation
     assert_eq!(r.online[0].rounds, 1 + 1 + 4);
 }
+
+#[test]
+fn attention_values_given_as_an_operator_run_beside_the_relu() {
+    let (n, d) = (65, 16);
+    let s = uniform(n * n, -4.0, 4.0, 41);
+    let v = uniform(n * d, -2.0, 2.0, 42);
+    let eps = 1e-3;
+    let p = ReluAttention {
+        bits: 24,
+        coarse: 0,
+        eps,
+        row_sum: ROW_SUMS,
+    };
+    // the values arrive as v ⊙ 1 (a product and its truncation: 2 rounds),
+    // beside the ReLU's 2; then R·V ∥ the reciprocal (1) and the row
+    // scaling (1), whose truncation is left pending
+    let (got, r) = run(FP, &[&s, &v], |ss, x| {
+        let ones = ss.ctx().public(&vec![FP.encode(1.0); n * d]);
+        ss.run(|cx| {
+            let values = cx.mul(&x[1], &ones);
+            cx.relu_attention_untruncated(&x[0], values, n, d, p)
+                .then(|cx, y| y.truncate(cx))
+        })
+    });
+    assert_eq!(r.online[0].rounds, 4 + 1);
+    let want = plain::matmul(&plain::relu_softmax(&q(&s), n, n, eps), &q(&v), n, n, d);
+    let err = max_abs_diff(&got, &want);
+    assert!(err < 2e-3 + 16.0 * ULP, "relu attention error {err}");
+}
