@@ -1,18 +1,32 @@
-//! Helpers the benchmarks share: free loopback ports, child processes that
-//! die with their handle, and the `/proc` readers (CPU seconds, peak
-//! resident memory).
+//! The one home of the process helpers that the benchmarks (`mpcvit-bench`,
+//! the e2e example) and the cross-process test suites (`tests/`, the
+//! `mpcvit-e2e` crate) share: free loopback ports, child processes that die
+//! with their handle (launched with their log, stopped with SIGTERM, waited
+//! for with a bound), and the `/proc` readers (CPU seconds, resident memory).
 
 use std::io;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// A port on 127.0.0.1 that was free a moment ago (the OS picked it for a
-/// listener that is closed again; another process may take it in between,
-/// which on a benchmark machine it practically never does).
+/// listener that is closed again), never handed out twice by this process:
+/// tests running in parallel each get their own. Another process may take
+/// it in between, which on a test or benchmark machine it practically never
+/// does.
 pub fn free_port() -> io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let p = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&p) {
+            given.push(p);
+            return Ok(p);
+        }
+    }
 }
 
 /// A child process that is killed and reaped when the handle drops.
@@ -23,6 +37,41 @@ impl Proc {
     /// The child's process id.
     pub fn id(&self) -> u32 {
         self.0.id()
+    }
+
+    /// Send SIGTERM (as Kubernetes and compose stop containers), with
+    /// `kill(1)`.
+    pub fn terminate(&self) -> io::Result<()> {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.id().to_string()])
+            .status()?
+            .success();
+        if ok {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!("kill -TERM {} failed", self.id())))
+        }
+    }
+
+    /// Whether the process is still running (not exited, or exited and not
+    /// yet reaped by this handle).
+    pub fn running(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+
+    /// Wait at most `within` for the process to exit: its exit status, or
+    /// `None` if it is still running.
+    pub fn wait_timeout(&mut self, within: Duration) -> io::Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.0.try_wait()? {
+                return Ok(Some(s));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -69,16 +118,24 @@ pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
 pub fn peak_rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| parse_vm_hwm_kib(&s))
+        .and_then(|s| parse_status_kib(&s, "VmHWM"))
         .map_or(f64::NAN, |kb| kb as f64 / 1024.0)
 }
 
-/// `VmHWM` in KiB from the text of `/proc/PID/status`.
-pub fn parse_vm_hwm_kib(status: &str) -> Option<u64> {
+/// Resident memory of a process now, in KiB (`VmRSS` in `/proc/PID/status`).
+pub fn rss_kib(pid: u32) -> io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    parse_status_kib(&status, "VmRSS")
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmRSS in /proc/PID/status"))
+}
+
+/// A `kB` field (`VmHWM`, `VmRSS`, ...) in KiB from the text of
+/// `/proc/PID/status`.
+pub fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
         .and_then(|kb| kb.parse().ok())
 }
 
@@ -123,10 +180,11 @@ mod tests {
     }
 
     #[test]
-    fn vm_hwm_is_read_in_kib() {
+    fn status_fields_are_read_in_kib() {
         let s = "Name:\tx\nVmPeak:\t  9999 kB\nVmHWM:\t    2048 kB\nVmRSS:\t 1024 kB\n";
-        assert_eq!(parse_vm_hwm_kib(s), Some(2048));
-        assert_eq!(parse_vm_hwm_kib("Name:\tx\n"), None);
+        assert_eq!(parse_status_kib(s, "VmHWM"), Some(2048));
+        assert_eq!(parse_status_kib(s, "VmRSS"), Some(1024));
+        assert_eq!(parse_status_kib("Name:\tx\n", "VmHWM"), None);
     }
 
     #[test]
@@ -145,7 +203,10 @@ mod tests {
         assert!(after - before >= 0.1, "{before} → {after}");
         let rss = peak_rss_mib(pid);
         assert!(rss > 0.5 && rss < 1e6, "{rss}");
+        let now = rss_kib(pid).unwrap() as f64 / 1024.0;
+        assert!(now > 0.5 && now <= rss + 1.0, "{now} of {rss}");
         assert!(peak_rss_mib(u32::MAX).is_nan());
+        assert!(rss_kib(u32::MAX).is_err());
         assert!(cpu_seconds(u32::MAX, tck).is_err());
     }
 
@@ -155,13 +216,23 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let mut cmd = Command::new("sleep");
         cmd.arg("30");
-        let p = launch(cmd, &dir.join("sleep.log")).unwrap();
+        let mut p = launch(cmd, &dir.join("sleep.log")).unwrap();
         let pid = p.id();
         assert!(Path::new(&format!("/proc/{pid}")).exists());
+        assert!(p.running());
+        assert_eq!(p.wait_timeout(Duration::from_millis(50)).unwrap(), None);
         let t = std::time::Instant::now();
         drop(p);
         assert!(t.elapsed() < std::time::Duration::from_secs(10));
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "still there");
+        // SIGTERM ends it, and the wait sees the exit.
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        let mut p = launch(cmd, &dir.join("sleep.log")).unwrap();
+        p.terminate().unwrap();
+        let status = p.wait_timeout(Duration::from_secs(10)).unwrap();
+        assert!(status.is_some_and(|s| !s.success()), "{status:?}");
+        assert!(!p.running());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -170,11 +241,16 @@ mod tests {
         // A port is free when `free_port` returns it; another process (or
         // test thread) may take it before the bind below, so the test
         // allows a few tries rather than flaking on that race.
-        let bound = (0..5).any(|_| {
-            let p = free_port().unwrap();
-            assert_ne!(p, 0);
-            std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
-        });
+        let ports: Vec<u16> = (0..5).map(|_| free_port().unwrap()).collect();
+        assert!(ports.iter().all(|&p| p != 0));
+        let bound = ports
+            .iter()
+            .any(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
         assert!(bound, "none of 5 free ports could be bound");
+        // Never the same port twice in one process.
+        let mut unique = ports.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), ports.len(), "{ports:?}");
     }
 }

@@ -19,6 +19,12 @@
 //! directions overlap and that round adds one delay, not two, which is the
 //! time the computation spends waiting on the link.
 //!
+//! A relay can be *paused* ([`Relay::pause`]): it then delivers nothing in
+//! either direction on any connection, and closes none, as a link that goes
+//! silent (a cut cable, a firewall dropping packets); what it reads
+//! meanwhile waits in its queues, then TCP's flow control holds the
+//! senders. [`Relay::resume`] delivers what waited, in order.
+//!
 //! Sleeps are precise below a millisecond (tokio's timer has a 1 ms tick):
 //! the last 1.5 ms before a delivery is slept on a blocking thread, so the
 //! LAN delay of 0.25 ms is 0.25 ms and not the timer's tick.
@@ -33,7 +39,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 /// Bytes read from a socket at once (one queue entry at most).
@@ -263,6 +269,8 @@ pub struct Relay {
     addr: SocketAddr,
     spec: LinkSpec,
     shared: Arc<Shared>,
+    /// True while paused: every writer holds its next chunk.
+    paused: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -280,6 +288,7 @@ impl Relay {
         })));
         let upstream = upstream.to_string();
         let sh = shared.clone();
+        let (paused, gate) = watch::channel(false);
         let task = tokio::spawn(async move {
             // Owned here: aborting the accept loop drops every connection.
             let mut conns = JoinSet::new();
@@ -292,7 +301,13 @@ impl Relay {
                             continue;
                         };
                         sh.lock().stats.connections += 1;
-                        conns.spawn(relay_connection(inbound, upstream.clone(), spec, sh.clone()));
+                        conns.spawn(relay_connection(
+                            inbound,
+                            upstream.clone(),
+                            spec,
+                            sh.clone(),
+                            gate.clone(),
+                        ));
                     }
                     Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 }
@@ -302,6 +317,7 @@ impl Relay {
             addr,
             spec,
             shared,
+            paused,
             task,
         })
     }
@@ -320,6 +336,25 @@ impl Relay {
     pub fn stats(&self) -> RelayStats {
         self.shared.snapshot()
     }
+
+    /// Stop delivering, both directions, on every connection (those open
+    /// and those accepted later), closing none: the link goes silent. Data
+    /// read meanwhile waits in the queues (then TCP's flow control holds
+    /// the senders). New connections are still accepted and dialled, but
+    /// no byte crosses them.
+    pub fn pause(&self) {
+        self.paused.send_replace(true);
+    }
+
+    /// Deliver again: what waited first, in order, then as before.
+    pub fn resume(&self) {
+        self.paused.send_replace(false);
+    }
+
+    /// Whether the relay is paused.
+    pub fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
 }
 
 impl Drop for Relay {
@@ -328,7 +363,13 @@ impl Drop for Relay {
     }
 }
 
-async fn relay_connection(inbound: TcpStream, upstream: String, spec: LinkSpec, sh: Arc<Shared>) {
+async fn relay_connection(
+    inbound: TcpStream,
+    upstream: String,
+    spec: LinkSpec,
+    sh: Arc<Shared>,
+    gate: watch::Receiver<bool>,
+) {
     let Ok(outbound) = TcpStream::connect(&upstream).await else {
         // Closing the inbound connection tells the dialer the far side is
         // not there, as a refused connection would.
@@ -340,8 +381,8 @@ async fn relay_connection(inbound: TcpStream, upstream: String, spec: LinkSpec, 
     let (in_rd, in_wr) = inbound.into_split();
     let (out_rd, out_wr) = outbound.into_split();
     tokio::join!(
-        pump(in_rd, out_wr, spec, sh.clone(), Dir::Forward),
-        pump(out_rd, in_wr, spec, sh, Dir::Backward),
+        pump(in_rd, out_wr, spec, sh.clone(), gate.clone(), Dir::Forward),
+        pump(out_rd, in_wr, spec, sh, gate, Dir::Backward),
     );
 }
 
@@ -351,14 +392,16 @@ struct Chunk {
 }
 
 /// One direction: a reader that timestamps chunks into a queue and a writer
-/// that delivers each at its time. EOF is passed on (after the data before
-/// it) as a write shutdown; a failed write ends this direction and drops the
-/// reader, which closes the source's read side.
+/// that delivers each at its time, or once the relay is no longer paused
+/// (`gate` true), whichever is later. EOF is passed on (after the data
+/// before it) as a write shutdown; a failed write ends this direction and
+/// drops the reader, which closes the source's read side.
 async fn pump(
     mut rd: OwnedReadHalf,
     mut wr: OwnedWriteHalf,
     spec: LinkSpec,
     sh: Arc<Shared>,
+    mut gate: watch::Receiver<bool>,
     dir: Dir,
 ) {
     let (tx, mut rx) = mpsc::channel::<Chunk>(QUEUE_CHUNKS);
@@ -391,6 +434,8 @@ async fn pump(
     let writer = async move {
         while let Some(c) = rx.recv().await {
             sleep_until_precise(c.deliver).await;
+            // Paused: hold the chunk (the relay's end drops this task).
+            let _ = gate.wait_for(|paused| !*paused).await;
             let ok = wr.write_all(&c.data).await.is_ok();
             sh.leave();
             if !ok {
@@ -444,6 +489,54 @@ mod tests {
         for bad in ["", "fast", "20", "20,", "-1,10", "1,-10", "nan,1", "1,inf"] {
             assert!(bad.parse::<Link>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    /// An echo server behind a relay: paused, nothing comes back and the
+    /// connection stays open; resumed, what was sent meanwhile arrives, in
+    /// order, on the same connection.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_paused_relay_delivers_nothing_and_closes_nothing() {
+        let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let echo_addr = echo.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = echo.accept().await {
+                tokio::spawn(async move {
+                    let (mut rd, mut wr) = s.split();
+                    let _ = tokio::io::copy(&mut rd, &mut wr).await;
+                });
+            }
+        });
+        let spec = LinkSpec {
+            one_way_delay: Duration::ZERO,
+            bits_per_second: None,
+        };
+        let relay = Relay::start("127.0.0.1:0", &echo_addr, spec).await.unwrap();
+        let mut s = TcpStream::connect(relay.local_addr()).await.unwrap();
+        let mut buf = [0u8; 5];
+        s.write_all(b"hello").await.unwrap();
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"hello");
+
+        relay.pause();
+        assert!(relay.is_paused());
+        s.write_all(b"world").await.unwrap();
+        let silent = tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await;
+        assert!(silent.is_err(), "a paused relay delivered {silent:?}");
+        // A connection opened while paused gets nothing either.
+        let mut late = TcpStream::connect(relay.local_addr()).await.unwrap();
+        late.write_all(b"later").await.unwrap();
+        let silent = tokio::time::timeout(Duration::from_millis(200), late.read(&mut buf)).await;
+        assert!(silent.is_err(), "a paused relay delivered {silent:?}");
+
+        relay.resume();
+        assert!(!relay.is_paused());
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"world");
+        late.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"later");
+        let st = relay.stats();
+        assert_eq!(st.connections, 2);
+        assert_eq!(st.forward.bytes, 15);
     }
 
     #[test]

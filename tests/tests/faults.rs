@@ -1,15 +1,16 @@
 //! Faults of the deployed shape (three processes on loopback, as in
 //! `processes.rs`) that `processes.rs` does not cover: party 0 killed with
-//! SIGKILL while its sessions run, and a burst of requests against a pool of
-//! one batch and one compute slot.
-
-mod common;
+//! SIGKILL while its sessions run, a burst of requests against a pool of
+//! one batch and one compute slot, and the peer link stalled (a relay that
+//! stops forwarding) under load.
 
 use std::time::{Duration, Instant};
 
-use common::deploy::{Deployment, check_correct, ready};
-use common::{argmax, max_diff, png, small_model};
+use mpcvit_bench::{LinkSpec, Relay};
 use mpcvit_client::{ClientError, Inference};
+use mpcvit_e2e::deploy::{Deployment, check_correct, ready};
+use mpcvit_e2e::load::{Load, reference_images, tally};
+use mpcvit_e2e::{argmax, max_diff, png, small_model};
 use tonic::Code;
 
 /// No request of these tests may take longer than this (client side).
@@ -193,4 +194,102 @@ async fn pool_exhausted_under_a_burst_fails_clearly_then_serves() {
         "faults: burst: the pool refilled and 4 requests after it answered right {:.0} ms after the burst",
         t.elapsed().as_secs_f64() * 1e3
     );
+}
+
+/// Each side's `--recv-timeout` in the stall test: how long a protocol step
+/// waits for the other party's message.
+const STALL_RECV_TIMEOUT: &str = "2";
+/// How long the peer link stays silent: longer than the recv timeout (the
+/// sessions in flight fail) and than party 0's keepalive on its link to
+/// party 1 (5 s ping interval + 5 s timeout: the link is found dead).
+const STALL: Duration = Duration::from_secs(12);
+/// Every request during the stall ends within this: party 0's longest wait
+/// on party 1 is the join timeout (3 s) + 2 s for an acknowledgement, and a
+/// step of the secure forward the recv timeout (2 s); generous for a busy
+/// 2-core machine.
+const STALLED_ANSWER_WITHIN: Duration = Duration::from_secs(20);
+
+/// The peer link stalled: a relay (`mpcvit_bench::relay`) on the party 0 ↔
+/// party 1 link stops delivering in both directions, without closing
+/// anything, while 4 clients send requests. Every request ends within
+/// [`STALLED_ANSWER_WITHIN`] (right, or `UNAVAILABLE`/`ABORTED` naming what
+/// was waited for), neither party hangs or dies, and once the relay
+/// delivers again the parties serve right answers within
+/// [`RECOVER_WITHIN`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_link_stalled_requests_end_in_time_then_service_recovers() {
+    let d = Deployment::new("stall");
+    let open = LinkSpec {
+        one_way_delay: Duration::ZERO,
+        bits_per_second: None,
+    };
+    let relay = Relay::start("127.0.0.1:0", &d.peer_addr(), open)
+        .await
+        .unwrap();
+    let via_relay = relay.local_addr().to_string();
+    let _dealer = d.dealer();
+    let timeouts = ["--recv-timeout", STALL_RECV_TIMEOUT, "--pool-wait", "3"];
+    let mut p1 = d.party(1, &timeouts);
+    let mut p0 = d.party(0, &[&timeouts[..], &["--peer", &via_relay]].concat());
+    let client = d.client().await;
+    let m = ready(&client).await;
+    check_correct(&client, &m, 100..101).await;
+    assert!(
+        relay.stats().forward.bytes > 0,
+        "party 0 talks through the relay"
+    );
+
+    let images = reference_images(8, 110);
+    let load = Load::start(&d, &m, &images, 4, STALLED_ANSWER_WITHIN).await;
+    // Sessions running: stall the link.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    relay.pause();
+    let paused = Instant::now();
+    tokio::time::sleep(STALL).await;
+    // Neither party died, and both still answer their health ports.
+    assert!(p0.running() && p1.running(), "a party died in the stall");
+    assert!(
+        d.healthy(1, "") && d.healthy(2, ""),
+        "a party stopped answering"
+    );
+    let ready_in_stall = d.healthy(1, "mpcvit.v1.Inference");
+    relay.resume();
+    let resumed = Instant::now();
+    let outcomes = load.stop().await;
+    let recovered = d.serves_within(RECOVER_WITHIN).await;
+
+    let in_stall: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.sent + o.took > paused && o.sent < resumed)
+        .collect();
+    let t = tally(
+        &outcomes,
+        &[Code::Unavailable, Code::Aborted],
+        "faults: stall",
+    );
+    let failed_in_stall = in_stall.iter().filter(|o| o.result.is_err()).count();
+    let slowest_in_stall = in_stall.iter().map(|o| o.took).max().unwrap_or_default();
+    println!(
+        "faults: peer link stalled {:.0} s (--recv-timeout {STALL_RECV_TIMEOUT}): {} requests \
+         overlapped the stall, {failed_in_stall} failed, the slowest ended after {:.0} ms; \
+         {} answered right in all; party 0 ready at the stall's end: {ready_in_stall}; \
+         a right answer {:.0} ms after the relay resumed",
+        STALL.as_secs_f64(),
+        in_stall.len(),
+        slowest_in_stall.as_secs_f64() * 1e3,
+        t.answers,
+        recovered.as_secs_f64() * 1e3
+    );
+    assert!(
+        failed_in_stall > 0,
+        "the link stalled and every request succeeded"
+    );
+    assert!(
+        t.slowest < STALLED_ANSWER_WITHIN,
+        "a request took {:?}",
+        t.slowest
+    );
+    // The parties survive the stall and serve on.
+    assert!(p0.running() && p1.running(), "a party died after the stall");
+    check_correct(&d.client().await, &ready(&client).await, 120..122).await;
 }

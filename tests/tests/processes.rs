@@ -5,14 +5,13 @@
 //! this process. End to end against the plaintext model, the health ports
 //! (`--health-listen`, probed with `mpcvit-server health`), then faults: the
 //! peer dies mid-inference and comes back; the dealer dies and the pool
-//! drains; SIGTERM to each process while paired.
-
-mod common;
+//! drains; SIGTERM to each process while paired, and under load.
 
 use std::time::{Duration, Instant};
 
-use common::deploy::{Deployment, check_correct, exits_within, ready, sigterm};
-use common::png;
+use mpcvit_e2e::deploy::{Deployment, check_correct, exits_within, ready};
+use mpcvit_e2e::load::{Load, reference_images, tally};
+use mpcvit_e2e::png;
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,7 +124,7 @@ async fn sigterm_ends_the_pairing_and_a_replacement_serves() {
     let m = ready(&client).await;
     check_correct(&client, &m, 30..31).await;
 
-    sigterm(&p1);
+    p1.terminate().unwrap();
     let status = exits_within(&mut p1, Duration::from_secs(15));
     assert!(status.success(), "party 1 exited with {status}");
     // Party 0 was told: not ready any more, at once (not after keepalives).
@@ -138,12 +137,79 @@ async fn sigterm_ends_the_pairing_and_a_replacement_serves() {
     let m = ready(&client).await;
     check_correct(&client, &m, 31..33).await;
 
-    sigterm(&dealer);
+    dealer.terminate().unwrap();
     let status = exits_within(&mut dealer, Duration::from_secs(15));
     assert!(status.success(), "the dealer exited with {status}");
-    sigterm(&p0);
+    p0.terminate().unwrap();
     let status = exits_within(&mut p0, Duration::from_secs(15));
     assert!(status.success(), "party 0 exited with {status}");
     // Party 1 saw party 0 leave.
     d.wait_health(2, "mpcvit.v1.Inference", false).await;
+}
+
+/// A SIGTERMed process must be gone within this: the shutdown grace for
+/// sessions in flight (`--shutdown-grace`, 5 s) + the close grace for
+/// connections (2 s) + slack for a busy 2-core machine.
+const EXIT_WITHIN: Duration = Duration::from_secs(12);
+/// No request under load may take longer than this (no hang).
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+/// A replacement must serve a right answer within this of its start.
+const RECOVER_WITHIN: Duration = Duration::from_secs(30);
+
+/// SIGTERM of each role in turn (party 1, party 0, the dealer) while 4
+/// clients send requests: the process exits with success within
+/// [`EXIT_WITHIN`]; every request in flight or sent meanwhile either gets
+/// the right answer or a clear `UNAVAILABLE`/`ABORTED`, none hangs
+/// ([`ANSWER_WITHIN`]); a replacement started with the same flags serves
+/// within [`RECOVER_WITHIN`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_each_role_under_load_then_a_replacement_serves() {
+    let d = Deployment::new("sigterm-load");
+    let mut procs = [d.dealer(), d.party(1, &[]), d.party(0, &[])];
+    let client = d.client().await;
+    let m = ready(&client).await;
+    check_correct(&client, &m, 200..201).await;
+    let images = reference_images(8, 210);
+    for (i, role) in [(1, "party 1"), (2, "party 0"), (0, "dealer")] {
+        let load = Load::start(&d, &m, &images, 4, ANSWER_WITHIN).await;
+        // Requests in flight: every client has had an answer.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        procs[i].terminate().unwrap();
+        let t = Instant::now();
+        let status = exits_within(&mut procs[i], EXIT_WITHIN);
+        let (exited, exit_at) = (t.elapsed(), Instant::now());
+        assert!(status.success(), "{role} exited with {status}");
+        // Keep the load on a moment after the exit: requests then meet the
+        // role's absence.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let outcomes = load.stop().await;
+        let what = format!("processes: SIGTERM {role} under load");
+        let tally = tally(&outcomes, &[Code::Unavailable, Code::Aborted], &what);
+        for c in 0..4 {
+            assert!(
+                outcomes.iter().any(|o| o.client == c && o.result.is_ok()),
+                "{what}: client {c} got no answer before the SIGTERM"
+            );
+        }
+        // The replacement, same flags.
+        procs[i] = match i {
+            0 => d.dealer(),
+            p => d.party(2 - p, &[]),
+        };
+        let recovered = d.serves_within(RECOVER_WITHIN).await;
+        let after_exit = exit_at.elapsed();
+        println!(
+            "{what}: exited (status 0) {:.0} ms after the signal; {} requests: {} right, {} \
+             failed, the slowest {:.0} ms; the replacement served a right answer {:.0} ms after \
+             its start ({:.0} ms after the exit)",
+            exited.as_secs_f64() * 1e3,
+            outcomes.len(),
+            tally.answers,
+            tally.failures,
+            tally.slowest.as_secs_f64() * 1e3,
+            recovered.as_secs_f64() * 1e3,
+            after_exit.as_secs_f64() * 1e3
+        );
+    }
+    check_correct(&d.client().await, &ready(&client).await, 220..222).await;
 }

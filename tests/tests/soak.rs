@@ -5,12 +5,12 @@
 //! sampled after a warm-up and at the end. The long run (minutes) is the
 //! same test with a larger [`SOAK`]; this one must fit in CI.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::deploy::{Deployment, Proc, check_correct, ready, rss_kib};
-use common::{argmax, max_diff, png, small_model};
+use mpcvit_client::RemoteModel;
+use mpcvit_e2e::deploy::{Deployment, check_correct, ready, rss_kib};
+use mpcvit_e2e::load::{Images, Load, reference_images};
+use mpcvit_e2e::procs::Proc;
 
 /// How long the 4 clients send inferences after the warm-up: long enough
 /// for hundreds of sessions (and so for a per-session leak to show), short
@@ -42,17 +42,7 @@ async fn soak_four_clients_answers_right_and_memory_flat() {
     let m = ready(&client).await;
 
     // The reference: the plaintext model's logits for each image.
-    let model = small_model();
-    let images: Vec<(Vec<u8>, Vec<f32>)> = (0..IMAGES)
-        .map(|i| {
-            let bytes = png(16 + 4 * (i as u32 % 5), 1000 + i);
-            let plain = model
-                .forward(&model::preprocess(model.config(), &bytes).unwrap())
-                .unwrap();
-            (bytes, plain)
-        })
-        .collect();
-    let images = std::sync::Arc::new(images);
+    let images = reference_images(IMAGES, 1000);
 
     // Warm-up with the same load: pools filled, allocator arenas, buffers
     // and thread pools at their working size before the first sample.
@@ -99,51 +89,30 @@ async fn soak_four_clients_answers_right_and_memory_flat() {
     check_correct(&client, &m, 8..10).await;
 }
 
-type Images = std::sync::Arc<Vec<(Vec<u8>, Vec<f32>)>>;
-
 /// [`CLIENTS`] clients, each on its own connection, sending inferences one
 /// after another for `length`, each answer checked against the plaintext
-/// logits: the number of answers and the slowest one.
+/// logits: the number of answers and the slowest one. Any failure fails the
+/// soak.
 async fn drive(
     d: &Deployment,
-    m: &mpcvit_client::RemoteModel,
+    m: &RemoteModel,
     images: &Images,
     length: Duration,
 ) -> (u64, Duration) {
-    let t0 = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
+    let load = Load::start(d, m, images, CLIENTS, MAX_LATENCY).await;
+    tokio::time::sleep(length).await;
+    let outcomes = load.stop().await;
+    for o in &outcomes {
+        if let Err(e) = &o.result {
+            panic!("client {}, request {}: {e}", o.client, o.n);
+        }
+    }
     for c in 0..CLIENTS {
-        let client = d.client().await;
-        let (m, images) = (m.clone(), images.clone());
-        tasks.spawn(async move {
-            let (mut n, mut slowest) = (0u64, Duration::ZERO);
-            let mut i = c * IMAGES / CLIENTS;
-            while t0.elapsed() < length {
-                let (bytes, plain) = &images[(i % IMAGES) as usize];
-                let t = Instant::now();
-                let r = tokio::time::timeout(MAX_LATENCY, client.infer_image(&m, bytes))
-                    .await
-                    .unwrap_or_else(|_| panic!("client {c}: no answer within {MAX_LATENCY:?}"))
-                    .unwrap_or_else(|e| panic!("client {c}, answer {n}: {e}"));
-                slowest = slowest.max(t.elapsed());
-                let diff = max_diff(plain, &r.logits);
-                assert!(
-                    diff < 0.05,
-                    "client {c}, answer {n}: logits differ by {diff}"
-                );
-                assert_eq!(argmax(plain), argmax(&r.logits), "client {c}, answer {n}");
-                n += 1;
-                i += 1;
-            }
-            (n, slowest)
-        });
+        assert!(
+            outcomes.iter().any(|o| o.client == c),
+            "client {c} got no answer in {length:?}"
+        );
     }
-    let (mut answers, mut slowest) = (0, Duration::ZERO);
-    while let Some(j) = tasks.join_next().await {
-        let (n, s) = j.unwrap();
-        assert!(n > 0, "a client got no answer in {length:?}");
-        answers += n;
-        slowest = slowest.max(s);
-    }
-    (answers, slowest)
+    let slowest = outcomes.iter().map(|o| o.took).max().unwrap_or_default();
+    (outcomes.len() as u64, slowest)
 }

@@ -1,48 +1,51 @@
 //! Three processes on loopback, each given only its own directory from
 //! `mpcvit-server certs --per-role` and `mpcvit-server split --per-party`
-//! (as the containers are): [`Deployment`] starts them and probes their
-//! health ports.
+//! (as the containers are): [`Deployment`] starts them (with
+//! [`crate::procs::launch`], each logging to a file of its own) and probes
+//! their health ports.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use mpcvit_client::{Client, ClientAuth, RemoteModel};
 use mpcvit_server::tls::{Role, TlsMaterial};
 
-use super::{argmax, max_diff, png, small_model};
+use crate::procs::{Proc, free_port, launch};
+use crate::{argmax, max_diff, png, small_model};
 
-pub const SERVER: &str = env!("CARGO_BIN_EXE_mpcvit-server");
-pub const DEALER: &str = env!("CARGO_BIN_EXE_mpcvit-dealer");
-
-/// A child process killed when dropped.
-pub struct Proc(pub Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A binary of this package (`e2e-server` is `mpcvit-server`, `e2e-dealer`
+/// is `mpcvit-dealer`): cargo puts it in the directory above the test
+/// executable's (`target/<profile>/deps/`), and builds it before any of
+/// this package's tests runs.
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("a test executable lies in target/<profile>/deps/");
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: run the suites with cargo test (which builds it)",
+        bin.display()
+    );
+    bin
 }
 
-/// A loopback port nobody listens on, never handed out twice in this
-/// process (the tests run in parallel).
-pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let p = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut given = GIVEN.lock().unwrap();
-        if !given.contains(&p) {
-            given.push(p);
-            return p;
-        }
-    }
+/// The `mpcvit-server` binary (party, `dealer`, `split`, `certs`, `health`).
+pub fn server_bin() -> PathBuf {
+    binary("e2e-server")
 }
 
+/// The `mpcvit-dealer` binary.
+pub fn dealer_bin() -> PathBuf {
+    binary("e2e-dealer")
+}
+
+/// A deployment's working directory (certificates, shares, logs) and its
+/// loopback ports.
+#[derive(Debug)]
 pub struct Deployment {
     pub dir: PathBuf,
     // dealer, party 0, party 1, party 1 peer, then the health ports of
@@ -58,12 +61,12 @@ impl Deployment {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let certs = || {
-            run(Command::new(SERVER)
+            run(Command::new(server_bin())
                 .args(["certs", "--per-role", "--keep-existing", "--out"])
                 .arg(dir.join("certs")))
         };
         let split = || {
-            run(Command::new(SERVER)
+            run(Command::new(server_bin())
                 .args(["split", "--random", "small", "--seed", "1"])
                 .args(["--per-party", "--keep-existing", "--out"])
                 .arg(dir.join("model")))
@@ -112,14 +115,14 @@ impl Deployment {
         }
         Deployment {
             dir,
-            ports: std::array::from_fn(|_| free_port()),
+            ports: std::array::from_fn(|_| free_port().expect("a free port")),
         }
     }
 
     /// `mpcvit-server health` against health port `i` (0 dealer, 1 and 2
     /// the parties): whether `service` is SERVING.
     pub fn healthy(&self, i: usize, service: &str) -> bool {
-        Command::new(SERVER)
+        Command::new(server_bin())
             .args(["health", "--addr", &self.addr(HEALTH + i)])
             .args(["--service", service, "--timeout", "2"])
             .stderr(Stdio::null())
@@ -141,55 +144,70 @@ impl Deployment {
         }
     }
 
-    pub fn log(&self, name: &str) -> Stdio {
-        Stdio::from(std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap())
+    /// Where the process called `name` logs.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.log"))
     }
 
     pub fn addr(&self, i: usize) -> String {
         format!("127.0.0.1:{}", self.ports[i])
     }
 
-    pub fn dealer(&self) -> Proc {
-        Proc(
-            Command::new(DEALER)
-                .args(["--listen", &self.addr(0), "--certs"])
-                .arg(self.dir.join("certs/dealer"))
-                .args(["--health-listen", &self.addr(HEALTH)])
-                .stderr(self.log("dealer"))
-                .spawn()
-                .unwrap(),
-        )
+    /// Party 1's peer listener (party 0's `--peer` unless a test routes the
+    /// link elsewhere, through a relay).
+    pub fn peer_addr(&self) -> String {
+        self.addr(3)
     }
 
-    pub fn party(&self, p: usize, extra: &[&str]) -> Proc {
-        Proc(
-            Command::new(SERVER)
-                .args(["--party", &p.to_string(), "--model"])
-                .arg(self.dir.join(format!("model/party{p}")))
-                .arg("--certs")
-                .arg(self.dir.join(format!("certs/party{p}")))
-                .args(["--listen", &self.addr(1 + p)])
-                .args(["--health-listen", &self.addr(HEALTH + 1 + p)])
-                .args(["--peer-listen", &self.addr(3), "--peer", &self.addr(3)])
-                .args(["--dealer", &self.addr(0)])
-                // The tests' timeouts, unless `extra` sets its own (a flag
-                // given twice is refused).
-                .args(
-                    [
-                        ("--join-timeout", "3"),
-                        ("--recv-timeout", "5"),
-                        ("--pool-wait", "10"),
-                    ]
+    pub fn dealer(&self) -> Proc {
+        let mut cmd = Command::new(dealer_bin());
+        cmd.args(["--listen", &self.addr(0), "--certs"])
+            .arg(self.dir.join("certs/dealer"))
+            .args(["--health-listen", &self.addr(HEALTH)]);
+        launch(cmd, &self.log_path(&format!("dealer-{}", next_log()))).expect("start the dealer")
+    }
+
+    /// The command line of party `p`: its own directories, this
+    /// deployment's ports, the tests' timeouts; `extra` adds flags or
+    /// replaces these defaults (a flag given twice is refused).
+    pub fn party_command(&self, p: usize, extra: &[&str]) -> Command {
+        let (peer_listen, peer) = (self.peer_addr(), self.peer_addr());
+        let defaults = [
+            ("--peer-listen", peer_listen.as_str()),
+            ("--peer", peer.as_str()),
+            ("--join-timeout", "3"),
+            ("--recv-timeout", "5"),
+            ("--pool-wait", "10"),
+        ];
+        let mut cmd = Command::new(server_bin());
+        cmd.args(["--party", &p.to_string(), "--model"])
+            .arg(self.dir.join(format!("model/party{p}")))
+            .arg("--certs")
+            .arg(self.dir.join(format!("certs/party{p}")))
+            .args(["--listen", &self.addr(1 + p)])
+            .args(["--health-listen", &self.addr(HEALTH + 1 + p)])
+            .args(["--dealer", &self.addr(0)])
+            .args(
+                defaults
                     .into_iter()
                     .filter(|(flag, _)| !extra.contains(flag))
                     .flat_map(|(flag, value)| [flag, value]),
-                )
-                .args(extra)
-                .env("RUST_LOG", "info")
-                .stderr(self.log(&format!("party{p}-{}", next_log())))
-                .spawn()
-                .unwrap(),
-        )
+            )
+            .args(extra)
+            .env("RUST_LOG", "info");
+        cmd
+    }
+
+    /// Start party `p` (see [`Deployment::party_command`]).
+    pub fn party(&self, p: usize, extra: &[&str]) -> Proc {
+        self.launch_party(p, self.party_command(p, extra))
+    }
+
+    /// Start party `p` with `cmd` (a [`Deployment::party_command`],
+    /// perhaps wrapped), logging to a file of its own.
+    pub fn launch_party(&self, p: usize, cmd: Command) -> Proc {
+        let log = self.log_path(&format!("party{p}-{}", next_log()));
+        launch(cmd, &log).unwrap_or_else(|e| panic!("start party {p}: {e}"))
     }
 
     pub async fn client(&self) -> Client {
@@ -216,6 +234,39 @@ impl Drop for Deployment {
     }
 }
 
+impl Deployment {
+    /// How long until a fresh client gets a right answer (the plaintext
+    /// top-1, logits within 0.05) from the `small` model, trying again every
+    /// 100 ms while the parties pair or recover; fails the test if none
+    /// comes within `within`.
+    pub async fn serves_within(&self, within: Duration) -> Duration {
+        let t = Instant::now();
+        let model = small_model();
+        let bytes = png(16, 4242);
+        let plain = model
+            .forward(&model::preprocess(model.config(), &bytes).unwrap())
+            .unwrap();
+        let mut last = String::from("no attempt");
+        while t.elapsed() < within {
+            let client = self.client().await;
+            let left = within.saturating_sub(t.elapsed());
+            match client.wait_ready("small", left).await {
+                Ok(m) => match client.infer_image(&m, &bytes).await {
+                    Ok(r) => {
+                        assert!(max_diff(&plain, &r.logits) < 0.05, "a wrong answer");
+                        assert_eq!(argmax(&plain), argmax(&r.logits), "a wrong answer");
+                        return t.elapsed();
+                    }
+                    Err(e) => last = e.to_string(),
+                },
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no right answer within {within:?}; the last error: {last}")
+    }
+}
+
 /// A number for the next log file's name (restarted parties keep their logs).
 fn next_log() -> usize {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -238,30 +289,29 @@ impl Deployment {
     }
 }
 
-/// Send SIGTERM to `p` (as Kubernetes and compose stop containers).
-pub fn sigterm(p: &Proc) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &p.0.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -TERM failed");
+/// Wait at most `within` for `p` to exit (after a SIGTERM); its exit status.
+pub fn exits_within(p: &mut Proc, within: Duration) -> ExitStatus {
+    p.wait_timeout(within)
+        .expect("wait for the process")
+        .unwrap_or_else(|| panic!("process {} still running {within:?} after SIGTERM", p.id()))
 }
 
-/// Wait at most `within` for `p` to exit; its exit status.
-pub fn exits_within(p: &mut Proc, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(s) = p.0.try_wait().unwrap() {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "process {} still running {within:?} after SIGTERM",
-            p.0.id()
-        );
-        std::thread::sleep(Duration::from_millis(50));
+/// `cmd` run under a limit of `nofile` open file descriptors (`ulimit -n`
+/// in a shell that then execs it).
+pub fn with_fd_limit(cmd: &Command, nofile: u64) -> Command {
+    let mut limited = Command::new("bash");
+    limited
+        .arg("-c")
+        .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => limited.env(k, v),
+            None => limited.env_remove(k),
+        };
     }
+    limited
 }
 
 pub fn run(c: &mut Command) {
@@ -297,12 +347,7 @@ pub async fn check_correct(client: &Client, m: &RemoteModel, seeds: std::ops::Ra
     }
 }
 
-/// Resident memory of `p` in KiB (`VmRSS` of `/proc/PID/status`).
+/// Resident memory of `p` in KiB (`VmRSS`).
 pub fn rss_kib(p: &Proc) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", p.0.id())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS for process {}", p.0.id()))
+    crate::procs::rss_kib(p.id()).unwrap_or_else(|e| panic!("RSS of process {}: {e}", p.id()))
 }

@@ -4,13 +4,11 @@
 //! messages of failing requests (shares of the wrong length, holding the
 //! real share's words) are searched the same way.
 
-mod common;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use common::{cluster, small_model, test_options};
 use mpc_core::{FixedPoint, Prg, Seed, Share};
+use mpcvit_e2e::{cluster, small_model, test_options};
 
 #[derive(Clone, Default)]
 struct Buf(Arc<Mutex<Vec<u8>>>);

@@ -2,13 +2,11 @@
 //! mutual TLS): correctness against the plaintext model, 16 concurrent
 //! clients, bad input, and refused certificates.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{argmax, cluster, max_diff, png, small_model, test_options};
 use mpc_core::{Seed, Share};
 use mpcvit_client::{Client, ClientAuth, ClientError};
+use mpcvit_e2e::{argmax, cluster, max_diff, png, small_model, test_options};
 use mpcvit_proto::v1::dealer_client::DealerClient;
 use mpcvit_proto::v1::inference_client::InferenceClient;
 use mpcvit_proto::v1::peer_link_client::PeerLinkClient;

@@ -1,9 +1,18 @@
-//! Shared helpers of the server tests: the small test model, images, a
-//! local cluster with a connected client.
-
-#![allow(dead_code)]
+//! The end-to-end suites of mpcvit (`tests/tests/*.rs`) and the helpers
+//! they share: the small test model, images, checks against the plaintext
+//! model, a local cluster with a connected client (the in-process suites,
+//! real gRPC over loopback), [`deploy`]: the dealer and both parties as
+//! processes of the deployed binaries, and [`load`]: clients sending
+//! inferences until told to stop, every outcome kept.
+//!
+//! Processes are launched, stopped and measured with the one set of
+//! process helpers of the project, [`mpcvit_bench::procs`] (also the e2e
+//! benchmark's and the bench crate's), re-exported here as [`procs`].
 
 pub mod deploy;
+pub mod load;
+
+pub use mpcvit_bench::procs;
 
 use std::time::Duration;
 
