@@ -1,17 +1,36 @@
 //! Every protobuf message a server accepts, decoded as tonic decodes it,
-//! then through the checks that need no running server: ids, the bounded
-//! echo of a requested model name, and statuses' bounded messages.
+//! then handed to the checks its handler runs on it before any work
+//! (`mpcvit_server::admission`, the functions the handlers call), against a
+//! party that serves one model, [`MODEL`]: a client's `InferRequest`,
+//! party 0's `Pair` and `Session` headers at party 1, a party's hello at the
+//! dealer (from either party's certificate) and the manifest it carries.
+//! Every refusal's status message must stay bounded.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mpcvit_proto::v1::{InferRequest, ListModelsRequest, PeerFrame, ProvisionRequest, peer_frame};
+use mpcvit_proto::v1::{
+    InferRequest, ListModelsRequest, PeerFrame, ProvisionRequest, peer_frame, provision_request,
+};
 use mpcvit_server::ServerError;
+use mpcvit_server::admission;
 use mpcvit_server::error::MAX_STATUS_MESSAGE;
+use mpcvit_server::tls::Role;
 use prost::Message;
+
+/// The model the fuzzed party serves, its input length in ring elements
+/// (small, so that the fuzzer reaches admitted requests) and the digest of
+/// its plans.
+const MODEL: &str = "small";
+const INPUT_LEN: usize = 4;
+const DIGEST: [u8; 32] = [7; 32];
 
 fn bounded(e: ServerError) {
     let s = e.to_status();
     assert!(s.message().len() <= MAX_STATUS_MESSAGE + 32);
+}
+
+fn served<T>(value: T) -> impl FnOnce(&str) -> Option<((), T)> {
+    move |name| (name == MODEL).then_some(((), value))
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -21,9 +40,9 @@ fuzz_target!(|data: &[u8]| {
     match which % 4 {
         0 => {
             if let Ok(r) = InferRequest::decode(bytes) {
-                bounded(ServerError::unknown_model(&r.model));
-                if let Err(e) = mpcvit_server::id16(&r.session_id, "session id") {
-                    bounded(e);
+                match admission::infer(r, served(INPUT_LEN)) {
+                    Ok(a) => assert_eq!(a.input.len(), INPUT_LEN),
+                    Err(e) => bounded(e),
                 }
             }
         }
@@ -34,24 +53,36 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(PeerFrame { kind: Some(k) }) = PeerFrame::decode(bytes) {
                 match k {
                     peer_frame::Kind::Pair(h) => {
-                        bounded(ServerError::unknown_model(&h.model));
-                        let _ = mpcvit_server::id16(&h.pairing_id, "pairing id");
+                        if let Err(e) = admission::pair_header(&h, served(DIGEST)) {
+                            bounded(e);
+                        }
                     }
                     peer_frame::Kind::Session(h) => {
-                        let _ = mpcvit_server::id16(&h.pairing_id, "pairing id");
-                        let _ = mpcvit_server::id16(&h.session_id, "session id");
+                        if let Err(e) = admission::session_header(&h) {
+                            bounded(e);
+                        }
                     }
                     _ => {}
                 }
             }
         }
         _ => {
-            if let Ok(r) = ProvisionRequest::decode(bytes)
-                && let Some(mpcvit_proto::v1::provision_request::Kind::Hello(h)) = r.kind
+            if let Ok(ProvisionRequest {
+                kind: Some(provision_request::Kind::Hello(h)),
+            }) = ProvisionRequest::decode(bytes)
             {
-                let _ = mpcvit_server::id16(&h.pairing_id, "pairing id");
-                if h.manifest_json.len() <= 1 << 20 {
-                    let _ = model::ModelConfig::from_manifest_json(&h.manifest_json);
+                for caller in [Role::Party(0), Role::Party(1)] {
+                    match admission::party_hello(&h, caller) {
+                        // Admitted: the dealer then records the manifest's
+                        // plans, which starts by parsing it.
+                        Ok(_) => {
+                            if let Err(e) = model::ModelConfig::from_manifest_json(&h.manifest_json)
+                            {
+                                bounded(ServerError::Model(e));
+                            }
+                        }
+                        Err(e) => bounded(e),
+                    }
                 }
             }
         }

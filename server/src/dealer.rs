@@ -26,6 +26,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request as RpcRequest, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::admission::{self, PartyHello};
 use crate::defaults::{self, CLOSE_GRACE};
 use crate::error::ServerError;
 use crate::kx::{End, KeyPair};
@@ -129,15 +130,9 @@ impl DealerService {
         }
     }
 
-    /// The plans of a manifest (recorded once, then cached).
+    /// The plans of a manifest (recorded once, then cached; its size was
+    /// bounded by [`admission::party_hello`]).
     async fn plans(&self, manifest_json: &str) -> Result<Arc<ModelPlans>, ServerError> {
-        if manifest_json.len() > defaults::MAX_MANIFEST_BYTES {
-            return Err(ServerError::TooLarge {
-                what: "manifest",
-                size: manifest_json.len(),
-                limit: defaults::MAX_MANIFEST_BYTES,
-            });
-        }
         let mut cache = self.plans.lock().await;
         if let Some(p) = cache.get(manifest_json) {
             return Ok(p.clone());
@@ -171,14 +166,11 @@ impl DealerService {
                 return Err(NO_HELLO);
             }
         };
-        let party = hello.party as usize;
-        if party > 1 || role != Role::Party(party as u8) {
-            return Err(ServerError::RoleClaim {
-                caller: role,
-                claimed: hello.party,
-            });
-        }
-        let pairing = crate::id16(&hello.pairing_id, "pairing id")?;
+        let PartyHello {
+            party,
+            pairing,
+            public_key: party_public,
+        } = admission::party_hello(&hello, role)?;
         let plans = self.plans(&hello.manifest_json).await?;
         if hello.plan_digest != plans.digest(&hello.manifest_json) {
             // The manifest parsed (its plans were recorded): name its model.
@@ -189,16 +181,6 @@ impl DealerService {
         }
         let keys = KeyPair::generate();
         let dealer_public = keys.public();
-        let party_public: [u8; 32] =
-            hello
-                .public_key
-                .as_slice()
-                .try_into()
-                .map_err(|_| ServerError::FieldLength {
-                    field: "public key",
-                    got: hello.public_key.len(),
-                    expected: 32,
-                })?;
         let seed = keys.agree(&party_public, &hello.pairing_id, party, End::Dealer)?;
         let (out, out_rx) = mpsc::channel(8);
         {

@@ -25,6 +25,7 @@
 //! runtime's workers: sessions, model loads, dealing and pool expansion run
 //! under `spawn_blocking`.
 
+pub mod admission;
 pub mod bridge;
 pub mod cli;
 pub mod dealer;

@@ -174,8 +174,8 @@ async fn sigterm_of_each_role_under_load_then_a_replacement_serves() {
         let load = Load::start(&d, &m, &images, 4, ANSWER_WITHIN).await;
         // Requests in flight: every client has had an answer.
         tokio::time::sleep(Duration::from_millis(800)).await;
-        procs[i].terminate().unwrap();
         let t = Instant::now();
+        procs[i].terminate().unwrap();
         let status = exits_within(&mut procs[i], EXIT_WITHIN);
         let (exited, exit_at) = (t.elapsed(), Instant::now());
         assert!(status.success(), "{role} exited with {status}");
@@ -185,6 +185,11 @@ async fn sigterm_of_each_role_under_load_then_a_replacement_serves() {
         let outcomes = load.stop().await;
         let what = format!("processes: SIGTERM {role} under load");
         let tally = tally(&outcomes, &[Code::Unavailable, Code::Aborted], &what);
+        let in_flight: Vec<_> = outcomes
+            .iter()
+            .filter(|o| o.sent < t && o.sent + o.took > t)
+            .collect();
+        let in_flight_right = in_flight.iter().filter(|o| o.result.is_ok()).count();
         for c in 0..4 {
             assert!(
                 outcomes.iter().any(|o| o.client == c && o.result.is_ok()),
@@ -199,10 +204,13 @@ async fn sigterm_of_each_role_under_load_then_a_replacement_serves() {
         let recovered = d.serves_within(RECOVER_WITHIN).await;
         let after_exit = exit_at.elapsed();
         println!(
-            "{what}: exited (status 0) {:.0} ms after the signal; {} requests: {} right, {} \
-             failed, the slowest {:.0} ms; the replacement served a right answer {:.0} ms after \
-             its start ({:.0} ms after the exit)",
+            "{what}: exited (status 0) {:.0} ms after the signal; {} of {} requests in flight \
+             at the signal answered right; {} requests: {} right, {} failed, the slowest {:.0} \
+             ms; the replacement served a right answer {:.0} ms after its start ({:.0} ms after \
+             the exit)",
             exited.as_secs_f64() * 1e3,
+            in_flight_right,
+            in_flight.len(),
             outcomes.len(),
             tally.answers,
             tally.failures,

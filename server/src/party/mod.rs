@@ -94,14 +94,6 @@ struct Shared {
 }
 
 impl Shared {
-    /// The served model `name`.
-    fn entry(&self, name: &str) -> Result<Arc<pairing::ModelEntry>, ServerError> {
-        self.models
-            .get(name)
-            .cloned()
-            .ok_or_else(|| ServerError::unknown_model(name))
-    }
-
     /// Refuse new work (a session, a pairing) once shutdown began.
     fn refuse_if_stopping(&self) -> Result<(), ServerError> {
         if *self.stop.borrow() {

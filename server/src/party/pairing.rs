@@ -23,12 +23,13 @@ use super::pool::PoolStore;
 use super::service::first_frame;
 use super::session::{Acked, expect_ack};
 use super::{Shared, frame, lock, raised};
+use crate::admission;
 use crate::bridge::{self, BlockingChannel, PeerStream};
 use crate::defaults::MAX_INTERNAL_MESSAGE;
 use crate::error::ServerError;
+use crate::hex;
 use crate::plan::ModelPlans;
 use crate::tls::{Role, require_role};
-use crate::{hex, id16};
 
 /// A live pairing: the prepared model and its pool.
 pub(super) struct Epoch {
@@ -180,14 +181,9 @@ impl Shared {
                 expected: "a pair header",
             });
         };
-        let entry = self.entry(&h.model)?;
-        if h.plan_digest != entry.digest {
-            return Err(ServerError::PlanMismatch {
-                model: entry.name.clone(),
-                peer: Role::Party(0),
-            });
-        }
-        let id = id16(&h.pairing_id, "pairing id")?;
+        let (entry, id) = admission::pair_header(&h, |name| {
+            self.models.get(name).map(|e| (e.clone(), e.digest))
+        })?;
         Ok((entry, id, incoming))
     }
 

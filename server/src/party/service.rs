@@ -18,8 +18,9 @@ use tokio_stream::Stream;
 use tonic::{Request as RpcRequest, Response, Status, Streaming};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::session::{explain_peer_loss, session_id, to_bytes};
+use super::session::{explain_peer_loss, to_bytes};
 use super::{Shared, frame};
+use crate::admission;
 use crate::bridge::{self, PeerStream};
 use crate::defaults::HEADER_TIMEOUT;
 use crate::error::ServerError;
@@ -187,7 +188,7 @@ impl PeerLink for PartyService {
                 expected: "a session header",
             }));
         };
-        let sid = session_id(&h.session_id).map_err(refuse)?;
+        let sid = admission::session_header(&h).map_err(refuse)?;
         self.shared.refuse_if_stopping().map_err(refuse)?;
         let (tx, out) = bridge::outgoing();
         let rx = bridge::pump(incoming);

@@ -19,15 +19,14 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
 use tonic::{Request as RpcRequest, Status};
 use tracing::{debug, warn};
-use zeroize::Zeroizing;
 
 use super::pairing::{Epoch, ModelEntry};
 use super::pool::{BatchFeed, Replenish};
 use super::{Shared, frame, lock};
+use crate::admission;
 use crate::bridge::{self, BlockingChannel, PeerStream};
 use crate::defaults::{ACK_SLACK, PAIRING_LOOKUP_WAIT};
 use crate::error::ServerError;
-use crate::id16;
 use crate::tls::{Role, require_client};
 
 /// A session id registered in [`Shared::active`]; removed when dropped.
@@ -70,11 +69,6 @@ impl Drop for Unclaimed {
             }
         }
     }
-}
-
-/// A session id from a request field.
-pub(super) fn session_id(bytes: &[u8]) -> Result<[u8; 16], ServerError> {
-    id16(bytes, "session id")
 }
 
 /// What party 0 waits for party 1 to acknowledge.
@@ -157,15 +151,6 @@ pub(super) fn explain_peer_loss(e: ServerError, epoch: &Epoch) -> ServerError {
     }
 }
 
-/// Ring elements from little-endian bytes (the length is a multiple of 8:
-/// [`Shared::admit`] checked it).
-fn words(bytes: &[u8]) -> Vec<u64> {
-    bytes
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().expect("chunks_exact(8) gives 8 bytes")))
-        .collect()
-}
-
 /// A share as little-endian bytes (the client API's encoding).
 pub(super) fn to_bytes(s: &Share) -> Vec<u8> {
     s.as_slice().iter().flat_map(|v| v.to_le_bytes()).collect()
@@ -173,28 +158,18 @@ pub(super) fn to_bytes(s: &Share) -> Vec<u8> {
 
 impl Shared {
     /// Check a client's request before any work: the caller, this party
-    /// not shutting down, the model, the session id and the share's length.
+    /// not shutting down, then the message itself ([`admission::infer`]:
+    /// the model, the session id and the share's length).
     pub(super) fn admit(
         &self,
         req: RpcRequest<InferRequest>,
     ) -> Result<(Arc<ModelEntry>, [u8; 16], Share), ServerError> {
         require_client(&req, self.client_token.as_deref())?;
         self.refuse_if_stopping()?;
-        let r = req.into_inner();
-        // The share's bytes are wiped once read, whether admitted or not.
-        let share_bytes = Zeroizing::new(r.input_share);
-        let entry = self.entry(&r.model)?;
-        let sid = session_id(&r.session_id)?;
-        let want = entry.input_len * 8;
-        if share_bytes.len() != want {
-            return Err(ServerError::InputLength {
-                model: entry.name.clone(),
-                got: share_bytes.len(),
-                elements: entry.input_len,
-            });
-        }
-        let input = Share::new(words(&share_bytes));
-        Ok((entry, sid, input))
+        let a = admission::infer(req.into_inner(), |name| {
+            self.models.get(name).map(|e| (e.clone(), e.input_len))
+        })?;
+        Ok((a.model, a.session, a.input))
     }
 
     /// Register session `sid` as in progress at this party.
