@@ -4,8 +4,11 @@
 //! A [`Piecewise`] has sorted thresholds `t_0 < … < t_{J−1}` and `J + 1`
 //! segments (segment 0 is `x < t_0`, segment `J` is `x ≥ t_{J−1}`), each with
 //! a polynomial of degree ≤ 2. Segment polynomials inside `[t_0, t_{J−1})`
-//! interpolate the target at Chebyshev nodes (near-minimax); the two outer
-//! segments are given explicitly.
+//! interpolate the target at Chebyshev nodes (near-minimax, [`Piecewise::fit`])
+//! or are its minimax polynomials on the segment widened to the left
+//! ([`Piecewise::fit_minimax`], for comparisons that may pick a segment for
+//! inputs just below it); the two outer segments are given explicitly.
+//! The GeLU's approximations live with its operators in [`crate::gelu`].
 
 /// A piecewise polynomial of degree ≤ 2.
 #[derive(Clone, Debug, PartialEq)]
@@ -43,6 +46,32 @@ impl Piecewise {
                 .collect();
             let ys: Vec<f64> = nodes.iter().map(|x| target(*x)).collect();
             coeffs.push(interpolate(&nodes, &ys));
+        }
+        coeffs.push(above);
+        Piecewise { thresholds, coeffs }
+    }
+
+    /// Fit `target` on each interval `[t_{j−1} − widen, t_j]` by its minimax
+    /// polynomial of degree `degree` (1 or 2, [`minimax`]): each segment stays
+    /// accurate on the `widen` below it, where a coarse comparison may select
+    /// it. `below` and `above` are the outer segments' coefficients.
+    pub fn fit_minimax(
+        thresholds: Vec<f64>,
+        degree: usize,
+        target: impl Fn(f64) -> f64,
+        below: [f64; 3],
+        above: [f64; 3],
+        widen: f64,
+    ) -> Self {
+        assert!((1..=2).contains(&degree), "piecewise: degree {degree}");
+        assert!(
+            thresholds.windows(2).all(|w| w[0] < w[1]),
+            "piecewise: unsorted thresholds"
+        );
+        let mut coeffs = vec![below];
+        for w in thresholds.windows(2) {
+            let (c, _) = minimax(w[0] - widen, w[1], degree, &target);
+            coeffs.push(c);
         }
         coeffs.push(above);
         Piecewise { thresholds, coeffs }
@@ -89,6 +118,110 @@ fn interpolate(x: &[f64], y: &[f64]) -> [f64; 3] {
     }
 }
 
+/// Grid points per unit interval in [`minimax`]'s search for the error's extrema.
+const MINIMAX_GRID: usize = 4096;
+
+/// The minimax polynomial of degree `degree` (1 or 2) for `target` on
+/// `[lo, hi]` and its maximum error there, by the Remez exchange on a grid of
+/// [`MINIMAX_GRID`] points: solve for the polynomial whose error alternates
+/// with equal magnitude on `degree + 2` reference points, move the reference
+/// to the error's alternating extrema, repeat (a few iterations; the best
+/// polynomial seen is kept). Deterministic, so both parties derive the same
+/// coefficients.
+pub fn minimax(lo: f64, hi: f64, degree: usize, target: impl Fn(f64) -> f64) -> ([f64; 3], f64) {
+    assert!((1..=2).contains(&degree), "minimax: degree {degree}");
+    assert!(lo < hi, "minimax: [{lo}, {hi}]");
+    let n = degree + 2;
+    let grid: Vec<f64> = (0..=MINIMAX_GRID)
+        .map(|i| lo + (hi - lo) * i as f64 / MINIMAX_GRID as f64)
+        .collect();
+    let ys: Vec<f64> = grid.iter().map(|x| target(*x)).collect();
+    // initial reference: the Chebyshev extrema, as grid indices
+    let mut reference: Vec<usize> = (0..n)
+        .map(|i| {
+            let t = 0.5 - 0.5 * (std::f64::consts::PI * i as f64 / (n - 1) as f64).cos();
+            (t * MINIMAX_GRID as f64).round() as usize
+        })
+        .collect();
+    let mut best = ([0.0; 3], f64::INFINITY);
+    for _ in 0..12 {
+        // c_0 + c_1·x (+ c_2·x²) + (−1)^i·E = y at the reference points
+        let mut a: Vec<Vec<f64>> = reference
+            .iter()
+            .enumerate()
+            .map(|(i, &g)| {
+                let x = grid[g];
+                let mut row: Vec<f64> = (0..=degree).map(|k| x.powi(k as i32)).collect();
+                row.push(if i % 2 == 0 { 1.0 } else { -1.0 });
+                row
+            })
+            .collect();
+        let mut b: Vec<f64> = reference.iter().map(|&g| ys[g]).collect();
+        let sol = solve(&mut a, &mut b);
+        let mut c = [0.0; 3];
+        c[..=degree].copy_from_slice(&sol[..=degree]);
+        let err: Vec<f64> = grid
+            .iter()
+            .zip(&ys)
+            .map(|(x, y)| c[0] + c[1] * x + c[2] * x * x - y)
+            .collect();
+        let worst = err.iter().fold(0.0f64, |m, e| m.max(e.abs()));
+        if worst < best.1 {
+            best = (c, worst);
+        }
+        // the new reference: the largest |error| of each run of one sign
+        let mut runs: Vec<usize> = Vec::new();
+        for (g, e) in err.iter().enumerate() {
+            match runs.last_mut() {
+                Some(last) if (err[*last] >= 0.0) == (*e >= 0.0) => {
+                    if e.abs() > err[*last].abs() {
+                        *last = g;
+                    }
+                }
+                _ => runs.push(g),
+            }
+        }
+        if runs.len() < n {
+            break;
+        }
+        // keep n alternating points including the largest: drop the smaller end
+        while runs.len() > n {
+            if err[runs[0]].abs() < err[runs[runs.len() - 1]].abs() {
+                runs.remove(0);
+            } else {
+                runs.pop();
+            }
+        }
+        if runs == reference {
+            break;
+        }
+        reference = runs;
+    }
+    best
+}
+
+/// Gaussian elimination with partial pivoting (small dense systems).
+fn solve(a: &mut [Vec<f64>], b: &mut [f64]) -> Vec<f64> {
+    let n = b.len();
+    for col in 0..n {
+        let pivot = (col..n)
+            .max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))
+            .expect("non-empty");
+        a.swap(col, pivot);
+        b.swap(col, pivot);
+        for row in 0..n {
+            if row != col {
+                let m = a[row][col] / a[col][col];
+                for k in col..n {
+                    a[row][k] -= m * a[col][k];
+                }
+                b[row] -= m * b[col];
+            }
+        }
+    }
+    (0..n).map(|i| b[i] / a[i][i]).collect()
+}
+
 /// Thresholds `lo·2^(j/per_octave)` covering `[lo, hi]`.
 pub fn geometric_thresholds(lo: f64, hi: f64, per_octave: usize) -> Vec<f64> {
     assert!(lo > 0.0 && hi > lo, "geometric thresholds: [{lo}, {hi}]");
@@ -98,18 +231,7 @@ pub fn geometric_thresholds(lo: f64, hi: f64, per_octave: usize) -> Vec<f64> {
         .collect()
 }
 
-/// The exact GeLU, `x·Φ(x) = x/2·(1 + erf(x/√2))`.
-pub fn gelu_exact(x: f64) -> f64 {
-    0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))
-}
-
-/// The piecewise-quadratic GeLU used under MPC: 16 equal segments on
-/// `[−4, 4)`, 0 below and `x` above. Maximum error against [`gelu_exact`]:
-/// about 7·10⁻⁴ on the whole real line (asserted in tests).
-pub fn gelu_piecewise() -> Piecewise {
-    let thresholds: Vec<f64> = (0..=16).map(|i| -4.0 + 0.5 * i as f64).collect();
-    Piecewise::fit(thresholds, 2, gelu_exact, [0.0; 3], [0.0, 1.0, 0.0])
-}
+pub use crate::gelu::{gelu_exact, gelu_piecewise};
 
 /// Piecewise-linear `1/x` on `[lo, hi]` with `per_octave` segments per octave.
 /// Relative error about `(2^(1/p) − 1)²/8` inside the domain (p = per_octave);
@@ -135,17 +257,6 @@ pub fn rsqrt_piecewise(lo: f64, hi: f64, per_octave: usize, k: f64) -> Piecewise
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn gelu_fit_error_is_below_1e_3_everywhere() {
-        let p = gelu_piecewise();
-        let mut worst: f64 = 0.0;
-        for i in 0..=32000 {
-            let x = -16.0 + i as f64 * 0.001;
-            worst = worst.max((p.eval(x) - gelu_exact(x)).abs());
-        }
-        assert!(worst < 1e-3, "gelu piecewise error {worst}");
-    }
 
     #[test]
     fn reciprocal_and_rsqrt_fits_meet_relative_error_goal() {

@@ -432,22 +432,18 @@ impl Ctx<'_> {
             let mask = low_mask(bits);
             let half = 1u64 << (bits - 1);
             let low = low_mask(bits - 1);
-            // y = ĉ − t + 2^(ℓ−1), ĉ = m mod 2^ℓ; points key by key.
-            let ys: Vec<u64> = (0..n * k)
-                .map(|p| m[p / k].wrapping_sub(thresholds[p % k]).wrapping_add(half) & mask)
-                .collect();
-            let mut borrow = vec![0u8; n * k];
+            // y = ĉ − t + 2^(ℓ−1), ĉ = m mod 2^ℓ; points key by key: its low
+            // bits (above the ignored ones) go to the DCF, its top bit is public.
+            let y = |p: usize| m[p / k].wrapping_sub(thresholds[p % k]).wrapping_add(half) & mask;
+            let mut e_mine = vec![0u8; n * k];
             if !recording && k > 0 {
-                let key_of: Vec<usize> = (0..n * k).map(|p| p / k).collect();
-                let lows: Vec<u64> = ys.iter().map(|y| (y & low) >> coarse).collect();
-                dcf_bit::eval_batch(party, &roots, &keys, &key_of, &lows, &mut borrow);
+                let lows: Vec<u64> = (0..n * k).map(|p| (y(p) & low) >> coarse).collect();
+                dcf_bit::eval_grouped(party, &roots, &keys, k, &lows, &mut e_mine);
             }
-            let e_mine = (0..n * k)
-                .map(|p| {
-                    let top = if p0 { (ys[p] >> (bits - 1)) as u8 } else { 0 };
-                    top ^ borrow[p] ^ sigma[p]
-                })
-                .collect();
+            for (p, e) in e_mine.iter_mut().enumerate() {
+                let top = if p0 { (y(p) >> (bits - 1)) as u8 } else { 0 };
+                *e ^= top ^ sigma[p];
+            }
             // The value the products see is `P − R` with `P` public: `m − r`,
             // or with a truncation by s, `(m >> s) − 2^(62−s)` minus
             // `r_h − 2^(64−s)·(1 − msb m)·msb(r)`.
@@ -733,23 +729,41 @@ impl BitsOpened {
     /// `n` per threshold: `b = e + (1 − 2e)·ρ` (local).
     pub fn bits(&self) -> Vec<Share> {
         let (n, k) = (self.c.n, self.c.k);
-        (0..k)
-            .map(|j| {
-                Share::new(
-                    (0..n)
-                        .map(|i| {
-                            let p = i * k + j;
-                            let e = self.e[p];
-                            let mut b = self.c.rho[p].wrapping_mul(1u64.wrapping_sub(2 * e));
-                            if self.c.p0 {
-                                b = b.wrapping_add(e);
-                            }
-                            b
-                        })
-                        .collect(),
-                )
-            })
-            .collect()
+        let mut out = vec![vec![0u64; n]; k];
+        for i in 0..n {
+            for (j, o) in out.iter_mut().enumerate() {
+                o[i] = self.bit(i * k + j);
+            }
+        }
+        out.into_iter().map(Share::new).collect()
+    }
+
+    /// This party's share of the bit of point `p` (element-major).
+    fn bit(&self, p: usize) -> u64 {
+        let e = self.e[p];
+        let b = self.c.rho[p].wrapping_mul(1u64.wrapping_sub(2 * e));
+        if self.c.p0 { b.wrapping_add(e) } else { b }
+    }
+
+    /// Shares of `Σ_j w_j·[x ≥ t_j]` per element for each weight vector `w`
+    /// (one weight per threshold, public ring elements), without forming
+    /// the bits one by one: for a piecewise polynomial's coefficients,
+    /// `w_j = c_{j+1} − c_j` (local).
+    pub fn weighted(&self, weights: &[&[u64]]) -> Vec<Share> {
+        let (n, k) = (self.c.n, self.c.k);
+        for w in weights {
+            assert_eq!(w.len(), k, "bit compare: {} weights for {k} bits", w.len());
+        }
+        let mut out = vec![vec![0u64; n]; weights.len()];
+        for i in 0..n {
+            for j in 0..k {
+                let b = self.bit(i * k + j);
+                for (o, w) in out.iter_mut().zip(weights) {
+                    o[i] = o[i].wrapping_add(w[j].wrapping_mul(b));
+                }
+            }
+        }
+        out.into_iter().map(Share::new).collect()
     }
 
     /// Shares of `[x ≥ t_j]·v` per threshold (`v` the opened value, at its

@@ -232,7 +232,7 @@ pub fn generate_batch(bits: u32, alphas: &[u64], roots0: &[Block], roots1: &[Blo
 
 /// Party `party`'s XOR share (0 or 1) of `[x < α_k]` at the public point
 /// `x` (low `bits` bits used) for key `k`. The readable reference of
-/// [`eval_batch`].
+/// [`eval_batch`] and [`eval_grouped`].
 pub fn eval(party: usize, root_seed: &Block, keys: &BitKeys, k: usize, x: u64) -> u8 {
     let key = keys.key(k);
     let (levels, nu) = shape(keys.bits);
@@ -280,22 +280,52 @@ pub fn eval_batch(
         xs.len(),
         "dcf_bit batch: keys and points differ in length"
     );
+    eval_points(party, roots, keys, |p| key_of[p], xs, out);
+}
+
+/// [`eval_batch`] for points laid out key by key, `per_key` consecutive
+/// points per key (point `p` uses key `p / per_key`), without a key index
+/// per point.
+pub fn eval_grouped(
+    party: usize,
+    roots: &[Block],
+    keys: &BitKeys,
+    per_key: usize,
+    xs: &[u64],
+    out: &mut [u8],
+) {
+    assert!(per_key > 0, "dcf_bit grouped: no points per key");
+    eval_points(party, roots, keys, |p| p / per_key, xs, out);
+}
+
+fn eval_points(
+    party: usize,
+    roots: &[Block],
+    keys: &BitKeys,
+    key_of: impl Fn(usize) -> usize,
+    xs: &[u64],
+    out: &mut [u8],
+) {
     assert_eq!(out.len(), xs.len(), "dcf_bit batch: output length");
     const CHUNK: usize = 2048;
     let bits = keys.bits;
     let (levels, nu) = shape(bits);
     let mut buf = vec![GenericArray::from([0u8; 16]); CHUNK];
+    let mut s = vec![0u128; CHUNK];
+    let mut t = vec![0u8; CHUNK];
+    let mut v = vec![0u8; CHUNK];
+    let mut ks: Vec<&[u8]> = Vec::with_capacity(CHUNK);
     for start in (0..xs.len()).step_by(CHUNK) {
         let end = (start + CHUNK).min(xs.len());
         let m = end - start;
-        let ks: Vec<&[u8]> = key_of[start..end].iter().map(|&k| keys.key(k)).collect();
+        ks.clear();
+        ks.extend((start..end).map(|p| keys.key(key_of(p))));
         let xs = &xs[start..end];
-        let mut s: Vec<u128> = key_of[start..end]
-            .iter()
-            .map(|&k| root(&roots[k]))
-            .collect();
-        let mut t = vec![party as u8; m];
-        let mut v = vec![0u8; m];
+        for (j, p) in (start..end).enumerate() {
+            s[j] = root(&roots[key_of(p)]);
+        }
+        t[..m].fill(party as u8);
+        v[..m].fill(0);
         for lvl in 0..levels {
             let shift = bits - 1 - lvl as u32;
             for ((b, sq), x) in buf.iter_mut().zip(&s).zip(xs) {
@@ -319,7 +349,7 @@ pub fn eval_batch(
                 *sq = (c ^ corr) & !LOW;
             }
         }
-        for (b, sq) in buf.iter_mut().zip(&s) {
+        for (b, sq) in buf.iter_mut().zip(&s).take(m) {
             *b = GenericArray::from((sq ^ 4).to_le_bytes());
         }
         cipher().encrypt_blocks(&mut buf[..m]);
@@ -447,6 +477,13 @@ mod tests {
         }
         for p in 0..xs.len() {
             assert_eq!(outs[0][p] ^ outs[1][p], (xs[p] < alphas[key_of[p]]) as u8);
+        }
+        // the same points, grouped three per key
+        for (party, out) in outs.iter().enumerate() {
+            let party_roots: Vec<Block> = roots.iter().map(|r| r[party]).collect();
+            let mut grouped = vec![0u8; xs.len()];
+            eval_grouped(party, &party_roots, &ks, 3, &xs, &mut grouped);
+            assert_eq!(&grouped, out);
         }
     }
 }

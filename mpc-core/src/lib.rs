@@ -20,7 +20,7 @@
 //! - [`Ctx`]: one party's view without the link; every secure operator is a
 //!   method on it returning an [`Op`] (`arith`: products and truncation;
 //!   `compare`: comparison, ReLU, max; `nonlinear`: exp, reciprocal, rsqrt,
-//!   softmax, ReLU-softmax, ScaleAttn, GeLU, LayerNorm). [`Session`] adds
+//!   softmax, ReLU-softmax, ScaleAttn, LayerNorm; [`gelu`]: the GeLUs). [`Session`] adds
 //!   the link and runs operators ([`Session::run`]).
 //! - [`plain`]: the f64 reference of every operator.
 //! - [`local`]: run both parties and the dealer in one process.
@@ -35,6 +35,7 @@ pub mod dealer;
 pub mod error;
 pub mod feed;
 pub mod fixed;
+pub mod gelu;
 pub mod local;
 pub mod nonlinear;
 pub mod op;

@@ -1,6 +1,6 @@
 //! Nonlinear operators built from products, truncation and comparison:
-//! exp, piecewise polynomials (reciprocal, rsqrt, GeLU), softmax,
-//! ReLU-softmax, ScaleAttn and LayerNorm.
+//! exp, piecewise polynomials (reciprocal, rsqrt), softmax, ReLU-softmax,
+//! ScaleAttn and LayerNorm (the GeLUs are in [`crate::gelu`]).
 //!
 //! Rounds and bytes below are per party and online; "n" is the element count.
 //! Accuracy figures are measured by the tests in `tests/nonlinear.rs` at the
@@ -597,77 +597,6 @@ impl Ctx<'_> {
                 .then(move |c, s| c.trunc_scaled(&s, f, scale))
                 .then(move |c, s| c.matmul(&s, &v, n, n, d))
         }
-    }
-
-    /// MPCFormer's quadratic GeLU, `0.125x² + 0.25x + 0.5`.
-    ///
-    /// Evaluated at `2f + 3` fractional bits as `x² + 2x·2^f + 4·2^(2f)` and
-    /// truncated once by `f + 3`; `x²` comes from one opening of `x + r`
-    /// that also performs `x`'s pending truncation, if any
-    /// ([`Ctx::bit_compare`] with no threshold). Rounds 2; bytes
-    /// `8n + ⌈n/8⌉`; dealer to party 1: `8n` (`r²`), or `32n` with a pending
-    /// truncation (`r_h²`, `r_h·msb(r)`, `r_h`, `msb(r)`), plus the
-    /// truncation's `8n`. Exact to 1 ulp (2 with a pending truncation) for
-    /// `|x| < 2^(29.5 − f)`.
-    pub fn gelu_quad(&mut self, x: impl Into<Untruncated>) -> Op<Share> {
-        let x: Untruncated = x.into();
-        let f = self.frac_bits();
-        let s = x.shift;
-        // a comparison at no threshold: just the (truncating) opening and its square
-        self.bit_compare(&x.raw, &[], 62, 0, false, true, s)
-            .then(move |c, o| {
-                let lin = o.value().scale_int(1u64 << (f + 1));
-                let t = c.add_scalar(&o.square_raw().add(&lin), 4u64 << (2 * f));
-                c.trunc(&t, f + 3)
-            })
-    }
-
-    /// GeLU by the piecewise quadratic of [`approx::gelu_piecewise`] (16
-    /// segments on [−4, 4], 0 below, x above): max error ≈ 7e-4 against the
-    /// exact erf GeLU everywhere (measured 5.2e-4 including inputs next to
-    /// the segment boundaries). The segment comparison ignores the input's
-    /// bits below 2^−8 (a value within 2^−8 below a boundary may take the
-    /// next segment, whose polynomial agrees there to ~1e-3), which makes
-    /// each DCF 8 levels shallower.
-    ///
-    /// Steps: one opening of `x + r` serves the bit comparison at the 17
-    /// boundaries ([`Ctx::bit_compare`], XOR-output DCF) and `x²`
-    /// (`m² − 2m·r + r²`), and performs `x`'s pending truncation, if any;
-    /// round 2 truncates `x²` and opens the 17 masked
-    /// bits, which become arithmetic shares locally; round 3 multiplies the
-    /// segment's coefficients by `(x, x²)`; round 4 truncates.
-    /// Rounds 4; bytes `8n + ⌈n/8⌉ + ⌈17n/8⌉ + 32n + ⌈n/8⌉`. Dealer per
-    /// element: a 15-bit [`crate::dcf_bit::BitKeys`] key (144 bytes) to each
-    /// party; to party 1 also `8·17` (the bits' `ρ`), `8` (`r²`), `8 + 8`
-    /// (truncations) and `16` (the product triple), and `24` more with a
-    /// pending truncation (`r_h`, `msb(r)`, `r_h·msb(r)`) instead of that
-    /// truncation's own `8`. 17 DCF evaluations of 8 AES blocks + 1 per
-    /// element. Domain `|x| < 124` at f = 16.
-    pub fn gelu(&mut self, x: impl Into<Untruncated>) -> Op<Share> {
-        let x: Untruncated = x.into();
-        let f = self.frac_bits();
-        let s = x.shift;
-        let pe = PiecewiseEval {
-            pw: approx::gelu_piecewise(),
-            bits: f + 8,
-            out_frac: f,
-            max_out: 128.0,
-        };
-        let t = pe.thresholds(f + s);
-        self.bit_compare(
-            &x.raw,
-            &t,
-            f + 8 + s,
-            f.saturating_sub(8) + s,
-            false,
-            true,
-            s,
-        )
-        .then(move |c, cmp| {
-            let x2 = c.trunc(&cmp.square_raw(), f);
-            x2.join(cmp.open()).map(|(x2, o)| (o.value(), x2, o))
-        })
-        .then(move |c, (x, x2, opened)| c.piecewise_from_bits(&x, Some(&x2), &opened.bits(), &pe))
     }
 
     /// LayerNorm of each row of `x` (rows×c): `(x − μ)/√(σ² + eps)·γ + β`,

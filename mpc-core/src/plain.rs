@@ -33,7 +33,7 @@ pub fn relu(x: f64) -> f64 {
 
 /// The exact GeLU `x·Φ(x)`.
 pub fn gelu(x: f64) -> f64 {
-    approx::gelu_exact(x)
+    crate::gelu::gelu_exact(x)
 }
 
 /// MPCFormer's quadratic GeLU `0.125x² + 0.25x + 0.5`.
@@ -41,9 +41,11 @@ pub fn gelu_quad(x: f64) -> f64 {
     0.125 * x * x + 0.25 * x + 0.5
 }
 
-/// The piecewise-quadratic GeLU the secure [`crate::Session::gelu`] evaluates.
+/// The piecewise-quadratic GeLU the secure [`crate::Session::gelu`] evaluates
+/// (where the comparison picks the segment of `x`; it may pick the one
+/// above for `x` up to 1/8 below a boundary).
 pub fn gelu_piecewise(x: f64) -> f64 {
-    thread_local!(static P: Piecewise = approx::gelu_piecewise());
+    thread_local!(static P: Piecewise = crate::gelu::gelu_piecewise());
     P.with(|p| p.eval(x))
 }
 

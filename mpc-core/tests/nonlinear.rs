@@ -448,17 +448,33 @@ fn gelu_variants_truncate_a_pending_input_in_their_own_opening() {
         let err = max_abs_diff(&got, &exact);
         assert!(err < 1e-3, "erf at shift {shift}: {err}");
         assert_eq!(r.online[0].rounds, 4);
+        assert_eq!(r.online[0].bytes_sent as usize, gelu_bytes(n));
+        // the truncation's r_h, msb(r), r_h², r_h·msb(r) in place of r²
+        let dcf = 3 * 16 + 16;
+        assert_eq!(
+            r.dealer_bytes,
+            [(n * dcf) as u64, (n * (dcf + 8 * 11 + 32 + 16 + 8)) as u64]
+        );
     }
+}
+
+/// Online bytes per party of the erf GeLU on `n` elements: the opening of
+/// `x + r`, the 11 masked bits, the product `(c₁, c₂)·(x, x²)`, the truncation.
+fn gelu_bytes(n: usize) -> usize {
+    8 * n + (11 * n).div_ceil(8) + 32 * n + n.div_ceil(8)
 }
 
 #[test]
 fn gelu_variants_match_their_references_with_counts() {
     let mut x = uniform(1000, -8.0, 8.0, 22);
-    x.extend([-4.0, 4.0, 0.0, -100.0, 100.0]);
+    x.extend([-4.0, 4.0, 0.0, -100.0, 100.0, -122.9, 122.9]);
     // around every segment boundary, where the coarse comparison may pick the neighbour
-    for i in 0..=16 {
-        let t = -4.0 + 0.5 * i as f64;
-        x.extend([t - 0.004, t - ULP, t, t + ULP, t + 0.002, t + 0.004]);
+    for t in mpc_core::gelu::GELU_THRESHOLDS {
+        for d in [
+            -0.13, -0.125, -0.1, -0.06, -0.004, -ULP, 0.0, ULP, 0.002, 0.004,
+        ] {
+            x.push(t + d);
+        }
     }
     let n = x.len();
     let (got, r) = run(FP, &[&x], |s, v| s.run(|cx| cx.gelu_quad(&v[0])));
@@ -470,8 +486,9 @@ fn gelu_variants_match_their_references_with_counts() {
     let (got, r) = run(FP, &[&x], |s, v| s.run(|cx| cx.gelu(&v[0])));
     let exact: Vec<f64> = q(&x).iter().map(|v| plain::gelu(*v)).collect();
     let approx: Vec<f64> = q(&x).iter().map(|v| plain::gelu_piecewise(*v)).collect();
+    // the neighbour segment agrees within twice the fit's error
     assert!(
-        max_abs_diff(&got, &approx) < 300.0 * ULP,
+        max_abs_diff(&got, &approx) < 1.7e-3,
         "vs piecewise {}",
         max_abs_diff(&got, &approx)
     );
@@ -479,17 +496,33 @@ fn gelu_variants_match_their_references_with_counts() {
     eprintln!("piecewise GeLU vs erf: {err:.2e}");
     assert!(err < 1e-3, "vs erf {err}");
     assert_eq!(r.online[0].rounds, 4);
-    let bytes = 8 * n + n.div_ceil(8) + (17 * n).div_ceil(8) + 32 * n + n.div_ceil(8);
-    // dealer: XOR-output DCF keys of 15 input bits (24 less the sign and 8
-    // ignored bits: 8 levels and a 128-bit leaf) to both parties; to party 1
-    // also ρ per boundary, r², two truncations and the product triple
-    let dcf = 8 * 16 + 16;
+    assert_eq!(r.online[0].bytes_sent as usize, gelu_bytes(n));
+    // dealer: XOR-output DCF keys of 10 input bits (24 less the sign and 13
+    // ignored bits: 3 levels and a 128-bit leaf) to both parties; to party 1
+    // also ρ per boundary, r², the product triple and the truncation
+    let dcf = 3 * 16 + 16;
     assert_eq!(r.dealer_bytes[0] as usize, n * dcf);
-    assert_eq!(
-        r.dealer_bytes[1] as usize,
-        n * (dcf + 8 * 17 + 8 + 8 + 16 + 8)
-    );
-    assert_eq!(r.online[0].bytes_sent as usize, bytes);
+    assert_eq!(r.dealer_bytes[1] as usize, n * (dcf + 8 * 11 + 8 + 16 + 8));
+}
+
+#[test]
+fn erf_gelu_is_within_1e_3_on_a_dense_grid_and_exact_outside() {
+    // every 2^-10 over [−8, 8] (every 64th ulp), then values far out
+    let mut x: Vec<f64> = (0..=16 * 1024).map(|i| -8.0 + i as f64 / 1024.0).collect();
+    let dense = x.len();
+    x.extend([-122.9, -100.0, -50.0, -9.0, 9.0, 20.0, 50.0, 100.0, 122.9]);
+    let (got, r) = run(FP, &[&x], |s, v| s.run(|cx| cx.gelu(&v[0])));
+    let exact: Vec<f64> = q(&x).iter().map(|v| plain::gelu(*v)).collect();
+    let err = max_abs_diff(&got[..dense], &exact[..dense]);
+    eprintln!("erf GeLU on [−8, 8]: max error {err:.3e}");
+    assert!(err < 1e-3, "max error {err} on [−8, 8]");
+    // 0 below the segments, x above (1 ulp: the truncation)
+    for (g, v) in got[dense..].iter().zip(&q(&x)[dense..]) {
+        let want = if *v < 0.0 { 0.0 } else { *v };
+        assert!((g - want).abs() <= ULP, "GeLU({v}) = {g}");
+    }
+    assert_eq!(r.online[0].rounds, 4);
+    assert_eq!(r.online[0].bytes_sent as usize, gelu_bytes(x.len()));
 }
 
 #[test]
@@ -538,6 +571,13 @@ proptest! {
         let (got, _) = run(FP, &[&xs], |s, v| s.run(|cx| cx.relu(&v[0], 32)));
         let want: Vec<f64> = q(&xs).iter().map(|v| v.max(0.0)).collect();
         prop_assert_eq!(got, want);
+    }
+
+    #[test]
+    fn gelu_property(xs in proptest::collection::vec(-122.0f64..122.0, 1..40)) {
+        let (got, _) = run(FP, &[&xs], |s, v| s.run(|cx| cx.gelu(&v[0])));
+        let want: Vec<f64> = q(&xs).iter().map(|v| plain::gelu(*v)).collect();
+        prop_assert!(max_abs_diff(&got, &want) < 1e-3);
     }
 
     #[test]
