@@ -11,7 +11,7 @@
 //!
 //! Approximations under MPC (the plaintext model is exact): fixed point with
 //! `f` fractional bits (default 16); the exact-erf GeLU is evaluated by the
-//! piecewise quadratic of `mpc_core::approx::gelu_piecewise` (error ≤ 7e-4);
+//! piecewise quadratic of `mpc_core::gelu::gelu_piecewise` (error ≤ 8.6e-4);
 //! softmax's exponential by `(1 + x/256)^256`; ReLU-softmax's and LayerNorm's
 //! reciprocal and rsqrt piecewise linearly (relative error ≤ 1e-3 on their domains).
 
