@@ -119,7 +119,7 @@ impl Ctx<'_> {
     /// CPU: 11 DCF evaluations of 4 AES blocks per element and party (the
     /// dealer: 14 blocks per key). Error ≤ 8.3e-4 (approximation) plus a few
     /// ulps (the truncations, the coefficients' rounding) against the exact
-    /// GeLU everywhere on the domain (measured 8.4e-4 on a dense grid over
+    /// GeLU everywhere on the domain (measured 8.5e-4 on a dense grid over
     /// [−8, 8], boundaries included). Domain `|x| < 123` (trained checkpoints
     /// give `|x| < 10`); `3 ≤ f ≤ 18` (`x²`'s coefficient keeps `54 − 2f ≥ 18`
     /// bits) and, with a pending truncation by `s`, `f + 8 + s ≤ 62`.
