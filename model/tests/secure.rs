@@ -20,7 +20,11 @@ fn decode(fp: mpc_core::FixedPoint, a: &Share, b: &Share) -> Vec<f64> {
 /// Run prepare + forward on every image as both parties; return the plaintext
 /// traces and the reconstructed secure stages.
 fn compare(model: &Model, images: &[Vec<f32>]) -> Compared {
-    let params = SecureParams::default();
+    compare_with(model, images, SecureParams::default())
+}
+
+/// [`compare`] with explicit secure-forward settings.
+fn compare_with(model: &Model, images: &[Vec<f32>], params: SecureParams) -> Compared {
     let fp = params.fp;
     let mut prg = Prg::new(&Seed::for_tests(5));
     let shares = split_weights(model, fp, &mut prg);
@@ -147,6 +151,14 @@ fn small_model_every_attention_kind_and_beta() {
         let c = compare(&model, &images(&config, 3, 7));
         let worst = check(&c, 0.02, 0.02);
         eprintln!("small model, {gelu:?}: worst logit difference {worst:.2e}");
+        // the projection folded into the heads' values (C = 4·d here)
+        let folded = SecureParams {
+            fold_ratio: 4,
+            ..SecureParams::default()
+        };
+        let c = compare_with(&model, &images(&config, 3, 7), folded);
+        let worst = check(&c, 0.02, 0.02);
+        eprintln!("small model, {gelu:?}, folded projection: worst logit difference {worst:.2e}");
     }
     // `measure_inference`: the same logits, and the cost of one image only.
     let model = Model::random(config.clone(), 3).unwrap();
