@@ -105,8 +105,7 @@ fn operator_table(cases: &[(String, model::secure::InferenceCost)]) -> String {
     kinds.dedup();
     let mut out = format!(
         "# Rounds and bytes by operator kind (`vit_7_4_32`, random weights)\n\n\
-         Measured {} on {} cores. ",
-        today(),
+         Measured on {} cores (the date is this file's commit's). ",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     out.push_str(
@@ -147,21 +146,4 @@ fn operator_table(cases: &[(String, model::secure::InferenceCost)]) -> String {
     }
     out.push('\n');
     out
-}
-
-/// Today's UTC date as `YYYY-MM-DD` (civil from days, H. Hinnant's algorithm).
-fn today() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as i64;
-    let z = secs.div_euclid(86_400) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
 }

@@ -869,12 +869,7 @@ impl BlockStage {
                 })
                 .map(|y| y.raw),
             AttnKind::ReluSoftmax => {
-                let rp = ReluAttention {
-                    bits: p.score_bits,
-                    coarse: p.score_coarse,
-                    eps: f64::from(cfg.relu_softmax_eps),
-                    row_sum: p.row_sums,
-                };
+                let rp = self.relu_attention_params();
                 c.attention_scores_untruncated(&q, &k, n, d)
                     .then(move |c, s| {
                         let vw = c.weight_matmul(&v, n, &w);
@@ -882,6 +877,16 @@ impl BlockStage {
                     })
                     .map(|y| y.raw)
             }
+        }
+    }
+
+    /// The ReLU-softmax heads' settings: the scores' comparison, the model's eps.
+    fn relu_attention_params(&self) -> ReluAttention {
+        ReluAttention {
+            bits: self.params.score_bits,
+            coarse: self.params.score_coarse,
+            eps: f64::from(self.cfg.relu_softmax_eps),
+            row_sum: self.params.row_sums,
         }
     }
 
@@ -898,12 +903,7 @@ impl BlockStage {
                 .attention_scores_untruncated(&q, &k, n, d)
                 .then(move |c, s| c.softmax_attention(s, &v, n, d, p.score_bits)),
             AttnKind::ReluSoftmax => {
-                let rp = ReluAttention {
-                    bits: p.score_bits,
-                    coarse: p.score_coarse,
-                    eps: f64::from(cfg.relu_softmax_eps),
-                    row_sum: p.row_sums,
-                };
+                let rp = self.relu_attention_params();
                 c.attention_scores_untruncated(&q, &k, n, d)
                     .then(move |c, s| c.relu_attention(s, &v, n, d, rp))
             }
