@@ -30,14 +30,7 @@ impl Piecewise {
         below: [f64; 3],
         above: [f64; 3],
     ) -> Self {
-        assert!((1..=2).contains(&degree), "piecewise: degree {degree}");
-        assert!(
-            thresholds.windows(2).all(|w| w[0] < w[1]),
-            "piecewise: unsorted thresholds"
-        );
-        let mut coeffs = vec![below];
-        for w in thresholds.windows(2) {
-            let (lo, hi) = (w[0], w[1]);
+        Self::fit_segments(thresholds, degree, below, above, |lo, hi| {
             let nodes: Vec<f64> = (0..=degree)
                 .map(|i| {
                     let th = std::f64::consts::PI * (2 * i + 1) as f64 / (2 * (degree + 1)) as f64;
@@ -45,10 +38,8 @@ impl Piecewise {
                 })
                 .collect();
             let ys: Vec<f64> = nodes.iter().map(|x| target(*x)).collect();
-            coeffs.push(interpolate(&nodes, &ys));
-        }
-        coeffs.push(above);
-        Piecewise { thresholds, coeffs }
+            interpolate(&nodes, &ys)
+        })
     }
 
     /// Fit `target` on each interval `[t_{j−1} − widen, t_j]` by its minimax
@@ -63,16 +54,27 @@ impl Piecewise {
         above: [f64; 3],
         widen: f64,
     ) -> Self {
+        Self::fit_segments(thresholds, degree, below, above, |lo, hi| {
+            minimax(lo - widen, hi, degree, &target).0
+        })
+    }
+
+    /// The piecewise polynomial with `segment(t_{j−1}, t_j)`'s coefficients
+    /// between consecutive thresholds and `below` / `above` outside.
+    fn fit_segments(
+        thresholds: Vec<f64>,
+        degree: usize,
+        below: [f64; 3],
+        above: [f64; 3],
+        segment: impl Fn(f64, f64) -> [f64; 3],
+    ) -> Self {
         assert!((1..=2).contains(&degree), "piecewise: degree {degree}");
         assert!(
             thresholds.windows(2).all(|w| w[0] < w[1]),
             "piecewise: unsorted thresholds"
         );
         let mut coeffs = vec![below];
-        for w in thresholds.windows(2) {
-            let (c, _) = minimax(w[0] - widen, w[1], degree, &target);
-            coeffs.push(c);
-        }
+        coeffs.extend(thresholds.windows(2).map(|w| segment(w[0], w[1])));
         coeffs.push(above);
         Piecewise { thresholds, coeffs }
     }

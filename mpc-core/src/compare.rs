@@ -484,12 +484,6 @@ impl Ctx<'_> {
         })
     }
 
-    /// Elementwise `max(x, y) = y + ReLU(x − y)`. Rounds 2; exact for `|x − y| < 2^(ℓ−1)` ulps.
-    pub fn max_pair(&mut self, x: &Share, y: &Share, bits: u32) -> Op<Share> {
-        let y = y.clone();
-        self.relu(&x.sub(&y), bits).map(move |r| y.add(&r))
-    }
-
     /// Maximum of each row of `x` (rows×cols) by a pairwise tree, one round
     /// per level: `max(a, b) = b + [a − b ≥ 0]·(a − b)`, the product coming
     /// out of the comparison's own opening ([`Ctx::compare_products`] at

@@ -594,6 +594,26 @@ fn bytes_of(words: &[u64]) -> Vec<u8> {
     words.iter().flat_map(|w| w.to_le_bytes()).collect()
 }
 
+/// Append party 1's correction `full − mine` for one part of its material,
+/// when party 1 has that part (`mine` drawn non-empty); `full` is computed
+/// only then.
+fn put_correction(to_p1: &mut Vec<u8>, mine: &[u64], full: impl FnOnce() -> Vec<u64>) {
+    if !mine.is_empty() {
+        to_p1.extend(bytes_of(&ring::sub(&full(), mine)));
+    }
+}
+
+/// Fill party 1's corrected parts, in order and each at its drawn length,
+/// from the dealer's message (the inverse of [`put_correction`]).
+fn fill_corrections<'a>(msg: &[u8], parts: impl IntoIterator<Item = &'a mut Vec<u64>>) {
+    let mut rest = msg;
+    for v in parts {
+        let len = 8 * v.len();
+        *v = words(&rest[..len]);
+        rest = &rest[len..];
+    }
+}
+
 /// What the dealer sends for one request: a message for each party (often empty for party 0).
 #[derive(Clone, Default)]
 pub struct Dealt {
@@ -718,7 +738,7 @@ impl Dealer {
                 let a_msb = ring::mul(&a, &ring::repeat_rows(&msb, *cols));
                 let mut to_p1 = Vec::new();
                 for (full, mine) in [(high, h0), (msb, m0), (a_high, ah0), (a_msb, am0)] {
-                    to_p1.extend(bytes_of(&ring::sub(&full, &mine)));
+                    put_correction(&mut to_p1, &mine, || full);
                 }
                 Dealt {
                     to_p0: Vec::new(),
@@ -760,11 +780,9 @@ impl Dealer {
                     ring::mul(&a_msb, &rm),
                 ];
                 let mut to_p1 = Vec::new();
-                for (full, mine) in [(a_high, ah0), (a_msb, am0), (r_high, rh0), (r_msb, rm0)] {
-                    to_p1.extend(bytes_of(&ring::sub(&full, &mine)));
-                }
-                for (full, mine) in cross.iter().zip(&c0) {
-                    to_p1.extend(bytes_of(&ring::sub(full, mine)));
+                let singles = [(a_high, ah0), (a_msb, am0), (r_high, rh0), (r_msb, rm0)];
+                for (full, mine) in singles.into_iter().chain(cross.into_iter().zip(c0)) {
+                    put_correction(&mut to_p1, &mine, || full);
                 }
                 Dealt {
                     to_p0: Vec::new(),
@@ -878,7 +896,7 @@ impl Dealer {
                 let keys = dcf::generate_batch(bits - 1 - coarse, &alphas, &betas, &s0, &s1);
                 let to_both = keys.into_bytes();
                 let mut to_p1 = to_both.clone();
-                to_p1.extend(bytes_of(&ring::sub(&msb, &m0)));
+                put_correction(&mut to_p1, &m0, || msb);
                 Dealt {
                     to_p0: to_both,
                     to_p1,
@@ -931,23 +949,19 @@ impl Dealer {
                 };
                 let msb: Vec<u64> = r.iter().map(|v| v >> 63).collect();
                 let mut to_p1 = keys.as_bytes().to_vec();
-                let mut put = |full: Vec<u64>, mine: &[u64]| {
-                    if !mine.is_empty() {
-                        to_p1.extend(bytes_of(&ring::sub(&full, mine)));
-                    }
-                };
                 let per_point = |v: &[u64]| -> Vec<u64> {
                     (0..rho.len())
                         .map(|p| rho[p].wrapping_mul(v[p / k]))
                         .collect()
                 };
-                put(rho.clone(), &rho0);
-                put(per_point(&base), &rr0);
-                put(ring::mul(&base, &base), &sq0);
-                put(base.clone(), &h0);
-                put(msb.clone(), &m0);
-                put(per_point(&msb), &rm0);
-                put(ring::mul(&base, &msb), &hm0);
+                let out = &mut to_p1;
+                put_correction(out, &rho0, || rho.clone());
+                put_correction(out, &rr0, || per_point(&base));
+                put_correction(out, &sq0, || ring::mul(&base, &base));
+                put_correction(out, &h0, || base.clone());
+                put_correction(out, &m0, || msb.clone());
+                put_correction(out, &rm0, || per_point(&msb));
+                put_correction(out, &hm0, || ring::mul(&base, &msb));
                 Dealt {
                     to_p0: keys.as_bytes().to_vec(),
                     to_p1,
@@ -998,16 +1012,12 @@ impl Dealer {
                 let keys = dcf::generate_batch_of(bits - 1 - coarse, w, &alphas, &betas, &s0, &s1);
                 let to_both = keys.into_bytes();
                 let mut to_p1 = to_both.clone();
-                let mut put = |full: Vec<u64>, mine: &[u64]| {
-                    if !mine.is_empty() {
-                        to_p1.extend(bytes_of(&ring::sub(&full, mine)));
-                    }
-                };
-                put(msb.clone(), &m0);
-                put(high.clone(), &h0);
-                put(top.clone(), &t0);
-                put(ring::mul(&msb, &high), &mh0);
-                put(ring::mul(&msb, &top), &mt0);
+                let out = &mut to_p1;
+                put_correction(out, &m0, || msb.clone());
+                put_correction(out, &h0, || high.clone());
+                put_correction(out, &t0, || top.clone());
+                put_correction(out, &mh0, || ring::mul(&msb, &high));
+                put_correction(out, &mt0, || ring::mul(&msb, &top));
                 Dealt {
                     to_p0: to_both,
                     to_p1,
@@ -1091,12 +1101,10 @@ impl MaterialGen {
                 *keys =
                     BitKeys::from_bytes(depth, msg[..at].to_vec()).expect("length checked above");
                 if p1 {
-                    let mut rest = &msg[at..];
-                    for v in [rho, rho_r, r_sq, r_high, r_msb, rho_msb, high_msb] {
-                        let len = 8 * v.len();
-                        *v = words(&rest[..len]);
-                        rest = &rest[len..];
-                    }
+                    fill_corrections(
+                        &msg[at..],
+                        [rho, rho_r, r_sq, r_high, r_msb, rho_msb, high_msb],
+                    );
                 }
             }
             (
@@ -1122,12 +1130,7 @@ impl MaterialGen {
                 *cws = DcfKeys::from_bytes_of(depth, w, msg[..at].to_vec())
                     .expect("length checked above");
                 if p1 {
-                    let mut rest = &msg[at..];
-                    for v in [r_msb, high, top, msb_high, msb_top] {
-                        let len = 8 * v.len();
-                        *v = words(&rest[..len]);
-                        rest = &rest[len..];
-                    }
+                    fill_corrections(&msg[at..], [r_msb, high, top, msb_high, msb_top]);
                 }
             }
             (
@@ -1141,13 +1144,8 @@ impl MaterialGen {
                 },
                 _,
             ) if p1 => {
-                let mut rest = msg;
                 let [c0, c1, c2, c3] = cross;
-                for v in [a_high, a_msb, r_high, r_msb, c0, c1, c2, c3] {
-                    let len = 8 * v.len();
-                    *v = words(&rest[..len]);
-                    rest = &rest[len..];
-                }
+                fill_corrections(msg, [a_high, a_msb, r_high, r_msb, c0, c1, c2, c3]);
             }
             (
                 Material::TruncRowScale {
@@ -1159,12 +1157,7 @@ impl MaterialGen {
                 },
                 _,
             ) if p1 => {
-                let mut rest = msg;
-                for v in [r_high, r_msb, a_high, a_msb] {
-                    let len = 8 * v.len();
-                    *v = words(&rest[..len]);
-                    rest = &rest[len..];
-                }
+                fill_corrections(msg, [r_high, r_msb, a_high, a_msb]);
             }
             (Material::Triple { c, .. }, _) | (Material::Wrap { c, .. }, _) if p1 => {
                 *c = words(msg);

@@ -462,21 +462,40 @@ impl Ctx<'_> {
     ) -> Op<Untruncated> {
         let s: Untruncated = s.into();
         attempt!(check_len("relu_attention", "scores", s.raw.len(), n * n));
-        let t = self.frac_bits() + EXTRA_FRAC;
         self.relu_truncating(&s, p.bits, p.coarse)
             .join(v)
             .then(move |c, (r, v)| {
                 attempt!(check_len("relu_attention", "values", v.len(), n * d));
-                let sums = Share::new(ring::row_sums(r.as_slice(), n, n));
-                let sums = c.add_scalar(&sums, c.encode(p.eps));
-                let f = c.frac_bits();
-                let rv = c
-                    .matmul_raw(&r, &v, n, n, d)
-                    .map(move |raw| Untruncated { raw, shift: f });
-                rv.join(c.reciprocal_untruncated(&sums, p.row_sum))
+                let eps = c.encode(p.eps);
+                c.normalised_product(r, v, eps, n, d, p.row_sum)
             })
-            .then(move |c, (rv, inv)| c.mul_rows_pending(&rv, &inv, n, d))
-            .map(move |raw| Untruncated { raw, shift: t })
+    }
+
+    /// `diag(1/(Σ_j W_ij + eps))·(W·V)` for attention weights `W` (n×n, at
+    /// `f` bits) and values `V` (n×d): the product and the reciprocal of the
+    /// row sums on `row_sum` in one round, both left untruncated, then the
+    /// row scaling that truncates both ([`Ctx::mul_rows_pending`]); the result
+    /// at `2f + EXTRA_FRAC` bits, `f + EXTRA_FRAC` pending. Rounds 2.
+    fn normalised_product(
+        &mut self,
+        w: Share,
+        v: Share,
+        eps: u64,
+        n: usize,
+        d: usize,
+        row_sum: Domain,
+    ) -> Op<Untruncated> {
+        let f = self.frac_bits();
+        let sums = self.add_scalar(&Share::new(ring::row_sums(w.as_slice(), n, n)), eps);
+        let wv = self
+            .matmul_raw(&w, &v, n, n, d)
+            .map(move |raw| Untruncated { raw, shift: f });
+        wv.join(self.reciprocal_untruncated(&sums, row_sum))
+            .then(move |c, (wv, inv)| c.mul_rows_pending(&wv, &inv, n, d))
+            .map(move |raw| Untruncated {
+                raw,
+                shift: f + EXTRA_FRAC,
+            })
     }
 
     /// Softmax attention for one head: `softmax_row(S)·V` (S n×n, V n×d),
@@ -516,7 +535,6 @@ impl Ctx<'_> {
     ) -> Op<Untruncated> {
         let s: Untruncated = s.into();
         attempt!(check_len("softmax_attention", "scores", s.raw.len(), n * n));
-        let t = self.frac_bits() + EXTRA_FRAC;
         self.row_max(s, n, n, bits, SOFTMAX_MAX_COARSE)
             .then(move |c, (x, m)| {
                 let d = x.sub(&Share::new(ring::repeat_rows(m.as_slice(), n)));
@@ -525,19 +543,12 @@ impl Ctx<'_> {
             .join(v)
             .then(move |c, (e, v)| {
                 attempt!(check_len("softmax_attention", "values", v.len(), n * d));
-                let f = c.frac_bits();
-                let sums = Share::new(ring::row_sums(e.as_slice(), n, n));
                 let dom = Domain {
                     lo: 1.0,
                     hi: 2.0 * n as f64,
                 };
-                let ev = c
-                    .matmul_raw(&e, &v, n, n, d)
-                    .map(move |raw| Untruncated { raw, shift: f });
-                ev.join(c.reciprocal_untruncated(&sums, dom))
+                c.normalised_product(e, v, 0, n, d, dom)
             })
-            .then(move |c, (ev, inv)| c.mul_rows_pending(&ev, &inv, n, d))
-            .map(move |raw| Untruncated { raw, shift: t })
     }
 
     /// Attention scores `Q·Kᵀ/√d` for one head (Q, K: n×d); the 1/√d is folded
