@@ -448,17 +448,20 @@ impl Client {
             },
         };
         // Report the root cause: a party's own error rather than the other's
-        // "aborted" or a cancellation.
-        let secondary = |c: Code| matches!(c, Code::Aborted | Code::Cancelled);
+        // "aborted", and either rather than this client's cancellation of
+        // its wait (never a cause); party 0's on a tie.
+        let rank = |e: &ClientError| match e.code() {
+            Some(Code::Cancelled) => 0,
+            Some(Code::Aborted) => 1,
+            _ => 2,
+        };
         let (a, b) = match (a, b) {
             (Ok(a), Ok(b)) => (a.into_inner(), b.into_inner()),
             (Err(e), Ok(_)) => return Err(ClientError::party(0, e)),
             (Ok(_), Err(e)) => return Err(ClientError::party(1, e)),
             (Err(e0), Err(e1)) => {
                 let (c0, c1) = (ClientError::party(0, e0), ClientError::party(1, e1));
-                let s0 = c0.code().is_some_and(secondary);
-                let s1 = c1.code().is_some_and(secondary);
-                return Err(if s0 && !s1 { c1 } else { c0 });
+                return Err(if rank(&c1) > rank(&c0) { c1 } else { c0 });
             }
         };
         let n = model.info.output_len as usize;
