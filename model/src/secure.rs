@@ -55,10 +55,12 @@ pub struct SecureParams {
     /// no projection round: 2 rounds less per block) when `C ≤ fold_ratio ·
     /// head_dim`; it costs `8·n·(C − d)` bytes more per such head twice
     /// (the product's and the row scaling's openings) and `n²·(C − d)` more
-    /// multiply-adds. 0 (the default) never folds: measured 2026-12-02, the
-    /// folded bundled model took 0.65 s per image on loopback instead of
-    /// 0.27 s and 2.41 s instead of 2.07 s on the emulated WAN, for reasons
-    /// not yet understood (its CPU grew only about 30 %).
+    /// multiply-adds. The default 4 folds `vit_7_4_32` (C = 4d) and the
+    /// bundled models, not `vit_9_12_64` (C = 12d, where the bytes would
+    /// grow 11-fold per head); 0 never folds. Measured 2026-12-02 (quiet
+    /// machine, three processes): the bundled model 0.214 → 0.175 s per
+    /// image on loopback, 1.98 → 1.87 s on the emulated WAN; `vit_7_4_32`
+    /// μ = 0.5 quad 124 → 110 rounds, 18.9 → 21.7 MB.
     pub fold_ratio: usize,
 }
 
@@ -71,7 +73,7 @@ impl Default for SecureParams {
             relu_bits: 26,
             layer_norm: LayerNormParams::default(),
             row_sums: ROW_SUMS,
-            fold_ratio: 0,
+            fold_ratio: 4,
         }
     }
 }
@@ -707,7 +709,7 @@ impl SecureModel {
         let f = c.frac_bits();
         let class = self.class_emb.scale_int(1 << f);
         let pos = self.positional_emb.scale_int(1 << f);
-        linear_raw(c, cols, cfg.num_patches(), &self.conv).map(move |tokens| Untruncated {
+        linear_raw(c, cols, cfg.num_patches(), &self.conv, 0).map(move |tokens| Untruncated {
             raw: Share::concat(&[&class, &tokens]).add(&pos),
             shift: f,
         })
@@ -751,7 +753,7 @@ impl BlockStage {
     /// the second LayerNorm, and each LayerNorm truncates its centred rows
     /// in its own first opening.
     fn run(&self, c: &mut Ctx<'_>, x_raw: &Untruncated) -> Op<(Share, BlockParts, Untruncated)> {
-        let (n, dim, f) = (self.cfg.num_tokens(), self.cfg.dim, c.frac_bits());
+        let (n, dim) = (self.cfg.num_tokens(), self.cfg.dim);
         let (me, me2) = (self.clone(), self.clone());
         let lnp = layer_norm_params(&self.cfg, &self.params);
         let (xc, pre) = centred(&x_raw.raw, n, dim, x_raw.shift, lnp);
@@ -775,12 +777,12 @@ impl BlockStage {
                     .then(move |c, (normed, first)| normed.truncate(c).join(me2.ffn(c, &first)));
                 residual
                     .join(norm)
-                    .map(move |(residual, (normed, ffn_raw))| (x, residual, normed, ffn_raw))
+                    .map(move |(residual, (normed, ffn))| (x, residual, normed, ffn))
             })
-            .map(move |(x, residual, normed, ffn_raw)| {
+            .map(move |(x, residual, normed, ffn)| {
                 let out = Untruncated {
-                    raw: normed.scale_int(1 << f).add(&ffn_raw),
-                    shift: f,
+                    raw: normed.scale_int(1 << ffn.shift).add(&ffn.raw),
+                    shift: ffn.shift,
                 };
                 let parts = BlockParts {
                     attn_out: residual.sub(&x),
@@ -822,7 +824,7 @@ impl BlockStage {
                                         .copy_from_slice(&o.as_slice()[t * d..(t + 1) * d]);
                                 }
                             }
-                            linear_raw(c, &Share::new(concat), n, &proj).map(move |y| (y, f))
+                            linear_raw(c, &Share::new(concat), n, &proj, 0).map(move |y| (y, f))
                         })
                     }
                     Projection::PerHead { rows, bias } => {
@@ -913,8 +915,10 @@ impl BlockStage {
     /// FFN branch, given the first layer's output for every token (computed
     /// with `norm1`, see [`BlockStage::run`]): GeLU rows through GeLU and
     /// linear2; linearised rows (MPCViT+ `beta = 0`) through a ReLU of the
-    /// fused layer, beside them. Returned untruncated (`2f` bits).
-    fn ffn(&self, c: &mut Ctx<'_>, first: &Untruncated) -> Op<Share> {
+    /// fused layer, beside them. Returned untruncated: at `2f` bits with
+    /// the erf GeLU; with the quad GeLU its output goes into linear2
+    /// untruncated ([`QUAD_GELU_INPUT_FRAC_DROP`]), so at `3f − 5` bits.
+    fn ffn(&self, c: &mut Ctx<'_>, first: &Untruncated) -> Op<Untruncated> {
         let cfg = &self.cfg;
         let (n, dim, m) = (cfg.num_tokens(), cfg.dim, cfg.mlp_hidden);
         let f = c.frac_bits();
@@ -925,23 +929,31 @@ impl BlockStage {
         let lin_rows: Vec<usize> = (0..n).filter(|&t| !keep(t)).collect();
         // `first` holds [z·W1' | z·F'] per token, its last truncation
         // pending (the GeLU's or ReLU's opening performs it).
+        // the output's scale above f: linear2's input's (f, or the quad
+        // GeLU's untruncated output) plus its weights' f
+        let shift = match cfg.gelu {
+            GeluKind::Quad => f + 3 - 2 * QUAD_GELU_INPUT_FRAC_DROP,
+            _ => 0,
+        } + f;
         let linearised = if lin_rows.is_empty() {
             Op::ready(Share::zeros(0))
         } else {
             let y = first.gather(&lin_rows, width, m..m + dim);
             c.relu_truncating(&y, self.params.relu_bits, 0)
-                .map(move |r| r.scale_int(1 << f))
+                .map(move |r| r.scale_int(1 << shift))
         };
         let gelu = if gelu_rows.is_empty() {
             Op::ready(Share::zeros(0))
         } else {
             let h = first.gather(&gelu_rows, width, 0..m);
             let g = match cfg.gelu {
-                GeluKind::Quad => c.gelu_quad(h),
+                GeluKind::Quad => c
+                    .gelu_quad_pending(h, f - QUAD_GELU_INPUT_FRAC_DROP)
+                    .map(|g| g.raw),
                 _ => c.gelu(h),
             };
             let (rows, linear2) = (gelu_rows.len(), self.blk.linear2.clone());
-            g.then(move |c, g| linear_raw(c, &g, rows, &linear2))
+            g.then(move |c, g| linear_raw(c, &g, rows, &linear2, shift - f))
         };
         linearised.join(gelu).map(move |(r, y)| {
             let mut out = vec![0u64; n * dim];
@@ -951,10 +963,20 @@ impl BlockStage {
             for (j, &t) in gelu_rows.iter().enumerate() {
                 out[t * dim..(t + 1) * dim].copy_from_slice(&y.as_slice()[j * dim..(j + 1) * dim]);
             }
-            Share::new(out)
+            Untruncated {
+                raw: Share::new(out),
+                shift,
+            }
         })
     }
 }
+
+/// Fractional bits below `f` at which a quad GeLU reads its input when its
+/// output goes into linear2 untruncated ([`Ctx::gelu_quad_pending`]): the
+/// GeLU then costs one round instead of two, its input keeps 2^−12
+/// resolution, and the block's output (at `3f − 5` bits, times the
+/// LayerNorm centring's `2^⌈log2 C⌉`) stays exact while `|x| < 2^11`.
+pub const QUAD_GELU_INPUT_FRAC_DROP: u32 = 4;
 
 /// LayerNorm settings of the secure forward, with the model's eps.
 fn layer_norm_params(cfg: &ModelConfig, params: &SecureParams) -> LayerNormParams {
@@ -1016,13 +1038,14 @@ fn folds(cfg: &ModelConfig, params: &SecureParams) -> bool {
     params.fold_ratio > 0 && cfg.dim <= params.fold_ratio * cfg.head_dim()
 }
 
-/// `x·W + b` for `m` rows, untruncated (`2f` bits; the bias is shifted up to match).
-fn linear_raw(c: &mut Ctx<'_>, x: &Share, m: usize, l: &PreparedLinear) -> Op<Share> {
+/// `x·W + b` for `m` rows of `x` at `f + extra` bits, untruncated (`2f +
+/// extra` bits; the bias is shifted up to match).
+fn linear_raw(c: &mut Ctx<'_>, x: &Share, m: usize, l: &PreparedLinear, extra: u32) -> Op<Share> {
     let f = c.frac_bits();
     let bias = l
         .bias
         .as_ref()
-        .map(|b| Share::new(tile(b.as_slice(), m)).scale_int(1 << f));
+        .map(|b| Share::new(tile(b.as_slice(), m)).scale_int(1 << (f + extra)));
     c.weight_matmul_raw(x, m, &l.w).map(move |y| match bias {
         Some(b) => y.add(&b),
         None => y,
@@ -1055,8 +1078,16 @@ pub struct InferenceCost {
 /// input) with both parties in this process and measure one inference:
 /// the run with the image minus a run that only loads the model.
 pub fn measure_inference(model: &Model, image: &[f32]) -> Result<InferenceCost> {
+    measure_inference_with(model, image, SecureParams::default())
+}
+
+/// [`measure_inference`] with the given secure parameters.
+pub fn measure_inference_with(
+    model: &Model,
+    image: &[f32],
+    params: SecureParams,
+) -> Result<InferenceCost> {
     use mpc_core::local::run_local;
-    let params = SecureParams::default();
     let mut prg = Prg::new(&mpc_core::Seed::random());
     let shares = split_weights(model, params.fp, &mut prg);
     let input = split_input(image, params.fp, &mut prg);

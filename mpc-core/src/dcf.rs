@@ -452,11 +452,18 @@ pub fn eval(party: usize, root: &Block, keys: &DcfKeys, k: usize, x: u64) -> u64
 /// Evaluate many points at once: point `p` uses key `key_of[p]` (its root
 /// seed in `roots` and its correction words in `keys`) at input `xs[p]`;
 /// writes party `party`'s output shares to `out` (`width` words per point,
-/// point-major). Same result as calling [`eval_words`] per point, but the
-/// tree is walked level by level for a batch of points so that AES runs over
-/// long buffers (pipelined AES-NI), and only the blocks a point needs per
-/// level are encrypted (its side's seed and value blocks: 2 for one or two
-/// words, 3 for three or four), with branch-free corrections.
+/// point-major). Same result as calling [`eval_words`] per point, but:
+///
+/// - points of one key that share the top bits of their input share the
+///   tree walk down to where they part (the walk visits each distinct
+///   prefix once). Points of a key should be adjacent in `key_of`; within
+///   such a run they are visited in sorted order, so a key evaluated at
+///   many nearby points (the ~200 thresholds of a piecewise reciprocal, all
+///   at `ĉ − t_j`) costs the nodes of their common subtree, not 200 paths;
+/// - the walk goes level by level over a batch of nodes so that AES runs
+///   over long buffers (pipelined AES-NI), and a node encrypts only the
+///   blocks of the side it takes (its seed and value blocks: 2 for one or
+///   two words, 3 for three or four), with branch-free corrections.
 pub fn eval_batch(
     party: usize,
     roots: &[Block],
@@ -472,41 +479,144 @@ pub fn eval_batch(
         "dcf batch: keys and points differ in length"
     );
     assert_eq!(out.len(), xs.len() * width, "dcf batch: output length");
-    const CHUNK: usize = 1024;
-    let sg = if party == 0 { 1u64 } else { u64::MAX };
     let bits = keys.bits as usize;
-    let sb = side_blocks(width);
-    let per = 1 + sb;
-    let mut buf = vec![GenericArray::from([0u8; 16]); per * CHUNK];
-    for start in (0..xs.len()).step_by(CHUNK) {
-        let end = (start + CHUNK).min(xs.len());
-        let m = end - start;
-        let ks: Vec<KeyRef<'_>> = key_of[start..end].iter().map(|&k| keys.key(k)).collect();
-        let xs = &xs[start..end];
-        let mut s: Vec<u128> = key_of[start..end]
-            .iter()
-            .map(|&k| u128::from_le_bytes(roots[k]))
-            .collect();
-        let mut t = vec![party as u8; m];
-        let mut v = vec![0u64; m * width];
+    // Visit order: runs of equal key, each sorted by its low `bits` input bits.
+    let low = |x: u64| {
+        if bits >= 64 {
+            x
+        } else {
+            x & ((1u64 << bits) - 1)
+        }
+    };
+    let mut order: Vec<usize> = (0..xs.len()).collect();
+    let mut at = 0;
+    while at < order.len() {
+        let k = key_of[at];
+        let end = (at..key_of.len())
+            .find(|&p| key_of[p] != k)
+            .unwrap_or(key_of.len());
+        order[at..end].sort_unstable_by_key(|&p| low(xs[p]));
+        at = end;
+    }
+    let mut walk = Walk::new(party, keys);
+    for chunk in order.chunks(Walk::POINTS) {
+        walk.run(roots, key_of, xs, chunk, out);
+    }
+}
+
+/// The buffers of [`eval_batch`]'s tree walk over one chunk of points.
+struct Walk<'a> {
+    keys: &'a DcfKeys,
+    party: usize,
+    sg: u64,
+    /// Per node of the current level: seed, control bit, output words so
+    /// far, key. Per point of the chunk: its node.
+    seed: Vec<u128>,
+    t: Vec<u8>,
+    v: Vec<u64>,
+    key: Vec<usize>,
+    node_of: Vec<usize>,
+    /// The next level's nodes: parent and side.
+    parent: Vec<usize>,
+    side: Vec<usize>,
+    buf: Vec<GenericArray<u8, aes::cipher::consts::U16>>,
+}
+
+impl<'a> Walk<'a> {
+    /// Points per chunk.
+    const POINTS: usize = 1024;
+
+    fn new(party: usize, keys: &'a DcfKeys) -> Self {
+        let per = 1 + side_blocks(keys.width);
+        Walk {
+            keys,
+            party,
+            sg: if party == 0 { 1 } else { u64::MAX },
+            seed: Vec::with_capacity(Self::POINTS),
+            t: Vec::with_capacity(Self::POINTS),
+            v: Vec::with_capacity(Self::POINTS * keys.width),
+            key: Vec::with_capacity(Self::POINTS),
+            node_of: Vec::with_capacity(Self::POINTS),
+            parent: Vec::with_capacity(Self::POINTS),
+            side: Vec::with_capacity(Self::POINTS),
+            buf: vec![GenericArray::from([0u8; 16]); per * Self::POINTS],
+        }
+    }
+
+    /// Evaluate the points `chunk` (indices into `key_of`, `xs`; a key's
+    /// points adjacent and sorted by input) into `out`.
+    fn run(
+        &mut self,
+        roots: &[Block],
+        key_of: &[usize],
+        xs: &[u64],
+        chunk: &[usize],
+        out: &mut [u64],
+    ) {
+        let (width, bits, sg) = (self.keys.width, self.keys.bits as usize, self.sg);
+        let sb = side_blocks(width);
+        let per = 1 + sb;
+        // level 0: one root node per run of equal key
+        self.seed.clear();
+        self.t.clear();
+        self.v.clear();
+        self.key.clear();
+        self.node_of.clear();
+        for (i, &p) in chunk.iter().enumerate() {
+            if i == 0 || key_of[p] != key_of[chunk[i - 1]] {
+                self.seed.push(u128::from_le_bytes(roots[key_of[p]]));
+                self.t.push(self.party as u8);
+                self.v.extend(std::iter::repeat_n(0, width));
+                self.key.push(key_of[p]);
+            }
+            self.node_of.push(self.seed.len() - 1);
+        }
+        let mut seed = Vec::with_capacity(chunk.len());
+        let mut t = Vec::with_capacity(chunk.len());
+        let mut v = Vec::with_capacity(chunk.len() * width);
+        let mut key = Vec::with_capacity(chunk.len());
         for lvl in 0..bits {
             let shift = bits - 1 - lvl;
-            for ((blocks, sq), x) in buf.chunks_exact_mut(per).zip(&s).zip(xs) {
-                let side = ((x >> shift) & 1) as usize;
+            // the next level's nodes: a new one where the parent or the side changes
+            self.parent.clear();
+            self.side.clear();
+            let mut last = (usize::MAX, usize::MAX);
+            for (i, &p) in chunk.iter().enumerate() {
+                let node = self.node_of[i];
+                let side = ((xs[p] >> shift) & 1) as usize;
+                if (node, side) != last {
+                    self.parent.push(node);
+                    self.side.push(side);
+                    last = (node, side);
+                }
+                self.node_of[i] = self.parent.len() - 1;
+            }
+            let m = self.parent.len();
+            for ((blocks, &pn), &side) in self
+                .buf
+                .chunks_exact_mut(per)
+                .zip(&self.parent)
+                .zip(&self.side)
+            {
+                let sq = self.seed[pn];
                 blocks[0] = GenericArray::from((sq ^ side as u128).to_le_bytes());
                 for i in 0..sb {
                     let tw = value_tweak(width, side, i) as u128;
                     blocks[1 + i] = GenericArray::from((sq ^ tw).to_le_bytes());
                 }
             }
-            cipher().encrypt_blocks(&mut buf[..per * m]);
-            for (p, blocks) in buf.chunks_exact(per).take(m).enumerate() {
-                let (key, x, sq) = (&ks[p], xs[p], s[p]);
-                let side = ((x >> shift) & 1) as usize;
-                let mut seed = u128::from_le_bytes(blocks[0].into()) ^ sq ^ side as u128;
-                let mut tb = (seed & 1) as u8;
-                seed &= !1;
-                let tq = t[p];
+            cipher().encrypt_blocks(&mut self.buf[..per * m]);
+            seed.clear();
+            t.clear();
+            v.clear();
+            key.clear();
+            for (c, blocks) in self.buf.chunks_exact(per).take(m).enumerate() {
+                let (pn, side) = (self.parent[c], self.side[c]);
+                let (sq, tq, k) = (self.seed[pn], self.t[pn], self.key[pn]);
+                let kr = self.keys.key(k);
+                let mut s = u128::from_le_bytes(blocks[0].into()) ^ sq ^ side as u128;
+                let mut tb = (s & 1) as u8;
+                s &= !1;
                 // Apply the level's correction when t = 1, without a branch.
                 let mask = 0u64.wrapping_sub(tq as u64);
                 for q in 0..width {
@@ -518,23 +628,36 @@ pub fn eval_batch(
                     let tw = value_tweak(width, side, b) as u128;
                     let val = ((u128::from_le_bytes(blocks[1 + b].into()) ^ sq ^ tw) >> (64 * half))
                         as u64;
-                    let val = val.wrapping_add(key.value(lvl, q) & mask);
-                    let vq = &mut v[p * width + q];
-                    *vq = vq.wrapping_add(sg.wrapping_mul(val));
+                    let val = val.wrapping_add(kr.value(lvl, q) & mask);
+                    v.push(self.v[pn * width + q].wrapping_add(sg.wrapping_mul(val)));
                 }
-                seed ^= key.seed(lvl) & (mask as u128 | (mask as u128) << 64);
-                tb ^= (key.tbits(lvl) >> side) & tq;
-                s[p] = seed;
-                t[p] = tb;
+                s ^= kr.seed(lvl) & (mask as u128 | (mask as u128) << 64);
+                tb ^= (kr.tbits(lvl) >> side) & tq;
+                seed.push(s);
+                t.push(tb);
+                key.push(k);
             }
+            std::mem::swap(&mut self.seed, &mut seed);
+            std::mem::swap(&mut self.t, &mut t);
+            std::mem::swap(&mut self.v, &mut v);
+            std::mem::swap(&mut self.key, &mut key);
         }
-        for p in 0..m {
-            let seed = s[p].to_le_bytes();
-            for q in 0..width {
-                let last = if t[p] == 1 { ks[p].last(q) } else { 0 };
-                let add = leaf_word(&seed, q).wrapping_add(last);
-                out[(start + p) * width + q] = v[p * width + q].wrapping_add(sg.wrapping_mul(add));
+        // leaves: each distinct input once, copied to its points
+        let mut leaf = vec![0u64; width];
+        let mut done = usize::MAX;
+        for (i, &p) in chunk.iter().enumerate() {
+            let node = self.node_of[i];
+            if node != done {
+                let s = self.seed[node].to_le_bytes();
+                let kr = self.keys.key(self.key[node]);
+                for (q, lq) in leaf.iter_mut().enumerate() {
+                    let last = if self.t[node] == 1 { kr.last(q) } else { 0 };
+                    let add = leaf_word(&s, q).wrapping_add(last);
+                    *lq = self.v[node * width + q].wrapping_add(sg.wrapping_mul(add));
+                }
+                done = node;
             }
+            out[p * width..(p + 1) * width].copy_from_slice(&leaf);
         }
     }
 }
@@ -625,6 +748,51 @@ mod tests {
             for (p, &o) in out.iter().enumerate() {
                 let k = key_of[p];
                 assert_eq!(o, eval(party, &party_roots[k], &cws, k, xs[p]), "point {p}");
+            }
+        }
+    }
+
+    #[test]
+    fn points_sharing_prefixes_duplicates_and_split_runs_match_single_evaluations() {
+        // Many points per key at `c − t_j` for geometric t_j (as the
+        // piecewise reciprocal lays them out), repeated inputs, a key whose
+        // points come in two separate runs, runs longer than a chunk.
+        for width in [1usize, 3] {
+            let bits = 22;
+            let keys = 9;
+            let r0: Vec<Block> = (0..keys).map(|k| [k as u8 ^ 0x21; 16]).collect();
+            let r1: Vec<Block> = (0..keys).map(|k| [k as u8 ^ 0x43; 16]).collect();
+            let alphas: Vec<u64> = (0..keys as u64)
+                .map(|k| (k * 456_789 + 3) % (1 << bits))
+                .collect();
+            let betas: Vec<u64> = (0..(keys * width) as u64).map(|i| i * 77 + 1).collect();
+            let cws = generate_batch_of(bits, width, &alphas, &betas, &r0, &r1);
+            let mut key_of = Vec::new();
+            let mut xs = Vec::new();
+            for k in (0..keys).chain([2]) {
+                let per = if k == 4 { 1500 } else { 220 };
+                let c = alphas[k] ^ 0x2a5a5;
+                for j in 0..per {
+                    let t = (2f64.powf(j as f64 / 10.0) as u64) & ((1 << bits) - 1);
+                    key_of.push(k);
+                    xs.push(c.wrapping_sub(t) & ((1 << bits) - 1));
+                }
+                key_of.push(k);
+                xs.push(alphas[k]);
+                key_of.push(k);
+                xs.push(alphas[k]);
+            }
+            for (party, roots) in [(0, &r0), (1, &r1)] {
+                let mut out = vec![0u64; xs.len() * width];
+                eval_batch(party, roots, &cws, &key_of, &xs, &mut out);
+                for (p, &x) in xs.iter().enumerate() {
+                    let one = eval_words(party, &roots[key_of[p]], &cws, key_of[p], x);
+                    assert_eq!(
+                        &out[p * width..(p + 1) * width],
+                        &one[..],
+                        "width {width} point {p}"
+                    );
+                }
             }
         }
     }

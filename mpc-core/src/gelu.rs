@@ -80,15 +80,43 @@ impl Ctx<'_> {
     /// truncation's `8n`. Exact to 1 ulp (2 with a pending truncation) for
     /// `|x| < 2^(29.5 − f)`.
     pub fn gelu_quad(&mut self, x: impl Into<Untruncated>) -> Op<Share> {
+        let f = self.frac_bits();
+        self.gelu_quad_pending(x, f).then(|c, y| y.truncate(c))
+    }
+
+    /// [`Ctx::gelu_quad`] with its input read at `in_frac ≤ f` fractional
+    /// bits and its output left untruncated at `2·in_frac + 3` bits (the
+    /// returned shift is `2·in_frac + 3 − f`), for a linear layer to take
+    /// as it is: its product is then at `2·in_frac + 3 + f` bits and its
+    /// truncation merges into the next opening, so the GeLU costs one
+    /// round, not two. With `in_frac = f − 4` (the model's choice) the
+    /// input keeps a resolution of 2^−12 (the quadratic's error from it is
+    /// at most `(0.25|x| + 0.25)·2^−12`) and the linear layer's output,
+    /// at `3f − 5` bits, keeps `2^(67 − 3f)` of headroom (2^19 at f = 16).
+    ///
+    /// Rounds 1; bytes `8n`; dealer as [`Ctx::gelu_quad`] without the
+    /// truncation. Exact to 1 ulp of `in_frac` for `|x| < 2^(29.5 − in_frac)`.
+    pub fn gelu_quad_pending(
+        &mut self,
+        x: impl Into<Untruncated>,
+        in_frac: u32,
+    ) -> Op<Untruncated> {
         let x: Untruncated = x.into();
         let f = self.frac_bits();
-        let s = x.shift;
+        assert!(
+            in_frac <= f && 2 * in_frac + 3 >= f,
+            "gelu_quad: input at {in_frac} of {f} fractional bits"
+        );
+        let s = x.shift + (f - in_frac);
         // a comparison at no threshold: just the (truncating) opening and its square
         self.bit_compare(&x.raw, &[], 62, 0, false, true, s)
             .then(move |c, o| {
-                let lin = o.value().scale_int(1u64 << (f + 1));
-                let t = c.add_scalar(&o.square_raw().add(&lin), 4u64 << (2 * f));
-                c.trunc(&t, f + 3)
+                let lin = o.value().scale_int(1u64 << (in_frac + 1));
+                let raw = c.add_scalar(&o.square_raw().add(&lin), 4u64 << (2 * in_frac));
+                Op::ready(Untruncated {
+                    raw,
+                    shift: 2 * in_frac + 3 - f,
+                })
             })
     }
 

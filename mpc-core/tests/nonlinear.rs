@@ -458,6 +458,40 @@ fn gelu_variants_truncate_a_pending_input_in_their_own_opening() {
     }
 }
 
+#[test]
+fn quad_gelu_left_pending_costs_one_round_at_its_input_resolution() {
+    // a pending input (as linear1's row scaling leaves it), read at f − 4
+    // bits; the output stays untruncated at 2(f − 4) + 3 bits
+    let f = FP.frac_bits;
+    let x = uniform(600, -10.0, 10.0, 31);
+    let n = x.len();
+    let shift = 20u32;
+    let wide: Vec<f64> = x.iter().map(|v| v * 2f64.powi(shift as i32)).collect();
+    let in_frac = f - 4;
+    let out_bits = 2 * in_frac + 3;
+    let (got, r) = run_at(FP, out_bits, &[&wide], |s, v| {
+        let x = Untruncated {
+            raw: v[0].clone(),
+            shift,
+        };
+        let y = s.run(|cx| cx.gelu_quad_pending(x, in_frac))?;
+        assert_eq!(y.shift, out_bits - f);
+        Ok(y.raw)
+    });
+    let err = got
+        .iter()
+        .zip(&x)
+        .map(|(g, v)| {
+            // the input's resolution 2^−in_frac, through the slope 0.25|x| + 0.25
+            let bound = (0.25 * v.abs() + 0.25) * 2f64.powi(-(in_frac as i32)) + 4.0 * ULP;
+            (g - plain::gelu_quad(*v)).abs() / bound
+        })
+        .fold(0.0, f64::max);
+    assert!(err <= 1.0, "error {err} of its bound");
+    assert_eq!(r.online[0].rounds, 1);
+    assert_eq!(r.online[0].bytes_sent as usize, 8 * n);
+}
+
 /// Online bytes per party of the erf GeLU on `n` elements: the opening of
 /// `x + r`, the 11 masked bits, the product `(c₁, c₂)·(x, x²)`, the truncation.
 fn gelu_bytes(n: usize) -> usize {
