@@ -163,30 +163,52 @@ impl Ctx<'_> {
     /// evaluation gives shares of `borrow·Y_j` and with them `b_j·Y_j` and
     /// `b_j·v = P·b_j − b_j·Y₁ + wrap(m)·b_j·Y₂` (local).
     ///
+    /// `coarse[j]` (one per threshold) is how many low bits of the raw `x`
+    /// threshold `t_j`'s comparison ignores: `b_j` may be wrong where `|x −
+    /// t_j| < 2^coarse[j]` ulps. The key's tree has `L = ℓ − 1 −
+    /// min(coarse)` levels; a threshold with more coarse bits stops its walk
+    /// that many levels early (a stop of the key, [`dcf::DcfKeys`]), and the
+    /// thresholds' points share the nodes of their common prefixes
+    /// ([`dcf::eval_batch_stopping`]).
+    ///
     /// Rounds 1; bytes `8n` per party. Dealer per element: one DCF key of
-    /// `ℓ − 1 − coarse` levels with a 3-word payload (2 with nothing
-    /// pending; `16 + 8w` bytes per level) to each party and `40` bytes to
-    /// party 1 (`16` with nothing pending). CPU: one evaluation of 3 (2) AES
-    /// blocks per level per element and threshold. Domain: `|x − t| < 2^(ℓ−1)`
-    /// ulps of `x` for every threshold, `|x| < 2^62`.
+    /// `L` levels with a 3-word payload (2 with nothing pending; `16 + 8w`
+    /// bytes per level, `8w` per distinct stop) to each party and `40` bytes
+    /// to party 1 (`16` with nothing pending). CPU: 3 (2) AES blocks per
+    /// distinct tree node the element's points visit (at most one per level
+    /// and threshold). Domain: `|x − t| < 2^(ℓ−1)` ulps of `x` for every
+    /// threshold, `|x| < 2^62`.
     pub fn compare_products(
         &mut self,
         x: &Untruncated,
         thresholds: &[u64],
         bits: u32,
-        coarse: u32,
+        coarse: &[u32],
     ) -> Op<ComparedProducts> {
         assert!((2..=62).contains(&bits), "compare_products: {bits} bits");
-        assert!(
-            coarse + 2 <= bits,
-            "compare_products: {coarse} coarse bits of {bits}"
+        assert_eq!(
+            coarse.len(),
+            thresholds.len(),
+            "compare_products: one coarse width per threshold"
         );
+        assert!(
+            coarse.iter().all(|&c| c + 2 <= bits),
+            "compare_products: coarse bits {coarse:?} of {bits}"
+        );
+        let finest = coarse.iter().copied().min().unwrap_or(0);
+        let levels = bits - 1 - finest;
+        let depths: Vec<u32> = coarse.iter().map(|c| levels - (c - finest)).collect();
+        let mut stops: Vec<u32> = depths.iter().copied().filter(|&d| d < levels).collect();
+        stops.sort_unstable();
+        stops.dedup();
+        let coarse = finest;
         let (n, s) = (x.raw.len(), x.shift);
         let req = Request::CompareProducts {
             n,
             bits,
             coarse,
             trunc: s,
+            stops,
         };
         let Material::CompareProducts {
             r,
@@ -230,17 +252,27 @@ impl Ctx<'_> {
                 let mut xs = Vec::with_capacity(n * k);
                 let mut key_of = Vec::with_capacity(n * k);
                 let mut tops = Vec::with_capacity(n * k);
+                let mut point_depths = Vec::with_capacity(n * k);
                 for (i, mi) in m.iter().enumerate() {
-                    for t in &thresholds {
+                    for (t, d) in thresholds.iter().zip(&depths) {
                         let y = (mi & mask).wrapping_sub(*t).wrapping_add(half) & mask;
                         tops.push(y >> (bits - 1));
                         xs.push((y & low) >> coarse);
                         key_of.push(i);
+                        point_depths.push(*d);
                     }
                 }
                 let mut d = vec![0u64; n * k * w];
                 if !recording {
-                    dcf::eval_batch(party, &roots, &cws, &key_of, &xs, &mut d);
+                    dcf::eval_batch_stopping(
+                        party,
+                        &roots,
+                        &cws,
+                        &key_of,
+                        &xs,
+                        &point_depths,
+                        &mut d,
+                    );
                 }
                 // v = P − R' per element, R' = Y₁ − wrap·Y₂ (or R)
                 let (public, wrap): (Vec<u64>, Vec<u64>) = if s > 0 {
@@ -311,10 +343,15 @@ impl Ctx<'_> {
         self.relu_coarse(x, bits, 0)
     }
 
-    /// `ReLU(x) = b·x` with `b = [x ≥ 0]` from a bit comparison that may err
-    /// where `−2^coarse ≤ x < 0` (ulps), so the result is exact except that
-    /// such an `x` may come out as itself instead of 0 (error below
-    /// `2^coarse` ulps).
+    /// `ReLU(x) = b·x` with `b = [x ≥ 2^coarse]` from a bit comparison that
+    /// may err where `0 ≤ x < 2^coarse` (ulps), so the result is exact
+    /// except that such an `x` may come out as 0 instead of itself (error
+    /// below `2^coarse` ulps). The threshold sits above 0 so that the error
+    /// is on that side: the result is never negative (a ReLU-softmax row sum
+    /// of such outputs is never below 0; with the threshold at 0, inputs
+    /// just below it passed through, and a row of many slightly negative
+    /// scores summed below 0, where the reciprocal's extrapolation leaves
+    /// the ring: wrong by up to 18 in a `vit_7_4_32` block).
     ///
     /// Steps: open `m = x + r` (64-bit mask; `m mod 2^ℓ` feeds the XOR-output
     /// DCF); open `e = b ⊕ ρ`; then `b·x = (e + (1 − 2e)ρ)(m − r) =
@@ -337,7 +374,9 @@ impl Ctx<'_> {
     /// Domain: `|x.raw| < 2^62`, `bits + shift ≤ 62`.
     pub fn relu_truncating(&mut self, x: &Untruncated, bits: u32, coarse: u32) -> Op<Share> {
         let s = x.shift;
-        self.bit_compare(&x.raw, &[0], bits + s, coarse + s, true, false, s)
+        let ignored = coarse + s;
+        let threshold = if ignored > 0 { 1u64 << ignored } else { 0 };
+        self.bit_compare(&x.raw, &[threshold], bits + s, ignored, true, false, s)
             .then(|_, c| c.open())
             .map(|o| o.select().remove(0))
     }
@@ -528,7 +567,7 @@ impl Ctx<'_> {
             shift: s,
         };
         let xt = self.trunc(&x.raw, s);
-        xt.join(self.compare_products(&diff, &[0], bits + s, coarse + s))
+        xt.join(self.compare_products(&diff, &[0], bits + s, &[coarse + s]))
             .then(move |c, (xt, cp)| {
                 let (_, rhs) = halves(xt.as_slice(), rows, cols);
                 let m = Share::new(rhs).add(&cp.products[0]);
@@ -579,7 +618,7 @@ fn row_max_level(
     let (lhs, rhs) = halves(&cur, rows, width);
     let rhs = Share::new(rhs);
     let diff = Share::new(lhs).sub(&rhs);
-    c.compare_products(&diff.into(), &[0], bits, coarse)
+    c.compare_products(&diff.into(), &[0], bits, &[coarse])
         .then(move |c, cp| {
             let m = rhs.add(&cp.products[0]);
             let next = next_level(m.as_slice(), &cur, rows, width);

@@ -129,6 +129,18 @@ fn leaf_word(seed: &Block, q: usize) -> u64 {
     u64::from_le_bytes(out[8 * half..8 * half + 8].try_into().expect("8 bytes"))
 }
 
+/// Word `q` of a node's conversion at a stop, `G'(s)`: AES-MMO blocks of
+/// the seed under tweaks `0x40 + ⌊q/2⌋`, which no expansion uses.
+fn stop_word(seed: &Block, q: usize) -> u64 {
+    let tweak = 0x40 + (q / 2) as u8;
+    let mut b = GenericArray::from(*seed);
+    b[0] ^= tweak;
+    cipher().encrypt_block(&mut b);
+    let out = mmo(&b, seed, tweak);
+    let half = q % 2;
+    u64::from_le_bytes(out[8 * half..8 * half + 8].try_into().expect("8 bytes"))
+}
+
 fn xor(a: &Block, b: &Block) -> Block {
     let mut o = [0u8; 16];
     for i in 0..16 {
@@ -145,15 +157,27 @@ fn sign(t: u8) -> u64 {
 /// kept as their wire bytes (no allocation per key; evaluation reads them in
 /// place). Both parties hold the same words. `Debug` is opaque.
 ///
-/// Layout of key `i` (each [`DcfKeys::wire_len`] bytes, at `i·wire_len`):
-/// `bits` seed corrections (16 bytes each), `bits` value corrections
-/// (`8·width` bytes each, word by word), the `2·bits` control-bit
-/// corrections packed (bit `2l` = t_L, `2l + 1` = t_R of level `l`), and the
-/// final value correction (`8·width` bytes).
+/// Layout of key `i` (each [`DcfKeys::wire_len_stopping`] bytes, at
+/// `i·wire_len`): `bits` seed corrections (16 bytes each), `bits` value
+/// corrections (`8·width` bytes each, word by word), the `2·bits`
+/// control-bit corrections packed (bit `2l` = t_L, `2l + 1` = t_R of level
+/// `l`), the final value correction (`8·width` bytes), then one value
+/// correction (`8·width` bytes) per *stop*.
+///
+/// Stops (early exits): a key may let points end their walk at a depth `d
+/// < bits` given when the keys are made; such a point is evaluated as if
+/// its input's low `bits − d` bits were 0 (`β·[x' < α]` with `x' = x` with
+/// those bits cleared), at the cost of `d` levels instead of `bits`. Off
+/// α's path the two parties' seeds agree below the level where the path
+/// left it, so their outputs already sum to the result there; on α's path
+/// the stop's correction turns the node's pseudo-random conversion
+/// (`G'(s)`, the seed's AES-MMO blocks under their own tweaks, never used
+/// to expand a child) into `β·[α mod 2^(bits−d) ≠ 0]`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DcfKeys {
     bits: u32,
     width: usize,
+    stops: Vec<u32>,
     bytes: Vec<u8>,
 }
 
@@ -179,7 +203,13 @@ impl DcfKeys {
     /// Bytes of one key's correction words for `bits`-bit inputs and a
     /// `width`-word payload: `bits·(16 + 8·width) + ⌈2·bits/8⌉ + 8·width`.
     pub fn wire_len_of(bits: u32, width: usize) -> usize {
-        bits as usize * (16 + 8 * width) + (2 * bits as usize).div_ceil(8) + 8 * width
+        Self::wire_len_stopping(bits, width, 0)
+    }
+
+    /// Bytes of one key with `stops` early exits: [`DcfKeys::wire_len_of`]
+    /// plus `8·width` per stop.
+    pub fn wire_len_stopping(bits: u32, width: usize, stops: usize) -> usize {
+        bits as usize * (16 + 8 * width) + (2 * bits as usize).div_ceil(8) + 8 * width * (1 + stops)
     }
 
     /// Keys of a one-word payload read from their wire bytes (a whole number
@@ -190,10 +220,27 @@ impl DcfKeys {
 
     /// Keys of a `width`-word payload read from their wire bytes, or `None`.
     pub fn from_bytes_of(bits: u32, width: usize, bytes: Vec<u8>) -> Option<DcfKeys> {
-        bytes
+        Self::from_bytes_stopping(bits, width, Vec::new(), bytes)
+    }
+
+    /// Keys with early exits at the depths `stops` (increasing, below
+    /// `bits`) read from their wire bytes, or `None`.
+    pub fn from_bytes_stopping(
+        bits: u32,
+        width: usize,
+        stops: Vec<u32>,
+        bytes: Vec<u8>,
+    ) -> Option<DcfKeys> {
+        let ok = stops.windows(2).all(|w| w[0] < w[1]) && stops.iter().all(|&d| d >= 1 && d < bits);
+        (ok && bytes
             .len()
-            .is_multiple_of(Self::wire_len_of(bits, width))
-            .then_some(DcfKeys { bits, width, bytes })
+            .is_multiple_of(Self::wire_len_stopping(bits, width, stops.len())))
+        .then_some(DcfKeys {
+            bits,
+            width,
+            stops,
+            bytes,
+        })
     }
 
     /// The wire bytes.
@@ -218,7 +265,16 @@ impl DcfKeys {
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.bytes.len() / Self::wire_len_of(self.bits, self.width)
+        self.bytes.len() / self.key_len()
+    }
+
+    /// The depths at which a point may stop.
+    pub fn stops(&self) -> &[u32] {
+        &self.stops
+    }
+
+    fn key_len(&self) -> usize {
+        Self::wire_len_stopping(self.bits, self.width, self.stops.len())
     }
 
     /// True when there are no keys.
@@ -233,20 +289,37 @@ impl DcfKeys {
 
     /// `n` keys of zero corrections with a `width`-word payload.
     pub fn placeholder_of(bits: u32, width: usize, n: usize) -> DcfKeys {
+        Self::placeholder_stopping(bits, width, Vec::new(), n)
+    }
+
+    /// `n` keys of zero corrections with early exits at `stops`.
+    pub fn placeholder_stopping(bits: u32, width: usize, stops: Vec<u32>, n: usize) -> DcfKeys {
+        let bytes = vec![0; n * Self::wire_len_stopping(bits, width, stops.len())];
         DcfKeys {
             bits,
             width,
-            bytes: vec![0; n * Self::wire_len_of(bits, width)],
+            stops,
+            bytes,
         }
     }
 
     fn key(&self, i: usize) -> KeyRef<'_> {
-        let w = Self::wire_len_of(self.bits, self.width);
+        let w = self.key_len();
         KeyRef {
             n: self.bits as usize,
             width: self.width,
             b: &self.bytes[i * w..(i + 1) * w],
         }
+    }
+
+    /// The stop slot of each depth `0..=bits` (`None`: no stop there; the
+    /// full depth uses the final correction).
+    fn stop_slots(&self) -> Vec<Option<usize>> {
+        let mut slots = vec![None; self.bits as usize + 1];
+        for (i, &d) in self.stops.iter().enumerate() {
+            slots[d as usize] = Some(i);
+        }
+        slots
     }
 }
 
@@ -271,8 +344,12 @@ impl KeyRef<'_> {
         (self.b[(16 + 8 * self.width) * self.n + (2 * l) / 8] >> ((2 * l) % 8)) & 3
     }
     fn last(&self, q: usize) -> u64 {
-        let at = self.b.len() - 8 * (self.width - q);
+        let at = (16 + 8 * self.width) * self.n + (2 * self.n).div_ceil(8) + 8 * q;
         u64::from_le_bytes(self.b[at..at + 8].try_into().expect("8 bytes"))
+    }
+    /// Word `q` of stop slot `i`'s correction.
+    fn stop(&self, i: usize, q: usize) -> u64 {
+        self.last(self.width * (1 + i) + q)
     }
 }
 
@@ -308,7 +385,26 @@ pub fn generate_batch_of(
     roots0: &[Block],
     roots1: &[Block],
 ) -> DcfKeys {
+    generate_batch_stopping(bits, width, &[], alphas, betas, roots0, roots1)
+}
+
+/// [`generate_batch_of`] with early exits at the depths `stops`
+/// (increasing, each in `1..bits`; see [`DcfKeys`]): `8·width` bytes more
+/// per key and stop, and `2·⌈width/2⌉` AES blocks per key and stop.
+pub fn generate_batch_stopping(
+    bits: u32,
+    width: usize,
+    stops: &[u32],
+    alphas: &[u64],
+    betas: &[u64],
+    roots0: &[Block],
+    roots1: &[Block],
+) -> DcfKeys {
     assert!((1..=64).contains(&bits), "dcf: {bits} input bits");
+    assert!(
+        stops.windows(2).all(|w| w[0] < w[1]) && stops.iter().all(|&d| d >= 1 && d < bits),
+        "dcf: stops {stops:?} of {bits} levels"
+    );
     assert!((1..=8).contains(&width), "dcf: payload of {width} words");
     let k = alphas.len();
     assert!(
@@ -316,7 +412,15 @@ pub fn generate_batch_of(
         "dcf generate: inputs differ in length"
     );
     let n = bits as usize;
-    let wl = DcfKeys::wire_len_of(bits, width);
+    let wl = DcfKeys::wire_len_stopping(bits, width, stops.len());
+    let last_at = (16 + 8 * width) * n + (2 * n).div_ceil(8);
+    let slots = {
+        let mut v = vec![None; n + 1];
+        for (i, &d) in stops.iter().enumerate() {
+            v[d as usize] = Some(i);
+        }
+        v
+    };
     let vb = value_blocks(width);
     let per = 2 + vb;
     let mut bytes = vec![0u8; k * wl];
@@ -391,6 +495,22 @@ pub fn generate_batch_of(
                 out[16 * lvl..16 * lvl + 16].copy_from_slice(&s_cw);
                 out[(16 + 8 * width) * n + (2 * lvl) / 8] |=
                     (t_cw[0] | (t_cw[1] << 1)) << ((2 * lvl) % 8);
+                if let Some(slot) = slots[lvl + 1] {
+                    // on α's path at depth lvl + 1: the value of x' = prefix‖0…0
+                    let low_bits = n - 1 - lvl;
+                    let below = alphas[key] & ((1u64 << low_bits) - 1) != 0;
+                    for q in 0..width {
+                        let want = if below { betas[key * width + q] } else { 0 };
+                        let cw = sign(t[j][1]).wrapping_mul(
+                            stop_word(&s[j][1], q)
+                                .wrapping_sub(stop_word(&s[j][0], q))
+                                .wrapping_sub(v_alpha[j * width + q])
+                                .wrapping_add(want),
+                        );
+                        let at = last_at + 8 * (width * (1 + slot) + q);
+                        out[at..at + 8].copy_from_slice(&cw.to_le_bytes());
+                    }
+                }
             }
         }
         for j in 0..m {
@@ -401,25 +521,49 @@ pub fn generate_batch_of(
                         .wrapping_sub(leaf_word(&s[j][0], q))
                         .wrapping_sub(v_alpha[j * width + q]),
                 );
-                let at = (key + 1) * wl - 8 * (width - q);
+                let at = key * wl + last_at + 8 * q;
                 bytes[at..at + 8].copy_from_slice(&last.to_le_bytes());
             }
         }
     }
-    DcfKeys { bits, width, bytes }
+    DcfKeys {
+        bits,
+        width,
+        stops: stops.to_vec(),
+        bytes,
+    }
 }
 
 /// Party `party`'s share of `β_k·[x < α_k]` at the public point `x` (low
 /// `bits` bits used) for key `k` of `keys`, one word per payload word. The
 /// readable reference of [`eval_batch`].
 pub fn eval_words(party: usize, root: &Block, keys: &DcfKeys, k: usize, x: u64) -> Vec<u64> {
+    eval_words_at(party, root, keys, k, x, keys.bits)
+}
+
+/// [`eval_words`] for a point that stops at `depth` (the full depth, or one
+/// of the keys' stops): party `party`'s share of `β_k·[x' < α_k]`, `x'` =
+/// `x` with its low `bits − depth` bits cleared.
+pub fn eval_words_at(
+    party: usize,
+    root: &Block,
+    keys: &DcfKeys,
+    k: usize,
+    x: u64,
+    depth: u32,
+) -> Vec<u64> {
     let key = keys.key(k);
     let (n, width) = (key.n, key.width);
+    let slot = keys.stop_slots()[depth as usize];
+    assert!(
+        depth == keys.bits || slot.is_some(),
+        "dcf: no stop at depth {depth}"
+    );
     let mut s = *root;
     let mut t = party as u8;
     let mut v = vec![0u64; width];
     let sg = if party == 0 { 1u64 } else { u64::MAX };
-    for i in 0..n {
+    for i in 0..depth as usize {
         let (mut e, vals) = expand(&s, width);
         if t == 1 {
             let cs = key.seed(i).to_le_bytes();
@@ -438,7 +582,10 @@ pub fn eval_words(party: usize, root: &Block, keys: &DcfKeys, k: usize, x: u64) 
         t = e.t[side];
     }
     for (q, vq) in v.iter_mut().enumerate() {
-        let add = leaf_word(&s, q).wrapping_add(if t == 1 { key.last(q) } else { 0 });
+        let add = match slot {
+            Some(i) => stop_word(&s, q).wrapping_add(if t == 1 { key.stop(i, q) } else { 0 }),
+            None => leaf_word(&s, q).wrapping_add(if t == 1 { key.last(q) } else { 0 }),
+        };
         *vq = vq.wrapping_add(sg.wrapping_mul(add));
     }
     v
@@ -472,13 +619,40 @@ pub fn eval_batch(
     xs: &[u64],
     out: &mut [u64],
 ) {
+    eval_batch_stopping(party, roots, keys, key_of, xs, &[], out)
+}
+
+/// [`eval_batch`] where point `p` stops at depth `depths[p]` (the full
+/// depth or one of the keys' stops; an empty `depths`: every point at the
+/// full depth), as [`eval_words_at`]: a point costs the distinct nodes of
+/// its shortened path, plus `⌈width/2⌉` AES blocks for a stop's conversion.
+pub fn eval_batch_stopping(
+    party: usize,
+    roots: &[Block],
+    keys: &DcfKeys,
+    key_of: &[usize],
+    xs: &[u64],
+    depths: &[u32],
+    out: &mut [u64],
+) {
     let width = keys.width;
     assert_eq!(
         key_of.len(),
         xs.len(),
         "dcf batch: keys and points differ in length"
     );
+    assert!(
+        depths.is_empty() || depths.len() == xs.len(),
+        "dcf batch: depths and points differ in length"
+    );
     assert_eq!(out.len(), xs.len() * width, "dcf batch: output length");
+    let slots = keys.stop_slots();
+    assert!(
+        depths
+            .iter()
+            .all(|&d| d == keys.bits || slots.get(d as usize).is_some_and(|s| s.is_some())),
+        "dcf batch: a depth without a stop"
+    );
     let bits = keys.bits as usize;
     // Visit order: runs of equal key, each sorted by its low `bits` input bits.
     let low = |x: u64| {
@@ -498,15 +672,18 @@ pub fn eval_batch(
         order[at..end].sort_unstable_by_key(|&p| low(xs[p]));
         at = end;
     }
-    let mut walk = Walk::new(party, keys);
+    let full = vec![keys.bits; if depths.is_empty() { xs.len() } else { 0 }];
+    let depths = if depths.is_empty() { &full[..] } else { depths };
+    let mut walk = Walk::new(party, keys, slots);
     for chunk in order.chunks(Walk::POINTS) {
-        walk.run(roots, key_of, xs, chunk, out);
+        walk.run(roots, key_of, xs, depths, chunk, out);
     }
 }
 
 /// The buffers of [`eval_batch`]'s tree walk over one chunk of points.
 struct Walk<'a> {
     keys: &'a DcfKeys,
+    slots: Vec<Option<usize>>,
     party: usize,
     sg: u64,
     /// Per node of the current level: seed, control bit, output words so
@@ -526,10 +703,11 @@ impl<'a> Walk<'a> {
     /// Points per chunk.
     const POINTS: usize = 1024;
 
-    fn new(party: usize, keys: &'a DcfKeys) -> Self {
+    fn new(party: usize, keys: &'a DcfKeys, slots: Vec<Option<usize>>) -> Self {
         let per = 1 + side_blocks(keys.width);
         Walk {
             keys,
+            slots,
             party,
             sg: if party == 0 { 1 } else { u64::MAX },
             seed: Vec::with_capacity(Self::POINTS),
@@ -543,13 +721,14 @@ impl<'a> Walk<'a> {
         }
     }
 
-    /// Evaluate the points `chunk` (indices into `key_of`, `xs`; a key's
-    /// points adjacent and sorted by input) into `out`.
+    /// Evaluate the points `chunk` (indices into `key_of`, `xs`, `depths`;
+    /// a key's points adjacent and sorted by input) into `out`.
     fn run(
         &mut self,
         roots: &[Block],
         key_of: &[usize],
         xs: &[u64],
+        depths: &[u32],
         chunk: &[usize],
         out: &mut [u64],
     ) {
@@ -571,19 +750,24 @@ impl<'a> Walk<'a> {
             }
             self.node_of.push(self.seed.len() - 1);
         }
+        // the points still walking (positions in `chunk`), in order
+        let mut active: Vec<usize> = (0..chunk.len()).collect();
         let mut seed = Vec::with_capacity(chunk.len());
         let mut t = Vec::with_capacity(chunk.len());
         let mut v = Vec::with_capacity(chunk.len() * width);
         let mut key = Vec::with_capacity(chunk.len());
         for lvl in 0..bits {
+            if active.is_empty() {
+                break;
+            }
             let shift = bits - 1 - lvl;
             // the next level's nodes: a new one where the parent or the side changes
             self.parent.clear();
             self.side.clear();
             let mut last = (usize::MAX, usize::MAX);
-            for (i, &p) in chunk.iter().enumerate() {
+            for &i in &active {
                 let node = self.node_of[i];
-                let side = ((xs[p] >> shift) & 1) as usize;
+                let side = ((xs[chunk[i]] >> shift) & 1) as usize;
                 if (node, side) != last {
                     self.parent.push(node);
                     self.side.push(side);
@@ -641,23 +825,56 @@ impl<'a> Walk<'a> {
             std::mem::swap(&mut self.t, &mut t);
             std::mem::swap(&mut self.v, &mut v);
             std::mem::swap(&mut self.key, &mut key);
+            // points that stop at this depth leave through their stop's correction
+            let depth = lvl + 1;
+            if let Some(slot) = self.slots[depth].filter(|_| depth < bits) {
+                let mut finished = Vec::new();
+                active.retain(|&i| {
+                    let stops = depths[chunk[i]] as usize == depth;
+                    if stops {
+                        finished.push(i);
+                    }
+                    !stops
+                });
+                if !finished.is_empty() {
+                    self.finish(&finished, chunk, out, stop_word, |kr, q| kr.stop(slot, q));
+                }
+            }
         }
-        // leaves: each distinct input once, copied to its points
-        let mut leaf = vec![0u64; width];
-        let mut done = usize::MAX;
-        for (i, &p) in chunk.iter().enumerate() {
+        self.finish(&active, chunk, out, leaf_word, |kr, q| kr.last(q));
+    }
+
+    /// Write the outputs of the points at positions `done` of `chunk` from
+    /// their nodes: `V + sg·(convert(s) + t·correction)`, once per node.
+    fn finish(
+        &self,
+        done: &[usize],
+        chunk: &[usize],
+        out: &mut [u64],
+        convert: impl Fn(&Block, usize) -> u64,
+        correction: impl Fn(&KeyRef<'_>, usize) -> u64,
+    ) {
+        let width = self.keys.width;
+        let mut word = vec![0u64; width];
+        let mut node_done = usize::MAX;
+        for &i in done {
             let node = self.node_of[i];
-            if node != done {
+            if node != node_done {
                 let s = self.seed[node].to_le_bytes();
                 let kr = self.keys.key(self.key[node]);
-                for (q, lq) in leaf.iter_mut().enumerate() {
-                    let last = if self.t[node] == 1 { kr.last(q) } else { 0 };
-                    let add = leaf_word(&s, q).wrapping_add(last);
-                    *lq = self.v[node * width + q].wrapping_add(sg.wrapping_mul(add));
+                for (q, wq) in word.iter_mut().enumerate() {
+                    let c = if self.t[node] == 1 {
+                        correction(&kr, q)
+                    } else {
+                        0
+                    };
+                    let add = convert(&s, q).wrapping_add(c);
+                    *wq = self.v[node * width + q].wrapping_add(self.sg.wrapping_mul(add));
                 }
-                done = node;
+                node_done = node;
             }
-            out[p * width..(p + 1) * width].copy_from_slice(&leaf);
+            let p = chunk[i];
+            out[p * width..(p + 1) * width].copy_from_slice(&word);
         }
     }
 }
@@ -791,6 +1008,79 @@ mod tests {
                         &out[p * width..(p + 1) * width],
                         &one[..],
                         "width {width} point {p}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stopped_points_give_the_step_function_of_their_cleared_input() {
+        // Points at every stop depth, on α's path (same prefix as α: the
+        // stop's correction decides) and off it, α with and without low
+        // bits below each stop; batch against the reference and the sum
+        // against β·[x' < α], x' = x with the low bits cleared.
+        let bits = 16u32;
+        let stops = [3u32, 7, 8, 12, 15];
+        for width in [1usize, 3] {
+            let alphas: Vec<u64> = vec![0, 1 << 9, (1 << 9) + 5, 0xabcd, 0xffff, 0x8000];
+            let keys = alphas.len();
+            let r0: Vec<Block> = (0..keys).map(|k| [k as u8 ^ 0x35; 16]).collect();
+            let r1: Vec<Block> = (0..keys).map(|k| [k as u8 ^ 0x9c; 16]).collect();
+            let betas: Vec<u64> = (0..(keys * width) as u64)
+                .map(|i| 0x1234_5678 * (i + 1))
+                .collect();
+            let cws = generate_batch_stopping(bits, width, &stops, &alphas, &betas, &r0, &r1);
+            assert_eq!(
+                cws.as_bytes().len(),
+                keys * DcfKeys::wire_len_stopping(bits, width, stops.len())
+            );
+            let (mut key_of, mut xs, mut depths) = (Vec::new(), Vec::new(), Vec::new());
+            for (k, &a) in alphas.iter().enumerate() {
+                for &d in stops.iter().chain([&bits]) {
+                    let low = bits - d;
+                    for x in [
+                        a,
+                        a ^ 1,
+                        a.wrapping_sub(1),
+                        a + (1 << low),
+                        a ^ (1 << (bits - 1)),
+                        0,
+                        0xffff,
+                    ] {
+                        key_of.push(k);
+                        xs.push(x & 0xffff);
+                        depths.push(d);
+                    }
+                }
+            }
+            let mut out = [vec![0u64; xs.len() * width], vec![0u64; xs.len() * width]];
+            for (party, roots) in [(0, &r0), (1, &r1)] {
+                eval_batch_stopping(party, roots, &cws, &key_of, &xs, &depths, &mut out[party]);
+                for p in 0..xs.len() {
+                    let one =
+                        eval_words_at(party, &roots[key_of[p]], &cws, key_of[p], xs[p], depths[p]);
+                    assert_eq!(
+                        &out[party][p * width..(p + 1) * width],
+                        &one[..],
+                        "point {p}"
+                    );
+                }
+            }
+            for p in 0..xs.len() {
+                let k = key_of[p];
+                let cleared = xs[p] >> (bits - depths[p]) << (bits - depths[p]);
+                for q in 0..width {
+                    let y = out[0][p * width + q].wrapping_add(out[1][p * width + q]);
+                    let want = if cleared < alphas[k] {
+                        betas[k * width + q]
+                    } else {
+                        0
+                    };
+                    assert_eq!(
+                        y, want,
+                        "width {width} key {k} x {} depth {}",
+                        xs[p], depths[p]
                     );
                 }
             }

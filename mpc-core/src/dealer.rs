@@ -180,6 +180,9 @@ pub enum Request {
         coarse: u32,
         /// Truncate the opened value by this many bits (0: none).
         trunc: u32,
+        /// Depths (increasing, below the key's `bits − 1 − coarse` levels)
+        /// at which some thresholds' points stop ([`crate::dcf::DcfKeys`]).
+        stops: Vec<u32>,
     },
 }
 
@@ -291,8 +294,13 @@ impl Request {
                 bits,
                 coarse,
                 trunc,
+                ref stops,
             } => {
-                let keys = n * DcfKeys::wire_len_of(bits - 1 - coarse, product_keys(trunc));
+                let keys = n * DcfKeys::wire_len_stopping(
+                    bits - 1 - coarse,
+                    product_keys(trunc),
+                    stops.len(),
+                );
                 let words = if trunc > 0 { 5 } else { 2 };
                 keys + if p1 { 8 * n * words } else { 0 }
             }
@@ -972,6 +980,7 @@ impl Dealer {
                     bits,
                     coarse,
                     trunc,
+                    stops,
                     ..
                 },
                 Material::CompareProducts {
@@ -1009,7 +1018,15 @@ impl Dealer {
                     high.push(y1);
                     top.push(y2);
                 }
-                let keys = dcf::generate_batch_of(bits - 1 - coarse, w, &alphas, &betas, &s0, &s1);
+                let keys = dcf::generate_batch_stopping(
+                    bits - 1 - coarse,
+                    w,
+                    stops,
+                    &alphas,
+                    &betas,
+                    &s0,
+                    &s1,
+                );
                 let to_both = keys.into_bytes();
                 let mut to_p1 = to_both.clone();
                 let out = &mut to_p1;
@@ -1122,13 +1139,14 @@ impl MaterialGen {
                     bits,
                     coarse,
                     trunc,
+                    stops,
                 },
             ) => {
                 let depth = bits - 1 - coarse;
                 let w = product_keys(*trunc);
-                let at = n * DcfKeys::wire_len_of(depth, w);
-                *cws = DcfKeys::from_bytes_of(depth, w, msg[..at].to_vec())
-                    .expect("length checked above");
+                let at = n * DcfKeys::wire_len_stopping(depth, w, stops.len());
+                *cws = DcfKeys::from_bytes_stopping(depth, w, stops.clone(), msg[..at].to_vec())
+                    .expect("length and stops checked above");
                 if p1 {
                     fill_corrections(&msg[at..], [r_msb, high, top, msb_high, msb_top]);
                 }
@@ -1298,11 +1316,17 @@ impl CorrelationSource for Recorder {
                 bits,
                 coarse,
                 trunc,
+                stops,
                 ..
             },
         ) = (&mut m, &req)
         {
-            *cws = DcfKeys::placeholder_of(bits - 1 - coarse, product_keys(*trunc), r.len());
+            *cws = DcfKeys::placeholder_stopping(
+                bits - 1 - coarse,
+                product_keys(*trunc),
+                stops.clone(),
+                r.len(),
+            );
         }
         self.plan.push(req);
         Ok(m)

@@ -2,7 +2,9 @@ mod common;
 
 use common::*;
 use mpc_core::arith::Untruncated;
-use mpc_core::nonlinear::{Domain, EXTRA_FRAC, LayerNormParams, ROW_SUMS, ReluAttention};
+use mpc_core::nonlinear::{
+    Domain, EXTRA_FRAC, KNOT_BITS, LayerNormParams, PiecewiseEval, ROW_SUMS, ReluAttention,
+};
 use mpc_core::{FixedPoint, Share, plain};
 use proptest::prelude::*;
 
@@ -34,7 +36,7 @@ fn relu_is_exact_with_counts() {
 }
 
 #[test]
-fn coarse_relu_errs_only_just_below_zero() {
+fn coarse_relu_errs_only_just_above_zero_and_is_never_negative() {
     let coarse = 8;
     let band = (1u64 << coarse) as f64 * ULP;
     let mut x = uniform(3000, -2.0, 2.0, 41);
@@ -49,9 +51,10 @@ fn coarse_relu_errs_only_just_below_zero() {
     });
     let mut wrong = 0;
     for (g, v) in got.iter().zip(q(&x)) {
+        assert!(*g >= 0.0, "x {v}: got {g}");
         if *g != v.max(0.0) {
-            // the only possible error: a small negative input passed through
-            assert!(v < 0.0 && v >= -band && *g == v, "x {v}: got {g}");
+            // the only possible error: a small positive input zeroed
+            assert!((0.0..band).contains(&v) && *g == 0.0, "x {v}: got {g}");
             wrong += 1;
         }
     }
@@ -253,6 +256,23 @@ fn relative_error(got: &[f64], x: &[f64], f: impl Fn(f64) -> f64) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// Early stops of a piecewise-linear function's DCF key: each threshold's
+/// comparison keeps its input's bits down to 2^−KNOT_BITS of itself (at
+/// `scale` fractional bits, of `bits`), one stop per distinct width above
+/// the finest.
+fn knot_stops(thresholds: &[f64], scale: u32, bits: u32) -> usize {
+    let mut widths: Vec<i64> = thresholds
+        .iter()
+        .map(|t| {
+            (i64::from(scale) + t.log2().floor() as i64 - i64::from(KNOT_BITS))
+                .clamp(0, i64::from(bits) - 2)
+        })
+        .collect();
+    widths.sort_unstable();
+    widths.dedup();
+    widths.len() - 1
+}
+
 #[test]
 fn reciprocal_and_rsqrt_meet_1e3_relative_in_two_rounds() {
     let dom = Domain {
@@ -265,11 +285,18 @@ fn reciprocal_and_rsqrt_meet_1e3_relative_in_two_rounds() {
         .map(|e| (2f64).powf(*e))
         .collect();
     x.extend([dom.lo, dom.hi, 1.0]);
+    // just around every knot, where a comparison may take the neighbouring segment
+    let thresholds = PiecewiseEval::reciprocal(dom, F).pw.thresholds;
+    for t in thresholds.iter().step_by(3) {
+        x.extend([-3e-3, -1e-3, 1e-3, 3e-3].map(|d| t * (1.0 + d)));
+    }
     let n = x.len();
     let xq = q(&x);
     let l = (12 + F + 2 - 1) as usize;
-    // one key per element with a two-word payload (bits, bits·x)
-    let dcf = l * 32 + (2 * l).div_ceil(8) + 16;
+    // one key per element with a two-word payload (bits, bits·x), and its stops
+    let stops = knot_stops(&thresholds, F, 12 + F + 2);
+    assert_eq!(stops, 20, "one stop per octave above the first");
+    let dcf = l * 32 + (2 * l).div_ceil(8) + 16 * (1 + stops);
     let (got, r) = run_at(FP, F + EXTRA_FRAC, &[&x], |s, v| {
         s.run(|cx| cx.reciprocal(&v[0], dom))
     });
@@ -329,7 +356,8 @@ fn reciprocal_and_rsqrt_meet_1e3_relative_in_two_rounds() {
     // 16 bits wider, but the comparison ignores the bits below 2^−8 of the
     // smallest threshold (1/256): 16 of them
     let lw = l + F as usize - 16;
-    let dcf = lw * 40 + (2 * lw).div_ceil(8) + 24;
+    let stops = knot_stops(&thresholds, 2 * F, 12 + 2 * F + 2);
+    let dcf = lw * 40 + (2 * lw).div_ceil(8) + 24 * (1 + stops);
     assert_eq!(pr.dealer_bytes[1] as usize, n * (dcf + 40 + 8));
     let (got, r) = run_at(FP, F + EXTRA_FRAC, &[&x], |s, v| {
         s.run(|cx| cx.rsqrt(&v[0], dom))
@@ -404,6 +432,46 @@ fn relu_softmax_and_relu_attention_match_plaintext() {
     // ReLU 2, then the reciprocal (1) beside R·V (1), then the scaling
     // (which truncates both) and its truncation (2).
     assert_eq!(r.online[0].rounds, 5);
+}
+
+#[test]
+fn coarse_relu_attention_survives_rows_of_scores_just_below_zero() {
+    // Rows whose scores all lie just below 0 (inside the coarse ReLU's
+    // 2^−8 band), some with one small positive score. With the ReLU's
+    // threshold at 0 such scores could pass through, the row sum went
+    // negative and the reciprocal's extrapolation overflowed the ring (an
+    // error of 18 in vit_7_4_32, one run in eight); the threshold at 2^−8
+    // keeps every output and row sum non-negative.
+    let (n, d) = (65, 16);
+    let coarse = 8;
+    let band = (1u64 << coarse) as f64 * ULP;
+    let mut s = uniform(n * n, -4.0, 4.0, 51);
+    for row in 0..40 {
+        for j in 0..n {
+            s[row * n + j] = -band * (0.05 + 0.9 * ((row * 31 + j * 17) % 97) as f64 / 97.0);
+        }
+        if row % 2 == 1 {
+            s[row * n + row] = 0.5;
+        }
+    }
+    let v = uniform(n * d, -2.0, 2.0, 52);
+    let eps = 1e-3;
+    let p = ReluAttention {
+        bits: 24,
+        coarse,
+        eps,
+        row_sum: ROW_SUMS,
+    };
+    let want = plain::matmul(&plain::relu_softmax(&q(&s), n, n, eps), &q(&v), n, n, d);
+    // fresh masks each run
+    for run_no in 0..6 {
+        let (got, _) = run(FP, &[&s, &v], |ss, x| {
+            ss.run(|cx| cx.relu_attention(&x[0], &x[1], n, d, p))
+        });
+        // each weight may lose a score below 2^−8 (of a row sum ≥ 0.5 where it matters)
+        let err = max_abs_diff(&got, &want);
+        assert!(err < 0.05, "run {run_no}: relu attention error {err}");
+    }
 }
 
 #[test]
@@ -589,10 +657,19 @@ fn layer_norm_matches_plaintext_with_counts() {
     assert_eq!(r.online[0].rounds, 1 + 4);
     assert_eq!(r.online[0].bytes_sent as usize, bytes);
     // the comparison ignores u's bits below 2^−8 of its smallest threshold
+    // (and each threshold's below 2^−8 of itself: stops)
     let lo = c as f64 * (p.var.lo + p.eps);
     let coarse = (2 * F as i64 + lo.log2().floor() as i64 - 8) as usize;
     let l = bits - 1 - coarse;
-    let dcf = l * 40 + (2 * l).div_ceil(8) + 24;
+    let dom = Domain {
+        lo,
+        hi: c as f64 * (p.var.hi + p.eps),
+    };
+    let thresholds = PiecewiseEval::rsqrt(dom, (c as f64).sqrt(), F)
+        .pw
+        .thresholds;
+    let stops = knot_stops(&thresholds, 2 * F, bits as u32);
+    let dcf = l * 40 + (2 * l).div_ceil(8) + 24 * (1 + stops);
     // the opening's square 32n, x·γ 8n, the row product 16n (+16 per row),
     // the truncation 8n; per row a DCF key with a three-word payload and 40 bytes
     assert_eq!(r.dealer_bytes[1] as usize, 64 * n + rows * (dcf + 56));
