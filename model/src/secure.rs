@@ -17,7 +17,7 @@
 
 use mpc_core::arith::Untruncated;
 use mpc_core::nonlinear::{
-    Domain, EXTRA_FRAC, LayerNormParams, ROW_SUMS, ReluAttention, center_rows, tile,
+    ATTN_INV_FRAC, Domain, LayerNormParams, ROW_SUMS, ReluAttention, center_rows, tile,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -760,7 +760,7 @@ impl BlockStage {
         let x = x_raw.clone().truncate(c);
         x.join(self.attention(c, xc, pre))
             .then(move |c, (x, (attn_raw, extra))| {
-                // the residual at f + extra bits (extra = f, or f + EXTRA_FRAC when folded)
+                // the residual at f + extra bits (extra = f, or f + ATTN_INV_FRAC when folded)
                 let raw = x.scale_int(1 << extra).add(&attn_raw);
                 let (xc, lnp) = centred(&raw, n, dim, extra, lnp);
                 let blk = &me.blk;
@@ -797,7 +797,7 @@ impl BlockStage {
     /// by the library's operator for its kind, all heads side by side
     /// (`Op::all`), then the projection; returned untruncated with its
     /// scale above `f` bits: `f` (the projection after the heads) or `f +
-    /// EXTRA_FRAC` (folded into the heads' values, [`BlockStage::folded_head`]).
+    /// ATTN_INV_FRAC` (folded into the heads' values, [`BlockStage::folded_head`]).
     fn attention(
         &self,
         c: &mut Ctx<'_>,
@@ -828,7 +828,7 @@ impl BlockStage {
                         })
                     }
                     Projection::PerHead { rows, bias } => {
-                        let s = f + EXTRA_FRAC;
+                        let s = f + ATTN_INV_FRAC;
                         let bias = bias
                             .as_ref()
                             .map(|b| Share::new(tile(b.as_slice(), n)).scale_int(1 << s));
@@ -848,10 +848,10 @@ impl BlockStage {
     }
 
     /// Head `h` with its rows `w` of the output projection folded in
-    /// (n × C at `2f + EXTRA_FRAC` bits, untruncated): ReLU-softmax and
+    /// (n × C at `2f + ATTN_INV_FRAC` bits, untruncated): ReLU-softmax and
     /// Softmax heads attend over the values `V·W_h` (computed beside the
     /// scores' comparison) and leave the row scaling's product pending;
-    /// ScaleAttn heads project their output (`·2^EXTRA_FRAC` to match).
+    /// ScaleAttn heads project their output (`·2^ATTN_INV_FRAC` to match).
     fn folded_head(&self, c: &mut Ctx<'_>, qkv: &Share, h: usize, w: &MaskedWeight) -> Op<Share> {
         let cfg = &self.cfg;
         let (n, dim, d) = (cfg.num_tokens(), cfg.dim, cfg.head_dim());
@@ -862,7 +862,7 @@ impl BlockStage {
             AttnKind::ScaleAttn => c
                 .scale_attn(&q, &k, &v, n, d, n)
                 .then(move |c, o| c.weight_matmul_raw(&o, n, &w))
-                .map(|y| y.scale_int(1 << EXTRA_FRAC)),
+                .map(|y| y.scale_int(1 << ATTN_INV_FRAC)),
             AttnKind::Softmax => c
                 .attention_scores_untruncated(&q, &k, n, d)
                 .then(move |c, s| {

@@ -3,7 +3,7 @@
 mod common;
 
 use model::secure::{SecureModel, SecureParams, split_input, split_weights};
-use model::{AttnKind, GeluKind, Model, ModelConfig, Trace};
+use model::{AttnKind, GeluKind, Model, ModelConfig, Trace, Weights};
 use mpc_core::local::{LocalRun, run_local};
 use mpc_core::{Prg, Seed, Share, reconstruct};
 
@@ -182,6 +182,48 @@ fn small_model_every_attention_kind_and_beta() {
         (cost.rounds, cost.bytes_per_party),
         "the cost of an inference does not depend on the shares"
     );
+}
+
+#[test]
+fn an_outlier_channel_of_600_in_the_residual_stream_stays_exact() {
+    // ViTs grow outlier channels in the residual stream. With the projection
+    // folded into the values (the default at C = 4·d) the attention output
+    // joins the residual untruncated at 2f + ATTN_INV_FRAC bits, and
+    // LayerNorm's centring multiplies by 2^⌈log2 C⌉ = 256 here: a channel of
+    // ±600 (variance about 1,400, inside the rsqrt's domain) must fit (at
+    // 2f + 14 bits the bound was 256).
+    let mut config = ModelConfig {
+        name: "outlier".into(),
+        image_size: 16,
+        in_channels: 3,
+        patch_size: 4,
+        dim: 256,
+        depth: 1,
+        heads: 4,
+        mlp_hidden: 64,
+        num_classes: 10,
+        ..ModelConfig::vit_7_4_32()
+    };
+    config.attention = vec![vec![
+        AttnKind::ReluSoftmax,
+        AttnKind::ScaleAttn,
+        AttnKind::Softmax,
+        AttnKind::ReluSoftmax,
+    ]];
+    config.beta = vec![None];
+    for gelu in [GeluKind::Quad, GeluKind::Erf] {
+        config.gelu = gelu;
+        let config = config.clone().normalized().unwrap();
+        let mut w = Weights::random(&config, 4);
+        let n = config.num_tokens();
+        for t in 0..n {
+            w.positional_emb[t * config.dim + 5] += if t % 2 == 0 { 600.0 } else { -600.0 };
+        }
+        let model = Model::new(config.clone(), w).unwrap();
+        let c = compare(&model, &images(&config, 2, 8));
+        let worst = check(&c, 0.05, 0.05);
+        eprintln!("outlier channel, {gelu:?}: worst logit difference {worst:.2e}");
+    }
 }
 
 #[test]

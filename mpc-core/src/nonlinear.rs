@@ -28,6 +28,17 @@ pub const EXTRA_FRAC: u32 = 14;
 /// `1/σ ≥ 2^−7` keeps a relative precision of 2^−13 or better.
 pub const NORM_INV_FRAC: u32 = 4;
 
+/// Fractional bits above `f` of the reciprocal by which an attention head
+/// scales its rows ([`Ctx::relu_attention_untruncated`],
+/// [`Ctx::softmax_attention_untruncated`]): the head's output then sits at
+/// `2f + ATTN_INV_FRAC` bits with its truncation pending, so a residual
+/// stream that takes it untruncated (the projection folded into the
+/// values) keeps `2^(62 − 2f − ATTN_INV_FRAC)` of headroom, 2^22 at f = 16
+/// (with [`EXTRA_FRAC`] = 14 it was 2^16, which after LayerNorm's centring
+/// bounded the residual stream to `|x| < 256`). `1/s` for a row sum up to
+/// 2^12 keeps 12 significant bits.
+pub const ATTN_INV_FRAC: u32 = 8;
+
 /// Segments per octave of the piecewise-linear reciprocal and rsqrt.
 pub const PER_OCTAVE: usize = 10;
 
@@ -464,7 +475,7 @@ impl Ctx<'_> {
     }
 
     /// [`Ctx::relu_attention`] without its last truncation: the row
-    /// scaling's product at `2f + EXTRA_FRAC` bits, `f + EXTRA_FRAC`
+    /// scaling's product at `2f + ATTN_INV_FRAC` bits, `f + ATTN_INV_FRAC`
     /// pending (rounds 4), with the values given as an operator that runs
     /// beside the ReLU: for example the values already through the head's
     /// rows of the output projection (`V·W_h`, n×C), so the attention
@@ -491,8 +502,9 @@ impl Ctx<'_> {
     /// `diag(1/(Σ_j W_ij + eps))·(W·V)` for attention weights `W` (n×n, at
     /// `f` bits) and values `V` (n×d): the product and the reciprocal of the
     /// row sums on `row_sum` in one round, both left untruncated, then the
-    /// row scaling that truncates both ([`Ctx::mul_rows_pending`]); the result
-    /// at `2f + EXTRA_FRAC` bits, `f + EXTRA_FRAC` pending. Rounds 2.
+    /// row scaling that truncates both ([`Ctx::mul_rows_pending`], the
+    /// reciprocal to `f + ATTN_INV_FRAC` bits); the result at `2f +
+    /// ATTN_INV_FRAC` bits, `f + ATTN_INV_FRAC` pending. Rounds 2.
     fn normalised_product(
         &mut self,
         w: Share,
@@ -508,10 +520,16 @@ impl Ctx<'_> {
             .matmul_raw(&w, &v, n, n, d)
             .map(move |raw| Untruncated { raw, shift: f });
         wv.join(self.reciprocal_untruncated(&sums, row_sum))
-            .then(move |c, (wv, inv)| c.mul_rows_pending(&wv, &inv, n, d))
+            .then(move |c, (wv, inv)| {
+                let inv = Untruncated {
+                    raw: inv.raw,
+                    shift: inv.shift + EXTRA_FRAC - ATTN_INV_FRAC,
+                };
+                c.mul_rows_pending(&wv, &inv, n, d)
+            })
             .map(move |raw| Untruncated {
                 raw,
-                shift: f + EXTRA_FRAC,
+                shift: f + ATTN_INV_FRAC,
             })
     }
 
