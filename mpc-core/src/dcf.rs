@@ -132,13 +132,20 @@ fn leaf_word(seed: &Block, q: usize) -> u64 {
 /// Word `q` of a node's conversion at a stop, `G'(s)`: AES-MMO blocks of
 /// the seed under tweaks `0x40 + ⌊q/2⌋`, which no expansion uses.
 fn stop_word(seed: &Block, q: usize) -> u64 {
-    let tweak = 0x40 + (q / 2) as u8;
+    stop_word_pair(seed, q / 2)[q % 2]
+}
+
+/// Words `2i` and `2i + 1` of [`stop_word`] (one AES block).
+fn stop_word_pair(seed: &Block, i: usize) -> [u64; 2] {
+    let tweak = 0x40 + i as u8;
     let mut b = GenericArray::from(*seed);
     b[0] ^= tweak;
     cipher().encrypt_block(&mut b);
     let out = mmo(&b, seed, tweak);
-    let half = q % 2;
-    u64::from_le_bytes(out[8 * half..8 * half + 8].try_into().expect("8 bytes"))
+    [
+        u64::from_le_bytes(out[..8].try_into().expect("8 bytes")),
+        u64::from_le_bytes(out[8..].try_into().expect("8 bytes")),
+    ]
 }
 
 fn xor(a: &Block, b: &Block) -> Block {
@@ -304,11 +311,15 @@ impl DcfKeys {
     }
 
     fn key(&self, i: usize) -> KeyRef<'_> {
-        let w = self.key_len();
+        self.key_at(i, self.key_len())
+    }
+
+    /// Key `i` given [`DcfKeys::key_len`] (hoisted out of hot loops).
+    fn key_at(&self, i: usize, key_len: usize) -> KeyRef<'_> {
         KeyRef {
             n: self.bits as usize,
             width: self.width,
-            b: &self.bytes[i * w..(i + 1) * w],
+            b: &self.bytes[i * key_len..(i + 1) * key_len],
         }
     }
 
@@ -733,6 +744,7 @@ impl<'a> Walk<'a> {
         out: &mut [u64],
     ) {
         let (width, bits, sg) = (self.keys.width, self.keys.bits as usize, self.sg);
+        let key_len = self.keys.key_len();
         let sb = side_blocks(width);
         let per = 1 + sb;
         // level 0: one root node per run of equal key
@@ -750,8 +762,13 @@ impl<'a> Walk<'a> {
             }
             self.node_of.push(self.seed.len() - 1);
         }
+        // each point's input and depth, in visiting order
+        let px: Vec<u64> = chunk.iter().map(|&p| xs[p]).collect();
+        let pd: Vec<u32> = chunk.iter().map(|&p| depths[p]).collect();
         // the points still walking (positions in `chunk`), in order
         let mut active: Vec<usize> = (0..chunk.len()).collect();
+        let mut walking: Vec<usize> = Vec::with_capacity(chunk.len());
+        let mut finished: Vec<usize> = Vec::new();
         let mut seed = Vec::with_capacity(chunk.len());
         let mut t = Vec::with_capacity(chunk.len());
         let mut v = Vec::with_capacity(chunk.len() * width);
@@ -761,19 +778,36 @@ impl<'a> Walk<'a> {
                 break;
             }
             let shift = bits - 1 - lvl;
+            // points that stop at this depth leave through their stop's
+            // correction (from their node at this depth); the others make
             // the next level's nodes: a new one where the parent or the side changes
             self.parent.clear();
             self.side.clear();
+            finished.clear();
+            walking.clear();
             let mut last = (usize::MAX, usize::MAX);
             for &i in &active {
+                if pd[i] as usize == lvl {
+                    finished.push(i);
+                    continue;
+                }
+                walking.push(i);
                 let node = self.node_of[i];
-                let side = ((xs[chunk[i]] >> shift) & 1) as usize;
+                let side = ((px[i] >> shift) & 1) as usize;
                 if (node, side) != last {
                     self.parent.push(node);
                     self.side.push(side);
                     last = (node, side);
                 }
                 self.node_of[i] = self.parent.len() - 1;
+            }
+            if !finished.is_empty() {
+                let slot = self.slots[lvl].expect("depths are checked against the stops");
+                self.finish(&finished, chunk, out, Conversion::Stop(slot));
+            }
+            std::mem::swap(&mut active, &mut walking);
+            if active.is_empty() {
+                break;
             }
             let m = self.parent.len();
             for ((blocks, &pn), &side) in self
@@ -797,7 +831,7 @@ impl<'a> Walk<'a> {
             for (c, blocks) in self.buf.chunks_exact(per).take(m).enumerate() {
                 let (pn, side) = (self.parent[c], self.side[c]);
                 let (sq, tq, k) = (self.seed[pn], self.t[pn], self.key[pn]);
-                let kr = self.keys.key(k);
+                let kr = self.keys.key_at(k, key_len);
                 let mut s = u128::from_le_bytes(blocks[0].into()) ^ sq ^ side as u128;
                 let mut tb = (s & 1) as u8;
                 s &= !1;
@@ -825,58 +859,86 @@ impl<'a> Walk<'a> {
             std::mem::swap(&mut self.t, &mut t);
             std::mem::swap(&mut self.v, &mut v);
             std::mem::swap(&mut self.key, &mut key);
-            // points that stop at this depth leave through their stop's correction
-            let depth = lvl + 1;
-            if let Some(slot) = self.slots[depth].filter(|_| depth < bits) {
-                let mut finished = Vec::new();
-                active.retain(|&i| {
-                    let stops = depths[chunk[i]] as usize == depth;
-                    if stops {
-                        finished.push(i);
-                    }
-                    !stops
-                });
-                if !finished.is_empty() {
-                    self.finish(&finished, chunk, out, stop_word, |kr, q| kr.stop(slot, q));
-                }
-            }
         }
-        self.finish(&active, chunk, out, leaf_word, |kr, q| kr.last(q));
+        self.finish(&active, chunk, out, Conversion::Leaf);
     }
 
     /// Write the outputs of the points at positions `done` of `chunk` from
-    /// their nodes: `V + sg·(convert(s) + t·correction)`, once per node.
-    fn finish(
-        &self,
-        done: &[usize],
-        chunk: &[usize],
-        out: &mut [u64],
-        convert: impl Fn(&Block, usize) -> u64,
-        correction: impl Fn(&KeyRef<'_>, usize) -> u64,
-    ) {
+    /// their nodes: `V + sg·(convert(s) + t·correction)`, once per node,
+    /// the conversions' AES blocks encrypted in one batch.
+    fn finish(&self, done: &[usize], chunk: &[usize], out: &mut [u64], how: Conversion) {
         let width = self.keys.width;
+        let key_len = self.keys.key_len();
+        let mut nodes: Vec<usize> = Vec::new();
+        for &i in done {
+            if nodes.last() != Some(&self.node_of[i]) {
+                nodes.push(self.node_of[i]);
+            }
+        }
+        // the conversion's words: a leaf's first two are its seed's halves,
+        // every other pair one AES-MMO block under its tweak
+        let (first_tweak, skip) = match how {
+            Conversion::Leaf => (2u8, 2usize.min(width)),
+            Conversion::Stop(_) => (0x40u8, 0),
+        };
+        let per = (width - skip).div_ceil(2);
+        let mut blocks: Vec<GenericArray<u8, aes::cipher::consts::U16>> =
+            Vec::with_capacity(nodes.len() * per);
+        for &node in &nodes {
+            for i in 0..per {
+                let mut b = self.seed[node].to_le_bytes();
+                b[0] ^= first_tweak + i as u8;
+                blocks.push(GenericArray::from(b));
+            }
+        }
+        cipher().encrypt_blocks(&mut blocks);
         let mut word = vec![0u64; width];
+        let mut at = 0;
         let mut node_done = usize::MAX;
         for &i in done {
             let node = self.node_of[i];
             if node != node_done {
                 let s = self.seed[node].to_le_bytes();
-                let kr = self.keys.key(self.key[node]);
+                let kr = self.keys.key_at(self.key[node], key_len);
+                let on = self.t[node] == 1;
                 for (q, wq) in word.iter_mut().enumerate() {
-                    let c = if self.t[node] == 1 {
-                        correction(&kr, q)
+                    let conv = if q < skip {
+                        u64::from_le_bytes(s[8 * q..8 * q + 8].try_into().expect("8 bytes"))
                     } else {
-                        0
+                        let j = (q - skip) / 2;
+                        let half = (q - skip) % 2;
+                        let mut input = s;
+                        input[0] ^= first_tweak + j as u8;
+                        let enc = &blocks[at * per + j];
+                        let lo = 8 * half;
+                        let mut w = [0u8; 8];
+                        for (k, wk) in w.iter_mut().enumerate() {
+                            *wk = enc[lo + k] ^ input[lo + k];
+                        }
+                        u64::from_le_bytes(w)
                     };
-                    let add = convert(&s, q).wrapping_add(c);
+                    let c = match how {
+                        Conversion::Leaf => kr.last(q),
+                        Conversion::Stop(slot) => kr.stop(slot, q),
+                    };
+                    let add = conv.wrapping_add(if on { c } else { 0 });
                     *wq = self.v[node * width + q].wrapping_add(self.sg.wrapping_mul(add));
                 }
                 node_done = node;
+                at += 1;
             }
             let p = chunk[i];
             out[p * width..(p + 1) * width].copy_from_slice(&word);
         }
     }
+}
+
+/// How a point's node turns into its output: the leaf at the full depth,
+/// or a stop's conversion.
+#[derive(Clone, Copy)]
+enum Conversion {
+    Leaf,
+    Stop(usize),
 }
 
 #[cfg(test)]
