@@ -238,10 +238,10 @@ impl DcfKeys {
         stops: Vec<u32>,
         bytes: Vec<u8>,
     ) -> Option<DcfKeys> {
-        let ok = stops.windows(2).all(|w| w[0] < w[1]) && stops.iter().all(|&d| d >= 1 && d < bits);
-        (ok && bytes
-            .len()
-            .is_multiple_of(Self::wire_len_stopping(bits, width, stops.len())))
+        (stops_valid(&stops, bits)
+            && bytes
+                .len()
+                .is_multiple_of(Self::wire_len_stopping(bits, width, stops.len())))
         .then_some(DcfKeys {
             bits,
             width,
@@ -273,11 +273,6 @@ impl DcfKeys {
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.bytes.len() / self.key_len()
-    }
-
-    /// The depths at which a point may stop.
-    pub fn stops(&self) -> &[u32] {
-        &self.stops
     }
 
     fn key_len(&self) -> usize {
@@ -326,12 +321,23 @@ impl DcfKeys {
     /// The stop slot of each depth `0..=bits` (`None`: no stop there; the
     /// full depth uses the final correction).
     fn stop_slots(&self) -> Vec<Option<usize>> {
-        let mut slots = vec![None; self.bits as usize + 1];
-        for (i, &d) in self.stops.iter().enumerate() {
-            slots[d as usize] = Some(i);
-        }
-        slots
+        slots_of(&self.stops, self.bits)
     }
+}
+
+/// Whether `stops` are valid early exits of a `bits`-level key: increasing,
+/// each in `1..bits`.
+fn stops_valid(stops: &[u32], bits: u32) -> bool {
+    stops.windows(2).all(|w| w[0] < w[1]) && stops.iter().all(|&d| d >= 1 && d < bits)
+}
+
+/// The stop slot of each depth `0..=bits` for the early exits `stops`.
+fn slots_of(stops: &[u32], bits: u32) -> Vec<Option<usize>> {
+    let mut slots = vec![None; bits as usize + 1];
+    for (i, &d) in stops.iter().enumerate() {
+        slots[d as usize] = Some(i);
+    }
+    slots
 }
 
 /// One key's correction words, read in place.
@@ -413,7 +419,7 @@ pub fn generate_batch_stopping(
 ) -> DcfKeys {
     assert!((1..=64).contains(&bits), "dcf: {bits} input bits");
     assert!(
-        stops.windows(2).all(|w| w[0] < w[1]) && stops.iter().all(|&d| d >= 1 && d < bits),
+        stops_valid(stops, bits),
         "dcf: stops {stops:?} of {bits} levels"
     );
     assert!((1..=8).contains(&width), "dcf: payload of {width} words");
@@ -425,13 +431,7 @@ pub fn generate_batch_stopping(
     let n = bits as usize;
     let wl = DcfKeys::wire_len_stopping(bits, width, stops.len());
     let last_at = (16 + 8 * width) * n + (2 * n).div_ceil(8);
-    let slots = {
-        let mut v = vec![None; n + 1];
-        for (i, &d) in stops.iter().enumerate() {
-            v[d as usize] = Some(i);
-        }
-        v
-    };
+    let slots = slots_of(stops, bits);
     let vb = value_blocks(width);
     let per = 2 + vb;
     let mut bytes = vec![0u8; k * wl];
@@ -864,68 +864,39 @@ impl<'a> Walk<'a> {
     }
 
     /// Write the outputs of the points at positions `done` of `chunk` from
-    /// their nodes: `V + sg·(convert(s) + t·correction)`, once per node,
-    /// the conversions' AES blocks encrypted in one batch.
+    /// their nodes: `V + sg·(convert(s) + t·correction)`, once per node.
     fn finish(&self, done: &[usize], chunk: &[usize], out: &mut [u64], how: Conversion) {
         let width = self.keys.width;
         let key_len = self.keys.key_len();
-        let mut nodes: Vec<usize> = Vec::new();
-        for &i in done {
-            if nodes.last() != Some(&self.node_of[i]) {
-                nodes.push(self.node_of[i]);
-            }
-        }
-        // the conversion's words: a leaf's first two are its seed's halves,
-        // every other pair one AES-MMO block under its tweak
-        let (first_tweak, skip) = match how {
-            Conversion::Leaf => (2u8, 2usize.min(width)),
-            Conversion::Stop(_) => (0x40u8, 0),
-        };
-        let per = (width - skip).div_ceil(2);
-        let mut blocks: Vec<GenericArray<u8, aes::cipher::consts::U16>> =
-            Vec::with_capacity(nodes.len() * per);
-        for &node in &nodes {
-            for i in 0..per {
-                let mut b = self.seed[node].to_le_bytes();
-                b[0] ^= first_tweak + i as u8;
-                blocks.push(GenericArray::from(b));
-            }
-        }
-        cipher().encrypt_blocks(&mut blocks);
         let mut word = vec![0u64; width];
-        let mut at = 0;
+        let mut conv = vec![0u64; width.next_multiple_of(2)];
         let mut node_done = usize::MAX;
         for &i in done {
             let node = self.node_of[i];
             if node != node_done {
                 let s = self.seed[node].to_le_bytes();
                 let kr = self.keys.key_at(self.key[node], key_len);
-                let on = self.t[node] == 1;
-                for (q, wq) in word.iter_mut().enumerate() {
-                    let conv = if q < skip {
-                        u64::from_le_bytes(s[8 * q..8 * q + 8].try_into().expect("8 bytes"))
-                    } else {
-                        let j = (q - skip) / 2;
-                        let half = (q - skip) % 2;
-                        let mut input = s;
-                        input[0] ^= first_tweak + j as u8;
-                        let enc = &blocks[at * per + j];
-                        let lo = 8 * half;
-                        let mut w = [0u8; 8];
-                        for (k, wk) in w.iter_mut().enumerate() {
-                            *wk = enc[lo + k] ^ input[lo + k];
+                match how {
+                    Conversion::Leaf => {
+                        for (q, c) in conv.iter_mut().take(width).enumerate() {
+                            *c = leaf_word(&s, q);
                         }
-                        u64::from_le_bytes(w)
-                    };
+                    }
+                    Conversion::Stop(_) => {
+                        for (pair, c) in conv.chunks_exact_mut(2).enumerate() {
+                            c.copy_from_slice(&stop_word_pair(&s, pair));
+                        }
+                    }
+                }
+                for (q, wq) in word.iter_mut().enumerate() {
                     let c = match how {
                         Conversion::Leaf => kr.last(q),
                         Conversion::Stop(slot) => kr.stop(slot, q),
                     };
-                    let add = conv.wrapping_add(if on { c } else { 0 });
+                    let add = conv[q].wrapping_add(if self.t[node] == 1 { c } else { 0 });
                     *wq = self.v[node * width + q].wrapping_add(self.sg.wrapping_mul(add));
                 }
                 node_done = node;
-                at += 1;
             }
             let p = chunk[i];
             out[p * width..(p + 1) * width].copy_from_slice(&word);

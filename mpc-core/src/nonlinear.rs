@@ -523,13 +523,7 @@ impl Ctx<'_> {
             .matmul_raw(&w, &v, n, n, d)
             .map(move |raw| Untruncated { raw, shift: f });
         wv.join(self.reciprocal_untruncated(&sums, row_sum))
-            .then(move |c, (wv, inv)| {
-                let inv = Untruncated {
-                    raw: inv.raw,
-                    shift: inv.shift + EXTRA_FRAC - ATTN_INV_FRAC,
-                };
-                c.mul_rows_pending(&wv, &inv, n, d)
-            })
+            .then(move |c, (wv, inv)| c.mul_rows_pending(&wv, &narrowed(inv, ATTN_INV_FRAC), n, d))
             .map(move |raw| Untruncated {
                 raw,
                 shift: f + ATTN_INV_FRAC,
@@ -1005,10 +999,17 @@ impl NormInverse {
     /// `√c/√u` truncating to `f + NORM_INV_FRAC` bits, to scale the
     /// `2f`-bit products: their product then fits the ring untruncated.
     fn narrow(&self) -> Untruncated {
-        Untruncated {
-            raw: self.inv.raw.clone(),
-            shift: self.inv.shift + EXTRA_FRAC - NORM_INV_FRAC,
-        }
+        narrowed(self.inv.clone(), NORM_INV_FRAC)
+    }
+}
+
+/// A reciprocal or rsqrt whose pending truncation leaves `f + EXTRA_FRAC`
+/// bits, truncated instead to `f + frac` bits (`frac ≤ EXTRA_FRAC`), for
+/// a product that must fit the ring untruncated.
+fn narrowed(inv: Untruncated, frac: u32) -> Untruncated {
+    Untruncated {
+        raw: inv.raw,
+        shift: inv.shift + EXTRA_FRAC - frac,
     }
 }
 
