@@ -145,5 +145,52 @@ fn operator_table(cases: &[(String, model::secure::InferenceCost)]) -> String {
         ));
     }
     out.push('\n');
+    out.push_str(&dealer_table(cases));
+    out
+}
+
+/// MB the dealer sends to party 0 / party 1 per request kind, one column per case.
+fn dealer_table(cases: &[(String, model::secure::InferenceCost)]) -> String {
+    let mut kinds: Vec<&str> = Vec::new();
+    for (_, c) in cases {
+        for (k, _) in &c.dealer_by_kind {
+            if !kinds.contains(k) {
+                kinds.push(k);
+            }
+        }
+    }
+    let mut out = String::from(
+        "\n## Dealer bytes by request kind\n\n\
+         Each cell: MB the dealer sends to party 0 / to party 1 per inference \
+         (`mpc_core::Request::kind`; party 0's share of most material comes \
+         from its seed, so it receives only DCF keys).\n\n| request |",
+    );
+    for (name, _) in cases {
+        out.push_str(&format!(" {name} |"));
+    }
+    out.push_str("\n|---|");
+    out.push_str(&"---|".repeat(cases.len()));
+    out.push('\n');
+    let mb = |b: u64| b as f64 / 1e6;
+    for k in &kinds {
+        out.push_str(&format!("| `{k}` |"));
+        for (_, c) in cases {
+            match c.dealer_by_kind.iter().find(|(n, _)| n == k) {
+                Some((_, [p0, p1])) => out.push_str(&format!(" {:.2} / {:.2} |", mb(*p0), mb(*p1))),
+                None => out.push_str(" — |"),
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str("| **total** |");
+    for (_, c) in cases {
+        out.push_str(&format!(
+            " {:.2} / {:.2} ({:.1}× online) |",
+            mb(c.dealer_bytes[0]),
+            mb(c.dealer_bytes[1]),
+            (c.dealer_bytes[0] + c.dealer_bytes[1]) as f64 / c.bytes_per_party as f64
+        ));
+    }
+    out.push('\n');
     out
 }

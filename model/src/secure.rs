@@ -1070,8 +1070,28 @@ pub struct InferenceCost {
     /// Rounds and bytes of party 0 by operator kind (a round shared by
     /// several kinds counts for each; see [`mpc_core::OpProfile`]).
     pub by_op: Vec<(&'static str, mpc_core::OpCost)>,
+    /// Bytes the dealer sends to party 0 and to party 1 by request kind
+    /// ([`mpc_core::Request::kind`]), largest first.
+    pub dealer_by_kind: Vec<(&'static str, [u64; 2])>,
     /// The reconstructed logits.
     pub logits: Vec<f32>,
+}
+
+/// Bytes the dealer sends to party 0 and to party 1 for `plan`, summed by
+/// request kind.
+fn dealer_bytes_by_kind(plan: &[mpc_core::Request]) -> Vec<(&'static str, [u64; 2])> {
+    let mut by_kind: Vec<(&'static str, [u64; 2])> = Vec::new();
+    for req in plan {
+        let bytes = [mpc_core::Party::P0, mpc_core::Party::P1].map(|p| req.dealer_bytes(p) as u64);
+        match by_kind.iter_mut().find(|(k, _)| *k == req.kind()) {
+            Some((_, sum)) => {
+                sum[0] += bytes[0];
+                sum[1] += bytes[1];
+            }
+            None => by_kind.push((req.kind(), bytes)),
+        }
+    }
+    by_kind
 }
 
 /// Run `model` securely on `image` (preprocessed, [`Model::forward`]'s
@@ -1120,6 +1140,16 @@ pub fn measure_inference_with(
         .map(|v| v as f32)
         .collect();
     let online = full.online[0] - load.online[0];
+    let loaded_by_kind = dealer_bytes_by_kind(&load.plan);
+    let mut dealer_by_kind = dealer_bytes_by_kind(&full.plan);
+    for (kind, bytes) in &mut dealer_by_kind {
+        if let Some((_, before)) = loaded_by_kind.iter().find(|(k, _)| k == kind) {
+            bytes[0] -= before[0];
+            bytes[1] -= before[1];
+        }
+    }
+    dealer_by_kind.retain(|(_, b)| b[0] + b[1] > 0);
+    dealer_by_kind.sort_by_key(|(_, b)| std::cmp::Reverse(b[0] + b[1]));
     Ok(InferenceCost {
         online_seconds: full
             .online_time
@@ -1136,6 +1166,7 @@ pub fn measure_inference_with(
             full.dealer_bytes[1] - load.dealer_bytes[1],
         ],
         by_op,
+        dealer_by_kind,
         logits,
     })
 }

@@ -295,9 +295,12 @@ impl Ctx<'_> {
     /// shares of `r_h`, `msb(r)`, `A⊙r_h` and `A⊙msb(r)` (row-broadcast).
     ///
     /// Rounds 1; sends `8(rows·cols + rows)` bytes per party (as
-    /// [`Ctx::mul_rows_raw`]); dealer: `16·rows·cols + 16·rows` bytes to
-    /// party 1 (a row-broadcast triple and a truncation would be
-    /// `8·rows·cols + 8·rows` and a round more). Accuracy: `t` is the true
+    /// [`Ctx::mul_rows_raw`]); dealer: `(8 + ⌈s/8⌉)·(rows·cols + rows)`
+    /// bytes to party 1 (`r_h` and `A⊙r_h` in full; `msb(r)` and
+    /// `A⊙msb(r)` only modulo `2^s`, since they meet nothing but the wrap
+    /// coefficient `2^(64−s)`: [`crate::Request`]'s narrowed corrections).
+    /// A row-broadcast triple and a truncation would be `(8 + ⌈s/8⌉)·rows·cols`
+    /// and a round more. Accuracy: `t` is the true
     /// `⌊v/2^shift⌋` or one more (the dropped borrow of the low bits);
     /// domain `|v| < 2^62`.
     pub fn mul_rows_trunc_raw(
@@ -376,8 +379,13 @@ impl Ctx<'_> {
     /// `a_h·r_h`, `a_h·r_m`, `a_m·r_h`, `a_m·r_m` come from the dealer, so
     /// `x'·v'` is local after the opening.
     ///
-    /// Rounds 1; bytes `8(rows·cols + rows)` per party; dealer to party 1:
-    /// `48·rows·cols + 16·rows` (`Request::PendingRowScale`). Exact to one
+    /// Rounds 1; bytes `8(rows·cols + rows)` per party; dealer to party 1
+    /// (`Request::PendingRowScale`): per element `a_h`, `a_h·r_h` in full,
+    /// `a_m`, `a_m·r_h` modulo `2^s_x`, `a_h·r_m` modulo `2^s_v` and `a_m·r_m`
+    /// modulo `2^(s_x+s_v−64)` (nothing for `s_x + s_v ≤ 64`), per row
+    /// `r_h` in full and `r_m` modulo `2^s_v`: `(16 + 2⌈s_x/8⌉ + ⌈s_v/8⌉)`
+    /// per element and `8 + ⌈s_v/8⌉` per row for `s_x + s_v ≤ 64` (24 and
+    /// 12 bytes for the model's `s_x = 16`, `s_v = 26`; 48 and 16 in full). Exact to one
     /// ulp of each truncation while `|x|, |v| < 2^62` and the product fits.
     pub fn mul_rows_pending(
         &mut self,
@@ -467,7 +475,8 @@ impl Ctx<'_> {
     /// shared wrap bit `w`; party 0 removes the offset.
     ///
     /// Rounds 1; sends `⌈n/8⌉` bytes per party (one bit per element); dealer:
-    /// `8n` bytes to party 1. Truncations joined with [`Op::all`] share the
+    /// `⌈s/8⌉·n` bytes to party 1 (the AND's arithmetic share is only used
+    /// times `2^(64−s)`, so it travels modulo `2^s`). Truncations joined with [`Op::all`] share the
     /// round and pack their bits into one message.
     ///
     /// Accuracy: the result is `⌊x/2^s⌋ − c` with `c ∈ {0, 1}` (the carry of the
@@ -483,7 +492,7 @@ impl Ctx<'_> {
         if n == 0 {
             return Op::ready(Share::zeros(0));
         }
-        let (mine, c) = match attempt!(self.take("trunc", Request::Wrap { n })) {
+        let (mine, c) = match attempt!(self.take("trunc", Request::Wrap { n, shift: s })) {
             Material::Wrap { bits, c } => (bits, c),
             other => {
                 return Op::fail(MpcError::OutOfStep {

@@ -173,8 +173,10 @@ impl Ctx<'_> {
     ///
     /// Rounds 1; bytes `8n` per party. Dealer per element: one DCF key of
     /// `L` levels with a 3-word payload (2 with nothing pending; `16 + 8w`
-    /// bytes per level, `8w` per distinct stop) to each party and `40` bytes
-    /// to party 1 (`16` with nothing pending). CPU: 3 (2) AES blocks per
+    /// bytes per level, `8w` per distinct stop) to each party and
+    /// `24 + 2⌈s/8⌉` bytes to party 1 with a pending truncation by `s`
+    /// (`msb(R)` and its product travel modulo `2^s`), `16` with nothing
+    /// pending. CPU: 3 (2) AES blocks per
     /// distinct tree node the element's points visit (at most one per level
     /// and threshold). Domain: `|x − t| < 2^(ℓ−1)` ulps of `x` for every
     /// threshold, `|x| < 2^62`.
@@ -369,8 +371,9 @@ impl Ctx<'_> {
     /// `coarse + shift` ignored bits, so the DCF key is as deep as without
     /// the shift) and the selection takes the truncated value, so the
     /// truncation costs no round. Rounds 2; bytes as [`Ctx::relu_coarse`];
-    /// dealer: 16 more bytes per element to party 1 when `shift > 0`
-    /// (`r >> shift`, `msb(r)`, `ρ·msb(r)`) and no truncation triple.
+    /// dealer: `8 + 2⌈shift/8⌉` more bytes per element to party 1 when
+    /// `shift > 0` (`r >> shift`; `msb(r)`, `ρ·msb(r)` modulo `2^shift`) and
+    /// no truncation triple.
     /// Domain: `|x.raw| < 2^62`, `bits + shift ≤ 62`.
     pub fn relu_truncating(&mut self, x: &Untruncated, bits: u32, coarse: u32) -> Op<Share> {
         let s = x.shift;
@@ -390,7 +393,10 @@ impl Ctx<'_> {
     /// ([`BitsOpened::bits`], dealer `8` bytes per bit to party 1) or
     /// multiplied by `x` ([`BitsOpened::select`], `with select`: 8 more).
     /// With `square`, [`BitCompared::square_raw`] gives `x²` from the same
-    /// opening (dealer: `8n` bytes to party 1).
+    /// opening (dealer: `8n` bytes to party 1). With a truncation by `s`,
+    /// party 1 also gets `r_h` (8 bytes) and, modulo `2^s` (`⌈s/8⌉` bytes
+    /// each: they only meet the wrap coefficient), `msb(r)`, `ρ·msb(r)` per
+    /// bit with `select` and `r_h·msb(r)` with `square`.
     ///
     /// Method as in the module doc, with `r mod 2^ℓ` as the comparison mask:
     /// `[x ≥ t] ⊕ ρ = msb(ŷ) ⊕ [ŷ_low < r_low] ⊕ σ` with `σ = ρ ⊕ msb(r)`

@@ -120,10 +120,14 @@ pub enum Request {
         /// Columns.
         cols: usize,
     },
-    /// For truncation: party 0 holds random bits `a`, party 1 bits `b`, both hold shares of `a·b`.
+    /// For truncation by `shift`: party 0 holds random bits `a`, party 1
+    /// bits `b`, both hold shares of `a·b` modulo `2^shift` (the product is
+    /// only used times `2^(64−shift)`).
     Wrap {
         /// Elements.
         n: usize,
+        /// The truncation (1..64).
+        shift: u32,
     },
     /// For comparison on `bits`-bit inputs: a mask `r` (shared mod 2^bits), shares of
     /// `msb(r)`, and a DCF key for `(1 − 2·msb(r))·[x < r mod 2^(bits−1)]`
@@ -220,9 +224,16 @@ impl Request {
     pub fn dealer_bytes(&self, party: Party) -> usize {
         let p1 = party == Party::P1;
         match *self {
-            Request::Triple { n } | Request::Square { n } | Request::Wrap { n } => {
+            Request::Triple { n } | Request::Square { n } => {
                 if p1 {
                     8 * n
+                } else {
+                    0
+                }
+            }
+            Request::Wrap { .. } => {
+                if p1 {
+                    corrections_len(&self.corrections())
                 } else {
                     0
                 }
@@ -241,16 +252,9 @@ impl Request {
                     0
                 }
             }
-            Request::TruncRowScale { rows, cols, .. } => {
+            Request::TruncRowScale { .. } | Request::PendingRowScale { .. } => {
                 if p1 {
-                    16 * rows * cols + 16 * rows
-                } else {
-                    0
-                }
-            }
-            Request::PendingRowScale { rows, cols, .. } => {
-                if p1 {
-                    48 * rows * cols + 16 * rows
+                    corrections_len(&self.corrections())
                 } else {
                     0
                 }
@@ -275,16 +279,11 @@ impl Request {
                 bits,
                 coarse,
                 points,
-                select,
-                square,
-                trunc,
+                ..
             } => {
                 let keys = bit_keys(n, points) * BitKeys::wire_len(bits - 1 - coarse);
-                let t = (trunc > 0) as usize;
                 if p1 {
-                    keys + 8 * n * points * (1 + select as usize * (1 + t))
-                        + 8 * n * square as usize * (1 + t)
-                        + 16 * n * t
+                    keys + corrections_len(&self.corrections())
                 } else {
                     keys
                 }
@@ -301,11 +300,99 @@ impl Request {
                     product_keys(trunc),
                     stops.len(),
                 );
-                let words = if trunc > 0 { 5 } else { 2 };
-                keys + if p1 { 8 * n * words } else { 0 }
+                keys + if p1 {
+                    corrections_len(&self.corrections())
+                } else {
+                    0
+                }
             }
         }
     }
+}
+
+impl Request {
+    /// Party 1's corrected parts of this request's material that travel
+    /// narrowed, in the order the dealer sends them: each part's length and
+    /// the low bits of it that its consumer uses. A part used only times a
+    /// multiple of `2^(64−w)` (a truncation's wrap coefficient
+    /// `2^(64−s)·(1 − msb m)`) is needed modulo `2^w` only, so it travels in
+    /// `⌈w/8⌉` bytes instead of 8 ([`word_bytes`]); its high bits on arrival
+    /// are zero and the sum of the two shares is right modulo `2^w` only.
+    /// Kinds whose corrections are all full words are not listed here.
+    pub(crate) fn corrections(&self) -> Vec<(usize, u32)> {
+        match *self {
+            Request::Wrap { n, shift } => vec![(n, shift)],
+            // r_high, r_msb, a_high, a_msb
+            Request::TruncRowScale { rows, cols, shift } => vec![
+                (rows, 64),
+                (rows, shift),
+                (rows * cols, 64),
+                (rows * cols, shift),
+            ],
+            // a_high, a_msb, r_high, r_msb, a_h·r_h, a_h·r_m, a_m·r_h, a_m·r_m
+            // (the last one times 2^(128 − s_x − s_v): nothing for s_x + s_v ≤ 64)
+            Request::PendingRowScale {
+                rows,
+                cols,
+                x_shift,
+                v_shift,
+            } => {
+                let e = rows * cols;
+                vec![
+                    (e, 64),
+                    (e, x_shift),
+                    (rows, 64),
+                    (rows, v_shift),
+                    (e, 64),
+                    (e, v_shift),
+                    (e, x_shift),
+                    (e, (x_shift + v_shift).saturating_sub(64)),
+                ]
+            }
+            // ρ, ρ·r, r², r_h, msb(r), ρ·msb(r), r_h·msb(r): the last three
+            // only with a truncation, and only times its wrap coefficient
+            Request::BitCompare {
+                n,
+                points,
+                select,
+                square,
+                trunc,
+                ..
+            } => {
+                let t = trunc > 0;
+                let on = |on: bool, len: usize| if on { len } else { 0 };
+                vec![
+                    (n * points, 64),
+                    (on(select, n * points), 64),
+                    (on(square, n), 64),
+                    (on(t, n), 64),
+                    (on(t, n), trunc),
+                    (on(t && select, n * points), trunc),
+                    (on(t && square, n), trunc),
+                ]
+            }
+            // msb_ℓ(r), Y₁, Y₂ = msb(R), msb_ℓ(r)·Y₁, msb_ℓ(r)·Y₂ (Y₂'s
+            // parts only with a truncation, and only times its wrap)
+            Request::CompareProducts { n, trunc, .. } => {
+                let t = if trunc > 0 { n } else { 0 };
+                vec![(n, 64), (t, 64), (t, trunc), (n, 64), (t, trunc)]
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Bytes a correction word used modulo `2^bits` travels in.
+pub(crate) fn word_bytes(bits: u32) -> usize {
+    (bits.min(64) as usize).div_ceil(8)
+}
+
+/// Bytes of a list of narrowed corrections ([`Request::corrections`]).
+fn corrections_len(parts: &[(usize, u32)]) -> usize {
+    parts
+        .iter()
+        .map(|&(len, bits)| len * word_bytes(bits))
+        .sum()
 }
 
 /// One party's half of a correlation. `Debug` shows only the kind.
@@ -514,7 +601,7 @@ pub fn draw(req: &Request, party: Party, prg: &mut Prg) -> Material {
                     + next.map_or(0, |(_, out)| rows * out),
             ),
         },
-        Request::Wrap { n } => Material::Wrap {
+        Request::Wrap { n, .. } => Material::Wrap {
             bits: prg.bits(n),
             c: own_c(prg, n),
         },
@@ -603,23 +690,55 @@ fn bytes_of(words: &[u64]) -> Vec<u8> {
 }
 
 /// Append party 1's correction `full − mine` for one part of its material,
-/// when party 1 has that part (`mine` drawn non-empty); `full` is computed
-/// only then.
-fn put_correction(to_p1: &mut Vec<u8>, mine: &[u64], full: impl FnOnce() -> Vec<u64>) {
-    if !mine.is_empty() {
-        to_p1.extend(bytes_of(&ring::sub(&full(), mine)));
+/// in the low [`word_bytes`]`(bits)` bytes of each word, when party 1 has
+/// that part (`mine` drawn non-empty); `full` is computed only then.
+fn put_correction(to_p1: &mut Vec<u8>, mine: &[u64], bits: u32, full: impl FnOnce() -> Vec<u64>) {
+    if mine.is_empty() {
+        return;
+    }
+    let width = word_bytes(bits);
+    if width == 0 {
+        return;
+    }
+    let diff = ring::sub(&full(), mine);
+    if width == 8 {
+        to_p1.extend(bytes_of(&diff));
+    } else {
+        to_p1.reserve(width * diff.len());
+        for w in diff {
+            to_p1.extend_from_slice(&w.to_le_bytes()[..width]);
+        }
     }
 }
 
-/// Fill party 1's corrected parts, in order and each at its drawn length,
-/// from the dealer's message (the inverse of [`put_correction`]).
-fn fill_corrections<'a>(msg: &[u8], parts: impl IntoIterator<Item = &'a mut Vec<u64>>) {
+/// Fill party 1's corrected parts, in order and each at its drawn length
+/// and width, from the dealer's message (the inverse of [`put_correction`]).
+fn fill_corrections<'a>(msg: &[u8], parts: impl IntoIterator<Item = (&'a mut Vec<u64>, u32)>) {
     let mut rest = msg;
-    for v in parts {
-        let len = 8 * v.len();
-        *v = words(&rest[..len]);
+    for (v, bits) in parts {
+        let width = word_bytes(bits);
+        let len = width * v.len();
+        *v = if width == 8 {
+            words(&rest[..len])
+        } else if width == 0 {
+            vec![0; v.len()]
+        } else {
+            rest[..len]
+                .chunks_exact(width)
+                .map(|c| {
+                    let mut b = [0u8; 8];
+                    b[..width].copy_from_slice(c);
+                    u64::from_le_bytes(b)
+                })
+                .collect()
+        };
         rest = &rest[len..];
     }
+}
+
+/// The bits of each narrowed part of `req` ([`Request::corrections`]).
+fn widths(req: &Request) -> Vec<u32> {
+    req.corrections().into_iter().map(|(_, b)| b).collect()
 }
 
 /// What the dealer sends for one request: a message for each party (often empty for party 0).
@@ -745,8 +864,9 @@ impl Dealer {
                 let a_high = ring::mul(&a, &ring::repeat_rows(&high, *cols));
                 let a_msb = ring::mul(&a, &ring::repeat_rows(&msb, *cols));
                 let mut to_p1 = Vec::new();
-                for (full, mine) in [(high, h0), (msb, m0), (a_high, ah0), (a_msb, am0)] {
-                    put_correction(&mut to_p1, &mine, || full);
+                let parts = [(high, h0), (msb, m0), (a_high, ah0), (a_msb, am0)];
+                for ((full, mine), bits) in parts.into_iter().zip(widths(req)) {
+                    put_correction(&mut to_p1, &mine, bits, || full);
                 }
                 Dealt {
                     to_p0: Vec::new(),
@@ -789,8 +909,9 @@ impl Dealer {
                 ];
                 let mut to_p1 = Vec::new();
                 let singles = [(a_high, ah0), (a_msb, am0), (r_high, rh0), (r_msb, rm0)];
-                for (full, mine) in singles.into_iter().chain(cross.into_iter().zip(c0)) {
-                    put_correction(&mut to_p1, &mine, || full);
+                let parts = singles.into_iter().chain(cross.into_iter().zip(c0));
+                for ((full, mine), bits) in parts.zip(widths(req)) {
+                    put_correction(&mut to_p1, &mine, bits, || full);
                 }
                 Dealt {
                     to_p0: Vec::new(),
@@ -874,7 +995,12 @@ impl Dealer {
                 Material::Wrap { bits: b, .. },
             ) => {
                 let ab: Vec<u64> = a.iter().zip(&b).map(|(x, y)| (x & y) as u64).collect();
-                correction(ab, &c0)
+                let mut to_p1 = Vec::new();
+                put_correction(&mut to_p1, &c0, widths(req)[0], || ab);
+                Dealt {
+                    to_p0: Vec::new(),
+                    to_p1,
+                }
             }
             (
                 Request::Compare { bits, coarse, .. },
@@ -904,7 +1030,7 @@ impl Dealer {
                 let keys = dcf::generate_batch(bits - 1 - coarse, &alphas, &betas, &s0, &s1);
                 let to_both = keys.into_bytes();
                 let mut to_p1 = to_both.clone();
-                put_correction(&mut to_p1, &m0, || msb);
+                put_correction(&mut to_p1, &m0, 64, || msb);
                 Dealt {
                     to_p0: to_both,
                     to_p1,
@@ -963,13 +1089,14 @@ impl Dealer {
                         .collect()
                 };
                 let out = &mut to_p1;
-                put_correction(out, &rho0, || rho.clone());
-                put_correction(out, &rr0, || per_point(&base));
-                put_correction(out, &sq0, || ring::mul(&base, &base));
-                put_correction(out, &h0, || base.clone());
-                put_correction(out, &m0, || msb.clone());
-                put_correction(out, &rm0, || per_point(&msb));
-                put_correction(out, &hm0, || ring::mul(&base, &msb));
+                let w = widths(req);
+                put_correction(out, &rho0, w[0], || rho.clone());
+                put_correction(out, &rr0, w[1], || per_point(&base));
+                put_correction(out, &sq0, w[2], || ring::mul(&base, &base));
+                put_correction(out, &h0, w[3], || base.clone());
+                put_correction(out, &m0, w[4], || msb.clone());
+                put_correction(out, &rm0, w[5], || per_point(&msb));
+                put_correction(out, &hm0, w[6], || ring::mul(&base, &msb));
                 Dealt {
                     to_p0: keys.as_bytes().to_vec(),
                     to_p1,
@@ -1030,11 +1157,12 @@ impl Dealer {
                 let to_both = keys.into_bytes();
                 let mut to_p1 = to_both.clone();
                 let out = &mut to_p1;
-                put_correction(out, &m0, || msb.clone());
-                put_correction(out, &h0, || high.clone());
-                put_correction(out, &t0, || top.clone());
-                put_correction(out, &mh0, || ring::mul(&msb, &high));
-                put_correction(out, &mt0, || ring::mul(&msb, &top));
+                let w = widths(req);
+                put_correction(out, &m0, w[0], || msb.clone());
+                put_correction(out, &h0, w[1], || high.clone());
+                put_correction(out, &t0, w[2], || top.clone());
+                put_correction(out, &mh0, w[3], || ring::mul(&msb, &high));
+                put_correction(out, &mt0, w[4], || ring::mul(&msb, &top));
                 Dealt {
                     to_p0: to_both,
                     to_p1,
@@ -1118,10 +1246,8 @@ impl MaterialGen {
                 *keys =
                     BitKeys::from_bytes(depth, msg[..at].to_vec()).expect("length checked above");
                 if p1 {
-                    fill_corrections(
-                        &msg[at..],
-                        [rho, rho_r, r_sq, r_high, r_msb, rho_msb, high_msb],
-                    );
+                    let parts = [rho, rho_r, r_sq, r_high, r_msb, rho_msb, high_msb];
+                    fill_corrections(&msg[at..], parts.into_iter().zip(widths(req)));
                 }
             }
             (
@@ -1148,7 +1274,8 @@ impl MaterialGen {
                 *cws = DcfKeys::from_bytes_stopping(depth, w, stops.clone(), msg[..at].to_vec())
                     .expect("length and stops checked above");
                 if p1 {
-                    fill_corrections(&msg[at..], [r_msb, high, top, msb_high, msb_top]);
+                    let parts = [r_msb, high, top, msb_high, msb_top];
+                    fill_corrections(&msg[at..], parts.into_iter().zip(widths(req)));
                 }
             }
             (
@@ -1163,7 +1290,8 @@ impl MaterialGen {
                 _,
             ) if p1 => {
                 let [c0, c1, c2, c3] = cross;
-                fill_corrections(msg, [a_high, a_msb, r_high, r_msb, c0, c1, c2, c3]);
+                let parts = [a_high, a_msb, r_high, r_msb, c0, c1, c2, c3];
+                fill_corrections(msg, parts.into_iter().zip(widths(req)));
             }
             (
                 Material::TruncRowScale {
@@ -1175,9 +1303,13 @@ impl MaterialGen {
                 },
                 _,
             ) if p1 => {
-                fill_corrections(msg, [r_high, r_msb, a_high, a_msb]);
+                let parts = [r_high, r_msb, a_high, a_msb];
+                fill_corrections(msg, parts.into_iter().zip(widths(req)));
             }
-            (Material::Triple { c, .. }, _) | (Material::Wrap { c, .. }, _) if p1 => {
+            (Material::Wrap { c, .. }, _) if p1 => {
+                fill_corrections(msg, [(c, widths(req)[0])]);
+            }
+            (Material::Triple { c, .. }, _) if p1 => {
                 *c = words(msg);
             }
             _ => {}

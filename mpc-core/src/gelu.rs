@@ -75,9 +75,10 @@ impl Ctx<'_> {
     /// truncated once by `f + 3`; `x²` comes from one opening of `x + r`
     /// that also performs `x`'s pending truncation, if any
     /// ([`Ctx::bit_compare`] with no threshold). Rounds 2; bytes
-    /// `8n + ⌈n/8⌉`; dealer to party 1: `8n` (`r²`), or `32n` with a pending
-    /// truncation (`r_h²`, `r_h·msb(r)`, `r_h`, `msb(r)`), plus the
-    /// truncation's `8n`. Exact to 1 ulp (2 with a pending truncation) for
+    /// `8n + ⌈n/8⌉`; dealer to party 1: `8n` (`r²`), or with a pending
+    /// truncation by `s` `(16 + 2⌈s/8⌉)n` (`r_h²`, `r_h` in full,
+    /// `r_h·msb(r)`, `msb(r)` modulo `2^s`), plus the truncation's
+    /// `⌈(f + 3)/8⌉·n`. Exact to 1 ulp (2 with a pending truncation) for
     /// `|x| < 2^(29.5 − f)`.
     pub fn gelu_quad(&mut self, x: impl Into<Untruncated>) -> Op<Share> {
         let f = self.frac_bits();
@@ -141,9 +142,11 @@ impl Ctx<'_> {
     ///
     /// Rounds 4. Bytes `8n + ⌈11n/8⌉ + 32n + ⌈n/8⌉` per party (41.5 per
     /// element). Dealer per element: the DCF key (64 bytes) to each party;
-    /// to party 1 also `8·11` (the bits' `ρ`), 16 (the product triple), 8
-    /// (the truncation) and for `x`, `x²` 8 (`r²`), or with a pending
-    /// truncation 32 (`r_h`, `msb(r)`, `r_h²`, `r_h·msb(r)`): 64 + 208 bytes.
+    /// to party 1 also `8·11` (the bits' `ρ`), 16 (the product triple), 5
+    /// (the truncation by `54 − f`, its wrap share modulo `2^(54−f)`) and
+    /// for `x`, `x²` 8 (`r²`), or with a pending truncation by `s` `16 +
+    /// 2⌈s/8⌉` (`r_h`, `r_h²`; `msb(r)`, `r_h·msb(r)` modulo `2^s`): 64 + 199
+    /// bytes in the model (`s = 36`; 208 before the narrowed corrections).
     /// CPU: 11 DCF evaluations of 4 AES blocks per element and party (the
     /// dealer: 14 blocks per key). Error ≤ 8.3e-4 (approximation) plus a few
     /// ulps (the truncations, the coefficients' rounding) against the exact

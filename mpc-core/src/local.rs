@@ -74,9 +74,11 @@ pub fn deal_plan(
 
 /// Cuts each party's dealer byte stream into pieces of at most `piece`
 /// bytes: a request's answer is appended as it is dealt, and every full piece
-/// goes out at once. Both parties' pieces go out together (see
-/// [`PieceCutter::push`]), so neither party can wait on bytes the dealer
-/// holds back while it is blocked sending to the other.
+/// goes out at once. Both parties' pieces go out together and in an order
+/// that never puts one party's bytes of a request ahead of the other's bytes
+/// of an earlier request (see [`PieceCutter::flush`]), so neither party can
+/// wait on bytes the dealer holds back while it is blocked sending to the
+/// other.
 #[derive(Debug)]
 pub struct PieceCutter {
     piece: usize,
@@ -92,28 +94,40 @@ impl PieceCutter {
         }
     }
 
-    /// Append one request's answers; returns the pieces now ready for
-    /// party 0 and party 1. When either party has a full piece, both
-    /// parties' buffers are emptied, so a party never waits for bytes of a
-    /// request that was dealt before the one the dealer is sending now.
-    pub fn push(&mut self, to_p0: &[u8], to_p1: &[u8]) -> [Vec<Vec<u8>>; 2] {
+    /// Append one request's answers; returns the pieces now ready, in the
+    /// order to send them, each with its party's index (0 or 1). When
+    /// either party has a full piece, both parties' buffers are emptied, so
+    /// a party never waits for bytes of a request that was dealt before the
+    /// one the dealer is sending now.
+    pub fn push(&mut self, to_p0: &[u8], to_p1: &[u8]) -> Vec<(usize, Vec<u8>)> {
         self.buf[0].extend_from_slice(to_p0);
         self.buf[1].extend_from_slice(to_p1);
         if self.buf.iter().any(|b| b.len() >= self.piece) {
             self.flush()
         } else {
-            [Vec::new(), Vec::new()]
+            Vec::new()
         }
     }
 
-    /// Everything still held, as pieces.
-    pub fn flush(&mut self) -> [Vec<Vec<u8>>; 2] {
+    /// Everything still held, as pieces in the order to send them: each
+    /// party's first piece, then the rest of party 0's, then the rest of
+    /// party 1's. A buffer holds less than a piece before a push, so the
+    /// first pieces carry every byte of the earlier requests and the rest
+    /// belong to the last request alone: a party blocked on a full queue
+    /// never holds back bytes of an earlier request the other party needs
+    /// to get there. (Sending all of party 0's pieces first deadlocked once
+    /// a request's key batch spanned more pieces than a party buffers: party
+    /// 0 waited in an exchange for party 1, which waited for its bytes of an
+    /// earlier request behind them.)
+    pub fn flush(&mut self) -> Vec<(usize, Vec<u8>)> {
         let piece = self.piece;
-        let cut = |b: &mut Vec<u8>| -> Vec<Vec<u8>> {
-            let all = std::mem::take(b);
-            all.chunks(piece).map(<[u8]>::to_vec).collect()
+        let mut cut = |party: usize| -> Vec<(usize, Vec<u8>)> {
+            let all = std::mem::take(&mut self.buf[party]);
+            all.chunks(piece).map(|c| (party, c.to_vec())).collect()
         };
-        [cut(&mut self.buf[0]), cut(&mut self.buf[1])]
+        let (mut p0, mut p1) = (cut(0).into_iter(), cut(1).into_iter());
+        let firsts = [p0.next(), p1.next()];
+        firsts.into_iter().flatten().chain(p0).chain(p1).collect()
     }
 }
 
@@ -258,17 +272,15 @@ where
         let mut busy = Duration::ZERO;
         let mut max_in_flight = [0u64; 2];
         let txs = [tx0, tx1];
-        let mut send = |pieces: [Vec<Vec<u8>>; 2]| -> bool {
-            for (i, ps) in pieces.into_iter().enumerate() {
-                for p in ps {
-                    let len = p.len() as u64;
-                    if txs[i].send(p).is_err() {
-                        return false;
-                    }
-                    let s = sent_d[i].fetch_add(len, Ordering::SeqCst) + len;
-                    let r = read_d[i].load(Ordering::SeqCst);
-                    max_in_flight[i] = max_in_flight[i].max(s - r.min(s));
+        let mut send = |pieces: Vec<(usize, Vec<u8>)>| -> bool {
+            for (i, p) in pieces {
+                let len = p.len() as u64;
+                if txs[i].send(p).is_err() {
+                    return false;
                 }
+                let s = sent_d[i].fetch_add(len, Ordering::SeqCst) + len;
+                let r = read_d[i].load(Ordering::SeqCst);
+                max_in_flight[i] = max_in_flight[i].max(s - r.min(s));
             }
             true
         };
@@ -338,4 +350,26 @@ where
         offline_time,
         online_time,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PieceCutter;
+
+    #[test]
+    fn each_partys_first_piece_goes_before_either_partys_later_pieces() {
+        let mut cutter = PieceCutter::new(4);
+        assert!(cutter.push(&[1, 2], &[9]).is_empty());
+        // a request whose party-0 part spans three pieces
+        let out = cutter.push(&[3; 10], &[8, 8]);
+        let order: Vec<usize> = out.iter().map(|(p, _)| *p).collect();
+        assert_eq!(
+            order,
+            [0, 1, 0, 0],
+            "party 1's earlier bytes wait behind party 0's"
+        );
+        assert_eq!(out[0].1, [1, 2, 3, 3]);
+        assert_eq!(out[1].1, [9, 8, 8]);
+        assert!(cutter.flush().is_empty());
+    }
 }

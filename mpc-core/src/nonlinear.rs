@@ -367,8 +367,9 @@ impl Ctx<'_> {
     /// square and squares it (a comparison with no threshold,
     /// [`Ctx::bit_compare`]), and a last truncation ends it. Rounds `k + 1`
     /// (9); bytes `8kn + ⌈n/8⌉`; dealer to party 1 `8n` for the first square,
-    /// `32n` for each later one (`r_h²`, `r_h·msb(r)`, `r_h`, `msb(r)`) and
-    /// `8n` for the last truncation. Absolute error ≤ 1.1e-3 on `[−2^k, 0]`
+    /// `22n` for each later one (`r_h²`, `r_h` in full; `r_h·msb(r)`,
+    /// `msb(r)` modulo `2^(f+8)`) and `4n` for the last truncation (by
+    /// `f + 16`, modulo `2^32`). Absolute error ≤ 1.1e-3 on `[−2^k, 0]`
     /// (the limit's `e^x·x²/2^(k+1)` plus rounding); inputs below `−2^k` give
     /// garbage.
     pub fn exp_neg(&mut self, x: &Share) -> Op<Share> {
@@ -652,7 +653,8 @@ impl Ctx<'_> {
     /// whose first opening performs it.
     ///
     /// Rounds 5. Bytes per party ≈ `rows·c·(8 + 8 + 8 + 3/8) + rows·(ℓ/8 + 32)`.
-    /// Dealer: about `56·rows·c` bytes to party 1 (48 without γ).
+    /// Dealer: about `44·rows·c` bytes to party 1 (36 without γ; 56 before
+    /// the narrowed corrections, see [`crate::Request`]).
     /// Accuracy: relative error ≤ 1e-3 of `(x − μ)/σ` while `σ²` lies in
     /// `params.var`, plus a few ulps; requires `|x − μ| < 2^(31 − f)`.
     pub fn layer_norm(

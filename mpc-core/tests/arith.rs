@@ -21,7 +21,8 @@ fn mul_matches_plaintext_and_costs_two_rounds() {
         assert_eq!(p.rounds, 2);
         assert_eq!(p.bytes_sent, 16 * 1000 + 1000 / 8);
     }
-    assert_eq!(r.dealer_bytes, [0, 8 * 1000 + 8 * 1000]);
+    // the triple's product, and the truncation's wrap product modulo 2^16 (2 bytes)
+    assert_eq!(r.dealer_bytes, [0, 8 * 1000 + 2 * 1000]);
 }
 
 #[test]
@@ -46,7 +47,8 @@ fn square_and_matmul_match_plaintext_with_counts() {
         r.online[1].bytes_sent as usize,
         8 * (m * k + k * n) + (m * n).div_ceil(8)
     );
-    assert_eq!(r.dealer_bytes[1] as usize, 8 * m * n + 8 * m * n);
+    // the product matrix, and the truncation's wrap products modulo 2^16
+    assert_eq!(r.dealer_bytes[1] as usize, 8 * m * n + 2 * m * n);
 }
 
 #[test]
@@ -90,12 +92,13 @@ fn truncation_is_within_one_ulp_at_the_domain_edges() {
         s.run(|cx| cx.trunc(&x, 16))
     })
     .unwrap();
-    // one round, one bit per element each way; 8 bytes per element from the dealer to party 1
+    // one round, one bit per element each way; from the dealer to party 1 the
+    // share of the wrap's AND, needed modulo 2^16 only (it is used times 2^48): 2 bytes
     for p in r.online {
         assert_eq!(p.rounds, 1);
         assert_eq!(p.bytes_sent as usize, x.len().div_ceil(8));
     }
-    assert_eq!(r.dealer_bytes, [0, 8 * x.len() as u64]);
+    assert_eq!(r.dealer_bytes, [0, 2 * x.len() as u64]);
     let v = mpc_core::reconstruct(&r.outputs[0], &r.outputs[1]);
     for (xi, vi) in x.iter().zip(&v) {
         let exact = (xi * 65536.0 * 65536.0).round() as i64 >> 16;
@@ -213,7 +216,8 @@ fn row_scaling_truncates_its_vector_in_the_same_round() {
     let n = rows * cols;
     assert_eq!(r.online[0].rounds, 1);
     assert_eq!(r.online[0].bytes_sent as usize, 8 * (n + rows));
-    assert_eq!(r.dealer_bytes[1] as usize, 16 * n + 16 * rows);
+    // r_h and A⊙r_h in full, msb(r) and A⊙msb(r) modulo 2^shift (3 bytes)
+    assert_eq!(r.dealer_bytes[1] as usize, (8 + 3) * n + (8 + 3) * rows);
 }
 
 #[test]
@@ -260,5 +264,10 @@ fn row_scaling_truncates_matrix_and_vector_in_the_same_round() {
     assert_eq!(r.online[0].rounds, 1);
     assert_eq!(r.online[0].bytes_sent as usize, 8 * (n + rows));
     assert_eq!(r.dealer_bytes[0], 0);
-    assert_eq!(r.dealer_bytes[1] as usize, 48 * n + 16 * rows);
+    // a_h, a_h·r_h, r_h in full; a_m, a_m·r_h modulo 2^16 (2 bytes); r_m,
+    // a_h·r_m modulo 2^20 (3 bytes); a_m·r_m not at all (it is used times 2^(128−36))
+    assert_eq!(
+        r.dealer_bytes[1] as usize,
+        (8 + 2 + 8 + 3 + 2) * n + (8 + 3) * rows
+    );
 }

@@ -144,9 +144,11 @@ fn a_truncating_bit_comparison_truncates_squares_and_selects_from_one_opening() 
             assert_eq!(got[(k + j) * n + i] as i64, b * v, "select {j}");
         }
     }
-    // party 1: ρ, ρ·r_h, ρ·msb(r) per point; r_h², r_h·msb(r), r_h, msb(r) per element
+    // party 1: ρ, ρ·r_h per point and r_h², r_h per element in full;
+    // ρ·msb(r) per point and r_h·msb(r), msb(r) per element modulo 2^f
+    // (they only meet the truncation's wrap coefficient 2^(64−f)): 2 bytes
     let keys = n * (16 * (41 - 8) + 16);
-    let p1 = keys + 8 * n * k * 3 + 8 * n * 4;
+    let p1 = keys + 8 * n * k * 2 + 2 * n * k + 8 * n * 2 + 2 * n * 2;
     assert_eq!(r.dealer_bytes, [keys as u64, p1 as u64]);
 }
 
@@ -246,7 +248,13 @@ fn exp_matches_its_limit_and_the_true_exponential() {
     assert_eq!(r.online[0].rounds, 9);
     let n = x.len();
     assert_eq!(r.online[0].bytes_sent as usize, 8 * 8 * n + n.div_ceil(8));
-    assert_eq!(r.dealer_bytes[1] as usize, 8 * n + 7 * 32 * n + 8 * n);
+    // the first square's r²; each truncating square's r_h², r_h in full and
+    // msb(r), r_h·msb(r) modulo 2^(f+8) (3 bytes); the last truncation, by
+    // f + 16, its wrap share in 4 bytes
+    assert_eq!(
+        r.dealer_bytes[1] as usize,
+        8 * n + 7 * (16 + 2 * 3) * n + 4 * n
+    );
 }
 
 fn relative_error(got: &[f64], x: &[f64], f: impl Fn(f64) -> f64) -> f64 {
@@ -307,9 +315,9 @@ fn reciprocal_and_rsqrt_meet_1e3_relative_in_two_rounds() {
         assert_eq!(p.rounds, 2);
         assert_eq!(p.bytes_sent as usize, 8 * n + n.div_ceil(8));
     }
-    // and the truncation's 8 bytes
+    // and the truncation's wrap share (its shift is below 24 bits: 3 bytes)
     assert_eq!(r.dealer_bytes[0] as usize, n * dcf);
-    assert_eq!(r.dealer_bytes[1] as usize, n * (dcf + 16 + 8));
+    assert_eq!(r.dealer_bytes[1] as usize, n * (dcf + 16 + 3));
     // with the input's truncation pending, the same opening performs it
     let wide = FixedPoint { frac_bits: 2 * F };
     let x_enc: Vec<u64> = x.iter().map(|v| wide.encode(*v)).collect();
@@ -358,7 +366,9 @@ fn reciprocal_and_rsqrt_meet_1e3_relative_in_two_rounds() {
     let lw = l + F as usize - 16;
     let stops = knot_stops(&thresholds, 2 * F, 12 + 2 * F + 2);
     let dcf = lw * 40 + (2 * lw).div_ceil(8) + 24 * (1 + stops);
-    assert_eq!(pr.dealer_bytes[1] as usize, n * (dcf + 40 + 8));
+    // msb_ℓ(r), R >> f and msb_ℓ(r)·(R >> f) in full, msb(R) and
+    // msb_ℓ(r)·msb(R) modulo 2^f (2 bytes each), the truncation's 3 bytes
+    assert_eq!(pr.dealer_bytes[1] as usize, n * (dcf + 24 + 4 + 3));
     let (got, r) = run_at(FP, F + EXTRA_FRAC, &[&x], |s, v| {
         s.run(|cx| cx.rsqrt(&v[0], dom))
     });
@@ -517,11 +527,16 @@ fn gelu_variants_truncate_a_pending_input_in_their_own_opening() {
         assert!(err < 1e-3, "erf at shift {shift}: {err}");
         assert_eq!(r.online[0].rounds, 4);
         assert_eq!(r.online[0].bytes_sent as usize, gelu_bytes(n));
-        // the truncation's r_h, msb(r), r_h², r_h·msb(r) in place of r²
+        // the truncation's r_h, r_h² and (modulo 2^shift) msb(r),
+        // r_h·msb(r) in place of r²; the last truncation (by 38) in 5 bytes
         let dcf = 3 * 16 + 16;
+        let pending = 16 + 2 * (shift as usize).div_ceil(8);
         assert_eq!(
             r.dealer_bytes,
-            [(n * dcf) as u64, (n * (dcf + 8 * 11 + 32 + 16 + 8)) as u64]
+            [
+                (n * dcf) as u64,
+                (n * (dcf + 8 * 11 + pending + 16 + 5)) as u64
+            ]
         );
     }
 }
@@ -604,7 +619,8 @@ fn gelu_variants_match_their_references_with_counts() {
     // also ρ per boundary, r², the product triple and the truncation
     let dcf = 3 * 16 + 16;
     assert_eq!(r.dealer_bytes[0] as usize, n * dcf);
-    assert_eq!(r.dealer_bytes[1] as usize, n * (dcf + 8 * 11 + 8 + 16 + 8));
+    // (the truncation by 54 − f = 38 in 5 bytes)
+    assert_eq!(r.dealer_bytes[1] as usize, n * (dcf + 8 * 11 + 8 + 16 + 5));
 }
 
 #[test]
@@ -670,9 +686,12 @@ fn layer_norm_matches_plaintext_with_counts() {
         .thresholds;
     let stops = knot_stops(&thresholds, 2 * F, bits as u32);
     let dcf = l * 40 + (2 * l).div_ceil(8) + 24 * (1 + stops);
-    // the opening's square 32n, x·γ 8n, the row product 16n (+16 per row),
-    // the truncation 8n; per row a DCF key with a three-word payload and 40 bytes
-    assert_eq!(r.dealer_bytes[1] as usize, 64 * n + rows * (dcf + 56));
+    // the opening's square (truncating by 6: r_h², r_h in full, msb(r) and
+    // r_h·msb(r) in a byte each) 18n, x·γ 8n, the row product (truncating
+    // the rsqrt by 35: its msb parts in 5 bytes) 13n + 13 per row, the
+    // truncation by 36 (5 bytes) 5n; per row a DCF key with a three-word
+    // payload and 28 bytes (the msb(R) parts modulo 2^16)
+    assert_eq!(r.dealer_bytes[1] as usize, 44 * n + rows * (dcf + 13 + 28));
 }
 
 proptest! {

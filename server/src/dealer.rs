@@ -289,21 +289,23 @@ async fn deal_streamed(
         dealer.start_batch(batch);
         let mut cutter = PieceCutter::new(chunk_bytes);
         let mut sent = [0u64; 2];
-        let mut send = |pieces: [Vec<Vec<u8>>; 2], last: bool| -> bool {
-            for (i, ps) in pieces.into_iter().enumerate() {
-                let n = ps.len();
-                for (j, data) in ps.into_iter().enumerate() {
-                    sent[i] += data.len() as u64;
-                    let chunk = Chunk {
-                        batch,
-                        data,
-                        last: last && j + 1 == n,
-                    };
-                    if !send_chunk(&outs[i], chunk) {
-                        return false;
-                    }
+        let mut send = |pieces: Vec<(usize, Vec<u8>)>, last: bool| -> bool {
+            // each party's last piece of the batch carries `last`
+            let final_of = |party: usize| pieces.iter().rposition(|(i, _)| *i == party);
+            let finals = [final_of(0), final_of(1)];
+            for (j, (i, data)) in pieces.into_iter().enumerate() {
+                sent[i] += data.len() as u64;
+                let chunk = Chunk {
+                    batch,
+                    data,
+                    last: last && finals[i] == Some(j),
+                };
+                if !send_chunk(&outs[i], chunk) {
+                    return false;
                 }
-                if last && n == 0 {
+            }
+            for i in 0..2 {
+                if last && finals[i].is_none() {
                     let end = Chunk {
                         batch,
                         data: Vec::new(),
