@@ -481,13 +481,26 @@ impl WeightList {
 
     /// A linear layer's weight (`in × out`) as `heads` slices of `in/heads`
     /// rows each: head `h`'s rows of the output projection.
-    fn head_rows(&mut self, l: &LinearShare, heads: usize) {
-        let d = l.in_features / heads;
-        for h in 0..heads {
-            let rows = l
-                .weight
-                .slice(h * d * l.out_features..(h + 1) * d * l.out_features);
-            self.0.push((rows, d, l.out_features));
+    /// The projection's rows of each head that attends (ReLU-softmax,
+    /// Softmax) as its own weight, in head order, then the rows of every
+    /// ScaleAttn head stacked into one (see [`Projection::PerHead`]).
+    fn head_rows(&mut self, l: &LinearShare, kinds: &[AttnKind]) {
+        let d = l.in_features / kinds.len();
+        let rows = |h: usize| {
+            l.weight
+                .slice(h * d * l.out_features..(h + 1) * d * l.out_features)
+        };
+        let scale: Vec<usize> = scale_heads(kinds);
+        for h in (0..kinds.len()).filter(|h| !scale.contains(h)) {
+            self.0.push((rows(h), d, l.out_features));
+        }
+        if !scale.is_empty() {
+            let stacked: Vec<u64> = scale
+                .iter()
+                .flat_map(|&h| rows(h).as_slice().to_vec())
+                .collect();
+            self.0
+                .push((Share::new(stacked), scale.len() * d, l.out_features));
         }
     }
 
@@ -506,10 +519,24 @@ impl WeightList {
 #[derive(Clone, Debug)]
 enum Projection {
     Whole(PreparedLinear),
+    /// Folded ([`SecureParams::fold_ratio`]): each attending head's `d × C`
+    /// rows of the projection on their own (the head attends over `V·W_h`),
+    /// and the ScaleAttn heads' rows stacked (`k·d × C` for `k` such heads,
+    /// in head order): their outputs are projected together in one product,
+    /// whose dealer triple (`8·n·C` bytes to party 1) is paid once per block
+    /// instead of once per head.
     PerHead {
-        rows: Vec<MaskedWeight>,
+        rows: Vec<(usize, MaskedWeight)>,
+        scale: Option<(Vec<usize>, MaskedWeight)>,
         bias: Option<Share>,
     },
+}
+
+/// The ScaleAttn heads among `kinds`, in order.
+fn scale_heads(kinds: &[AttnKind]) -> Vec<usize> {
+    (0..kinds.len())
+        .filter(|&h| kinds[h] == AttnKind::ScaleAttn)
+        .collect()
 }
 
 #[derive(Clone, Debug)]
@@ -581,10 +608,10 @@ impl SecureModel {
         let fold = folds(cfg, &params);
         let mut list = WeightList(Vec::new());
         list.linear(&shares.conv);
-        for b in &shares.blocks {
+        for (i, b) in shares.blocks.iter().enumerate() {
             list.linear(&b.qkv);
             if fold {
-                list.head_rows(&b.proj, cfg.heads);
+                list.head_rows(&b.proj, &cfg.attention[i]);
             } else {
                 list.linear(&b.proj);
             }
@@ -601,11 +628,17 @@ impl SecureModel {
         };
         let conv = linear(mask(), &shares.conv);
         let mut blocks = Vec::with_capacity(shares.blocks.len());
-        for b in &shares.blocks {
+        for (i, b) in shares.blocks.iter().enumerate() {
             let qkv = linear(mask(), &b.qkv);
             let proj = if fold {
+                let scale = scale_heads(&cfg.attention[i]);
+                let rows = (0..cfg.heads)
+                    .filter(|h| !scale.contains(h))
+                    .map(|h| (h, mask()))
+                    .collect();
                 Projection::PerHead {
-                    rows: (0..cfg.heads).map(|_| mask()).collect(),
+                    rows,
+                    scale: (!scale.is_empty()).then(|| (scale, mask())),
                     bias: b.proj.bias.clone(),
                 }
             } else {
@@ -827,14 +860,18 @@ impl BlockStage {
                             linear_raw(c, &Share::new(concat), n, &proj, 0).map(move |y| (y, f))
                         })
                     }
-                    Projection::PerHead { rows, bias } => {
+                    Projection::PerHead { rows, scale, bias } => {
                         let s = f + ATTN_INV_FRAC;
                         let bias = bias
                             .as_ref()
                             .map(|b| Share::new(tile(b.as_slice(), n)).scale_int(1 << s));
-                        let heads = (0..me.cfg.heads)
-                            .map(|h| me.folded_head(c, &qkv, h, &rows[h]))
+                        let mut heads: Vec<Op<Share>> = rows
+                            .iter()
+                            .map(|(h, w)| me.folded_head(c, &qkv, *h, w))
                             .collect();
+                        if let Some((hs, w)) = scale {
+                            heads.push(me.scale_heads_projected(c, &qkv, hs, w));
+                        }
                         Op::all(heads).map(move |outs| {
                             let mut sum = bias.unwrap_or_else(|| Share::zeros(n * dim));
                             for o in &outs {
@@ -847,11 +884,47 @@ impl BlockStage {
             })
     }
 
-    /// Head `h` with its rows `w` of the output projection folded in
-    /// (n × C at `2f + ATTN_INV_FRAC` bits, untruncated): ReLU-softmax and
-    /// Softmax heads attend over the values `V·W_h` (computed beside the
-    /// scores' comparison) and leave the row scaling's product pending;
-    /// ScaleAttn heads project their output (`·2^ATTN_INV_FRAC` to match).
+    /// The ScaleAttn heads `hs` side by side, their outputs (n × d each)
+    /// side by side projected by their stacked rows `w` of the output
+    /// projection in one product (n × C at `2f + ATTN_INV_FRAC` bits,
+    /// untruncated, `·2^ATTN_INV_FRAC` to match the attending heads).
+    fn scale_heads_projected(
+        &self,
+        c: &mut Ctx<'_>,
+        qkv: &Share,
+        hs: &[usize],
+        w: &MaskedWeight,
+    ) -> Op<Share> {
+        let cfg = &self.cfg;
+        let (n, dim, d) = (cfg.num_tokens(), cfg.dim, cfg.head_dim());
+        let outs = hs
+            .iter()
+            .map(|&h| {
+                let [q, k, v] = head_columns(qkv, n, dim, d, h);
+                c.scale_attn(&q, &k, &v, n, d, n)
+            })
+            .collect();
+        let (w, k) = (w.clone(), hs.len());
+        Op::all(outs)
+            .then(move |c, outs| {
+                // token t, j-th ScaleAttn head → columns j·d..(j+1)·d
+                let mut side = vec![0u64; n * k * d];
+                for (j, o) in outs.iter().enumerate() {
+                    for t in 0..n {
+                        side[t * k * d + j * d..t * k * d + (j + 1) * d]
+                            .copy_from_slice(&o.as_slice()[t * d..(t + 1) * d]);
+                    }
+                }
+                c.weight_matmul_raw(&Share::new(side), n, &w)
+            })
+            .map(|y| y.scale_int(1 << ATTN_INV_FRAC))
+    }
+
+    /// Head `h` (ReLU-softmax or Softmax) with its rows `w` of the output
+    /// projection folded in (n × C at `2f + ATTN_INV_FRAC` bits,
+    /// untruncated): it attends over the values `V·W_h` (computed beside the
+    /// scores' comparison) and leaves the row scaling's product pending.
+    /// ScaleAttn heads go through [`BlockStage::scale_heads_projected`].
     fn folded_head(&self, c: &mut Ctx<'_>, qkv: &Share, h: usize, w: &MaskedWeight) -> Op<Share> {
         let cfg = &self.cfg;
         let (n, dim, d) = (cfg.num_tokens(), cfg.dim, cfg.head_dim());
@@ -859,10 +932,7 @@ impl BlockStage {
         let p = self.params;
         let w = w.clone();
         match cfg.attention[self.i][h] {
-            AttnKind::ScaleAttn => c
-                .scale_attn(&q, &k, &v, n, d, n)
-                .then(move |c, o| c.weight_matmul_raw(&o, n, &w))
-                .map(|y| y.scale_int(1 << ATTN_INV_FRAC)),
+            AttnKind::ScaleAttn => unreachable!("ScaleAttn heads are projected together"),
             AttnKind::Softmax => c
                 .attention_scores_untruncated(&q, &k, n, d)
                 .then(move |c, s| {
