@@ -92,6 +92,54 @@ impl Ctx<'_> {
         })
     }
 
+    /// Elementwise dot product without truncation: `z = Σ_t x_t·y_t` over
+    /// the terms `t` (all `n` long), at the sum of the operands' scales.
+    ///
+    /// Rounds 1; sends `16n` bytes per term and party (as [`Ctx::mul_raw`]
+    /// of each term); dealer: one dot-product triple, `8n` bytes to party 1
+    /// whatever the number of terms (the masks' products are summed by the
+    /// dealer: `Request::Dot`). Exact in the ring.
+    pub fn dot_raw(&mut self, x: &[&Share], y: &[&Share]) -> Op<Share> {
+        assert_eq!(x.len(), y.len(), "dot: one right-hand side per term");
+        let terms = x.len();
+        let n = x.first().map_or(0, |s| s.len());
+        let lengths = x
+            .iter()
+            .chain(y)
+            .try_for_each(|s| check_len("dot", "term", s.len(), n));
+        let taken = lengths
+            .and_then(|()| expect_triple("dot", self.take("dot", Request::Dot { n, terms })?));
+        let (a, b, c) = attempt!(taken);
+        let mut msg = Vec::with_capacity(2 * n * terms);
+        for (t, xt) in x.iter().enumerate() {
+            msg.extend(ring::sub(xt.as_slice(), &a[t * n..(t + 1) * n]));
+        }
+        for (t, yt) in y.iter().enumerate() {
+            msg.extend(ring::sub(yt.as_slice(), &b[t * n..(t + 1) * n]));
+        }
+        let p0 = self.is_p0();
+        let bytes = channel::pack(&msg, 64);
+        Op::exchange("dot", bytes, move |_, peer| {
+            let other = channel::unpack(peer, 2 * n * terms, 64);
+            let ef = ring::add(&msg, &other);
+            let (e, f) = ef.split_at(n * terms);
+            let mut z = c;
+            for t in 0..terms {
+                for i in 0..n {
+                    let j = t * n + i;
+                    let mut v = e[j]
+                        .wrapping_mul(b[j])
+                        .wrapping_add(f[j].wrapping_mul(a[j]));
+                    if p0 {
+                        v = v.wrapping_add(e[j].wrapping_mul(f[j]));
+                    }
+                    z[i] = z[i].wrapping_add(v);
+                }
+            }
+            Op::ready(Share::new(z))
+        })
+    }
+
     /// Fixed-point elementwise product `x·y`.
     ///
     /// Rounds 2 (product, truncation); sends `16n + ⌈n/8⌉` bytes per party.

@@ -173,52 +173,61 @@ pub fn packed_len(n: usize, bits: u32) -> usize {
     (n * bits as usize).div_ceil(8)
 }
 
-/// Pack the low `bits` bits of each value, little-endian, densely.
+/// Pack the low `bits` bits of each value, little-endian, densely
+/// (`bits` in 0..=64; 0 packs nothing).
 pub fn pack(values: &[u64], bits: u32) -> Vec<u8> {
+    assert!(bits <= 64, "pack: {bits} bits");
     if bits == 64 {
         return values.iter().flat_map(|v| v.to_le_bytes()).collect();
     }
-    let mut out = vec![0u8; packed_len(values.len(), bits)];
+    let mut out = Vec::with_capacity(packed_len(values.len(), bits));
+    if bits == 0 {
+        return out;
+    }
     let mask = (1u64 << bits) - 1;
-    let mut pos = 0usize;
+    // bits not yet written, lowest first; never more than 7 + 63 of them
+    let (mut acc, mut held) = (0u128, 0u32);
     for v in values {
-        let mut v = v & mask;
-        let mut left = bits as usize;
-        while left > 0 {
-            let byte = pos / 8;
-            let off = pos % 8;
-            let take = (8 - off).min(left);
-            out[byte] |= ((v & ((1 << take) - 1)) as u8) << off;
-            v >>= take;
-            pos += take;
-            left -= take;
+        acc |= u128::from(v & mask) << held;
+        held += bits;
+        while held >= 8 {
+            out.push(acc as u8);
+            acc >>= 8;
+            held -= 8;
         }
+    }
+    if held > 0 {
+        out.push(acc as u8);
     }
     out
 }
 
-/// Inverse of [`pack`] for `n` values.
+/// Inverse of [`pack`] for `n` values (`bytes` at least
+/// [`packed_len`]`(n, bits)` long).
 pub fn unpack(bytes: &[u8], n: usize, bits: u32) -> Vec<u64> {
+    assert!(bits <= 64, "unpack: {bits} bits");
     if bits == 64 {
         return bytes
             .chunks_exact(8)
+            .take(n)
             .map(|c| u64::from_le_bytes(c.try_into().expect("8-byte chunk")))
             .collect();
     }
+    if bits == 0 {
+        return vec![0; n];
+    }
+    let mask = (1u64 << bits) - 1;
     let mut out = Vec::with_capacity(n);
-    let mut pos = 0usize;
+    let mut next = bytes.iter();
+    let (mut acc, mut held) = (0u128, 0u32);
     for _ in 0..n {
-        let mut v = 0u64;
-        let mut got = 0usize;
-        while got < bits as usize {
-            let byte = pos / 8;
-            let off = pos % 8;
-            let take = (8 - off).min(bits as usize - got);
-            v |= (((bytes[byte] >> off) as u64) & ((1 << take) - 1)) << got;
-            got += take;
-            pos += take;
+        while held < bits {
+            acc |= u128::from(*next.next().expect("unpack: too few bytes")) << held;
+            held += 8;
         }
-        out.push(v);
+        out.push(acc as u64 & mask);
+        acc >>= bits;
+        held -= bits;
     }
     out
 }
@@ -232,11 +241,10 @@ mod tests {
         let vals: Vec<u64> = (0..37u64)
             .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
             .collect();
-        for bits in [1, 3, 8, 13, 24, 31, 63, 64] {
-            let mask = if bits == 64 {
-                u64::MAX
-            } else {
-                (1u64 << bits) - 1
+        for bits in 0..=64 {
+            let mask = match bits {
+                64 => u64::MAX,
+                b => (1u64 << b) - 1,
             };
             let p = pack(&vals, bits);
             assert_eq!(p.len(), packed_len(vals.len(), bits));

@@ -34,7 +34,7 @@ use crate::arith::{TRUNC_OFFSET, Untruncated, opened_high, opened_wrap};
 use crate::channel;
 use crate::dcf;
 use crate::dcf_bit;
-use crate::dealer::{Material, Request, low_mask};
+use crate::dealer::{Material, Request, Squares, low_mask};
 use crate::error::MpcError;
 use crate::op::{Op, attempt};
 use crate::session::Ctx;
@@ -379,9 +379,17 @@ impl Ctx<'_> {
         let s = x.shift;
         let ignored = coarse + s;
         let threshold = if ignored > 0 { 1u64 << ignored } else { 0 };
-        self.bit_compare(&x.raw, &[threshold], bits + s, ignored, true, false, s)
-            .then(|_, c| c.open())
-            .map(|o| o.select().remove(0))
+        self.bit_compare(
+            &x.raw,
+            &[threshold],
+            bits + s,
+            ignored,
+            true,
+            Squares::No,
+            s,
+        )
+        .then(|_, c| c.open())
+        .map(|o| o.select().remove(0))
     }
 
     /// Bit comparison, first round: opens `m = x + r` (64-bit, `8n` bytes per
@@ -392,8 +400,10 @@ impl Ctx<'_> {
     /// which the bits are available as arithmetic shares
     /// ([`BitsOpened::bits`], dealer `8` bytes per bit to party 1) or
     /// multiplied by `x` ([`BitsOpened::select`], `with select`: 8 more).
-    /// With `square`, [`BitCompared::square_raw`] gives `x²` from the same
-    /// opening (dealer: `8n` bytes to party 1). With a truncation by `s`,
+    /// With `Squares::Each`, [`BitCompared::square_raw`] gives `x²` from the
+    /// same opening (dealer: `8n` bytes to party 1); with
+    /// `Squares::RowSums(c)`, [`BitCompared::square_row_sums`] gives only
+    /// their sums over rows of `c` (8 bytes per row). With a truncation by `s`,
     /// party 1 also gets `r_h` (8 bytes) and, modulo `2^s` (`⌈s/8⌉` bytes
     /// each: they only meet the wrap coefficient), `msb(r)`, `ρ·msb(r)` per
     /// bit with `select` and `r_h·msb(r)` with `square`.
@@ -410,7 +420,7 @@ impl Ctx<'_> {
         bits: u32,
         coarse: u32,
         select: bool,
-        square: bool,
+        square: Squares,
         trunc: u32,
     ) -> Op<BitCompared> {
         assert!((2..=64).contains(&bits), "compare: {bits} bits");
@@ -423,6 +433,12 @@ impl Ctx<'_> {
             "compare: truncation by {trunc} of {bits} bits"
         );
         let n = x.len();
+        if let Squares::RowSums(cols) = square {
+            assert!(
+                cols > 0 && n.is_multiple_of(cols),
+                "compare: {n} elements are not rows of {cols}"
+            );
+        }
         let k = thresholds.len();
         let req = Request::BitCompare {
             n,
@@ -492,6 +508,13 @@ impl Ctx<'_> {
             // The value the products see is `P − R` with `P` public: `m − r`,
             // or with a truncation by s, `(m >> s) − 2^(62−s)` minus
             // `r_h − 2^(64−s)·(1 − msb m)·msb(r)`.
+            // the mask's square per element; with row sums the dealer's
+            // Σ r² comes per row (`sq_rows`) and is left out here
+            let squared = if square == Squares::No { 0 } else { n };
+            let (r_sq, sq_rows) = match square {
+                Squares::RowSums(_) => (vec![0; squared], r_sq),
+                _ => (r_sq, Vec::new()),
+            };
             let (public, base, rho_base, sq_base) = if trunc == 0 {
                 (m, r, rho_r, r_sq)
             } else {
@@ -525,6 +548,8 @@ impl Ctx<'_> {
                 rho,
                 rho_base,
                 sq_base,
+                sq_rows,
+                square,
             })
         })
     }
@@ -648,8 +673,12 @@ pub struct BitCompared {
     rho: Vec<u64>,
     /// Share of `ρ·R`, per element and threshold (with `select`).
     rho_base: Vec<u64>,
-    /// Share of `R²`, per element (with `square`).
+    /// Share of `R²`, per element (with `square`; without the dealer's
+    /// `Σ r²` words for `Squares::RowSums`).
     sq_base: Vec<u64>,
+    /// Share of `Σ r²` per row (with `Squares::RowSums`).
+    sq_rows: Vec<u64>,
+    square: Squares,
 }
 
 impl std::fmt::Debug for BitCompared {
@@ -680,23 +709,40 @@ impl BitCompared {
     /// `v² = P² − 2P·R + R²`. Needs `square` in the request.
     pub fn square_raw(&self) -> Share {
         assert_eq!(
-            self.sq_base.len(),
-            self.n,
-            "bit compare: no square material"
+            self.square,
+            Squares::Each,
+            "bit compare: no per-element square material"
         );
+        Share::new((0..self.n).map(|i| self.square_part(i)).collect())
+    }
+
+    /// This party's share of `Σ_j v_j²` over each row (at twice `v`'s
+    /// scale). Needs `Squares::RowSums` in the request.
+    pub fn square_row_sums(&self) -> Share {
+        let Squares::RowSums(cols) = self.square else {
+            panic!("bit compare: no row-summed square material");
+        };
         Share::new(
-            (0..self.n)
-                .map(|i| {
-                    let p = self.public[i];
-                    let mut z =
-                        self.sq_base[i].wrapping_sub(p.wrapping_mul(self.base[i]).wrapping_mul(2));
-                    if self.p0 {
-                        z = z.wrapping_add(p.wrapping_mul(p));
-                    }
-                    z
+            self.sq_rows
+                .iter()
+                .enumerate()
+                .map(|(row, r2)| {
+                    (row * cols..(row + 1) * cols)
+                        .fold(*r2, |acc, i| acc.wrapping_add(self.square_part(i)))
                 })
                 .collect(),
         )
+    }
+
+    /// Element `i`'s part of `v² = P² − 2P·R + R²` (all of it, unless the
+    /// mask's `r²` comes per row).
+    fn square_part(&self, i: usize) -> u64 {
+        let p = self.public[i];
+        let mut z = self.sq_base[i].wrapping_sub(p.wrapping_mul(self.base[i]).wrapping_mul(2));
+        if self.p0 {
+            z = z.wrapping_add(p.wrapping_mul(p));
+        }
+        z
     }
 
     /// The second round: open `e = [x ≥ t] ⊕ ρ` (`⌈n·k/8⌉` bytes per party).

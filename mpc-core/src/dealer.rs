@@ -35,6 +35,16 @@ pub enum Request {
         /// Elements.
         n: usize,
     },
+    /// Dot-product triples: `a_t`, `b_t` (`terms` of them, `n` long each,
+    /// term after term) and `c = Σ_t a_t·b_t` (`n` long): the masks of
+    /// [`crate::Ctx::dot_raw`], one product share per element whatever
+    /// the number of terms.
+    Dot {
+        /// Elements.
+        n: usize,
+        /// Products summed per element.
+        terms: usize,
+    },
     /// Square pairs: `a`, `c = a²`.
     Square {
         /// Elements.
@@ -162,8 +172,9 @@ pub enum Request {
         points: usize,
         /// Add shares of `ρ·r` (to select `x` by each bit).
         select: bool,
-        /// Add shares of `r²` (to square `x` from the same opening).
-        square: bool,
+        /// Shares of `r²` (to square `x` from the same opening), per element
+        /// or summed over rows.
+        square: Squares,
         /// Truncate the opened value by this many bits (0: none).
         trunc: u32,
     },
@@ -190,6 +201,30 @@ pub enum Request {
     },
 }
 
+/// Which squares a [`Request::BitCompare`] gives from its opening.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Squares {
+    /// None.
+    No,
+    /// One per element (`r²` per element from the dealer).
+    Each,
+    /// Only their sums over each row of this many elements, as a
+    /// LayerNorm's `Σ(x − μ)²` needs: one word of `Σ r²` per row instead
+    /// of one per element.
+    RowSums(usize),
+}
+
+impl Squares {
+    /// Words of the mask's squares for `n` elements.
+    pub(crate) fn mask_words(self, n: usize) -> usize {
+        match self {
+            Squares::No => 0,
+            Squares::Each => n,
+            Squares::RowSums(cols) => n / cols.max(1),
+        }
+    }
+}
+
 /// Payload words of a [`Request::CompareProducts`]'s DCF key.
 pub(crate) fn product_keys(trunc: u32) -> usize {
     if trunc > 0 { 3 } else { 2 }
@@ -206,6 +241,7 @@ impl Request {
         match self {
             Request::Triple { .. } => "triple",
             Request::Square { .. } => "square",
+            Request::Dot { .. } => "dot",
             Request::MatMul { .. } => "matmul",
             Request::RowScale { .. } => "rowscale",
             Request::TruncRowScale { .. } => "trunc-rowscale",
@@ -224,7 +260,7 @@ impl Request {
     pub fn dealer_bytes(&self, party: Party) -> usize {
         let p1 = party == Party::P1;
         match *self {
-            Request::Triple { n } | Request::Square { n } => {
+            Request::Triple { n } | Request::Square { n } | Request::Dot { n, .. } => {
                 if p1 {
                     8 * n
                 } else {
@@ -316,8 +352,10 @@ impl Request {
     /// the low bits of it that its consumer uses. A part used only times a
     /// multiple of `2^(64−w)` (a truncation's wrap coefficient
     /// `2^(64−s)·(1 − msb m)`) is needed modulo `2^w` only, so it travels in
-    /// `⌈w/8⌉` bytes instead of 8 ([`word_bytes`]); its high bits on arrival
-    /// are zero and the sum of the two shares is right modulo `2^w` only.
+    /// `w` bits instead of 64 (each part packed densely,
+    /// [`crate::channel::pack`], and padded to a byte); its high bits on
+    /// arrival are zero and the sum of the two shares is right modulo `2^w`
+    /// only.
     /// Kinds whose corrections are all full words are not listed here.
     pub(crate) fn corrections(&self) -> Vec<(usize, u32)> {
         match *self {
@@ -361,14 +399,15 @@ impl Request {
             } => {
                 let t = trunc > 0;
                 let on = |on: bool, len: usize| if on { len } else { 0 };
+                let squared = square != Squares::No;
                 vec![
                     (n * points, 64),
                     (on(select, n * points), 64),
-                    (on(square, n), 64),
+                    (square.mask_words(n), 64),
                     (on(t, n), 64),
                     (on(t, n), trunc),
                     (on(t && select, n * points), trunc),
-                    (on(t && square, n), trunc),
+                    (on(t && squared, n), trunc),
                 ]
             }
             // msb_ℓ(r), Y₁, Y₂ = msb(R), msb_ℓ(r)·Y₁, msb_ℓ(r)·Y₂ (Y₂'s
@@ -382,16 +421,11 @@ impl Request {
     }
 }
 
-/// Bytes a correction word used modulo `2^bits` travels in.
-pub(crate) fn word_bytes(bits: u32) -> usize {
-    (bits.min(64) as usize).div_ceil(8)
-}
-
 /// Bytes of a list of narrowed corrections ([`Request::corrections`]).
 fn corrections_len(parts: &[(usize, u32)]) -> usize {
     parts
         .iter()
-        .map(|&(len, bits)| len * word_bytes(bits))
+        .map(|&(len, bits)| crate::channel::packed_len(len, bits.min(64)))
         .sum()
 }
 
@@ -548,6 +582,11 @@ pub fn draw(req: &Request, party: Party, prg: &mut Prg) -> Material {
             b: Vec::new(),
             c: own_c(prg, n),
         },
+        Request::Dot { n, terms } => Material::Triple {
+            a: prg.u64s(n * terms),
+            b: prg.u64s(n * terms),
+            c: own_c(prg, n),
+        },
         Request::MatMul { m, k, n } => Material::Triple {
             a: prg.u64s(m * k),
             b: prg.u64s(k * n),
@@ -631,11 +670,11 @@ pub fn draw(req: &Request, party: Party, prg: &mut Prg) -> Material {
             let sigma = prg.bits(n * points);
             let rho = own_c(prg, n * points);
             let rho_r = some(prg, select, n * points);
-            let r_sq = some(prg, square, n);
+            let r_sq = own_c(prg, square.mask_words(n));
             let r_high = some(prg, t, n);
             let r_msb = some(prg, t, n);
             let rho_msb = some(prg, t && select, n * points);
-            let high_msb = some(prg, t && square, n);
+            let high_msb = some(prg, t && square != Squares::No, n);
             Material::BitCompare {
                 r,
                 sigma,
@@ -690,25 +729,14 @@ fn bytes_of(words: &[u64]) -> Vec<u8> {
 }
 
 /// Append party 1's correction `full − mine` for one part of its material,
-/// in the low [`word_bytes`]`(bits)` bytes of each word, when party 1 has
-/// that part (`mine` drawn non-empty); `full` is computed only then.
+/// the low `bits` of each word packed densely, when party 1 has that part
+/// (`mine` drawn non-empty); `full` is computed only then.
 fn put_correction(to_p1: &mut Vec<u8>, mine: &[u64], bits: u32, full: impl FnOnce() -> Vec<u64>) {
-    if mine.is_empty() {
-        return;
-    }
-    let width = word_bytes(bits);
-    if width == 0 {
+    if mine.is_empty() || bits == 0 {
         return;
     }
     let diff = ring::sub(&full(), mine);
-    if width == 8 {
-        to_p1.extend(bytes_of(&diff));
-    } else {
-        to_p1.reserve(width * diff.len());
-        for w in diff {
-            to_p1.extend_from_slice(&w.to_le_bytes()[..width]);
-        }
-    }
+    to_p1.extend(crate::channel::pack(&diff, bits.min(64)));
 }
 
 /// Fill party 1's corrected parts, in order and each at its drawn length
@@ -716,22 +744,9 @@ fn put_correction(to_p1: &mut Vec<u8>, mine: &[u64], bits: u32, full: impl FnOnc
 fn fill_corrections<'a>(msg: &[u8], parts: impl IntoIterator<Item = (&'a mut Vec<u64>, u32)>) {
     let mut rest = msg;
     for (v, bits) in parts {
-        let width = word_bytes(bits);
-        let len = width * v.len();
-        *v = if width == 8 {
-            words(&rest[..len])
-        } else if width == 0 {
-            vec![0; v.len()]
-        } else {
-            rest[..len]
-                .chunks_exact(width)
-                .map(|c| {
-                    let mut b = [0u8; 8];
-                    b[..width].copy_from_slice(c);
-                    u64::from_le_bytes(b)
-                })
-                .collect()
-        };
+        let bits = bits.min(64);
+        let len = crate::channel::packed_len(v.len(), bits);
+        *v = crate::channel::unpack(&rest[..len], v.len(), bits);
         rest = &rest[len..];
     }
 }
@@ -812,6 +827,22 @@ impl Dealer {
                 },
                 Material::Triple { a: a1, b: b1, .. },
             ) => correction(ring::mul(&ring::add(&a0, &a1), &ring::add(&b0, &b1)), &c0),
+            (
+                Request::Dot { n, .. },
+                Material::Triple {
+                    a: a0,
+                    b: b0,
+                    c: c0,
+                },
+                Material::Triple { a: a1, b: b1, .. },
+            ) => {
+                let prods = ring::mul(&ring::add(&a0, &a1), &ring::add(&b0, &b1));
+                let mut sum = vec![0u64; *n];
+                for term in prods.chunks_exact(*n) {
+                    sum = ring::add(&sum, term);
+                }
+                correction(sum, &c0)
+            }
             (
                 Request::Square { .. },
                 Material::Triple { a: a0, c: c0, .. },
@@ -1042,6 +1073,7 @@ impl Dealer {
                     coarse,
                     points,
                     trunc,
+                    square,
                     ..
                 },
                 Material::BitCompare {
@@ -1092,7 +1124,15 @@ impl Dealer {
                 let w = widths(req);
                 put_correction(out, &rho0, w[0], || rho.clone());
                 put_correction(out, &rr0, w[1], || per_point(&base));
-                put_correction(out, &sq0, w[2], || ring::mul(&base, &base));
+                put_correction(out, &sq0, w[2], || {
+                    let squares = ring::mul(&base, &base);
+                    match square {
+                        Squares::RowSums(cols) => {
+                            ring::row_sums(&squares, squares.len() / cols, *cols)
+                        }
+                        _ => squares,
+                    }
+                });
                 put_correction(out, &h0, w[3], || base.clone());
                 put_correction(out, &m0, w[4], || msb.clone());
                 put_correction(out, &rm0, w[5], || per_point(&msb));

@@ -8,6 +8,7 @@
 
 use crate::approx::Piecewise;
 use crate::arith::Untruncated;
+use crate::dealer::Squares;
 use crate::fixed::encode_at;
 use crate::op::Op;
 use crate::session::Ctx;
@@ -110,7 +111,7 @@ impl Ctx<'_> {
         );
         let s = x.shift + (f - in_frac);
         // a comparison at no threshold: just the (truncating) opening and its square
-        self.bit_compare(&x.raw, &[], 62, 0, false, true, s)
+        self.bit_compare(&x.raw, &[], 62, 0, false, Squares::Each, s)
             .then(move |c, o| {
                 let lin = o.value().scale_int(1u64 << (in_frac + 1));
                 let raw = c.add_scalar(&o.square_raw().add(&lin), 4u64 << (2 * in_frac));
@@ -137,16 +138,19 @@ impl Ctx<'_> {
     /// opens the 11 masked bits, which become arithmetic shares locally
     /// (`e + (1 − 2e)ρ`), and so the coefficients (telescoping sums, local,
     /// at 54, `54 − f` and `54 − 2f` fractional bits); round 3 multiplies
-    /// `(c₁, c₂)` by `(x, x²)` (one Beaver triple per product; `x²` is not
-    /// truncated first); round 4 truncates the sum by `54 − f`.
+    /// `(c₁, c₂)` by `(x, x²)` and sums (one dot-product triple per element,
+    /// [`Ctx::dot_raw`]; `x²` is not truncated first); round 4 truncates the
+    /// sum by `54 − f`.
     ///
     /// Rounds 4. Bytes `8n + ⌈11n/8⌉ + 32n + ⌈n/8⌉` per party (41.5 per
     /// element). Dealer per element: the DCF key (64 bytes) to each party;
-    /// to party 1 also `8·11` (the bits' `ρ`), 16 (the product triple), 5
+    /// to party 1 also `8·11` (the bits' `ρ`), 8 (the dot-product triple
+    /// of `(c₁, c₂)·(x, x²)`, [`Ctx::dot_raw`]), 5
     /// (the truncation by `54 − f`, its wrap share modulo `2^(54−f)`) and
     /// for `x`, `x²` 8 (`r²`), or with a pending truncation by `s` `16 +
-    /// 2⌈s/8⌉` (`r_h`, `r_h²`; `msb(r)`, `r_h·msb(r)` modulo `2^s`): 64 + 199
-    /// bytes in the model (`s = 36`; 208 before the narrowed corrections).
+    /// 2⌈s/8⌉` (`r_h`, `r_h²`; `msb(r)`, `r_h·msb(r)` modulo `2^s`): 64 + 191
+    /// bytes in the model (`s = 36`; 208 before the narrowed corrections
+    /// and the dot-product triple).
     /// CPU: 11 DCF evaluations of 4 AES blocks per element and party (the
     /// dealer: 14 blocks per key). Error ≤ 8.3e-4 (approximation) plus a few
     /// ulps (the truncations, the coefficients' rounding) against the exact
@@ -162,12 +166,11 @@ impl Ctx<'_> {
             "gelu: {f} fractional bits outside {GELU_STEP_BITS}..=18"
         );
         let s = x.shift;
-        let n = x.raw.len();
         let pw = gelu_piecewise();
         let t: Vec<u64> = pw.thresholds.iter().map(|t| encode_at(*t, f + s)).collect();
         let bits = f + GELU_RANGE_BITS + s;
         let coarse = f - GELU_STEP_BITS + s;
-        self.bit_compare(&x.raw, &t, bits, coarse, false, true, s)
+        self.bit_compare(&x.raw, &t, bits, coarse, false, Squares::Each, s)
             .then(|_, cmp| {
                 let (v, v2) = (cmp.value(), cmp.square_raw());
                 cmp.open().map(move |o| (v, v2, o))
@@ -192,14 +195,8 @@ impl Ctx<'_> {
                     .map(|(share, e)| c.add_scalar(share, e[0]))
                     .collect();
                 let c0 = cs[0].clone();
-                c.mul_raw(
-                    &Share::concat(&[&cs[1], &cs[2]]),
-                    &Share::concat(&[&v, &v2]),
-                )
-                .map(move |p| {
-                    let parts = p.split(&[n, n]);
-                    c0.add(&parts[0]).add(&parts[1])
-                })
+                c.dot_raw(&[&cs[1], &cs[2]], &[&v, &v2])
+                    .map(move |p| c0.add(&p))
             })
             .then(move |c, y| c.trunc(&y, GELU_SCALE - f))
     }

@@ -9,7 +9,7 @@
 use crate::approx::{self, Piecewise};
 use crate::arith::{MaskedWeight, Untruncated};
 use crate::channel;
-use crate::dealer::Request;
+use crate::dealer::{Request, Squares};
 use crate::error::check_len;
 use crate::fixed::encode_at;
 use crate::op::{Op, attempt};
@@ -653,8 +653,9 @@ impl Ctx<'_> {
     /// whose first opening performs it.
     ///
     /// Rounds 5. Bytes per party ≈ `rows·c·(8 + 8 + 8 + 3/8) + rows·(ℓ/8 + 32)`.
-    /// Dealer: about `44·rows·c` bytes to party 1 (36 without γ; 56 before
-    /// the narrowed corrections, see [`crate::Request`]).
+    /// Dealer: about `36·rows·c` bytes to party 1 (28 without γ; 56 before
+    /// the narrowed corrections, see [`crate::Request`], and the squares
+    /// summed per row by the dealer, `Squares::RowSums`).
     /// Accuracy: relative error ≤ 1e-3 of `(x − μ)/σ` while `σ²` lies in
     /// `params.var`, plus a few ulps; requires `|x − μ| < 2^(31 − f)`.
     pub fn layer_norm(
@@ -860,10 +861,10 @@ impl Ctx<'_> {
                 });
         }
         // a truncating opening gives x − μ and its square; then the products
-        self.bit_compare(&xc.raw, &[], 62, 0, false, true, xc.shift)
+        self.bit_compare(&xc.raw, &[], 62, 0, false, Squares::RowSums(c), xc.shift)
             .then(move |ctx, o| {
                 let xt = o.value();
-                let u_raw = u_of(ctx, &o.square_raw());
+                let u_raw = ctx.add_scalar(&o.square_row_sums(), eps);
                 let products = if gamma.is_none() && next.is_none() {
                     Op::ready(NormProducts {
                         square: Share::zeros(0),
@@ -976,7 +977,7 @@ fn exp_squarings(c: &mut Ctx<'_>, y: Untruncated, i: u32, hi: u32) -> Op<Share> 
     } else {
         hi
     };
-    c.bit_compare(&y.raw, &[], 62, 0, false, true, y.shift)
+    c.bit_compare(&y.raw, &[], 62, 0, false, Squares::Each, y.shift)
         .then(move |c, o| {
             let sq = Untruncated {
                 raw: o.square_raw(),

@@ -26,6 +26,29 @@ fn mul_matches_plaintext_and_costs_two_rounds() {
 }
 
 #[test]
+fn dot_product_of_three_terms_costs_one_triple_word_per_element() {
+    let n = 300;
+    let xs: Vec<Vec<f64>> = (0..3).map(|t| uniform(n, -20.0, 20.0, 80 + t)).collect();
+    let ys: Vec<Vec<f64>> = (0..3).map(|t| uniform(n, -20.0, 20.0, 90 + t)).collect();
+    let inputs: Vec<&[f64]> = xs.iter().chain(&ys).map(Vec::as_slice).collect();
+    let (got, r) = run(FP, &inputs, |s, v| {
+        let z = s.run(|cx| cx.dot_raw(&[&v[0], &v[1], &v[2]], &[&v[3], &v[4], &v[5]]))?;
+        s.run(|cx| cx.trunc(&z, 16))
+    });
+    let want: Vec<f64> = (0..n)
+        .map(|i| (0..3).map(|t| xs[t][i] * ys[t][i]).sum())
+        .collect();
+    // each operand's encoding error (½ ulp) times the other (≤ 20), three terms, one truncation
+    assert!(max_abs_diff(&got, &want) < 3.0 * 20.0 * ULP + 2.0 * ULP);
+    for p in r.online {
+        assert_eq!(p.rounds, 2);
+        assert_eq!(p.bytes_sent as usize, 3 * 16 * n + n.div_ceil(8));
+    }
+    // one summed product share per element (8 bytes) whatever the terms, and the truncation's 2
+    assert_eq!(r.dealer_bytes, [0, (8 * n + 2 * n) as u64]);
+}
+
+#[test]
 fn square_and_matmul_match_plaintext_with_counts() {
     let x = uniform(64, -8.0, 8.0, 3);
     let (got, r) = run(FP, &[&x], |s, v| s.run(|cx| cx.square(&v[0])));
@@ -216,8 +239,12 @@ fn row_scaling_truncates_its_vector_in_the_same_round() {
     let n = rows * cols;
     assert_eq!(r.online[0].rounds, 1);
     assert_eq!(r.online[0].bytes_sent as usize, 8 * (n + rows));
-    // r_h and A⊙r_h in full, msb(r) and A⊙msb(r) modulo 2^shift (3 bytes)
-    assert_eq!(r.dealer_bytes[1] as usize, (8 + 3) * n + (8 + 3) * rows);
+    // r_h and A⊙r_h in full, msb(r) and A⊙msb(r) modulo 2^shift (20 bits each)
+    let packed = |len: usize, w: u32| mpc_core::channel::packed_len(len, w);
+    assert_eq!(
+        r.dealer_bytes[1] as usize,
+        8 * n + packed(n, shift) + 8 * rows + packed(rows, shift)
+    );
 }
 
 #[test]
@@ -264,10 +291,11 @@ fn row_scaling_truncates_matrix_and_vector_in_the_same_round() {
     assert_eq!(r.online[0].rounds, 1);
     assert_eq!(r.online[0].bytes_sent as usize, 8 * (n + rows));
     assert_eq!(r.dealer_bytes[0], 0);
-    // a_h, a_h·r_h, r_h in full; a_m, a_m·r_h modulo 2^16 (2 bytes); r_m,
-    // a_h·r_m modulo 2^20 (3 bytes); a_m·r_m not at all (it is used times 2^(128−36))
+    // a_h, a_h·r_h, r_h in full; a_m, a_m·r_h modulo 2^16; r_m, a_h·r_m
+    // modulo 2^20; a_m·r_m not at all (it is used times 2^(128−36))
+    let bits = |len: usize, w: u32| mpc_core::channel::packed_len(len, w);
     assert_eq!(
         r.dealer_bytes[1] as usize,
-        (8 + 2 + 8 + 3 + 2) * n + (8 + 3) * rows
+        16 * n + 2 * bits(n, sx) + bits(n, sv) + 8 * rows + bits(rows, sv)
     );
 }

@@ -5,7 +5,7 @@ use mpc_core::arith::Untruncated;
 use mpc_core::nonlinear::{
     Domain, EXTRA_FRAC, KNOT_BITS, LayerNormParams, PiecewiseEval, ROW_SUMS, ReluAttention,
 };
-use mpc_core::{FixedPoint, Share, plain};
+use mpc_core::{FixedPoint, Share, Squares, plain};
 use proptest::prelude::*;
 
 const FP: FixedPoint = FixedPoint { frac_bits: 16 };
@@ -73,7 +73,7 @@ fn bit_comparison_gives_bits_and_selections() {
     let enc: Vec<u64> = ts.iter().map(|t| FP.encode(*t)).collect();
     let n = x.len();
     let (got, r) = run_at(FP, 0, &[&x], |s, v| {
-        let c = s.run(|cx| cx.bit_compare(&v[0], &enc, 24, 0, true, true, 0))?;
+        let c = s.run(|cx| cx.bit_compare(&v[0], &enc, 24, 0, true, Squares::Each, 0))?;
         let sq = c.square_raw();
         let o = s.run(|_| c.open())?;
         let mut all: Vec<Share> = o.bits();
@@ -116,7 +116,7 @@ fn a_truncating_bit_comparison_truncates_squares_and_selects_from_one_opening() 
     let n = x.len();
     let (got, r) = run_at(FP, 0, &[&x2f], |s, v| {
         // 41 bits compare |x − t| < 2^8 at 2f bits; no coarse bits; truncate by f
-        let c = s.run(|cx| cx.bit_compare(&v[0], &enc, 41, 0, true, true, F))?;
+        let c = s.run(|cx| cx.bit_compare(&v[0], &enc, 41, 0, true, Squares::Each, F))?;
         let (value, sq) = (c.value(), c.square_raw());
         let o = s.run(|_| c.open())?;
         let mut all: Vec<Share> = o.bits();
@@ -315,9 +315,12 @@ fn reciprocal_and_rsqrt_meet_1e3_relative_in_two_rounds() {
         assert_eq!(p.rounds, 2);
         assert_eq!(p.bytes_sent as usize, 8 * n + n.div_ceil(8));
     }
-    // and the truncation's wrap share (its shift is below 24 bits: 3 bytes)
+    // and the truncation's wrap share (modulo 2^22, its shift)
     assert_eq!(r.dealer_bytes[0] as usize, n * dcf);
-    assert_eq!(r.dealer_bytes[1] as usize, n * (dcf + 16 + 3));
+    assert_eq!(
+        r.dealer_bytes[1] as usize,
+        n * (dcf + 16) + mpc_core::channel::packed_len(n, 22)
+    );
     // with the input's truncation pending, the same opening performs it
     let wide = FixedPoint { frac_bits: 2 * F };
     let x_enc: Vec<u64> = x.iter().map(|v| wide.encode(*v)).collect();
@@ -367,8 +370,11 @@ fn reciprocal_and_rsqrt_meet_1e3_relative_in_two_rounds() {
     let stops = knot_stops(&thresholds, 2 * F, 12 + 2 * F + 2);
     let dcf = lw * 40 + (2 * lw).div_ceil(8) + 24 * (1 + stops);
     // msb_ℓ(r), R >> f and msb_ℓ(r)·(R >> f) in full, msb(R) and
-    // msb_ℓ(r)·msb(R) modulo 2^f (2 bytes each), the truncation's 3 bytes
-    assert_eq!(pr.dealer_bytes[1] as usize, n * (dcf + 24 + 4 + 3));
+    // msb_ℓ(r)·msb(R) modulo 2^f (2 bytes each), the truncation's 22 bits
+    assert_eq!(
+        pr.dealer_bytes[1] as usize,
+        n * (dcf + 24 + 4) + mpc_core::channel::packed_len(n, 22)
+    );
     let (got, r) = run_at(FP, F + EXTRA_FRAC, &[&x], |s, v| {
         s.run(|cx| cx.rsqrt(&v[0], dom))
     });
@@ -528,15 +534,13 @@ fn gelu_variants_truncate_a_pending_input_in_their_own_opening() {
         assert_eq!(r.online[0].rounds, 4);
         assert_eq!(r.online[0].bytes_sent as usize, gelu_bytes(n));
         // the truncation's r_h, r_h² and (modulo 2^shift) msb(r),
-        // r_h·msb(r) in place of r²; the last truncation (by 38) in 5 bytes
+        // r_h·msb(r) in place of r²; the last truncation (by 38) in 38 bits
         let dcf = 3 * 16 + 16;
-        let pending = 16 + 2 * (shift as usize).div_ceil(8);
+        let bits = |w: u32| mpc_core::channel::packed_len(n, w);
+        let pending = 16 * n + 2 * bits(shift as u32) + bits(38);
         assert_eq!(
             r.dealer_bytes,
-            [
-                (n * dcf) as u64,
-                (n * (dcf + 8 * 11 + pending + 16 + 5)) as u64
-            ]
+            [(n * dcf) as u64, (n * (dcf + 8 * 11 + 8) + pending) as u64]
         );
     }
 }
@@ -619,8 +623,12 @@ fn gelu_variants_match_their_references_with_counts() {
     // also ρ per boundary, r², the product triple and the truncation
     let dcf = 3 * 16 + 16;
     assert_eq!(r.dealer_bytes[0] as usize, n * dcf);
-    // (the truncation by 54 − f = 38 in 5 bytes)
-    assert_eq!(r.dealer_bytes[1] as usize, n * (dcf + 8 * 11 + 8 + 16 + 5));
+    // (the dot-product triple of (c₁, c₂)·(x, x²) in 8 bytes, the
+    // truncation by 54 − f = 38 in 38 bits)
+    assert_eq!(
+        r.dealer_bytes[1] as usize,
+        n * (dcf + 8 * 11 + 8 + 8) + mpc_core::channel::packed_len(n, 38)
+    );
 }
 
 #[test]
@@ -686,12 +694,18 @@ fn layer_norm_matches_plaintext_with_counts() {
         .thresholds;
     let stops = knot_stops(&thresholds, 2 * F, bits as u32);
     let dcf = l * 40 + (2 * l).div_ceil(8) + 24 * (1 + stops);
-    // the opening's square (truncating by 6: r_h², r_h in full, msb(r) and
-    // r_h·msb(r) in a byte each) 18n, x·γ 8n, the row product (truncating
-    // the rsqrt by 35: its msb parts in 5 bytes) 13n + 13 per row, the
-    // truncation by 36 (5 bytes) 5n; per row a DCF key with a three-word
-    // payload and 28 bytes (the msb(R) parts modulo 2^16)
-    assert_eq!(r.dealer_bytes[1] as usize, 44 * n + rows * (dcf + 13 + 28));
+    // the opening's squares, summed per row (truncating by 6: r_h in full
+    // and msb(r), r_h·msb(r) in 6 bits each per element, Σ r_h² per row),
+    // x·γ 8n, the row product (truncating the rsqrt by 35: its msb parts in
+    // 35 bits), the truncation by 36 (36 bits); per row a DCF key with a
+    // three-word payload and 28 bytes (the msb(R) parts modulo 2^16)
+    let packed = |len: usize, w: u32| mpc_core::channel::packed_len(len, w);
+    let square = 8 * n + 2 * packed(n, 6) + 8 * rows;
+    let row_product = 8 * n + packed(n, 35) + 8 * rows + packed(rows, 35);
+    assert_eq!(
+        r.dealer_bytes[1] as usize,
+        square + 8 * n + row_product + packed(n, 36) + rows * (dcf + 28)
+    );
 }
 
 proptest! {
