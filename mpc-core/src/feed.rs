@@ -90,6 +90,11 @@ impl<F: DealerFeed> StreamedPool<F> {
         self.next
     }
 
+    /// The plan this pool answers.
+    pub fn plan(&self) -> Arc<Vec<Request>> {
+        self.plan.clone()
+    }
+
     /// The next `n` bytes of the stream.
     fn read(&mut self, op: &'static str, n: usize) -> Result<Vec<u8>> {
         while self.pending.len() - self.at < n {
@@ -134,5 +139,106 @@ impl<F: DealerFeed> CorrelationSource for StreamedPool<F> {
         let bytes = self.read(op, req.dealer_bytes(self.generator.party()))?;
         self.next += 1;
         self.generator.expand(&req, &bytes)
+    }
+}
+
+/// Requests a [`Prefetch`] holds expanded ahead of the program by default.
+pub const PREFETCH_AHEAD: usize = 2;
+
+/// A correlation source whose material is expanded ahead of the program on
+/// a thread of its own: the thread takes the plan's requests in order from
+/// the inner source (a [`StreamedPool`]: PRG expansion, the dealer bytes'
+/// parsing) and holds at most `ahead` expanded answers, so the program's
+/// thread finds each request's material ready instead of expanding it
+/// between two rounds. On a link with delay the expansion runs while the
+/// program waits for the peer (about 60 ms per party and `vit_7_4_32`
+/// inference); memory grows by at most `ahead` requests' material.
+/// Measured 2026-12-02 (three processes, erf `vit_7_4_32` μ = 0.5, 2
+/// cores, alternating runs): WAN 3.94 → 3.86 s, LAN 1.063 → 1.036 s,
+/// loopback within the runs' noise (0.78 vs 0.80 s: there both parties
+/// compute at once and the thread competes for the two cores).
+///
+/// The program's order is checked against the plan here, as by the inner
+/// source; an error of the inner source reaches the program at the request
+/// it concerns, with the asking operator's name. Dropping a `Prefetch`
+/// stops its thread at its next answer (the thread is not joined: it may
+/// first finish the request it is expanding).
+pub struct Prefetch {
+    plan: Arc<Vec<Request>>,
+    next: usize,
+    ready: std::sync::mpsc::Receiver<Result<Material>>,
+}
+
+impl std::fmt::Debug for Prefetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Prefetch({} of {} requests taken)",
+            self.next,
+            self.plan.len()
+        )
+    }
+}
+
+impl Prefetch {
+    /// Expand `plan`'s material from `source` on a new thread, at most
+    /// `ahead` (at least 1) requests ahead of the program.
+    pub fn spawn<S>(source: S, plan: Arc<Vec<Request>>, ahead: usize) -> Self
+    where
+        S: CorrelationSource + 'static,
+    {
+        let (tx, ready) = std::sync::mpsc::sync_channel(ahead.max(1));
+        let requests = plan.clone();
+        let mut source = source;
+        std::thread::Builder::new()
+            .name("mpc-prefetch".into())
+            .spawn(move || {
+                for req in requests.iter() {
+                    let material = source.take("prefetch", req.clone());
+                    let failed = material.is_err();
+                    if tx.send(material).is_err() || failed {
+                        break;
+                    }
+                }
+            })
+            .expect("spawning the prefetch thread");
+        Prefetch {
+            plan,
+            next: 0,
+            ready,
+        }
+    }
+}
+
+impl CorrelationSource for Prefetch {
+    fn take(&mut self, op: &'static str, req: Request) -> Result<Material> {
+        match self.plan.get(self.next) {
+            None => {
+                return Err(MpcError::PoolExhausted {
+                    op,
+                    needed: format!("{req:?}"),
+                });
+            }
+            Some(r) if *r != req => {
+                return Err(MpcError::OutOfStep {
+                    op,
+                    needed: format!("{req:?}"),
+                    found: format!("{r:?}"),
+                });
+            }
+            Some(_) => {}
+        }
+        self.next += 1;
+        match self.ready.recv() {
+            Ok(Ok(material)) => Ok(material),
+            Ok(Err(MpcError::MaterialUnavailable { reason, .. })) => {
+                Err(MpcError::MaterialUnavailable { op, reason })
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(MpcError::MaterialUnavailable {
+                op,
+                reason: "the prefetching thread stopped after an earlier error".into(),
+            }),
+        }
     }
 }

@@ -49,7 +49,7 @@ pub use arith::MaskedWeight;
 pub use channel::{Channel, CommStats, CountingChannel, MemChannel};
 pub use dealer::{CorrelationSource, Dealer, MaterialGen, Pool, Request, Squares};
 pub use error::{ChannelError, MpcError, Result};
-pub use feed::{ChannelFeed, DealerFeed, StreamedPool};
+pub use feed::{ChannelFeed, DealerFeed, PREFETCH_AHEAD, Prefetch, StreamedPool};
 pub use fixed::FixedPoint;
 pub use op::Op;
 pub use prg::{Prg, Seed};

@@ -9,7 +9,7 @@
 use crate::channel::{CommStats, CountingChannel, EchoChannel, MemChannel};
 use crate::dealer::{CorrelationSource, Dealer, MaterialGen, Pool, Recorder, Request};
 use crate::error::{MpcError, Result};
-use crate::feed::{ChannelFeed, DealerFeed, StreamedPool};
+use crate::feed::{ChannelFeed, DealerFeed, PREFETCH_AHEAD, Prefetch, StreamedPool};
 use crate::fixed::FixedPoint;
 use crate::prg::Seed;
 use crate::session::Session;
@@ -252,17 +252,19 @@ where
         feed: ChannelFeed::new(rx, limits.wait),
         read: read[i].clone(),
     };
+    let prefetched =
+        |pool: StreamedPool<CountedFeed>| Prefetch::spawn(pool, plan.clone(), PREFETCH_AHEAD);
     let mut pools = [
-        StreamedPool::new(
+        prefetched(StreamedPool::new(
             MaterialGen::new(Party::P0, &seed0),
             plan.clone(),
             feed(rx0, 0),
-        ),
-        StreamedPool::new(
+        )),
+        prefetched(StreamedPool::new(
             MaterialGen::new(Party::P1, &seed1),
             plan.clone(),
             feed(rx1, 1),
-        ),
+        )),
     ];
     let dealer_plan = plan.clone();
     let (sent_d, read_d) = (sent.clone(), read.clone());

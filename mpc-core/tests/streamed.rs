@@ -125,3 +125,41 @@ fn a_program_that_leaves_the_plan_is_out_of_step() {
     let err = s.run(|cx| cx.trunc(&Share::zeros(3), 16)).unwrap_err();
     assert!(matches!(err, MpcError::OutOfStep { .. }), "{err}");
 }
+
+#[test]
+fn prefetched_material_reports_errors_at_the_request_they_concern() {
+    use mpc_core::dealer::Request;
+    use mpc_core::{CorrelationSource, Prefetch};
+    let plan = Arc::new(vec![
+        Request::Triple { n: 4 },
+        Request::Wrap { n: 3, shift: 16 },
+    ]);
+    let pool = |rx| {
+        StreamedPool::new(
+            MaterialGen::new(Party::P1, &Seed::for_tests(1)),
+            plan.clone(),
+            ChannelFeed::new(rx, Duration::from_secs(5)),
+        )
+    };
+    // the dealer is gone before the first byte: the asking operator is named
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    drop(tx);
+    let mut ahead = Prefetch::spawn(pool(rx), plan.clone(), 2);
+    let err = ahead.take("mul", Request::Triple { n: 4 }).unwrap_err();
+    assert!(
+        matches!(err, MpcError::MaterialUnavailable { op: "mul", .. }),
+        "{err}"
+    );
+    let err = ahead
+        .take("trunc", Request::Wrap { n: 3, shift: 16 })
+        .unwrap_err();
+    assert!(matches!(err, MpcError::MaterialUnavailable { .. }), "{err}");
+    // a program that leaves the plan is out of step, as without prefetching
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let mut ahead = Prefetch::spawn(pool(rx), plan.clone(), 2);
+    let err = ahead
+        .take("trunc", Request::Wrap { n: 3, shift: 16 })
+        .unwrap_err();
+    assert!(matches!(err, MpcError::OutOfStep { .. }), "{err}");
+    drop(tx);
+}

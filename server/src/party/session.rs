@@ -202,7 +202,11 @@ impl Shared {
         let (recv_timeout, wait) = (self.recv_timeout, self.pool_wait);
         let (model, store) = (epoch.model.clone(), epoch.store.clone());
         tokio::task::spawn_blocking(move || {
-            let mut pool = store.source(feed, handle.clone(), wait);
+            // the material is expanded on a thread of its own, a few
+            // requests ahead, while this one computes and waits for the peer
+            let source = store.source(feed, handle.clone(), wait);
+            let plan = source.plan();
+            let mut pool = mpc_core::Prefetch::spawn(source, plan, mpc_core::PREFETCH_AHEAD);
             let mut ch = CountingChannel::new(BlockingChannel::new(stream, handle, recv_timeout));
             let t = Instant::now();
             let out = {
