@@ -185,7 +185,7 @@ fn dealer_table(cases: &[(String, model::secure::InferenceCost)]) -> String {
     out.push_str("| **total** |");
     for (_, c) in cases {
         out.push_str(&format!(
-            " {:.2} / {:.2} ({:.1}× online) |",
+            " {:.2} / {:.2} ({:.2}× online) |",
             mb(c.dealer_bytes[0]),
             mb(c.dealer_bytes[1]),
             (c.dealer_bytes[0] + c.dealer_bytes[1]) as f64 / c.bytes_per_party as f64
