@@ -120,22 +120,7 @@ impl<F: DealerFeed> StreamedPool<F> {
 
 impl<F: DealerFeed> CorrelationSource for StreamedPool<F> {
     fn take(&mut self, op: &'static str, req: Request) -> Result<Material> {
-        match self.plan.get(self.next) {
-            None => {
-                return Err(MpcError::PoolExhausted {
-                    op,
-                    needed: format!("{req:?}"),
-                });
-            }
-            Some(r) if *r != req => {
-                return Err(MpcError::OutOfStep {
-                    op,
-                    needed: format!("{req:?}"),
-                    found: format!("{r:?}"),
-                });
-            }
-            Some(_) => {}
-        }
+        check_plan(&self.plan, self.next, op, &req)?;
         let bytes = self.read(op, req.dealer_bytes(self.generator.party()))?;
         self.next += 1;
         self.generator.expand(&req, &bytes)
@@ -212,22 +197,7 @@ impl Prefetch {
 
 impl CorrelationSource for Prefetch {
     fn take(&mut self, op: &'static str, req: Request) -> Result<Material> {
-        match self.plan.get(self.next) {
-            None => {
-                return Err(MpcError::PoolExhausted {
-                    op,
-                    needed: format!("{req:?}"),
-                });
-            }
-            Some(r) if *r != req => {
-                return Err(MpcError::OutOfStep {
-                    op,
-                    needed: format!("{req:?}"),
-                    found: format!("{r:?}"),
-                });
-            }
-            Some(_) => {}
-        }
+        check_plan(&self.plan, self.next, op, &req)?;
         self.next += 1;
         match self.ready.recv() {
             Ok(Ok(material)) => Ok(material),
@@ -240,5 +210,23 @@ impl CorrelationSource for Prefetch {
                 reason: "the prefetching thread stopped after an earlier error".into(),
             }),
         }
+    }
+}
+
+/// That `req`, asked by `op`, is request `next` of `plan`: else the plan
+/// ran out ([`MpcError::PoolExhausted`]) or the program left it
+/// ([`MpcError::OutOfStep`]).
+fn check_plan(plan: &[Request], next: usize, op: &'static str, req: &Request) -> Result<()> {
+    match plan.get(next) {
+        None => Err(MpcError::PoolExhausted {
+            op,
+            needed: format!("{req:?}"),
+        }),
+        Some(r) if r != req => Err(MpcError::OutOfStep {
+            op,
+            needed: format!("{req:?}"),
+            found: format!("{r:?}"),
+        }),
+        Some(_) => Ok(()),
     }
 }
