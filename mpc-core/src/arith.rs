@@ -68,28 +68,8 @@ impl Ctx<'_> {
         let n = x.len();
         let taken = check_len("mul", "rhs", y.len(), n)
             .and_then(|()| expect_triple("mul", self.take("mul", Request::Triple { n })?));
-        let (a, b, c) = attempt!(taken);
-        let mut msg = ring::sub(x.as_slice(), &a);
-        msg.extend(ring::sub(y.as_slice(), &b));
-        let p0 = self.is_p0();
-        let bytes = channel::pack(&msg, 64);
-        Op::exchange("mul", bytes, move |_, peer| {
-            let other = channel::unpack(peer, 2 * n, 64);
-            let ef = ring::add(&msg, &other);
-            let (e, f) = ef.split_at(n);
-            let z = (0..n)
-                .map(|i| {
-                    let mut z = c[i]
-                        .wrapping_add(e[i].wrapping_mul(b[i]))
-                        .wrapping_add(f[i].wrapping_mul(a[i]));
-                    if p0 {
-                        z = z.wrapping_add(e[i].wrapping_mul(f[i]));
-                    }
-                    z
-                })
-                .collect();
-            Op::ready(Share::new(z))
-        })
+        let triple = attempt!(taken);
+        beaver_dot(self.is_p0(), "mul", triple, &[x], &[y], n)
     }
 
     /// Elementwise dot product without truncation: `z = Σ_t x_t·y_t` over
@@ -109,35 +89,8 @@ impl Ctx<'_> {
             .try_for_each(|s| check_len("dot", "term", s.len(), n));
         let taken = lengths
             .and_then(|()| expect_triple("dot", self.take("dot", Request::Dot { n, terms })?));
-        let (a, b, c) = attempt!(taken);
-        let mut msg = Vec::with_capacity(2 * n * terms);
-        for (t, xt) in x.iter().enumerate() {
-            msg.extend(ring::sub(xt.as_slice(), &a[t * n..(t + 1) * n]));
-        }
-        for (t, yt) in y.iter().enumerate() {
-            msg.extend(ring::sub(yt.as_slice(), &b[t * n..(t + 1) * n]));
-        }
-        let p0 = self.is_p0();
-        let bytes = channel::pack(&msg, 64);
-        Op::exchange("dot", bytes, move |_, peer| {
-            let other = channel::unpack(peer, 2 * n * terms, 64);
-            let ef = ring::add(&msg, &other);
-            let (e, f) = ef.split_at(n * terms);
-            let mut z = c;
-            for t in 0..terms {
-                for i in 0..n {
-                    let j = t * n + i;
-                    let mut v = e[j]
-                        .wrapping_mul(b[j])
-                        .wrapping_add(f[j].wrapping_mul(a[j]));
-                    if p0 {
-                        v = v.wrapping_add(e[j].wrapping_mul(f[j]));
-                    }
-                    z[i] = z[i].wrapping_add(v);
-                }
-            }
-            Op::ready(Share::new(z))
-        })
+        let triple = attempt!(taken);
+        beaver_dot(self.is_p0(), "dot", triple, x, y, n)
     }
 
     /// Fixed-point elementwise product `x·y`.
@@ -343,12 +296,12 @@ impl Ctx<'_> {
     /// shares of `r_h`, `msb(r)`, `A⊙r_h` and `A⊙msb(r)` (row-broadcast).
     ///
     /// Rounds 1; sends `8(rows·cols + rows)` bytes per party (as
-    /// [`Ctx::mul_rows_raw`]); dealer: `(8 + ⌈s/8⌉)·(rows·cols + rows)`
-    /// bytes to party 1 (`r_h` and `A⊙r_h` in full; `msb(r)` and
+    /// [`Ctx::mul_rows_raw`]); dealer to party 1: `8` bytes and `s` bits
+    /// per element and per row (`r_h` and `A⊙r_h` in full; `msb(r)` and
     /// `A⊙msb(r)` only modulo `2^s`, since they meet nothing but the wrap
     /// coefficient `2^(64−s)`: [`crate::Request`]'s narrowed corrections).
-    /// A row-broadcast triple and a truncation would be `(8 + ⌈s/8⌉)·rows·cols`
-    /// and a round more. Accuracy: `t` is the true
+    /// A row-broadcast triple and a truncation would cost as much and a
+    /// round more. Accuracy: `t` is the true
     /// `⌊v/2^shift⌋` or one more (the dropped borrow of the low bits);
     /// domain `|v| < 2^62`.
     pub fn mul_rows_trunc_raw(
@@ -431,10 +384,11 @@ impl Ctx<'_> {
     /// (`Request::PendingRowScale`): per element `a_h`, `a_h·r_h` in full,
     /// `a_m`, `a_m·r_h` modulo `2^s_x`, `a_h·r_m` modulo `2^s_v` and `a_m·r_m`
     /// modulo `2^(s_x+s_v−64)` (nothing for `s_x + s_v ≤ 64`), per row
-    /// `r_h` in full and `r_m` modulo `2^s_v`: `(16 + 2⌈s_x/8⌉ + ⌈s_v/8⌉)`
-    /// per element and `8 + ⌈s_v/8⌉` per row for `s_x + s_v ≤ 64` (24 and
-    /// 12 bytes for the model's `s_x = 16`, `s_v = 26`; 48 and 16 in full). Exact to one
-    /// ulp of each truncation while `|x|, |v| < 2^62` and the product fits.
+    /// `r_h` in full and `r_m` modulo `2^s_v`, each packed to its bits: 16
+    /// bytes and `2·s_x + s_v` bits per element, 8 bytes and `s_v` bits per
+    /// row for `s_x + s_v ≤ 64` (23.25 and 11.25 bytes for the model's `s_x
+    /// = 16`, `s_v = 26`; 48 and 16 in full). Exact to one ulp of each
+    /// truncation while `|x|, |v| < 2^62` and the product fits.
     pub fn mul_rows_pending(
         &mut self,
         x: &Untruncated,
@@ -523,9 +477,10 @@ impl Ctx<'_> {
     /// shared wrap bit `w`; party 0 removes the offset.
     ///
     /// Rounds 1; sends `⌈n/8⌉` bytes per party (one bit per element); dealer:
-    /// `⌈s/8⌉·n` bytes to party 1 (the AND's arithmetic share is only used
-    /// times `2^(64−s)`, so it travels modulo `2^s`). Truncations joined with [`Op::all`] share the
-    /// round and pack their bits into one message.
+    /// `s` bits per element to party 1 (the AND's arithmetic share is only
+    /// used times `2^(64−s)`, so it travels modulo `2^s`). Truncations
+    /// joined with [`Op::all`] share the round and pack their bits into one
+    /// message.
     ///
     /// Accuracy: the result is `⌊x/2^s⌋ − c` with `c ∈ {0, 1}` (the carry of the
     /// discarded low bits): at most one ulp below. It never fails
@@ -669,6 +624,48 @@ impl From<&Untruncated> for Untruncated {
     fn from(x: &Untruncated) -> Self {
         x.clone()
     }
+}
+
+/// `Σ_t x_t·y_t` (elementwise, `n` long, the terms laid out one after the
+/// other in the triple's `a`, `b`) from one Beaver opening of every
+/// `x_t − a_t` and `y_t − b_t`: `c + Σ_t (e_t·b_t + f_t·a_t)`, plus
+/// `Σ_t e_t·f_t` at party 0. One term is [`Ctx::mul_raw`]'s product.
+fn beaver_dot(
+    p0: bool,
+    op: &'static str,
+    (a, b, c): (Vec<u64>, Vec<u64>, Vec<u64>),
+    x: &[&Share],
+    y: &[&Share],
+    n: usize,
+) -> Op<Share> {
+    let terms = x.len();
+    let mut msg = Vec::with_capacity(2 * n * terms);
+    for (t, xt) in x.iter().enumerate() {
+        msg.extend(ring::sub(xt.as_slice(), &a[t * n..(t + 1) * n]));
+    }
+    for (t, yt) in y.iter().enumerate() {
+        msg.extend(ring::sub(yt.as_slice(), &b[t * n..(t + 1) * n]));
+    }
+    let bytes = channel::pack(&msg, 64);
+    Op::exchange(op, bytes, move |_, peer| {
+        let other = channel::unpack(peer, 2 * n * terms, 64);
+        let ef = ring::add(&msg, &other);
+        let (e, f) = ef.split_at(n * terms);
+        let mut z = c;
+        for t in 0..terms {
+            for i in 0..n {
+                let j = t * n + i;
+                let mut v = e[j]
+                    .wrapping_mul(b[j])
+                    .wrapping_add(f[j].wrapping_mul(a[j]));
+                if p0 {
+                    v = v.wrapping_add(e[j].wrapping_mul(f[j]));
+                }
+                z[i] = z[i].wrapping_add(v);
+            }
+        }
+        Op::ready(Share::new(z))
+    })
 }
 
 /// Added by party 0 to a value it truncates, so that `x' = x + 2^62` lies

@@ -174,8 +174,8 @@ impl Ctx<'_> {
     /// Rounds 1; bytes `8n` per party. Dealer per element: one DCF key of
     /// `L` levels with a 3-word payload (2 with nothing pending; `16 + 8w`
     /// bytes per level, `8w` per distinct stop) to each party and
-    /// `24 + 2⌈s/8⌉` bytes to party 1 with a pending truncation by `s`
-    /// (`msb(R)` and its product travel modulo `2^s`), `16` with nothing
+    /// 24 bytes and `2s` bits to party 1 with a pending truncation by `s`
+    /// (`msb(R)` and its product travel modulo `2^s`), 16 bytes with nothing
     /// pending. CPU: 3 (2) AES blocks per
     /// distinct tree node the element's points visit (at most one per level
     /// and threshold). Domain: `|x − t| < 2^(ℓ−1)` ulps of `x` for every
@@ -371,7 +371,7 @@ impl Ctx<'_> {
     /// `coarse + shift` ignored bits, so the DCF key is as deep as without
     /// the shift) and the selection takes the truncated value, so the
     /// truncation costs no round. Rounds 2; bytes as [`Ctx::relu_coarse`];
-    /// dealer: `8 + 2⌈shift/8⌉` more bytes per element to party 1 when
+    /// dealer: 8 more bytes and `2·shift` bits per element to party 1 when
     /// `shift > 0` (`r >> shift`; `msb(r)`, `ρ·msb(r)` modulo `2^shift`) and
     /// no truncation triple.
     /// Domain: `|x.raw| < 2^62`, `bits + shift ≤ 62`.
@@ -404,9 +404,9 @@ impl Ctx<'_> {
     /// same opening (dealer: `8n` bytes to party 1); with
     /// `Squares::RowSums(c)`, [`BitCompared::square_row_sums`] gives only
     /// their sums over rows of `c` (8 bytes per row). With a truncation by `s`,
-    /// party 1 also gets `r_h` (8 bytes) and, modulo `2^s` (`⌈s/8⌉` bytes
-    /// each: they only meet the wrap coefficient), `msb(r)`, `ρ·msb(r)` per
-    /// bit with `select` and `r_h·msb(r)` with `square`.
+    /// party 1 also gets `r_h` (8 bytes) and, modulo `2^s` (`s` bits each:
+    /// they only meet the wrap coefficient), `msb(r)`, `ρ·msb(r)` per bit
+    /// with `select` and `r_h·msb(r)` with `square`.
     ///
     /// Method as in the module doc, with `r mod 2^ℓ` as the comparison mask:
     /// `[x ≥ t] ⊕ ρ = msb(ŷ) ⊕ [ŷ_low < r_low] ⊕ σ` with `σ = ρ ⊕ msb(r)`
@@ -505,16 +505,16 @@ impl Ctx<'_> {
                 let top = if p0 { (y(p) >> (bits - 1)) as u8 } else { 0 };
                 *e ^= top ^ sigma[p];
             }
-            // The value the products see is `P − R` with `P` public: `m − r`,
-            // or with a truncation by s, `(m >> s) − 2^(62−s)` minus
-            // `r_h − 2^(64−s)·(1 − msb m)·msb(r)`.
-            // the mask's square per element; with row sums the dealer's
-            // Σ r² comes per row (`sq_rows`) and is left out here
+            // The mask's square per element; with row sums the dealer's
+            // Σ r² comes per row (`sq_rows`) and is left out here.
             let squared = if square == Squares::No { 0 } else { n };
             let (r_sq, sq_rows) = match square {
                 Squares::RowSums(_) => (vec![0; squared], r_sq),
                 _ => (r_sq, Vec::new()),
             };
+            // The value the products see is `P − R` with `P` public: `m − r`,
+            // or with a truncation by s, `(m >> s) − 2^(62−s)` minus
+            // `r_h − 2^(64−s)·(1 − msb m)·msb(r)`.
             let (public, base, rho_base, sq_base) = if trunc == 0 {
                 (m, r, rho_r, r_sq)
             } else {

@@ -267,13 +267,6 @@ impl Request {
                     0
                 }
             }
-            Request::Wrap { .. } => {
-                if p1 {
-                    corrections_len(&self.corrections())
-                } else {
-                    0
-                }
-            }
             Request::MatMul { m, n, .. } | Request::WeightMatMul { m, n, .. } => {
                 if p1 {
                     8 * m * n
@@ -288,7 +281,9 @@ impl Request {
                     0
                 }
             }
-            Request::TruncRowScale { .. } | Request::PendingRowScale { .. } => {
+            Request::Wrap { .. }
+            | Request::TruncRowScale { .. }
+            | Request::PendingRowScale { .. } => {
                 if p1 {
                     corrections_len(&self.corrections())
                 } else {
@@ -819,16 +814,7 @@ impl Dealer {
         };
         Ok(match (req, m0, m1) {
             (
-                Request::Triple { .. },
-                Material::Triple {
-                    a: a0,
-                    b: b0,
-                    c: c0,
-                },
-                Material::Triple { a: a1, b: b1, .. },
-            ) => correction(ring::mul(&ring::add(&a0, &a1), &ring::add(&b0, &b1)), &c0),
-            (
-                Request::Dot { n, .. },
+                Request::Triple { n } | Request::Dot { n, .. },
                 Material::Triple {
                     a: a0,
                     b: b0,
@@ -836,9 +822,11 @@ impl Dealer {
                 },
                 Material::Triple { a: a1, b: b1, .. },
             ) => {
+                // the terms' products summed per element (a triple is one term)
                 let prods = ring::mul(&ring::add(&a0, &a1), &ring::add(&b0, &b1));
-                let mut sum = vec![0u64; *n];
-                for term in prods.chunks_exact(*n) {
+                let mut terms = prods.chunks((*n).max(1));
+                let mut sum = terms.next().map(<[u64]>::to_vec).unwrap_or_default();
+                for term in terms {
                     sum = ring::add(&sum, term);
                 }
                 correction(sum, &c0)

@@ -77,9 +77,9 @@ impl Ctx<'_> {
     /// that also performs `x`'s pending truncation, if any
     /// ([`Ctx::bit_compare`] with no threshold). Rounds 2; bytes
     /// `8n + ⌈n/8⌉`; dealer to party 1: `8n` (`r²`), or with a pending
-    /// truncation by `s` `(16 + 2⌈s/8⌉)n` (`r_h²`, `r_h` in full,
-    /// `r_h·msb(r)`, `msb(r)` modulo `2^s`), plus the truncation's
-    /// `⌈(f + 3)/8⌉·n`. Exact to 1 ulp (2 with a pending truncation) for
+    /// truncation by `s` 16 bytes and `2s` bits per element (`r_h²`, `r_h`
+    /// in full, `r_h·msb(r)`, `msb(r)` modulo `2^s`), plus the truncation's
+    /// `f + 3` bits per element. Exact to 1 ulp (2 with a pending truncation) for
     /// `|x| < 2^(29.5 − f)`.
     pub fn gelu_quad(&mut self, x: impl Into<Untruncated>) -> Op<Share> {
         let f = self.frac_bits();
@@ -145,12 +145,12 @@ impl Ctx<'_> {
     /// Rounds 4. Bytes `8n + ⌈11n/8⌉ + 32n + ⌈n/8⌉` per party (41.5 per
     /// element). Dealer per element: the DCF key (64 bytes) to each party;
     /// to party 1 also `8·11` (the bits' `ρ`), 8 (the dot-product triple
-    /// of `(c₁, c₂)·(x, x²)`, [`Ctx::dot_raw`]), 5
-    /// (the truncation by `54 − f`, its wrap share modulo `2^(54−f)`) and
-    /// for `x`, `x²` 8 (`r²`), or with a pending truncation by `s` `16 +
-    /// 2⌈s/8⌉` (`r_h`, `r_h²`; `msb(r)`, `r_h·msb(r)` modulo `2^s`): 64 + 191
-    /// bytes in the model (`s = 36`; 208 before the narrowed corrections
-    /// and the dot-product triple).
+    /// of `(c₁, c₂)·(x, x²)`, [`Ctx::dot_raw`]), `54 − f` bits (the
+    /// truncation by `54 − f`, its wrap share modulo `2^(54−f)`) and for
+    /// `x`, `x²` 8 (`r²`), or with a pending truncation by `s` 16 bytes and
+    /// `2s` bits (`r_h`, `r_h²`; `msb(r)`, `r_h·msb(r)` modulo `2^s`): 64 +
+    /// 189.75 bytes in the model (`s = 36`, `f = 16`; 208 before the
+    /// narrowed corrections and the dot-product triple).
     /// CPU: 11 DCF evaluations of 4 AES blocks per element and party (the
     /// dealer: 14 blocks per key). Error ≤ 8.3e-4 (approximation) plus a few
     /// ulps (the truncations, the coefficients' rounding) against the exact

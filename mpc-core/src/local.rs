@@ -230,8 +230,10 @@ where
 
 /// Run `program` as both parties with the dealer on a thread beside them,
 /// streaming each party's material through a channel of
-/// `limits.buffered_pieces` pieces ([`StreamedPool`]): memory stays bounded
-/// by that buffer and one request's material, whatever the plan's size.
+/// `limits.buffered_pieces` pieces ([`StreamedPool`], expanded
+/// [`PREFETCH_AHEAD`] requests ahead by a [`Prefetch`]): memory stays
+/// bounded by that buffer and a few requests' material, whatever the plan's
+/// size.
 pub fn run_local_streamed<T, E, F>(
     fp: FixedPoint,
     limits: StreamLimits,
