@@ -85,11 +85,14 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// A party's status. A broken connection (tonic reports `UNKNOWN:
-    /// transport error`) means that party is unavailable.
+    /// A party's status. A broken connection means that party is
+    /// unavailable: tonic reports `UNKNOWN: transport error`, or `CANCELLED`
+    /// when the connection closes under a request in flight (a party never
+    /// answers `CANCELLED`; only this client's own [`NOT_WAITED`] keeps it).
     fn party(party: usize, s: Status) -> Self {
         let code = match s.code() {
             Code::Unknown if s.message().contains("transport error") => Code::Unavailable,
+            Code::Cancelled if s.message() != NOT_WAITED => Code::Unavailable,
             c => c,
         };
         ClientError::Party {
@@ -108,6 +111,10 @@ impl ClientError {
         }
     }
 }
+
+/// The message of the `CANCELLED` status this client gives a party it
+/// stopped waiting for after the other party failed.
+const NOT_WAITED: &str = "not waited for after the other party failed";
 
 /// How long [`Client::connect`] waits for each party (TCP, TLS and HTTP/2
 /// handshakes): a server that accepts but never answers must not hang the
@@ -431,11 +438,7 @@ impl Client {
         // When one party fails, give the other a moment to report its own
         // error (the root cause may be there), then stop waiting for it.
         let grace = Duration::from_millis(300);
-        let cancelled = || {
-            Err(Status::cancelled(
-                "not waited for after the other party failed",
-            ))
-        };
+        let cancelled = || Err(Status::cancelled(NOT_WAITED));
         let (mut f0, mut f1) = (Box::pin(c0.infer(r0)), Box::pin(c1.infer(r1)));
         let (a, b) = tokio::select! {
             a = &mut f0 => match a {
@@ -501,5 +504,23 @@ impl Client {
     ) -> Result<Inference, ClientError> {
         let input = model::preprocess(&model.config, bytes)?;
         self.infer(model, &input).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_lost_under_a_request_is_unavailable_but_not_waiting_stays_cancelled() {
+        // hyper's message when the connection closes with the request in flight
+        let lost = ClientError::party(0, Status::cancelled("operation was canceled"));
+        assert_eq!(lost.code(), Some(Code::Unavailable));
+        let broken = ClientError::party(1, Status::unknown("transport error"));
+        assert_eq!(broken.code(), Some(Code::Unavailable));
+        let not_waited = ClientError::party(1, Status::cancelled(NOT_WAITED));
+        assert_eq!(not_waited.code(), Some(Code::Cancelled));
+        let refused = ClientError::party(0, Status::invalid_argument("bad image"));
+        assert_eq!(refused.code(), Some(Code::InvalidArgument));
     }
 }
