@@ -30,13 +30,16 @@
 //! bit itself is `e + (1 − 2e)ρ`. `ρ = σ ⊕ msb(r)` with both XOR shares `σ_b`
 //! drawn from the parties' own streams, so `msb(r)` costs nothing.
 
+use crate::arith::MaskedWeight;
 use crate::arith::{TRUNC_OFFSET, Untruncated, opened_high, opened_wrap};
 use crate::channel;
 use crate::dcf;
 use crate::dcf_bit;
-use crate::dealer::{Material, Request, Squares, low_mask};
-use crate::error::MpcError;
+use crate::dealer::{Material, Request, Squares, ValueProducts, low_mask};
+use crate::error::{MpcError, check_len};
+use crate::nonlinear::NormProducts;
 use crate::op::{Op, attempt};
+use crate::ring;
 use crate::session::Ctx;
 use crate::share::Share;
 
@@ -423,6 +426,84 @@ impl Ctx<'_> {
         square: Squares,
         trunc: u32,
     ) -> Op<BitCompared> {
+        let req = Request::BitCompare {
+            n: x.len(),
+            bits,
+            coarse,
+            points: thresholds.len(),
+            select,
+            square,
+            trunc,
+            products: None,
+        };
+        self.bit_compare_request(x, thresholds, req)
+    }
+
+    /// A LayerNorm's first opening of its centred rows `x` (rows of
+    /// `cols`, truncation by `x.shift > 0` pending): a bit comparison with
+    /// no threshold that truncates `x` and gives `Σ_j v_j²` per row (as
+    /// [`Ctx::bit_compare`] with `Squares::RowSums(cols)`), and prepares
+    /// `v ⊙ γ` and `v·W` for [`BitCompared::products`] in the next round.
+    /// Rounds 1; sends `8n` bytes per party. Dealer: as the bit comparison,
+    /// plus `8` bytes per product word (`n` for `γ`, rows·out for `W`) to
+    /// party 1.
+    pub fn norm_opening(
+        &mut self,
+        x: &Untruncated,
+        cols: usize,
+        gamma: Option<&MaskedWeight>,
+        next: Option<&MaskedWeight>,
+    ) -> Op<BitCompared> {
+        assert!(x.shift > 0, "norm opening: nothing to truncate");
+        let n = x.raw.len();
+        if let Some(g) = gamma {
+            attempt!(check_len(
+                "norm_opening",
+                "scale",
+                g.rows() * g.cols(),
+                cols
+            ));
+        }
+        if let Some(w) = next {
+            attempt!(check_len("norm_opening", "weight rows", w.rows(), cols));
+        }
+        let products = (gamma.is_some() || next.is_some()).then(|| ValueProducts {
+            cols,
+            scale: gamma.map(|g| g.id()),
+            next: next.map(|w| (w.id(), w.cols())),
+        });
+        let req = Request::BitCompare {
+            n,
+            bits: 62,
+            coarse: 0,
+            points: 0,
+            select: false,
+            square: Squares::RowSums(cols),
+            trunc: x.shift,
+            products,
+        };
+        self.bit_compare_request(&x.raw, &[], req)
+    }
+
+    /// [`Ctx::bit_compare`] for a request built by it or by [`Ctx::norm_opening`].
+    fn bit_compare_request(
+        &mut self,
+        x: &Share,
+        thresholds: &[u64],
+        req: Request,
+    ) -> Op<BitCompared> {
+        let Request::BitCompare {
+            n,
+            bits,
+            coarse,
+            square,
+            trunc,
+            products,
+            ..
+        } = req
+        else {
+            unreachable!("a bit comparison's request");
+        };
         assert!((2..=64).contains(&bits), "compare: {bits} bits");
         assert!(
             coarse + 2 <= bits,
@@ -432,23 +513,14 @@ impl Ctx<'_> {
             trunc == 0 || (bits <= 62 && trunc < 62),
             "compare: truncation by {trunc} of {bits} bits"
         );
-        let n = x.len();
         if let Squares::RowSums(cols) = square {
             assert!(
                 cols > 0 && n.is_multiple_of(cols),
                 "compare: {n} elements are not rows of {cols}"
             );
         }
+        assert_eq!(n, x.len(), "compare: request for {n} elements");
         let k = thresholds.len();
-        let req = Request::BitCompare {
-            n,
-            bits,
-            coarse,
-            points: k,
-            select,
-            square,
-            trunc,
-        };
         let m = attempt!(self.take("bit-compare", req));
         let Material::BitCompare {
             r,
@@ -460,6 +532,8 @@ impl Ctx<'_> {
             r_msb,
             rho_msb,
             high_msb,
+            a_t,
+            c_star,
             roots,
             keys,
         } = m
@@ -515,6 +589,15 @@ impl Ctx<'_> {
             // The value the products see is `P − R` with `P` public: `m − r`,
             // or with a truncation by s, `(m >> s) − 2^(62−s)` minus
             // `r_h − 2^(64−s)·(1 − msb m)·msb(r)`.
+            // with products, this party's share of the wrap part `T` of `R`
+            // (modulo 2^s): `R = r_h − 2^(64−s)·T`, `T = (1 − msb m)·msb(r)`
+            let wrapped = if products.is_some() {
+                (0..n)
+                    .map(|i| (1 - (m[i] >> 63)).wrapping_mul(r_msb[i]))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let (public, base, rho_base, sq_base) = if trunc == 0 {
                 (m, r, rho_r, r_sq)
             } else {
@@ -550,6 +633,13 @@ impl Ctx<'_> {
                 sq_base,
                 sq_rows,
                 square,
+                trunc,
+                products: products.map(|spec| Prepared {
+                    spec,
+                    wrapped,
+                    a_t,
+                    c_star,
+                }),
             })
         })
     }
@@ -679,6 +769,21 @@ pub struct BitCompared {
     /// Share of `Σ r²` per row (with `Squares::RowSums`).
     sq_rows: Vec<u64>,
     square: Squares,
+    /// The truncation (0: none).
+    trunc: u32,
+    /// Material for [`BitCompared::products`] (from [`Ctx::norm_opening`]).
+    products: Option<Prepared>,
+}
+
+/// What a [`BitCompared`] keeps for [`BitCompared::products`].
+struct Prepared {
+    spec: ValueProducts,
+    /// Share of `T = (1 − msb m)·msb(r)` (modulo `2^trunc`).
+    wrapped: Vec<u64>,
+    /// Share of the mask `A_t` (modulo `2^trunc`).
+    a_t: Vec<u64>,
+    /// Share of `C* = (r_h − K·A_t)·B`, the scale's words then the weight's.
+    c_star: Vec<u64>,
 }
 
 impl std::fmt::Debug for BitCompared {
@@ -743,6 +848,92 @@ impl BitCompared {
             z = z.wrapping_add(p.wrapping_mul(p));
         }
         z
+    }
+
+    /// The round after a [`Ctx::norm_opening`]: the products of the
+    /// truncated value `v` (rows×c) with the masked scale `γ` (1×c,
+    /// broadcast over rows) and weight `W` (c×out) it was asked for, at
+    /// the sum of the operands' scales (untruncated, exact).
+    ///
+    /// Method: `v = P − R` with `R = r_h − K·T`, `K = 2^(64−s)`, and `T`
+    /// shared modulo `2^s` only (it only meets `K`). With `W = F + B`,
+    /// `v·W = P·W − R·F − r_h·B + K·T·B`, where only `T·B` is a product
+    /// of two unknowns, and it is needed modulo `2^s`: so the round opens
+    /// `D = T − A_t` modulo `2^s` (`s` bits per element, instead of a
+    /// 64-bit `v − A`), and `v·W = (P + K·D)·W − (R + K·D)·F − C*` with
+    /// the dealer's `C* = (r_h − K·A_t)·B` (`R + K·D` counted once, by
+    /// party 0's `K·D`). Rounds 1; sends `⌈s·n/8⌉` bytes per party; local
+    /// work two rows×c×out products for `W`.
+    pub fn products(
+        self,
+        gamma: Option<&MaskedWeight>,
+        next: Option<&MaskedWeight>,
+    ) -> Op<NormProducts> {
+        let prepared = self
+            .products
+            .as_ref()
+            .expect("bit compare: no product material (see Ctx::norm_opening)");
+        let spec = prepared.spec;
+        assert_eq!(
+            (gamma.map(|g| g.id()), next.map(|w| (w.id(), w.cols()))),
+            (spec.scale, spec.next),
+            "bit compare: products of other weights than prepared"
+        );
+        let (n, s, c) = (self.n, self.trunc, spec.cols);
+        let d_mine: Vec<u64> = (0..n)
+            .map(|i| prepared.wrapped[i].wrapping_sub(prepared.a_t[i]) & low_mask(s))
+            .collect();
+        let (gamma, next) = (gamma.cloned(), next.cloned());
+        Op::exchange(
+            "norm-products",
+            channel::pack(&d_mine, s),
+            move |_, peer| {
+                let other = channel::unpack(peer, n, s);
+                let prepared = self.products.as_ref().expect("checked above");
+                // K·D, then P + K·D (public) and −(R + [p0]·K·D) (this party's)
+                let kd = d_mine
+                    .iter()
+                    .zip(&other)
+                    .map(|(a, b)| a.wrapping_add(*b) << (64 - s));
+                let (left, right): (Vec<u64>, Vec<u64>) = kd
+                    .enumerate()
+                    .map(|(i, kd)| {
+                        let own = if self.p0 { kd } else { 0 };
+                        (
+                            self.public[i].wrapping_add(kd),
+                            self.base[i].wrapping_add(own).wrapping_neg(),
+                        )
+                    })
+                    .unzip();
+                let mut cs = prepared.c_star.iter();
+                let scaled = gamma.map(|g| {
+                    let (eb, f) = (g.eb_share(), g.opened());
+                    Share::new(
+                        (0..n)
+                            .map(|i| {
+                                let j = i % c;
+                                left[i]
+                                    .wrapping_mul(eb[j])
+                                    .wrapping_add(right[i].wrapping_mul(f[j]))
+                                    .wrapping_sub(*cs.next().expect("c* words"))
+                            })
+                            .collect(),
+                    )
+                });
+                let product = next.map(|w| {
+                    let rows = n / c;
+                    let mut z: Vec<u64> = cs.map(|v| v.wrapping_neg()).collect();
+                    ring::matmul_acc(&left, w.eb_share(), &mut z, rows, c, w.cols());
+                    ring::matmul_acc(&right, w.opened(), &mut z, rows, c, w.cols());
+                    Share::new(z)
+                });
+                Op::ready(NormProducts {
+                    square: Share::zeros(0),
+                    scaled,
+                    product,
+                })
+            },
+        )
     }
 
     /// The second round: open `e = [x ≥ t] ⊕ ρ` (`⌈n·k/8⌉` bytes per party).

@@ -161,6 +161,12 @@ pub enum Request {
     /// `r_h = r >> s` and `msb(r)`, and `r_h` takes `r`'s place in `ρ·r` and
     /// `r²`, with shares of `ρ·msb(r)` (select) and `r_h·msb(r)` (square)
     /// beside them. With no thresholds (`points = 0`) there is no DCF key.
+    /// With `products` (and a truncation by `s`), the material for products
+    /// of the truncated value `v` with masked weights in the next round
+    /// ([`crate::compare::BitCompared::products`]): a mask `A_t` drawn by
+    /// the parties (shared modulo `2^s`) and shares of `C* = (r_h −
+    /// 2^(64−s)·A_t)·B` for each weight `B`, as the products' opening of
+    /// `T − A_t` (with `T` the wrap part of `v`, modulo `2^s`) needs.
     BitCompare {
         /// Elements.
         n: usize,
@@ -177,6 +183,9 @@ pub enum Request {
         square: Squares,
         /// Truncate the opened value by this many bits (0: none).
         trunc: u32,
+        /// Products of the truncated value with masked weights in the next
+        /// round (needs `trunc > 0`).
+        products: Option<ValueProducts>,
     },
     /// For a comparison whose bits multiply the compared value in the same
     /// round (see `Ctx::compare_products`): a 64-bit mask `R` whose low
@@ -199,6 +208,28 @@ pub enum Request {
         /// at which some thresholds' points stop ([`crate::dcf::DcfKeys`]).
         stops: Vec<u32>,
     },
+}
+
+/// The products a truncating [`Request::BitCompare`] prepares for its
+/// value `v` (rows of `cols`), as a LayerNorm's centred rows need: `v ⊙ γ`
+/// with a masked 1×cols scale and `v·W` with a masked cols×out weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ValueProducts {
+    /// Columns of each row of `v`.
+    pub cols: usize,
+    /// The masked scale `γ` (1×cols), if any.
+    pub scale: Option<u32>,
+    /// A masked cols×out weight `W` and its width, if any.
+    pub next: Option<(u32, usize)>,
+}
+
+impl ValueProducts {
+    /// Words of the products for `n` elements of `v`.
+    pub(crate) fn words(&self, n: usize) -> usize {
+        let rows = n / self.cols.max(1);
+        let scaled = if self.scale.is_some() { n } else { 0 };
+        scaled + self.next.map_or(0, |(_, out)| rows * out)
+    }
 }
 
 /// Which squares a [`Request::BitCompare`] gives from its opening.
@@ -383,13 +414,15 @@ impl Request {
                 ]
             }
             // ρ, ρ·r, r², r_h, msb(r), ρ·msb(r), r_h·msb(r): the last three
-            // only with a truncation, and only times its wrap coefficient
+            // only with a truncation, and only times its wrap coefficient;
+            // then C* for the products
             Request::BitCompare {
                 n,
                 points,
                 select,
                 square,
                 trunc,
+                products,
                 ..
             } => {
                 let t = trunc > 0;
@@ -403,6 +436,7 @@ impl Request {
                     (on(t, n), trunc),
                     (on(t && select, n * points), trunc),
                     (on(t && squared, n), trunc),
+                    (products.map_or(0, |p| p.words(n)), 64),
                 ]
             }
             // msb_ℓ(r), Y₁, Y₂ = msb(R), msb_ℓ(r)·Y₁, msb_ℓ(r)·Y₂ (Y₂'s
@@ -512,6 +546,11 @@ pub enum Material {
         rho_msb: Vec<u64>,
         /// Share of `r_h·msb(r)`, `n` (with `trunc` and `square`).
         high_msb: Vec<u64>,
+        /// Share of the products' mask `A_t` (modulo `2^trunc`), `n` (with `products`).
+        a_t: Vec<u64>,
+        /// Share of `C* = (r_h − 2^(64−trunc)·A_t)·B`: the scale's `n`
+        /// words, then the weight's rows×out (with `products`).
+        c_star: Vec<u64>,
         /// This party's DCF root seeds.
         roots: Vec<Block>,
         /// XOR-output DCF correction words (identical for both parties).
@@ -655,6 +694,7 @@ pub fn draw(req: &Request, party: Party, prg: &mut Prg) -> Material {
             select,
             square,
             trunc,
+            products,
             ..
         } => {
             let some = |prg: &mut Prg, on: bool, len: usize| {
@@ -670,6 +710,12 @@ pub fn draw(req: &Request, party: Party, prg: &mut Prg) -> Material {
             let r_msb = some(prg, t, n);
             let rho_msb = some(prg, t && select, n * points);
             let high_msb = some(prg, t && square != Squares::No, n);
+            let a_t = if products.is_some() {
+                prg.u64s(n)
+            } else {
+                Vec::new()
+            };
+            let c_star = own_c(prg, products.map_or(0, |p| p.words(n)));
             Material::BitCompare {
                 r,
                 sigma,
@@ -680,6 +726,8 @@ pub fn draw(req: &Request, party: Party, prg: &mut Prg) -> Material {
                 r_msb,
                 rho_msb,
                 high_msb,
+                a_t,
+                c_star,
                 roots: (0..bit_keys(n, points)).map(|_| prg.block()).collect(),
                 keys: BitKeys::placeholder(bits - 1, 0),
             }
@@ -802,6 +850,39 @@ impl Dealer {
             Prg::with_stream(&self.seeds[0], batch),
             Prg::with_stream(&self.seeds[1], batch),
         ];
+    }
+
+    /// The full mask `B` of weight `id`, which must be `k`×`n`.
+    fn mask(&self, id: u32, k: usize, n: usize) -> Result<&[u64]> {
+        let (mk, mn, b) = self
+            .masks
+            .get(&id)
+            .ok_or_else(|| MpcError::Dealer(format!("weight {id} was never masked")))?;
+        if (*mk, *mn) != (k, n) {
+            return Err(MpcError::Dealer(format!(
+                "weight {id} is {mk}x{mn}, request says {k}x{n}"
+            )));
+        }
+        Ok(b)
+    }
+
+    /// `v ⊙ γ` (broadcast over rows) then `v·W` for the masks of `p`'s
+    /// weights, `v` being rows of `p.cols`.
+    fn value_products(&self, p: &ValueProducts, v: &[u64]) -> Result<Vec<u64>> {
+        let (cols, rows) = (p.cols, v.len() / p.cols.max(1));
+        let mut full = Vec::with_capacity(p.words(v.len()));
+        if let Some(id) = p.scale {
+            let b = self.mask(id, 1, cols)?;
+            full.extend(
+                v.iter()
+                    .enumerate()
+                    .map(|(i, x)| x.wrapping_mul(b[i % cols])),
+            );
+        }
+        if let Some((id, out)) = p.next {
+            full.extend(ring::matmul(v, self.mask(id, cols, out)?, rows, cols, out));
+        }
+        Ok(full)
     }
 
     /// Answer one request: party 1's correction and any words both parties need.
@@ -950,15 +1031,7 @@ impl Dealer {
                 Material::Triple { a: a0, c: c0, .. },
                 Material::Triple { a: a1, .. },
             ) => {
-                let (mk, mn, b) = self
-                    .masks
-                    .get(id)
-                    .ok_or_else(|| MpcError::Dealer(format!("weight {id} was never masked")))?;
-                if (*mk, *mn) != (*k, *n) {
-                    return Err(MpcError::Dealer(format!(
-                        "weight {id} is {mk}x{mn}, request says {k}x{n}"
-                    )));
-                }
+                let b = self.mask(*id, *k, *n)?;
                 correction(ring::matmul(&ring::add(&a0, &a1), b, *m, *k, *n), &c0)
             }
             (
@@ -978,34 +1051,13 @@ impl Dealer {
                 } else {
                     Vec::new()
                 };
-                let product = match next {
-                    Some((wid, out)) => {
-                        let (mk, mn, w) = self.masks.get(wid).ok_or_else(|| {
-                            MpcError::Dealer(format!("weight {wid} was never masked"))
-                        })?;
-                        if (*mk, *mn) != (*cols, *out) {
-                            return Err(MpcError::Dealer(format!(
-                                "weight {wid} is {mk}x{mn}, request says {cols}x{out}"
-                            )));
-                        }
-                        Some(ring::matmul(&a, w, *rows, *cols, *out))
-                    }
-                    None => None,
+                let products = ValueProducts {
+                    cols: *cols,
+                    scale: *id,
+                    next: *next,
                 };
-                if let Some(id) = id {
-                    let (mk, mn, b) = self
-                        .masks
-                        .get(id)
-                        .ok_or_else(|| MpcError::Dealer(format!("weight {id} was never masked")))?;
-                    if (*mk, *mn) != (1, *cols) {
-                        return Err(MpcError::Dealer(format!(
-                            "weight {id} is {mk}x{mn}, a LayerNorm scale must be 1x{cols}"
-                        )));
-                    }
-                    let bb: Vec<u64> = (0..*rows).flat_map(|_| b.iter().copied()).collect();
-                    full.extend(ring::mul(&a, &bb));
-                }
-                full.extend(product.unwrap_or_default());
+                debug_assert_eq!(a.len(), rows * cols);
+                full.extend(self.value_products(&products, &a)?);
                 correction(full, &c0)
             }
             (
@@ -1062,6 +1114,7 @@ impl Dealer {
                     points,
                     trunc,
                     square,
+                    products,
                     ..
                 },
                 Material::BitCompare {
@@ -1074,16 +1127,34 @@ impl Dealer {
                     r_msb: m0,
                     rho_msb: rm0,
                     high_msb: hm0,
+                    a_t: at0,
+                    c_star: cs0,
                     roots: s0,
                     ..
                 },
                 Material::BitCompare {
                     r: r1,
                     sigma: sg1,
+                    a_t: at1,
                     roots: s1,
                     ..
                 },
             ) => {
+                // C* = (r_h − 2^(64−s)·A_t)·B for each weight, before any
+                // correction is written (an unknown weight fails the request)
+                let c_star = match products {
+                    Some(p) => {
+                        let v: Vec<u64> = (0..r0.len())
+                            .map(|i| {
+                                let r_h = r0[i].wrapping_add(r1[i]) >> *trunc;
+                                let a_t = at0[i].wrapping_add(at1[i]);
+                                r_h.wrapping_sub(a_t << (64 - *trunc))
+                            })
+                            .collect();
+                        self.value_products(p, &v)?
+                    }
+                    None => Vec::new(),
+                };
                 let (bits, coarse, k, trunc) = (*bits, *coarse, *points, *trunc);
                 let r = ring::add(&r0, &r1);
                 let alphas: Vec<u64> = r
@@ -1125,6 +1196,7 @@ impl Dealer {
                 put_correction(out, &m0, w[4], || msb.clone());
                 put_correction(out, &rm0, w[5], || per_point(&msb));
                 put_correction(out, &hm0, w[6], || ring::mul(&base, &msb));
+                put_correction(out, &cs0, w[7], || c_star);
                 Dealt {
                     to_p0: keys.as_bytes().to_vec(),
                     to_p1,
@@ -1258,6 +1330,7 @@ impl MaterialGen {
                     r_msb,
                     rho_msb,
                     high_msb,
+                    c_star,
                     keys,
                     ..
                 },
@@ -1274,7 +1347,7 @@ impl MaterialGen {
                 *keys =
                     BitKeys::from_bytes(depth, msg[..at].to_vec()).expect("length checked above");
                 if p1 {
-                    let parts = [rho, rho_r, r_sq, r_high, r_msb, rho_msb, high_msb];
+                    let parts = [rho, rho_r, r_sq, r_high, r_msb, rho_msb, high_msb, c_star];
                     fill_corrections(&msg[at..], parts.into_iter().zip(widths(req)));
                 }
             }

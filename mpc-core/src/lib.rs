@@ -47,7 +47,7 @@ pub mod share;
 
 pub use arith::MaskedWeight;
 pub use channel::{Channel, CommStats, CountingChannel, MemChannel};
-pub use dealer::{CorrelationSource, Dealer, MaterialGen, Pool, Request, Squares};
+pub use dealer::{CorrelationSource, Dealer, MaterialGen, Pool, Request, Squares, ValueProducts};
 pub use error::{ChannelError, MpcError, Result};
 pub use feed::{ChannelFeed, DealerFeed, PREFETCH_AHEAD, Prefetch, StreamedPool};
 pub use fixed::FixedPoint;

@@ -652,7 +652,10 @@ impl Ctx<'_> {
     /// pending ([`crate::arith::scaled`]), then [`Ctx::layer_norm_centered`],
     /// whose first opening performs it.
     ///
-    /// Rounds 5. Bytes per party ≈ `rows·c·(8 + 8 + 8 + 3/8) + rows·(ℓ/8 + 32)`.
+    /// Rounds 5. Bytes per party ≈ `rows·c·(8 + t/8 + 8 + 3/8) +
+    /// rows·(ℓ/8 + 32)`, `t` the shift of the scaling by `1/c` (`log2 c`
+    /// for a power of two, else about `SCALE_BITS + log2 c`): the second
+    /// opening carries only its wrap part ([`crate::compare::BitCompared::products`]).
     /// Dealer: about `36·rows·c` bytes to party 1 (28 without γ; 56 before
     /// the narrowed corrections, see [`crate::Request`], and the squares
     /// summed per row by the dealer, `Squares::RowSums`).
@@ -683,8 +686,10 @@ impl Ctx<'_> {
     /// Steps, for a pending input: round 1 opens `x − μ + r` once for its
     /// truncation and square (a comparison with no threshold,
     /// [`Ctx::bit_compare`]), so `u = Σ(x − μ)² + c·eps = c·(σ² + eps)` is
-    /// known after one round; round 2 opens `x − μ − A` for `(x − μ)·γ`
-    /// (and `(x − μ)·W` in the linear variants) beside the rsqrt's
+    /// known after one round ([`Ctx::norm_opening`]); round 2 opens, for
+    /// `(x − μ)·γ` (and `(x − μ)·W` in the linear variants), only the
+    /// truncation's wrap part masked modulo `2^s` (`s` bits per element for
+    /// a pending shift `s`, [`crate::compare::BitCompared::products`]) beside the rsqrt's
     /// comparison of `u` and the truncation of `u`; round 3 the rsqrt's
     /// product beside the products' truncations; round 4 the row scaling
     /// by `√c/√u` (which also truncates the rsqrt). For an input with
@@ -861,7 +866,7 @@ impl Ctx<'_> {
                 });
         }
         // a truncating opening gives x − μ and its square; then the products
-        self.bit_compare(&xc.raw, &[], 62, 0, false, Squares::RowSums(c), xc.shift)
+        self.norm_opening(xc, c, gamma.as_ref(), next.as_ref())
             .then(move |ctx, o| {
                 let xt = o.value();
                 let u_raw = ctx.add_scalar(&o.square_row_sums(), eps);
@@ -872,7 +877,7 @@ impl Ctx<'_> {
                         product: None,
                     })
                 } else {
-                    ctx.norm_products_raw(&xt, false, gamma.as_ref(), next.as_ref(), rows, c)
+                    o.products(gamma.as_ref(), next.as_ref())
                 };
                 products
                     .join(rsqrt(ctx, u_raw))

@@ -153,6 +153,55 @@ fn a_truncating_bit_comparison_truncates_squares_and_selects_from_one_opening() 
 }
 
 #[test]
+fn a_norm_opening_gives_exact_products_of_the_truncated_value() {
+    // centred rows at 2f bits (up to ±100), truncated to f by the opening;
+    // then v ⊙ γ and v·W opened modulo 2^f only (the wrap part of v)
+    let (rows, c, out) = (6, 16, 5);
+    let n = rows * c;
+    let x = uniform(n, -100.0, 100.0, 45);
+    let x2f: Vec<f64> = x.iter().map(|v| v * 65536.0).collect();
+    let g = uniform(c, -2.0, 2.0, 46);
+    let w = uniform(c * out, -1.0, 1.0, 47);
+    let (got, r) = run_at(FP, 0, &[&x2f, &g, &w], |s, v| {
+        let mg = s.run(|cx| cx.mask_weight(0, &v[1], 1, c))?;
+        let mw = s.run(|cx| cx.mask_weight(1, &v[2], c, out))?;
+        let xc = Untruncated {
+            raw: v[0].clone(),
+            shift: F,
+        };
+        let o = s.run(|cx| cx.norm_opening(&xc, c, Some(&mg), Some(&mw)))?;
+        let value = o.value();
+        let p = s.run(|_| o.products(Some(&mg), Some(&mw)))?;
+        let (scaled, product) = (p.scaled.expect("scaled"), p.product.expect("product"));
+        Ok(Share::concat(&[&value, &scaled, &product]))
+    });
+    let raw = |v: f64| FP.encode(v) as i64;
+    let v: Vec<i64> = got[..n].iter().map(|v| *v as i64).collect();
+    for i in 0..n {
+        let t = FixedPoint { frac_bits: 2 * F }.encode(x[i]) as i64 >> F;
+        assert!(v[i] == t || v[i] == t + 1, "value {} for {t}", v[i]);
+        assert_eq!(got[n + i] as i64, v[i] * raw(g[i % c]), "v ⊙ γ at {i}");
+    }
+    for row in 0..rows {
+        for j in 0..out {
+            let want: i64 = (0..c).map(|k| v[row * c + k] * raw(w[k * out + j])).sum();
+            assert_eq!(got[2 * n + row * out + j] as i64, want, "v·W at {row},{j}");
+        }
+    }
+    // two weight maskings, the truncating opening (8n), the products'
+    // opening at f bits per element
+    assert_eq!(r.online[0].rounds, 2 + 2);
+    assert_eq!(
+        r.online[0].bytes_sent as usize,
+        8 * (c + c * out) + 8 * n + 2 * n
+    );
+    // party 1: Σ r_h² per row, r_h; msb(r) and r_h·msb(r) modulo 2^f; C*
+    // for γ (n words) and for W (rows·out)
+    let p1 = 8 * rows + 8 * n + 2 * n + 2 * n + 8 * (n + rows * out);
+    assert_eq!(r.dealer_bytes, [0, p1 as u64]);
+}
+
+#[test]
 fn multi_threshold_comparison_and_row_max() {
     let x = uniform(200, -10.0, 10.0, 12);
     let ts = [-3.0, 0.0, 0.5, 7.25];
@@ -674,10 +723,11 @@ fn layer_norm_matches_plaintext_with_counts() {
     // the rsqrt compares u = c·(σ² + eps) at 2f bits
     let bits = ((c as f64 * (p.var.hi + p.eps)).log2().ceil() as u32 + 2 * F + 2) as usize;
     // masking γ (once); the truncating opening of x − μ (for u); the
-    // opening for x·γ beside the rsqrt's one-round comparison of u (which
+    // opening for x·γ (only the wrap part, modulo 2^6: the truncation by
+    // 1/c = 2^−6) beside the rsqrt's one-round comparison of u (which
     // truncates u); the row product (which truncates x·γ and the rsqrt) and
     // its truncation
-    let bytes = 8 * c + 8 * n + 8 * n + 8 * rows + 8 * (n + rows) + n.div_ceil(8);
+    let bytes = 8 * c + 8 * n + (6 * n).div_ceil(8) + 8 * rows + 8 * (n + rows) + n.div_ceil(8);
     assert_eq!(r.online[0].rounds, 1 + 4);
     assert_eq!(r.online[0].bytes_sent as usize, bytes);
     // the comparison ignores u's bits below 2^−8 of its smallest threshold
