@@ -117,13 +117,7 @@ impl Ctx<'_> {
             let other = channel::unpack(peer, n, 64);
             let e = ring::add(&e_mine, &other);
             let z = (0..n)
-                .map(|i| {
-                    let mut z = c[i].wrapping_add(e[i].wrapping_mul(a[i]).wrapping_mul(2));
-                    if p0 {
-                        z = z.wrapping_add(e[i].wrapping_mul(e[i]));
-                    }
-                    z
-                })
+                .map(|i| c[i].wrapping_add(beaver_term(p0, e[i], e[i], a[i], a[i])))
                 .collect();
             Op::ready(Share::new(z))
         })
@@ -270,13 +264,7 @@ impl Ctx<'_> {
             for i in 0..rows {
                 for j in 0..cols {
                     let idx = i * cols + j;
-                    let mut t = e[idx]
-                        .wrapping_mul(b[i])
-                        .wrapping_add(a[idx].wrapping_mul(f[i]));
-                    if p0 {
-                        t = t.wrapping_add(e[idx].wrapping_mul(f[i]));
-                    }
-                    z[idx] = z[idx].wrapping_add(t);
+                    z[idx] = z[idx].wrapping_add(beaver_term(p0, e[idx], f[i], a[idx], b[i]));
                 }
             }
             Op::ready(Share::new(z))
@@ -655,17 +643,24 @@ fn beaver_dot(
         for t in 0..terms {
             for i in 0..n {
                 let j = t * n + i;
-                let mut v = e[j]
-                    .wrapping_mul(b[j])
-                    .wrapping_add(f[j].wrapping_mul(a[j]));
-                if p0 {
-                    v = v.wrapping_add(e[j].wrapping_mul(f[j]));
-                }
-                z[i] = z[i].wrapping_add(v);
+                z[i] = z[i].wrapping_add(beaver_term(p0, e[j], f[j], a[j], b[j]));
             }
         }
         Op::ready(Share::new(z))
     })
+}
+
+/// This party's share of `x·y − c` from a Beaver opening `e = x − a`, `f =
+/// y − b` (public) and its shares of `a`, `b`: `e·b + f·a`, plus `e·f` on
+/// party 0 (so `x·y = c + e·b + f·a + e·f`). A square is `f = e`, `b = a`.
+#[inline]
+pub(crate) fn beaver_term(p0: bool, e: u64, f: u64, a: u64, b: u64) -> u64 {
+    let t = e.wrapping_mul(b).wrapping_add(f.wrapping_mul(a));
+    if p0 {
+        t.wrapping_add(e.wrapping_mul(f))
+    } else {
+        t
+    }
 }
 
 /// Added by party 0 to a value it truncates, so that `x' = x + 2^62` lies

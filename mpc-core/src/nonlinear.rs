@@ -7,7 +7,7 @@
 //! default `f = 16`.
 
 use crate::approx::{self, Piecewise};
-use crate::arith::{MaskedWeight, Untruncated};
+use crate::arith::{MaskedWeight, Untruncated, beaver_term};
 use crate::channel;
 use crate::dealer::{Request, Squares};
 use crate::error::check_len;
@@ -927,13 +927,7 @@ impl Ctx<'_> {
                 // x² = c_sq + 2e·a + e²  (e² by party 0)
                 let sq: Vec<u64> = if square {
                     (0..n)
-                        .map(|i| {
-                            let mut z = cc[i].wrapping_add(e[i].wrapping_mul(a[i]).wrapping_mul(2));
-                            if p0 {
-                                z = z.wrapping_add(e[i].wrapping_mul(e[i]));
-                            }
-                            z
-                        })
+                        .map(|i| cc[i].wrapping_add(beaver_term(p0, e[i], e[i], a[i], a[i])))
                         .collect()
                 } else {
                     Vec::new()
