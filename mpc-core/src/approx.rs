@@ -125,7 +125,7 @@ const MINIMAX_GRID: usize = 4096;
 
 /// The minimax polynomial of degree `degree` (1 or 2) for `target` on
 /// `[lo, hi]` and its maximum error there, by the Remez exchange on a grid of
-/// [`MINIMAX_GRID`] points: solve for the polynomial whose error alternates
+/// `MINIMAX_GRID` (4096) points: solve for the polynomial whose error alternates
 /// with equal magnitude on `degree + 2` reference points, move the reference
 /// to the error's alternating extrema, repeat (a few iterations; the best
 /// polynomial seen is kept). Deterministic, so both parties derive the same

@@ -363,7 +363,7 @@ impl Ctx<'_> {
     ///
     /// Method: open `x + 2^62 + A` and `v + 2^62 + r` (64-bit masks), so
     /// `x' = P_x − a_h + w_x·a_m` and `v' = P_v − r_h + w_v·r_m` with `P`,
-    /// `w` public ([`opened_high`], [`opened_wrap`]) and `a_h = A >> s_x`,
+    /// `w` public (`opened_high`, `opened_wrap`) and `a_h = A >> s_x`,
     /// `a_m = msb(A)`, `r_h`, `r_m` likewise; the product's mask terms
     /// `a_h·r_h`, `a_h·r_m`, `a_m·r_h`, `a_m·r_m` come from the dealer, so
     /// `x'·v'` is local after the opening.
@@ -698,7 +698,7 @@ pub fn scaled(x: &Share, extra: u32, scale: f64) -> Untruncated {
 }
 
 /// Significant bits of the integer factor that encodes a public scale in
-/// [`Session::trunc_scaled`]: its relative error is at most 2^−14, and it
+/// [`Ctx::trunc_scaled`](crate::Ctx::trunc_scaled): its relative error is at most 2^−14, and it
 /// costs the value 14 bits of headroom below 2^62.
 pub const SCALE_BITS: u32 = 14;
 

@@ -3,7 +3,7 @@
 //! A real `x` is encoded as `round(x · 2^f)` read modulo 2^64, where `f` is
 //! the number of fractional bits (a parameter, default 16). A product of two
 //! encodings carries `2f` fractional bits and is brought back by a
-//! truncation (see [`crate::Session::trunc`]).
+//! truncation (see [`crate::Ctx::trunc`]).
 
 /// The fixed-point format: `frac_bits` fractional bits in a 64-bit ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -41,7 +41,7 @@ pub fn gelu_quad(x: f64) -> f64 {
     0.125 * x * x + 0.25 * x + 0.5
 }
 
-/// The piecewise-quadratic GeLU the secure [`crate::Session::gelu`] evaluates
+/// The piecewise-quadratic GeLU the secure [`crate::Ctx::gelu`] evaluates
 /// (where the comparison picks the segment of `x`; it may pick the one
 /// above for `x` up to 1/8 below a boundary).
 pub fn gelu_piecewise(x: f64) -> f64 {
@@ -49,7 +49,7 @@ pub fn gelu_piecewise(x: f64) -> f64 {
     P.with(|p| p.eval(x))
 }
 
-/// The limit approximation `(1 + x/2^k)^(2^k)` evaluated by [`crate::Session::exp_neg`].
+/// The limit approximation `(1 + x/2^k)^(2^k)` evaluated by [`crate::Ctx::exp_neg`].
 pub fn exp_limit(x: f64) -> f64 {
     let mut y = 1.0 + x / (1u64 << EXP_SQUARINGS) as f64;
     for _ in 0..EXP_SQUARINGS {
@@ -58,7 +58,7 @@ pub fn exp_limit(x: f64) -> f64 {
     y
 }
 
-/// The piecewise-linear `1/x` that [`crate::Session::reciprocal`] evaluates.
+/// The piecewise-linear `1/x` that [`crate::Ctx::reciprocal`] evaluates.
 pub fn reciprocal_approx(x: f64, domain: Domain) -> f64 {
     approx::reciprocal_piecewise(domain.lo, domain.hi, PER_OCTAVE).eval(x)
 }

@@ -45,7 +45,7 @@ pub fn scale(a: &[u64], k: u64) -> Vec<u64> {
 /// Wrapping product of an `m×k` and a `k×n` row-major matrix, added into `out` (`m×n`).
 ///
 /// Register-blocked: a pass keeps a `4×C` tile of `out` in registers while
-/// it runs over a block of up to [`KC`] terms, so `out` is loaded and stored
+/// it runs over a block of up to `KC` (256) terms, so `out` is loaded and stored
 /// once per block rather than once per term. On x86-64 the same safe loop is
 /// also compiled with AVX-512 (`C = 32`: sixteen 8-lane accumulators, one
 /// `vpmullq` and one `vpaddq` per 8 terms) and with AVX2, and the best build
