@@ -985,9 +985,9 @@ impl BlockStage {
     /// FFN branch, given the first layer's output for every token (computed
     /// with `norm1`, see [`BlockStage::run`]): GeLU rows through GeLU and
     /// linear2; linearised rows (MPCViT+ `beta = 0`) through a ReLU of the
-    /// fused layer, beside them. Returned untruncated: at `2f` bits with
-    /// the erf GeLU; with the quad GeLU its output goes into linear2
-    /// untruncated ([`QUAD_GELU_INPUT_FRAC_DROP`]), so at `3f − 5` bits.
+    /// fused layer, beside them. Returned untruncated at `3f − 5` bits:
+    /// either GeLU reads its input at `f − 4` bits and its output goes into
+    /// linear2 untruncated at `2f − 5` ([`GELU_INPUT_FRAC_DROP`]).
     fn ffn(&self, c: &mut Ctx<'_>, first: &Untruncated) -> Op<Untruncated> {
         let cfg = &self.cfg;
         let (n, dim, m) = (cfg.num_tokens(), cfg.dim, cfg.mlp_hidden);
@@ -1001,10 +1001,7 @@ impl BlockStage {
         // pending (the GeLU's or ReLU's opening performs it).
         // the output's scale above f: linear2's input's (f, or the quad
         // GeLU's untruncated output) plus its weights' f
-        let shift = match cfg.gelu {
-            GeluKind::Quad => f + 3 - 2 * QUAD_GELU_INPUT_FRAC_DROP,
-            _ => 0,
-        } + f;
+        let shift = f + 3 - 2 * GELU_INPUT_FRAC_DROP + f;
         let linearised = if lin_rows.is_empty() {
             Op::ready(Share::zeros(0))
         } else {
@@ -1016,12 +1013,12 @@ impl BlockStage {
             Op::ready(Share::zeros(0))
         } else {
             let h = first.gather(&gelu_rows, width, 0..m);
+            let in_frac = f - GELU_INPUT_FRAC_DROP;
             let g = match cfg.gelu {
-                GeluKind::Quad => c
-                    .gelu_quad_pending(h, f - QUAD_GELU_INPUT_FRAC_DROP)
-                    .map(|g| g.raw),
-                _ => c.gelu(h),
-            };
+                GeluKind::Quad => c.gelu_quad_pending(h, in_frac),
+                _ => c.gelu_pending(h, in_frac),
+            }
+            .map(|g| g.raw);
             let (rows, linear2) = (gelu_rows.len(), self.blk.linear2.clone());
             g.then(move |c, g| linear_raw(c, &g, rows, &linear2, shift - f))
         };
@@ -1041,12 +1038,14 @@ impl BlockStage {
     }
 }
 
-/// Fractional bits below `f` at which a quad GeLU reads its input when its
-/// output goes into linear2 untruncated ([`Ctx::gelu_quad_pending`]): the
-/// GeLU then costs one round instead of two, its input keeps 2^−12
-/// resolution, and the block's output (at `3f − 5` bits, times the
-/// LayerNorm centring's `2^⌈log2 C⌉`) stays exact while `|x| < 2^11`.
-pub const QUAD_GELU_INPUT_FRAC_DROP: u32 = 4;
+/// Fractional bits below `f` at which the GeLU (quad or erf) reads its
+/// input so that its output goes into linear2 untruncated
+/// ([`Ctx::gelu_quad_pending`], [`Ctx::gelu_pending`]): the quad GeLU then
+/// costs one round instead of two, the erf GeLU three instead of four, the
+/// input keeps 2^−12 resolution, and the block's output (at `3f − 5` bits,
+/// times the LayerNorm centring's `2^⌈log2 C⌉`) stays exact while `|x| <
+/// 2^11`.
+pub const GELU_INPUT_FRAC_DROP: u32 = 4;
 
 /// LayerNorm settings of the secure forward, with the model's eps.
 fn layer_norm_params(cfg: &ModelConfig, params: &SecureParams) -> LayerNormParams {

@@ -41,6 +41,15 @@ pub const GELU_STEP_BITS: u32 = 3;
 /// with the boundaries in `[−4.625, 3.625]` makes the domain `|x| < 123`.
 pub const GELU_RANGE_BITS: u32 = 8;
 
+/// Bits by which [`Ctx::gelu_pending`] truncates `x²` beside the bits'
+/// opening (to `2·in_frac − 12` bits: 12 with the model's `in_frac = 12`),
+/// so that `x²`'s coefficient keeps 15 fractional bits within the output's
+/// `2·in_frac + 3`. It balances the coefficient's rounding (`x² ≤ 21.4` on
+/// the quadratic segments) against the square's: the maximum error on a
+/// dense grid over [−8, 8] is 1.64e-3 at 10, 0.99e-3 at 11, 1.12e-3 at 12,
+/// 1.13e-3 at 13 and 1.39e-3 at 14 (12: the middle of the plateau).
+pub const GELU_SQUARE_SHIFT: u32 = 12;
+
 /// Fractional bits of the erf GeLU's polynomial before its last
 /// truncation: the outer segment's `x` stays below `2^7·2^54 = 2^61` on the
 /// domain, `x` is multiplied by a coefficient at `54 − f` bits and `x²` by
@@ -159,30 +168,84 @@ impl Ctx<'_> {
     /// give `|x| < 10`); `3 ≤ f ≤ 18` (`x²`'s coefficient keeps `54 − 2f ≥ 18`
     /// bits) and, with a pending truncation by `s`, `f + 8 + s ≤ 62`.
     pub fn gelu(&mut self, x: impl Into<Untruncated>) -> Op<Share> {
-        let x: Untruncated = x.into();
+        let f = self.frac_bits();
+        self.gelu_at(x.into(), f, GELU_SCALE, 0)
+            .then(move |c, y| c.trunc(&y, GELU_SCALE - f))
+    }
+
+    /// [`Ctx::gelu`] with its input read at `in_frac < f` fractional bits
+    /// and its output left untruncated at `2·in_frac + 3` bits (the
+    /// returned shift is `2·in_frac + 3 − f`, as [`Ctx::gelu_quad_pending`]
+    /// leaves it), for a linear layer to take as it is: the GeLU then costs
+    /// three rounds, not four, and the linear layer's truncation merges into
+    /// the next opening.
+    ///
+    /// The coefficients are then at `2·in_frac + 3`, `in_frac + 3` and `3 +`
+    /// [`GELU_SQUARE_SHIFT`] fractional bits, so `x²` (at `2·in_frac`) is
+    /// truncated by `GELU_SQUARE_SHIFT` in round 2, beside the bits'
+    /// opening (one more bit per element online; its wrap share, modulo
+    /// `2^GELU_SQUARE_SHIFT`, replaces [`Ctx::gelu`]'s last truncation's
+    /// `54 − f` bits, and the first opening's truncation parts grow by
+    /// `f − in_frac` bits each).
+    ///
+    /// Rounds 3. Bytes `8n + ⌈11n/8⌉ + ⌈n/8⌉ + 32n` per party. Error with
+    /// `in_frac = f − 4` (the model's choice): the fit's 8.3e-4 plus the
+    /// input's resolution `2^−in_frac` through the slope (≤ 1.13), the
+    /// coefficients' rounding and the square's truncation (measured
+    /// 1.12e-3 on a dense grid over [−8, 8], asserted < 1.6e-3). Domain
+    /// as [`Ctx::gelu`]; the output stays below `123·2^(2·in_frac + 3)`.
+    pub fn gelu_pending(&mut self, x: impl Into<Untruncated>, in_frac: u32) -> Op<Untruncated> {
+        let f = self.frac_bits();
+        assert!(
+            in_frac < f && 2 * in_frac >= GELU_SQUARE_SHIFT,
+            "gelu_pending: input at {in_frac} of {f} fractional bits"
+        );
+        let out = 2 * in_frac + 3;
+        self.gelu_at(x.into(), in_frac, out, GELU_SQUARE_SHIFT)
+            .map(move |raw| Untruncated {
+                raw,
+                shift: out - f,
+            })
+    }
+
+    /// The erf GeLU of `x` read at `in_frac` fractional bits, at `out`
+    /// fractional bits, `x²` truncated by `sq` in round 2 (0: not at all):
+    /// rounds 3 (see [`Ctx::gelu`] and [`Ctx::gelu_pending`]).
+    fn gelu_at(&mut self, x: Untruncated, in_frac: u32, out: u32, sq: u32) -> Op<Share> {
         let f = self.frac_bits();
         assert!(
             (GELU_STEP_BITS..=18).contains(&f),
             "gelu: {f} fractional bits outside {GELU_STEP_BITS}..=18"
         );
+        // coefficient d multiplies x^d, at out − d·in_frac (+ sq for x²) bits
+        let scales = [out, out - in_frac, out + sq - 2 * in_frac];
         let s = x.shift;
         let pw = gelu_piecewise();
         let t: Vec<u64> = pw.thresholds.iter().map(|t| encode_at(*t, f + s)).collect();
         let bits = f + GELU_RANGE_BITS + s;
         let coarse = f - GELU_STEP_BITS + s;
-        self.bit_compare(&x.raw, &t, bits, coarse, false, Squares::Each, s)
-            .then(|_, cmp| {
+        let trunc = s + f - in_frac;
+        self.bit_compare(&x.raw, &t, bits, coarse, false, Squares::Each, trunc)
+            .then(move |c, cmp| {
                 let (v, v2) = (cmp.value(), cmp.square_raw());
-                cmp.open().map(move |o| (v, v2, o))
+                let v2 = if sq > 0 {
+                    c.trunc(&v2, sq)
+                } else {
+                    Op::ready(v2)
+                };
+                cmp.open().join(v2).map(move |(o, v2)| (v, v2, o))
             })
             .then(move |c, (v, v2, opened)| {
-                // coefficient d at `scale` fractional bits: c_d(0) plus the
-                // boundaries' steps c_d(j+1) − c_d(j) weighted by the bits
-                let enc = |d: usize, scale: u32| -> Vec<u64> {
-                    pw.coeffs.iter().map(|c| encode_at(c[d], scale)).collect()
-                };
-                let scales = [GELU_SCALE, GELU_SCALE - f, GELU_SCALE - 2 * f];
-                let encoded: Vec<Vec<u64>> = (0..3).map(|d| enc(d, scales[d])).collect();
+                // coefficient d at `scales[d]` fractional bits: c_d(0) plus
+                // the boundaries' steps c_d(j+1) − c_d(j) weighted by the bits
+                let encoded: Vec<Vec<u64>> = (0..3)
+                    .map(|d| {
+                        pw.coeffs
+                            .iter()
+                            .map(|c| encode_at(c[d], scales[d]))
+                            .collect()
+                    })
+                    .collect();
                 let steps: Vec<Vec<u64>> = encoded
                     .iter()
                     .map(|e| e.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect())
@@ -198,7 +261,6 @@ impl Ctx<'_> {
                 c.dot_raw(&[&cs[1], &cs[2]], &[&v, &v2])
                     .map(move |p| c0.add(&p))
             })
-            .then(move |c, y| c.trunc(&y, GELU_SCALE - f))
     }
 }
 

@@ -701,6 +701,66 @@ fn erf_gelu_is_within_1e_3_on_a_dense_grid_and_exact_outside() {
 }
 
 #[test]
+fn erf_gelu_left_pending_costs_three_rounds_within_1_6e_3() {
+    // the model's use: a pending input (as linear1's row scaling leaves
+    // it) read at f − 4 bits, the output untruncated at 2(f − 4) + 3 bits;
+    // a dense grid over [−8, 8], every boundary's neighbourhood, values far out
+    let f = FP.frac_bits;
+    let mut x: Vec<f64> = (0..=16 * 256).map(|i| -8.0 + i as f64 / 256.0).collect();
+    for t in mpc_core::gelu::GELU_THRESHOLDS {
+        for d in [-0.13, -0.125, -0.06, -ULP, 0.0, ULP, 0.004] {
+            x.push(t + d);
+        }
+    }
+    let dense = x.len();
+    x.extend([-122.9, -100.0, -9.0, 9.0, 50.0, 122.9]);
+    let n = x.len();
+    let shift = 16u32;
+    let wide: Vec<f64> = x.iter().map(|v| v * 2f64.powi(shift as i32)).collect();
+    let in_frac = f - 4;
+    let out_bits = 2 * in_frac + 3;
+    let (got, r) = run_at(FP, out_bits, &[&wide], |s, v| {
+        let x = Untruncated {
+            raw: v[0].clone(),
+            shift,
+        };
+        let y = s.run(|cx| cx.gelu_pending(x, in_frac))?;
+        assert_eq!(y.shift, out_bits - f);
+        Ok(y.raw)
+    });
+    let exact: Vec<f64> = q(&x).iter().map(|v| plain::gelu(*v)).collect();
+    let err = max_abs_diff(&got[..dense], &exact[..dense]);
+    eprintln!("erf GeLU left pending, input at {in_frac} bits: max error {err:.3e}");
+    assert!(err < 1.6e-3, "max error {err}");
+    // 0 below the segments, x above (to the input's resolution)
+    for (g, v) in got[dense..].iter().zip(&q(&x)[dense..]) {
+        let want = if *v < 0.0 { 0.0 } else { *v };
+        assert!(
+            (g - want).abs() <= 2f64.powi(1 - in_frac as i32),
+            "GeLU({v}) = {g}"
+        );
+    }
+    assert_eq!(r.online[0].rounds, 3);
+    // the opening of x + r, the 11 masked bits and x²'s truncation, the product
+    assert_eq!(
+        r.online[0].bytes_sent as usize,
+        8 * n + (11 * n).div_ceil(8) + n.div_ceil(8) + 32 * n
+    );
+    // as the erf GeLU with a pending input, the first truncation by
+    // shift + 4, x²'s by GELU_SQUARE_SHIFT in place of the last one by 38
+    let dcf = 3 * 16 + 16;
+    let bits = |w: u32| mpc_core::channel::packed_len(n, w);
+    let first = 16 * n + 2 * bits(shift + 4);
+    assert_eq!(
+        r.dealer_bytes,
+        [
+            (n * dcf) as u64,
+            (n * (dcf + 8 * 11 + 8) + first + bits(mpc_core::gelu::GELU_SQUARE_SHIFT)) as u64
+        ]
+    );
+}
+
+#[test]
 fn layer_norm_matches_plaintext_with_counts() {
     let (rows, c) = (65, 64);
     let mut x = uniform(rows * c, -3.0, 3.0, 23);
