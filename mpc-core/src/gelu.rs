@@ -1,5 +1,7 @@
 //! GeLU under MPC: MPCFormer's quadratic ([`Ctx::gelu_quad`]) and the
-//! exact-erf GeLU by a piecewise quadratic ([`Ctx::gelu`]), with the
+//! exact-erf GeLU by a piecewise quadratic ([`Ctx::gelu`]), each also with
+//! its output left untruncated for the next linear layer
+//! ([`Ctx::gelu_quad_pending`], [`Ctx::gelu_pending`]), with the
 //! approximations both the operators and their plaintext references use.
 //!
 //! Rounds and bytes are per party and online; "n" is the element count.
