@@ -594,14 +594,22 @@ fn gelu_variants_truncate_a_pending_input_in_their_own_opening() {
     }
 }
 
-#[test]
-fn quad_gelu_left_pending_costs_one_round_at_its_input_resolution() {
-    // a pending input (as linear1's row scaling leaves it), read at f − 4
-    // bits; the output stays untruncated at 2(f − 4) + 3 bits
+/// Which pending GeLU [`run_gelu_pending`] runs.
+enum GeluKind {
+    Quad,
+    Erf,
+}
+
+/// The model's use of a GeLU left pending: `x` given with a pending
+/// truncation by `shift` (as linear1's row scaling leaves it), read at
+/// `f − 4` bits, the output decoded untruncated at `2(f − 4) + 3` bits;
+/// returns the input's fractional bits, the output and the run.
+fn run_gelu_pending(
+    x: &[f64],
+    shift: u32,
+    kind: GeluKind,
+) -> (u32, Vec<f64>, mpc_core::local::LocalRun<Share>) {
     let f = FP.frac_bits;
-    let x = uniform(600, -10.0, 10.0, 31);
-    let n = x.len();
-    let shift = 20u32;
     let wide: Vec<f64> = x.iter().map(|v| v * 2f64.powi(shift as i32)).collect();
     let in_frac = f - 4;
     let out_bits = 2 * in_frac + 3;
@@ -610,10 +618,23 @@ fn quad_gelu_left_pending_costs_one_round_at_its_input_resolution() {
             raw: v[0].clone(),
             shift,
         };
-        let y = s.run(|cx| cx.gelu_quad_pending(x, in_frac))?;
+        let y = match kind {
+            GeluKind::Quad => s.run(|cx| cx.gelu_quad_pending(x, in_frac))?,
+            GeluKind::Erf => s.run(|cx| cx.gelu_pending(x, in_frac))?,
+        };
         assert_eq!(y.shift, out_bits - f);
         Ok(y.raw)
     });
+    (in_frac, got, r)
+}
+
+#[test]
+fn quad_gelu_left_pending_costs_one_round_at_its_input_resolution() {
+    // a pending input (as linear1's row scaling leaves it), read at f − 4
+    // bits; the output stays untruncated at 2(f − 4) + 3 bits
+    let x = uniform(600, -10.0, 10.0, 31);
+    let n = x.len();
+    let (in_frac, got, r) = run_gelu_pending(&x, 20, GeluKind::Quad);
     let err = got
         .iter()
         .zip(&x)
@@ -705,7 +726,6 @@ fn erf_gelu_left_pending_costs_three_rounds_within_1_6e_3() {
     // the model's use: a pending input (as linear1's row scaling leaves
     // it) read at f − 4 bits, the output untruncated at 2(f − 4) + 3 bits;
     // a dense grid over [−8, 8], every boundary's neighbourhood, values far out
-    let f = FP.frac_bits;
     let mut x: Vec<f64> = (0..=16 * 256).map(|i| -8.0 + i as f64 / 256.0).collect();
     for t in mpc_core::gelu::GELU_THRESHOLDS {
         for d in [-0.13, -0.125, -0.06, -ULP, 0.0, ULP, 0.004] {
@@ -716,18 +736,7 @@ fn erf_gelu_left_pending_costs_three_rounds_within_1_6e_3() {
     x.extend([-122.9, -100.0, -9.0, 9.0, 50.0, 122.9]);
     let n = x.len();
     let shift = 16u32;
-    let wide: Vec<f64> = x.iter().map(|v| v * 2f64.powi(shift as i32)).collect();
-    let in_frac = f - 4;
-    let out_bits = 2 * in_frac + 3;
-    let (got, r) = run_at(FP, out_bits, &[&wide], |s, v| {
-        let x = Untruncated {
-            raw: v[0].clone(),
-            shift,
-        };
-        let y = s.run(|cx| cx.gelu_pending(x, in_frac))?;
-        assert_eq!(y.shift, out_bits - f);
-        Ok(y.raw)
-    });
+    let (in_frac, got, r) = run_gelu_pending(&x, shift, GeluKind::Erf);
     let exact: Vec<f64> = q(&x).iter().map(|v| plain::gelu(*v)).collect();
     let err = max_abs_diff(&got[..dense], &exact[..dense]);
     eprintln!("erf GeLU left pending, input at {in_frac} bits: max error {err:.3e}");
