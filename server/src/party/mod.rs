@@ -1,6 +1,6 @@
 //! A computing party.
 //!
-//! **Pairings** ([`pairing`]). For each model, party 0 sets up a *pairing*
+//! **Pairings** (`pairing.rs`). For each model, party 0 sets up a *pairing*
 //! with party 1: it opens a `Pair` stream (the model's name, a fresh 16-byte
 //! id, the digest of the public manifest and correlation plans), both
 //! parties connect to the dealer under that id and agree a seed with it, the
@@ -9,7 +9,7 @@
 //! stays open for the pairing's life; its end (a party died or left) drops
 //! the pairing on both sides, and party 0 sets up a new one with backoff.
 //!
-//! **Pools** ([`pool`], [`dealer_stream`]). Each pairing keeps a pool of
+//! **Pools** (`pool.rs`, `dealer_stream.rs`). Each pairing keeps a pool of
 //! online batches (one inference's material each) that a background task
 //! reads from the dealer stream; a party asks for more by credit (`want`). A
 //! batch is streamed: it enters the pool at its first chunk, its bytes wait
@@ -22,7 +22,7 @@
 //! pairing keeps serving from the pool and party 0 tries to set up a fresh
 //! pairing; an empty pool with no dealer is a clear `UNAVAILABLE`.
 //!
-//! **Sessions** ([`session`], [`rendezvous`]). A client sends the same
+//! **Sessions** (`session.rs`, `rendezvous.rs`). A client sends the same
 //! 16-byte session id with its share to both parties. Party 0 takes the next
 //! batch from its pool and opens a `Session` stream to party 1 naming the
 //! pairing, the session and the batch; party 1 matches the stream with the
@@ -32,9 +32,9 @@
 //! session's values reach another. Party 0 bounds the number of concurrent
 //! sessions; party 1 follows party 0.
 //!
-//! The gRPC services are thin adapters over this ([`service`]); [`serve`]
-//! puts a party together and runs it until shutdown ([`run`]). Settings:
-//! [`config`], with their defaults in [`crate::defaults`].
+//! The gRPC services are thin adapters over this (`service.rs`); [`serve`]
+//! puts a party together and runs it until shutdown (`run.rs`). Settings:
+//! `config.rs`, with their defaults in [`crate::defaults`].
 
 mod config;
 mod dealer_stream;
