@@ -999,9 +999,11 @@ impl BlockStage {
         let lin_rows: Vec<usize> = (0..n).filter(|&t| !keep(t)).collect();
         // `first` holds [z·W1' | z·F'] per token, its last truncation
         // pending (the GeLU's or ReLU's opening performs it).
-        // the output's scale above f: linear2's input's (f, or the quad
-        // GeLU's untruncated output) plus its weights' f
-        let shift = f + 3 - 2 * GELU_INPUT_FRAC_DROP + f;
+        // the output's scale above f: the GeLU's untruncated output (at
+        // 2·in_frac + 3 bits, so 2·in_frac + 3 − f above f) plus linear2's
+        // weights' f
+        let in_frac = f - GELU_INPUT_FRAC_DROP;
+        let shift = 2 * in_frac + 3;
         let linearised = if lin_rows.is_empty() {
             Op::ready(Share::zeros(0))
         } else {
@@ -1013,12 +1015,14 @@ impl BlockStage {
             Op::ready(Share::zeros(0))
         } else {
             let h = first.gather(&gelu_rows, width, 0..m);
-            let in_frac = f - GELU_INPUT_FRAC_DROP;
             let g = match cfg.gelu {
                 GeluKind::Quad => c.gelu_quad_pending(h, in_frac),
                 _ => c.gelu_pending(h, in_frac),
             }
-            .map(|g| g.raw);
+            .map(move |g| {
+                debug_assert_eq!(g.shift + f, shift);
+                g.raw
+            });
             let (rows, linear2) = (gelu_rows.len(), self.blk.linear2.clone());
             g.then(move |c, g| linear_raw(c, &g, rows, &linear2, shift - f))
         };

@@ -37,9 +37,8 @@ use crate::dcf;
 use crate::dcf_bit;
 use crate::dealer::{Material, Request, Squares, ValueProducts, low_mask};
 use crate::error::{MpcError, check_len};
-use crate::nonlinear::NormProducts;
+use crate::nonlinear::{NormProducts, masked_products};
 use crate::op::{Op, attempt};
-use crate::ring;
 use crate::session::Ctx;
 use crate::share::Share;
 
@@ -905,28 +904,10 @@ impl BitCompared {
                         )
                     })
                     .unzip();
-                let mut cs = prepared.c_star.iter();
-                let scaled = gamma.map(|g| {
-                    let (eb, f) = (g.eb_share(), g.opened());
-                    Share::new(
-                        (0..n)
-                            .map(|i| {
-                                let j = i % c;
-                                left[i]
-                                    .wrapping_mul(eb[j])
-                                    .wrapping_add(right[i].wrapping_mul(f[j]))
-                                    .wrapping_sub(*cs.next().expect("c* words"))
-                            })
-                            .collect(),
-                    )
-                });
-                let product = next.map(|w| {
-                    let rows = n / c;
-                    let mut z: Vec<u64> = cs.map(|v| v.wrapping_neg()).collect();
-                    ring::matmul_acc(&left, w.eb_share(), &mut z, rows, c, w.cols());
-                    ring::matmul_acc(&right, w.opened(), &mut z, rows, c, w.cols());
-                    Share::new(z)
-                });
+                // v = left + right, the dealer's right·B being −C*
+                let base: Vec<u64> = prepared.c_star.iter().map(|v| v.wrapping_neg()).collect();
+                let (scaled, product) =
+                    masked_products((&left, &right, &base), gamma.as_ref(), next.as_ref(), c);
                 Op::ready(NormProducts {
                     square: Share::zeros(0),
                     scaled,

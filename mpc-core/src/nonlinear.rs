@@ -131,7 +131,8 @@ impl PiecewiseEval {
     }
 }
 
-/// The products [`Ctx::norm_products_raw`] computes from one opening.
+/// The products [`Ctx::norm_products_raw`] (or
+/// [`crate::compare::BitCompared::products`]) computes from one opening.
 #[derive(Clone, Debug)]
 pub struct NormProducts {
     /// `x ⊙ x`, when asked for (empty otherwise).
@@ -140,6 +141,44 @@ pub struct NormProducts {
     pub scaled: Option<Share>,
     /// `x·W`, when a weight was given.
     pub product: Option<Share>,
+}
+
+/// `x ⊙ γ` (γ 1×c, broadcast over rows) and `x·W` (W c×out) with masked
+/// weights `γ, W = F + B` (`F` opened, `B` shared), for `x` (rows×c) known
+/// as `x = L + S`: `L` public, `S` this party's share, and `base` this
+/// party's share of `S ⊙ B_γ` (n words, with γ) then `S·B_W` (rows×out,
+/// with W), from the dealer. Then `x·W = L·(B + F) + S·F + S·B` is local:
+/// `L` times this party's `B + [p0]F`, plus `S·F`, plus `base`.
+pub(crate) fn masked_products(
+    (public, own, base): (&[u64], &[u64], &[u64]),
+    gamma: Option<&MaskedWeight>,
+    next: Option<&MaskedWeight>,
+    c: usize,
+) -> (Option<Share>, Option<Share>) {
+    let n = public.len();
+    let mut base = base.iter().copied();
+    let scaled = gamma.map(|g| {
+        let (eb, f) = (g.eb_share(), g.opened());
+        Share::new(
+            (0..n)
+                .map(|i| {
+                    let j = i % c;
+                    let b = base.next().expect("the scale's base words");
+                    b.wrapping_add(public[i].wrapping_mul(eb[j]))
+                        .wrapping_add(own[i].wrapping_mul(f[j]))
+                })
+                .collect(),
+        )
+    });
+    let product = next.map(|w| {
+        let rows = n / c;
+        let mut z: Vec<u64> = base.collect();
+        debug_assert_eq!(z.len(), rows * w.cols());
+        ring::matmul_acc(public, w.eb_share(), &mut z, rows, c, w.cols());
+        ring::matmul_acc(own, w.opened(), &mut z, rows, c, w.cols());
+        Share::new(z)
+    });
+    (scaled, product)
 }
 
 /// Parameters of LayerNorm.
@@ -932,28 +971,10 @@ impl Ctx<'_> {
                 } else {
                     Vec::new()
                 };
-                let mut at = if square { n } else { 0 };
-                let scaled = gamma.map(|g| {
-                    // x·γ = c_w + e·(B_i + [p0]F) + a·F, per column j
-                    let (eb, f) = (g.eb_share(), g.opened());
-                    let v = (0..n)
-                        .map(|i| {
-                            let j = i % c;
-                            cc[at + i]
-                                .wrapping_add(e[i].wrapping_mul(eb[j]))
-                                .wrapping_add(a[i].wrapping_mul(f[j]))
-                        })
-                        .collect::<Vec<u64>>();
-                    at += n;
-                    Share::new(v)
-                });
-                let product = next.map(|w| {
-                    // x·W = C + E·(B_i + [p0]F) + A·F
-                    let mut z = cc[at..at + rows * w.cols()].to_vec();
-                    ring::matmul_acc(&e, w.eb_share(), &mut z, rows, c, w.cols());
-                    ring::matmul_acc(&a, w.opened(), &mut z, rows, c, w.cols());
-                    Share::new(z)
-                });
+                // x = E + A: E public, A this party's; the dealer's A·B after the squares
+                let at = if square { n } else { 0 };
+                let (scaled, product) =
+                    masked_products((&e, &a, &cc[at..]), gamma.as_ref(), next.as_ref(), c);
                 Op::ready(NormProducts {
                     square: Share::new(sq),
                     scaled,
