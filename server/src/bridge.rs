@@ -14,7 +14,7 @@ use std::time::Duration;
 use mpc_core::{Channel, ChannelError, DealerFeed};
 use mpcvit_proto::v1::{PeerFrame, peer_frame::Kind};
 use std::sync::Arc;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
@@ -122,6 +122,8 @@ pub struct BlockingChannel {
     stream: PeerStream,
     handle: tokio::runtime::Handle,
     recv_timeout: Duration,
+    /// A start-up handshake the first `recv` waits for first, and how long.
+    start_up: Option<(oneshot::Receiver<()>, Duration)>,
 }
 
 impl BlockingChannel {
@@ -131,7 +133,18 @@ impl BlockingChannel {
             stream,
             handle,
             recv_timeout,
+            start_up: None,
         }
+    }
+
+    /// Let the first `recv` wait up to `wait` for `passed` (a start-up
+    /// handshake with the other party, run beside the protocol's first
+    /// step, whose end sends it) before its usual wait for the message: a
+    /// failed handshake (`passed` dropped) is `Disconnected`, and the
+    /// handshake's owner tells why.
+    pub fn after(mut self, passed: oneshot::Receiver<()>, wait: Duration) -> Self {
+        self.start_up = Some((passed, wait));
+        self
     }
 
     /// The stream back, to keep watching it after the protocol ran.
@@ -149,6 +162,20 @@ impl Channel for BlockingChannel {
     }
 
     fn recv(&mut self) -> Result<Vec<u8>, ChannelError> {
+        if let Some((passed, wait)) = self.start_up.take() {
+            match self
+                .handle
+                .block_on(async { tokio::time::timeout(wait, passed).await })
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(ChannelError::Disconnected),
+                Err(_) => {
+                    return Err(ChannelError::Transport(format!(
+                        "the session's start-up with the other party took over {wait:?}"
+                    )));
+                }
+            }
+        }
         let rx = &mut self.stream.rx;
         let got = self
             .handle

@@ -22,13 +22,15 @@
 //! pairing keeps serving from the pool and party 0 tries to set up a fresh
 //! pairing; an empty pool with no dealer is a clear `UNAVAILABLE`.
 //!
-//! **Sessions** (`session.rs`, `rendezvous.rs`). A client sends the same
-//! 16-byte session id with its share to both parties. Party 0 takes the next
-//! batch from its pool and opens a `Session` stream to party 1 naming the
-//! pairing, the session and the batch; party 1 matches the stream with the
-//! client's request by session id (a rendezvous, bounded in time), takes the
-//! same batch, acknowledges, and both run the secure forward on blocking
-//! threads over the stream. Each session has its own stream, so no
+//! **Sessions** (`session.rs`, `start_up.rs`, `rendezvous.rs`). A client
+//! sends the same 16-byte session id with its share to both parties. Party
+//! 0 opens a `Session` stream to party 1 naming the pairing and the
+//! session, takes the next batch from its pool and names it; party 1
+//! matches the stream with the client's request by session id (a
+//! rendezvous, bounded in time), takes the same batch, acknowledges, and
+//! both run the secure forward on blocking threads over the stream. Party 0
+//! does not wait for the acknowledgements before its forward starts: they
+//! are checked beside it and arrive ahead of party 1's first message. Each session has its own stream, so no
 //! session's values reach another. Party 0 bounds the number of concurrent
 //! sessions; party 1 follows party 0.
 //!
@@ -44,6 +46,7 @@ mod rendezvous;
 mod run;
 mod service;
 mod session;
+mod start_up;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

@@ -15,13 +15,13 @@ use mpcvit_proto::v1::{
     Ack, InferRequest, PeerFrame, ReleaseBatch, SessionHeader, SessionStats, StartSession,
     peer_frame,
 };
-use tokio::sync::{mpsc, watch};
-use tokio_stream::StreamExt;
+use tokio::sync::{mpsc, oneshot, watch};
 use tonic::{Request as RpcRequest, Status};
 use tracing::{debug, warn};
 
 use super::pairing::{Epoch, ModelEntry};
 use super::pool::{BatchFeed, Replenish};
+use super::start_up::{Passed, StartUp};
 use super::{Shared, frame, lock};
 use crate::admission;
 use crate::bridge::{self, BlockingChannel, PeerStream};
@@ -195,6 +195,7 @@ impl Shared {
         feed: BatchFeed,
         input: Share,
         started: Instant,
+        start_up: Option<(Passed, Duration)>,
     ) -> Result<(Share, SessionStats), ServerError> {
         let waited = started.elapsed();
         let (party, fp) = (self.party, self.fp);
@@ -207,7 +208,11 @@ impl Shared {
             let source = store.source(feed, handle.clone(), wait);
             let plan = source.plan();
             let mut pool = mpc_core::Prefetch::spawn(source, plan, mpc_core::PREFETCH_AHEAD);
-            let mut ch = CountingChannel::new(BlockingChannel::new(stream, handle, recv_timeout));
+            let mut ch = BlockingChannel::new(stream, handle, recv_timeout);
+            if let Some((passed, wait)) = start_up {
+                ch = ch.after(passed, wait);
+            }
+            let mut ch = CountingChannel::new(ch);
             let t = Instant::now();
             let out = {
                 let mut s = Session::new(party, fp, &mut ch, &mut pool);
@@ -229,7 +234,9 @@ impl Shared {
         .map_err(ServerError::task("session"))?
     }
 
-    /// Party 0's side of a session.
+    /// Party 0's side of a session. The session is announced at once, and
+    /// the forward starts as soon as this party has a slot and a batch:
+    /// party 1's acknowledgements are checked beside it ([`StartUp`]).
     pub(super) async fn lead_session(
         &self,
         entry: &Arc<ModelEntry>,
@@ -251,28 +258,30 @@ impl Shared {
         .map_err(|_| ServerError::ChannelClosed {
             op: "sending the session header",
         })?;
-        let resp = self
-            .peer_client()
-            .session(out.map_while(Result::ok))
-            .await
-            .map_err(|status| match status.code() {
-                tonic::Code::AlreadyExists => ServerError::DuplicateSession { session: sid },
-                _ => ServerError::Unreachable {
-                    peer: Role::Party(1),
-                    rpc: "Session",
-                    status,
-                },
-            })?;
-        let mut rx = bridge::pump(resp.into_inner());
-        expect_ack(&mut rx, self.join_timeout + ACK_SLACK, Acked::Session).await?;
-        let _permit = tokio::time::timeout(self.pool_wait, self.sessions.acquire())
-            .await
-            .map_err(|_| ServerError::Busy {
-                waited: self.pool_wait,
-            })?
-            // The semaphore is never closed; if it were, no slot would come.
-            .map_err(|_| ServerError::ShuttingDown { party: self.party })?;
-        let feed = epoch.store.take(None, self.pool_wait).await?;
+        let (named_tx, named) = oneshot::channel();
+        let (rx, passed, mut handshake) = StartUp {
+            client: self.peer_client(),
+            sid,
+            session_wait: self.join_timeout + ACK_SLACK,
+            batch_wait: self.pool_wait + ACK_SLACK,
+        }
+        .spawn(out, named);
+        let own_waits = async {
+            let permit = tokio::time::timeout(self.pool_wait, self.sessions.acquire())
+                .await
+                .map_err(|_| ServerError::Busy {
+                    waited: self.pool_wait,
+                })?
+                // The semaphore is never closed; if it were, no slot would come.
+                .map_err(|_| ServerError::ShuttingDown { party: self.party })?;
+            let feed = epoch.store.take(None, self.pool_wait).await?;
+            Ok::<_, ServerError>((permit, feed))
+        };
+        // party 1 refusing the session ends these waits too
+        let (_permit, feed) = tokio::select! {
+            taken = own_waits => taken?,
+            e = handshake.failed() => return Err(e),
+        };
         let batch = feed.batch;
         let _replenish = Replenish {
             store: epoch.store.clone(),
@@ -288,10 +297,32 @@ impl Shared {
                 peer: Role::Party(1),
                 during: "the session",
             })?;
-        expect_ack(&mut rx, self.pool_wait + ACK_SLACK, Acked::Batch).await?;
-        unclaimed.epoch = None;
-        self.forward(&epoch, PeerStream { tx, rx }, feed, input, t0)
-            .await
+        let _ = named_tx.send(());
+        // the first message comes after both acknowledgements
+        let start_up = (passed, self.join_timeout + self.pool_wait + 2 * ACK_SLACK);
+        let result = self
+            .forward(
+                &epoch,
+                PeerStream { tx, rx },
+                feed,
+                input,
+                t0,
+                Some(start_up),
+            )
+            .await;
+        match (result, handshake.outcome()) {
+            (Ok(done), _) => {
+                unclaimed.epoch = None;
+                Ok(done)
+            }
+            (Err(e), Some(Ok(()))) => {
+                unclaimed.epoch = None;
+                Err(e)
+            }
+            // the handshake's error says why the forward's stream ended
+            (Err(_), Some(Err(e))) => Err(e),
+            (Err(e), None) => Err(e),
+        }
     }
 
     /// Party 1's side of a session.
@@ -349,7 +380,7 @@ impl Shared {
                 if tx.send(ack()).await.is_err() {
                     return Err(left);
                 }
-                self.forward(&epoch, stream, feed, input, t0).await
+                self.forward(&epoch, stream, feed, input, t0, None).await
             }
             .await;
         if let Err(e) = &result {
