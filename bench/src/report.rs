@@ -654,7 +654,8 @@ pub fn markdown(r: &Results, regenerate: &str) -> String {
             }
         }
     }
-    for c in &r.peers {
+    // each peer configuration once (its rounds and bytes do not vary by run)
+    for c in r.latest_peers() {
         let _ = writeln!(
             s,
             "| {} ({}) | {} | {} | {} / {} | — (its TTP sends other material) |",
@@ -1157,8 +1158,23 @@ mod tests {
             max_logit_err: 1e-3,
             top1_same: true,
         });
+        // a second run of the same peer configuration
+        let again = PeerRow {
+            date: "2026-12-02".into(),
+            ..r.peers[0].clone()
+        };
+        r.peers.push(again);
         assert_eq!(r.vit7(0.5, "erf", "wan").unwrap().latency_s, 6.3);
         let md = markdown(&r, "bash bench/run.sh");
+        assert_eq!(
+            md.matches("| 0.5 (crypten-0.4.1) | quad |").count(),
+            1,
+            "a peer configuration's rounds once: {md}"
+        );
+        assert!(
+            md.contains("| 2026-12-01 | crypten") && md.contains("| 2026-12-02 | crypten"),
+            "every peer run is listed: {md}"
+        );
         assert!(md.contains("| 0.5 | 58.66 s (μ = 0.5) | 6.30 s |"), "{md}");
         assert!(md.contains("10.0× faster"), "{md}");
         assert!(md.contains("9.000 s"), "every run is listed: {md}");
