@@ -479,18 +479,17 @@ impl WeightList {
         self.push(&l.weight, l.in_features, l.out_features);
     }
 
-    /// A linear layer's weight (`in × out`) as `heads` slices of `in/heads`
-    /// rows each: head `h`'s rows of the output projection.
-    /// The projection's rows of each head that attends (ReLU-softmax,
-    /// Softmax) as its own weight, in head order, then the rows of every
-    /// ScaleAttn head stacked into one (see [`Projection::PerHead`]).
+    /// The output projection's rows (`in/heads` of them per head) of each
+    /// head that folds them into its values as its own weight, in head
+    /// order, then the rows of the heads projected together stacked into
+    /// one ([`stacked_heads`], [`Projection::PerHead`]).
     fn head_rows(&mut self, l: &LinearShare, kinds: &[AttnKind]) {
         let d = l.in_features / kinds.len();
         let rows = |h: usize| {
             l.weight
                 .slice(h * d * l.out_features..(h + 1) * d * l.out_features)
         };
-        let scale: Vec<usize> = scale_heads(kinds);
+        let scale: Vec<usize> = stacked_heads(kinds);
         for h in (0..kinds.len()).filter(|h| !scale.contains(h)) {
             self.0.push((rows(h), d, l.out_features));
         }
@@ -524,7 +523,8 @@ enum Projection {
     /// and the ScaleAttn heads' rows stacked (`k·d × C` for `k` such heads,
     /// in head order): their outputs are projected together in one product,
     /// whose dealer triple (`8·n·C` bytes to party 1) is paid once per block
-    /// instead of once per head.
+    /// instead of once per head. In a block with no attending head, each
+    /// ScaleAttn head folds its own rows too ([`stacked_heads`]).
     PerHead {
         rows: Vec<(usize, MaskedWeight)>,
         scale: Option<(Vec<usize>, MaskedWeight)>,
@@ -532,8 +532,18 @@ enum Projection {
     },
 }
 
-/// The ScaleAttn heads among `kinds`, in order.
-fn scale_heads(kinds: &[AttnKind]) -> Vec<usize> {
+/// The heads among `kinds` whose outputs are projected together (stacked
+/// rows of the projection, one product after the heads): the ScaleAttn
+/// heads, in order, of a block that also has attending heads. There they
+/// run beside the attending heads' longer path (5 rounds), and the shared
+/// product is the cheaper way. In a block of ScaleAttn heads only, none:
+/// each head folds its own rows into its values
+/// ([`BlockStage::folded_head`]), so the block's attention takes 3 rounds
+/// instead of 5, for `8n(n + C − d)` more bytes per head and party.
+fn stacked_heads(kinds: &[AttnKind]) -> Vec<usize> {
+    if kinds.iter().all(|&k| k == AttnKind::ScaleAttn) {
+        return Vec::new();
+    }
     (0..kinds.len())
         .filter(|&h| kinds[h] == AttnKind::ScaleAttn)
         .collect()
@@ -631,7 +641,7 @@ impl SecureModel {
         for (i, b) in shares.blocks.iter().enumerate() {
             let qkv = linear(mask(), &b.qkv);
             let proj = if fold {
-                let scale = scale_heads(&cfg.attention[i]);
+                let scale = stacked_heads(&cfg.attention[i]);
                 let rows = (0..cfg.heads)
                     .filter(|h| !scale.contains(h))
                     .map(|h| (h, mask()))
@@ -920,11 +930,14 @@ impl BlockStage {
             .map(|y| y.scale_int(1 << ATTN_INV_FRAC))
     }
 
-    /// Head `h` (ReLU-softmax or Softmax) with its rows `w` of the output
-    /// projection folded in (n × C at `2f + ATTN_INV_FRAC` bits,
-    /// untruncated): it attends over the values `V·W_h` (computed beside the
-    /// scores' comparison) and leaves the row scaling's product pending.
-    /// ScaleAttn heads go through [`BlockStage::scale_heads_projected`].
+    /// Head `h` with its rows `w` of the output projection folded in (n × C
+    /// at `2f + ATTN_INV_FRAC` bits, untruncated). A ReLU-softmax or
+    /// Softmax head attends over the values `V·W_h` (computed beside the
+    /// scores' comparison) and leaves the row scaling's product pending; a
+    /// ScaleAttn head (in a block of ScaleAttn heads only, see
+    /// [`stacked_heads`]) applies its attention matrix to `V·W_h`, both
+    /// computed side by side, in one product left untruncated: 3 rounds.
+    /// Other ScaleAttn heads go through [`BlockStage::scale_heads_projected`].
     fn folded_head(&self, c: &mut Ctx<'_>, qkv: &Share, h: usize, w: &MaskedWeight) -> Op<Share> {
         let cfg = &self.cfg;
         let (n, dim, d) = (cfg.num_tokens(), cfg.dim, cfg.head_dim());
@@ -932,7 +945,13 @@ impl BlockStage {
         let p = self.params;
         let w = w.clone();
         match cfg.attention[self.i][h] {
-            AttnKind::ScaleAttn => unreachable!("ScaleAttn heads are projected together"),
+            AttnKind::ScaleAttn => {
+                let vw = c.weight_matmul(&v, n, &w);
+                c.scale_attn_weights(&q, &k, n, d, n)
+                    .join(vw)
+                    .then(move |c, (a, vw)| c.matmul_raw(&a, &vw, n, n, dim))
+                    .map(|y| y.scale_int(1 << ATTN_INV_FRAC))
+            }
             AttnKind::Softmax => c
                 .attention_scores_untruncated(&q, &k, n, d)
                 .then(move |c, s| {

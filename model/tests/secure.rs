@@ -185,6 +185,56 @@ fn small_model_every_attention_kind_and_beta() {
 }
 
 #[test]
+fn a_block_of_scale_attn_heads_only_folds_each_head_in_three_rounds() {
+    // Block 0 has ScaleAttn heads only: with the projection folded, each
+    // head applies its attention matrix to `V·W_h` (3 rounds); with one
+    // ReLU-softmax head among them, the attending head's path (5 rounds)
+    // sets the block's length.
+    let mut config = ModelConfig {
+        name: "scale-only".into(),
+        image_size: 16,
+        in_channels: 3,
+        patch_size: 4,
+        dim: 32,
+        depth: 2,
+        heads: 4,
+        mlp_hidden: 64,
+        num_classes: 10,
+        ..ModelConfig::vit_7_4_32()
+    };
+    config.beta = vec![None, None];
+    let mixed = vec![
+        AttnKind::ReluSoftmax,
+        AttnKind::ScaleAttn,
+        AttnKind::Softmax,
+        AttnKind::ScaleAttn,
+    ];
+    config.attention = vec![vec![AttnKind::ScaleAttn; 4], mixed.clone()];
+    let scale_only = Model::random(config.clone(), 5).unwrap();
+    let c = compare(&scale_only, &images(&config, 3, 9));
+    let worst = check(&c, 0.02, 0.02);
+    eprintln!("ScaleAttn-only block, folded: worst logit difference {worst:.2e}");
+    let whole = SecureParams {
+        fold_ratio: 0,
+        ..SecureParams::default()
+    };
+    let c = compare_with(&scale_only, &images(&config, 3, 9), whole);
+    check(&c, 0.02, 0.02);
+
+    let image = &images(&config, 1, 10)[0];
+    let cost = model::secure::measure_inference(&scale_only, image).unwrap();
+    config.attention[0] = vec![
+        AttnKind::ReluSoftmax,
+        AttnKind::ScaleAttn,
+        AttnKind::ScaleAttn,
+        AttnKind::ScaleAttn,
+    ];
+    let one_relu = Model::random(config, 5).unwrap();
+    let with_relu = model::secure::measure_inference(&one_relu, image).unwrap();
+    assert_eq!(cost.rounds + 2, with_relu.rounds, "{cost:?}\n{with_relu:?}");
+}
+
+#[test]
 fn an_outlier_channel_of_600_in_the_residual_stream_stays_exact() {
     // ViTs grow outlier channels in the residual stream. With the projection
     // folded into the values (the default at C = 4·d) the attention output

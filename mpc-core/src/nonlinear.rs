@@ -676,10 +676,34 @@ impl Ctx<'_> {
                 .then(move |c, m| c.matmul(&q, &m, n, d, d))
         } else {
             let v = v.clone();
-            self.matmul_raw(q, &kt, n, d, n)
-                .then(move |c, s| c.trunc_scaled(&s, f, scale))
+            self.scale_attn_weights(q, k, n, d, tokens)
                 .then(move |c, s| c.matmul(&s, &v, n, n, d))
         }
+    }
+
+    /// ScaleAttn's attention matrix for one head, `(Q·Kᵀ/√d)/N` (n × n at
+    /// `f` bits), for a caller that applies it to values of its own (the
+    /// model's heads with the output projection folded in apply it to
+    /// `V·W_h`, computed beside it). `tokens` is the paper's N.
+    ///
+    /// Rounds 2 (the product; its truncation, with the public factor
+    /// `1/(√d·N)` folded in). Bytes `16nd + ⌈n²/8⌉`. Accuracy: one ulp
+    /// plus the encoded factor's relative error ([`Ctx::trunc_scaled`]).
+    pub fn scale_attn_weights(
+        &mut self,
+        q: &Share,
+        k: &Share,
+        n: usize,
+        d: usize,
+        tokens: usize,
+    ) -> Op<Share> {
+        attempt!(check_len("scale_attn", "queries", q.len(), n * d));
+        attempt!(check_len("scale_attn", "keys", k.len(), n * d));
+        let f = self.frac_bits();
+        let scale = 1.0 / ((d as f64).sqrt() * tokens as f64);
+        let kt = Share::new(ring::transpose(k.as_slice(), n, d));
+        self.matmul_raw(q, &kt, n, d, n)
+            .then(move |c, s| c.trunc_scaled(&s, f, scale))
     }
 
     /// LayerNorm of each row of `x` (rows×c): `(x − μ)/√(σ² + eps)·γ + β`,

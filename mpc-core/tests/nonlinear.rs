@@ -556,6 +556,30 @@ fn scale_attn_both_orders_match_plaintext() {
 }
 
 #[test]
+fn scale_attn_weights_match_plaintext_in_two_rounds() {
+    let (n, d) = (50, 24);
+    let qm = uniform(n * d, -2.0, 2.0, 22);
+    let km = uniform(n * d, -2.0, 2.0, 23);
+    let (got, r) = run(FP, &[&qm, &km], |s, x| {
+        s.run(|cx| cx.scale_attn_weights(&x[0], &x[1], n, d, n))
+    });
+    let scale = 1.0 / ((d as f64).sqrt() * n as f64);
+    let want: Vec<f64> = plain::matmul(&q(&qm), &plain::transpose(&q(&km), n, d), n, d, n)
+        .iter()
+        .map(|v| v * scale)
+        .collect();
+    // one ulp, plus the encoded scale's relative error (2^−14) of weights below 0.5
+    let err = max_abs_diff(&got, &want);
+    assert!(err < 4.0 * ULP, "scale attn weights error {err}");
+    assert_eq!(r.online[0].rounds, 2);
+    // the scores' openings (Q, K) and one bit per weight for the truncation
+    assert_eq!(
+        r.online[0].bytes_sent,
+        (16 * n * d + (n * n).div_ceil(8)) as u64
+    );
+}
+
+#[test]
 fn gelu_variants_truncate_a_pending_input_in_their_own_opening() {
     use mpc_core::arith::Untruncated;
     // x at f + 30 bits (as a LayerNorm's last product leaves it) and at
