@@ -402,10 +402,18 @@ async fn run(a: Args) {
         lat.len(),
         lat[lat.len() / 2]
     );
+    let online_of = |p: usize| {
+        let mut v: Vec<f64> = runs
+            .iter()
+            .map(|r| r.stats[p].online_micros as f64 / 1e6)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
     println!(
-        "| online time party 0 / party 1 | {:.3} s / {:.3} s |",
-        r.stats[0].online_micros as f64 / 1e6,
-        r.stats[1].online_micros as f64 / 1e6
+        "| online time party 0 / party 1, median | {:.3} s / {:.3} s |",
+        online_of(0),
+        online_of(1)
     );
     println!(
         "| bytes sent by party 0 / party 1 | {} / {} |",
