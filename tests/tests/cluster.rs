@@ -176,6 +176,55 @@ async fn duplicate_session_id_is_already_exists_at_both_parties() {
     c.shutdown().await;
 }
 
+/// A client that reaches party 0 only. Party 0 starts its forward beside
+/// the session's handshake with party 1, so the handshake's failure is
+/// what the client hears (UNAVAILABLE, naming party 1), within the join
+/// timeout and a slack; and the session gives back its compute slot and
+/// its batch (party 1 is told to drop it), so with a single slot the
+/// requests after it are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_party_1_never_hears_of_fails_clearly_and_frees_its_slot() {
+    let model = small_model();
+    let mut opts = test_options();
+    opts.max_sessions = 1;
+    let join = opts.join_timeout;
+    let (c, client, m) = cluster(&model, opts).await;
+    let n = m.info.input_len as usize;
+    let ch = connect_raw(&c.party_addrs[0], &c.client_tls, Role::Party(0))
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let e = InferenceClient::new(ch)
+        .infer(InferRequest {
+            model: m.info.name.clone(),
+            session_id: vec![0x61; 16],
+            input_share: vec![0; 8 * n],
+        })
+        .await
+        .unwrap_err();
+    let took = t.elapsed();
+    println!(
+        "party 0 alone: {:?} after {took:?}: {}",
+        e.code(),
+        e.message()
+    );
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("party 1"), "{e:?}");
+    assert!(took < join + Duration::from_secs(5), "took {took:?}");
+    for i in 0..3 {
+        let bytes = png(16, 40 + i);
+        let r = tokio::time::timeout(Duration::from_secs(30), client.infer_image(&m, &bytes))
+            .await
+            .expect("served after the failed session")
+            .unwrap();
+        let plain = model
+            .forward(&model::preprocess(model.config(), &bytes).unwrap())
+            .unwrap();
+        assert_eq!(argmax(&plain), argmax(&r.logits), "request {i}");
+    }
+    c.shutdown().await;
+}
+
 #[derive(Clone, PartialEq, prost::Message)]
 struct NotUtf8Name {
     /// `InferRequest.model` is a string: these bytes are not UTF-8.
