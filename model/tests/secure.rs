@@ -115,10 +115,11 @@ fn check(c: &Compared, stage_tol: f64, logit_tol: f64) -> f64 {
     worst_logit
 }
 
-#[test]
-fn small_model_every_attention_kind_and_beta() {
-    let mut config = ModelConfig {
-        name: "small".into(),
+/// A 16 × 16 px model of 2 blocks, dim 32, 4 heads (its head table that
+/// of `vit_7_4_32` until set).
+fn small_config(name: &str) -> ModelConfig {
+    ModelConfig {
+        name: name.into(),
         image_size: 16,
         in_channels: 3,
         patch_size: 4,
@@ -128,7 +129,12 @@ fn small_model_every_attention_kind_and_beta() {
         mlp_hidden: 64,
         num_classes: 10,
         ..ModelConfig::vit_7_4_32()
-    };
+    }
+}
+
+#[test]
+fn small_model_every_attention_kind_and_beta() {
+    let mut config = small_config("small");
     config.attention = vec![
         vec![
             AttnKind::Softmax,
@@ -190,18 +196,7 @@ fn a_block_of_scale_attn_heads_only_folds_each_head_in_three_rounds() {
     // head applies its attention matrix to `V·W_h` (3 rounds); with one
     // ReLU-softmax head among them, the attending head's path (5 rounds)
     // sets the block's length.
-    let mut config = ModelConfig {
-        name: "scale-only".into(),
-        image_size: 16,
-        in_channels: 3,
-        patch_size: 4,
-        dim: 32,
-        depth: 2,
-        heads: 4,
-        mlp_hidden: 64,
-        num_classes: 10,
-        ..ModelConfig::vit_7_4_32()
-    };
+    let mut config = small_config("scale-only");
     config.beta = vec![None, None];
     let mixed = vec![
         AttnKind::ReluSoftmax,

@@ -663,14 +663,10 @@ impl Ctx<'_> {
         d: usize,
         tokens: usize,
     ) -> Op<Share> {
-        attempt!(check_len("scale_attn", "queries", q.len(), n * d));
-        attempt!(check_len("scale_attn", "keys", k.len(), n * d));
         attempt!(check_len("scale_attn", "values", v.len(), n * d));
-        let f = self.frac_bits();
-        let scale = 1.0 / ((d as f64).sqrt() * tokens as f64);
-        let kt = Share::new(ring::transpose(k.as_slice(), n, d));
         if d < n {
-            let q = q.clone();
+            let (kt, scale) = attempt!(scale_attn_keys(q, k, n, d, tokens));
+            let (f, q) = (self.frac_bits(), q.clone());
             self.matmul_raw(&kt, v, d, n, d)
                 .then(move |c, m| c.trunc_scaled(&m, f, scale))
                 .then(move |c, m| c.matmul(&q, &m, n, d, d))
@@ -697,11 +693,8 @@ impl Ctx<'_> {
         d: usize,
         tokens: usize,
     ) -> Op<Share> {
-        attempt!(check_len("scale_attn", "queries", q.len(), n * d));
-        attempt!(check_len("scale_attn", "keys", k.len(), n * d));
+        let (kt, scale) = attempt!(scale_attn_keys(q, k, n, d, tokens));
         let f = self.frac_bits();
-        let scale = 1.0 / ((d as f64).sqrt() * tokens as f64);
-        let kt = Share::new(ring::transpose(k.as_slice(), n, d));
         self.matmul_raw(q, &kt, n, d, n)
             .then(move |c, s| c.trunc_scaled(&s, f, scale))
     }
@@ -1116,4 +1109,19 @@ pub fn tile(v: &[u64], times: usize) -> Vec<u64> {
         out.extend_from_slice(v);
     }
     out
+}
+
+/// ScaleAttn's inputs checked (`q`, `k`: n × d each), `Kᵀ`, and the
+/// public factor `1/(√d·N)`.
+fn scale_attn_keys(
+    q: &Share,
+    k: &Share,
+    n: usize,
+    d: usize,
+    tokens: usize,
+) -> crate::error::Result<(Share, f64)> {
+    check_len("scale_attn", "queries", q.len(), n * d)?;
+    check_len("scale_attn", "keys", k.len(), n * d)?;
+    let kt = Share::new(ring::transpose(k.as_slice(), n, d));
+    Ok((kt, 1.0 / ((d as f64).sqrt() * tokens as f64)))
 }
