@@ -204,7 +204,7 @@ fn a_block_of_scale_attn_heads_only_folds_each_head_in_three_rounds() {
         AttnKind::Softmax,
         AttnKind::ScaleAttn,
     ];
-    config.attention = vec![vec![AttnKind::ScaleAttn; 4], mixed.clone()];
+    config.attention = vec![vec![AttnKind::ScaleAttn; 4], mixed];
     let scale_only = Model::random(config.clone(), 5).unwrap();
     let c = compare(&scale_only, &images(&config, 3, 9));
     let worst = check(&c, 0.02, 0.02);

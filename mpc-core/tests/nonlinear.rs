@@ -725,6 +725,15 @@ fn gelu_variants_match_their_references_with_counts() {
     );
 }
 
+/// GeLU outside its segments: `got` is 0 for a negative input of `xs`
+/// and the input itself for a positive one, within `tol`.
+fn assert_gelu_outside(got: &[f64], xs: &[f64], tol: f64) {
+    for (g, v) in got.iter().zip(xs) {
+        let want = if *v < 0.0 { 0.0 } else { *v };
+        assert!((g - want).abs() <= tol, "GeLU({v}) = {g}");
+    }
+}
+
 #[test]
 fn erf_gelu_is_within_1e_3_on_a_dense_grid_and_exact_outside() {
     // every 2^-10 over [−8, 8] (every 64th ulp), then values far out
@@ -737,10 +746,7 @@ fn erf_gelu_is_within_1e_3_on_a_dense_grid_and_exact_outside() {
     eprintln!("erf GeLU on [−8, 8]: max error {err:.3e}");
     assert!(err < 1e-3, "max error {err} on [−8, 8]");
     // 0 below the segments, x above (1 ulp: the truncation)
-    for (g, v) in got[dense..].iter().zip(&q(&x)[dense..]) {
-        let want = if *v < 0.0 { 0.0 } else { *v };
-        assert!((g - want).abs() <= ULP, "GeLU({v}) = {g}");
-    }
+    assert_gelu_outside(&got[dense..], &q(&x)[dense..], ULP);
     assert_eq!(r.online[0].rounds, 4);
     assert_eq!(r.online[0].bytes_sent as usize, gelu_bytes(x.len()));
 }
@@ -766,13 +772,11 @@ fn erf_gelu_left_pending_costs_three_rounds_within_1_6e_3() {
     eprintln!("erf GeLU left pending, input at {in_frac} bits: max error {err:.3e}");
     assert!(err < 1.6e-3, "max error {err}");
     // 0 below the segments, x above (to the input's resolution)
-    for (g, v) in got[dense..].iter().zip(&q(&x)[dense..]) {
-        let want = if *v < 0.0 { 0.0 } else { *v };
-        assert!(
-            (g - want).abs() <= 2f64.powi(1 - in_frac as i32),
-            "GeLU({v}) = {g}"
-        );
-    }
+    assert_gelu_outside(
+        &got[dense..],
+        &q(&x)[dense..],
+        2f64.powi(1 - in_frac as i32),
+    );
     assert_eq!(r.online[0].rounds, 3);
     // the opening of x + r, the 11 masked bits and x²'s truncation, the product
     assert_eq!(

@@ -402,13 +402,16 @@ async fn run(a: Args) {
         lat.len(),
         lat[lat.len() / 2]
     );
-    let online_of = |p: usize| {
-        let mut v: Vec<f64> = runs
-            .iter()
-            .map(|r| r.stats[p].online_micros as f64 / 1e6)
-            .collect();
+    let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let online_of = |p: usize| {
+        median(
+            runs.iter()
+                .map(|r| r.stats[p].online_micros as f64 / 1e6)
+                .collect(),
+        )
     };
     println!(
         "| online time party 0 / party 1, median | {:.3} s / {:.3} s |",
@@ -442,10 +445,6 @@ async fn run(a: Args) {
     }
 
     // The link: the model's estimate against what the relay measured.
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(0.0)
-    };
     let rounds = r.stats[0].rounds;
     let bytes_max = r.stats[0].bytes_sent.max(r.stats[1].bytes_sent);
     let mut spec = a.link.spec();

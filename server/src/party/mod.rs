@@ -30,9 +30,9 @@
 //! rendezvous, bounded in time), takes the same batch, acknowledges, and
 //! both run the secure forward on blocking threads over the stream. Party 0
 //! does not wait for the acknowledgements before its forward starts: they
-//! are checked beside it and arrive ahead of party 1's first message. Each session has its own stream, so no
-//! session's values reach another. Party 0 bounds the number of concurrent
-//! sessions; party 1 follows party 0.
+//! are checked beside it and arrive ahead of party 1's first message. Each
+//! session has its own stream, so no session's values reach another. Party
+//! 0 bounds the number of concurrent sessions; party 1 follows party 0.
 //!
 //! The gRPC services are thin adapters over this (`service.rs`); [`serve`]
 //! puts a party together and runs it until shutdown (`run.rs`). Settings:

@@ -16,6 +16,7 @@ use mpcvit_proto::v1::PeerFrame;
 use mpcvit_proto::v1::peer_link_client::PeerLinkClient;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tonic::Status;
 use tonic::transport::Channel;
 
@@ -115,19 +116,19 @@ impl StartUp {
         batch_named: oneshot::Receiver<()>,
     ) -> Result<Incoming, ServerError> {
         let sid = self.sid;
-        let resp = self
-            .client
-            .clone()
-            .session(tokio_stream::StreamExt::map_while(out, Result::ok))
-            .await
-            .map_err(|status| match status.code() {
-                tonic::Code::AlreadyExists => ServerError::DuplicateSession { session: sid },
-                _ => ServerError::Unreachable {
-                    peer: Role::Party(1),
-                    rpc: "Session",
-                    status,
-                },
-            })?;
+        let mut client = self.client;
+        let resp =
+            client
+                .session(out.map_while(Result::ok))
+                .await
+                .map_err(|status| match status.code() {
+                    tonic::Code::AlreadyExists => ServerError::DuplicateSession { session: sid },
+                    _ => ServerError::Unreachable {
+                        peer: Role::Party(1),
+                        rpc: "Session",
+                        status,
+                    },
+                })?;
         let mut rx = bridge::pump(resp.into_inner());
         expect_ack(&mut rx, self.session_wait, Acked::Session).await?;
         batch_named.await.map_err(|_| ServerError::ChannelClosed {
