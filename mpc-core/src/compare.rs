@@ -405,7 +405,11 @@ impl Ctx<'_> {
     /// With `Squares::Each`, [`BitCompared::square_raw`] gives `x²` from the
     /// same opening (dealer: `8n` bytes to party 1); with
     /// `Squares::RowSums(c)`, [`BitCompared::square_row_sums`] gives only
-    /// their sums over rows of `c` (8 bytes per row). With a truncation by `s`,
+    /// their sums over rows of `c` (8 bytes per row); with
+    /// `Squares::EachTruncated(q)` (and `select`), [`BitCompared::open`]
+    /// also truncates `x²` by `q` and selects it by each bit (8 bytes more
+    /// per element online; dealer to party 1: 8 bytes and `q` bits per
+    /// element and per element and threshold). With a truncation by `s`,
     /// party 1 also gets `r_h` (8 bytes) and, modulo `2^s` (`s` bits each:
     /// they only meet the wrap coefficient), `msb(r)`, `ρ·msb(r)` per bit
     /// with `select` and `r_h·msb(r)` with `square`.
@@ -518,6 +522,15 @@ impl Ctx<'_> {
                 "compare: {n} elements are not rows of {cols}"
             );
         }
+        if let Squares::EachTruncated(q) = square {
+            let Request::BitCompare { select, .. } = req else {
+                unreachable!("a bit comparison's request");
+            };
+            assert!(
+                select && (1..62).contains(&q),
+                "compare: square truncated by {q} (needs select)"
+            );
+        }
         assert_eq!(n, x.len(), "compare: request for {n} elements");
         let k = thresholds.len();
         let m = attempt!(self.take("bit-compare", req));
@@ -533,6 +546,11 @@ impl Ctx<'_> {
             high_msb,
             a_t,
             c_star,
+            sq_r,
+            sq_high,
+            sq_msb,
+            rho_sq_high,
+            rho_sq_msb,
             roots,
             keys,
         } = m
@@ -639,6 +657,17 @@ impl Ctx<'_> {
                     a_t,
                     c_star,
                 }),
+                square_mask: match square {
+                    Squares::EachTruncated(q) => Some(SquareMask {
+                        q,
+                        r: sq_r,
+                        high: sq_high,
+                        msb: sq_msb,
+                        rho_high: rho_sq_high,
+                        rho_msb: rho_sq_msb,
+                    }),
+                    _ => None,
+                },
             })
         })
     }
@@ -772,6 +801,29 @@ pub struct BitCompared {
     trunc: u32,
     /// Material for [`BitCompared::products`] (from [`Ctx::norm_opening`]).
     products: Option<Prepared>,
+    /// Material for the square's truncation in [`BitCompared::open`]
+    /// (with `Squares::EachTruncated`).
+    square_mask: Option<SquareMask>,
+}
+
+/// What a [`BitCompared`] keeps to truncate `v²` by `q` in the bits'
+/// round: shares of the mask `r₂`, of `r₂ >> q` and `msb(r₂)`, and per
+/// threshold of `ρ·(r₂ >> q)` and `ρ·msb(r₂)` (the `msb` parts modulo `2^q`).
+struct SquareMask {
+    q: u32,
+    r: Vec<u64>,
+    high: Vec<u64>,
+    msb: Vec<u64>,
+    rho_high: Vec<u64>,
+    rho_msb: Vec<u64>,
+}
+
+/// The truncated square `⌊v²/2^q⌋ = P₂ − R₂` after the bits' round: `P₂`
+/// public, shares of `R₂` and, per threshold, of `ρ·R₂`.
+struct OpenedSquare {
+    public: Vec<u64>,
+    base: Vec<u64>,
+    rho_base: Vec<u64>,
 }
 
 /// What a [`BitCompared`] keeps for [`BitCompared::products`].
@@ -810,11 +862,11 @@ impl BitCompared {
     }
 
     /// This party's share of `v²` (at twice `v`'s scale), from the opening:
-    /// `v² = P² − 2P·R + R²`. Needs `square` in the request.
+    /// `v² = P² − 2P·R + R²`. Needs `Squares::Each` (or
+    /// `Squares::EachTruncated`) in the request.
     pub fn square_raw(&self) -> Share {
-        assert_eq!(
-            self.square,
-            Squares::Each,
+        assert!(
+            matches!(self.square, Squares::Each | Squares::EachTruncated(_)),
             "bit compare: no per-element square material"
         );
         Share::new((0..self.n).map(|i| self.square_part(i)).collect())
@@ -917,9 +969,16 @@ impl BitCompared {
         )
     }
 
-    /// The second round: open `e = [x ≥ t] ⊕ ρ` (`⌈n·k/8⌉` bytes per party).
+    /// The second round: open `e = [x ≥ t] ⊕ ρ` (`⌈n·k/8⌉` bytes per
+    /// party); with `Squares::EachTruncated(q)` also `m₂ = v² + r₂` (8n
+    /// bytes more), which truncates `v²` by `q` as [`Ctx::bit_compare`]
+    /// truncates `x`: `⌊v²/2^q⌋ = P₂ − R₂` with `P₂` public and `R₂ = (r₂
+    /// >> q) − 2^(64−q)·(1 − msb m₂)·msb(r₂)`, whose products with the bits
+    /// come from the dealer's `ρ·(r₂ >> q)`, `ρ·msb(r₂)`
+    /// ([`BitsOpened::square`], [`BitsOpened::select_square`]).
     pub fn open(self) -> Op<BitsOpened> {
-        let msg = channel::pack(
+        let bits = self.n * self.k;
+        let mut msg = channel::pack(
             &self
                 .e_mine
                 .iter()
@@ -927,15 +986,45 @@ impl BitCompared {
                 .collect::<Vec<_>>(),
             1,
         );
+        let offset = if self.p0 { TRUNC_OFFSET } else { 0 };
+        let masked: Vec<u64> = match &self.square_mask {
+            Some(m) => (0..self.n)
+                .map(|i| {
+                    self.square_part(i)
+                        .wrapping_add(offset)
+                        .wrapping_add(m.r[i])
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        msg.extend(channel::pack(&masked, 64));
         Op::exchange("bit-open", msg, move |_, peer| {
-            let other = channel::unpack(peer, self.n * self.k, 1);
+            let (peer_bits, peer_square) = peer.split_at(channel::packed_len(bits, 1));
+            let other = channel::unpack(peer_bits, bits, 1);
             let e = self
                 .e_mine
                 .iter()
                 .zip(&other)
                 .map(|(a, b)| u64::from(*a) ^ b)
                 .collect();
-            Op::ready(BitsOpened { c: self, e })
+            let square = self.square_mask.as_ref().map(|m| {
+                let other = channel::unpack(peer_square, self.n, 64);
+                let opened = crate::ring::add(&masked, &other);
+                let wrap: Vec<u64> = opened.iter().map(|v| opened_wrap(*v, m.q)).collect();
+                OpenedSquare {
+                    public: opened.iter().map(|v| opened_high(*v, m.q)).collect(),
+                    base: (0..self.n)
+                        .map(|i| m.high[i].wrapping_sub(wrap[i].wrapping_mul(m.msb[i])))
+                        .collect(),
+                    rho_base: (0..bits)
+                        .map(|p| {
+                            let w = wrap[p / self.k];
+                            m.rho_high[p].wrapping_sub(w.wrapping_mul(m.rho_msb[p]))
+                        })
+                        .collect(),
+                }
+            });
+            Op::ready(BitsOpened { c: self, e, square })
         })
     }
 }
@@ -964,10 +1053,12 @@ impl std::fmt::Debug for ComparedProducts {
     }
 }
 
-/// A bit comparison with `e = [x ≥ t] ⊕ ρ` opened. `Debug` is opaque.
+/// A bit comparison with `e = [x ≥ t] ⊕ ρ` opened (and, with
+/// `Squares::EachTruncated`, `v²` truncated). `Debug` is opaque.
 pub struct BitsOpened {
     c: BitCompared,
     e: Vec<u64>,
+    square: Option<OpenedSquare>,
 }
 
 impl std::fmt::Debug for BitsOpened {
@@ -1033,18 +1124,58 @@ impl BitsOpened {
             n * k,
             "bit compare: no select material"
         );
+        self.selected(&self.c.public, &self.c.base, &self.c.rho_base)
+    }
+
+    /// This party's share of the truncated square `⌊v²/2^q⌋` (or one ulp
+    /// above) at twice `v`'s scale less `q` bits. Needs
+    /// `Squares::EachTruncated(q)`.
+    pub fn square(&self) -> Share {
+        let sq = self.opened_square();
+        Share::new(
+            (0..self.c.n)
+                .map(|i| {
+                    let z = sq.base[i].wrapping_neg();
+                    if self.c.p0 {
+                        z.wrapping_add(sq.public[i])
+                    } else {
+                        z
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// Shares of `[x ≥ t_j]·⌊v²/2^q⌋` per threshold (the truncated square
+    /// of [`BitsOpened::square`], exactly as [`BitsOpened::select`] selects
+    /// `v`; local). Needs `Squares::EachTruncated(q)`.
+    pub fn select_square(&self) -> Vec<Share> {
+        let sq = self.opened_square();
+        self.selected(&sq.public, &sq.base, &sq.rho_base)
+    }
+
+    fn opened_square(&self) -> &OpenedSquare {
+        self.square
+            .as_ref()
+            .expect("bit compare: no truncated square (see Squares::EachTruncated)")
+    }
+
+    /// `[x ≥ t_j]·(P − R)` per threshold for a value `P − R` with `P`
+    /// public and shares of `R` and of `ρ_j·R`.
+    fn selected(&self, public: &[u64], base: &[u64], rho_base: &[u64]) -> Vec<Share> {
+        let (n, k) = (self.c.n, self.c.k);
         (0..k)
             .map(|j| {
                 Share::new(
                     (0..n)
                         .map(|i| {
                             let p = i * k + j;
-                            let (e, m) = (self.e[p], self.c.public[i]);
+                            let (e, m) = (self.e[p], public[i]);
                             let t = m
                                 .wrapping_mul(self.c.rho[p])
-                                .wrapping_sub(self.c.rho_base[p])
+                                .wrapping_sub(rho_base[p])
                                 .wrapping_mul(1u64.wrapping_sub(2 * e));
-                            let mut z = t.wrapping_sub(e.wrapping_mul(self.c.base[i]));
+                            let mut z = t.wrapping_sub(e.wrapping_mul(base[i]));
                             if self.c.p0 {
                                 z = z.wrapping_add(e.wrapping_mul(m));
                             }

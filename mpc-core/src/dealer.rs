@@ -160,7 +160,12 @@ pub enum Request {
     /// value is also truncated by `s` (see [`crate::compare`]): shares of
     /// `r_h = r >> s` and `msb(r)`, and `r_h` takes `r`'s place in `ρ·r` and
     /// `r²`, with shares of `ρ·msb(r)` (select) and `r_h·msb(r)` (square)
-    /// beside them. With no thresholds (`points = 0`) there is no DCF key.
+    /// beside them. With `Squares::EachTruncated(q)` (and `select`) the
+    /// bits' opening round also truncates `x²` by `q`
+    /// ([`crate::compare::BitCompared::open`]): a 64-bit mask `r₂` drawn by
+    /// the parties, shares of `r₂ >> q` and `msb(r₂)`, and per threshold
+    /// of `ρ·(r₂ >> q)` and `ρ·msb(r₂)` (the `msb` parts modulo `2^q`).
+    /// With no thresholds (`points = 0`) there is no DCF key.
     /// With `products` (and a truncation by `s`), the material for products
     /// of the truncated value `v` with masked weights in the next round
     /// ([`crate::compare::BitCompared::products`]): a mask `A_t` drawn by
@@ -243,6 +248,10 @@ pub enum Squares {
     /// LayerNorm's `Σ(x − μ)²` needs: one word of `Σ r²` per row instead
     /// of one per element.
     RowSums(usize),
+    /// One per element, also truncated by this many bits (1..62) in the
+    /// round that opens the bits, and selected by each bit there (needs
+    /// `select`): `[x ≥ t_j]·⌊x²/2^q⌋` for a piecewise quadratic.
+    EachTruncated(u32),
 }
 
 impl Squares {
@@ -250,7 +259,7 @@ impl Squares {
     pub(crate) fn mask_words(self, n: usize) -> usize {
         match self {
             Squares::No => 0,
-            Squares::Each => n,
+            Squares::Each | Squares::EachTruncated(_) => n,
             Squares::RowSums(cols) => n / cols.max(1),
         }
     }
@@ -259,6 +268,15 @@ impl Squares {
 /// Payload words of a [`Request::CompareProducts`]'s DCF key.
 pub(crate) fn product_keys(trunc: u32) -> usize {
     if trunc > 0 { 3 } else { 2 }
+}
+
+/// The shift by which a bit comparison's bits' round truncates its squares
+/// (0: it does not).
+pub(crate) fn square_shift(square: Squares) -> u32 {
+    match square {
+        Squares::EachTruncated(q) => q,
+        _ => 0,
+    }
 }
 
 /// DCF keys of a bit comparison of `n` elements at `points` thresholds.
@@ -415,7 +433,9 @@ impl Request {
             }
             // ρ, ρ·r, r², r_h, msb(r), ρ·msb(r), r_h·msb(r): the last three
             // only with a truncation, and only times its wrap coefficient;
-            // then C* for the products
+            // then C* for the products; then for a square truncated by q,
+            // r₂ >> q, msb(r₂), ρ·(r₂ >> q), ρ·msb(r₂) (the msb parts
+            // times the square's wrap coefficient only)
             Request::BitCompare {
                 n,
                 points,
@@ -428,6 +448,8 @@ impl Request {
                 let t = trunc > 0;
                 let on = |on: bool, len: usize| if on { len } else { 0 };
                 let squared = square != Squares::No;
+                let q = square_shift(square);
+                let tq = q > 0;
                 vec![
                     (n * points, 64),
                     (on(select, n * points), 64),
@@ -437,6 +459,10 @@ impl Request {
                     (on(t && select, n * points), trunc),
                     (on(t && squared, n), trunc),
                     (products.map_or(0, |p| p.words(n)), 64),
+                    (on(tq, n), 64),
+                    (on(tq, n), q),
+                    (on(tq, n * points), 64),
+                    (on(tq, n * points), q),
                 ]
             }
             // msb_ℓ(r), Y₁, Y₂ = msb(R), msb_ℓ(r)·Y₁, msb_ℓ(r)·Y₂ (Y₂'s
@@ -551,6 +577,17 @@ pub enum Material {
         /// Share of `C* = (r_h − 2^(64−trunc)·A_t)·B`: the scale's `n`
         /// words, then the weight's rows×out (with `products`).
         c_star: Vec<u64>,
+        /// Share of the square's mask `r₂`, `n` (with `Squares::EachTruncated`).
+        sq_r: Vec<u64>,
+        /// Share of `r₂ >> q`, `n` (with `Squares::EachTruncated(q)`).
+        sq_high: Vec<u64>,
+        /// Share of `msb(r₂)` (modulo `2^q`), `n` (with `Squares::EachTruncated(q)`).
+        sq_msb: Vec<u64>,
+        /// Share of `ρ·(r₂ >> q)`, `n·points` (with `Squares::EachTruncated(q)`).
+        rho_sq_high: Vec<u64>,
+        /// Share of `ρ·msb(r₂)` (modulo `2^q`), `n·points` (with
+        /// `Squares::EachTruncated(q)`).
+        rho_sq_msb: Vec<u64>,
         /// This party's DCF root seeds.
         roots: Vec<Block>,
         /// XOR-output DCF correction words (identical for both parties).
@@ -716,6 +753,12 @@ pub fn draw(req: &Request, party: Party, prg: &mut Prg) -> Material {
                 Vec::new()
             };
             let c_star = own_c(prg, products.map_or(0, |p| p.words(n)));
+            let tq = square_shift(square) > 0;
+            let sq_r = if tq { prg.u64s(n) } else { Vec::new() };
+            let sq_high = some(prg, tq, n);
+            let sq_msb = some(prg, tq, n);
+            let rho_sq_high = some(prg, tq, n * points);
+            let rho_sq_msb = some(prg, tq, n * points);
             Material::BitCompare {
                 r,
                 sigma,
@@ -728,6 +771,11 @@ pub fn draw(req: &Request, party: Party, prg: &mut Prg) -> Material {
                 high_msb,
                 a_t,
                 c_star,
+                sq_r,
+                sq_high,
+                sq_msb,
+                rho_sq_high,
+                rho_sq_msb,
                 roots: (0..bit_keys(n, points)).map(|_| prg.block()).collect(),
                 keys: BitKeys::placeholder(bits - 1, 0),
             }
@@ -1129,6 +1177,11 @@ impl Dealer {
                     high_msb: hm0,
                     a_t: at0,
                     c_star: cs0,
+                    sq_r: q0,
+                    sq_high: qh0,
+                    sq_msb: qm0,
+                    rho_sq_high: rqh0,
+                    rho_sq_msb: rqm0,
                     roots: s0,
                     ..
                 },
@@ -1136,6 +1189,7 @@ impl Dealer {
                     r: r1,
                     sigma: sg1,
                     a_t: at1,
+                    sq_r: q1,
                     roots: s1,
                     ..
                 },
@@ -1197,6 +1251,15 @@ impl Dealer {
                 put_correction(out, &rm0, w[5], || per_point(&msb));
                 put_correction(out, &hm0, w[6], || ring::mul(&base, &msb));
                 put_correction(out, &cs0, w[7], || c_star);
+                // the square's mask r₂, truncated by q in the bits' round
+                let q = square_shift(*square);
+                let r2 = ring::add(&q0, &q1);
+                let sq_high: Vec<u64> = r2.iter().map(|v| v >> q).collect();
+                let sq_msb: Vec<u64> = r2.iter().map(|v| v >> 63).collect();
+                put_correction(out, &qh0, w[8], || sq_high.clone());
+                put_correction(out, &qm0, w[9], || sq_msb.clone());
+                put_correction(out, &rqh0, w[10], || per_point(&sq_high));
+                put_correction(out, &rqm0, w[11], || per_point(&sq_msb));
                 Dealt {
                     to_p0: keys.as_bytes().to_vec(),
                     to_p1,
@@ -1331,6 +1394,10 @@ impl MaterialGen {
                     rho_msb,
                     high_msb,
                     c_star,
+                    sq_high,
+                    sq_msb,
+                    rho_sq_high,
+                    rho_sq_msb,
                     keys,
                     ..
                 },
@@ -1347,7 +1414,20 @@ impl MaterialGen {
                 *keys =
                     BitKeys::from_bytes(depth, msg[..at].to_vec()).expect("length checked above");
                 if p1 {
-                    let parts = [rho, rho_r, r_sq, r_high, r_msb, rho_msb, high_msb, c_star];
+                    let parts = [
+                        rho,
+                        rho_r,
+                        r_sq,
+                        r_high,
+                        r_msb,
+                        rho_msb,
+                        high_msb,
+                        c_star,
+                        sq_high,
+                        sq_msb,
+                        rho_sq_high,
+                        rho_sq_msb,
+                    ];
                     fill_corrections(&msg[at..], parts.into_iter().zip(widths(req)));
                 }
             }

@@ -44,7 +44,8 @@ pub const GELU_STEP_BITS: u32 = 3;
 pub const GELU_RANGE_BITS: u32 = 8;
 
 /// Bits by which [`Ctx::gelu_pending`] truncates `x²` beside the bits'
-/// opening (to `2·in_frac − 12` bits: 12 with the model's `in_frac = 12`),
+/// opening (to `2·in_frac − 12` bits: 12 with the model's `in_frac = 12`;
+/// [`Ctx::gelu`] too, by at most `2f − 1`),
 /// so that `x²`'s coefficient keeps 15 fractional bits within the output's
 /// `2·in_frac + 3`. It balances the coefficient's rounding (`x² ≤ 21.4` on
 /// the quadratic segments) against the square's: the maximum error on a
@@ -146,32 +147,40 @@ impl Ctx<'_> {
     /// (ℓ = f + 8 bits, the low `f − 3` ignored: a 10-bit DCF, 3 levels and
     /// the 128-bit leaf), and each segment's quadratic is fitted to also
     /// cover the 1/8 below it, where the comparison may pick it. Round 2
-    /// opens the 11 masked bits, which become arithmetic shares locally
-    /// (`e + (1 − 2e)ρ`), and so the coefficients (telescoping sums, local,
-    /// at 54, `54 − f` and `54 − 2f` fractional bits); round 3 multiplies
-    /// `(c₁, c₂)` by `(x, x²)` and sums (one dot-product triple per element,
-    /// [`Ctx::dot_raw`]; `x²` is not truncated first); round 4 truncates the
-    /// sum by `54 − f`.
+    /// opens the 11 masked bits `e_j` and beside them `x² + r₂`, which
+    /// truncates `x²` by `q = min(`[`GELU_SQUARE_SHIFT`]`, 2f − 1)`
+    /// ([`crate::compare::BitCompared::open`]). Each bit is then `b_j = e_j
+    /// + (1 − 2e_j)·ρ_j`, and with the dealer's `ρ_j·r` and `ρ_j·r₂` (their
+    /// truncated parts) it selects `x` and the truncated `x²` locally
+    /// ([`crate::compare::BitsOpened::select`],
+    /// [`crate::compare::BitsOpened::select_square`]): the telescoped sum
+    /// `c₀ + c₁·x + c₂·x²` (coefficients at 54, `54 − f` and `54 + q − 2f`
+    /// fractional bits) needs no product round. Round 3 truncates it by
+    /// `54 − f`.
     ///
-    /// Rounds 4. Bytes `8n + ⌈11n/8⌉ + 32n + ⌈n/8⌉` per party (41.5 per
-    /// element). Dealer per element: the DCF key (64 bytes) to each party;
-    /// to party 1 also `8·11` (the bits' `ρ`), 8 (the dot-product triple
-    /// of `(c₁, c₂)·(x, x²)`, [`Ctx::dot_raw`]), `54 − f` bits (the
-    /// truncation by `54 − f`, its wrap share modulo `2^(54−f)`) and for
-    /// `x`, `x²` 8 (`r²`), or with a pending truncation by `s` 16 bytes and
-    /// `2s` bits (`r_h`, `r_h²`; `msb(r)`, `r_h·msb(r)` modulo `2^s`): 64 +
-    /// 189.75 bytes in the model (`s = 36`, `f = 16`; 208 before the
-    /// narrowed corrections and the dot-product triple).
-    /// CPU: 11 DCF evaluations of 4 AES blocks per element and party (the
-    /// dealer: 14 blocks per key). Error ≤ 8.3e-4 (approximation) plus a few
-    /// ulps (the truncations, the coefficients' rounding) against the exact
-    /// GeLU everywhere on the domain (measured 8.5e-4 on a dense grid over
-    /// [−8, 8], boundaries included). Domain `|x| < 123` (trained checkpoints
-    /// give `|x| < 10`); `3 ≤ f ≤ 18` (`x²`'s coefficient keeps `54 − 2f ≥ 18`
-    /// bits) and, with a pending truncation by `s`, `f + 8 + s ≤ 62`.
+    /// Rounds 3 (4 before 2026-12-04's third session: a dot-product round
+    /// multiplied the coefficients). Bytes `8n + ⌈11n/8⌉ + 8n + ⌈n/8⌉` per
+    /// party (17.5 per element; 41.5 with the product round). Dealer per
+    /// element: the DCF key (64 bytes) to each party; to party 1 `8·11`
+    /// each for `ρ` and `ρ·r`, 8 for `r²`, for the square's truncation
+    /// `8 + 8·11` (`r₂ >> q`, `ρ·(r₂ >> q)`) and `q + 11q` bits (`msb(r₂)`,
+    /// `ρ·msb(r₂)` modulo `2^q`), and `54 − f` bits (the last truncation);
+    /// with a pending truncation by `s`, `r_h`, `r_h²`, `ρ·r_h` replace
+    /// `r`'s parts and `2s + 11s` bits more (`msb(r)`, `r_h·msb(r)`,
+    /// `ρ·msb(r)` modulo `2^s`): 64 + 364.5 bytes in the model
+    /// ([`Ctx::gelu_pending`], `s = 36`, `f = 16`; 189.75 with the product
+    /// round, which needed no per-boundary products). CPU: 11 DCF
+    /// evaluations of 4 AES blocks per element and party (the dealer: 14
+    /// blocks per key), and 22 local multiply-adds. Error ≤ 8.3e-4
+    /// (approximation) plus a few ulps (the truncations, the coefficients'
+    /// rounding) against the exact GeLU everywhere on the domain (measured
+    /// 8.5e-4 on a dense grid over [−8, 8], boundaries included). Domain
+    /// `|x| < 123` (trained checkpoints give `|x| < 10`); `3 ≤ f ≤ 18` and,
+    /// with a pending truncation by `s`, `f + 8 + s ≤ 62`.
     pub fn gelu(&mut self, x: impl Into<Untruncated>) -> Op<Share> {
         let f = self.frac_bits();
-        self.gelu_at(x.into(), f, GELU_SCALE, 0)
+        let sq = GELU_SQUARE_SHIFT.min(2 * f - 1);
+        self.gelu_at(x.into(), f, GELU_SCALE, sq)
             .then(move |c, y| c.trunc(&y, GELU_SCALE - f))
     }
 
@@ -179,20 +188,18 @@ impl Ctx<'_> {
     /// and its output left untruncated at `2·in_frac + 3` bits (the
     /// returned shift is `2·in_frac + 3 − f`, as [`Ctx::gelu_quad_pending`]
     /// leaves it), for a linear layer to take as it is: the GeLU then costs
-    /// three rounds, not four, and the linear layer's truncation merges into
+    /// two rounds, not three, and the linear layer's truncation merges into
     /// the next opening.
     ///
     /// The coefficients are then at `2·in_frac + 3`, `in_frac + 3` and `3 +`
-    /// [`GELU_SQUARE_SHIFT`] fractional bits, so `x²` (at `2·in_frac`) is
-    /// truncated by `GELU_SQUARE_SHIFT` in round 2, beside the bits'
-    /// opening (one more bit per element online; its wrap share, modulo
-    /// `2^GELU_SQUARE_SHIFT`, replaces [`Ctx::gelu`]'s last truncation's
-    /// `54 − f` bits, and the first opening's truncation parts grow by
-    /// `f − in_frac` bits each).
+    /// [`GELU_SQUARE_SHIFT`] fractional bits (`x²`, at `2·in_frac`, is
+    /// truncated by `GELU_SQUARE_SHIFT` beside the bits' opening), and the
+    /// first opening's truncation parts grow by `f − in_frac` bits each.
     ///
-    /// Rounds 3. Bytes `8n + ⌈11n/8⌉ + ⌈n/8⌉ + 32n` per party. Error with
-    /// `in_frac = f − 4` (the model's choice): the fit's 8.3e-4 plus the
-    /// input's resolution `2^−in_frac` through the slope (≤ 1.13), the
+    /// Rounds 2. Bytes `8n + ⌈11n/8⌉ + 8n` per party. Dealer as
+    /// [`Ctx::gelu`] without the last truncation. Error with `in_frac = f −
+    /// 4` (the model's choice): the fit's 8.3e-4 plus the input's
+    /// resolution `2^−in_frac` through the slope (≤ 1.13), the
     /// coefficients' rounding and the square's truncation (measured
     /// 1.12e-3 on a dense grid over [−8, 8], asserted < 1.6e-3). Domain
     /// as [`Ctx::gelu`]; the output stays below `123·2^(2·in_frac + 3)`.
@@ -211,8 +218,8 @@ impl Ctx<'_> {
     }
 
     /// The erf GeLU of `x` read at `in_frac` fractional bits, at `out`
-    /// fractional bits, `x²` truncated by `sq` in round 2 (0: not at all):
-    /// rounds 3 (see [`Ctx::gelu`] and [`Ctx::gelu_pending`]).
+    /// fractional bits, `x²` truncated by `sq` in round 2: rounds 2 (see
+    /// [`Ctx::gelu`] and [`Ctx::gelu_pending`]).
     fn gelu_at(&mut self, x: Untruncated, in_frac: u32, out: u32, sq: u32) -> Op<Share> {
         let f = self.frac_bits();
         assert!(
@@ -227,17 +234,10 @@ impl Ctx<'_> {
         let bits = f + GELU_RANGE_BITS + s;
         let coarse = f - GELU_STEP_BITS + s;
         let trunc = s + f - in_frac;
-        self.bit_compare(&x.raw, &t, bits, coarse, false, Squares::Each, trunc)
-            .then(move |c, cmp| {
-                let (v, v2) = (cmp.value(), cmp.square_raw());
-                let v2 = if sq > 0 {
-                    c.trunc(&v2, sq)
-                } else {
-                    Op::ready(v2)
-                };
-                cmp.open().join(v2).map(move |(o, v2)| (v, v2, o))
-            })
-            .then(move |c, (v, v2, opened)| {
+        let square = Squares::EachTruncated(sq);
+        self.bit_compare(&x.raw, &t, bits, coarse, true, square, trunc)
+            .then(|_, cmp| cmp.open())
+            .then(move |c, opened| {
                 // coefficient d at `scales[d]` fractional bits: c_d(0) plus
                 // the boundaries' steps c_d(j+1) − c_d(j) weighted by the bits
                 let encoded: Vec<Vec<u64>> = (0..3)
@@ -252,16 +252,24 @@ impl Ctx<'_> {
                     .iter()
                     .map(|e| e.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect())
                     .collect();
-                let refs: Vec<&[u64]> = steps.iter().map(Vec::as_slice).collect();
-                let cs: Vec<Share> = opened
-                    .weighted(&refs)
-                    .iter()
-                    .zip(&encoded)
-                    .map(|(share, e)| c.add_scalar(share, e[0]))
-                    .collect();
-                let c0 = cs[0].clone();
-                c.dot_raw(&[&cs[1], &cs[2]], &[&v, &v2])
-                    .map(move |p| c0.add(&p))
+                // c₀ + c₁·x + c₂·x² with each c_d(0)·x^d and each step times
+                // the bit's selection of x^d (1, x, the truncated x²)
+                let ones = opened.weighted(&[&steps[0]]).remove(0);
+                let (v, v2) = (opened.value(), opened.square());
+                let mut y = c
+                    .add_scalar(&ones, encoded[0][0])
+                    .add(&v.scale_int(encoded[1][0]))
+                    .add(&v2.scale_int(encoded[2][0]))
+                    .into_vec();
+                let selected = [(1, opened.select()), (2, opened.select_square())];
+                for (d, per_bit) in selected {
+                    for (bit, w) in per_bit.iter().zip(&steps[d]) {
+                        for (y, b) in y.iter_mut().zip(bit.as_slice()) {
+                            *y = y.wrapping_add(b.wrapping_mul(*w));
+                        }
+                    }
+                }
+                Op::ready(Share::new(y))
             })
     }
 }

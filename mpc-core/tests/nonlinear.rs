@@ -105,6 +105,49 @@ fn bit_comparison_gives_bits_and_selections() {
 }
 
 #[test]
+fn a_bit_comparison_truncates_its_square_beside_the_bits_and_selects_it() {
+    // x at 2f bits truncated to f in the opening, as a GeLU's input; its
+    // square (at 2f bits) truncated by 10 in the round that opens the bits
+    let x = uniform(400, -100.0, 100.0, 45);
+    let x2f: Vec<f64> = x.iter().map(|v| v * 65536.0).collect();
+    let ts = [-3.0, 0.0, 41.5];
+    let at2f = FixedPoint { frac_bits: 2 * F };
+    let enc: Vec<u64> = ts.iter().map(|t| at2f.encode(*t)).collect();
+    let (n, k) = (x.len(), ts.len());
+    let square = Squares::EachTruncated(10);
+    let (got, r) = run_at(FP, 0, &[&x2f], |s, v| {
+        let c = s.run(|cx| cx.bit_compare(&v[0], &enc, 41, 0, true, square, F))?;
+        let value = c.value();
+        let o = s.run(|_| c.open())?;
+        let mut all: Vec<Share> = o.select_square();
+        all.push(value);
+        all.push(o.square());
+        Ok(Share::concat(&all.iter().collect::<Vec<_>>()))
+    });
+    assert_eq!(r.online[0].rounds, 2);
+    assert_eq!(
+        r.online[0].bytes_sent as usize,
+        8 * n + (k * n).div_ceil(8) + 8 * n
+    );
+    for i in 0..n {
+        let exact = at2f.encode(x[i]) as i64;
+        let v = got[k * n + i] as i64;
+        let t = (v * v) >> 10;
+        let sq = got[(k + 1) * n + i] as i64;
+        assert!(sq == t || sq == t + 1, "square {sq} of {v}: {t}");
+        for (j, th) in ts.iter().enumerate() {
+            let b = (exact >= at2f.encode(*th) as i64) as i64;
+            assert_eq!(
+                got[j * n + i] as i64,
+                b * sq,
+                "selected square {j} of {}",
+                x[i]
+            );
+        }
+    }
+}
+
+#[test]
 fn a_truncating_bit_comparison_truncates_squares_and_selects_from_one_opening() {
     // x carries 2f bits (a product), up to ±100 (2^(6+32) ulps); the
     // comparison reads it at 2f bits and the products see it truncated to f.
@@ -604,16 +647,14 @@ fn gelu_variants_truncate_a_pending_input_in_their_own_opening() {
         let exact: Vec<f64> = q(&x).iter().map(|v| plain::gelu(*v)).collect();
         let err = max_abs_diff(&got, &exact);
         assert!(err < 1e-3, "erf at shift {shift}: {err}");
-        assert_eq!(r.online[0].rounds, 4);
+        assert_eq!(r.online[0].rounds, 3);
         assert_eq!(r.online[0].bytes_sent as usize, gelu_bytes(n));
-        // the truncation's r_h, r_h² and (modulo 2^shift) msb(r),
-        // r_h·msb(r) in place of r²; the last truncation (by 38) in 38 bits
-        let dcf = 3 * 16 + 16;
-        let bits = |w: u32| mpc_core::channel::packed_len(n, w);
-        let pending = 16 * n + 2 * bits(shift as u32) + bits(38);
         assert_eq!(
             r.dealer_bytes,
-            [(n * dcf) as u64, (n * (dcf + 8 * 11 + 8) + pending) as u64]
+            [
+                (n * GELU_DCF) as u64,
+                erf_dealer_p1(n, shift as u32, 12, Some(38)) as u64
+            ]
         );
     }
 }
@@ -674,9 +715,31 @@ fn quad_gelu_left_pending_costs_one_round_at_its_input_resolution() {
 }
 
 /// Online bytes per party of the erf GeLU on `n` elements: the opening of
-/// `x + r`, the 11 masked bits, the product `(c₁, c₂)·(x, x²)`, the truncation.
+/// `x + r`, the 11 masked bits with the opening of `x² + r₂`, the truncation.
 fn gelu_bytes(n: usize) -> usize {
-    8 * n + (11 * n).div_ceil(8) + 32 * n + n.div_ceil(8)
+    8 * n + (11 * n).div_ceil(8) + 8 * n + n.div_ceil(8)
+}
+
+/// Dealer bytes per element of the erf GeLU's XOR-output DCF keys (to
+/// each party): 10 input bits (24 less the sign and 13 ignored bits), 3
+/// levels and a 128-bit leaf.
+const GELU_DCF: usize = 3 * 16 + 16;
+
+/// Dealer bytes to party 1 of the erf GeLU on `n` elements with its input
+/// truncated by `trunc` (0: none) in its opening, `x²` by `sq` in the bits'
+/// round and its output by `last` (if any): the keys; ρ and ρ·r per
+/// boundary and r² (with a truncation: ρ·r_h, r_h², r_h and modulo
+/// 2^trunc msb(r), ρ·msb(r), r_h·msb(r)); for the square's truncation r₂_h
+/// and ρ·r₂_h per boundary, and modulo 2^sq msb(r₂) and ρ·msb(r₂).
+fn erf_dealer_p1(n: usize, trunc: u32, sq: u32, last: Option<u32>) -> usize {
+    let bits = |len: usize, w: u32| mpc_core::channel::packed_len(len, w);
+    let pending = if trunc > 0 {
+        8 * n + 2 * bits(n, trunc) + bits(11 * n, trunc)
+    } else {
+        0
+    };
+    let square = 8 * n + 8 * 11 * n + bits(n, sq) + bits(11 * n, sq);
+    n * (GELU_DCF + 2 * 8 * 11 + 8) + pending + square + last.map_or(0, |w| bits(n, w))
 }
 
 #[test]
@@ -710,18 +773,15 @@ fn gelu_variants_match_their_references_with_counts() {
     let err = max_abs_diff(&got, &exact);
     eprintln!("piecewise GeLU vs erf: {err:.2e}");
     assert!(err < 1e-3, "vs erf {err}");
-    assert_eq!(r.online[0].rounds, 4);
+    assert_eq!(r.online[0].rounds, 3);
     assert_eq!(r.online[0].bytes_sent as usize, gelu_bytes(n));
-    // dealer: XOR-output DCF keys of 10 input bits (24 less the sign and 13
-    // ignored bits: 3 levels and a 128-bit leaf) to both parties; to party 1
-    // also ρ per boundary, r², the product triple and the truncation
-    let dcf = 3 * 16 + 16;
-    assert_eq!(r.dealer_bytes[0] as usize, n * dcf);
-    // (the dot-product triple of (c₁, c₂)·(x, x²) in 8 bytes, the
-    // truncation by 54 − f = 38 in 38 bits)
+    // dealer: the keys to both parties; to party 1 the selections' and
+    // the square truncation's material and the last truncation (by 54 − f
+    // = 38, in 38 bits)
+    assert_eq!(r.dealer_bytes[0] as usize, n * GELU_DCF);
     assert_eq!(
         r.dealer_bytes[1] as usize,
-        n * (dcf + 8 * 11 + 8 + 8) + mpc_core::channel::packed_len(n, 38)
+        erf_dealer_p1(n, 0, 12, Some(38))
     );
 }
 
@@ -747,12 +807,12 @@ fn erf_gelu_is_within_1e_3_on_a_dense_grid_and_exact_outside() {
     assert!(err < 1e-3, "max error {err} on [−8, 8]");
     // 0 below the segments, x above (1 ulp: the truncation)
     assert_gelu_outside(&got[dense..], &q(&x)[dense..], ULP);
-    assert_eq!(r.online[0].rounds, 4);
+    assert_eq!(r.online[0].rounds, 3);
     assert_eq!(r.online[0].bytes_sent as usize, gelu_bytes(x.len()));
 }
 
 #[test]
-fn erf_gelu_left_pending_costs_three_rounds_within_1_6e_3() {
+fn erf_gelu_left_pending_costs_two_rounds_within_1_6e_3() {
     // the model's use: a pending input (as linear1's row scaling leaves
     // it) read at f − 4 bits, the output untruncated at 2(f − 4) + 3 bits;
     // a dense grid over [−8, 8], every boundary's neighbourhood, values far out
@@ -777,22 +837,20 @@ fn erf_gelu_left_pending_costs_three_rounds_within_1_6e_3() {
         &q(&x)[dense..],
         2f64.powi(1 - in_frac as i32),
     );
-    assert_eq!(r.online[0].rounds, 3);
-    // the opening of x + r, the 11 masked bits and x²'s truncation, the product
+    assert_eq!(r.online[0].rounds, 2);
+    // the opening of x + r, the 11 masked bits with the opening of x² + r₂
     assert_eq!(
         r.online[0].bytes_sent as usize,
-        8 * n + (11 * n).div_ceil(8) + n.div_ceil(8) + 32 * n
+        8 * n + (11 * n).div_ceil(8) + 8 * n
     );
     // as the erf GeLU with a pending input, the first truncation by
-    // shift + 4, x²'s by GELU_SQUARE_SHIFT in place of the last one by 38
-    let dcf = 3 * 16 + 16;
-    let bits = |w: u32| mpc_core::channel::packed_len(n, w);
-    let first = 16 * n + 2 * bits(shift + 4);
+    // shift + 4, and no last truncation
+    let sq = mpc_core::gelu::GELU_SQUARE_SHIFT;
     assert_eq!(
         r.dealer_bytes,
         [
-            (n * dcf) as u64,
-            (n * (dcf + 8 * 11 + 8) + first + bits(mpc_core::gelu::GELU_SQUARE_SHIFT)) as u64
+            (n * GELU_DCF) as u64,
+            erf_dealer_p1(n, shift + 4, sq, None) as u64
         ]
     );
 }
