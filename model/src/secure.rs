@@ -62,6 +62,21 @@ pub struct SecureParams {
     /// image on loopback, 1.98 → 1.87 s on the emulated WAN; `vit_7_4_32`
     /// μ = 0.5 quad 124 → 110 rounds, 18.9 → 21.7 MB.
     pub fold_ratio: usize,
+    /// The ReLU-softmax heads' ReLU takes one round instead of two
+    /// ([`mpc_core::Ctx::relu_one_round`]) in a model with at most this
+    /// many ReLU-softmax scores per image (heads × tokens², over all
+    /// blocks), and a block whose attending heads are all ReLU-softmax then
+    /// folds its ScaleAttn heads too ([`stacked_heads`]): one round less per
+    /// such block, for about 1 kB more dealer material per score (two DCF
+    /// keys of 628 bytes instead of 144 at the default score width) and
+    /// `8n(n + C − d)` more online bytes per folded ScaleAttn head. The
+    /// default 2^15 takes it for the bundled models (`fashion-mnist-mu0.5`:
+    /// 20,000 scores, 60 rounds instead of 63, about 20 MB more dealer
+    /// material per image), not for `vit_7_4_32` μ = 0.5 (59,150 scores:
+    /// 7 rounds less for 57 MB more dealer material and 1.4 MB, 7 %, more
+    /// online, past issue 11's byte budget) nor `vit_9_12_64` (3.6 million
+    /// scores: 3.5 GB more); 0 never takes it.
+    pub relu_one_round_scores: usize,
 }
 
 impl Default for SecureParams {
@@ -74,6 +89,7 @@ impl Default for SecureParams {
             layer_norm: LayerNormParams::default(),
             row_sums: ROW_SUMS,
             fold_ratio: 4,
+            relu_one_round_scores: 1 << 15,
         }
     }
 }
@@ -483,13 +499,13 @@ impl WeightList {
     /// head that folds them into its values as its own weight, in head
     /// order, then the rows of the heads projected together stacked into
     /// one ([`stacked_heads`], [`Projection::PerHead`]).
-    fn head_rows(&mut self, l: &LinearShare, kinds: &[AttnKind]) {
+    fn head_rows(&mut self, l: &LinearShare, kinds: &[AttnKind], one_round_relu: bool) {
         let d = l.in_features / kinds.len();
         let rows = |h: usize| {
             l.weight
                 .slice(h * d * l.out_features..(h + 1) * d * l.out_features)
         };
-        let scale: Vec<usize> = stacked_heads(kinds);
+        let scale: Vec<usize> = stacked_heads(kinds, one_round_relu);
         for h in (0..kinds.len()).filter(|h| !scale.contains(h)) {
             self.0.push((rows(h), d, l.out_features));
         }
@@ -533,15 +549,22 @@ enum Projection {
 }
 
 /// The heads among `kinds` whose outputs are projected together (stacked
-/// rows of the projection, one product after the heads): the ScaleAttn
-/// heads, in order, of a block that also has attending heads. There they
-/// run beside the attending heads' longer path (5 rounds), and the shared
-/// product is the cheaper way. In a block of ScaleAttn heads only, none:
-/// each head folds its own rows into its values
-/// ([`BlockStage::folded_head`]), so the block's attention takes 3 rounds
-/// instead of 5, for `8n(n + C − d)` more bytes per head and party.
-fn stacked_heads(kinds: &[AttnKind]) -> Vec<usize> {
-    if kinds.iter().all(|&k| k == AttnKind::ScaleAttn) {
+/// rows of the projection, one product after the heads, 5 rounds): the
+/// ScaleAttn heads, in order, of a block whose attending heads take as
+/// long (ReLU-softmax with the two-round ReLU) or longer (Softmax); the
+/// shared product is the cheaper way there. Otherwise none: each head
+/// folds its own rows into its values ([`BlockStage::folded_head`], 3
+/// rounds), for `8n(n + C − d)` more bytes per head and party, so that a
+/// block of ScaleAttn heads only takes 3 attention rounds instead of 5,
+/// and one whose attending heads are ReLU-softmax with the one-round ReLU
+/// takes 4.
+fn stacked_heads(kinds: &[AttnKind], one_round_relu: bool) -> Vec<usize> {
+    let short = |k: &AttnKind| match k {
+        AttnKind::ScaleAttn => true,
+        AttnKind::ReluSoftmax => one_round_relu,
+        AttnKind::Softmax => false,
+    };
+    if kinds.iter().all(short) {
         return Vec::new();
     }
     (0..kinds.len())
@@ -566,7 +589,10 @@ struct PreparedBlock {
     linear2: PreparedLinear,
 }
 
-/// Shares of one block's activations (`N × C` each), for stage-by-stage checks.
+/// Shares of one block's activations (`N × C` each), for stage-by-stage
+/// checks. In the last block, `attn_out`, `residual`, `normed` and `output`
+/// hold the class token's row only (`1 × C`): the classifier reads no
+/// other, so its second half (LayerNorm and FFN) runs on that row alone.
 #[derive(Debug, Clone)]
 pub struct BlockTraceShare {
     /// The attention branch before the residual.
@@ -621,7 +647,7 @@ impl SecureModel {
         for (i, b) in shares.blocks.iter().enumerate() {
             list.linear(&b.qkv);
             if fold {
-                list.head_rows(&b.proj, &cfg.attention[i]);
+                list.head_rows(&b.proj, &cfg.attention[i], one_round_relu(cfg, &params));
             } else {
                 list.linear(&b.proj);
             }
@@ -641,7 +667,7 @@ impl SecureModel {
         for (i, b) in shares.blocks.iter().enumerate() {
             let qkv = linear(mask(), &b.qkv);
             let proj = if fold {
-                let scale = stacked_heads(&cfg.attention[i]);
+                let scale = stacked_heads(&cfg.attention[i], one_round_relu(cfg, &params));
                 let rows = (0..cfg.heads)
                     .filter(|h| !scale.contains(h))
                     .map(|h| (h, mask()))
@@ -717,6 +743,7 @@ impl SecureModel {
                 params: self.params,
                 blk: self.blocks[i].clone(),
                 i,
+                class_only: i + 1 == cfg.depth,
             };
             let (x, t, out_raw) = s.run(|c| stage.run(c, &x_raw))?;
             inputs.push(x);
@@ -786,6 +813,8 @@ struct BlockStage {
     params: SecureParams,
     blk: Arc<PreparedBlock>,
     i: usize,
+    /// The last block: after the attention, only the class token's row.
+    class_only: bool,
 }
 
 impl BlockStage {
@@ -794,18 +823,21 @@ impl BlockStage {
     /// at `2f` bits, truncation pending. The input's truncation runs beside
     /// the attention (only the residual needs it), the residual's beside
     /// the second LayerNorm, and each LayerNorm truncates its centred rows
-    /// in its own first opening.
+    /// in its own first opening. In the last block the residual, the
+    /// second LayerNorm and the FFN take the class token's row only.
     fn run(&self, c: &mut Ctx<'_>, x_raw: &Untruncated) -> Op<(Share, BlockParts, Untruncated)> {
         let (n, dim) = (self.cfg.num_tokens(), self.cfg.dim);
         let (me, me2) = (self.clone(), self.clone());
         let lnp = layer_norm_params(&self.cfg, &self.params);
         let (xc, pre) = centred(&x_raw.raw, n, dim, x_raw.shift, lnp);
         let x = x_raw.clone().truncate(c);
+        let rows = if self.class_only { 1 } else { n };
         x.join(self.attention(c, xc, pre))
             .then(move |c, (x, (attn_raw, extra))| {
                 // the residual at f + extra bits (extra = f, or f + ATTN_INV_FRAC when folded)
-                let raw = x.scale_int(1 << extra).add(&attn_raw);
-                let (xc, lnp) = centred(&raw, n, dim, extra, lnp);
+                let kept = |s: &Share| s.slice(0..rows * dim);
+                let raw = kept(&x).scale_int(1 << extra).add(&kept(&attn_raw));
+                let (xc, lnp) = centred(&raw, rows, dim, extra, lnp);
                 let blk = &me.blk;
                 let residual = c.trunc(&raw, extra);
                 let norm = c
@@ -813,11 +845,13 @@ impl BlockStage {
                         xc,
                         (&blk.norm1.gamma, &blk.norm1.beta),
                         (&blk.ffn_in.w, blk.ffn_in.bias.as_ref()),
-                        n,
+                        rows,
                         dim,
                         lnp,
                     )
-                    .then(move |c, (normed, first)| normed.truncate(c).join(me2.ffn(c, &first)));
+                    .then(move |c, (normed, first)| {
+                        normed.truncate(c).join(me2.ffn(c, &first, rows))
+                    });
                 residual
                     .join(norm)
                     .map(move |(residual, (normed, ffn))| (x, residual, normed, ffn))
@@ -828,7 +862,7 @@ impl BlockStage {
                     shift: ffn.shift,
                 };
                 let parts = BlockParts {
-                    attn_out: residual.sub(&x),
+                    attn_out: residual.sub(&x.slice(0..residual.len())),
                     residual,
                     normed,
                 };
@@ -952,18 +986,26 @@ impl BlockStage {
                     .then(move |c, (a, vw)| c.matmul_raw(&a, &vw, n, n, dim))
                     .map(|y| y.scale_int(1 << ATTN_INV_FRAC))
             }
-            AttnKind::Softmax => c
-                .attention_scores_untruncated(&q, &k, n, d)
-                .then(move |c, s| {
-                    let vw = c.weight_matmul(&v, n, &w);
-                    c.softmax_attention_untruncated(s, vw, n, dim, p.score_bits)
-                })
-                .map(|y| y.raw),
-            AttnKind::ReluSoftmax => {
-                let rp = self.relu_attention_params();
+            // V·W_h's product beside the scores, its truncation beside
+            // the first round on them (the one-round ReLU's only round)
+            AttnKind::Softmax => {
+                let f = c.frac_bits();
+                let vw = c.weight_matmul_raw(&v, n, &w);
                 c.attention_scores_untruncated(&q, &k, n, d)
-                    .then(move |c, s| {
-                        let vw = c.weight_matmul(&v, n, &w);
+                    .join(vw)
+                    .then(move |c, (s, vw)| {
+                        let vw = c.trunc(&vw, f);
+                        c.softmax_attention_untruncated(s, vw, n, dim, p.score_bits)
+                    })
+                    .map(|y| y.raw)
+            }
+            AttnKind::ReluSoftmax => {
+                let (rp, f) = (self.relu_attention_params(), c.frac_bits());
+                let vw = c.weight_matmul_raw(&v, n, &w);
+                c.attention_scores_untruncated(&q, &k, n, d)
+                    .join(vw)
+                    .then(move |c, (s, vw)| {
+                        let vw = c.trunc(&vw, f);
                         c.relu_attention_untruncated(s, vw, n, dim, rp)
                     })
                     .map(|y| y.raw)
@@ -971,11 +1013,13 @@ impl BlockStage {
         }
     }
 
-    /// The ReLU-softmax heads' settings: the scores' comparison, the model's eps.
+    /// The ReLU-softmax heads' settings: the scores' comparison (in one
+    /// round up to [`SecureParams::relu_one_round_scores`]), the model's eps.
     fn relu_attention_params(&self) -> ReluAttention {
         ReluAttention {
             bits: self.params.score_bits,
             coarse: self.params.score_coarse,
+            one_round: one_round_relu(&self.cfg, &self.params),
             eps: f64::from(self.cfg.relu_softmax_eps),
             row_sum: self.params.row_sums,
         }
@@ -1001,15 +1045,16 @@ impl BlockStage {
         }
     }
 
-    /// FFN branch, given the first layer's output for every token (computed
-    /// with `norm1`, see [`BlockStage::run`]): GeLU rows through GeLU and
+    /// FFN branch, given the first layer's output for the first `n` tokens
+    /// (every token, or in the last block the class token; computed with
+    /// `norm1`, see [`BlockStage::run`]): GeLU rows through GeLU and
     /// linear2; linearised rows (MPCViT+ `beta = 0`) through a ReLU of the
     /// fused layer, beside them. Returned untruncated at `3f − 5` bits:
     /// either GeLU reads its input at `f − 4` bits and its output goes into
     /// linear2 untruncated at `2f − 5` ([`GELU_INPUT_FRAC_DROP`]).
-    fn ffn(&self, c: &mut Ctx<'_>, first: &Untruncated) -> Op<Untruncated> {
+    fn ffn(&self, c: &mut Ctx<'_>, first: &Untruncated, n: usize) -> Op<Untruncated> {
         let cfg = &self.cfg;
-        let (n, dim, m) = (cfg.num_tokens(), cfg.dim, cfg.mlp_hidden);
+        let (dim, m) = (cfg.dim, cfg.mlp_hidden);
         let f = c.frac_bits();
         let width = self.blk.ffn_in.w.cols();
         let mask = cfg.block_beta(self.i);
@@ -1069,6 +1114,15 @@ impl BlockStage {
 /// times the LayerNorm centring's `2^⌈log2 C⌉`) stays exact while `|x| <
 /// 2^11`.
 pub const GELU_INPUT_FRAC_DROP: u32 = 4;
+
+/// Whether the ReLU-softmax heads' ReLU takes one round
+/// ([`SecureParams::relu_one_round_scores`]).
+fn one_round_relu(cfg: &ModelConfig, params: &SecureParams) -> bool {
+    let n = cfg.num_tokens();
+    let heads = cfg.attention.iter().flatten();
+    let scores = heads.filter(|k| **k == AttnKind::ReluSoftmax).count() * n * n;
+    scores <= params.relu_one_round_scores
+}
 
 /// LayerNorm settings of the secure forward, with the model's eps.
 fn layer_norm_params(cfg: &ModelConfig, params: &SecureParams) -> LayerNormParams {

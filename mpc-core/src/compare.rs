@@ -394,6 +394,25 @@ impl Ctx<'_> {
         .map(|o| o.select().remove(0))
     }
 
+    /// [`Ctx::relu_truncating`] in one round: the comparison's DCF key
+    /// carries the mask's parts as its payload ([`Ctx::compare_products`]
+    /// at the threshold `2^(coarse + shift)`), so the opening of `x + r`
+    /// gives `[x ≥ 2^coarse]·x` directly, with no bits' opening after it.
+    /// The result is the same (exact, except that `0 < x < 2^(coarse+1)`
+    /// ulps may come out as 0); the price is dealer material: a DCF key of
+    /// `L = bits − 1 − coarse` levels with a 3-word payload (`40L + ⌈L/4⌉ +
+    /// 24` bytes; 2 words and `32L + ⌈L/4⌉ + 16` with nothing pending) to
+    /// each party, against the bit comparison's `16(L − 7) + 16`, and CPU:
+    /// 3 AES blocks per level instead of 1. Rounds 1; bytes `8n` per party;
+    /// dealer to party 1 also 24 bytes and `2·shift` bits per element (16
+    /// bytes with nothing pending). Domain as [`Ctx::relu_truncating`].
+    pub fn relu_one_round(&mut self, x: &Untruncated, bits: u32, coarse: u32) -> Op<Share> {
+        let ignored = coarse + x.shift;
+        let threshold = if ignored > 0 { 1u64 << ignored } else { 0 };
+        self.compare_products(x, &[threshold], bits + x.shift, &[ignored])
+            .map(|mut c| c.products.remove(0))
+    }
+
     /// Bit comparison, first round: opens `m = x + r` (64-bit, `8n` bytes per
     /// party) and evaluates one XOR-output DCF key per element at every
     /// threshold, leaving this party's XOR shares of `e_j = [x ≥ t_j] ⊕ ρ_j`

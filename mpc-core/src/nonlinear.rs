@@ -499,10 +499,10 @@ impl Ctx<'_> {
     /// instead of n×n, and the reciprocal of the row sums runs beside the
     /// product `R·V`.
     ///
-    /// Rounds 2 (ReLU), then 1 (the reciprocal, its truncation left to the
-    /// next opening, ∥ the product `R·V`, its truncation left to the same
-    /// opening), then 2 (row scaling, which performs both truncations, then
-    /// its own): 5.
+    /// Rounds 2 (ReLU; 1 with `p.one_round`), then 1 (the reciprocal, its
+    /// truncation left to the next opening, ∥ the product `R·V`, its
+    /// truncation left to the same opening), then 2 (row scaling, which
+    /// performs both truncations, then its own): 5 (4).
     /// Bytes per party ≈ `8n² + n²/8` (ReLU) `+ 8(n² + nd)` (R·V) `+ 8n`
     /// (reciprocal) `+ 8(nd + n)` (scaling) plus the truncation's bits.
     pub fn relu_attention(
@@ -519,7 +519,7 @@ impl Ctx<'_> {
 
     /// [`Ctx::relu_attention`] without its last truncation: the row
     /// scaling's product at `2f + ATTN_INV_FRAC` bits, `f + ATTN_INV_FRAC`
-    /// pending (rounds 4), with the values given as an operator that runs
+    /// pending (rounds 4, 3 with `p.one_round`), with the values given as an operator that runs
     /// beside the ReLU: for example the values already through the head's
     /// rows of the output projection (`V·W_h`, n×C), so the attention
     /// output feeds the residual with no projection round after it.
@@ -533,13 +533,16 @@ impl Ctx<'_> {
     ) -> Op<Untruncated> {
         let s: Untruncated = s.into();
         attempt!(check_len("relu_attention", "scores", s.raw.len(), n * n));
-        self.relu_truncating(&s, p.bits, p.coarse)
-            .join(v)
-            .then(move |c, (r, v)| {
-                attempt!(check_len("relu_attention", "values", v.len(), n * d));
-                let eps = c.encode(p.eps);
-                c.normalised_product(r, v, eps, n, d, p.row_sum)
-            })
+        let relu = if p.one_round {
+            self.relu_one_round(&s, p.bits, p.coarse)
+        } else {
+            self.relu_truncating(&s, p.bits, p.coarse)
+        };
+        relu.join(v).then(move |c, (r, v)| {
+            attempt!(check_len("relu_attention", "values", v.len(), n * d));
+            let eps = c.encode(p.eps);
+            c.normalised_product(r, v, eps, n, d, p.row_sum)
+        })
     }
 
     /// `diag(1/(Σ_j W_ij + eps))·(W·V)` for attention weights `W` (n×n, at
@@ -1060,6 +1063,9 @@ pub struct ReluAttention {
     pub bits: u32,
     /// Low bits of the scores the ReLU's comparison ignores (see [`Ctx::relu_coarse`]).
     pub coarse: u32,
+    /// The ReLU in one round ([`Ctx::relu_one_round`], about 4× the
+    /// scores' dealer material) instead of two ([`Ctx::relu_truncating`]).
+    pub one_round: bool,
     /// Added to each row sum.
     pub eps: f64,
     /// Range of the row sums plus eps.

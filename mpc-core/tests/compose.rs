@@ -126,6 +126,7 @@ fn library_attention_matches_the_reference_with_heads_side_by_side() {
     let p = mpc_core::nonlinear::ReluAttention {
         bits: 24,
         coarse: 0,
+        one_round: false,
         eps: 1e-3,
         row_sum: mpc_core::nonlinear::ROW_SUMS,
     };

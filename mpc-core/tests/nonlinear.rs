@@ -524,22 +524,70 @@ fn relu_softmax_and_relu_attention_match_plaintext() {
     // ReLU 2, the reciprocal 1 (its truncation left to the row product), the row product 2
     assert_eq!(r.online[0].rounds, 5);
 
-    let (got, r) = run(FP, &[&s, &v], |ss, x| {
-        let p = ReluAttention {
-            bits: 24,
-            coarse: 0,
-            eps,
-            row_sum: ROW_SUMS,
-        };
-        ss.run(|cx| cx.relu_attention(&x[0], &x[1], n, d, p))
-    });
-    let p = plain::relu_softmax(&q(&s), n, n, eps);
-    let want = plain::matmul(&p, &q(&v), n, n, d);
-    let err = max_abs_diff(&got, &want);
-    assert!(err < 2e-3 + 16.0 * ULP, "relu attention error {err}");
-    // ReLU 2, then the reciprocal (1) beside R·V (1), then the scaling
-    // (which truncates both) and its truncation (2).
-    assert_eq!(r.online[0].rounds, 5);
+    for one_round in [false, true] {
+        let (got, r) = run(FP, &[&s, &v], |ss, x| {
+            let p = ReluAttention {
+                bits: 24,
+                coarse: 0,
+                one_round,
+                eps,
+                row_sum: ROW_SUMS,
+            };
+            ss.run(|cx| cx.relu_attention(&x[0], &x[1], n, d, p))
+        });
+        let p = plain::relu_softmax(&q(&s), n, n, eps);
+        let want = plain::matmul(&p, &q(&v), n, n, d);
+        let err = max_abs_diff(&got, &want);
+        assert!(err < 2e-3 + 16.0 * ULP, "relu attention error {err}");
+        // ReLU 2 (or 1), then the reciprocal (1) beside R·V (1), then the
+        // scaling (which truncates both) and its truncation (2).
+        assert_eq!(r.online[0].rounds, if one_round { 4 } else { 5 });
+    }
+}
+
+#[test]
+fn one_round_relu_of_a_pending_input_matches_the_two_round_relu() {
+    // scores at 2f bits, truncation by f pending, as the attention gives them
+    use mpc_core::arith::Untruncated;
+    let mut x = uniform(2000, -100.0, 100.0, 61);
+    x.extend([0.0, ULP, -ULP, 2.0 * ULP, 300.0 * ULP, -300.0 * ULP]);
+    let n = x.len();
+    let wide: Vec<f64> = x.iter().map(|v| v * 65536.0).collect();
+    let coarse = 8;
+    let band = f64::from(1u32 << (coarse + 1)) * ULP;
+    for one_round in [false, true] {
+        let (got, r) = run(FP, &[&wide], |s, v| {
+            let x = Untruncated {
+                raw: v[0].clone(),
+                shift: F,
+            };
+            if one_round {
+                s.run(|cx| cx.relu_one_round(&x, 24, coarse))
+            } else {
+                s.run(|cx| cx.relu_truncating(&x, 24, coarse))
+            }
+        });
+        for (g, v) in got.iter().zip(&x) {
+            // the truncated value (one ulp above at most) or, just above
+            // the threshold, 0; never negative
+            let want = FP.decode(FP.encode(*v)).max(0.0);
+            let ok = (g - want).abs() <= 1.5 * ULP || (*g == 0.0 && *v < band);
+            assert!(ok, "one round {one_round}: ReLU({v}) = {g}");
+        }
+        assert_eq!(r.online[0].rounds, if one_round { 1 } else { 2 });
+        let bits = |w: u32| mpc_core::channel::packed_len(n, w);
+        if one_round {
+            // L = 24 + 16 − 1 − 24 = 15 levels of a 3-word payload
+            let key = 15 * 40 + 15usize.div_ceil(4) + 24;
+            assert_eq!(r.online[0].bytes_sent as usize, 8 * n);
+            assert_eq!(
+                r.dealer_bytes,
+                [(n * key) as u64, (n * (key + 24) + 2 * bits(F)) as u64]
+            );
+        } else {
+            assert_eq!(r.online[0].bytes_sent as usize, 8 * n + n.div_ceil(8));
+        }
+    }
 }
 
 #[test]
@@ -564,15 +612,16 @@ fn coarse_relu_attention_survives_rows_of_scores_just_below_zero() {
     }
     let v = uniform(n * d, -2.0, 2.0, 52);
     let eps = 1e-3;
-    let p = ReluAttention {
-        bits: 24,
-        coarse,
-        eps,
-        row_sum: ROW_SUMS,
-    };
     let want = plain::matmul(&plain::relu_softmax(&q(&s), n, n, eps), &q(&v), n, n, d);
-    // fresh masks each run
+    // fresh masks each run, both ReLUs
     for run_no in 0..6 {
+        let p = ReluAttention {
+            bits: 24,
+            coarse,
+            one_round: run_no % 2 == 1,
+            eps,
+            row_sum: ROW_SUMS,
+        };
         let (got, _) = run(FP, &[&s, &v], |ss, x| {
             ss.run(|cx| cx.relu_attention(&x[0], &x[1], n, d, p))
         });
@@ -994,6 +1043,7 @@ fn attention_values_given_as_an_operator_run_beside_the_relu() {
     let p = ReluAttention {
         bits: 24,
         coarse: 0,
+        one_round: false,
         eps,
         row_sum: ROW_SUMS,
     };
