@@ -988,25 +988,18 @@ impl BlockStage {
             }
             // V·W_h's product beside the scores, its truncation beside
             // the first round on them (the one-round ReLU's only round)
-            AttnKind::Softmax => {
-                let f = c.frac_bits();
-                let vw = c.weight_matmul_raw(&v, n, &w);
-                c.attention_scores_untruncated(&q, &k, n, d)
-                    .join(vw)
-                    .then(move |c, (s, vw)| {
-                        let vw = c.trunc(&vw, f);
-                        c.softmax_attention_untruncated(s, vw, n, dim, p.score_bits)
-                    })
-                    .map(|y| y.raw)
-            }
-            AttnKind::ReluSoftmax => {
+            kind => {
                 let (rp, f) = (self.relu_attention_params(), c.frac_bits());
                 let vw = c.weight_matmul_raw(&v, n, &w);
                 c.attention_scores_untruncated(&q, &k, n, d)
                     .join(vw)
                     .then(move |c, (s, vw)| {
                         let vw = c.trunc(&vw, f);
-                        c.relu_attention_untruncated(s, vw, n, dim, rp)
+                        if kind == AttnKind::Softmax {
+                            c.softmax_attention_untruncated(s, vw, n, dim, p.score_bits)
+                        } else {
+                            c.relu_attention_untruncated(s, vw, n, dim, rp)
+                        }
                     })
                     .map(|y| y.raw)
             }

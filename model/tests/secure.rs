@@ -246,20 +246,9 @@ fn a_block_of_scale_attn_heads_only_folds_each_head_in_three_rounds() {
         model::secure::measure_inference_with(&one_relu, image, two_round).unwrap();
     assert_eq!(cost.rounds + 2, with_slow_relu.rounds, "{with_slow_relu:?}");
     // both ReLUs agree with the plaintext model
-    check(
-        &compare_with(
-            &one_relu,
-            &images(&one_relu.config().clone(), 2, 11),
-            two_round,
-        ),
-        0.02,
-        0.02,
-    );
-    check(
-        &compare(&one_relu, &images(&one_relu.config().clone(), 2, 11)),
-        0.02,
-        0.02,
-    );
+    let two = images(one_relu.config(), 2, 11);
+    check(&compare_with(&one_relu, &two, two_round), 0.02, 0.02);
+    check(&compare(&one_relu, &two), 0.02, 0.02);
 }
 
 #[test]

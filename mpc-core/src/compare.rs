@@ -379,8 +379,7 @@ impl Ctx<'_> {
     /// Domain: `|x.raw| < 2^62`, `bits + shift ≤ 62`.
     pub fn relu_truncating(&mut self, x: &Untruncated, bits: u32, coarse: u32) -> Op<Share> {
         let s = x.shift;
-        let ignored = coarse + s;
-        let threshold = if ignored > 0 { 1u64 << ignored } else { 0 };
+        let (ignored, threshold) = relu_threshold(coarse, s);
         self.bit_compare(
             &x.raw,
             &[threshold],
@@ -407,8 +406,7 @@ impl Ctx<'_> {
     /// dealer to party 1 also 24 bytes and `2·shift` bits per element (16
     /// bytes with nothing pending). Domain as [`Ctx::relu_truncating`].
     pub fn relu_one_round(&mut self, x: &Untruncated, bits: u32, coarse: u32) -> Op<Share> {
-        let ignored = coarse + x.shift;
-        let threshold = if ignored > 0 { 1u64 << ignored } else { 0 };
+        let (ignored, threshold) = relu_threshold(coarse, x.shift);
         self.compare_products(x, &[threshold], bits + x.shift, &[ignored])
             .map(|mut c| c.products.remove(0))
     }
@@ -518,6 +516,7 @@ impl Ctx<'_> {
             n,
             bits,
             coarse,
+            select,
             square,
             trunc,
             products,
@@ -542,9 +541,6 @@ impl Ctx<'_> {
             );
         }
         if let Squares::EachTruncated(q) = square {
-            let Request::BitCompare { select, .. } = req else {
-                unreachable!("a bit comparison's request");
-            };
             assert!(
                 select && (1..62).contains(&q),
                 "compare: square truncated by {q} (needs select)"
@@ -638,13 +634,8 @@ impl Ctx<'_> {
                 (m, r, rho_r, r_sq)
             } else {
                 let wrap = |i: usize| opened_wrap(m[i], trunc);
-                let public = m.iter().map(|v| opened_high(*v, trunc)).collect();
-                let base = (0..n)
-                    .map(|i| r_high[i].wrapping_sub(wrap(i).wrapping_mul(r_msb[i])))
-                    .collect();
-                let rho_base = (0..rho_r.len())
-                    .map(|p| rho_r[p].wrapping_sub(wrap(p / k).wrapping_mul(rho_msb[p])))
-                    .collect();
+                let (public, base, rho_base) =
+                    truncated_opening(&m, trunc, k, (&r_high, &r_msb), (&rho_r, &rho_msb));
                 // R² = r_h² − 2K(1 − M)·r_h·msb(r) + K²(1 − M)·msb(r), K = 2^(64−s)
                 // (K² vanishes for s ≤ 32)
                 let sq_base = (0..r_sq.len())
@@ -794,6 +785,50 @@ fn row_max_level(
         })
 }
 
+/// A value opened as `m = v + 2^62 + r` and truncated by `s`: the public
+/// `P = high(m)` and this party's shares of `R = r_h − wrap(m)·msb(r)` and,
+/// per element and threshold (`k` per element), of `ρ·R` from its shares
+/// of `(r_h, msb r)` and `(ρ·r_h, ρ·msb r)`, so that `⌊v/2^s⌋ = P − R`.
+fn truncated_opening(
+    m: &[u64],
+    s: u32,
+    k: usize,
+    (high, msb): (&[u64], &[u64]),
+    (rho_high, rho_msb): (&[u64], &[u64]),
+) -> (Vec<u64>, Vec<u64>, Vec<u64>) {
+    let wrap: Vec<u64> = m.iter().map(|v| opened_wrap(*v, s)).collect();
+    let public = m.iter().map(|v| opened_high(*v, s)).collect();
+    let base = (0..m.len())
+        .map(|i| high[i].wrapping_sub(wrap[i].wrapping_mul(msb[i])))
+        .collect();
+    let rho_base = (0..rho_high.len())
+        .map(|p| rho_high[p].wrapping_sub(wrap[p / k].wrapping_mul(rho_msb[p])))
+        .collect();
+    (public, base, rho_base)
+}
+
+/// This party's share of `P − R` for a public `P` and its share of `R`.
+fn public_minus_mask(p0: bool, public: &[u64], base: &[u64]) -> Share {
+    Share::new(
+        public
+            .iter()
+            .zip(base)
+            .map(|(p, r)| {
+                let z = r.wrapping_neg();
+                if p0 { z.wrapping_add(*p) } else { z }
+            })
+            .collect(),
+    )
+}
+
+/// A ReLU's comparison of a value with `shift` pending bits: the low bits
+/// it ignores and its threshold `2^ignored` (0 when exact), so that an
+/// error can only zero a small positive value ([`Ctx::relu_coarse`]).
+fn relu_threshold(coarse: u32, shift: u32) -> (u32, u64) {
+    let ignored = coarse + shift;
+    (ignored, if ignored > 0 { 1u64 << ignored } else { 0 })
+}
+
 /// A bit comparison after its first round (see [`Ctx::bit_compare`]).
 /// The value `v` it opened (`x`, or `x` truncated) is `P − R` with `P`
 /// public and `R` known to the dealer. `Debug` is opaque.
@@ -866,18 +901,7 @@ impl BitCompared {
     /// This party's share of the opened value `v` (`x`, or `x` truncated
     /// when the comparison truncates): `v = P − R`.
     pub fn value(&self) -> Share {
-        Share::new(
-            (0..self.n)
-                .map(|i| {
-                    let z = self.base[i].wrapping_neg();
-                    if self.p0 {
-                        z.wrapping_add(self.public[i])
-                    } else {
-                        z
-                    }
-                })
-                .collect(),
-        )
+        public_minus_mask(self.p0, &self.public, &self.base)
     }
 
     /// This party's share of `v²` (at twice `v`'s scale), from the opening:
@@ -1029,18 +1053,17 @@ impl BitCompared {
             let square = self.square_mask.as_ref().map(|m| {
                 let other = channel::unpack(peer_square, self.n, 64);
                 let opened = crate::ring::add(&masked, &other);
-                let wrap: Vec<u64> = opened.iter().map(|v| opened_wrap(*v, m.q)).collect();
+                let (public, base, rho_base) = truncated_opening(
+                    &opened,
+                    m.q,
+                    self.k,
+                    (&m.high, &m.msb),
+                    (&m.rho_high, &m.rho_msb),
+                );
                 OpenedSquare {
-                    public: opened.iter().map(|v| opened_high(*v, m.q)).collect(),
-                    base: (0..self.n)
-                        .map(|i| m.high[i].wrapping_sub(wrap[i].wrapping_mul(m.msb[i])))
-                        .collect(),
-                    rho_base: (0..bits)
-                        .map(|p| {
-                            let w = wrap[p / self.k];
-                            m.rho_high[p].wrapping_sub(w.wrapping_mul(m.rho_msb[p]))
-                        })
-                        .collect(),
+                    public,
+                    base,
+                    rho_base,
                 }
             });
             Op::ready(BitsOpened { c: self, e, square })
@@ -1151,18 +1174,7 @@ impl BitsOpened {
     /// `Squares::EachTruncated(q)`.
     pub fn square(&self) -> Share {
         let sq = self.opened_square();
-        Share::new(
-            (0..self.c.n)
-                .map(|i| {
-                    let z = sq.base[i].wrapping_neg();
-                    if self.c.p0 {
-                        z.wrapping_add(sq.public[i])
-                    } else {
-                        z
-                    }
-                })
-                .collect(),
-        )
+        public_minus_mask(self.c.p0, &sq.public, &sq.base)
     }
 
     /// Shares of `[x ≥ t_j]·⌊v²/2^q⌋` per threshold (the truncated square
