@@ -685,9 +685,39 @@ pub fn eval_batch_stopping(
     }
     let full = vec![keys.bits; if depths.is_empty() { xs.len() } else { 0 }];
     let depths = if depths.is_empty() { &full[..] } else { depths };
-    let mut walk = Walk::new(party, keys, slots);
-    for chunk in order.chunks(Walk::POINTS) {
-        walk.run(roots, key_of, xs, depths, chunk, out);
+    // chunks of points, each walked into its own outputs (in visiting
+    // order), on several threads when there are enough points
+    let parts = crate::parallel::parts(xs.len() * bits, xs.len().div_ceil(64));
+    let size = Walk::POINTS.min(xs.len().div_ceil(parts)).max(1);
+    let scatter = |out: &mut [u64], chunk: &[usize], words: &[u64]| {
+        for (&p, w) in chunk.iter().zip(words.chunks_exact(width)) {
+            out[p * width..(p + 1) * width].copy_from_slice(w);
+        }
+    };
+    if parts == 1 {
+        let mut walk = Walk::new(party, keys, slots);
+        let mut words = vec![0u64; size * width];
+        for chunk in order.chunks(size) {
+            let words = &mut words[..chunk.len() * width];
+            walk.run(roots, key_of, xs, depths, chunk, words);
+            scatter(out, chunk, words);
+        }
+        return;
+    }
+    use rayon::prelude::*;
+    let walked: Vec<Vec<u64>> = order
+        .par_chunks(size)
+        .map_init(
+            || Walk::new(party, keys, slots.clone()),
+            |walk, chunk| {
+                let mut words = vec![0u64; chunk.len() * width];
+                walk.run(roots, key_of, xs, depths, chunk, &mut words);
+                words
+            },
+        )
+        .collect();
+    for (chunk, words) in order.chunks(size).zip(&walked) {
+        scatter(out, chunk, words);
     }
 }
 
@@ -733,7 +763,8 @@ impl<'a> Walk<'a> {
     }
 
     /// Evaluate the points `chunk` (indices into `key_of`, `xs`, `depths`;
-    /// a key's points adjacent and sorted by input) into `out`.
+    /// a key's points adjacent and sorted by input) into `out`, `width`
+    /// words per point in the chunk's order.
     fn run(
         &mut self,
         roots: &[Block],
@@ -803,7 +834,7 @@ impl<'a> Walk<'a> {
             }
             if !finished.is_empty() {
                 let slot = self.slots[lvl].expect("depths are checked against the stops");
-                self.finish(&finished, chunk, out, Conversion::Stop(slot));
+                self.finish(&finished, out, Conversion::Stop(slot));
             }
             std::mem::swap(&mut active, &mut walking);
             if active.is_empty() {
@@ -860,12 +891,12 @@ impl<'a> Walk<'a> {
             std::mem::swap(&mut self.v, &mut v);
             std::mem::swap(&mut self.key, &mut key);
         }
-        self.finish(&active, chunk, out, Conversion::Leaf);
+        self.finish(&active, out, Conversion::Leaf);
     }
 
     /// Write the outputs of the points at positions `done` of `chunk` from
     /// their nodes: `V + sg·(convert(s) + t·correction)`, once per node.
-    fn finish(&self, done: &[usize], chunk: &[usize], out: &mut [u64], how: Conversion) {
+    fn finish(&self, done: &[usize], out: &mut [u64], how: Conversion) {
         let width = self.keys.width;
         let key_len = self.keys.key_len();
         let mut word = vec![0u64; width];
@@ -898,8 +929,7 @@ impl<'a> Walk<'a> {
                 }
                 node_done = node;
             }
-            let p = chunk[i];
-            out[p * width..(p + 1) * width].copy_from_slice(&word);
+            out[i * width..(i + 1) * width].copy_from_slice(&word);
         }
     }
 }
@@ -991,13 +1021,21 @@ mod tests {
         let xs: Vec<u64> = (0..3 * keys as u64)
             .map(|p| (p * 104_729 + 13) % (1 << bits))
             .collect();
-        for party in 0..2 {
-            let party_roots: Vec<Block> = roots.iter().map(|r| r[party]).collect();
-            let mut out = vec![0u64; xs.len()];
-            eval_batch(party, &party_roots, &cws, &key_of, &xs, &mut out);
-            for (p, &o) in out.iter().enumerate() {
-                let k = key_of[p];
-                assert_eq!(o, eval(party, &party_roots[k], &cws, k, xs[p]), "point {p}");
+        // on one thread and in parallel chunks (pools of 2 and 3 threads)
+        for threads in 1..=3 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for party in 0..2 {
+                let party_roots: Vec<Block> = roots.iter().map(|r| r[party]).collect();
+                let mut out = vec![0u64; xs.len()];
+                pool.install(|| eval_batch(party, &party_roots, &cws, &key_of, &xs, &mut out));
+                for (p, &o) in out.iter().enumerate() {
+                    let k = key_of[p];
+                    let want = eval(party, &party_roots[k], &cws, k, xs[p]);
+                    assert_eq!(o, want, "point {p}, {threads} threads");
+                }
             }
         }
     }
@@ -1034,7 +1072,11 @@ mod tests {
             }
             for (party, roots) in [(0, &r0), (1, &r1)] {
                 let mut out = vec![0u64; xs.len() * width];
-                eval_batch(party, roots, &cws, &key_of, &xs, &mut out);
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(1 + party)
+                    .build()
+                    .unwrap();
+                pool.install(|| eval_batch(party, roots, &cws, &key_of, &xs, &mut out));
                 for (p, &x) in xs.iter().enumerate() {
                     let one = eval_words(party, &roots[key_of[p]], &cws, key_of[p], x);
                     assert_eq!(
@@ -1089,7 +1131,12 @@ mod tests {
             }
             let mut out = [vec![0u64; xs.len() * width], vec![0u64; xs.len() * width]];
             for (party, roots) in [(0, &r0), (1, &r1)] {
-                eval_batch_stopping(party, roots, &cws, &key_of, &xs, &depths, &mut out[party]);
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(2 + party)
+                    .build()
+                    .unwrap();
+                let o = &mut out[party];
+                pool.install(|| eval_batch_stopping(party, roots, &cws, &key_of, &xs, &depths, o));
                 for p in 0..xs.len() {
                     let one =
                         eval_words_at(party, &roots[key_of[p]], &cws, key_of[p], xs[p], depths[p]);

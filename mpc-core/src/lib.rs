@@ -39,6 +39,7 @@ pub mod gelu;
 pub mod local;
 pub mod nonlinear;
 pub mod op;
+pub mod parallel;
 pub mod plain;
 pub mod prg;
 pub mod ring;

@@ -50,11 +50,27 @@ pub fn scale(a: &[u64], k: u64) -> Vec<u64> {
 /// also compiled with AVX-512 (`C = 32`: sixteen 8-lane accumulators, one
 /// `vpmullq` and one `vpaddq` per 8 terms) and with AVX2, and the best build
 /// the CPU supports is picked at run time; elsewhere the portable build runs.
-/// All builds give the same result (the sum is exact mod 2^64).
+/// All builds give the same result (the sum is exact mod 2^64). A large
+/// product runs in bands of rows on [`crate::parallel`]'s threads.
 pub fn matmul_acc(a: &[u64], b: &[u64], out: &mut [u64], m: usize, k: usize, n: usize) {
     assert_eq!(a.len(), m * k, "matmul: lhs is not {m}x{k}");
     assert_eq!(b.len(), k * n, "matmul: rhs is not {k}x{n}");
     assert_eq!(out.len(), m * n, "matmul: out is not {m}x{n}");
+    let parts = crate::parallel::parts(m * k * n, m.div_ceil(MR));
+    if parts > 1 && n > 0 {
+        // row bands of whole register tiles, one per part
+        let band = m.div_ceil(MR).div_ceil(parts) * MR;
+        use rayon::prelude::*;
+        out.par_chunks_mut(band * n)
+            .zip(a.par_chunks(band * k))
+            .for_each(|(o, a)| matmul_band(a, b, o, o.len() / n, k, n));
+        return;
+    }
+    matmul_band(a, b, out, m, k, n);
+}
+
+/// [`matmul_acc`] on one thread.
+fn matmul_band(a: &[u64], b: &[u64], out: &mut [u64], m: usize, k: usize, n: usize) {
     let x = Operands { a, b, m, k, n };
     #[cfg(target_arch = "x86_64")]
     if let Some(isa) = x86::detect() {
@@ -381,6 +397,32 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// A product large enough to split, on pools of 1, 2, 3 and 4 threads
+    /// (bands of uneven height, the last one short): the same as one band.
+    #[test]
+    fn matmul_in_bands_matches_one_band() {
+        let (m, k, n) = (67, 130, 45);
+        assert!(m * k * n >= 2 * crate::parallel::MIN_WORK);
+        let a: Vec<u64> = (0..m * k)
+            .map(|i| (i as u64 + 11).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect();
+        let b: Vec<u64> = (0..k * n)
+            .map(|i| (i as u64 + 5).wrapping_mul(0xbf58_476d_1ce4_e5b9))
+            .collect();
+        let init: Vec<u64> = (0..m * n).map(|i| i as u64 * 31).collect();
+        let mut want = init.clone();
+        matmul_band(&a, &b, &mut want, m, k, n);
+        for threads in 1..=4 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut got = init.clone();
+            pool.install(|| matmul_acc(&a, &b, &mut got, m, k, n));
+            assert!(got == want, "{threads} threads");
         }
     }
 

@@ -107,6 +107,11 @@ struct Args {
     /// Bandwidth shaped outside the relay (tc), Mbit/s, for the estimate.
     #[arg(long)]
     shaped_mbit: Option<f64>,
+    /// Kernel threads per party (each party's `--threads`). 0: every core
+    /// behind a relay, whose delay makes the parties' work alternate, and
+    /// half of them on a direct link, where both work at the same moments.
+    #[arg(long, default_value_t = 0)]
+    party_threads: usize,
 }
 
 fn child_main(args: Vec<String>) -> ! {
@@ -238,6 +243,13 @@ async fn run(a: Args) {
             ports[3]
         );
     }
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let party_threads = match (a.party_threads, a.link.spec()) {
+        (0, Some(_)) => cores,
+        (0, None) => (cores / 2).max(1),
+        (t, _) => t,
+    };
+    println!("kernel threads per party: {party_threads} (of {cores} cores)");
     let exe = std::env::current_exe().unwrap();
     let spawn = |args: Vec<String>, log: &str, netns: Option<&str>| {
         let mut cmd = match netns {
@@ -290,6 +302,8 @@ async fn run(a: Args) {
             "300".into(),
             "--pool-wait".into(),
             "600".into(),
+            "--threads".into(),
+            party_threads.to_string(),
         ]
     };
     let p1: Proc = spawn(party(1), "party1.log", a.p1_netns.as_deref());

@@ -15,6 +15,7 @@ use crate::party::{PartyConfig, PartyListeners};
 use crate::shares;
 use crate::telemetry::{self, LogFormat};
 use crate::tls::{CertBundle, Role, TlsMaterial};
+use tracing::info;
 
 /// `mpcvit-server`: a computing party of mpcvit, or one of its tools.
 #[derive(Debug, Parser)]
@@ -118,6 +119,10 @@ pub struct PartyArgs {
     /// Party 0: sessions computed at once.
     #[arg(long, env = "MPCVIT_MAX_SESSIONS", default_value_t = defaults::MAX_SESSIONS)]
     pub max_sessions: usize,
+    /// Threads for a session's local kernels (DCF evaluation, matrix
+    /// products); 0: one per core.
+    #[arg(long, env = "MPCVIT_THREADS", default_value_t = 0)]
+    pub threads: usize,
     /// Seconds the two halves of a session wait for each other.
     #[arg(long, env = "MPCVIT_JOIN_TIMEOUT", default_value_t = defaults::JOIN_TIMEOUT.as_secs_f64())]
     pub join_timeout: f64,
@@ -280,6 +285,18 @@ async fn bind_optional(addr: Option<&str>) -> Result<Option<tokio::net::TcpListe
 }
 
 /// Run a party from its flags.
+/// The pool of mpc-core's local kernels ([`mpc_core::parallel`]): `threads`
+/// threads, or one per core for 0.
+fn kernel_threads(threads: usize) -> Result<(), ServerError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("mpc-kernel-{i}"))
+        .build_global()
+        .map_err(|e| ServerError::Config(format!("--threads {threads}: {e}")))?;
+    info!(threads = rayon::current_num_threads(), "kernel threads");
+    Ok(())
+}
+
 pub async fn run_party(a: PartyArgs) -> Result<(), ServerError> {
     telemetry::init(a.common.log_format, "info");
     let p = a
@@ -289,6 +306,7 @@ pub async fn run_party(a: PartyArgs) -> Result<(), ServerError> {
     if a.models.is_empty() {
         return Err(ServerError::Config("no --model given".into()));
     }
+    kernel_threads(a.threads)?;
     let mut models = Vec::new();
     for m in &a.models {
         let path = share_path(m, party);
