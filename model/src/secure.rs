@@ -875,6 +875,8 @@ impl BlockStage {
     /// (`Op::all`), then the projection; returned untruncated with its
     /// scale above `f` bits: `f` (the projection after the heads) or `f +
     /// ATTN_INV_FRAC` (folded into the heads' values, [`BlockStage::folded_head`]).
+    /// In the last block only the class token's query attends (the keys
+    /// and values are every token's), so the output is its row only.
     fn attention(
         &self,
         c: &mut Ctx<'_>,
@@ -882,6 +884,7 @@ impl BlockStage {
         lnp: LayerNormParams,
     ) -> Op<(Share, u32)> {
         let (n, dim) = (self.cfg.num_tokens(), self.cfg.dim);
+        let queries = self.query_rows();
         let qkv = &self.blk.qkv;
         let me = self.clone();
         c.layer_norm_linear(xc, &qkv.w, qkv.bias.as_ref(), n, dim, lnp)
@@ -894,21 +897,22 @@ impl BlockStage {
                         Op::all(heads).then(move |c, outs| {
                             let d = me.cfg.head_dim();
                             // Concatenate heads: token t, head h → columns h·d..(h+1)·d.
-                            let mut concat = vec![0u64; n * dim];
+                            let mut concat = vec![0u64; queries * dim];
                             for (h, o) in outs.iter().enumerate() {
-                                for t in 0..n {
+                                for t in 0..queries {
                                     concat[t * dim + h * d..t * dim + (h + 1) * d]
                                         .copy_from_slice(&o.as_slice()[t * d..(t + 1) * d]);
                                 }
                             }
-                            linear_raw(c, &Share::new(concat), n, &proj, 0).map(move |y| (y, f))
+                            linear_raw(c, &Share::new(concat), queries, &proj, 0)
+                                .map(move |y| (y, f))
                         })
                     }
                     Projection::PerHead { rows, scale, bias } => {
                         let s = f + ATTN_INV_FRAC;
                         let bias = bias
                             .as_ref()
-                            .map(|b| Share::new(tile(b.as_slice(), n)).scale_int(1 << s));
+                            .map(|b| Share::new(tile(b.as_slice(), queries)).scale_int(1 << s));
                         let mut heads: Vec<Op<Share>> = rows
                             .iter()
                             .map(|(h, w)| me.folded_head(c, &qkv, *h, w))
@@ -917,7 +921,7 @@ impl BlockStage {
                             heads.push(me.scale_heads_projected(c, &qkv, hs, w));
                         }
                         Op::all(heads).map(move |outs| {
-                            let mut sum = bias.unwrap_or_else(|| Share::zeros(n * dim));
+                            let mut sum = bias.unwrap_or_else(|| Share::zeros(queries * dim));
                             for o in &outs {
                                 sum = sum.add(o);
                             }
@@ -940,26 +944,26 @@ impl BlockStage {
         w: &MaskedWeight,
     ) -> Op<Share> {
         let cfg = &self.cfg;
-        let (n, dim, d) = (cfg.num_tokens(), cfg.dim, cfg.head_dim());
+        let (n, dim, d, rows) = (cfg.num_tokens(), cfg.dim, cfg.head_dim(), self.query_rows());
         let outs = hs
             .iter()
             .map(|&h| {
                 let [q, k, v] = head_columns(qkv, n, dim, d, h);
-                c.scale_attn(&q, &k, &v, n, d, n)
+                c.scale_attn(&q.slice(0..rows * d), &k, &v, rows, n, d, n)
             })
             .collect();
         let (w, k) = (w.clone(), hs.len());
         Op::all(outs)
             .then(move |c, outs| {
                 // token t, j-th ScaleAttn head → columns j·d..(j+1)·d
-                let mut side = vec![0u64; n * k * d];
+                let mut side = vec![0u64; rows * k * d];
                 for (j, o) in outs.iter().enumerate() {
-                    for t in 0..n {
+                    for t in 0..rows {
                         side[t * k * d + j * d..t * k * d + (j + 1) * d]
                             .copy_from_slice(&o.as_slice()[t * d..(t + 1) * d]);
                     }
                 }
-                c.weight_matmul_raw(&Share::new(side), n, &w)
+                c.weight_matmul_raw(&Share::new(side), rows, &w)
             })
             .map(|y| y.scale_int(1 << ATTN_INV_FRAC))
     }
@@ -974,16 +978,17 @@ impl BlockStage {
     /// Other ScaleAttn heads go through [`BlockStage::scale_heads_projected`].
     fn folded_head(&self, c: &mut Ctx<'_>, qkv: &Share, h: usize, w: &MaskedWeight) -> Op<Share> {
         let cfg = &self.cfg;
-        let (n, dim, d) = (cfg.num_tokens(), cfg.dim, cfg.head_dim());
+        let (n, dim, d, rows) = (cfg.num_tokens(), cfg.dim, cfg.head_dim(), self.query_rows());
         let [q, k, v] = head_columns(qkv, n, dim, d, h);
+        let q = q.slice(0..rows * d);
         let p = self.params;
         let w = w.clone();
         match cfg.attention[self.i][h] {
             AttnKind::ScaleAttn => {
                 let vw = c.weight_matmul(&v, n, &w);
-                c.scale_attn_weights(&q, &k, n, d, n)
+                c.scale_attn_weights(&q, &k, rows, n, d, n)
                     .join(vw)
-                    .then(move |c, (a, vw)| c.matmul_raw(&a, &vw, n, n, dim))
+                    .then(move |c, (a, vw)| c.matmul_raw(&a, &vw, rows, n, dim))
                     .map(|y| y.scale_int(1 << ATTN_INV_FRAC))
             }
             // V·W_h's product beside the scores, its truncation beside
@@ -991,18 +996,28 @@ impl BlockStage {
             kind => {
                 let (rp, f) = (self.relu_attention_params(), c.frac_bits());
                 let vw = c.weight_matmul_raw(&v, n, &w);
-                c.attention_scores_untruncated(&q, &k, n, d)
+                c.attention_scores_untruncated(&q, &k, rows, n, d)
                     .join(vw)
                     .then(move |c, (s, vw)| {
                         let vw = c.trunc(&vw, f);
                         if kind == AttnKind::Softmax {
-                            c.softmax_attention_untruncated(s, vw, n, dim, p.score_bits)
+                            c.softmax_attention_untruncated(s, vw, rows, n, dim, p.score_bits)
                         } else {
-                            c.relu_attention_untruncated(s, vw, n, dim, rp)
+                            c.relu_attention_untruncated(s, vw, rows, n, dim, rp)
                         }
                     })
                     .map(|y| y.raw)
             }
+        }
+    }
+
+    /// The tokens whose queries attend: the class token's alone in the
+    /// last block (nothing reads the other rows after it), else all.
+    fn query_rows(&self) -> usize {
+        if self.class_only {
+            1
+        } else {
+            self.cfg.num_tokens()
         }
     }
 
@@ -1022,18 +1037,24 @@ impl BlockStage {
     /// Softmax or ScaleAttn, each the mpc-core operator of that name.
     fn head(&self, c: &mut Ctx<'_>, qkv: &Share, h: usize) -> Op<Share> {
         let cfg = &self.cfg;
-        let (n, dim, d) = (cfg.num_tokens(), cfg.dim, cfg.head_dim());
+        let (n, dim, d, rows) = (cfg.num_tokens(), cfg.dim, cfg.head_dim(), self.query_rows());
         let [q, k, v] = head_columns(qkv, n, dim, d, h);
+        let q = q.slice(0..rows * d);
         let p = self.params;
+        let truncate = |c: &mut Ctx<'_>, y: Untruncated| y.truncate(c);
         match cfg.attention[self.i][h] {
-            AttnKind::ScaleAttn => c.scale_attn(&q, &k, &v, n, d, n),
+            AttnKind::ScaleAttn => c.scale_attn(&q, &k, &v, rows, n, d, n),
             AttnKind::Softmax => c
-                .attention_scores_untruncated(&q, &k, n, d)
-                .then(move |c, s| c.softmax_attention(s, &v, n, d, p.score_bits)),
+                .attention_scores_untruncated(&q, &k, rows, n, d)
+                .then(move |c, s| {
+                    c.softmax_attention_untruncated(s, Op::ready(v), rows, n, d, p.score_bits)
+                })
+                .then(truncate),
             AttnKind::ReluSoftmax => {
                 let rp = self.relu_attention_params();
-                c.attention_scores_untruncated(&q, &k, n, d)
-                    .then(move |c, s| c.relu_attention(s, &v, n, d, rp))
+                c.attention_scores_untruncated(&q, &k, rows, n, d)
+                    .then(move |c, s| c.relu_attention_untruncated(s, Op::ready(v), rows, n, d, rp))
+                    .then(truncate)
             }
         }
     }

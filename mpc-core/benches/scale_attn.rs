@@ -11,7 +11,7 @@ fn bench(c: &mut Criterion) {
     let k = uniform(N * D, -1.5, 1.5, 8);
     let v = uniform(N * D, -1.5, 1.5, 9);
     bench_operator(c, "scale_attn", &format!("{N}x{D}"), &[q, k, v], |s, v| {
-        s.run(|cx| cx.scale_attn(&v[0], &v[1], &v[2], N, D, N))
+        s.run(|cx| cx.scale_attn(&v[0], &v[1], &v[2], N, N, D, N))
     });
 }
 

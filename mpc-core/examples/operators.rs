@@ -221,7 +221,7 @@ fn main() {
             out_frac: f,
             relative: false,
         },
-        |s, v| s.run(|cx| cx.scale_attn(&v[0], &v[1], &v[2], n, d, n)),
+        |s, v| s.run(|cx| cx.scale_attn(&v[0], &v[1], &v[2], n, n, d, n)),
     );
     let act = uniform(n * mlp, -6.0, 6.0, 10);
     report(

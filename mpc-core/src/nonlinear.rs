@@ -513,7 +513,7 @@ impl Ctx<'_> {
         d: usize,
         p: ReluAttention,
     ) -> Op<Share> {
-        self.relu_attention_untruncated(s, Op::ready(v.clone()), n, d, p)
+        self.relu_attention_untruncated(s, Op::ready(v.clone()), n, n, d, p)
             .then(|c, y| y.truncate(c))
     }
 
@@ -522,17 +522,21 @@ impl Ctx<'_> {
     /// pending (rounds 4, 3 with `p.one_round`), with the values given as an operator that runs
     /// beside the ReLU: for example the values already through the head's
     /// rows of the output projection (`V·W_h`, n×C), so the attention
-    /// output feeds the residual with no projection round after it.
+    /// output feeds the residual with no projection round after it. The
+    /// scores are `rows` queries' (rows×n; `rows < n` where only some
+    /// tokens' outputs are read, as the class token's in a last block),
+    /// the output rows×d.
     pub fn relu_attention_untruncated(
         &mut self,
         s: impl Into<Untruncated>,
         v: Op<Share>,
+        rows: usize,
         n: usize,
         d: usize,
         p: ReluAttention,
     ) -> Op<Untruncated> {
         let s: Untruncated = s.into();
-        attempt!(check_len("relu_attention", "scores", s.raw.len(), n * n));
+        attempt!(check_len("relu_attention", "scores", s.raw.len(), rows * n));
         let relu = if p.one_round {
             self.relu_one_round(&s, p.bits, p.coarse)
         } else {
@@ -541,11 +545,11 @@ impl Ctx<'_> {
         relu.join(v).then(move |c, (r, v)| {
             attempt!(check_len("relu_attention", "values", v.len(), n * d));
             let eps = c.encode(p.eps);
-            c.normalised_product(r, v, eps, n, d, p.row_sum)
+            c.normalised_product(r, v, eps, rows, n, d, p.row_sum)
         })
     }
 
-    /// `diag(1/(Σ_j W_ij + eps))·(W·V)` for attention weights `W` (n×n, at
+    /// `diag(1/(Σ_j W_ij + eps))·(W·V)` for attention weights `W` (rows×n, at
     /// `f` bits) and values `V` (n×d): the product and the reciprocal of the
     /// row sums on `row_sum` in one round, both left untruncated, then the
     /// row scaling that truncates both ([`Ctx::mul_rows_pending`], the
@@ -556,17 +560,20 @@ impl Ctx<'_> {
         w: Share,
         v: Share,
         eps: u64,
+        rows: usize,
         n: usize,
         d: usize,
         row_sum: Domain,
     ) -> Op<Untruncated> {
         let f = self.frac_bits();
-        let sums = self.add_scalar(&Share::new(ring::row_sums(w.as_slice(), n, n)), eps);
+        let sums = self.add_scalar(&Share::new(ring::row_sums(w.as_slice(), rows, n)), eps);
         let wv = self
-            .matmul_raw(&w, &v, n, n, d)
+            .matmul_raw(&w, &v, rows, n, d)
             .map(move |raw| Untruncated { raw, shift: f });
         wv.join(self.reciprocal_untruncated(&sums, row_sum))
-            .then(move |c, (wv, inv)| c.mul_rows_pending(&wv, &narrowed(inv, ATTN_INV_FRAC), n, d))
+            .then(move |c, (wv, inv)| {
+                c.mul_rows_pending(&wv, &narrowed(inv, ATTN_INV_FRAC), rows, d)
+            })
             .map(move |raw| Untruncated {
                 raw,
                 shift: f + ATTN_INV_FRAC,
@@ -593,24 +600,31 @@ impl Ctx<'_> {
         d: usize,
         bits: u32,
     ) -> Op<Share> {
-        self.softmax_attention_untruncated(s, Op::ready(v.clone()), n, d, bits)
+        self.softmax_attention_untruncated(s, Op::ready(v.clone()), n, n, d, bits)
             .then(|c, y| y.truncate(c))
     }
 
     /// [`Ctx::softmax_attention`] without its last truncation, the values
     /// given as an operator that runs beside the maximum and the
-    /// exponential (as [`Ctx::relu_attention_untruncated`]).
+    /// exponential, for `rows` queries' scores (rows×n), as
+    /// [`Ctx::relu_attention_untruncated`].
     pub fn softmax_attention_untruncated(
         &mut self,
         s: impl Into<Untruncated>,
         v: Op<Share>,
+        rows: usize,
         n: usize,
         d: usize,
         bits: u32,
     ) -> Op<Untruncated> {
         let s: Untruncated = s.into();
-        attempt!(check_len("softmax_attention", "scores", s.raw.len(), n * n));
-        self.row_max(s, n, n, bits, SOFTMAX_MAX_COARSE)
+        attempt!(check_len(
+            "softmax_attention",
+            "scores",
+            s.raw.len(),
+            rows * n
+        ));
+        self.row_max(s, rows, n, bits, SOFTMAX_MAX_COARSE)
             .then(move |c, (x, m)| {
                 let d = x.sub(&Share::new(ring::repeat_rows(m.as_slice(), n)));
                 c.exp_neg(&d)
@@ -622,83 +636,91 @@ impl Ctx<'_> {
                     lo: 1.0,
                     hi: 2.0 * n as f64,
                 };
-                c.normalised_product(e, v, 0, n, d, dom)
+                c.normalised_product(e, v, 0, rows, n, d, dom)
             })
     }
 
     /// Attention scores `Q·Kᵀ/√d` for one head (Q, K: n×d); the 1/√d is folded
     /// into the truncation. Rounds 2; bytes `16nd + ⌈n²/8⌉`.
     pub fn attention_scores(&mut self, q: &Share, k: &Share, n: usize, d: usize) -> Op<Share> {
-        self.attention_scores_untruncated(q, k, n, d)
+        self.attention_scores_untruncated(q, k, n, n, d)
             .then(|c, s| s.truncate(c))
     }
 
     /// [`Ctx::attention_scores`] with the truncation (and its 1/√d) left
     /// pending, for a consumer that truncates in its own opening
-    /// ([`Ctx::relu_attention`]). Rounds 1; bytes `16nd`.
+    /// ([`Ctx::relu_attention`]), for `rows` queries (Q rows×d, K n×d; the
+    /// scores rows×n). Rounds 1; bytes `8(rows + n)d`.
     pub fn attention_scores_untruncated(
         &mut self,
         q: &Share,
         k: &Share,
+        rows: usize,
         n: usize,
         d: usize,
     ) -> Op<Untruncated> {
         let kt = Share::new(ring::transpose(k.as_slice(), n, d));
         let f = self.frac_bits();
-        self.matmul_raw(q, &kt, n, d, n)
+        self.matmul_raw(q, &kt, rows, d, n)
             .map(move |s| crate::arith::scaled(&s, f, 1.0 / (d as f64).sqrt()))
     }
 
     /// ScaleAttn for one head: `(Q·Kᵀ/√d)/N · V` with no nonlinearity, computed as
     /// `Q·(Kᵀ·V)` when `d < n` (2nd² instead of 2n²d multiply-adds) and as
     /// `(Q·Kᵀ)·V` otherwise; the public factor `1/(√d·N)` is folded into the
-    /// first truncation. `tokens` is the paper's N (the token count).
+    /// first truncation. `tokens` is the paper's N (the token count). The
+    /// queries are `rows` tokens' (Q rows×d, K and V n×d, the output
+    /// rows×d; `rows = n` but where only some tokens' outputs are read).
     ///
     /// Rounds 4. Bytes: `8(nd + nd) + ⌈·/8⌉` for the first product and
-    /// `8(nd + d²)` (or `8(n² + nd)`) for the second.
+    /// `8(rows·d + d²)` (or `8(rows·n + nd)`) for the second.
     /// Accuracy: a few ulps times √(inner dimension).
+    #[allow(clippy::too_many_arguments)]
     pub fn scale_attn(
         &mut self,
         q: &Share,
         k: &Share,
         v: &Share,
+        rows: usize,
         n: usize,
         d: usize,
         tokens: usize,
     ) -> Op<Share> {
         attempt!(check_len("scale_attn", "values", v.len(), n * d));
         if d < n {
-            let (kt, scale) = attempt!(scale_attn_keys(q, k, n, d, tokens));
+            let (kt, scale) = attempt!(scale_attn_keys(q, k, rows, n, d, tokens));
             let (f, q) = (self.frac_bits(), q.clone());
             self.matmul_raw(&kt, v, d, n, d)
                 .then(move |c, m| c.trunc_scaled(&m, f, scale))
-                .then(move |c, m| c.matmul(&q, &m, n, d, d))
+                .then(move |c, m| c.matmul(&q, &m, rows, d, d))
         } else {
             let v = v.clone();
-            self.scale_attn_weights(q, k, n, d, tokens)
-                .then(move |c, s| c.matmul(&s, &v, n, n, d))
+            self.scale_attn_weights(q, k, rows, n, d, tokens)
+                .then(move |c, s| c.matmul(&s, &v, rows, n, d))
         }
     }
 
-    /// ScaleAttn's attention matrix for one head, `(Q·Kᵀ/√d)/N` (n × n at
-    /// `f` bits), for a caller that applies it to values of its own (the
-    /// model's heads with the output projection folded in apply it to
-    /// `V·W_h`, computed beside it). `tokens` is the paper's N.
+    /// ScaleAttn's attention matrix for one head, `(Q·Kᵀ/√d)/N` (rows × n
+    /// at `f` bits for `rows` queries), for a caller that applies it to
+    /// values of its own (the model's heads with the output projection
+    /// folded in apply it to `V·W_h`, computed beside it). `tokens` is the
+    /// paper's N.
     ///
     /// Rounds 2 (the product; its truncation, with the public factor
-    /// `1/(√d·N)` folded in). Bytes `16nd + ⌈n²/8⌉`. Accuracy: one ulp
+    /// `1/(√d·N)` folded in). Bytes `8(rows + n)d + ⌈rows·n/8⌉`. Accuracy: one ulp
     /// plus the encoded factor's relative error ([`Ctx::trunc_scaled`]).
     pub fn scale_attn_weights(
         &mut self,
         q: &Share,
         k: &Share,
+        rows: usize,
         n: usize,
         d: usize,
         tokens: usize,
     ) -> Op<Share> {
-        let (kt, scale) = attempt!(scale_attn_keys(q, k, n, d, tokens));
+        let (kt, scale) = attempt!(scale_attn_keys(q, k, rows, n, d, tokens));
         let f = self.frac_bits();
-        self.matmul_raw(q, &kt, n, d, n)
+        self.matmul_raw(q, &kt, rows, d, n)
             .then(move |c, s| c.trunc_scaled(&s, f, scale))
     }
 
@@ -1122,11 +1144,12 @@ pub fn tile(v: &[u64], times: usize) -> Vec<u64> {
 fn scale_attn_keys(
     q: &Share,
     k: &Share,
+    rows: usize,
     n: usize,
     d: usize,
     tokens: usize,
 ) -> crate::error::Result<(Share, f64)> {
-    check_len("scale_attn", "queries", q.len(), n * d)?;
+    check_len("scale_attn", "queries", q.len(), rows * d)?;
     check_len("scale_attn", "keys", k.len(), n * d)?;
     let kt = Share::new(ring::transpose(k.as_slice(), n, d));
     Ok((kt, 1.0 / ((d as f64).sqrt() * tokens as f64)))

@@ -638,7 +638,7 @@ fn scale_attn_both_orders_match_plaintext() {
         let km = uniform(n * d, -2.0, 2.0, 20);
         let vm = uniform(n * d, -2.0, 2.0, 21);
         let (got, r) = run(FP, &[&qm, &km, &vm], |s, x| {
-            s.run(|cx| cx.scale_attn(&x[0], &x[1], &x[2], n, d, n))
+            s.run(|cx| cx.scale_attn(&x[0], &x[1], &x[2], n, n, d, n))
         });
         let want = plain::scale_attn(&q(&qm), &q(&km), &q(&vm), n, d, n);
         let err = max_abs_diff(&got, &want);
@@ -653,7 +653,7 @@ fn scale_attn_weights_match_plaintext_in_two_rounds() {
     let qm = uniform(n * d, -2.0, 2.0, 22);
     let km = uniform(n * d, -2.0, 2.0, 23);
     let (got, r) = run(FP, &[&qm, &km], |s, x| {
-        s.run(|cx| cx.scale_attn_weights(&x[0], &x[1], n, d, n))
+        s.run(|cx| cx.scale_attn_weights(&x[0], &x[1], n, n, d, n))
     });
     let scale = 1.0 / ((d as f64).sqrt() * n as f64);
     let want: Vec<f64> = plain::matmul(&q(&qm), &plain::transpose(&q(&km), n, d), n, d, n)
@@ -1054,7 +1054,7 @@ fn attention_values_given_as_an_operator_run_beside_the_relu() {
         let ones = ss.ctx().public(&vec![FP.encode(1.0); n * d]);
         ss.run(|cx| {
             let values = cx.mul(&x[1], &ones);
-            cx.relu_attention_untruncated(&x[0], values, n, d, p)
+            cx.relu_attention_untruncated(&x[0], values, n, n, d, p)
                 .then(|cx, y| y.truncate(cx))
         })
     });
