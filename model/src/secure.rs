@@ -1041,20 +1041,15 @@ impl BlockStage {
         let [q, k, v] = head_columns(qkv, n, dim, d, h);
         let q = q.slice(0..rows * d);
         let p = self.params;
-        let truncate = |c: &mut Ctx<'_>, y: Untruncated| y.truncate(c);
         match cfg.attention[self.i][h] {
             AttnKind::ScaleAttn => c.scale_attn(&q, &k, &v, rows, n, d, n),
             AttnKind::Softmax => c
                 .attention_scores_untruncated(&q, &k, rows, n, d)
-                .then(move |c, s| {
-                    c.softmax_attention_untruncated(s, Op::ready(v), rows, n, d, p.score_bits)
-                })
-                .then(truncate),
+                .then(move |c, s| c.softmax_attention(s, &v, rows, n, d, p.score_bits)),
             AttnKind::ReluSoftmax => {
                 let rp = self.relu_attention_params();
                 c.attention_scores_untruncated(&q, &k, rows, n, d)
-                    .then(move |c, s| c.relu_attention_untruncated(s, Op::ready(v), rows, n, d, rp))
-                    .then(truncate)
+                    .then(move |c, s| c.relu_attention(s, &v, rows, n, d, rp))
             }
         }
     }

@@ -495,8 +495,10 @@ impl Ctx<'_> {
     /// ReLU-softmax attention for one head: `diag(1/(rowsum(R) + eps))·(R·V)`
     /// with `R = ReLU(S)` (by [`Ctx::relu_truncating`] with `p.coarse`, so
     /// scores whose truncation is pending, as [`Ctx::attention_scores_untruncated`]
-    /// gives them, are truncated by the ReLU's own opening), `S` n×n and `V` n×d. Normalising after the product scales n×d values
-    /// instead of n×n, and the reciprocal of the row sums runs beside the
+    /// gives them, are truncated by the ReLU's own opening), `S` rows×n
+    /// (`rows` queries: n, or fewer where only some tokens' outputs are
+    /// read) and `V` n×d. Normalising after the product scales rows×d values
+    /// instead of rows×n, and the reciprocal of the row sums runs beside the
     /// product `R·V`.
     ///
     /// Rounds 2 (ReLU; 1 with `p.one_round`), then 1 (the reciprocal, its
@@ -509,11 +511,12 @@ impl Ctx<'_> {
         &mut self,
         s: impl Into<Untruncated>,
         v: &Share,
+        rows: usize,
         n: usize,
         d: usize,
         p: ReluAttention,
     ) -> Op<Share> {
-        self.relu_attention_untruncated(s, Op::ready(v.clone()), n, n, d, p)
+        self.relu_attention_untruncated(s, Op::ready(v.clone()), rows, n, d, p)
             .then(|c, y| y.truncate(c))
     }
 
@@ -580,7 +583,8 @@ impl Ctx<'_> {
             })
     }
 
-    /// Softmax attention for one head: `softmax_row(S)·V` (S n×n, V n×d),
+    /// Softmax attention for one head: `softmax_row(S)·V` (S rows×n for
+    /// `rows` queries, V n×d),
     /// normalised after the product as `diag(1/Σ_j E_ij)·(E·V)` with
     /// `E = exp(S − max)`, so the reciprocal runs beside `E·V` and scales
     /// n×d values instead of n×n.
@@ -596,11 +600,12 @@ impl Ctx<'_> {
         &mut self,
         s: impl Into<Untruncated>,
         v: &Share,
+        rows: usize,
         n: usize,
         d: usize,
         bits: u32,
     ) -> Op<Share> {
-        self.softmax_attention_untruncated(s, Op::ready(v.clone()), n, n, d, bits)
+        self.softmax_attention_untruncated(s, Op::ready(v.clone()), rows, n, d, bits)
             .then(|c, y| y.truncate(c))
     }
 

@@ -131,12 +131,12 @@ fn library_attention_matches_the_reference_with_heads_side_by_side() {
         row_sum: mpc_core::nonlinear::ROW_SUMS,
     };
     let (_, one) = run(FP, &[&s1, &v], |s, x| {
-        s.run(|c| c.relu_attention(&x[0], &x[1], n, d, p))
+        s.run(|c| c.relu_attention(&x[0], &x[1], n, n, d, p))
     });
     let (got, two) = run(FP, &[&s1, &s2, &v], |s, x| {
         s.run(|c| {
-            let a = c.relu_attention(&x[0], &x[2], n, d, p);
-            let b = c.relu_attention(&x[1], &x[2], n, d, p);
+            let a = c.relu_attention(&x[0], &x[2], n, n, d, p);
+            let b = c.relu_attention(&x[1], &x[2], n, n, d, p);
             a.join(b).map(|(a, b)| Share::concat(&[&a, &b]))
         })
     });

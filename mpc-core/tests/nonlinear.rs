@@ -533,7 +533,7 @@ fn relu_softmax_and_relu_attention_match_plaintext() {
                 eps,
                 row_sum: ROW_SUMS,
             };
-            ss.run(|cx| cx.relu_attention(&x[0], &x[1], n, d, p))
+            ss.run(|cx| cx.relu_attention(&x[0], &x[1], n, n, d, p))
         });
         let p = plain::relu_softmax(&q(&s), n, n, eps);
         let want = plain::matmul(&p, &q(&v), n, n, d);
@@ -623,7 +623,7 @@ fn coarse_relu_attention_survives_rows_of_scores_just_below_zero() {
             row_sum: ROW_SUMS,
         };
         let (got, _) = run(FP, &[&s, &v], |ss, x| {
-            ss.run(|cx| cx.relu_attention(&x[0], &x[1], n, d, p))
+            ss.run(|cx| cx.relu_attention(&x[0], &x[1], n, n, d, p))
         });
         // each weight may lose a score below 2^−8 (of a row sum ≥ 0.5 where it matters)
         let err = max_abs_diff(&got, &want);

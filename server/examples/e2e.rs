@@ -559,7 +559,7 @@ async fn run(a: Args) {
         0
     };
     if a.throughput {
-        let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
+        let cores = cores as f64;
         let mut rates = Vec::new();
         let mut cpu_per_image = Vec::new();
         for (clients, per) in [(1, n), (a.clients, a.per_client)] {

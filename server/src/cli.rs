@@ -284,7 +284,6 @@ async fn bind_optional(addr: Option<&str>) -> Result<Option<tokio::net::TcpListe
     }
 }
 
-/// Run a party from its flags.
 /// The pool of mpc-core's local kernels ([`mpc_core::parallel`]): `threads`
 /// threads, or one per core for 0.
 fn kernel_threads(threads: usize) -> Result<(), ServerError> {
@@ -297,6 +296,7 @@ fn kernel_threads(threads: usize) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// Run a party from its flags.
 pub async fn run_party(a: PartyArgs) -> Result<(), ServerError> {
     telemetry::init(a.common.log_format, "info");
     let p = a
