@@ -8,12 +8,14 @@
 //!   normalisation and augmentation.
 //! - [`vit`]: the network in candle with the `model` crate's state-dict names.
 //! - [`train`]: AdamW, schedules, the objectives, checkpoints and resume.
+//! - [`decision`]: how decisive a search is (the gap at the cut, seeds' agreement).
 //! - [`export`]: binarisation and `model.safetensors` + `manifest.json`.
 //! - [`pareto`]: accuracy against measured secure-inference cost (table and SVG figure).
 
 #![deny(unsafe_code)]
 
 pub mod data;
+pub mod decision;
 pub mod export;
 pub mod ops;
 pub mod pareto;
