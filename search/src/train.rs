@@ -268,7 +268,8 @@ pub struct ArchOptim {
     /// heads that keep ReLU-Softmax). After every step the alpha penalty's multiplier
     /// `s` (λα·s is the weight in the loss) becomes `s·exp(rate·(mean(alpha) − μ))`:
     /// dual ascent on `mean(alpha) ≤ μ`, which raises the penalty until only the heads
-    /// the loss needs most stay up. `None`: a fixed λα.
+    /// the loss needs most stay up. The penalty is then applied as a decoupled step
+    /// beside Adam's (see `Trainer::step`). `None`: a fixed λα in the loss.
     pub target_mu: Option<f64>,
     /// The `rate` of the budget's update.
     pub budget_rate: f64,
@@ -410,12 +411,9 @@ impl<'a> Trainer<'a> {
                 ..
             } => {
                 let mut loss = ce;
-                for (i, a) in self.vit.alpha_tensors().iter().enumerate() {
-                    let term = match self.head_cost.get(i) {
-                        Some(c) => a.abs()?.broadcast_mul(c)?.sum_all()?,
-                        None => a.abs()?.sum_all()?,
-                    };
-                    loss = (loss + (term * (*lambda_alpha * self.penalty_scale))?)?;
+                if !self.budgeted() {
+                    let penalty = self.alpha_penalty()?;
+                    loss = (loss + (penalty * (*lambda_alpha * self.penalty_scale))?)?;
                 }
                 for b in self.vit.beta_tensors() {
                     loss = (loss + (b.abs()?.sum_all()? * *lambda_beta)?)?;
@@ -445,7 +443,8 @@ impl<'a> Trainer<'a> {
         Ok((loss, correct))
     }
 
-    /// One optimisation step on a batch at learning rate `lr`.
+    /// One optimisation step on a batch at learning rate `lr`; with a budget, the
+    /// alpha penalty's decoupled step and the budget's update follow Adam's.
     pub fn step(&mut self, x: &Tensor, y: &Tensor, lr: f64) -> Result<StepStats> {
         let (loss, correct) = self.loss(x, y)?;
         let value = f64::from(loss.to_scalar::<f32>()?);
@@ -456,7 +455,10 @@ impl<'a> Trainer<'a> {
         }
         let grads = loss.backward()?;
         self.opt.update(&grads, lr)?;
-        self.update_budget()?;
+        if self.budgeted() {
+            self.decoupled_penalty_step(lr)?;
+            self.update_budget()?;
+        }
         Ok(StepStats {
             loss: value,
             correct,
@@ -465,6 +467,65 @@ impl<'a> Trainer<'a> {
 }
 
 impl Trainer<'_> {
+    /// The alpha penalty `Σ_l Σ_h c_lh·|alpha_lh|` (without λα).
+    fn alpha_penalty(&self) -> Result<Tensor> {
+        let mut total = Tensor::zeros((), candle_core::DType::F32, &Device::Cpu)?;
+        for (i, a) in self.vit.alpha_tensors().iter().enumerate() {
+            let term = match self.head_cost.get(i) {
+                Some(c) => a.abs()?.broadcast_mul(c)?.sum_all()?,
+                None => a.abs()?.sum_all()?,
+            };
+            total = (total + term)?;
+        }
+        Ok(total)
+    }
+
+    /// Whether the search runs with a budget (see [`ArchOptim::target_mu`]).
+    fn budgeted(&self) -> bool {
+        matches!(
+            self.objective,
+            Objective::Search {
+                arch: ArchOptim {
+                    target_mu: Some(_),
+                    ..
+                },
+                ..
+            }
+        )
+    }
+
+    /// With a budget the alpha penalty is a decoupled step, as AdamW's weight decay:
+    /// after Adam's step on the loss, `alpha ← alpha − lr·lr_scale·λα·s·∂P/∂alpha`
+    /// (projected when clamping). Through Adam's per-parameter normalisation the
+    /// penalty would move every alpha at the same speed whatever the loss says; apart
+    /// from it, a head stays up exactly when the loss pulls it up harder than the
+    /// penalty pushes it down.
+    fn decoupled_penalty_step(&mut self, lr: f64) -> Result<()> {
+        let Objective::Search {
+            lambda_alpha, arch, ..
+        } = self.objective
+        else {
+            return Ok(());
+        };
+        let grads = self.alpha_penalty()?.backward()?;
+        let rate = lr * arch.lr_scale * lambda_alpha * self.penalty_scale;
+        for (name, var) in self.vit.vars() {
+            if !name.ends_with(".alpha") {
+                continue;
+            }
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            let next = (var.as_tensor().detach() - (g * rate)?)?;
+            var.set(&if arch.clamp {
+                next.clamp(0.0, 1.0)?
+            } else {
+                next
+            })?;
+        }
+        Ok(())
+    }
+
     /// The budget's dual step (see [`ArchOptim::target_mu`]); nothing without a budget.
     fn update_budget(&mut self) -> Result<()> {
         let Objective::Search {

@@ -272,6 +272,12 @@ fn a_budget_raises_the_penalty_above_its_target_and_lowers_it_below() {
             trainer.step(&x, &y, 3e-3).unwrap();
             scales.push(trainer.penalty_scale);
         }
+        if grows {
+            // The penalty acted on the alphas (as a decoupled step beside Adam's).
+            let r = vit.relaxed().unwrap();
+            let mean = r.alpha.iter().flatten().sum::<f32>() / 8.0;
+            assert!(mean < 1.0, "alphas did not move: {:?}", r.alpha);
+        }
         for w in scales.windows(2) {
             if grows {
                 assert!(w[1] > w[0], "target {target}: {scales:?}");
