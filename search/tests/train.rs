@@ -27,6 +27,7 @@ fn training_steps_decrease_the_loss_on_real_data() {
                 lambda_alpha: 1e-3,
                 lambda_beta: 1e-3,
                 head_cost: None,
+                block_cost: None,
             }
         } else {
             Objective::Supervised
@@ -113,6 +114,7 @@ fn resume_restores_epoch_step_and_weights() {
         lambda_alpha: 1e-3,
         lambda_beta: 0.0,
         head_cost: None,
+        block_cost: None,
     };
 
     // Uninterrupted: two epochs.
