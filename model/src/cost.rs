@@ -11,8 +11,10 @@
 //!   DCF evaluation (the recorder skips it).
 //! - [`time_stages`]: the compute, measured: the real two-party forward in
 //!   this process (both parties as threads, in-memory channel, the dealer's
-//!   material prepared beforehand), each stage timed by party 0 (the
-//!   embedding, each block, the head; [`crate::secure::TraceShare::stage_seconds`]).
+//!   material prepared beforehand), the CPU time of each stage (the
+//!   embedding, each block, the head;
+//!   [`crate::secure::TraceShare::stage_cpu_seconds`]) per party. CPU time,
+//!   not wall time: other programs on the machine do not enter it.
 //! - [`stage_keys`]: what each stage's compute depends on, so a stage time
 //!   measured on one network can stand for the same stage in another.
 
@@ -148,11 +150,13 @@ pub fn stage_keys(config: &ModelConfig, params: &SecureParams) -> Vec<String> {
 }
 
 /// Compute time of each stage of one secure inference of `config` (the
-/// embedding, each block, the head; see [`stage_keys`]), measured with
-/// both parties in this process over the in-memory channel: the forward
-/// runs `repeats` times after the model load, and each stage's time is the
-/// least party 0 saw (the least disturbed by other work on the machine).
-/// Random weights and a zero image: the work does not depend on values.
+/// embedding, each block, the head; see [`stage_keys`]) for one party,
+/// measured with both parties in this process over the in-memory channel:
+/// the forward runs `repeats` times after the model load, and each stage's
+/// time is the least CPU time the process spent in it, halved (the parties'
+/// work is symmetric). That is a party's compute on one core; a party whose
+/// kernels run on several cores takes less wall time. Random weights and a
+/// zero image: the work does not depend on values.
 pub fn time_stages(config: &ModelConfig, params: SecureParams, repeats: usize) -> Result<Vec<f64>> {
     let config = config.clone().normalized()?;
     let shares = placeholder_shares(&config, params)?;
@@ -164,10 +168,11 @@ pub fn time_stages(config: &ModelConfig, params: SecureParams, repeats: usize) -
         let mut best: Vec<f64> = Vec::new();
         for _ in 0..repeats.max(1) {
             let t = m.forward_trace(s, &input[p])?;
+            let per_party = t.stage_cpu_seconds.iter().map(|c| c / 2.0);
             if best.is_empty() {
-                best = t.stage_seconds;
+                best = per_party.collect();
             } else {
-                for (b, t) in best.iter_mut().zip(t.stage_seconds) {
+                for (b, t) in best.iter_mut().zip(per_party) {
                     *b = b.min(t);
                 }
             }

@@ -617,6 +617,24 @@ pub struct TraceShare {
     /// This party's wall time of each stage, seconds: the embedding, each
     /// block, then the head (waiting on the peer included).
     pub stage_seconds: Vec<f64>,
+    /// The process's CPU time in each stage, seconds: this party's work (and
+    /// its peer's, when both run in this process), not other programs'
+    /// ([`process_cpu_seconds`]).
+    pub stage_cpu_seconds: Vec<f64>,
+}
+
+/// CPU time this process has used, seconds (every thread; 0 where the
+/// platform has no process CPU clock).
+pub fn process_cpu_seconds() -> f64 {
+    #[cfg(unix)]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+        t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+    }
+    #[cfg(not(unix))]
+    {
+        0.0
+    }
 }
 
 /// One party's prepared model: weight masks opened, ready for requests.
@@ -736,12 +754,14 @@ impl SecureModel {
                 )));
             }
         }
-        let mut clock = std::time::Instant::now();
+        let (mut clock, mut cpu) = (std::time::Instant::now(), process_cpu_seconds());
         let mut stage_seconds = Vec::with_capacity(cfg.depth + 2);
+        let mut stage_cpu_seconds = Vec::with_capacity(cfg.depth + 2);
         let mut lap = || {
-            let now = std::time::Instant::now();
+            let (now, now_cpu) = (std::time::Instant::now(), process_cpu_seconds());
             stage_seconds.push((now - clock).as_secs_f64());
-            clock = now;
+            stage_cpu_seconds.push(now_cpu - cpu);
+            (clock, cpu) = (now, now_cpu);
         };
         let cols = Share::new(crate::plain::patches(cfg, image.as_slice())?);
         let mut x_raw = s.run(|c| self.embed(c, &cols))?;
@@ -782,6 +802,7 @@ impl SecureModel {
             blocks,
             logits,
             stage_seconds,
+            stage_cpu_seconds,
         })
     }
 
