@@ -755,10 +755,17 @@ fn cost(
                     source,
                 }
             })?;
-        let table = binarize_alpha(&alpha, mu);
-        let table = parse_mask(&mask_string(&table), &config.attention)
-            .map_err(|e| Error::Unsupported(format!("{}: {e}", path.display())))?;
-        masks.push((format!("search μ = {mu}"), table));
+        if alpha.len() != config.depth || alpha.iter().any(|r| r.len() != config.heads) {
+            return Err(Error::Unsupported(format!(
+                "{}: alphas of {} blocks of {:?} heads; the network has {} blocks of {} heads",
+                path.display(),
+                alpha.len(),
+                alpha.iter().map(Vec::len).collect::<Vec<_>>(),
+                config.depth,
+                config.heads
+            )));
+        }
+        masks.push((format!("search μ = {mu}"), binarize_alpha(&alpha, mu)));
     }
     for spec in specs {
         masks.push((spec.clone(), parse_mask(spec, &config.attention)?));
