@@ -11,6 +11,8 @@
 //!   intermediate.
 //! - [`mod@preprocess`]: PNG/JPEG → normalised CHW input.
 //! - [`secure`]: the weight split and the secure forward over mpc-core, stage by stage.
+//! - [`cost`]: the online rounds and bytes of a secure inference, counted by the plan
+//!   recorder, and each stage's compute time, measured.
 //!
 //! ```
 //! use model::{Model, ModelConfig};
@@ -21,6 +23,7 @@
 //! ```
 
 pub mod config;
+pub mod cost;
 pub mod error;
 pub mod network;
 pub mod plain;

@@ -613,6 +613,27 @@ pub struct TraceShare {
     pub blocks: Vec<BlockTraceShare>,
     /// The logits.
     pub logits: Share,
+    /// This party's wall time of each stage, seconds: the embedding, each
+    /// block, then the head (waiting on the peer included).
+    pub stage_seconds: Vec<f64>,
+    /// The process's CPU time in each stage, seconds: this party's work (and
+    /// its peer's, when both run in this process), not other programs'
+    /// ([`process_cpu_seconds`]).
+    pub stage_cpu_seconds: Vec<f64>,
+}
+
+/// CPU time this process has used, seconds (every thread; 0 where the
+/// platform has no process CPU clock).
+pub fn process_cpu_seconds() -> f64 {
+    #[cfg(unix)]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+        t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+    }
+    #[cfg(not(unix))]
+    {
+        0.0
+    }
 }
 
 /// One party's prepared model: weight masks opened, ready for requests.
@@ -732,8 +753,18 @@ impl SecureModel {
                 )));
             }
         }
+        let (mut clock, mut cpu) = (std::time::Instant::now(), process_cpu_seconds());
+        let mut stage_seconds = Vec::with_capacity(cfg.depth + 2);
+        let mut stage_cpu_seconds = Vec::with_capacity(cfg.depth + 2);
+        let mut lap = || {
+            let (now, now_cpu) = (std::time::Instant::now(), process_cpu_seconds());
+            stage_seconds.push((now - clock).as_secs_f64());
+            stage_cpu_seconds.push(now_cpu - cpu);
+            (clock, cpu) = (now, now_cpu);
+        };
         let cols = Share::new(crate::plain::patches(cfg, image.as_slice())?);
         let mut x_raw = s.run(|c| self.embed(c, &cols))?;
+        lap();
         let mut inputs = Vec::with_capacity(cfg.depth + 1);
         let mut blocks = Vec::with_capacity(cfg.depth);
         for i in 0..cfg.depth {
@@ -745,11 +776,13 @@ impl SecureModel {
                 class_only: i + 1 == cfg.depth,
             };
             let (x, t, out_raw) = s.run(|c| stage.run(c, &x_raw))?;
+            lap();
             inputs.push(x);
             blocks.push(t);
             x_raw = out_raw;
         }
         let (output, logits) = s.run(|c| self.head(c, &x_raw))?;
+        lap();
         inputs.push(output);
         let mut inputs = inputs.into_iter();
         let embedded = inputs.next().expect("the embedding");
@@ -767,6 +800,8 @@ impl SecureModel {
             embedded,
             blocks,
             logits,
+            stage_seconds,
+            stage_cpu_seconds,
         })
     }
 
@@ -1125,7 +1160,7 @@ pub const GELU_INPUT_FRAC_DROP: u32 = 4;
 
 /// Whether the ReLU-softmax heads' ReLU takes one round
 /// ([`SecureParams::relu_one_round_scores`]).
-fn one_round_relu(cfg: &ModelConfig, params: &SecureParams) -> bool {
+pub(crate) fn one_round_relu(cfg: &ModelConfig, params: &SecureParams) -> bool {
     let n = cfg.num_tokens();
     let heads = cfg.attention.iter().flatten();
     let scores = heads.filter(|k| **k == AttnKind::ReluSoftmax).count() * n * n;
@@ -1188,7 +1223,7 @@ fn head_columns(qkv: &Share, n: usize, dim: usize, d: usize, h: usize) -> [Share
 
 /// Whether the blocks fold the output projection into the heads' values
 /// (see [`SecureParams::fold_ratio`]).
-fn folds(cfg: &ModelConfig, params: &SecureParams) -> bool {
+pub(crate) fn folds(cfg: &ModelConfig, params: &SecureParams) -> bool {
     params.fold_ratio > 0 && cfg.dim <= params.fold_ratio * cfg.head_dim()
 }
 

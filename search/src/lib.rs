@@ -11,9 +11,13 @@
 //! - [`decision`]: how decisive a search is (the gap at the cut, seeds' agreement).
 //! - [`export`]: binarisation and `model.safetensors` + `manifest.json`.
 //! - [`pareto`]: accuracy against measured secure-inference cost (table and SVG figure).
+//! - [`cost`]: the latency of a head mask on a link model from the secure engine's
+//!   counts and measured stage times; the per-head and per-block costs of the search's
+//!   penalty.
 
 #![deny(unsafe_code)]
 
+pub mod cost;
 pub mod data;
 pub mod decision;
 pub mod export;

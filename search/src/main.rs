@@ -70,8 +70,12 @@ enum Command {
         lambda_beta: f64,
         /// JSON file with a per-head cost `[[c; heads]; depth]` weighting the alpha
         /// penalty (e.g. measured secure latency saved by ScaleAttn); normalised to mean 1.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "cost")]
         head_cost: Option<PathBuf>,
+        /// The engine's per-head and per-block latency costs on a link, written by
+        /// `mpcvit-search cost --out` (replaces --head-cost).
+        #[arg(long)]
+        cost: Option<PathBuf>,
         /// Learning-rate multiplier of alpha and beta.
         #[arg(long, default_value_t = 1.0)]
         arch_lr_scale: f64,
@@ -168,6 +172,42 @@ enum Command {
         data: DataArgs,
         #[arg(long, default_value_t = 0)]
         plain: usize,
+    },
+    /// Latency of head masks on a link model, from the secure engine's counts (plan
+    /// recorder) and measured stage times; with --out, the per-head and per-block costs
+    /// of the first mask for `search --cost`.
+    Cost {
+        /// The network: a model directory (its manifest: shapes, head table, MPCViT+ beta masks).
+        #[arg(long)]
+        model: PathBuf,
+        /// Masks to evaluate: `model` (the directory's table), `softmax`, `relu-softmax`,
+        /// `scale-attn`, rows of 1 (ReLU-Softmax) / 0 (ScaleAttn) / s (Softmax) such as
+        /// `0000,1011,1010,0111`, or a JSON file (table or manifest).
+        #[arg(long = "mask", default_value = "model")]
+        masks: Vec<String>,
+        /// Also the mask a search binarises at --mu (its directory's search.json), first.
+        #[arg(long, requires = "mu")]
+        search: Option<PathBuf>,
+        /// Fraction μ of ReLU-Softmax heads for --search.
+        #[arg(long, requires = "search")]
+        mu: Option<f64>,
+        /// Link models: none (compute only), lan (0.25 ms, 1 Gbit/s), wan (20 ms,
+        /// 400 Mbit/s) or DELAY_MS,MBIT (one way; MBIT 0 = no limit).
+        #[arg(long = "link", default_value = "wan")]
+        links: Vec<mpcvit_bench::Link>,
+        /// Write the first mask's per-head and per-block costs on the (one) link here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Stage times of this machine: read, and extended with what is measured
+        /// (default: measured in this process and not kept).
+        #[arg(long)]
+        timings: Option<PathBuf>,
+        /// Forwards per stage-time measurement (the least time is kept).
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// Also print rounds and bytes by operator kind.
+        #[arg(long)]
+        by_op: bool,
     },
     /// Accuracy against secure-inference cost: for every model directory, the
     /// test accuracy and one secure inference measured in this process (both
@@ -497,6 +537,7 @@ fn run(cli: Cli) -> Result<()> {
             clamp,
             target_mu,
             budget_rate,
+            cost,
         } => {
             if let Some(mu) = target_mu {
                 check_ratio("--target-mu", mu)?;
@@ -546,6 +587,15 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 None => None,
             };
+            let (head_cost, block_cost) = match cost {
+                Some(p) => {
+                    let c = vit.config();
+                    let (h, b) =
+                        search::cost::CostFile::read(&p, c.depth, c.heads)?.penalty_weights();
+                    (Some(h), Some(b))
+                }
+                None => (head_cost, None),
+            };
             let objective = Objective::Search {
                 lambda_alpha: lambda,
                 lambda_beta,
@@ -556,6 +606,7 @@ fn run(cli: Cli) -> Result<()> {
                     target_mu,
                     budget_rate,
                 },
+                block_cost,
             };
             eprintln!(
                 "search: alpha{} over {} parameters",
@@ -717,6 +768,26 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Agree { searches, mu } => agree(&searches, &mu),
+        Command::Cost {
+            model,
+            masks,
+            search,
+            mu,
+            links,
+            out,
+            timings,
+            repeats,
+            by_op,
+        } => cost(
+            &model,
+            &masks,
+            search.as_deref().zip(mu),
+            &links,
+            out.as_deref(),
+            timings.as_deref(),
+            repeats,
+            by_op,
+        ),
         Command::Pareto {
             models,
             data,
@@ -825,6 +896,123 @@ fn check_ratio(flag: &str, value: f64) -> Result<()> {
             "{flag} {value}: a ratio must lie in [0, 1]"
         )))
     }
+}
+
+/// `mpcvit-search cost` (see [`search::cost`]).
+#[allow(clippy::too_many_arguments)]
+fn cost(
+    model_dir: &Path,
+    specs: &[String],
+    searched: Option<(&Path, f64)>,
+    links: &[mpcvit_bench::Link],
+    out: Option<&Path>,
+    timings: Option<&Path>,
+    repeats: usize,
+    by_op: bool,
+) -> Result<()> {
+    use search::cost::{
+        CostFile, Evaluator, StageTimes, check_mu, cost_table, link_name, mask_string, parse_mask,
+    };
+    if out.is_some() && links.len() != 1 {
+        return Err(Error::Unsupported(format!(
+            "--out writes the costs on one link; {} --link given",
+            links.len()
+        )));
+    }
+    let manifest = model_dir.join(model::config::MANIFEST_FILE);
+    let text = std::fs::read_to_string(&manifest).map_err(|source| Error::Io {
+        path: manifest.clone(),
+        source,
+    })?;
+    let config = ModelConfig::from_manifest_json(&text)
+        .map_err(|e| Error::Unsupported(format!("{}: {e}", manifest.display())))?;
+    let mut masks = Vec::new();
+    if let Some((dir, mu)) = searched {
+        let mu = check_mu(mu)?;
+        let alpha = searched_alpha(dir)?;
+        if alpha.len() != config.depth || alpha.iter().any(|r| r.len() != config.heads) {
+            return Err(Error::Unsupported(format!(
+                "{}: alphas of {} blocks of {:?} heads; the network has {} blocks of {} heads",
+                dir.join("search.json").display(),
+                alpha.len(),
+                alpha.iter().map(Vec::len).collect::<Vec<_>>(),
+                config.depth,
+                config.heads
+            )));
+        }
+        masks.push((format!("search μ = {mu}"), binarize_alpha(&alpha, mu)));
+    }
+    for spec in specs {
+        masks.push((spec.clone(), parse_mask(spec, &config.attention)?));
+    }
+    let mut times = match timings {
+        Some(p) => StageTimes::load(p)?,
+        None => StageTimes::in_memory(),
+    };
+    let params = model::SecureParams::default();
+    let mut eval = Evaluator::new(&config, params, repeats.max(1), &mut times)?;
+    println!(
+        "{}: {}; stage times of {}",
+        model_dir.display(),
+        describe(&config),
+        search::cost::machine()
+    );
+    println!(
+        "\n| mask | heads (block,block,…; 1 ReLU-Softmax, 0 ScaleAttn, s Softmax) | link | rounds | MB / party | dealer MB | compute s | latency s |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, table) in &masks {
+        let c = eval.evaluate(table)?;
+        for &link in links {
+            println!(
+                "| {name} | {} | {} | {} | {:.2} | {:.1} | {:.3} | {:.3} |",
+                mask_string(table),
+                link_name(link),
+                c.count.rounds,
+                c.count.bytes_per_party() as f64 / 1e6,
+                c.count.dealer_bytes.iter().sum::<u64>() as f64 / 1e6,
+                c.compute_seconds,
+                c.latency(link)
+            );
+        }
+        if by_op {
+            println!("\n| {name}: operator | rounds | MB (party 0) |\n|---|---|---|");
+            for (op, oc) in &c.count.by_op {
+                println!("| {op} | {} | {:.3} |", oc.rounds, oc.bytes as f64 / 1e6);
+            }
+            println!();
+        }
+    }
+    if let (Some(path), Some(&link), Some((_, reference))) = (out, links.first(), masks.first()) {
+        let table = cost_table(&mut eval, reference, link)?;
+        let reference_latency_s = eval.latency(reference, link)?;
+        println!(
+            "\ncosts on {} around {} (latency {reference_latency_s:.3} s), ms:",
+            link_name(link),
+            mask_string(reference)
+        );
+        for (l, (row, b)) in table.head.iter().zip(&table.block).enumerate() {
+            let heads: Vec<String> = row.iter().map(|c| format!("{:7.2}", c * 1e3)).collect();
+            println!(
+                "  block {l}: heads {}  block {:7.2}",
+                heads.join(" "),
+                b * 1e3
+            );
+        }
+        CostFile {
+            format: search::cost::COST_FORMAT.into(),
+            link: link_name(link),
+            reference: reference.clone(),
+            reference_latency_s,
+            head: table.head,
+            block: table.block,
+        }
+        .write(path)?;
+        println!("wrote {}", path.display());
+    }
+    drop(eval);
+    eprintln!("{} stage-time measurements", times.measured());
+    times.save()
 }
 
 /// Accuracy against secure-inference cost for each model directory (table, SVG, JSON).

@@ -4,7 +4,7 @@
 //! | objective | loss |
 //! |---|---|
 //! | [`Objective::Supervised`] (Softmax teacher) | `CE` (label smoothing optional) |
-//! | [`Objective::Search`] | `CE + λα·Σ_l Σ_h c_lh·|alpha_lh| + λβ·Σ|beta|` (`c` = per-head cost, mean 1; 1 when not given) |
+//! | [`Objective::Search`] | `CE + λα·(Σ_l Σ_h c_lh·|alpha_lh| + Σ_l b_l·max_h |alpha_lh|) + λβ·Σ|beta|` (`c` = per-head cost, mean 1, 1 when not given; `b` = per-block cost in the same unit, 0 when not given; see [`crate::cost`]) |
 //! | [`Objective::Distill`] (retraining) | `w_ce·CE + w_kd·T²·H(softmax(t/T), log_softmax(s/T)) + w_feat·MSE(features_s, features_t)` |
 //!
 //! The distillation loss is the paper's `KLTokenMSELoss` (soft cross-entropy against the
@@ -237,6 +237,11 @@ pub enum Objective {
         /// Per-head cost `[L][H]` (e.g. measured latency saved by ScaleAttn), normalised
         /// to mean 1; `None` = 1 everywhere.
         head_cost: Option<Vec<Vec<f32>>>,
+        /// Per-block cost `[L]` of a block keeping any ReLU-Softmax head (e.g. the
+        /// latency its fold saves when all its heads are ScaleAttn), weighting
+        /// `max_h |alpha_lh|`, in the unit of `head_cost` (divided by the same mean);
+        /// `None` = 0.
+        block_cost: Option<Vec<f32>>,
         /// How alpha and beta are optimised.
         arch: ArchOptim,
     },
@@ -345,6 +350,7 @@ pub struct Trainer<'a> {
     /// The optimiser (public for checkpoints).
     pub opt: AdamW,
     head_cost: Vec<Tensor>,
+    block_cost: Vec<f64>,
     /// The alpha penalty's multiplier (1 unless the search has a budget; see
     /// [`ArchOptim::target_mu`]); public for checkpoints.
     pub penalty_scale: f64,
@@ -364,13 +370,14 @@ impl<'a> Trainer<'a> {
             opt.configure(is_arch_param, arch.lr_scale, bounds);
         }
         let mut head_cost = Vec::new();
+        let mut mean = 1.0;
         if let Objective::Search {
             head_cost: Some(cost),
             ..
         } = objective
         {
             let flat: Vec<f32> = cost.iter().flatten().copied().collect();
-            let mean = flat.iter().sum::<f32>() / flat.len().max(1) as f32;
+            mean = flat.iter().sum::<f32>() / flat.len().max(1) as f32;
             if cost.len() != vit.config().depth
                 || cost.iter().any(|r| r.len() != vit.config().heads)
                 || !mean.is_finite()
@@ -388,12 +395,14 @@ impl<'a> Trainer<'a> {
                 head_cost.push(Tensor::from_vec(r, (1, row.len(), 1, 1), &Device::Cpu)?);
             }
         }
+        let block_cost = crate::cost::block_penalty(objective, vit.config().depth, mean)?;
         Ok(Self {
             vit,
             objective,
             label_smoothing,
             opt,
             head_cost,
+            block_cost,
             penalty_scale: 1.0,
         })
     }
@@ -467,14 +476,17 @@ impl<'a> Trainer<'a> {
 }
 
 impl Trainer<'_> {
-    /// The alpha penalty `Σ_l Σ_h c_lh·|alpha_lh|` (without λα).
+    /// The alpha penalty `Σ_l Σ_h c_lh·|alpha_lh| + Σ_l b_l·max_h |alpha_lh|` (without λα).
     fn alpha_penalty(&self) -> Result<Tensor> {
         let mut total = Tensor::zeros((), candle_core::DType::F32, &Device::Cpu)?;
         for (i, a) in self.vit.alpha_tensors().iter().enumerate() {
-            let term = match self.head_cost.get(i) {
+            let mut term = match self.head_cost.get(i) {
                 Some(c) => a.abs()?.broadcast_mul(c)?.sum_all()?,
                 None => a.abs()?.sum_all()?,
             };
+            if let Some(b) = self.block_cost.get(i) {
+                term = (term + (a.abs()?.max_all()? * *b)?)?;
+            }
             total = (total + term)?;
         }
         Ok(total)

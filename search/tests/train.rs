@@ -27,6 +27,7 @@ fn training_steps_decrease_the_loss_on_real_data() {
                 lambda_alpha: 1e-3,
                 lambda_beta: 1e-3,
                 head_cost: None,
+                block_cost: None,
                 arch: ArchOptim::default(),
             }
         } else {
@@ -115,6 +116,7 @@ fn resume_restores_epoch_step_and_weights() {
         lambda_alpha: 1e-3,
         lambda_beta: 0.0,
         head_cost: None,
+        block_cost: None,
         arch: ArchOptim {
             target_mu: Some(0.25),
             clamp: true,
@@ -217,6 +219,7 @@ fn a_projected_search_keeps_alpha_and_beta_in_their_domain() {
             lambda_alpha: 1.0,
             lambda_beta: 1.0,
             head_cost: None,
+            block_cost: None,
             arch,
         };
         let mut trainer = Trainer::new(&vit, &objective, 0.0, 0.0).unwrap();
@@ -260,6 +263,7 @@ fn a_budget_raises_the_penalty_above_its_target_and_lowers_it_below() {
             lambda_alpha: 1e-3,
             lambda_beta: 0.0,
             head_cost: None,
+            block_cost: None,
             arch: ArchOptim {
                 clamp: true,
                 target_mu: Some(target),
