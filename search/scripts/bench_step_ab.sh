@@ -25,7 +25,7 @@ trap 'rm -rf "$tmp"' EXIT
 
 # Seconds per step from one bench_step line (forward + backward + AdamW means).
 candle_step() {
-  env RAYON_NUM_THREADS="$1" ${3:-} "$2" 128 | tee /dev/stderr |
+  env RAYON_NUM_THREADS="$1" ${3:-} "$2" 128 | tee -a /dev/stderr |
     sed -E 's/.*forward ([0-9.]+) s, backward ([0-9.]+) s, AdamW ([0-9.]+) s.*/\1 \2 \3/' |
     awk '{ printf "%.4f\n", $1 + $2 + $3 }'
 }
@@ -33,7 +33,7 @@ candle_step() {
 # Median seconds per step from one torch_step.py line.
 torch_step() {
   "$TORCH_PY" "$torch_script" --threads "$1" --dim "$DIM" --mlp "$MLP" --patch "$PATCH" \
-    --steps "$STEPS" 2>/dev/null | tee /dev/stderr |
+    --steps "$STEPS" 2>/dev/null | tee -a /dev/stderr |
     sed -E 's/.*median ([0-9.]+) s.*/\1/'
 }
 
