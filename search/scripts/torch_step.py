@@ -10,7 +10,8 @@ matrices and the conv kernel only, lr 1e-3), on a random batch with labels `i mo
     python search/scripts/torch_step.py --threads 1 --dim 96 --mlp 192
 
 Prints one line: the median and the minimum seconds of a step (forward, backward, AdamW)
-over `--steps` steps after two warm-up steps. Needs torch (CPU is enough); see
+over `--steps` steps after two warm-up steps, and the median CPU seconds of the process
+per step (on a shared machine the CPU time is the steadier figure). Needs torch (CPU is enough); see
 search/README.md for the pinned install command.
 """
 
@@ -88,20 +89,22 @@ def main():
     )
     x = torch.randn(args.batch, 1, 28, 28)
     y = torch.arange(args.batch) % 10
-    times = []
+    times, cpu = [], []
     for i in range(args.steps + 2):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss = F.cross_entropy(net(x), y, label_smoothing=0.1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if i >= 2:
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
     params = sum(p.numel() for p in net.parameters())
     print(
         f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, "
         f"dim {args.dim}, MLP {args.mlp}, patch {args.patch}, {params} parameters: "
-        f"median {statistics.median(times):.3f} s, min {min(times):.3f} s per step"
+        f"median {statistics.median(times):.3f} s, min {min(times):.3f} s per step, "
+        f"CPU {statistics.median(cpu):.3f} s per step"
     )
 
 
