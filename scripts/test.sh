@@ -3,15 +3,19 @@
 # this): installs what the tests need, then runs every check.
 #   1. scripts/setup.sh: toolchain components, Fashion-MNIST (root on Debian)
 #   2. cargo fmt --all --check
-#   3. cargo clippy --workspace --all-targets -- -D warnings
-#   4. cargo test --workspace
-#   5. du -sh target (the build directory's size, for the record)
-#   5b. fuzz/run.sh: every fuzz target for MPCVIT_FUZZ_SECONDS (default 30)
+#   3. scripts/check-docs.py --self-test, then scripts/check-docs.py: README,
+#      docs and code comments describe the present (no dates in prose, no
+#      narrative of measuring runs, no issue numbers)
+#   4. cargo clippy --workspace --all-targets -- -D warnings
+#   5. RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+#   6. cargo test --workspace
+#   7. du -sh target (the build directory's size, for the record)
+#   8. fuzz/run.sh: every fuzz target for MPCVIT_FUZZ_SECONDS (default 30)
 #      from its committed corpus; its build directory is removed afterwards
 #      (disk), 0 skips it
-#   6. deploy/check.sh: compose and Kubernetes schemas, the Dockerfile's
+#   9. deploy/check.sh: compose and Kubernetes schemas, the Dockerfile's
 #      shape, and the image's own cargo build
-#   7. deploy/demo-test.sh: the compose demo, run for real with Docker (needs
+#  10. deploy/demo-test.sh: the compose demo, run for real with Docker (needs
 #      root or a running dockerd; MPCVIT_SKIP_DEMO=1 accepts not running it,
 #      loudly)
 # Usage: bash scripts/test.sh       (from anywhere)
@@ -20,7 +24,10 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 cargo fmt --all --check
+python3 scripts/check-docs.py --self-test
+python3 scripts/check-docs.py
 cargo clippy --workspace --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 cargo test --workspace
 du -sh target
 fuzz_seconds="${MPCVIT_FUZZ_SECONDS:-30}"

@@ -30,8 +30,8 @@ for gelu in $gelus; do
   # core-type override is for numpy's kernels, not torch's.
   # The output (not CrypTen's warnings) is kept beside the CSV.
   { echo "== $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg), $machine"
-    # A bound: once (2026-12-01) one of the two processes vanished and the
-    # other waited on gloo; timeout signals the whole process group.
+    # A bound: should one of the two processes vanish, the other waits on
+    # gloo for ever; timeout signals the whole process group.
     OMP_NUM_THREADS=1 timeout "${TIMEOUT:-900}" "$venv/bin/python" -W ignore bench/peers/crypten_vit.py "$dir" --runs "$runs" \
       --csv "$csv" --machine "$machine" --mpcvit-csv bench/results/e2e.csv 2>&1; } | tee -a "$log"
 done

@@ -111,7 +111,7 @@ pub struct PaperRow {
     pub source: String,
 }
 
-/// Today's date in UTC, `YYYY-MM-DD`.
+/// The current date in UTC, `YYYY-MM-DD`.
 pub fn today_utc() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -11,7 +11,9 @@
 //!
 //! Approximations under MPC (the plaintext model is exact): fixed point with
 //! `f` fractional bits (default 16); the exact-erf GeLU is evaluated by the
-//! piecewise quadratic of `mpc_core::gelu::gelu_piecewise` (error ≤ 8.6e-4);
+//! piecewise quadratic of `mpc_core::gelu::gelu_piecewise`, its input read
+//! at `f − 4` bits (`Ctx::gelu_pending`: error 1.12e-3 on a dense grid over
+//! [−8, 8], asserted < 1.6e-3);
 //! softmax's exponential by `(1 + x/256)^256`; ReLU-softmax's and LayerNorm's
 //! reciprocal and rsqrt piecewise linearly (relative error ≤ 1e-3 on their domains).
 
@@ -37,10 +39,11 @@ pub struct SecureParams {
     pub fp: FixedPoint,
     /// Comparison width for attention scores (|S| < 2^(bits−1−f)).
     pub score_bits: u32,
-    /// Low bits the ReLU-softmax heads' score comparison ignores: a score in
-    /// `[−2^coarse, 0)` ulps may pass the ReLU unchanged (error below
-    /// `2^coarse` ulps per score), and each DCF key is `coarse` levels
-    /// shallower (see `Session::relu_coarse`).
+    /// Low bits the ReLU-softmax heads' score comparison ignores: the
+    /// comparison's threshold is `2^coarse` ulps, so a score in `[0,
+    /// 2^coarse)` ulps may come out as 0 (error below `2^coarse` ulps per
+    /// score, never a negative output), and each DCF key is `coarse` levels
+    /// shallower (see [`mpc_core::Ctx::relu_coarse`]).
     pub score_coarse: u32,
     /// Comparison width for the linearised FFN's ReLU (|y| < 2^(bits−1−f);
     /// with its input's truncation pending, `bits` plus that shift must stay
@@ -57,25 +60,21 @@ pub struct SecureParams {
     /// (the product's and the row scaling's openings) and `n²·(C − d)` more
     /// multiply-adds. The default 4 folds `vit_7_4_32` (C = 4d) and the
     /// bundled models, not `vit_9_12_64` (C = 12d, where the bytes would
-    /// grow 11-fold per head); 0 never folds. Measured 2026-12-02 (quiet
-    /// machine, three processes): the bundled model 0.214 → 0.175 s per
-    /// image on loopback, 1.98 → 1.87 s on the emulated WAN; `vit_7_4_32`
-    /// μ = 0.5 quad 124 → 110 rounds, 18.9 → 21.7 MB.
+    /// grow 11-fold per head); 0 never folds.
     pub fold_ratio: usize,
     /// The ReLU-softmax heads' ReLU takes one round instead of two
     /// ([`mpc_core::Ctx::relu_one_round`]) in a model with at most this
     /// many ReLU-softmax scores per image (heads × tokens², over all
     /// blocks), and a block whose attending heads are all ReLU-softmax then
-    /// folds its ScaleAttn heads too ([`stacked_heads`]): one round less per
+    /// folds its ScaleAttn heads too (`stacked_heads`): one round less per
     /// such block, for about 1 kB more dealer material per score (two DCF
     /// keys of 628 bytes instead of 144 at the default score width) and
     /// `8n(n + C − d)` more online bytes per folded ScaleAttn head. The
     /// default 2^15 takes it for the bundled models (`fashion-mnist-mu0.5`:
-    /// 20,000 scores, 60 rounds instead of 63, about 20 MB more dealer
-    /// material per image), not for `vit_7_4_32` μ = 0.5 (59,150 scores:
-    /// 7 rounds less for 57 MB more dealer material and 1.4 MB, 7 %, more
-    /// online, past issue 11's byte budget) nor `vit_9_12_64` (3.6 million
-    /// scores: 3.5 GB more); 0 never takes it.
+    /// 20,000 scores, 60 rounds instead of 63), not for `vit_7_4_32` μ =
+    /// 0.5 (59,150 scores: 7 rounds less for about twice the dealer
+    /// material and more online bytes) nor `vit_9_12_64` (3.6 million
+    /// scores: gigabytes more); 0 never takes it.
     pub relu_one_round_scores: usize,
 }
 
@@ -1118,7 +1117,7 @@ impl BlockStage {
 /// Fractional bits below `f` at which the GeLU (quad or erf) reads its
 /// input so that its output goes into linear2 untruncated
 /// ([`Ctx::gelu_quad_pending`], [`Ctx::gelu_pending`]): the quad GeLU then
-/// costs one round instead of two, the erf GeLU three instead of four, the
+/// costs one round instead of two, the erf GeLU two instead of three, the
 /// input keeps 2^−12 resolution, and the block's output (at `3f − 5` bits,
 /// times the LayerNorm centring's `2^⌈log2 C⌉`) stays exact while `|x| <
 /// 2^11`.

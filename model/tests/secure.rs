@@ -258,7 +258,7 @@ fn an_outlier_channel_of_600_in_the_residual_stream_stays_exact() {
     // joins the residual untruncated at 2f + ATTN_INV_FRAC bits, and
     // LayerNorm's centring multiplies by 2^⌈log2 C⌉ = 256 here: a channel of
     // ±600 (variance about 1,400, inside the rsqrt's domain) must fit (at
-    // 2f + 14 bits the bound was 256).
+    // 2f + 14 bits the bound would be 256).
     let mut config = ModelConfig {
         name: "outlier".into(),
         image_size: 16,

@@ -546,8 +546,8 @@ impl Ctx<'_> {
     /// Domain: the product before the shift, `|x|·k` with `k < 2^SCALE_BITS`
     /// for a scale that is not a power of two, stays below 2^62: `|x| <
     /// 2^48` ulps at `f + extra` bits. (With 20-bit factors, LayerNorm's
-    /// centring at `2f` bits, `C·x` for `C = 192`, passed 2^62 once `|x|`
-    /// reached about 4.7 and failed on whole rows of `vit_9_12_64`.)
+    /// centring at `2f` bits, `C·x` for `C = 192`, would pass 2^62 once
+    /// `|x|` reached about 4.7 and fail on whole rows of `vit_9_12_64`.)
     pub fn trunc_scaled(&mut self, x: &Share, extra: u32, scale: f64) -> Op<Share> {
         scaled(x, extra, scale).truncate(self)
     }

@@ -352,10 +352,10 @@ impl Ctx<'_> {
     /// except that such an `x` may come out as 0 instead of itself (error
     /// below `2^coarse` ulps). The threshold sits above 0 so that the error
     /// is on that side: the result is never negative (a ReLU-softmax row sum
-    /// of such outputs is never below 0; with the threshold at 0, inputs
-    /// just below it passed through, and a row of many slightly negative
-    /// scores summed below 0, where the reciprocal's extrapolation leaves
-    /// the ring: wrong by up to 18 in a `vit_7_4_32` block).
+    /// of such outputs is never below 0; a threshold at 0 would let inputs
+    /// just below it through, and a row of many slightly negative scores
+    /// could sum below 0, where the reciprocal's extrapolation leaves the
+    /// ring: wrong by up to 18 in a `vit_7_4_32` block).
     ///
     /// Steps: open `m = x + r` (64-bit mask; `m mod 2^ℓ` feeds the XOR-output
     /// DCF); open `e = b ⊕ ρ`; then `b·x = (e + (1 − 2e)ρ)(m − r) =

@@ -137,11 +137,9 @@ pub const PREFETCH_AHEAD: usize = 2;
 /// thread finds each request's material ready instead of expanding it
 /// between two rounds. On a link with delay the expansion runs while the
 /// program waits for the peer (about 60 ms per party and `vit_7_4_32`
-/// inference); memory grows by at most `ahead` requests' material.
-/// Measured 2026-12-02 (three processes, erf `vit_7_4_32` μ = 0.5, 2
-/// cores, alternating runs): WAN 3.94 → 3.86 s, LAN 1.063 → 1.036 s,
-/// loopback within the runs' noise (0.78 vs 0.80 s: there both parties
-/// compute at once and the thread competes for the two cores).
+/// inference); memory grows by at most `ahead` requests' material. It
+/// gains on a LAN or WAN link; on loopback both parties compute at once
+/// and the thread competes with them for the cores.
 ///
 /// The program's order is checked against the plan here, as by the inner
 /// source; an error of the inner source reaches the program at the request

@@ -158,9 +158,8 @@ impl Ctx<'_> {
     /// fractional bits) needs no product round. Round 3 truncates it by
     /// `54 − f`.
     ///
-    /// Rounds 3 (4 before 2026-12-04's third session: a dot-product round
-    /// multiplied the coefficients). Bytes `8n + ⌈11n/8⌉ + 8n + ⌈n/8⌉` per
-    /// party (17.5 per element; 41.5 with the product round). Dealer per
+    /// Rounds 3. Bytes `8n + ⌈11n/8⌉ + 8n + ⌈n/8⌉` per party (17.5 per
+    /// element). Dealer per
     /// element: the DCF key (64 bytes) to each party; to party 1 `8·11`
     /// each for `ρ` and `ρ·r`, 8 for `r²`, for the square's truncation
     /// `8 + 8·11` (`r₂ >> q`, `ρ·(r₂ >> q)`) and `q + 11q` bits (`msb(r₂)`,
@@ -168,8 +167,7 @@ impl Ctx<'_> {
     /// with a pending truncation by `s`, `r_h`, `r_h²`, `ρ·r_h` replace
     /// `r`'s parts and `2s + 11s` bits more (`msb(r)`, `r_h·msb(r)`,
     /// `ρ·msb(r)` modulo `2^s`): 64 + 364.5 bytes in the model
-    /// ([`Ctx::gelu_pending`], `s = 36`, `f = 16`; 189.75 with the product
-    /// round, which needed no per-boundary products). CPU: 11 DCF
+    /// ([`Ctx::gelu_pending`], `s = 36`, `f = 16`). CPU: 11 DCF
     /// evaluations of 4 AES blocks per element and party (the dealer: 14
     /// blocks per key), and 22 local multiply-adds. Error ≤ 8.3e-4
     /// (approximation) plus a few ulps (the truncations, the coefficients'

@@ -34,8 +34,8 @@ pub const NORM_INV_FRAC: u32 = 4;
 /// `2f + ATTN_INV_FRAC` bits with its truncation pending, so a residual
 /// stream that takes it untruncated (the projection folded into the
 /// values) keeps `2^(62 − 2f − ATTN_INV_FRAC)` of headroom, 2^22 at f = 16
-/// (with [`EXTRA_FRAC`] = 14 it was 2^16, which after LayerNorm's centring
-/// bounded the residual stream to `|x| < 256`). `1/s` for a row sum up to
+/// (with [`EXTRA_FRAC`] = 14 it would be 2^16, which after LayerNorm's
+/// centring bounds the residual stream to `|x| < 256`). `1/s` for a row sum up to
 /// 2^12 keeps 12 significant bits.
 pub const ATTN_INV_FRAC: u32 = 8;
 
@@ -742,9 +742,9 @@ impl Ctx<'_> {
     /// rows·(ℓ/8 + 32)`, `t` the shift of the scaling by `1/c` (`log2 c`
     /// for a power of two, else about `SCALE_BITS + log2 c`): the second
     /// opening carries only its wrap part ([`crate::compare::BitCompared::products`]).
-    /// Dealer: about `36·rows·c` bytes to party 1 (28 without γ; 56 before
-    /// the narrowed corrections, see [`crate::Request`], and the squares
-    /// summed per row by the dealer, `Squares::RowSums`).
+    /// Dealer: about `36·rows·c` bytes to party 1 (28 without γ; narrowed
+    /// corrections, see [`crate::Request`], and the squares summed per row
+    /// by the dealer, `Squares::RowSums`).
     /// Accuracy: relative error ≤ 1e-3 of `(x − μ)/σ` while `σ²` lies in
     /// `params.var`, plus a few ulps; requires `|x − μ| < 2^(31 − f)`.
     pub fn layer_norm(

@@ -1,74 +1,122 @@
 #!/usr/bin/env bash
-# The runs behind the models shipped in models/: teacher, one MPCViT+ search,
-# KD retraining at μ = 0, 0.5, 1 (plain MPCViT: GeLU on every token) and
-# μ = 0.5 with half the tokens' GeLU linearised (MPCViT+), then the Pareto
-# figure, and a copy of every model into models/.
+# The runs behind the models shipped in models/, as one resumable sweep:
 #
-#   bash search/scripts/fashion-mnist.sh            # from the repository root
+#   1. teacher            all-Softmax ViT: a further cosine cycle from the shipped teacher
+#   2. search-mu0.5-s1    MPCViT+ search (alpha and beta) from the teacher with a budget
+#                         of μ = 0.5 (the penalty adapts until half the alphas stay up)
+#   3. mu0.5              KD retraining of its binarised mask
+#   4. random-mu0.5-rK    the ablation: K = 1..3 random masks of the same μ, retrained
+#                         from the same weights with the same KD budget and seed
+#   5. search-mu0.5-s2    a second search seed; `agree` compares the kept heads
+#   6. μ = 0.3: search, retraining and three random masks; μ = 0.1, 0.7: search and
+#      retraining; μ = 0, 1 and MPCViT+ (half the tokens' GeLU) from the μ = 0.5 search
+#   7. the ablation table ($RUNS/ablation.md)
 #
-# Every step checkpoints each epoch; run the script again after an
-# interruption and it resumes the step that was cut off and skips finished
-# ones (a finished step has train.json in its run directory). Epoch counts
-# can be overridden: TEACHER_EPOCHS, SEARCH_EPOCHS, RETRAIN_EPOCHS; and
-# TEACHER_ARGS, the teacher's architecture flags (default "--dim 96 --mlp
-# 192", the shipped models; empty: the trainer's dim 64 / MLP 128; the later
-# steps take the architecture from the teacher). About 3 h on 2 cores.
+#   bash search/scripts/fashion-mnist.sh              # from anywhere; resumes
+#   SWEEP_COMMIT=1 bash search/scripts/fashion-mnist.sh   # also commits each finished step
+#
+# Every step checkpoints each epoch into its directory under $RUNS (in the repository,
+# so it can be committed: `search/runs/fashion-mnist/`). Run the script again after an
+# interruption, on this machine or a fresh clone, and it resumes the step that was cut
+# off and skips finished ones (a finished step has train.json). A finished step keeps its
+# exported model, train.json (and search.json), and drops its optimiser checkpoint
+# unless a later step needs it (searches). With SWEEP_COMMIT=1 each finished step is
+# committed on its own (git add -f $RUNS/STEP; git commit). `SWEEP_STOP_AFTER=STEP`
+# stops after that step. Epoch counts: TEACHER_EPOCHS, SEARCH_EPOCHS, RETRAIN_EPOCHS.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-RUNS=${RUNS:-runs}
-MODELS=${MODELS:-models}
-TEACHER_EPOCHS=${TEACHER_EPOCHS:-40}
-TEACHER_ARGS=${TEACHER_ARGS-"--dim 96 --mlp 192"}
-SEARCH_EPOCHS=${SEARCH_EPOCHS:-2}
-RETRAIN_EPOCHS=${RETRAIN_EPOCHS:-3}
+RUNS=${RUNS:-search/runs/fashion-mnist}
+TEACHER_INIT=${TEACHER_INIT:-models/fashion-mnist-softmax}
+TEACHER_EPOCHS=${TEACHER_EPOCHS:-30}
+SEARCH_EPOCHS=${SEARCH_EPOCHS:-6}
+RETRAIN_EPOCHS=${RETRAIN_EPOCHS:-10}
+# The search's settings (search/README.md, "Search settings").
+SEARCH_ARGS=${SEARCH_ARGS:-"--lambda 1e-3 --lambda-beta 1e-4 --arch-lr-scale 10 --clamp"}
 # mimalloc keeps freed tensor memory (13% less CPU time); one rayon thread is
 # faster than two on a machine whose other core is busy.
 export MIMALLOC_PURGE_DELAY=${MIMALLOC_PURGE_DELAY:--1}
 export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-1}
 
 cargo build --release -p search
-B=target/release/mpcvit-search
+B=${CARGO_TARGET_DIR:-target}/release/mpcvit-search
+mkdir -p "$RUNS"
 
-# step DIR ARGS...: run (or resume) one training step unless it finished.
+# finished DIR: the step in DIR has ended (its summary is written).
+finished() { [ -e "$1/train.json" ]; }
+
+# step NAME KEEP_CHECKPOINT ARGS...: run (or resume) one training step unless it
+# finished; then drop the optimiser checkpoint (unless KEEP_CHECKPOINT=keep) and, with
+# SWEEP_COMMIT=1, commit the step.
 step() {
-  local dir=$1
-  shift
-  if [ -e "$dir/train.json" ]; then
-    echo "== $dir: done"
-    return
+  local name=$1 keep=$2
+  shift 2
+  local dir=$RUNS/$name
+  if finished "$dir"; then
+    echo "== $name: done"
+  else
+    local resume=()
+    [ -e "$dir/checkpoint.json" ] && resume=(--resume)
+    echo "== $name: $*"
+    "$B" "$@" --out "$dir" --quiet "${resume[@]}"
+    if [ "$keep" != keep ]; then
+      rm -f "$dir/checkpoint.safetensors" "$dir/checkpoint.json"
+    fi
+    if [ "${SWEEP_COMMIT:-0}" = 1 ]; then
+      git add -f "$dir"
+      git commit -q -m "search sweep: $name finished ($(test_acc "$dir"))" -- "$dir"
+    fi
   fi
-  local resume=()
-  [ -e "$dir/checkpoint.json" ] && resume=(--resume)
-  echo "== $dir: $*"
-  "$B" "$@" --out "$dir" "${resume[@]}"
+  if [ "${SWEEP_STOP_AFTER:-}" = "$name" ]; then
+    echo "== stopping after $name (SWEEP_STOP_AFTER)"
+    exit 0
+  fi
 }
 
-# shellcheck disable=SC2086 # TEACHER_ARGS is a list of flags
-step "$RUNS/teacher" train-teacher --epochs "$TEACHER_EPOCHS" $TEACHER_ARGS
-step "$RUNS/search" search --plus --init "$RUNS/teacher" --epochs "$SEARCH_EPOCHS" \
+# test_acc DIR: the step's final test accuracy, from its train.json.
+test_acc() {
+  python3 -c 'import json,sys; a=json.load(open(sys.argv[1]))["test_acc"]; print("test accuracy %.2f%%" % (100*a))' "$1/train.json"
+}
+
+step teacher drop train-teacher --init "$TEACHER_INIT" --epochs "$TEACHER_EPOCHS" \
   --lr 5e-4 --warmup-epochs 0
+# search NAME MU SEED [ARGS...]: a budgeted search for ratio MU from the teacher.
+search() {
+  local name=$1 mu=$2 seed=$3
+  shift 3
+  # shellcheck disable=SC2086 # SEARCH_ARGS is a list of flags
+  step "$name" keep search --init "$RUNS/teacher" --epochs "$SEARCH_EPOCHS" \
+    --lr 5e-4 --warmup-epochs 0 --seed "$seed" --target-mu "$mu" $SEARCH_ARGS "$@"
+}
+# retrain NAME SEARCH [ARGS...]: KD retraining of a binarised search (its weights).
 retrain() {
-  local name=$1
-  shift
-  step "$RUNS/$name" retrain --search "$RUNS/search" --teacher "$RUNS/teacher" \
+  local name=$1 from=$2
+  shift 2
+  step "$name" drop retrain --search "$RUNS/$from" --teacher "$RUNS/teacher" \
     --epochs "$RETRAIN_EPOCHS" --lr 5e-4 --warmup-epochs 0 "$@"
 }
-retrain mu0.5 --mu 0.5 --beta-keep 1
-retrain mu0.5-plus --mu 0.5 --beta-keep 0.5
-retrain mu0 --mu 0 --beta-keep 1
-retrain mu1 --mu 1 --beta-keep 1
+# ablation MU SEARCH: the searched mask and three random masks of ratio MU, each
+# retrained from the same searched weights with the same budget and seed.
+ablation() {
+  local mu=$1 from=$2
+  retrain "mu$mu" "$from" --mu "$mu" --beta-keep 1
+  for k in 1 2 3; do
+    retrain "random-mu$mu-r$k" "$from" --mu "$mu" --beta-keep 1 --random-mask "$k"
+  done
+}
 
-mkdir -p "$MODELS"
-for run in teacher mu0 mu0.5 mu1 mu0.5-plus; do
-  name=fashion-mnist-$run
-  [ "$run" = teacher ] && name=fashion-mnist-softmax
-  "$B" export --checkpoint "$RUNS/$run" --out "$MODELS/$name" --name "$name"
-  cp "$RUNS/$run/train.json" "$MODELS/$name/"
+search search-mu0.5-s1 0.5 1 --plus
+ablation 0.5 search-mu0.5-s1
+search search-mu0.5-s2 0.5 2 --plus
+"$B" agree --search "$RUNS/search-mu0.5-s1" --search "$RUNS/search-mu0.5-s2" --mu 0.5 |
+  tee "$RUNS/agree.txt"
+search search-mu0.3-s1 0.3 1
+ablation 0.3 search-mu0.3-s1
+for mu in 0.1 0.7; do
+  search "search-mu$mu-s1" "$mu" 1
+  retrain "mu$mu" "search-mu$mu-s1" --mu "$mu" --beta-keep 1
 done
-"$B" pareto \
-  --model "$MODELS/fashion-mnist-softmax" --model "$MODELS/fashion-mnist-mu0" \
-  --model "$MODELS/fashion-mnist-mu0.5" --model "$MODELS/fashion-mnist-mu1" \
-  --model "$MODELS/fashion-mnist-mu0.5-plus" \
-  --svg "$MODELS/pareto.svg" --json "$MODELS/pareto.json" | tee "$RUNS/pareto.out"
-grep '^|' "$RUNS/pareto.out" > "$MODELS/pareto.md"
+retrain mu0 search-mu0.5-s1 --mu 0 --beta-keep 1
+retrain mu1 search-mu0.5-s1 --mu 1 --beta-keep 1
+retrain mu0.5-plus search-mu0.5-s1 --mu 0.5 --beta-keep 0.5
+python3 search/scripts/ablation.py "$RUNS" | tee "$RUNS/ablation.md"

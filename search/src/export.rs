@@ -7,6 +7,7 @@
 //!   is not an integer.
 //! - [`binarize_beta`]: MPCViT+: the `round(ρ·L·N)` tokens with the largest relaxed beta
 //!   (over all blocks) keep the GeLU FFN (beta = 1), the others are linearised (beta = 0).
+//! - [`random_alpha`]: a random ranking of the heads, for masks that ignore the search.
 //! - [`export_dir`]: `model.safetensors` (the paper's state-dict names) and
 //!   `manifest.json`, written by the `model` crate itself and read back to check.
 
@@ -18,7 +19,7 @@ use crate::Result;
 use crate::vit::{SearchSpace, Vit};
 
 /// Indices of the `k` largest values (ties: lower index first).
-fn top_k(values: &[f32], k: usize) -> Vec<usize> {
+pub(crate) fn top_k(values: &[f32], k: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..values.len()).collect();
     idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
     idx.truncate(k);
@@ -72,10 +73,36 @@ pub fn binarize_beta(beta: &[Vec<f32>], keep_ratio: f64) -> Vec<Option<Vec<bool>
 /// The binarised network of a searched one: the same weights, a fixed attention table
 /// (`mu`) and, when beta was searched, fixed beta masks (`beta_keep`, default 0.5).
 pub fn binarized(searched: &Vit, mu: f64, beta_keep: Option<f64>, trainable: bool) -> Result<Vit> {
+    binarized_by(searched, None, mu, beta_keep, trainable)
+}
+
+/// A ranking of `depth × heads` heads that ignores the search: a uniformly random
+/// permutation drawn from `seed`, as alpha values in `(0, 1]`. Binarised like a
+/// search's alphas, it gives a random mask with the same number of ReLU-Softmax heads
+/// (the ablation's baseline).
+pub fn random_alpha(depth: usize, heads: usize, seed: u64) -> Vec<Vec<f32>> {
+    let n = depth * heads;
+    let order = crate::data::permutation(n, &mut crate::data::rng_for(seed, u64::MAX));
+    let mut alpha = vec![vec![0.0; heads]; depth];
+    for (rank, &i) in order.iter().enumerate() {
+        alpha[i / heads][i % heads] = (n - rank) as f32 / n as f32;
+    }
+    alpha
+}
+
+/// [`binarized`], with the heads ranked by `alpha` instead of the search's own alphas
+/// when given (e.g. [`random_alpha`]); the weights are the searched network's.
+pub fn binarized_by(
+    searched: &Vit,
+    alpha: Option<&[Vec<f32>]>,
+    mu: f64,
+    beta_keep: Option<f64>,
+    trainable: bool,
+) -> Result<Vit> {
     let relaxed = searched.relaxed()?;
     let mut config: ModelConfig = searched.config().clone();
     if searched.space().alpha {
-        config.attention = binarize_alpha(&relaxed.alpha, mu);
+        config.attention = binarize_alpha(alpha.unwrap_or(&relaxed.alpha), mu);
     }
     if searched.space().beta {
         let keep = beta_keep.unwrap_or(0.5);

@@ -9,6 +9,7 @@
 //!   normalisation and augmentation.
 //! - [`vit`]: the network in candle with the `model` crate's state-dict names.
 //! - [`train`]: AdamW, schedules, the objectives, checkpoints and resume.
+//! - [`decision`]: how decisive a search is (the gap at the cut, seeds' agreement).
 //! - [`export`]: binarisation and `model.safetensors` + `manifest.json`.
 //! - [`pareto`]: accuracy against measured secure-inference cost (table and SVG figure).
 
@@ -16,6 +17,7 @@
 
 pub mod alloc;
 pub mod data;
+pub mod decision;
 pub mod export;
 pub mod matmul;
 pub mod ops;

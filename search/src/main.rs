@@ -8,7 +8,9 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use model::{AttnKind, Model, ModelConfig};
 use search::data::{DatasetKind, Splits};
-use search::export::{binarize_alpha, binarized, describe, export_dir, kept};
+use search::export::{
+    binarize_alpha, binarized, binarized_by, describe, export_dir, kept, random_alpha,
+};
 use search::train::{self, EpochStats, Objective, RunOptions, TrainConfig};
 use search::vit::{SearchSpace, Vit, init_weights};
 use search::{Error, Result};
@@ -36,6 +38,11 @@ enum Command {
         train: TrainArgs,
         #[command(flatten)]
         out: OutArgs,
+        /// Start from this all-Softmax model directory's weights (a further cosine cycle
+        /// for a teacher that is still improving) instead of a fresh initialisation; its
+        /// shapes and normalisation override the architecture flags.
+        #[arg(long)]
+        init: Option<PathBuf>,
     },
     /// Search: train with a relaxed per-head alpha (and with --plus a per-token beta)
     /// under an L1 penalty; writes the checkpoint and search.json to --out.
@@ -65,6 +72,30 @@ enum Command {
         /// penalty (e.g. measured secure latency saved by ScaleAttn); normalised to mean 1.
         #[arg(long)]
         head_cost: Option<PathBuf>,
+        /// Learning-rate multiplier of alpha and beta.
+        #[arg(long, default_value_t = 1.0)]
+        arch_lr_scale: f64,
+        /// Project alpha and beta into [0, 1] after every step.
+        #[arg(long)]
+        clamp: bool,
+        /// A budget: adapt the alpha penalty after every step so that the mean alpha
+        /// settles at this ratio μ (the fraction of heads to keep as ReLU-Softmax).
+        #[arg(long)]
+        target_mu: Option<f64>,
+        /// How fast the budget adapts the penalty (its multiplier changes by
+        /// exp(rate·(mean alpha − μ)) per step).
+        #[arg(long, default_value_t = 0.05)]
+        budget_rate: f64,
+    },
+    /// How far searches agree: for each ratio μ, the fraction of the heads one search
+    /// keeps that each other keeps too, and each search's gap at the cut.
+    Agree {
+        /// Search run directories (each with search.json); the first is the reference.
+        #[arg(long = "search", required = true, num_args = 1..)]
+        searches: Vec<PathBuf>,
+        /// Ratios μ to compare at.
+        #[arg(long, default_values_t = [0.1, 0.3, 0.5, 0.7])]
+        mu: Vec<f64>,
     },
     /// Binarise a search (top round(μ·L·H) heads ReLU-Softmax) and retrain with
     /// knowledge distillation from the teacher; exports to --out.
@@ -91,6 +122,10 @@ enum Command {
         /// Starting weights: the search's, the teacher's, or a fresh initialisation (the paper's code).
         #[arg(long, value_enum, default_value_t = Init::Search)]
         init: Init,
+        /// Ignore the search's ranking: keep a uniformly random set of round(μ·L·H)
+        /// heads drawn from this seed (the ablation's random masks; same weights).
+        #[arg(long)]
+        random_mask: Option<u64>,
         /// Weight of the hard-label cross-entropy.
         #[arg(long, default_value_t = 1.0)]
         ce: f64,
@@ -408,15 +443,45 @@ fn run(cli: Cli) -> Result<()> {
             arch,
             train,
             out,
+            init,
         } => {
-            let d = data.load()?;
-            let cfg = arch.config(&d, AttnKind::Softmax);
+            let mut d = data.load()?;
             let tc = train.config();
-            let vit = Vit::new(&cfg, SearchSpace::default(), tc.seed, true)?;
-            eprintln!("teacher: {} ({} parameters)", describe(&cfg), count(&vit));
+            let vit = match &init {
+                Some(dir) => {
+                    let m = Model::load_dir(dir)?;
+                    let cfg = m.config();
+                    if cfg
+                        .attention
+                        .iter()
+                        .flatten()
+                        .any(|&k| k != AttnKind::Softmax)
+                        || cfg.beta.iter().any(Option::is_some)
+                    {
+                        return Err(Error::Unsupported(format!(
+                            "--init {}: a teacher starts from an all-Softmax model without beta masks",
+                            dir.display()
+                        )));
+                    }
+                    use_model_normalisation(&mut d, cfg);
+                    Vit::from_weights(cfg, m.weights(), SearchSpace::default(), None, true)?
+                }
+                None => Vit::new(
+                    &arch.config(&d, AttnKind::Softmax),
+                    SearchSpace::default(),
+                    tc.seed,
+                    true,
+                )?,
+            };
+            eprintln!(
+                "teacher: {} ({} parameters)",
+                describe(vit.config()),
+                count(&vit)
+            );
             let history = train::train(&vit, &d, &tc, &Objective::Supervised, &out.run())?;
             export_dir(&vit, &out.out)?;
-            finish(&out.out, &vit, &history, "teacher", serde_json::Value::Null)
+            let extra = serde_json::json!({ "init": init });
+            finish(&out.out, &vit, &history, "teacher", extra)
         }
         Command::Search {
             data,
@@ -428,7 +493,24 @@ fn run(cli: Cli) -> Result<()> {
             lambda,
             lambda_beta,
             head_cost,
+            arch_lr_scale,
+            clamp,
+            target_mu,
+            budget_rate,
         } => {
+            if let Some(mu) = target_mu {
+                check_ratio("--target-mu", mu)?;
+            }
+            if !(budget_rate.is_finite() && budget_rate > 0.0) {
+                return Err(Error::Unsupported(format!(
+                    "--budget-rate {budget_rate}: must be a positive number"
+                )));
+            }
+            if !(arch_lr_scale.is_finite() && arch_lr_scale > 0.0) {
+                return Err(Error::Unsupported(format!(
+                    "--arch-lr-scale {arch_lr_scale}: must be a positive number"
+                )));
+            }
             let mut d = data.load()?;
             let tc = train.config();
             let space = SearchSpace {
@@ -468,6 +550,12 @@ fn run(cli: Cli) -> Result<()> {
                 lambda_alpha: lambda,
                 lambda_beta,
                 head_cost,
+                arch: train::ArchOptim {
+                    lr_scale: arch_lr_scale,
+                    clamp,
+                    target_mu,
+                    budget_rate,
+                },
             };
             eprintln!(
                 "search: alpha{} over {} parameters",
@@ -477,7 +565,7 @@ fn run(cli: Cli) -> Result<()> {
             let history = train::train(&vit, &d, &tc, &objective, &out.run())?;
             let relaxed = vit.relaxed()?;
             let total = vit.config().depth * vit.config().heads;
-            let preview: Vec<serde_json::Value> = [0.0, 0.25, 0.5, 0.75, 1.0]
+            let preview: Vec<serde_json::Value> = PARETO_MUS
                 .iter()
                 .map(|&mu| {
                     let mut c = vit.config().clone();
@@ -495,7 +583,26 @@ fn run(cli: Cli) -> Result<()> {
                         .join(" ")
                 );
             }
-            let extra = serde_json::json!({"relaxed": relaxed, "binarised": preview, "lambda": lambda, "lambda_beta": lambda_beta});
+            let cuts = search::decision::cuts(&relaxed.alpha, &PARETO_MUS);
+            for c in &cuts {
+                if let Some(g) = c.gap {
+                    println!("μ = {}: {} heads kept, gap at the cut {g:.4}", c.mu, c.kept);
+                }
+            }
+            let hist = search::decision::histogram(relaxed.alpha.iter().flatten().copied());
+            println!("alpha histogram (0.1 bins): {hist:?}");
+            let extra = serde_json::json!({
+                "relaxed": relaxed,
+                "binarised": preview,
+                "lambda": lambda,
+                "lambda_beta": lambda_beta,
+                "arch_lr_scale": arch_lr_scale,
+                "clamp": clamp,
+                "target_mu": target_mu,
+                "budget_rate": budget_rate,
+                "cuts": cuts,
+                "alpha_histogram": hist,
+            });
             write_json(&out.out.join("search.json"), &extra)?;
             finish(&out.out, &vit, &history, "search", extra)
         }
@@ -508,18 +615,23 @@ fn run(cli: Cli) -> Result<()> {
             mu,
             beta_keep,
             init,
+            random_mask,
             ce,
             kd,
             temperature,
             feat,
         } => {
+            check_ratio("--mu", mu)?;
+            check_ratio("--beta-keep", beta_keep)?;
             let mut d = data.load()?;
             let tc = train.config();
             let searched = load_searched(&search)?;
             let teacher_model = Model::load_dir(&teacher)?;
             use_model_normalisation(&mut d, searched.config());
             let teacher_vit = Vit::from_model(&teacher_model, SearchSpace::default(), false)?;
-            let bin = binarized(&searched, mu, Some(beta_keep), true)?;
+            let c = searched.config();
+            let random = random_mask.map(|seed| random_alpha(c.depth, c.heads, seed));
+            let bin = binarized_by(&searched, random.as_deref(), mu, Some(beta_keep), true)?;
             let cfg = bin.config().clone();
             let student = match init {
                 Init::Search => bin,
@@ -555,7 +667,14 @@ fn run(cli: Cli) -> Result<()> {
             };
             let history = train::train(&student, &d, &tc, &objective, &out.run())?;
             export_dir(&student, &out.out)?;
-            let extra = serde_json::json!({"mu": mu, "beta_keep": beta_keep, "teacher_test_acc": ta, "init": format!("{init:?}")});
+            let extra = serde_json::json!({
+                "mu": mu,
+                "beta_keep": beta_keep,
+                "teacher_test_acc": ta,
+                "init": format!("{init:?}"),
+                "random_mask": random_mask,
+                "attention": cfg.attention,
+            });
             finish(&out.out, &student, &history, "retrain", extra)
         }
         Command::Export {
@@ -565,6 +684,11 @@ fn run(cli: Cli) -> Result<()> {
             beta_keep,
             name,
         } => {
+            for (flag, v) in [("--mu", mu), ("--beta-keep", beta_keep)] {
+                if let Some(v) = v {
+                    check_ratio(flag, v)?;
+                }
+            }
             let (mut meta, tensors) = train::load_checkpoint(&checkpoint)?;
             if let Some(n) = name {
                 meta.model.name = n;
@@ -592,6 +716,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Agree { searches, mu } => agree(&searches, &mu),
         Command::Pareto {
             models,
             data,
@@ -637,8 +762,72 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Normalise the data with the constants a trained network was trained with (its
-/// manifest), not with statistics of the data set at hand.
+/// The ratios μ of the Pareto front (the paper's, and the two ends).
+const PARETO_MUS: [f64; 6] = [0.0, 0.1, 0.3, 0.5, 0.7, 1.0];
+
+/// The relaxed alphas a search run wrote to its `search.json`.
+fn searched_alpha(dir: &Path) -> Result<Vec<Vec<f32>>> {
+    let path = dir.join("search.json");
+    let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|source| Error::Json {
+        path: path.clone(),
+        source,
+    })?;
+    serde_json::from_value(v["relaxed"]["alpha"].clone()).map_err(|source| Error::Json {
+        path: path.clone(),
+        source,
+    })
+}
+
+fn agree(searches: &[PathBuf], mus: &[f64]) -> Result<()> {
+    for &mu in mus {
+        check_ratio("--mu", mu)?;
+    }
+    let tables = searches
+        .iter()
+        .map(|d| searched_alpha(d))
+        .collect::<Result<Vec<_>>>()?;
+    let reference = &tables[0];
+    for &mu in mus {
+        let gaps: Vec<String> = tables
+            .iter()
+            .map(|t| search::decision::cut_gap(t, mu).map_or("-".into(), |g| format!("{g:.4}")))
+            .collect();
+        let agreements: Vec<String> = tables[1..]
+            .iter()
+            .zip(&searches[1..])
+            .map(|(t, dir)| {
+                search::decision::agreement(reference, t, mu).map_or_else(
+                    || format!("{}: tables differ in size", dir.display()),
+                    |a| format!("{:.0}%", 100.0 * a),
+                )
+            })
+            .collect();
+        println!(
+            "μ = {mu}: gaps {}; agreement with {}: {}",
+            gaps.join(" "),
+            searches[0].display(),
+            agreements.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// A ratio (μ, or the GeLU keep ratio) must lie in [0, 1].
+fn check_ratio(flag: &str, value: f64) -> Result<()> {
+    if (0.0..=1.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(Error::Unsupported(format!(
+            "{flag} {value}: a ratio must lie in [0, 1]"
+        )))
+    }
+}
+
+/// Accuracy against secure-inference cost for each model directory (table, SVG, JSON).
 fn pareto(
     models: &[PathBuf],
     data: &DataArgs,
@@ -700,6 +889,8 @@ fn pareto(
     Ok(())
 }
 
+/// Normalise the data with the constants a trained network was trained with (its
+/// manifest), not with statistics of the data set at hand.
 fn use_model_normalisation(d: &mut Splits, config: &ModelConfig) {
     if d.norm.mean != config.mean || d.norm.std != config.std {
         eprintln!(

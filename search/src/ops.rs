@@ -794,6 +794,8 @@ impl CustomOp2 for BetaMix {
 pub struct AdamWStep {
     /// Learning rate.
     pub lr: f32,
+    /// The parameter's multiplier of `lr` in the Adam step (not in the weight decay).
+    pub lr_scale: f32,
     /// First-moment decay `β1`.
     pub beta1: f32,
     /// Second-moment decay `β2`.
@@ -811,7 +813,7 @@ pub struct AdamWStep {
 impl AdamWStep {
     /// One fused AdamW update of a parameter `theta` with gradient `g` and moments `m`,
     /// `v`, element by element: `m' = β1·m + (1 − β1)·g`, `v' = β2·v + (1 − β2)·g²`,
-    /// `theta' = theta·(1 − lr·wd) − lr·(m'/bias1)/(√(v'/bias2) + eps)`. Returns
+    /// `theta' = theta·(1 − lr·wd) − lr·lr_scale·(m'/bias1)/(√(v'/bias2) + eps)`. Returns
     /// `(theta', m', v')` as new tensors without autograd history.
     pub fn apply(
         &self,
@@ -834,6 +836,7 @@ impl AdamWStep {
         let mut m2 = vec![0f32; n];
         let mut v2 = vec![0f32; n];
         let decay = 1.0 - self.lr * self.weight_decay;
+        let step = self.lr * self.lr_scale;
         with_data(theta, |ts| {
             with_data(g, |gs| {
                 with_data(m, |ms| {
@@ -843,7 +846,7 @@ impl AdamWStep {
                             let m = self.beta1 * ms[i] + (1.0 - self.beta1) * g;
                             let v = self.beta2 * vs[i] + (1.0 - self.beta2) * g * g;
                             let upd = (m / self.bias1) / ((v / self.bias2).sqrt() + self.eps);
-                            t2[i] = ts[i] * decay - self.lr * upd;
+                            t2[i] = ts[i] * decay - step * upd;
                             m2[i] = m;
                             v2[i] = v;
                         }
@@ -1074,8 +1077,10 @@ mod tests {
         let v = randn(&[4, 6], 33).sqr().unwrap();
         let (lr, b1, b2, eps, wd, t) = (1e-2, 0.9, 0.999, 1e-8, 0.05, 3);
         let (bc1, bc2) = (1.0 - f64::powi(b1, t), 1.0 - f64::powi(b2, t));
+        let scale = 2.0;
         let step = AdamWStep {
             lr: lr as f32,
+            lr_scale: scale as f32,
             beta1: b1 as f32,
             beta2: b2 as f32,
             bias1: bc1 as f32,
@@ -1088,7 +1093,7 @@ mod tests {
         let rv = ((&v * b2).unwrap() + (g.sqr().unwrap() * (1.0 - b2)).unwrap()).unwrap();
         let upd =
             ((&rm / bc1).unwrap() / ((&rv / bc2).unwrap().sqrt().unwrap() + eps).unwrap()).unwrap();
-        let rt = ((&theta * (1.0 - lr * wd)).unwrap() - (upd * lr).unwrap()).unwrap();
+        let rt = ((&theta * (1.0 - lr * wd)).unwrap() - (upd * (lr * scale)).unwrap()).unwrap();
         for (a, b) in [(&t2, &rt), (&m2, &rm), (&v2, &rv)] {
             assert!(max_diff(a, b) < 1e-6, "differs by {}", max_diff(a, b));
         }

@@ -50,6 +50,10 @@ struct ParamState {
     m: Tensor,
     v: Tensor,
     decay: bool,
+    /// Multiplies the learning rate of this parameter.
+    lr_scale: f64,
+    /// Projects the parameter into `[lo, hi]` after each update.
+    bounds: Option<(f64, f64)>,
 }
 
 impl AdamW {
@@ -65,6 +69,8 @@ impl AdamW {
                     m: var.zeros_like()?,
                     v: var.zeros_like()?,
                     decay,
+                    lr_scale: 1.0,
+                    bounds: None,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -76,6 +82,24 @@ impl AdamW {
             step: 0,
             state,
         })
+    }
+
+    /// Gives the parameters whose name `selects` their own learning-rate multiplier and,
+    /// with `bounds`, a projection into `[lo, hi]` after every update (projected
+    /// gradient descent). Returns how many parameters were selected.
+    pub fn configure(
+        &mut self,
+        selects: impl Fn(&str) -> bool,
+        lr_scale: f64,
+        bounds: Option<(f64, f64)>,
+    ) -> usize {
+        let mut n = 0;
+        for st in self.state.iter_mut().filter(|st| selects(&st.name)) {
+            st.lr_scale = lr_scale;
+            st.bounds = bounds;
+            n += 1;
+        }
+        n
     }
 
     /// One update with learning rate `lr`; parameters without a gradient are skipped.
@@ -90,6 +114,7 @@ impl AdamW {
             };
             let step = AdamWStep {
                 lr: lr as f32,
+                lr_scale: st.lr_scale as f32,
                 beta1: b1 as f32,
                 beta2: b2 as f32,
                 bias1: (1.0 - b1.powi(t)) as f32,
@@ -104,7 +129,10 @@ impl AdamW {
             let (theta, m, v) = step.apply(st.var.as_tensor(), g, &st.m, &st.v)?;
             st.m = m;
             st.v = v;
-            st.var.set(&theta)?;
+            match st.bounds {
+                Some((lo, hi)) => st.var.set(&theta.clamp(lo, hi)?)?,
+                None => st.var.set(&theta)?,
+            }
         }
         Ok(())
     }
@@ -214,6 +242,8 @@ pub enum Objective {
         /// Per-head cost `[L][H]` (e.g. measured latency saved by ScaleAttn), normalised
         /// to mean 1; `None` = 1 everywhere.
         head_cost: Option<Vec<Vec<f32>>>,
+        /// How alpha and beta are optimised.
+        arch: ArchOptim,
     },
     /// Retraining with knowledge distillation from a frozen teacher.
     Distill {
@@ -228,6 +258,47 @@ pub enum Objective {
         /// Weight of the token-feature MSE.
         feat: f64,
     },
+}
+
+/// How the search optimises its architecture parameters (alpha, beta) beside the
+/// network's weights.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ArchOptim {
+    /// Learning-rate multiplier of alpha and beta (their AdamW steps are `lr_scale·lr`).
+    pub lr_scale: f64,
+    /// Project alpha and beta into `[0, 1]` after each step: the mixing weight's own
+    /// domain, where the L1 penalty can drive an unneeded head to exactly 0.
+    pub clamp: bool,
+    /// A budget for the search: the mean alpha it should end at (μ, the fraction of
+    /// heads that keep ReLU-Softmax). After every step the alpha penalty's multiplier
+    /// `s` (λα·s is the weight in the loss) becomes `s·exp(rate·(mean(alpha) − μ))`:
+    /// dual ascent on `mean(alpha) ≤ μ`, which raises the penalty until only the heads
+    /// the loss needs most stay up. The penalty is then applied as a decoupled step
+    /// beside Adam's (see `Trainer::step`). `None`: a fixed λα in the loss.
+    pub target_mu: Option<f64>,
+    /// The `rate` of the budget's update.
+    pub budget_rate: f64,
+}
+
+impl Default for ArchOptim {
+    /// The paper's code: the weights' learning rate, no projection, a fixed λ.
+    fn default() -> Self {
+        Self {
+            lr_scale: 1.0,
+            clamp: false,
+            target_mu: None,
+            budget_rate: 0.05,
+        }
+    }
+}
+
+/// Bounds of the budget's penalty multiplier (so a long run can neither zero nor
+/// overflow it).
+const PENALTY_SCALE_RANGE: (f64, f64) = (1e-3, 1e6);
+
+/// Whether a parameter name is an architecture parameter (alpha or beta).
+pub fn is_arch_param(name: &str) -> bool {
+    name.ends_with(".alpha") || name.ends_with(".beta")
 }
 
 impl Objective {
@@ -279,6 +350,9 @@ pub struct Trainer<'a> {
     /// The optimiser (public for checkpoints).
     pub opt: AdamW,
     head_cost: Vec<Tensor>,
+    /// The alpha penalty's multiplier (1 unless the search has a budget; see
+    /// [`ArchOptim::target_mu`]); public for checkpoints.
+    pub penalty_scale: f64,
 }
 
 impl<'a> Trainer<'a> {
@@ -289,7 +363,11 @@ impl<'a> Trainer<'a> {
         weight_decay: f64,
         label_smoothing: f64,
     ) -> Result<Self> {
-        let opt = AdamW::new(vit.vars(), weight_decay)?;
+        let mut opt = AdamW::new(vit.vars(), weight_decay)?;
+        if let Objective::Search { arch, .. } = objective {
+            let bounds = arch.clamp.then_some((0.0, 1.0));
+            opt.configure(is_arch_param, arch.lr_scale, bounds);
+        }
         let mut head_cost = Vec::new();
         if let Objective::Search {
             head_cost: Some(cost),
@@ -321,6 +399,7 @@ impl<'a> Trainer<'a> {
             label_smoothing,
             opt,
             head_cost,
+            penalty_scale: 1.0,
         })
     }
 
@@ -337,12 +416,9 @@ impl<'a> Trainer<'a> {
                 ..
             } => {
                 let mut loss = ce;
-                for (i, a) in self.vit.alpha_tensors().iter().enumerate() {
-                    let term = match self.head_cost.get(i) {
-                        Some(c) => a.abs()?.broadcast_mul(c)?.sum_all()?,
-                        None => a.abs()?.sum_all()?,
-                    };
-                    loss = (loss + (term * *lambda_alpha)?)?;
+                if !self.budgeted() {
+                    let penalty = self.alpha_penalty()?;
+                    loss = (loss + (penalty * (*lambda_alpha * self.penalty_scale))?)?;
                 }
                 for b in self.vit.beta_tensors() {
                     loss = (loss + (b.abs()?.sum_all()? * *lambda_beta)?)?;
@@ -372,7 +448,8 @@ impl<'a> Trainer<'a> {
         Ok((loss, correct))
     }
 
-    /// One optimisation step on a batch at learning rate `lr`.
+    /// One optimisation step on a batch at learning rate `lr`; with a budget, the
+    /// alpha penalty's decoupled step and the budget's update follow Adam's.
     pub fn step(&mut self, x: &Tensor, y: &Tensor, lr: f64) -> Result<StepStats> {
         let (loss, correct) = self.loss(x, y)?;
         let value = f64::from(loss.to_scalar::<f32>()?);
@@ -383,10 +460,104 @@ impl<'a> Trainer<'a> {
         }
         let grads = loss.backward()?;
         self.opt.update(&grads, lr)?;
+        if self.budgeted() {
+            self.decoupled_penalty_step(lr)?;
+            self.update_budget()?;
+        }
         Ok(StepStats {
             loss: value,
             correct,
         })
+    }
+}
+
+impl Trainer<'_> {
+    /// The alpha penalty `Σ_l Σ_h c_lh·|alpha_lh|` (without λα).
+    fn alpha_penalty(&self) -> Result<Tensor> {
+        let mut total = Tensor::zeros((), candle_core::DType::F32, &Device::Cpu)?;
+        for (i, a) in self.vit.alpha_tensors().iter().enumerate() {
+            let term = match self.head_cost.get(i) {
+                Some(c) => a.abs()?.broadcast_mul(c)?.sum_all()?,
+                None => a.abs()?.sum_all()?,
+            };
+            total = (total + term)?;
+        }
+        Ok(total)
+    }
+
+    /// Whether the search runs with a budget (see [`ArchOptim::target_mu`]).
+    fn budgeted(&self) -> bool {
+        matches!(
+            self.objective,
+            Objective::Search {
+                arch: ArchOptim {
+                    target_mu: Some(_),
+                    ..
+                },
+                ..
+            }
+        )
+    }
+
+    /// With a budget the alpha penalty is a decoupled step, as AdamW's weight decay:
+    /// after Adam's step on the loss, `alpha ← alpha − lr·lr_scale·λα·s·∂P/∂alpha`
+    /// (projected when clamping). Through Adam's per-parameter normalisation the
+    /// penalty would move every alpha at the same speed whatever the loss says; apart
+    /// from it, a head stays up exactly when the loss pulls it up harder than the
+    /// penalty pushes it down.
+    fn decoupled_penalty_step(&mut self, lr: f64) -> Result<()> {
+        let Objective::Search {
+            lambda_alpha, arch, ..
+        } = self.objective
+        else {
+            return Ok(());
+        };
+        let grads = self.alpha_penalty()?.backward()?;
+        let rate = lr * arch.lr_scale * lambda_alpha * self.penalty_scale;
+        for (name, var) in self.vit.vars() {
+            if !name.ends_with(".alpha") {
+                continue;
+            }
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            let next = (var.as_tensor().detach() - (g * rate)?)?;
+            var.set(&if arch.clamp {
+                next.clamp(0.0, 1.0)?
+            } else {
+                next
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The budget's dual step (see [`ArchOptim::target_mu`]); nothing without a budget.
+    fn update_budget(&mut self) -> Result<()> {
+        let Objective::Search {
+            arch:
+                ArchOptim {
+                    target_mu: Some(mu),
+                    budget_rate,
+                    ..
+                },
+            ..
+        } = self.objective
+        else {
+            return Ok(());
+        };
+        let alphas = self.vit.alpha_tensors();
+        let (mut sum, mut n) = (0.0f64, 0usize);
+        for a in &alphas {
+            sum += f64::from(a.sum_all()?.to_scalar::<f32>()?);
+            n += a.elem_count();
+        }
+        if n > 0 {
+            let mean = sum / n as f64;
+            let (lo, hi) = PENALTY_SCALE_RANGE;
+            self.penalty_scale =
+                (self.penalty_scale * (budget_rate * (mean - mu)).exp()).clamp(lo, hi);
+        }
+        Ok(())
     }
 }
 
@@ -448,6 +619,9 @@ pub struct EpochStats {
     pub train_seconds: f64,
     /// `Σ|alpha|` at the end of the epoch (search only).
     pub alpha_l1: Option<f64>,
+    /// The alpha penalty's weight in the loss at the end of the epoch (search only).
+    #[serde(default)]
+    pub lambda_alpha: Option<f64>,
 }
 
 /// What a checkpoint's JSON holds besides the tensors.
@@ -469,6 +643,13 @@ pub struct CheckpointMeta {
     pub search_beta: bool,
     /// History so far.
     pub history: Vec<EpochStats>,
+    /// The alpha penalty's multiplier (see [`Trainer::penalty_scale`]).
+    #[serde(default = "one")]
+    pub penalty_scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// File names of a checkpoint inside its directory.
@@ -583,6 +764,7 @@ pub fn train_until(
         }
         vit.load_params(&tensors)?;
         trainer.opt.load_state(&tensors, meta.step)?;
+        trainer.penalty_scale = meta.penalty_scale;
         start_epoch = meta.epoch;
         history = meta.history;
         if run.verbose {
@@ -602,7 +784,14 @@ pub fn train_until(
         let search = vit.space().alpha;
         let mut lines = header.lines();
         let (h, _) = (lines.next().unwrap_or(""), lines.next());
-        eprintln!("{h}{}", if search { " | Σ|alpha|" } else { "" });
+        eprintln!(
+            "{h}{}",
+            if search {
+                " | Σ|alpha| |       λα"
+            } else {
+                ""
+            }
+        );
     }
     for epoch in start_epoch..stop.min(cfg.epochs) {
         let mut rng = rng_for(cfg.seed, epoch as u64 + 1);
@@ -662,6 +851,12 @@ pub fn train_until(
             test_acc,
             train_seconds,
             alpha_l1,
+            lambda_alpha: match objective {
+                Objective::Search { lambda_alpha, .. } => {
+                    Some(lambda_alpha * trainer.penalty_scale)
+                }
+                _ => None,
+            },
         };
         if run.verbose {
             eprintln!("{}", format_row(&stats));
@@ -677,6 +872,7 @@ pub fn train_until(
                 search_alpha: vit.space().alpha,
                 search_beta: vit.space().beta,
                 history: history.clone(),
+                penalty_scale: trainer.penalty_scale,
             };
             save_checkpoint(dir, vit, &trainer.opt, &meta)?;
         }
@@ -690,7 +886,7 @@ fn opt_pct(v: Option<f64>) -> String {
 
 fn format_row(s: &EpochStats) -> String {
     format!(
-        "{:>5} | {:>9.2e} | {:>10.4} | {:>9.2} | {:>9} | {:>8} | {:>7.1}{}",
+        "{:>5} | {:>9.2e} | {:>10.4} | {:>9.2} | {:>9} | {:>8} | {:>7.1}{}{}",
         s.epoch,
         s.lr,
         s.train_loss,
@@ -698,7 +894,9 @@ fn format_row(s: &EpochStats) -> String {
         s.test_loss.map_or("-".into(), |v| format!("{v:.4}")),
         opt_pct(s.test_acc),
         s.train_seconds,
-        s.alpha_l1.map_or(String::new(), |v| format!(" | {v:.3}")),
+        s.alpha_l1.map_or(String::new(), |v| format!(" | {v:>8.3}")),
+        s.lambda_alpha
+            .map_or(String::new(), |v| format!(" | {v:>8.2e}")),
     )
 }
 
@@ -707,9 +905,17 @@ pub fn summary_table(history: &[EpochStats]) -> String {
     let search = history.iter().any(|s| s.alpha_l1.is_some());
     let mut out =
         String::from("epoch |        lr | train loss | train acc | test loss | test acc |  time s");
-    out.push_str(if search { " | Σ|alpha|\n" } else { "\n" });
+    out.push_str(if search {
+        " | Σ|alpha| |       λα\n"
+    } else {
+        "\n"
+    });
     out.push_str("------|-----------|------------|-----------|-----------|----------|--------");
-    out.push_str(if search { "-|---------\n" } else { "\n" });
+    out.push_str(if search {
+        "-|----------|---------\n"
+    } else {
+        "\n"
+    });
     for s in history {
         out.push_str(&format_row(s));
         out.push('\n');

@@ -1,7 +1,7 @@
 //! Binarisation keeps exactly round(μ·L·H) ReLU-Softmax heads (and round(ρ·L·N) GeLU tokens).
 
 use model::AttnKind;
-use search::export::{binarize_alpha, binarize_beta, kept};
+use search::export::{binarize_alpha, binarize_beta, kept, random_alpha};
 
 fn table(l: usize, h: usize, seed: u64) -> Vec<Vec<f32>> {
     let mut rng = search::data::rng_for(seed, 1);
@@ -79,4 +79,29 @@ fn beta_keeps_round_rho_l_n_tokens() {
         assert_eq!(kept_tokens, (rho * 200.0).round() as usize, "rho={rho}");
         assert!(masks.iter().all(|m| m.as_ref().unwrap().len() == 50));
     }
+}
+
+#[test]
+fn random_masks_keep_exactly_k_heads_and_depend_on_their_seed() {
+    let (l, h) = (4, 4);
+    let masks: Vec<Vec<Vec<AttnKind>>> = (0..4)
+        .map(|seed| binarize_alpha(&random_alpha(l, h, seed), 0.5))
+        .collect();
+    for m in &masks {
+        let rs = m
+            .iter()
+            .flatten()
+            .filter(|&&k| k == AttnKind::ReluSoftmax)
+            .count();
+        assert_eq!(rs, 8);
+    }
+    assert_eq!(
+        masks[1],
+        binarize_alpha(&random_alpha(l, h, 1), 0.5),
+        "same seed, same mask"
+    );
+    assert!(
+        masks.iter().skip(1).any(|m| *m != masks[0]),
+        "four seeds gave one mask"
+    );
 }

@@ -3,7 +3,7 @@
 mod common;
 
 use model::AttnKind;
-use search::train::{self, Objective, RunOptions, TrainConfig, Trainer};
+use search::train::{self, ArchOptim, Objective, RunOptions, TrainConfig, Trainer};
 use search::vit::{SearchSpace, Vit};
 
 #[test]
@@ -27,6 +27,7 @@ fn training_steps_decrease_the_loss_on_real_data() {
                 lambda_alpha: 1e-3,
                 lambda_beta: 1e-3,
                 head_cost: None,
+                arch: ArchOptim::default(),
             }
         } else {
             Objective::Supervised
@@ -109,10 +110,16 @@ fn resume_restores_epoch_step_and_weights() {
         alpha: true,
         beta: false,
     };
+    // With a budget, so the penalty's multiplier must be restored too.
     let objective = Objective::Search {
         lambda_alpha: 1e-3,
         lambda_beta: 0.0,
         head_cost: None,
+        arch: ArchOptim {
+            target_mu: Some(0.25),
+            clamp: true,
+            ..ArchOptim::default()
+        },
     };
 
     // Uninterrupted: two epochs.
@@ -180,5 +187,103 @@ fn resume_restores_epoch_step_and_weights() {
     assert!(err.to_string().contains("another run"), "{err}");
     for d in [dir_a, dir_b] {
         common::remove(&d);
+    }
+}
+
+#[test]
+fn a_projected_search_keeps_alpha_and_beta_in_their_domain() {
+    let data = common::fashion_mnist(64, 0);
+    let idx: Vec<usize> = (0..64).collect();
+    let (x, y) = train::batch_tensors(&data.train, &idx, &data.norm, None).unwrap();
+    let space = SearchSpace {
+        alpha: true,
+        beta: true,
+    };
+    let mut moved = Vec::new();
+    for arch in [
+        ArchOptim {
+            clamp: true,
+            ..ArchOptim::default()
+        },
+        ArchOptim {
+            lr_scale: 10.0,
+            clamp: true,
+            ..ArchOptim::default()
+        },
+    ] {
+        let vit = Vit::new(&common::tiny_config(AttnKind::ReluSoftmax), space, 1, true).unwrap();
+        // A penalty far above the cross-entropy's pull drives every alpha and beta down.
+        let objective = Objective::Search {
+            lambda_alpha: 1.0,
+            lambda_beta: 1.0,
+            head_cost: None,
+            arch,
+        };
+        let mut trainer = Trainer::new(&vit, &objective, 0.0, 0.0).unwrap();
+        for _ in 0..40 {
+            trainer.step(&x, &y, 3e-3).unwrap();
+        }
+        let r = vit.relaxed().unwrap();
+        let all: Vec<f32> = r.alpha.iter().chain(&r.beta).flatten().copied().collect();
+        assert!(
+            all.iter().all(|&a| (0.0..=1.0).contains(&a)),
+            "outside [0, 1]: {all:?}"
+        );
+        moved.push(all.iter().map(|a| 1.0 - a).sum::<f32>() / all.len() as f32);
+        if arch.lr_scale > 1.0 {
+            // 40 steps of about 10·3e-3 each (Adam's step is about lr when the gradient
+            // keeps its sign) reach 0 from 1, and the projection holds them there.
+            let mean = all.iter().sum::<f32>() / all.len() as f32;
+            assert!(mean < 0.05, "not driven to 0 (mean {mean}): {all:?}");
+        }
+    }
+    assert!(
+        moved[1] > 5.0 * moved[0],
+        "lr scale had no effect: {moved:?}"
+    );
+}
+
+#[test]
+fn a_budget_raises_the_penalty_above_its_target_and_lowers_it_below() {
+    let data = common::fashion_mnist(64, 0);
+    let idx: Vec<usize> = (0..64).collect();
+    let (x, y) = train::batch_tensors(&data.train, &idx, &data.norm, None).unwrap();
+    let space = SearchSpace {
+        alpha: true,
+        beta: false,
+    };
+    // Alphas start at 1: above a target of 0.5 the multiplier grows at every step;
+    // below a target of 1.0 (never exceeded with the projection) it shrinks.
+    for (target, grows) in [(0.5, true), (1.0, false)] {
+        let vit = Vit::new(&common::tiny_config(AttnKind::ReluSoftmax), space, 1, true).unwrap();
+        let objective = Objective::Search {
+            lambda_alpha: 1e-3,
+            lambda_beta: 0.0,
+            head_cost: None,
+            arch: ArchOptim {
+                clamp: true,
+                target_mu: Some(target),
+                ..ArchOptim::default()
+            },
+        };
+        let mut trainer = Trainer::new(&vit, &objective, 0.0, 0.0).unwrap();
+        let mut scales = vec![trainer.penalty_scale];
+        for _ in 0..5 {
+            trainer.step(&x, &y, 3e-3).unwrap();
+            scales.push(trainer.penalty_scale);
+        }
+        if grows {
+            // The penalty acted on the alphas (as a decoupled step beside Adam's).
+            let r = vit.relaxed().unwrap();
+            let mean = r.alpha.iter().flatten().sum::<f32>() / 8.0;
+            assert!(mean < 1.0, "alphas did not move: {:?}", r.alpha);
+        }
+        for w in scales.windows(2) {
+            if grows {
+                assert!(w[1] > w[0], "target {target}: {scales:?}");
+            } else {
+                assert!(w[1] <= w[0], "target {target}: {scales:?}");
+            }
+        }
     }
 }

@@ -138,8 +138,8 @@ const MEASURE: Duration = Duration::from_secs(3);
 /// (10 ms doubling to 1 s) it uses next to nothing.
 const MAX_CPU_SECONDS: f64 = 0.5;
 
-/// Out of file descriptors (defect 2 of issue 12: with `ulimit -n 128`,
-/// 200 idle connections made party 0 spin a core): party 0 under
+/// Out of file descriptors (a listener that retries a failing `accept` at
+/// once spins a core under `ulimit -n 128` and 200 idle connections): party 0 under
 /// `ulimit -n 128` with 200 connections open against its client API. Its
 /// `accept` fails (EMFILE) while they are open; it logs that and backs off
 /// instead of spinning, its CPU time over 3 s stays under 0.5 s, and once
