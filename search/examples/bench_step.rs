@@ -24,6 +24,7 @@ fn env(key: &str, default: usize) -> usize {
 }
 
 fn main() {
+    search::alloc::keep_freed_memory();
     let mut args = std::env::args().skip(1);
     let b: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(128);
     let kind = match args.next().as_deref() {

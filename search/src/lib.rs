@@ -4,6 +4,7 @@
 //! binarisation, retraining with knowledge distillation, and export to the `model`
 //! crate's directory format.
 //!
+//! - [`alloc`]: the allocator setting for training (freed buffers are kept).
 //! - [`data`]: IDX (Fashion-MNIST, MNIST), MNIST CSV, CIFAR-10/100 binary, image folders;
 //!   normalisation and augmentation.
 //! - [`vit`]: the network in candle with the `model` crate's state-dict names.
@@ -17,10 +18,12 @@
 
 #![deny(unsafe_code)]
 
+pub mod alloc;
 pub mod cost;
 pub mod data;
 pub mod decision;
 pub mod export;
+pub mod matmul;
 pub mod ops;
 pub mod pareto;
 pub mod train;

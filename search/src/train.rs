@@ -21,6 +21,7 @@ use candle_core::{D, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Augment, Dataset, Normalize, Splits, permutation, rng_for};
+use crate::ops::AdamWStep;
 use crate::vit::Vit;
 use crate::{Error, Result};
 
@@ -102,28 +103,32 @@ impl AdamW {
     }
 
     /// One update with learning rate `lr`; parameters without a gradient are skipped.
+    /// Each parameter's update is one fused pass ([`AdamWStep`]).
     pub fn update(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
         let (b1, b2) = (self.beta1, self.beta2);
-        let (bc1, bc2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
         for st in &mut self.state {
             let Some(g) = grads.get(st.var.as_tensor()) else {
                 continue;
             };
-            // Detached: the moments live across steps and must not hold on to the
-            // gradient's graph (which would keep every step's tensors alive).
-            let g = g.detach();
-            st.m = ((&st.m * b1)? + (&g * (1.0 - b1))?)?.detach();
-            st.v = ((&st.v * b2)? + (g.sqr()? * (1.0 - b2))?)?.detach();
-            let upd = ((&st.m / bc1)? / ((&st.v / bc2)?.sqrt()? + self.eps)?)?;
-            let theta = st.var.as_tensor().detach();
-            let theta = if st.decay {
-                (theta * (1.0 - lr * self.weight_decay))?
-            } else {
-                theta
+            let step = AdamWStep {
+                lr: lr as f32,
+                lr_scale: st.lr_scale as f32,
+                beta1: b1 as f32,
+                beta2: b2 as f32,
+                bias1: (1.0 - b1.powi(t)) as f32,
+                bias2: (1.0 - b2.powi(t)) as f32,
+                eps: self.eps as f32,
+                weight_decay: if st.decay {
+                    self.weight_decay as f32
+                } else {
+                    0.0
+                },
             };
-            let theta = (theta - (upd * (lr * st.lr_scale))?)?;
+            let (theta, m, v) = step.apply(st.var.as_tensor(), g, &st.m, &st.v)?;
+            st.m = m;
+            st.v = v;
             match st.bounds {
                 Some((lo, hi)) => st.var.set(&theta.clamp(lo, hi)?)?,
                 None => st.var.set(&theta)?,

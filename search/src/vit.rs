@@ -31,7 +31,7 @@ use model::{AttnKind, GeluKind, Model, ModelConfig, Weights};
 
 use crate::Result;
 use crate::data::{Rng, rng_for};
-use crate::ops::{AttnOp, BetaMix, GeluOp, LayerNormOp};
+use crate::ops::{AttentionOp, BetaMix, GeluOp, LayerNormOp, LinearOp};
 
 /// The two forward outputs the trainer uses.
 #[derive(Debug, Clone)]
@@ -50,19 +50,14 @@ struct Lin {
 }
 
 impl Lin {
-    /// `x·Wᵀ + b` over the last axis of a 2-D or 3-D `x`, as one matrix product.
+    /// `x·Wᵀ + b` over the last axis of `x` (rank ≥ 2), as one matrix product
+    /// ([`LinearOp`]).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let inner = *dims.last().expect("non-scalar input");
-        let rows = x.elem_count() / inner;
-        let x2 = x.contiguous()?.reshape((rows, inner))?;
-        let mut y = x2.matmul(&self.w.t()?)?;
-        if let Some(b) = &self.b {
-            y = y.broadcast_add(b)?;
-        }
-        let mut out_dims = dims;
-        *out_dims.last_mut().expect("non-scalar") = self.w.dim(0)?;
-        Ok(y.reshape(out_dims)?)
+        let x = x.contiguous()?;
+        Ok(match &self.b {
+            Some(b) => x.apply_op3(&self.w, b, LinearOp)?,
+            None => x.apply_op2(&self.w, LinearOp)?,
+        })
     }
 }
 
@@ -570,23 +565,12 @@ impl Vit {
 
     fn attention(&self, blk: &Block, x: &Tensor) -> Result<Tensor> {
         let cfg = &self.config;
-        let (b, n, c) = x.dims3()?;
-        let (h, d) = (cfg.heads, cfg.head_dim());
-        let qkv = blk
-            .qkv
-            .forward(x)?
-            .reshape((b, n, 3, h, d))?
-            .permute((2, 0, 3, 1, 4))?
-            .contiguous()?;
-        let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
-        let p = q.matmul(&k.t()?)?;
-        let op = AttnOp {
-            scale: (d as f32).powf(-0.5),
-            eps: cfg.relu_softmax_eps,
-            softmax: blk.mix.softmax.clone(),
-        };
-        let a = p.apply_op2(&blk.mix.alpha, op)?;
-        let o = a.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
+        let op = AttentionOp::new(
+            (cfg.head_dim() as f32).powf(-0.5),
+            cfg.relu_softmax_eps,
+            blk.mix.softmax.clone(),
+        );
+        let o = blk.qkv.forward(x)?.apply_op2(&blk.mix.alpha, op)?;
         blk.proj.forward(&o)
     }
 
