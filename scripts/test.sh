@@ -5,6 +5,8 @@
 #   2. cargo fmt --all --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. cargo test --workspace
+#   4b. scripts/web.sh: the web page (generated code and bundle reproduced,
+#      tsc, headless Chromium against the real processes)
 #   5. du -sh target (the build directory's size, for the record)
 #   5b. fuzz/run.sh: every fuzz target for MPCVIT_FUZZ_SECONDS (default 30)
 #      from its committed corpus; its build directory is removed afterwards
@@ -22,6 +24,7 @@ bash scripts/setup.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+bash scripts/web.sh
 du -sh target
 fuzz_seconds="${MPCVIT_FUZZ_SECONDS:-30}"
 if [ "$fuzz_seconds" != 0 ]; then
