@@ -102,14 +102,14 @@ for n, v in s.items():
                    "type": "bind" if parts[0].startswith((".", "/")) else "volume",
                    "read_only": len(parts) > 2 and "ro" in parts[2].split(",")}
         src = vol.get("source", "")
-        if n not in ("certs", "split") and vol.get("type") == "volume" and not vol.get("read_only"):
+        if n not in ("certs", "split", "web-token") and vol.get("type") == "volume" and not vol.get("read_only"):
             errors.append("%s: volume %s must be read-only" % (n, src))
         if n not in ("certs",) and src == "ca":
             errors.append("%s: only certs may mount the CA volume" % n)
     for dep, cond in (v.get("depends_on") or {}).items():
         if n == "party0" and dep == "party1" and cond.get("condition") != "service_started":
             errors.append("party0 must depend on party1 service_started (party 1 is healthy only once paired)")
-for n in ("certs", "split"):
+for n in ("certs", "split", "web-token"):
     if s[n].get("network_mode") != "none":
         errors.append("%s: network_mode must be none" % n)
 
@@ -129,6 +129,8 @@ serves = {
     ("party0", "--listen"): set(nets("client")) & set(nets("party0")),
     ("party1", "--listen"): set(nets("client")) & set(nets("party1")),
     ("party1", "--peer-listen"): set(nets("party0")) & set(nets("party1")),
+    ("party0", "--web-listen"): set(nets("client")) & set(nets("party0")),
+    ("party1", "--web-listen"): set(nets("client")) & set(nets("party1")),
 }
 for (n, f), want in serves.items():
     addr = flag(n, f)
@@ -364,7 +366,7 @@ norm = {p.strip("/").removeprefix("**/") for p in ignore}
 for must in ("target", ".git", "runs"):
     if must not in norm:
         fail(".dockerignore must exclude %s/" % must)
-for keep in (".cargo", "models", "client", "Cargo.lock", "client/samples"):
+for keep in (".cargo", "models", "client", "Cargo.lock", "client/samples", "web", "web/dist"):
     if keep in norm:
         fail(".dockerignore must not exclude %s (the build or the image needs it)" % keep)
 

@@ -9,6 +9,8 @@
 #      the Dockerfile's RUST_IMAGE / RUNTIME_IMAGE build args
 #   4. `docker-compose up -d`: waits for the client's exit code and checks its
 #      top-1 label (not the times or the third decimal, which vary)
+#   4b. the page (served on the host's loopback) and the parties' web
+#      listeners: gRPC-web with web-token's token, CORS, a wrong token refused
 #   5. networks: each listener answers only on the network it serves (the
 #      client's networks do not reach party 1's peer port, ...), and the
 #      client API published on the host classifies with the host's client
@@ -313,6 +315,32 @@ client_id="$("${COMPOSE[@]}" ps -q client)"
 client_rc="$(timeout 300 docker wait "$client_id")" || die "the client did not finish in 300 s"
 check_client "$(docker logs "$client_id" 2>&1)" "$client_rc" "first client run"
 echo "   up to the client's result: $(elapsed "$STEP_T") s"
+
+# ---------------------------------------------------------------- 4b. the web page
+step "4b. the web page and the parties' web listeners, from the host"
+page_link="$("${COMPOSE[@]}" logs --no-color web-token 2>&1 | grep -Eo 'http://localhost:15480/#token=mpcvit_[0-9a-f]{64}' | tail -n 1)"
+[ -n "$page_link" ] || die "web-token printed no page link"
+token="${page_link##*#token=}"
+curl -sf http://127.0.0.1:15480/ | grep -q '<script src="app.js"' || die "the page is not served on 127.0.0.1:15480"
+curl -sf http://127.0.0.1:15480/config.json | grep -q 'https://localhost:15451' || die "the page's config.json names no party 0"
+# gRPC-web ListModels (an empty message), as the page sends it; -k: the
+# demo's CA is not the host's.
+grpc_web() { # port token -> the response body's trailer text
+  printf '\0\0\0\0\0' | curl -sk --http1.1 -X POST "https://127.0.0.1:$1/mpcvit.v1.Inference/ListModels" \
+    -H 'content-type: application/grpc-web+proto' -H 'x-grpc-web: 1' \
+    -H 'origin: http://localhost:15480' -H "authorization: Bearer $2" --data-binary @- -D - | tr -d '\0' | tr -c '[:print:]\n' ' '
+}
+for port in 15451 15452; do
+  out="$(grpc_web "$port" "$token")"
+  printf '%s\n' "$out" | grep -qi '^access-control-allow-origin: http://localhost:15480' \
+    || die "web listener $port: no CORS answer for the page's origin"
+  printf '%s\n' "$out" | grep -q 'grpc-status:0' || die "web listener $port: ListModels with the token failed: $out"
+  printf '%s\n' "$out" | grep -q 'fashion-mnist' || die "web listener $port: no model listed"
+  grpc_web "$port" "mpcvit_$(printf '0%.0s' $(seq 64))" | grep -qi 'grpc-status: *16' \
+    || die "web listener $port: a wrong token was not UNAUTHENTICATED"
+  ok "web listener 127.0.0.1:$port: ListModels with the token, CORS for the page, a wrong token UNAUTHENTICATED"
+done
+ok "the page on http://127.0.0.1:15480/ and web-token's link"
 
 # ---------------------------------------------------------------- 5. networks
 step "5. networks: each listener on the network it serves; the published client API"

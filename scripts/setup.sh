@@ -30,4 +30,23 @@ if [ "$fmnist_missing" = 1 ]; then
   fi
 fi
 
+# The web page's checks (scripts/web.sh): Node.js with npm (web/'s packages
+# come from web/package-lock.json through `npm ci` there) and Debian's
+# Chromium, which the browser test drives headless.
+web_missing=()
+command -v node >/dev/null && command -v npm >/dev/null || web_missing+=(nodejs npm)
+command -v chromium >/dev/null || web_missing+=(chromium)
+if [ "${#web_missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing ${web_missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${web_missing[@]}" >/dev/null
+  else
+    echo "setup: missing ${web_missing[*]}; as root run:" >&2
+    echo "       apt-get update && apt-get install -y ${web_missing[*]}" >&2
+  fi
+fi
+
 echo "setup: $(cargo --version), $(rustc --version)"
+command -v node >/dev/null && echo "setup: node $(node --version), npm $(npm --version)"
+command -v chromium >/dev/null && echo "setup: $(chromium --version 2>/dev/null)"

@@ -9,6 +9,8 @@
 #   4. cargo clippy --workspace --all-targets -- -D warnings
 #   5. RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 #   6. cargo test --workspace
+#   6b. scripts/web.sh: the web page (generated code and bundle reproduced,
+#      tsc, headless Chromium against the real processes)
 #   7. du -sh target (the build directory's size, for the record)
 #   8. fuzz/run.sh: every fuzz target for MPCVIT_FUZZ_SECONDS (default 30)
 #      from its committed corpus; its build directory is removed afterwards
@@ -29,6 +31,7 @@ python3 scripts/check-docs.py
 cargo clippy --workspace --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 cargo test --workspace
+bash scripts/web.sh
 du -sh target
 fuzz_seconds="${MPCVIT_FUZZ_SECONDS:-30}"
 if [ "$fuzz_seconds" != 0 ]; then

@@ -9,6 +9,7 @@
 
 pub mod accuracy;
 pub mod fashion_mnist;
+pub mod page;
 
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,19 @@ const BUNDLED_WEIGHTS: &[u8] = include_bytes!("../../models/fashion-mnist-mu0.5/
 pub fn bundled_model() -> Result<model::Model, model::ModelError> {
     let config = ModelConfig::from_manifest_json(BUNDLED_MANIFEST)?;
     model::Model::from_safetensors(config, BUNDLED_WEIGHTS)
+}
+
+/// The ring elements this client shares for an image: the model's
+/// preprocessing ([`model::preprocess`]), then each value encoded in fixed
+/// point (`round(x · 2^f)`, ties away from zero, as a two's-complement
+/// `u64`).
+pub fn fixed_point_input(
+    config: &ModelConfig,
+    bytes: &[u8],
+    fp: FixedPoint,
+) -> Result<Vec<u64>, ClientError> {
+    let input = model::preprocess(config, bytes)?;
+    Ok(input.iter().map(|x| fp.encode(f64::from(*x))).collect())
 }
 
 /// What can go wrong on the client side.

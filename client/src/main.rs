@@ -1,18 +1,23 @@
-//! `mpcvit-client infer IMAGE|DIR [--top K] [--json]`, `mpcvit-client models`.
+//! `mpcvit-client infer IMAGE|DIR [--top K] [--json]`, `mpcvit-client models`,
+//! `mpcvit-client web`, `mpcvit-client page`, `mpcvit-client preprocess IMAGE`.
 //!
 //! With no `--party0`/`--party1`, the client starts the dealer and both
 //! parties in this process on loopback ports (real gRPC, mutual TLS with
-//! certificates made in memory) and uses them.
+//! certificates made in memory) and uses them. `web` does the same with the
+//! parties' web listeners and serves the web page to a browser.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use mpc_core::{FixedPoint, Prg, Seed};
+use mpcvit_client::page;
 use mpcvit_client::{CONNECT_TIMEOUT, Client, ClientAuth, ClientError, Inference, RemoteModel};
-use mpcvit_server::local::{LocalCluster, LocalOptions};
+use mpcvit_server::local::{LocalCluster, LocalOptions, LocalWeb};
 use mpcvit_server::tls::{Role, TlsMaterial};
+use mpcvit_server::web::WebTokens;
 
 /// Private inference with mpcvit: your image is split into two random
 /// shares, one per server; neither server sees it or the result.
@@ -29,6 +34,68 @@ enum Cmd {
     Infer(InferArgs),
     /// List the models both parties serve.
     Models(Conn),
+    /// Local mode for a browser: start the dealer and both parties in this
+    /// process with their web listeners, serve the web page on 127.0.0.1,
+    /// and print its URL (with a fresh web token in its fragment).
+    Web(WebArgs),
+    /// Serve the web page for deployed parties, naming their web listeners.
+    Page(PageArgs),
+    /// Print the fixed-point input tensor this client would share for an
+    /// image (JSON), to check another client's preprocessing against.
+    Preprocess(PreprocessArgs),
+}
+
+/// Which model the local mode serves.
+#[derive(Debug, Args, Clone)]
+struct LocalModel {
+    /// Local mode: a plaintext model directory (`manifest.json` +
+    /// `model.safetensors`) to split and serve [default: the bundled
+    /// fashion-mnist-mu0.5, trained by this project on Fashion-MNIST].
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
+    /// Local mode: instead, a model of the paper's size with deterministic
+    /// random weights (`vit_7_4_32_mu05`, `vit_7_4_32`, `vit_9_12_64_mu05`,
+    /// `vit_9_12_64`, `small`): for timing, its labels mean nothing.
+    #[arg(long, conflicts_with = "model_dir")]
+    preset: Option<String>,
+    /// Local mode: the random model's seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Debug, Args, Clone)]
+struct WebArgs {
+    /// The page's port on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    #[command(flatten)]
+    local: LocalModel,
+}
+
+#[derive(Debug, Args, Clone)]
+struct PageArgs {
+    /// Address to serve the page on.
+    #[arg(long, env = "MPCVIT_PAGE_LISTEN", default_value = "127.0.0.1:15480")]
+    listen: String,
+    /// Party 0's web listener as browsers dial it (e.g. https://localhost:15451).
+    #[arg(long, env = "MPCVIT_PARTY0_WEB")]
+    party0: String,
+    /// Party 1's web listener as browsers dial it.
+    #[arg(long, env = "MPCVIT_PARTY1_WEB")]
+    party1: String,
+}
+
+#[derive(Debug, Args, Clone)]
+struct PreprocessArgs {
+    /// A PNG or JPEG image.
+    image: PathBuf,
+    /// The model whose manifest gives size, channels and normalisation: a
+    /// model directory [default: the bundled fashion-mnist-mu0.5].
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
+    /// Fixed-point fractional bits (the parties' `frac_bits`).
+    #[arg(long, default_value_t = FixedPoint::default().frac_bits)]
+    frac_bits: u32,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -52,19 +119,8 @@ struct Conn {
     /// Use this bearer token instead of a client certificate (needs only `ca.pem`).
     #[arg(long, env = "MPCVIT_CLIENT_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Local mode: a plaintext model directory (`manifest.json` +
-    /// `model.safetensors`) to split and serve [default: the bundled
-    /// fashion-mnist-mu0.5, trained by this project on Fashion-MNIST].
-    #[arg(long)]
-    model_dir: Option<PathBuf>,
-    /// Local mode: instead, a model of the paper's size with deterministic
-    /// random weights (`vit_7_4_32_mu05`, `vit_7_4_32`, `vit_9_12_64_mu05`,
-    /// `vit_9_12_64`, `small`): for timing, its labels mean nothing.
-    #[arg(long, conflicts_with = "model_dir")]
-    preset: Option<String>,
-    /// Local mode: the random model's seed.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    #[command(flatten)]
+    local: LocalModel,
     /// Seconds to wait for the parties: for connecting to each, and for
     /// each answer (a model list, one image's inference). A party that
     /// accepts but never answers fails the command with a clear error.
@@ -103,6 +159,9 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Cmd::Infer(a) => infer(a).await,
             Cmd::Models(c) => models(c).await,
+            Cmd::Web(a) => web(a).await,
+            Cmd::Page(a) => page(a).await,
+            Cmd::Preprocess(a) => preprocess(a),
         }
     });
     match r {
@@ -167,15 +226,29 @@ async fn connect(c: &Conn) -> Result<Session, ClientError> {
             local: None,
         });
     }
+    let (local, client) = start_local(&c.local, None).await?;
+    let client = client.with_timeout(Duration::from_secs_f64(c.timeout.max(0.001)));
+    Ok(Session {
+        client,
+        local: Some(local),
+    })
+}
+
+/// Start the dealer and both parties in this process serving `m`'s model
+/// (with web listeners when `web` is given), and wait until they are paired.
+async fn start_local(
+    m: &LocalModel,
+    web: Option<LocalWeb>,
+) -> Result<(LocalCluster, Client), ClientError> {
     let t = Instant::now();
-    let (model, origin) = match (&c.model_dir, &c.preset) {
+    let (model, origin) = match (&m.model_dir, &m.preset) {
         (Some(d), _) => (model::Model::load_dir(d)?, format!("from {}", d.display())),
         (None, Some(p)) => (
-            mpcvit_server::cli::random_model(p, c.seed)
+            mpcvit_server::cli::random_model(p, m.seed)
                 .map_err(|e| ClientError::Config(e.to_string()))?,
             format!(
                 "deterministic random weights, seed {}: for timing, the labels mean nothing",
-                c.seed
+                m.seed
             ),
         ),
         (None, None) => (
@@ -192,6 +265,7 @@ async fn connect(c: &Conn) -> Result<Session, ClientError> {
     let name = model.config().name.clone();
     let opts = LocalOptions {
         pool_target: 1,
+        web,
         ..LocalOptions::default()
     };
     let local = LocalCluster::start([vec![s0], vec![s1]], opts)
@@ -200,15 +274,100 @@ async fn connect(c: &Conn) -> Result<Session, ClientError> {
     let auth = ClientAuth::Cert(local.client_tls.clone());
     let client = Client::connect([&local.party_addrs[0], &local.party_addrs[1]], &auth).await?;
     client.wait_ready(&name, Duration::from_secs(600)).await?;
-    let client = client.with_timeout(Duration::from_secs_f64(c.timeout.max(0.001)));
     eprintln!(
         "local mode: parties paired and weights masked in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    Ok(Session {
-        client,
-        local: Some(local),
+    Ok((local, client))
+}
+
+/// `mpcvit-client web`: the local parties with web listeners, and the page.
+async fn web(a: WebArgs) -> Result<(), ClientError> {
+    let bind = |e: std::io::Error| ClientError::Config(format!("127.0.0.1:{}: {e}", a.port));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", a.port))
+        .await
+        .map_err(bind)?;
+    let url = page::url_of(listener.local_addr().map_err(bind)?);
+    let issued = mpcvit_server::web::tokens::issue("mpcvit-client web");
+    let web = LocalWeb {
+        tokens: Arc::new(WebTokens::from_tokens(&[issued.token.as_str()])),
+        origins: vec![page::origin(&url)],
+    };
+    let (local, _client) = start_local(&a.local, Some(web)).await?;
+    let [w0, w1] = local
+        .web_addrs
+        .clone()
+        .expect("web listeners were asked for");
+    let parties = [format!("http://{w0}"), format!("http://{w1}")];
+    eprintln!(
+        "local mode: party web listeners {} and {} (plain HTTP on loopback); Ctrl-C stops",
+        parties[0], parties[1]
+    );
+    eprintln!("open the page (the token after # stays in the browser):");
+    println!("{url}#token={}", *issued.token);
+    let served = page::serve(listener, parties, async {
+        let _ = tokio::signal::ctrl_c().await;
     })
+    .await;
+    local.shutdown().await;
+    served.map_err(|e| ClientError::Config(format!("serving the page: {e}")))
+}
+
+/// `mpcvit-client page`: the page for deployed parties.
+async fn page(a: PageArgs) -> Result<(), ClientError> {
+    let listener = tokio::net::TcpListener::bind(&a.listen)
+        .await
+        .map_err(|e| ClientError::Config(format!("{}: {e}", a.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ClientError::Config(format!("{}: {e}", a.listen)))?;
+    eprintln!(
+        "serving the page on {} for parties {} and {}",
+        page::url_of(addr),
+        a.party0,
+        a.party1
+    );
+    page::serve(
+        listener,
+        [a.party0, a.party1],
+        mpcvit_server::cli::shutdown_signal(),
+    )
+    .await
+    .map_err(|e| ClientError::Config(format!("serving the page: {e}")))
+}
+
+/// `mpcvit-client preprocess`: the input tensor, in fixed point, as JSON.
+fn preprocess(a: PreprocessArgs) -> Result<(), ClientError> {
+    let config = match &a.model_dir {
+        Some(d) => {
+            let path = d.join("manifest.json");
+            let text = std::fs::read_to_string(&path).map_err(|source| ClientError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+            model::ModelConfig::from_manifest_json(&text)?
+        }
+        None => mpcvit_client::bundled_model()?.config().clone(),
+    };
+    if !(1..=30).contains(&a.frac_bits) {
+        return Err(ClientError::Config(format!(
+            "--frac-bits {}: use 1..=30",
+            a.frac_bits
+        )));
+    }
+    let bytes = std::fs::read(&a.image).map_err(|source| ClientError::Io {
+        path: a.image.display().to_string(),
+        source,
+    })?;
+    let input = mpcvit_client::fixed_point_input(&config, &bytes, FixedPoint::new(a.frac_bits))?;
+    let v = serde_json::json!({
+        "model": config.name,
+        "frac_bits": a.frac_bits,
+        "shape": [config.in_channels, config.image_size, config.image_size],
+        "input": input.iter().map(|v| *v as i64).collect::<Vec<_>>(),
+    });
+    println!("{v}");
+    Ok(())
 }
 
 async fn models(c: Conn) -> Result<(), ClientError> {

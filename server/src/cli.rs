@@ -1,8 +1,9 @@
-//! Command lines of `mpcvit-server` (a party, or the `dealer`, `split` and
-//! `certs` commands) and `mpcvit-dealer`. Every flag can also be set by an
+//! Command lines of `mpcvit-server` (a party, or the `dealer`, `split`,
+//! `certs`, `health` and `web-token` commands) and `mpcvit-dealer`. Every flag can also be set by an
 //! environment variable (`MPCVIT_*`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -14,7 +15,8 @@ use crate::limits::ConnLimits;
 use crate::party::{PartyConfig, PartyListeners};
 use crate::shares;
 use crate::telemetry::{self, LogFormat};
-use crate::tls::{CertBundle, Role, TlsMaterial};
+use crate::tls::{CertBundle, KeyedCert, Role, TlsMaterial};
+use crate::web::{WebConfig, WebTls, WebTokens};
 use tracing::info;
 
 /// `mpcvit-server`: a computing party of mpcvit, or one of its tools.
@@ -45,6 +47,9 @@ pub enum Command {
     /// Ask a plaintext health port (`--health-listen`) whether a service is
     /// SERVING: exit status 0 if so (for container health checks).
     Health(HealthArgs),
+    /// Issue a web token: print it once and append its hash to the token
+    /// file the parties read (`--web-tokens`).
+    WebToken(WebTokenArgs),
 }
 
 /// Flags common to every service.
@@ -135,6 +140,26 @@ pub struct PartyArgs {
     /// Largest request accepted on the client API, in bytes.
     #[arg(long, env = "MPCVIT_MAX_MESSAGE_BYTES", default_value_t = defaults::MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
+    /// Serve the client API to browsers (gRPC-web over TLS, web tokens) on
+    /// this address as well; off unless given. Needs --web-tokens and
+    /// --web-origin.
+    #[arg(long, env = "MPCVIT_WEB_LISTEN", requires_all = ["web_tokens", "web_origins"])]
+    pub web_listen: Option<String>,
+    /// The web token file (hashes, from `mpcvit-server web-token`); re-read
+    /// when it changes.
+    #[arg(long, env = "MPCVIT_WEB_TOKENS")]
+    pub web_tokens: Option<PathBuf>,
+    /// An origin whose pages may call the web listener (CORS), as
+    /// scheme://host[:port]. Repeat (or separate by commas) for several.
+    #[arg(long = "web-origin", env = "MPCVIT_WEB_ORIGINS", value_delimiter = ',')]
+    pub web_origins: Vec<String>,
+    /// The web listener's certificate chain (PEM), the one browsers verify
+    /// [default: the party's own certificate from --certs].
+    #[arg(long, env = "MPCVIT_WEB_CERT", requires = "web_key")]
+    pub web_cert: Option<PathBuf>,
+    /// The web listener's private key (PEM).
+    #[arg(long, env = "MPCVIT_WEB_KEY", requires = "web_cert")]
+    pub web_key: Option<PathBuf>,
     /// Seconds sessions in flight may take to finish on Ctrl-C / SIGTERM
     /// before the pairings end under them (the process then stops within
     /// about two seconds more).
@@ -201,6 +226,27 @@ pub struct CertsArgs {
     /// one-shot step must not replace certificates under running services).
     #[arg(long)]
     pub keep_existing: bool,
+    /// A host name or IP address browsers use to reach the parties' web
+    /// listeners (e.g. `localhost`): added to both party certificates.
+    /// Repeat for several.
+    #[arg(long = "web-host")]
+    pub web_hosts: Vec<String>,
+}
+
+/// Issuing a web token.
+#[derive(Debug, Args, Clone)]
+pub struct WebTokenArgs {
+    /// The token file to append the token's hash to (created if missing);
+    /// give the same file to both parties' --web-tokens.
+    #[arg(long, env = "MPCVIT_WEB_TOKENS")]
+    pub tokens: PathBuf,
+    /// A label stored beside the hash (who the token is for).
+    #[arg(long, default_value = "")]
+    pub label: String,
+    /// The page's address: also print it with the token in its fragment
+    /// (`URL#token=...`; a fragment never leaves the browser).
+    #[arg(long)]
+    pub page_url: Option<String>,
 }
 
 /// The health probe.
@@ -333,6 +379,7 @@ pub async fn run_party(a: PartyArgs) -> Result<(), ServerError> {
     cfg.max_message_bytes = a.max_message_bytes;
     cfg.limits = a.common.limits();
     cfg.shutdown_grace = Duration::from_secs_f64(a.shutdown_grace.max(0.0));
+    cfg.web = web_config(&a, &cfg.tls)?;
     let listen = a.listen.clone().unwrap_or_else(|| {
         if p == 0 {
             "127.0.0.1:50051".into()
@@ -348,8 +395,59 @@ pub async fn run_party(a: PartyArgs) -> Result<(), ServerError> {
             None
         },
         health: bind_optional(a.common.health_listen.as_deref()).await?,
+        web: bind_optional(a.web_listen.as_deref()).await?,
     };
     crate::party::serve(cfg, listeners, shutdown_signal()).await
+}
+
+/// The web listener's settings from a party's flags: its token file
+/// (watched for changes), origins and certificate.
+fn web_config(a: &PartyArgs, tls: &TlsMaterial) -> Result<Option<WebConfig>, ServerError> {
+    if a.web_listen.is_none() {
+        return Ok(None);
+    }
+    let path = a.web_tokens.clone().ok_or_else(|| {
+        ServerError::Config(
+            "--web-listen needs --web-tokens (from `mpcvit-server web-token`)".into(),
+        )
+    })?;
+    let tokens = Arc::new(WebTokens::load(&path)?);
+    if tokens.is_empty() {
+        tracing::warn!(path = %path.display(), "the web token file holds no token yet: every web request is refused until one is issued");
+    }
+    tokens.watch(path);
+    let cert = match (&a.web_cert, &a.web_key) {
+        (Some(c), Some(k)) => {
+            let read =
+                |p: &Path| std::fs::read_to_string(p).map_err(|e| ServerError::io("reading", p, e));
+            KeyedCert {
+                cert_pem: read(c)?,
+                key_pem: read(k)?,
+            }
+        }
+        _ => tls.identity.clone(),
+    };
+    Ok(Some(WebConfig {
+        tokens,
+        origins: a.web_origins.clone(),
+        tls: WebTls::Certificate(cert),
+    }))
+}
+
+/// Issue a web token: its hash appended to the token file, the token printed.
+pub fn run_web_token(a: WebTokenArgs) -> Result<(), ServerError> {
+    let issued = crate::web::tokens::issue(&a.label);
+    crate::web::tokens::append(&a.tokens, &issued.line)?;
+    eprintln!(
+        "appended the token's hash to {} (parties re-read it within seconds); the token is shown once:",
+        a.tokens.display()
+    );
+    println!("{}", *issued.token);
+    if let Some(url) = &a.page_url {
+        eprintln!("open the page with it:");
+        println!("{}#token={}", url.trim_end_matches('#'), *issued.token);
+    }
+    Ok(())
 }
 
 /// Run the dealer from its flags.
@@ -509,7 +607,7 @@ pub fn run_certs(a: CertsArgs) -> Result<(), ServerError> {
         );
         return Ok(());
     }
-    let bundle = CertBundle::generate()?;
+    let bundle = CertBundle::generate_with_web_hosts(&a.web_hosts)?;
     if a.per_role {
         bundle.write_role_dirs(&a.out)?;
         eprintln!(

@@ -18,6 +18,8 @@
 //! - [`listen`]: accepting connections: TLS handshakes with a timeout,
 //!   idle timeout, a connection limit per listener, accept errors backed
 //!   off; refusals logged. [`limits`]: those bounds.
+//! - [`web`]: the client API for browsers: gRPC-web on a listener of its
+//!   own, web tokens, CORS for configured origins.
 //! - [`defaults`]: every default and fixed bound (timeouts, pool and buffer
 //!   sizes, limits), used by the flags, the configs and the local mode.
 //!
@@ -42,6 +44,7 @@ pub mod plan;
 pub mod shares;
 pub mod telemetry;
 pub mod tls;
+pub mod web;
 
 pub use error::ServerError;
 

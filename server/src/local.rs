@@ -1,7 +1,9 @@
 //! The dealer and both parties in one process, on loopback ports, over real
 //! gRPC with mutual TLS (certificates made in memory): the client's local
-//! mode, tests and benchmarks.
+//! mode, tests and benchmarks. With [`LocalOptions::web`], each party also
+//! has a web listener ([`crate::web`]) on loopback, in plain HTTP.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use mpc_core::Party;
@@ -13,6 +15,7 @@ use crate::defaults;
 use crate::error::ServerError;
 use crate::party::{self, PartyConfig, PartyListeners};
 use crate::tls::{CertBundle, Role, TlsMaterial};
+use crate::web::{WebConfig, WebTls, WebTokens};
 use model::secure::WeightShares;
 
 /// Settings of a local cluster; the defaults are a deployed party's
@@ -35,6 +38,18 @@ pub struct LocalOptions {
     pub pool_wait: Duration,
     /// See [`PartyConfig::client_token`].
     pub client_token: Option<String>,
+    /// Web listeners for both parties ([`LocalCluster::web_addrs`]).
+    pub web: Option<LocalWeb>,
+}
+
+/// The local cluster's web listeners: plain HTTP on 127.0.0.1 (a secure
+/// origin to browsers), these tokens and origins.
+#[derive(Clone, Debug)]
+pub struct LocalWeb {
+    /// The accepted tokens.
+    pub tokens: Arc<WebTokens>,
+    /// The origins whose pages may call the parties.
+    pub origins: Vec<String>,
 }
 
 impl Default for LocalOptions {
@@ -48,6 +63,7 @@ impl Default for LocalOptions {
             recv_timeout: defaults::RECV_TIMEOUT,
             pool_wait: defaults::POOL_WAIT,
             client_token: None,
+            web: None,
         }
     }
 }
@@ -59,6 +75,8 @@ pub struct LocalCluster {
     pub party_addrs: [String; 2],
     /// Party 1's peer address and the dealer's address.
     pub internal_addrs: [String; 2],
+    /// The parties' web listeners (`127.0.0.1:port`), with [`LocalOptions::web`].
+    pub web_addrs: Option<[String; 2]>,
     /// A client's TLS material for this cluster.
     pub client_tls: TlsMaterial,
     /// Every certificate of the cluster (tests use the others).
@@ -115,8 +133,20 @@ impl LocalCluster {
             };
             dealer::serve(dl, &dealer_tls, config, stop_d).await
         });
+        let mut web_listeners = [None, None];
+        let mut web_addrs = None;
+        if opts.web.is_some() {
+            let (w0, wa0) = loopback().await?;
+            let (w1, wa1) = loopback().await?;
+            web_listeners = [Some(w0), Some(w1)];
+            web_addrs = Some([wa0, wa1]);
+        }
+        let [w0, w1] = web_listeners;
         let [m0, m1] = models;
-        for (party, m, client, peer) in [(Party::P0, m0, c0, None), (Party::P1, m1, c1, Some(p1))] {
+        for (party, m, client, peer, web) in [
+            (Party::P0, m0, c0, None, w0),
+            (Party::P1, m1, c1, Some(p1), w1),
+        ] {
             let mut cfg = PartyConfig::new(
                 party,
                 m,
@@ -131,10 +161,16 @@ impl LocalCluster {
             cfg.recv_timeout = opts.recv_timeout;
             cfg.pool_wait = opts.pool_wait;
             cfg.client_token = opts.client_token.clone();
+            cfg.web = opts.web.as_ref().map(|w| WebConfig {
+                tokens: w.tokens.clone(),
+                origins: w.origins.clone(),
+                tls: WebTls::LoopbackPlaintext,
+            });
             let listeners = PartyListeners {
                 client,
                 peer,
                 health: None,
+                web,
             };
             let s = wait(&stop);
             tasks.push(tokio::spawn(party::serve(cfg, listeners, s)));
@@ -142,6 +178,7 @@ impl LocalCluster {
         Ok(LocalCluster {
             party_addrs: [a0, a1],
             internal_addrs: [peer_addr, dealer_addr],
+            web_addrs,
             client_tls: certs.material(Role::Client),
             certs,
             stop,

@@ -1,8 +1,10 @@
-//! `mpcvit-server --party 0|1 ...`, `mpcvit-server dealer`, `split`, `certs`, `health`.
+//! `mpcvit-server --party 0|1 ...`, `mpcvit-server dealer`, `split`, `certs`, `health`,
+//! `web-token`.
 
 use clap::Parser;
 use mpcvit_server::cli::{
-    Cli, Command, finish, run_certs, run_dealer, run_health, run_party, run_split, runtime,
+    Cli, Command, finish, run_certs, run_dealer, run_health, run_party, run_split, run_web_token,
+    runtime,
 };
 
 fn main() -> std::process::ExitCode {
@@ -12,6 +14,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Certs(a)) => run_certs(a),
         Some(Command::Dealer(a)) => on_runtime(run_dealer(a)),
         Some(Command::Health(a)) => on_runtime(run_health(a)),
+        Some(Command::WebToken(a)) => run_web_token(a),
         None => on_runtime(run_party(cli.party)),
     };
     match result {

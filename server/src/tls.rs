@@ -100,6 +100,45 @@ impl Drop for KeyedCert {
     }
 }
 
+impl KeyedCert {
+    /// The certificate chain and the key, parsed.
+    fn parse(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ServerError> {
+        let bad = |what: &'static str, e: &dyn std::fmt::Display| ServerError::Tls {
+            what,
+            reason: e.to_string(),
+        };
+        let chain = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad("certificate", &e))?;
+        // Never the key's bytes in an error: only the parser's message.
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map_err(|e| bad("private key", &e))?;
+        Ok((chain, key))
+    }
+
+    /// Server side of a party's web listener: this certificate, no client
+    /// certificate asked for (browsers authenticate with a web token), and
+    /// HTTP/2 or HTTP/1.1, whichever the browser offers.
+    pub fn web_server(&self) -> Result<Arc<ServerConfig>, ServerError> {
+        let (chain, key) = self.parse()?;
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ServerError::Tls {
+                what: "protocol versions",
+                reason: e.to_string(),
+            })?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| ServerError::Tls {
+                what: "web certificate and key",
+                reason: e.to_string(),
+            })?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
 impl std::fmt::Debug for KeyedCert {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("KeyedCert(<private key>)")
@@ -167,12 +206,7 @@ impl TlsMaterial {
         }
         .build()
         .map_err(|e| bad("client verifier", &e))?;
-        let chain = CertificateDer::pem_slice_iter(self.identity.cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad("certificate", &e))?;
-        // Never the key's bytes in an error: only the parser's message.
-        let key = PrivateKeyDer::from_pem_slice(self.identity.key_pem.as_bytes())
-            .map_err(|e| bad("private key", &e))?;
+        let (chain, key) = self.identity.parse()?;
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| bad("protocol versions", &e))?
@@ -214,6 +248,13 @@ impl CertBundle {
     /// A fresh CA (valid 10 years from now in rcgen's default window) and
     /// one certificate per role.
     pub fn generate() -> Result<Self, ServerError> {
+        Self::generate_with_web_hosts(&[])
+    }
+
+    /// [`CertBundle::generate`], with `web_hosts` (host names or IP
+    /// addresses browsers dial) added to both party certificates, for their
+    /// web listeners. The role names stay, so role checks are unchanged.
+    pub fn generate_with_web_hosts(web_hosts: &[String]) -> Result<Self, ServerError> {
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params
@@ -225,8 +266,11 @@ impl CertBundle {
         let ca = CertifiedIssuer::self_signed(ca_params, ca_key).map_err(tls_err)?;
         let mut nodes = Vec::new();
         for role in Role::ALL {
-            let mut p =
-                CertificateParams::new(vec![role.dns_name().to_string()]).map_err(tls_err)?;
+            let mut names = vec![role.dns_name().to_string()];
+            if role.party_index().is_some() {
+                names.extend(web_hosts.iter().cloned());
+            }
+            let mut p = CertificateParams::new(names).map_err(tls_err)?;
             p.distinguished_name
                 .push(DnType::CommonName, role.dns_name());
             p.extended_key_usages = vec![
@@ -331,9 +375,12 @@ pub fn require_role<T>(req: &tonic::Request<T>, allowed: &[Role]) -> Result<Role
     }
 }
 
-/// Client API check: a client certificate, or the configured bearer token.
+/// Client API check: a client certificate, the configured bearer token, or
+/// a web token that the web listener checked ([`crate::web::WebClient`]).
 pub fn require_client<T>(req: &tonic::Request<T>, token: Option<&str>) -> Result<(), ServerError> {
-    if caller_role(req) == Some(Role::Client) {
+    if caller_role(req) == Some(Role::Client)
+        || req.extensions().get::<crate::web::WebClient>().is_some()
+    {
         return Ok(());
     }
     if let Some(token) = token {

@@ -86,5 +86,6 @@ pub fn test_options() -> LocalOptions {
         recv_timeout: Duration::from_secs(20),
         pool_wait: Duration::from_secs(60),
         client_token: None,
+        web: None,
     }
 }

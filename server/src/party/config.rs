@@ -8,6 +8,7 @@ use mpc_core::Party;
 use crate::defaults;
 use crate::limits::ConnLimits;
 use crate::tls::TlsMaterial;
+use crate::web::WebConfig;
 
 /// Everything a party needs besides its listeners.
 #[derive(Debug)]
@@ -45,6 +46,9 @@ pub struct PartyConfig {
     pub limits: ConnLimits,
     /// Shutdown: how long sessions in flight may take to finish.
     pub shutdown_grace: Duration,
+    /// The web listener's settings (with [`PartyListeners::web`]); `None`:
+    /// no web access.
+    pub web: Option<WebConfig>,
 }
 
 impl PartyConfig {
@@ -73,11 +77,13 @@ impl PartyConfig {
             retry: defaults::PAIR_RETRY,
             limits: ConnLimits::default(),
             shutdown_grace: defaults::SHUTDOWN_GRACE,
+            web: None,
         }
     }
 }
 
-/// Listeners of a party: the client API, and party 1's peer port.
+/// Listeners of a party: the client API, party 1's peer port, the health
+/// port and the web listener.
 #[derive(Debug)]
 pub struct PartyListeners {
     /// Client API (and health).
@@ -86,4 +92,6 @@ pub struct PartyListeners {
     pub peer: Option<tokio::net::TcpListener>,
     /// The plaintext health port for orchestrators' probes ([`crate::health`]).
     pub health: Option<tokio::net::TcpListener>,
+    /// The client API for browsers ([`crate::web`]), with [`PartyConfig::web`].
+    pub web: Option<tokio::net::TcpListener>,
 }

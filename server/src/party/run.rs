@@ -104,6 +104,15 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let party = config.party;
+    let web = match (listeners.web, &config.web) {
+        (Some(l), Some(w)) => Some(crate::web::WebListener::new(l, w)?),
+        (None, None) => None,
+        _ => {
+            return Err(ServerError::Config(
+                "a web listener needs its settings, and the settings a listener".into(),
+            ));
+        }
+    };
     let params = SecureParams::default();
     let pairings_changed = Arc::new(watch::channel(0u64).0);
     let models = load_models(config.models, party, params, &pairings_changed).await?;
@@ -215,6 +224,20 @@ pub async fn serve(
             crate::listen::tls(listeners.client, client_tls, limits, "client API"),
             wait_stop(close.clone()),
         );
+    let web_srv = async {
+        match web {
+            Some(w) => {
+                w.serve(
+                    service.clone(),
+                    config.max_message_bytes,
+                    limits,
+                    wait_stop(close.clone()),
+                )
+                .await
+            }
+            None => Ok(()),
+        }
+    };
     let peer_srv = async {
         match listeners.peer {
             Some(l) if party == Party::P1 => {
@@ -272,10 +295,11 @@ pub async fn serve(
         }
     });
     let servers = async {
-        let (a, b, c, ()) = tokio::join!(client_srv, peer_srv, health_srv, readiness);
+        let (a, b, c, d, ()) = tokio::join!(client_srv, peer_srv, health_srv, web_srv, readiness);
         a?;
         b?;
-        c
+        c?;
+        d
     };
     let deadline = async {
         let _ = close.clone().wait_for(|v| *v).await;
