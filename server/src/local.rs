@@ -2,6 +2,7 @@
 //! gRPC with mutual TLS (certificates made in memory): the client's local
 //! mode, tests and benchmarks.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use mpc_core::Party;
@@ -11,7 +12,8 @@ use tokio::task::JoinHandle;
 use crate::dealer::{self, DealerConfig};
 use crate::defaults;
 use crate::error::ServerError;
-use crate::party::{self, PartyConfig, PartyListeners};
+use crate::party::{self, PartyConfig, PartyListeners, ServedModel};
+use crate::stamp::SplitId;
 use crate::tls::{CertBundle, Role, TlsMaterial};
 use model::secure::WeightShares;
 
@@ -87,7 +89,8 @@ async fn loopback() -> Result<(tokio::net::TcpListener, String), ServerError> {
 }
 
 impl LocalCluster {
-    /// Start the dealer and both parties, serving `models[p]` at party `p`.
+    /// Start the dealer and both parties, serving `models[p]` at party `p`
+    /// (the two parties' shares of a model are halves of one split).
     pub async fn start(
         models: [Vec<WeightShares>; 2],
         opts: LocalOptions,
@@ -115,7 +118,21 @@ impl LocalCluster {
             };
             dealer::serve(dl, &dealer_tls, config, stop_d).await
         });
+        // The halves given are of one split (made in memory): a fresh
+        // identifier per model name, the same at both parties.
         let [m0, m1] = models;
+        let mut splits: HashMap<String, SplitId> = HashMap::new();
+        let mut served = |shares: Vec<WeightShares>| -> Vec<ServedModel> {
+            shares
+                .into_iter()
+                .map(|shares| {
+                    let name = shares.config().name.clone();
+                    let split = *splits.entry(name).or_insert_with(SplitId::random);
+                    ServedModel { shares, split }
+                })
+                .collect()
+        };
+        let (m0, m1) = (served(m0), served(m1));
         for (party, m, client, peer) in [(Party::P0, m0, c0, None), (Party::P1, m1, c1, Some(p1))] {
             let mut cfg = PartyConfig::new(
                 party,
