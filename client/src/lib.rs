@@ -73,8 +73,9 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
-    /// Connecting failed.
-    #[error("cannot connect to party {party}: {source}")]
+    /// Connecting failed (the causes and, for a refused certificate, what
+    /// it means, follow the transport's message).
+    #[error("cannot connect to party {party}: {}", connect_problem(*.party, .source))]
     Connect {
         /// 0 or 1.
         party: usize,
@@ -116,13 +117,56 @@ impl ClientError {
         }
     }
 
-    /// The gRPC code when a party answered with an error.
+    /// The gRPC code when a party answered with an error; UNAUTHENTICATED
+    /// when this client refused a party's certificate.
     pub fn code(&self) -> Option<Code> {
         match self {
             ClientError::Party { code, .. } => Some(*code),
             ClientError::Timeout { .. } => Some(Code::DeadlineExceeded),
+            ClientError::Connect { source, .. } if certificate_refused(source).is_some() => {
+                Some(Code::Unauthenticated)
+            }
             _ => None,
         }
+    }
+}
+
+/// The messages of `e` and of its causes, joined by `: ` (tonic's transport
+/// error alone says only "transport error").
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(c) = next {
+        let m = c.to_string();
+        if !out.contains(&m) {
+            out += ": ";
+            out += &m;
+        }
+        next = c.source();
+    }
+    out
+}
+
+/// What a refused server certificate means, if that is why connecting failed.
+fn certificate_refused(e: &tonic::transport::Error) -> Option<&'static str> {
+    let all = causes(e);
+    if all.contains("UnknownIssuer") || all.contains("BadSignature") {
+        Some(
+            "its certificate is not signed by the CA in this client's ca.pem: the client's certificates are of another deployment?",
+        )
+    } else if all.contains("NotValidForName") {
+        Some("its certificate is not that party's: is the address another party's or the dealer's?")
+    } else if all.contains("invalid peer certificate") {
+        Some("its certificate was refused")
+    } else {
+        None
+    }
+}
+
+fn connect_problem(party: usize, e: &tonic::transport::Error) -> String {
+    match certificate_refused(e) {
+        Some(meaning) => format!("{} (party {party}: {meaning})", causes(e)),
+        None => causes(e),
     }
 }
 

@@ -5,7 +5,17 @@
 //! parties in this process on loopback ports (real gRPC, mutual TLS with
 //! certificates made in memory) and uses them. `web` does the same with the
 //! parties' web listeners and serves the web page to a browser.
+//!
+//! Results go to stdout as they are ready, in the folder's order, each
+//! flushed at once (with `--json`, one JSON object per line), so an
+//! interrupted run keeps every result it printed. When stdout closes (a
+//! pipe into `head`), the client stops quietly with exit status 141 (as a
+//! process killed by SIGPIPE). Images whose header announces more than
+//! 25 megapixels ([`model::preprocess::MAX_IMAGE_PIXELS`]) are refused
+//! before decoding.
 
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -130,12 +140,13 @@ struct Conn {
 
 #[derive(Debug, Args, Clone)]
 struct InferArgs {
-    /// An image (PNG or JPEG) or a folder of images.
+    /// An image (PNG or JPEG, at most 25 megapixels) or a folder of images.
     path: PathBuf,
     /// How many classes to print.
     #[arg(long, default_value_t = 5)]
     top: usize,
-    /// One JSON object per image on stdout.
+    /// One JSON object per image on stdout, one line each, written (and
+    /// flushed) as each image's result is ready.
     #[arg(long)]
     json: bool,
     /// The model to use (default: the only one served).
@@ -166,11 +177,46 @@ fn main() -> std::process::ExitCode {
     });
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Stop::StdoutClosed) => std::process::ExitCode::from(STDOUT_CLOSED),
+        Err(Stop::Failed(e)) => {
             eprintln!("mpcvit-client: {e}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Exit status when stdout closed under the client: 128 + SIGPIPE, what a
+/// shell reports for a process killed by a broken pipe.
+const STDOUT_CLOSED: u8 = 141;
+
+/// Why a command stopped early.
+#[derive(Debug)]
+enum Stop {
+    /// It failed (the message goes to stderr).
+    Failed(ClientError),
+    /// Stdout closed: nobody reads the results any more.
+    StdoutClosed,
+}
+
+impl From<ClientError> for Stop {
+    fn from(e: ClientError) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+/// Write one result (a line, or a few for the human form) to stdout and
+/// flush it, so it is out before the next one is computed.
+fn emit(text: &str) -> Result<(), Stop> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => Stop::StdoutClosed,
+            _ => Stop::Failed(ClientError::Io {
+                path: "stdout".into(),
+                source: e,
+            }),
+        })
 }
 
 /// Put one random pair index k in 0..pairs into both addresses' `{k}`.
@@ -282,7 +328,7 @@ async fn start_local(
 }
 
 /// `mpcvit-client web`: the local parties with web listeners, and the page.
-async fn web(a: WebArgs) -> Result<(), ClientError> {
+async fn web(a: WebArgs) -> Result<(), Stop> {
     let bind = |e: std::io::Error| ClientError::Config(format!("127.0.0.1:{}: {e}", a.port));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", a.port))
         .await
@@ -304,17 +350,17 @@ async fn web(a: WebArgs) -> Result<(), ClientError> {
         parties[0], parties[1]
     );
     eprintln!("open the page (the token after # stays in the browser):");
-    println!("{url}#token={}", *issued.token);
+    emit(&format!("{url}#token={}", *issued.token))?;
     let served = page::serve(listener, parties, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await;
     local.shutdown().await;
-    served.map_err(|e| ClientError::Config(format!("serving the page: {e}")))
+    Ok(served.map_err(|e| ClientError::Config(format!("serving the page: {e}")))?)
 }
 
 /// `mpcvit-client page`: the page for deployed parties.
-async fn page(a: PageArgs) -> Result<(), ClientError> {
+async fn page(a: PageArgs) -> Result<(), Stop> {
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .map_err(|e| ClientError::Config(format!("{}: {e}", a.listen)))?;
@@ -333,11 +379,12 @@ async fn page(a: PageArgs) -> Result<(), ClientError> {
         mpcvit_server::cli::shutdown_signal(),
     )
     .await
-    .map_err(|e| ClientError::Config(format!("serving the page: {e}")))
+    .map_err(|e| ClientError::Config(format!("serving the page: {e}")))?;
+    Ok(())
 }
 
 /// `mpcvit-client preprocess`: the input tensor, in fixed point, as JSON.
-fn preprocess(a: PreprocessArgs) -> Result<(), ClientError> {
+fn preprocess(a: PreprocessArgs) -> Result<(), Stop> {
     let config = match &a.model_dir {
         Some(d) => {
             let path = d.join("manifest.json");
@@ -345,15 +392,15 @@ fn preprocess(a: PreprocessArgs) -> Result<(), ClientError> {
                 path: path.display().to_string(),
                 source,
             })?;
-            model::ModelConfig::from_manifest_json(&text)?
+            model::ModelConfig::from_manifest_json(&text).map_err(ClientError::from)?
         }
-        None => mpcvit_client::bundled_model()?.config().clone(),
+        None => mpcvit_client::bundled_model()
+            .map_err(ClientError::from)?
+            .config()
+            .clone(),
     };
     if !(1..=30).contains(&a.frac_bits) {
-        return Err(ClientError::Config(format!(
-            "--frac-bits {}: use 1..=30",
-            a.frac_bits
-        )));
+        return Err(ClientError::Config(format!("--frac-bits {}: use 1..=30", a.frac_bits)).into());
     }
     let bytes = std::fs::read(&a.image).map_err(|source| ClientError::Io {
         path: a.image.display().to_string(),
@@ -366,28 +413,31 @@ fn preprocess(a: PreprocessArgs) -> Result<(), ClientError> {
         "shape": [config.in_channels, config.image_size, config.image_size],
         "input": input.iter().map(|v| *v as i64).collect::<Vec<_>>(),
     });
-    println!("{v}");
-    Ok(())
+    emit(&v.to_string())
 }
 
-async fn models(c: Conn) -> Result<(), ClientError> {
+async fn models(c: Conn) -> Result<(), Stop> {
     let s = connect(&c).await?;
-    for m in s.client.models().await? {
-        println!(
-            "{}\t{}x{}x{} -> {} classes\tready={}\tpool={}",
-            m.info.name,
-            m.config.in_channels,
-            m.config.image_size,
-            m.config.image_size,
-            m.config.num_classes,
-            m.info.ready,
-            m.info.pool_available
-        );
+    let result = async {
+        for m in s.client.models().await? {
+            emit(&format!(
+                "{}\t{}x{}x{} -> {} classes\tready={}\tpool={}",
+                m.info.name,
+                m.config.in_channels,
+                m.config.image_size,
+                m.config.image_size,
+                m.config.num_classes,
+                m.info.ready,
+                m.info.pool_available
+            ))?;
+        }
+        Ok(())
     }
+    .await;
     if let Some(l) = s.local {
         l.shutdown().await;
     }
-    Ok(())
+    result
 }
 
 fn images_in(path: &Path) -> Result<Vec<PathBuf>, ClientError> {
@@ -456,26 +506,27 @@ fn report(path: &Path, m: &RemoteModel, r: &Inference, top: usize, json: bool) -
     s
 }
 
-async fn infer(a: InferArgs) -> Result<(), ClientError> {
+async fn infer(a: InferArgs) -> Result<(), Stop> {
     let files = images_in(&a.path)?;
     if files.is_empty() {
-        return Err(ClientError::Config(format!(
-            "no PNG or JPEG files in {}",
-            a.path.display()
-        )));
+        return Err(
+            ClientError::Config(format!("no PNG or JPEG files in {}", a.path.display())).into(),
+        );
     }
     let s = connect(&a.conn).await?;
     let m = s.client.model(a.model.as_deref()).await?;
     let result = if files.len() == 1 {
         let path = &files[0];
-        let bytes = std::fs::read(path).map_err(|source| ClientError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        s.client
-            .infer_image(&m, &bytes)
-            .await
-            .map(|r| println!("{}", report(path, &m, &r, a.top, a.json)))
+        match std::fs::read(path) {
+            Ok(bytes) => match s.client.infer_image(&m, &bytes).await {
+                Ok(r) => emit(&report(path, &m, &r, a.top, a.json)),
+                Err(e) => Err(e.into()),
+            },
+            Err(source) => Err(Stop::Failed(ClientError::Io {
+                path: path.display().to_string(),
+                source,
+            })),
+        }
     } else {
         folder(&s.client, &m, &files, &a).await
     };
@@ -485,52 +536,66 @@ async fn infer(a: InferArgs) -> Result<(), ClientError> {
     result
 }
 
+/// Infer every image of a folder, `--concurrency` at a time, and write
+/// each result as soon as it and every result before it in the folder's
+/// order are ready.
 async fn folder(
     client: &Client,
     m: &RemoteModel,
     files: &[PathBuf],
     a: &InferArgs,
-) -> Result<(), ClientError> {
+) -> Result<(), Stop> {
     let bar = ProgressBar::new(files.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} images · {elapsed} · eta {eta} {msg}")
             .expect("template"),
     );
     let t = Instant::now();
-    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(a.concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, path) in files.iter().enumerate() {
-        let (client, m, path, sem) = (client.clone(), m.clone(), path.clone(), sem.clone());
-        tasks.spawn(async move {
-            let _p = sem.acquire_owned().await.expect("semaphore");
-            let r = match std::fs::read(&path) {
-                Ok(bytes) => client.infer_image(&m, &bytes).await,
-                Err(source) => Err(ClientError::Io {
-                    path: path.display().to_string(),
-                    source,
-                }),
-            };
-            (i, path, r)
-        });
-    }
-    let mut results = Vec::new();
-    let mut failed = 0;
-    while let Some(j) = tasks.join_next().await {
+    let mut queue = files.iter().cloned().enumerate();
+    // Results that are ready while one before them is not.
+    let mut ready: BTreeMap<usize, (PathBuf, Result<Inference, ClientError>)> = BTreeMap::new();
+    let (mut next_out, mut failed) = (0, 0);
+    loop {
+        while tasks.len() < a.concurrency.max(1) {
+            let Some((i, path)) = queue.next() else { break };
+            let (client, m) = (client.clone(), m.clone());
+            tasks.spawn(async move {
+                // Off the runtime's workers: reading may block (a FIFO, a
+                // network file system).
+                let read = {
+                    let path = path.clone();
+                    tokio::task::spawn_blocking(move || std::fs::read(path)).await
+                };
+                let read = read.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                let r = match read {
+                    Ok(bytes) => client.infer_image(&m, &bytes).await,
+                    Err(source) => Err(ClientError::Io {
+                        path: path.display().to_string(),
+                        source,
+                    }),
+                };
+                (i, path, r)
+            });
+        }
+        let Some(j) = tasks.join_next().await else {
+            break;
+        };
         let (i, path, r) = j.map_err(|e| ClientError::Protocol(e.to_string()))?;
         bar.inc(1);
-        if r.is_err() {
-            failed += 1;
+        ready.insert(i, (path, r));
+        while let Some((path, r)) = ready.remove(&next_out) {
+            next_out += 1;
+            match r {
+                Ok(r) => bar.suspend(|| emit(&report(&path, m, &r, a.top, a.json)))?,
+                Err(e) => {
+                    failed += 1;
+                    bar.suspend(|| eprintln!("{}: {e}", path.display()));
+                }
+            }
         }
-        results.push((i, path, r));
     }
     bar.finish_and_clear();
-    results.sort_by_key(|(i, _, _)| *i);
-    for (_, path, r) in &results {
-        match r {
-            Ok(r) => println!("{}", report(path, m, r, a.top, a.json)),
-            Err(e) => eprintln!("{}: {e}", path.display()),
-        }
-    }
     let secs = t.elapsed().as_secs_f64();
     eprintln!(
         "{} images in {secs:.1} s ({:.2} images/s), {failed} failed",
@@ -538,7 +603,7 @@ async fn folder(
         files.len() as f64 / secs
     );
     if failed > 0 {
-        return Err(ClientError::Protocol(format!("{failed} images failed")));
+        return Err(ClientError::Protocol(format!("{failed} images failed")).into());
     }
     Ok(())
 }

@@ -181,3 +181,118 @@ fn timeout_bounds_a_party_that_never_answers() {
     assert!(err.contains("--timeout"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A fresh directory for a test.
+fn fresh_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mpcvit-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `--json` on a folder writes each result as one flushed line when it is
+/// ready, so a run that stops keeps what it finished: the folder's last
+/// "image" is a FIFO that nobody writes yet, so the client waits on it
+/// while the test reads the first two results; then the image arrives and
+/// the third result follows.
+#[cfg(unix)]
+#[test]
+fn json_results_stream_while_the_folder_is_still_running() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let dir = fresh_dir("stream");
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    png(&images.join("a.png"), 16, 1);
+    png(&images.join("b.png"), 16, 2);
+    let fifo = images.join("c.png");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let mut child = Command::new(CLIENT)
+        .arg("infer")
+        .arg(&images)
+        .args(["--preset", "small", "--json", "--concurrency", "1"])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    // Not a timed assertion: the bound only keeps a failing test from
+    // hanging (without streaming, nothing comes until the FIFO is written).
+    let line = |what: &str| {
+        rx.recv_timeout(Duration::from_secs(300))
+            .unwrap_or_else(|_| panic!("no JSON line for {what} while the folder runs"))
+    };
+    for name in ["a.png", "b.png"] {
+        let v: serde_json::Value = serde_json::from_str(&line(name)).unwrap();
+        assert!(v["image"].as_str().unwrap().ends_with(name), "{v}");
+        assert_eq!(
+            v["top"][0]["class"].as_u64().unwrap() as usize,
+            plain_top1(&images.join(name))
+        );
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the client is still waiting for the third image"
+    );
+    let third = dir.join("third.png");
+    png(&third, 16, 3);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .unwrap()
+        .write_all(&std::fs::read(&third).unwrap())
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line("c.png")).unwrap();
+    assert!(v["image"].as_str().unwrap().ends_with("c.png"), "{v}");
+    assert_eq!(
+        v["top"][0]["class"].as_u64().unwrap() as usize,
+        plain_top1(&third)
+    );
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(dir.join("stderr")).unwrap()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Stdout closed under the client (`... | head -0`): it stops quietly with
+/// status 141, without a panic or a backtrace.
+#[test]
+fn a_closed_stdout_ends_the_client_quietly() {
+    use std::process::Stdio;
+
+    let dir = fresh_dir("closed");
+    png(&dir.join("a.png"), 16, 1);
+    png(&dir.join("b.png"), 16, 2);
+    let mut child = Command::new(CLIENT)
+        .arg("infer")
+        .arg(&dir)
+        .args(["--preset", "small", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Nobody will read: the first result meets a closed pipe.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    for noise in ["panicked", "Broken pipe", "backtrace"] {
+        assert!(!err.contains(noise), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -2,7 +2,7 @@
 //! then handed to the checks its handler runs on it before any work
 //! (`mpcvit_server::admission`, the functions the handlers call), against a
 //! party that serves one model, [`MODEL`]: a client's `InferRequest`,
-//! party 0's `Pair` and `Session` headers at party 1, a party's hello at the
+//! party 0's `Pair` (and its split) and `Session` headers at party 1, a party's hello at the
 //! dealer (from either party's certificate) and the manifest it carries.
 //! Every refusal's status message must stay bounded.
 #![no_main]
@@ -14,6 +14,7 @@ use mpcvit_proto::v1::{
 use mpcvit_server::ServerError;
 use mpcvit_server::admission;
 use mpcvit_server::error::MAX_STATUS_MESSAGE;
+use mpcvit_server::stamp::SplitId;
 use mpcvit_server::tls::Role;
 use prost::Message;
 
@@ -23,6 +24,8 @@ use prost::Message;
 const MODEL: &str = "small";
 const INPUT_LEN: usize = 4;
 const DIGEST: [u8; 32] = [7; 32];
+/// The split its share comes from.
+const SPLIT: SplitId = SplitId([9; 16]);
 
 fn bounded(e: ServerError) {
     let s = e.to_status();
@@ -54,6 +57,9 @@ fuzz_target!(|data: &[u8]| {
                 match k {
                     peer_frame::Kind::Pair(h) => {
                         if let Err(e) = admission::pair_header(&h, served(DIGEST)) {
+                            bounded(e);
+                        }
+                        if let Err(e) = admission::same_split(&h, MODEL, SPLIT) {
                             bounded(e);
                         }
                     }

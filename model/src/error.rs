@@ -32,6 +32,11 @@ pub enum ModelError {
     #[error("secure forward: {0}")]
     Secure(String),
 
+    /// A weight share file is not valid: truncated, damaged, or not a share
+    /// file (the problem in words).
+    #[error("not a valid weight share file: {0}")]
+    ShareFile(String),
+
     /// The manifest is not valid JSON or does not have the manifest's fields and types.
     #[error("manifest is not valid: {0}")]
     ManifestJson(#[from] serde_json::Error),
@@ -160,6 +165,21 @@ pub enum ModelError {
     /// colour type).
     #[error("cannot decode image: {0}")]
     ImageDecode(#[source] image::ImageError),
+
+    /// The image's header announces more pixels than
+    /// [`crate::preprocess::MAX_IMAGE_PIXELS`]: refused before decoding.
+    #[error(
+        "image of {width}x{height} pixels is over the limit of {limit} pixels \
+         (refused before decoding; scale it down first)"
+    )]
+    ImageTooLarge {
+        /// Width in the header.
+        width: u32,
+        /// Height in the header.
+        height: u32,
+        /// The limit in pixels.
+        limit: u64,
+    },
 
     /// The decoded image has a zero width or height.
     #[error("image has an empty dimension ({width}x{height})")]

@@ -11,15 +11,48 @@
 //! timm loader would use bicubic for other sizes, so resampled inputs match PyTorch only
 //! approximately.
 
-use image::{DynamicImage, ImageBuffer, Pixel, imageops::FilterType};
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageBuffer, ImageReader, Pixel, imageops::FilterType};
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 
+/// The largest image [`preprocess`] decodes, in pixels (width × height):
+/// 25 megapixels (e.g. 6000 × 4000, a camera photo). The size is read from
+/// the file's header and a larger image is refused before it is decoded, so
+/// a small file announcing a huge image (a PNG of a few hundred KB can
+/// claim 20000 × 20000) costs no memory. Decoding then needs at most about
+/// 4 bytes per pixel (100 MB).
+pub const MAX_IMAGE_PIXELS: u64 = 25_000_000;
+
 /// Decodes PNG or JPEG bytes and returns the normalised CHW input for `config`.
+/// Images whose header announces more than [`MAX_IMAGE_PIXELS`] pixels are
+/// refused ([`ModelError::ImageTooLarge`]) before decoding.
 pub fn preprocess(config: &ModelConfig, bytes: &[u8]) -> Result<Vec<f32>> {
-    let image = image::load_from_memory(bytes).map_err(ModelError::ImageDecode)?;
+    let image = decode_bounded(bytes)?;
     preprocess_image(config, &image)
+}
+
+/// Decode an image, refusing one whose header announces more than
+/// [`MAX_IMAGE_PIXELS`] pixels before any pixel is decoded.
+pub fn decode_bounded(bytes: &[u8]) -> Result<DynamicImage> {
+    let reader = || {
+        ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| ModelError::ImageDecode(image::ImageError::IoError(e)))
+    };
+    let (width, height) = reader()?
+        .into_dimensions()
+        .map_err(ModelError::ImageDecode)?;
+    if u64::from(width) * u64::from(height) > MAX_IMAGE_PIXELS {
+        return Err(ModelError::ImageTooLarge {
+            width,
+            height,
+            limit: MAX_IMAGE_PIXELS,
+        });
+    }
+    reader()?.decode().map_err(ModelError::ImageDecode)
 }
 
 /// Returns the normalised CHW input for `config` from an already decoded image.

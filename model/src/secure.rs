@@ -187,7 +187,8 @@ impl WeightShares {
     /// the share and the party it was written for.
     pub fn from_safetensors(bytes: &[u8]) -> Result<(WeightShares, Party)> {
         let bad = share_file_error;
-        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+        let (_, meta) =
+            SafeTensors::read_metadata(bytes).map_err(|e| bad(container_problem(&e, bytes)))?;
         let meta = meta.metadata().clone().unwrap_or_default();
         let field = |k: &str| {
             meta.get(k)
@@ -196,7 +197,7 @@ impl WeightShares {
         };
         if field("format")? != SHARE_FORMAT {
             return Err(bad(format!(
-                "not a weight share file (format is not {SHARE_FORMAT:?})"
+                "its format entry is not {SHARE_FORMAT:?} (a plaintext model or another file?)"
             )));
         }
         let version = field("version")?;
@@ -214,7 +215,7 @@ impl WeightShares {
             .parse()
             .map_err(|_| bad("frac_bits is not a number".into()))?;
         let config = ModelConfig::from_manifest_json(&field("manifest")?)?;
-        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(container_problem(&e, bytes)))?;
         let total = st.len();
         let mut r = ShareReader { st, seen: 0 };
         let c = &config;
@@ -275,7 +276,44 @@ pub const SHARE_VERSION: &str = "1";
 const CONV: &str = "tokenizer.conv_layers.0.0";
 
 fn share_file_error(m: String) -> ModelError {
-    ModelError::Secure(format!("weight share file: {m}"))
+    ModelError::ShareFile(m)
+}
+
+/// What a safetensors parse error means for a share file of `bytes`, in
+/// words (the crate's own errors are bare variant names).
+fn container_problem(e: &safetensors::SafeTensorError, bytes: &[u8]) -> String {
+    use safetensors::SafeTensorError as E;
+    let len = bytes.len();
+    let announced = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+    match e {
+        E::HeaderTooSmall => {
+            format!("truncated or empty: {len} bytes, too short for even the length of a header")
+        }
+        E::InvalidHeaderLength => format!(
+            "truncated: its header announces {} bytes, the file holds {len}",
+            announced.map_or(0, |a| a.saturating_add(8))
+        ),
+        E::HeaderTooLarge => format!(
+            "damaged: its first 8 bytes announce a header of {} bytes, more than any share file has",
+            announced.unwrap_or(0)
+        ),
+        E::MetadataIncompleteBuffer => {
+            format!("truncated: the tensors its header lists need more bytes than the file's {len}")
+        }
+        E::InvalidHeader
+        | E::InvalidHeaderStart
+        | E::InvalidHeaderDeserialization
+        | E::JsonError(_) => "damaged: its header is not the JSON a share file begins with".into(),
+        E::InvalidOffset(name) => {
+            format!("damaged: the header's byte offsets of tensor {name} are not valid")
+        }
+        E::TensorInvalidInfo | E::InvalidTensorView(..) | E::ValidationOverflow => {
+            "damaged: a tensor's type, shape and size in the header do not agree".into()
+        }
+        other => format!("damaged: {other}"),
+    }
 }
 
 struct ShareWriter(Vec<(String, Vec<usize>, Vec<u8>)>);

@@ -164,3 +164,56 @@ fn undecodable_bytes_are_a_typed_error() {
         Err(ModelError::ImageDecode(_))
     ));
 }
+
+/// CRC-32 (IEEE) of `bytes`, as PNG chunks carry it.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A small PNG whose header announces 20000 × 20000 pixels (400 megapixels)
+/// is refused from its header, with the size and the limit in the error,
+/// instead of being decoded into hundreds of megabytes first.
+#[test]
+fn an_image_announcing_too_many_pixels_is_refused_before_decoding() {
+    let mut png = encode(
+        &DynamicImage::ImageLuma8(GrayImage::new(8, 8)),
+        ImageFormat::Png,
+    );
+    // Signature (8), IHDR length (4) and type (4), then width and height.
+    assert_eq!(&png[12..16], b"IHDR");
+    png[16..20].copy_from_slice(&20_000u32.to_be_bytes());
+    png[20..24].copy_from_slice(&20_000u32.to_be_bytes());
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    let config = ModelConfig::vit_7_4_32();
+    let err = preprocess(&config, &png).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ModelError::ImageTooLarge {
+                width: 20_000,
+                height: 20_000,
+                limit: model::preprocess::MAX_IMAGE_PIXELS
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("20000x20000"), "{err}");
+    // An ordinary image still decodes.
+    let ok = encode(
+        &DynamicImage::ImageLuma8(GrayImage::new(64, 48)),
+        ImageFormat::Png,
+    );
+    assert_eq!(preprocess(&config, &ok).unwrap().len(), 3 * 32 * 32);
+}

@@ -13,6 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::error::ServerError;
 use crate::id16;
+use crate::stamp::SplitId;
 use crate::tls::Role;
 
 /// A client's request, admitted: the session id and the input share.
@@ -78,6 +79,25 @@ pub fn pair_header<M>(
         });
     }
     Ok((model, id16(&h.pairing_id, "pairing id")?))
+}
+
+/// Party 1: check that party 0's share (`h.split_id`) comes from the same
+/// split as this party's (`ours`) for model `model` (the name as served);
+/// [`ServerError::SplitMismatch`] names both identifiers.
+pub fn same_split(h: &PairHeader, model: &str, ours: SplitId) -> Result<(), ServerError> {
+    if h.split_id == ours.0 {
+        return Ok(());
+    }
+    let theirs = match <[u8; 16]>::try_from(h.split_id.as_slice()) {
+        Ok(id) => SplitId(id).to_string(),
+        Err(_) if h.split_id.is_empty() => "none (an older party 0)".into(),
+        Err(_) => format!("of {} bytes (not an identifier)", h.split_id.len()),
+    };
+    Err(ServerError::SplitMismatch {
+        model: model.to_string(),
+        party0: theirs,
+        party1: ours.to_string(),
+    })
 }
 
 /// Party 1: check party 0's session header; the session id.
@@ -185,8 +205,27 @@ mod tests {
             model: "small".into(),
             pairing_id: vec![1; 16],
             plan_digest: digest.to_vec(),
+            split_id: vec![9; 16],
         };
         assert_eq!(pair_header(&h, find).unwrap().1, [1; 16]);
+        same_split(&h, "small", SplitId([9; 16])).unwrap();
+        let e = same_split(&h, "small", SplitId([8; 16])).unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition);
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&"09".repeat(16)) && msg.contains(&"08".repeat(16)),
+            "both identifiers: {msg}"
+        );
+        let older = PairHeader {
+            split_id: vec![],
+            ..h.clone()
+        };
+        assert!(
+            same_split(&older, "small", SplitId([8; 16]))
+                .unwrap_err()
+                .to_string()
+                .contains("none")
+        );
         let other = PairHeader {
             plan_digest: vec![4; 32],
             ..h.clone()

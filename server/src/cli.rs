@@ -12,7 +12,7 @@ use mpc_core::{FixedPoint, Party};
 use crate::defaults;
 use crate::error::ServerError;
 use crate::limits::ConnLimits;
-use crate::party::{PartyConfig, PartyListeners};
+use crate::party::{PartyConfig, PartyListeners, ServedModel};
 use crate::shares;
 use crate::telemetry::{self, LogFormat};
 use crate::tls::{CertBundle, KeyedCert, Role, TlsMaterial};
@@ -40,8 +40,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the dealer of correlated randomness (same as `mpcvit-dealer`).
     Dealer(DealerArgs),
-    /// Model owner: split a model into two weight share files, one per party.
+    /// Model owner: split a model into two weight share files, one per party
+    /// (with `split.json`, their record: the split's identifier and digests).
     Split(SplitArgs),
+    /// Model owner: write `split.json` for shares split without one (both
+    /// halves of one split, intact: the record says what they are now).
+    Stamp(StampArgs),
     /// Create a CA and certificates for the dealer, both parties and a client.
     Certs(CertsArgs),
     /// Ask a plaintext health port (`--health-listen`) whether a service is
@@ -176,6 +180,12 @@ pub struct DealerArgs {
     /// Address to listen on.
     #[arg(long, env = "MPCVIT_DEALER_LISTEN", default_value = "127.0.0.1:50070")]
     pub listen: String,
+    /// Seconds the dealer may go on dealing, on Ctrl-C / SIGTERM, the
+    /// batches the parties asked for (a batch it started is never cut
+    /// short by it) before every stream ends (the process then stops within
+    /// about two seconds more).
+    #[arg(long, env = "MPCVIT_SHUTDOWN_GRACE", default_value_t = defaults::SHUTDOWN_GRACE.as_secs_f64())]
+    pub shutdown_grace: f64,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: CommonArgs,
@@ -204,12 +214,22 @@ pub struct SplitArgs {
     #[arg(long)]
     pub per_party: bool,
     /// Do nothing if the output already exists (a second split would give
-    /// a party that restarts shares that no longer match the other's).
+    /// a party that restarts shares that no longer match the other's);
+    /// existing shares without `split.json` are stamped (see `stamp`).
     #[arg(long)]
     pub keep_existing: bool,
     /// Fixed-point fractional bits.
     #[arg(long, default_value_t = 16)]
     pub frac_bits: u32,
+}
+
+/// Recording existing shares.
+#[derive(Debug, Args, Clone)]
+pub struct StampArgs {
+    /// The split's output directory: `DIR/share-{0,1}.safetensors`, or
+    /// `DIR/party0/` and `DIR/party1/` (`split --per-party`).
+    #[arg(long)]
+    pub dir: PathBuf,
 }
 
 /// Certificates.
@@ -356,7 +376,7 @@ pub async fn run_party(a: PartyArgs) -> Result<(), ServerError> {
     let mut models = Vec::new();
     for m in &a.models {
         let path = share_path(m, party);
-        let loaded = shares::load(&path)?;
+        let (loaded, split) = shares::load(&path)?;
         if loaded.party != party {
             return Err(ServerError::WrongParty {
                 path,
@@ -364,7 +384,11 @@ pub async fn run_party(a: PartyArgs) -> Result<(), ServerError> {
                 this: party,
             });
         }
-        models.push(loaded.shares);
+        info!(model = %loaded.shares.config().name, %split, path = %path.display(), "share checked against its split record");
+        models.push(ServedModel {
+            shares: loaded.shares,
+            split,
+        });
     }
     let tls = TlsMaterial::load(&a.common.certs, Role::Party(p))?;
     let mut cfg = PartyConfig::new(party, models, a.dealer.clone(), tls);
@@ -462,6 +486,7 @@ pub async fn run_dealer(a: DealerArgs) -> Result<(), ServerError> {
         &tls,
         crate::dealer::DealerConfig {
             limits: a.common.limits(),
+            shutdown_grace: Duration::from_secs_f64(a.shutdown_grace.max(0.0)),
             ..crate::dealer::DealerConfig::default()
         },
         shutdown_signal(),
@@ -556,11 +581,25 @@ pub fn run_split(a: SplitArgs) -> Result<(), ServerError> {
         match files.iter().filter(|f| f.exists()).count() {
             0 => {}
             2 => {
-                eprintln!(
-                    "{} and {} exist: keeping them",
-                    files[0].display(),
-                    files[1].display()
-                );
+                let stamped = files.iter().all(|f| {
+                    crate::stamp::parent_dir(f)
+                        .join(crate::stamp::STAMP_FILE)
+                        .exists()
+                });
+                if stamped {
+                    eprintln!(
+                        "{} and {} exist: keeping them",
+                        files[0].display(),
+                        files[1].display()
+                    );
+                } else {
+                    let id = shares::stamp_dir(&a.out)?;
+                    eprintln!(
+                        "{} and {} exist without split.json: keeping them, recorded as split {id}",
+                        files[0].display(),
+                        files[1].display()
+                    );
+                }
                 return Ok(());
             }
             _ => {
@@ -583,18 +622,28 @@ pub fn run_split(a: SplitArgs) -> Result<(), ServerError> {
     };
     let fp = FixedPoint::new(a.frac_bits);
     if a.per_party {
-        shares::split_to_party_dirs(&model, fp, &a.out)?;
+        let id = shares::split_to_party_dirs(&model, fp, &a.out)?;
         eprintln!(
-            "wrote {0}/party0/ (manifest.json, share-0.safetensors: party 0 only) and {0}/party1/ (manifest.json, share-1.safetensors: party 1 only)",
+            "wrote {0}/party0/ (manifest.json, share-0.safetensors: party 0 only, split.json) and {0}/party1/ (manifest.json, share-1.safetensors: party 1 only, split.json); split {id}",
             a.out.display()
         );
     } else {
-        shares::split_to_dir(&model, fp, &a.out)?;
+        let id = shares::split_to_dir(&model, fp, &a.out)?;
         eprintln!(
-            "wrote {}/manifest.json (public), share-0.safetensors (party 0 only), share-1.safetensors (party 1 only)",
+            "wrote {}/manifest.json (public), share-0.safetensors (party 0 only), share-1.safetensors (party 1 only), split.json (their record); split {id}",
             a.out.display()
         );
     }
+    Ok(())
+}
+
+/// Record existing shares (`stamp`).
+pub fn run_stamp(a: StampArgs) -> Result<(), ServerError> {
+    let id = shares::stamp_dir(&a.dir)?;
+    eprintln!(
+        "wrote split.json beside the shares under {}: split {id}",
+        a.dir.display()
+    );
     Ok(())
 }
 

@@ -6,6 +6,14 @@
 //!
 //! The dealer sees public shapes and nothing else: no input, weight, share
 //! or result ever reaches it.
+//!
+//! On shutdown the dealer drains: it admits no new pairing, goes on dealing
+//! every batch the parties ask for (a batch it has started always, a new one
+//! only within the grace period, [`DealerConfig::shutdown_grace`]), and ends
+//! each party's stream with UNAVAILABLE, between two batches, once the
+//! parties asked for nothing more for [`DRAIN_QUIET`]. A session never loses the
+//! batch it took because the dealer is stopping; the parties serve on from
+//! their pools and pair again with whichever dealer takes over.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,7 +40,8 @@ use crate::error::ServerError;
 use crate::kx::{End, KeyPair};
 use crate::limits::ConnLimits;
 use crate::plan;
-use crate::tls::{Role, TlsMaterial, require_role};
+use crate::port_guard::PortGuardLayer;
+use crate::tls::{DEALER_PORT, Role, TlsMaterial, require_role};
 use crate::{MAX_INTERNAL_MESSAGE, hex};
 
 /// How a party's stream ends when its pairing ends at the dealer without
@@ -53,6 +62,9 @@ pub struct DealerConfig {
     pub chunk_bytes: usize,
     /// Bounds on the listeners' connections.
     pub limits: ConnLimits,
+    /// Shutdown: how long the pairings may go on dealing the batches the
+    /// parties asked for; then every stream ends.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for DealerConfig {
@@ -61,9 +73,17 @@ impl Default for DealerConfig {
             join_timeout: defaults::DEALER_JOIN_TIMEOUT,
             chunk_bytes: CHUNK_BYTES,
             limits: ConnLimits::default(),
+            shutdown_grace: defaults::SHUTDOWN_GRACE,
         }
     }
 }
+
+/// How a stream ends when its pairing drained on shutdown.
+const DEALER_STOPPING: &str = "the dealer is shutting down";
+
+/// On shutdown, a pairing whose parties asked for no further batch for this
+/// long is done (its sessions in flight hold every batch they need).
+const DRAIN_QUIET: Duration = Duration::from_millis(500);
 
 /// A `Provision` stream that does not begin with a hello.
 const NO_HELLO: ServerError = ServerError::NoHeader {
@@ -102,6 +122,26 @@ pub struct DealerService {
     /// Every party's response stream, to end them all on shutdown (weak:
     /// a stream still ends when its pairing lets it go).
     streams: Arc<Mutex<Vec<WeakResponseTx>>>,
+    /// Raised when shutdown begins: no new pairing; running ones drain.
+    stopping: Arc<watch::Sender<bool>>,
+    /// Pairings dealing now (shutdown waits for them to drain).
+    live: Arc<watch::Sender<usize>>,
+}
+
+/// Counts a running pairing in [`DealerService::live`] while it lives.
+struct Live(Arc<watch::Sender<usize>>);
+
+impl Live {
+    fn new(live: &Arc<watch::Sender<usize>>) -> Self {
+        live.send_modify(|n| *n += 1);
+        Live(live.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
 }
 
 impl DealerService {
@@ -112,7 +152,41 @@ impl DealerService {
             waiting: Arc::default(),
             plans: Arc::default(),
             streams: Arc::default(),
+            stopping: Arc::new(watch::channel(false).0),
+            live: Arc::new(watch::channel(0).0),
         }
+    }
+
+    /// Refuse new pairings once shutdown began.
+    fn refuse_if_stopping(&self) -> Result<(), ServerError> {
+        if *self.stopping.borrow() {
+            return Err(ServerError::DealerStopping);
+        }
+        Ok(())
+    }
+
+    /// Shutdown: no new pairing; wait up to the grace period for the
+    /// running ones to deal what the parties asked for; then end every
+    /// stream left.
+    async fn drain(&self) {
+        self.stopping.send_replace(true);
+        let grace = self.config.shutdown_grace;
+        let mut live = self.live.subscribe();
+        let running = *live.borrow();
+        info!(
+            pairings = running,
+            "shutting down: dealing the batches the parties asked for"
+        );
+        if tokio::time::timeout(grace, live.wait_for(|n| *n == 0))
+            .await
+            .is_err()
+        {
+            warn!(
+                pairings = *self.live.borrow(),
+                "pairings still dealing after {grace:?}: ending their streams"
+            );
+        }
+        self.end_streams();
     }
 
     /// Shutdown: end every party's stream with UNAVAILABLE, so each party
@@ -124,7 +198,7 @@ impl DealerService {
         info!(streams = live.len(), "ending the parties' streams");
         for out in live {
             tokio::spawn(async move {
-                let bye = Err(Status::unavailable("the dealer is shutting down"));
+                let bye = Err(Status::unavailable(DEALER_STOPPING));
                 let _ = tokio::time::timeout(CLOSE_GRACE, out.send(bye)).await;
             });
         }
@@ -155,7 +229,8 @@ impl DealerService {
         &self,
         req: RpcRequest<Streaming<ProvisionRequest>>,
     ) -> Result<mpsc::Receiver<Result<ProvisionResponse, Status>>, ServerError> {
-        let role = require_role(&req, &[Role::Party(0), Role::Party(1)])?;
+        let role = require_role(&req, &[Role::Party(0), Role::Party(1)], DEALER_PORT)?;
+        self.refuse_if_stopping()?;
         let mut incoming = req.into_inner();
         let first = tokio::time::timeout(defaults::HELLO_TIMEOUT, incoming.message())
             .await
@@ -241,7 +316,13 @@ impl DealerService {
                     (other, mine)
                 };
                 let span = info_span!("pairing", id = %hex(&pid));
-                tokio::spawn(run_pairing(p0, p1, self.config.chunk_bytes.max(1)).instrument(span));
+                let drain = Drain {
+                    stopping: self.stopping.subscribe(),
+                    grace: self.config.shutdown_grace,
+                    _live: Live::new(&self.live),
+                };
+                let chunk_bytes = self.config.chunk_bytes.max(1);
+                tokio::spawn(run_pairing(p0, p1, chunk_bytes, drain).instrument(span));
             }
             None => {
                 let waiting = self.waiting.clone();
@@ -341,7 +422,14 @@ fn send_chunk(out: &ResponseTx, chunk: Chunk) -> bool {
     out.blocking_send(Ok(msg)).is_ok()
 }
 
-async fn run_pairing(p0: Joined, p1: Joined, chunk_bytes: usize) {
+/// A pairing's view of shutdown ([`DealerService::drain`]).
+struct Drain {
+    stopping: watch::Receiver<bool>,
+    grace: Duration,
+    _live: Live,
+}
+
+async fn run_pairing(p0: Joined, p1: Joined, chunk_bytes: usize, mut drain: Drain) {
     if p0.manifest != p1.manifest {
         warn!("the parties sent different manifests; refusing the pairing");
         for j in [&p0, &p1] {
@@ -372,16 +460,38 @@ async fn run_pairing(p0: Joined, p1: Joined, chunk_bytes: usize) {
         }
     };
     let mut next = 1u64;
+    // Set when shutdown began: no batch starts after it.
+    let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
-        // Wait until both parties want batch `next`.
+        // Wait until both parties want batch `next`. On shutdown, go on
+        // while they keep asking: end once they asked for nothing more for
+        // DRAIN_QUIET, or the grace period is over.
         loop {
-            let w = (*want0.borrow()).min(*want1.borrow());
-            if w >= next {
-                break;
+            let now = tokio::time::Instant::now();
+            if drain_until.is_none() && *drain.stopping.borrow() {
+                drain_until = Some(now + drain.grace);
             }
-            tokio::select! {
-                r = want0.changed() => if r.is_err() { info!("party 0 left the pairing"); return },
-                r = want1.changed() => if r.is_err() { info!("party 1 left the pairing"); return },
+            let w = (*want0.borrow()).min(*want1.borrow());
+            let quiet = match drain_until {
+                Some(until) if now < until && w >= next => break,
+                Some(until) if now < until => DRAIN_QUIET.min(until - now),
+                Some(_) => Duration::ZERO,
+                None if w >= next => break,
+                None => Duration::from_secs(3600),
+            };
+            let drained = tokio::select! {
+                r = want0.changed() => if r.is_err() { info!("party 0 left the pairing"); return } else { false },
+                r = want1.changed() => if r.is_err() { info!("party 1 left the pairing"); return } else { false },
+                _ = drain.stopping.wait_for(|s| *s), if drain_until.is_none() => false,
+                () = tokio::time::sleep(quiet), if drain_until.is_some() => true,
+            };
+            if drained {
+                info!(dealt_to = next - 1, "drained: ending the parties' streams");
+                for out in &outs {
+                    let bye = Err(Status::unavailable(DEALER_STOPPING));
+                    let _ = tokio::time::timeout(CLOSE_GRACE, out.send(bye)).await;
+                }
+                return;
             }
         }
         dealer = match deal_streamed(dealer, next, online.clone(), outs.clone(), chunk_bytes).await
@@ -472,10 +582,14 @@ pub async fn serve_with_health(
         .server_builder()
         .initial_stream_window_size(Some(crate::STREAM_WINDOW))
         .initial_connection_window_size(Some(crate::CONNECTION_WINDOW))
+        .layer(PortGuardLayer::new(
+            "the dealer's port",
+            &["/mpcvit.v1.Dealer/", "/grpc.health.v1.Health/"],
+        ))
         .add_service(health)
         .add_service(svc)
         .serve_with_incoming_shutdown(
-            crate::listen::tls(listener, tls.server(false)?, limits, "dealer"),
+            crate::listen::tls(listener, tls.server()?, limits, "dealer"),
             wait_stop(stop.clone()),
         );
     let stopper = tokio::spawn(async move {
@@ -484,7 +598,7 @@ pub async fn serve_with_health(
         health_reporter
             .set_not_serving::<DealerServer<DealerService>>()
             .await;
-        service.end_streams();
+        service.drain().await;
         let _ = stop_tx.send(true);
     });
     let servers = async {

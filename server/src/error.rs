@@ -114,6 +114,9 @@ pub enum ServerError {
         /// This party.
         party: Party,
     },
+    /// The dealer is shutting down and admits no new pairing.
+    #[error("unavailable: the dealer is shutting down")]
+    DealerStopping,
     /// Party 0 has no live pairing with party 1 for the model.
     #[error("unavailable: not paired with party 1 for model {model} (yet)")]
     NotPaired {
@@ -225,12 +228,20 @@ pub enum ServerError {
     // ---- UNAUTHENTICATED ------------------------------------------------
     /// The caller's certificate has a role this service does not accept.
     #[error(
-        "not authorised: a {} certificate is not accepted on this service",
+        "not authorised: a {} certificate is not accepted by {service}",
         .caller.dns_name()
     )]
     WrongRole {
         /// The caller's role.
         caller: Role,
+        /// This service and whom it serves.
+        service: &'static str,
+    },
+    /// The caller's certificate does not verify against the CA.
+    #[error("not authorised: the client certificate was refused: {reason}")]
+    BadCertificate {
+        /// Why, in words.
+        reason: String,
     },
     /// The caller claims another party index than its certificate's.
     #[error("not authorised: a {} certificate cannot join as party {claimed}", .caller.dns_name())]
@@ -267,6 +278,32 @@ pub enum ServerError {
         peer: Role,
     },
 
+    /// Party 1: party 0 holds a share of another split of the model.
+    #[error(
+        "mismatch: model {model}: party 0 holds a share of split {party0}, party 1 of split {party1}: \
+         the two shares are halves of different splits (give each party its directory of one `mpcvit-server split`)"
+    )]
+    SplitMismatch {
+        /// The model.
+        model: String,
+        /// Party 0's split identifier (hex, or `none`).
+        party0: String,
+        /// Party 1's split identifier (hex).
+        party1: String,
+    },
+    /// `peer` refused a call for a reason that waiting will not change (its
+    /// status: FAILED_PRECONDITION).
+    #[error("{peer} refused {rpc}: {}", .status.message())]
+    Refused {
+        /// Who refused.
+        peer: Role,
+        /// The RPC.
+        rpc: &'static str,
+        /// Its status.
+        #[source]
+        status: Status,
+    },
+
     // ---- Wrapped errors of the other crates ----------------------------
     /// A secure operator failed.
     #[error("secure computation: {0}")]
@@ -283,13 +320,43 @@ pub enum ServerError {
 
     // ---- Files, certificates, configuration: INTERNAL -------------------
     /// A weight share file is not valid.
-    #[error("weight share file{}: {source}", in_path(.path))]
+    #[error("{}{source}", in_path(.path))]
     ShareFile {
         /// The file, when read from one.
         path: Option<PathBuf>,
         /// What is wrong with it.
         #[source]
         source: ModelError,
+    },
+    /// A file does not match the split's record of it ([`crate::stamp`]).
+    #[error("{} is damaged: {problem}", .path.display())]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What differs, in words.
+        problem: String,
+    },
+    /// A share directory has no split record (`split.json`).
+    #[error(
+        "configuration: {} has no split.json, the record of the split's identifier and digests \
+         (the shares were split by an older mpcvit-server, or split.json was not copied with them): \
+         split the model again (mpcvit-server split --model MODEL --out OUT [--per-party]) and give \
+         each party its new directory, or record these shares as they are with \
+         mpcvit-server stamp --dir DIR, where DIR holds both halves (DIR/share-0.safetensors and \
+         DIR/share-1.safetensors, or DIR/party0/ and DIR/party1/)",
+        .dir.display()
+    )]
+    Unstamped {
+        /// The share file's directory.
+        dir: PathBuf,
+    },
+    /// A split record cannot be used.
+    #[error("{}: {problem}", .path.display())]
+    Stamp {
+        /// The record's file.
+        path: PathBuf,
+        /// What is wrong, in words.
+        problem: String,
     },
     /// A file could not be read or written.
     #[error("{op} {}: {source}", .path.display())]
@@ -397,10 +464,10 @@ pub enum ServerError {
     },
 }
 
-/// `" <path>"` for a share file's message, or nothing.
+/// `"<path>: "` for a share file's message, or nothing.
 fn in_path(path: &Option<PathBuf>) -> String {
     path.as_ref()
-        .map(|p| format!(" {}", p.display()))
+        .map(|p| format!("{}: ", p.display()))
         .unwrap_or_default()
 }
 
@@ -441,6 +508,7 @@ impl ServerError {
             E::TooLarge { .. } => Code::ResourceExhausted,
             E::DuplicateSession { .. } => Code::AlreadyExists,
             E::ShuttingDown { .. }
+            | E::DealerStopping
             | E::NotPaired { .. }
             | E::NotJoined { .. }
             | E::Closed { .. }
@@ -459,10 +527,13 @@ impl ServerError {
             E::LowOrderKey { peer: Role::Dealer } => Code::Unavailable,
             E::LowOrderKey { .. } => Code::InvalidArgument,
             E::WrongRole { .. }
+            | E::BadCertificate { .. }
             | E::RoleClaim { .. }
             | E::JoinedTwice { .. }
             | E::NoCredential { .. } => Code::Unauthenticated,
-            E::PlanMismatch { .. } => Code::FailedPrecondition,
+            E::PlanMismatch { .. } | E::SplitMismatch { .. } | E::Refused { .. } => {
+                Code::FailedPrecondition
+            }
             E::Mpc(e) => mpc_code(e),
             E::Model(ModelError::Mpc(e)) => mpc_code(e),
             E::Model(_) => Code::InvalidArgument,
@@ -472,6 +543,9 @@ impl ServerError {
                 c => c,
             },
             E::ShareFile { .. }
+            | E::Damaged { .. }
+            | E::Unstamped { .. }
+            | E::Stamp { .. }
             | E::Io { .. }
             | E::Tls { .. }
             | E::BadAddress { .. }
@@ -649,6 +723,7 @@ mod tests {
             (
                 ServerError::WrongRole {
                     caller: Role::Client,
+                    service: "party 1's peer port",
                 },
                 Code::Unauthenticated,
             ),

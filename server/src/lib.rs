@@ -9,6 +9,8 @@
 //!   threads.
 //! - [`dealer`]: seeds by X25519 per connection, then corrections only.
 //! - [`shares`]: the weight share file and the model owner's split.
+//! - [`stamp`]: the split's record (`split.json`): its identifier and the
+//!   digests a party checks its share file against.
 //! - [`files`]: writing key and share files (0600).
 //! - [`tls`]: certificates (rcgen), TLS configs, role checks.
 //! - [`bridge`]: mpc-core's synchronous `Channel` over a gRPC stream.
@@ -18,6 +20,8 @@
 //! - [`listen`]: accepting connections: TLS handshakes with a timeout,
 //!   idle timeout, a connection limit per listener, accept errors backed
 //!   off; refusals logged. [`limits`]: those bounds.
+//! - [`port_guard`]: a call to a service of another port (a client on the
+//!   peer port, a party on a client API) is PERMISSION_DENIED, naming both.
 //! - [`web`]: the client API for browsers: gRPC-web on a listener of its
 //!   own, web tokens, CORS for configured origins.
 //! - [`defaults`]: every default and fixed bound (timeouts, pool and buffer
@@ -41,7 +45,9 @@ pub mod listen;
 pub mod local;
 pub mod party;
 pub mod plan;
+pub mod port_guard;
 pub mod shares;
+pub mod stamp;
 pub mod telemetry;
 pub mod tls;
 pub mod web;

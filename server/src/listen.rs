@@ -155,7 +155,7 @@ fn per_connection(e: &io::Error) -> bool {
 /// At most [`Throttle::LINES`] log lines per [`Throttle::WINDOW`]; the next
 /// line after a quiet spell says how many were left out.
 #[derive(Debug, Default)]
-struct Throttle {
+pub(crate) struct Throttle {
     state: Mutex<ThrottleState>,
 }
 
@@ -171,7 +171,7 @@ impl Throttle {
     const WINDOW: Duration = crate::defaults::REFUSAL_LOG_WINDOW;
 
     /// `Some(lines left out since the last one)` if a line may be logged now.
-    fn allow(&self) -> Option<u64> {
+    pub(crate) fn allow(&self) -> Option<u64> {
         let mut st = self.state.lock().expect("throttle lock");
         let now = Instant::now();
         if st

@@ -3,6 +3,7 @@
 //! mode, tests and benchmarks. With [`LocalOptions::web`], each party also
 //! has a web listener ([`crate::web`]) on loopback, in plain HTTP.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,8 @@ use tokio::task::JoinHandle;
 use crate::dealer::{self, DealerConfig};
 use crate::defaults;
 use crate::error::ServerError;
-use crate::party::{self, PartyConfig, PartyListeners};
+use crate::party::{self, PartyConfig, PartyListeners, ServedModel};
+use crate::stamp::SplitId;
 use crate::tls::{CertBundle, Role, TlsMaterial};
 use crate::web::{WebConfig, WebTls, WebTokens};
 use model::secure::WeightShares;
@@ -105,7 +107,8 @@ async fn loopback() -> Result<(tokio::net::TcpListener, String), ServerError> {
 }
 
 impl LocalCluster {
-    /// Start the dealer and both parties, serving `models[p]` at party `p`.
+    /// Start the dealer and both parties, serving `models[p]` at party `p`
+    /// (the two parties' shares of a model are halves of one split).
     pub async fn start(
         models: [Vec<WeightShares>; 2],
         opts: LocalOptions,
@@ -141,8 +144,22 @@ impl LocalCluster {
             web_listeners = [Some(w0), Some(w1)];
             web_addrs = Some([wa0, wa1]);
         }
-        let [w0, w1] = web_listeners;
+        // The halves given are of one split (made in memory): a fresh
+        // identifier per model name, the same at both parties.
         let [m0, m1] = models;
+        let mut splits: HashMap<String, SplitId> = HashMap::new();
+        let mut served = |shares: Vec<WeightShares>| -> Vec<ServedModel> {
+            shares
+                .into_iter()
+                .map(|shares| {
+                    let name = shares.config().name.clone();
+                    let split = *splits.entry(name).or_insert_with(SplitId::random);
+                    ServedModel { shares, split }
+                })
+                .collect()
+        };
+        let (m0, m1) = (served(m0), served(m1));
+        let [w0, w1] = web_listeners;
         for (party, m, client, peer, web) in [
             (Party::P0, m0, c0, None, w0),
             (Party::P1, m1, c1, Some(p1), w1),

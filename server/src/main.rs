@@ -1,16 +1,17 @@
 //! `mpcvit-server --party 0|1 ...`, `mpcvit-server dealer`, `split`, `certs`, `health`,
-//! `web-token`.
+//! `stamp`, `web-token`.
 
 use clap::Parser;
 use mpcvit_server::cli::{
-    Cli, Command, finish, run_certs, run_dealer, run_health, run_party, run_split, run_web_token,
-    runtime,
+    Cli, Command, finish, run_certs, run_dealer, run_health, run_party, run_split, run_stamp,
+    run_web_token, runtime,
 };
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Split(a)) => run_split(a),
+        Some(Command::Stamp(a)) => run_stamp(a),
         Some(Command::Certs(a)) => run_certs(a),
         Some(Command::Dealer(a)) => on_runtime(run_dealer(a)),
         Some(Command::Health(a)) => on_runtime(run_health(a)),

@@ -2,11 +2,17 @@
 //!
 //! One CA signs every certificate; a certificate's role is its DNS subject
 //! alternative name: `dealer.mpcvit`, `party0.mpcvit`, `party1.mpcvit`,
-//! `client.mpcvit`. A TLS handshake without a certificate signed by the CA
-//! fails; then each service checks the caller's role ([`require_role`]):
-//! party 1's peer link accepts only party 0, the dealer only the parties, and
-//! the client API only clients (or a configured bearer token). Clients check
-//! a server's role through the TLS server name.
+//! `client.mpcvit`. On the internal links (party 1's peer port, the dealer)
+//! a TLS handshake without a certificate signed by the CA fails; then each
+//! service checks the caller's role ([`require_role`]): party 1's peer link
+//! accepts only party 0, the dealer only the parties. The client API takes
+//! the handshake with any certificate whose key the caller proves it holds,
+//! and verifies the chain against the CA per request ([`ClientCertCheck`],
+//! [`require_client`]): a refused certificate gets UNAUTHENTICATED with the
+//! reason (unknown CA, bad signature, expired, wrong role) instead of a
+//! connection closed under the client; only clients (or a configured bearer
+//! token) are served. Clients check a server's role through the TLS server
+//! name.
 //!
 //! `mpcvit-server certs --out DIR` writes `ca.pem` and `<role>.pem` /
 //! `<role>.key` for every role ([`CertBundle`]); the local mode makes the
@@ -20,9 +26,14 @@ use rcgen::{
     KeyPair, KeyUsagePurpose,
 };
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use tokio_rustls::rustls::client::danger::HandshakeSignatureValid;
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
-use tokio_rustls::rustls::{RootCertStore, ServerConfig};
+use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use tokio_rustls::rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::error::ServerError;
@@ -103,16 +114,12 @@ impl Drop for KeyedCert {
 impl KeyedCert {
     /// The certificate chain and the key, parsed.
     fn parse(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ServerError> {
-        let bad = |what: &'static str, e: &dyn std::fmt::Display| ServerError::Tls {
-            what,
-            reason: e.to_string(),
-        };
         let chain = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad("certificate", &e))?;
+            .map_err(|e| tls_error("certificate", &e))?;
         // Never the key's bytes in an error: only the parser's message.
         let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
-            .map_err(|e| bad("private key", &e))?;
+            .map_err(|e| tls_error("private key", &e))?;
         Ok((chain, key))
     }
 
@@ -121,19 +128,12 @@ impl KeyedCert {
     /// HTTP/2 or HTTP/1.1, whichever the browser offers.
     pub fn web_server(&self) -> Result<Arc<ServerConfig>, ServerError> {
         let (chain, key) = self.parse()?;
-        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-        let mut config = ServerConfig::builder_with_provider(provider)
+        let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| ServerError::Tls {
-                what: "protocol versions",
-                reason: e.to_string(),
-            })?
+            .map_err(|e| tls_error("protocol versions", &e))?
             .with_no_client_auth()
             .with_single_cert(chain, key)
-            .map_err(|e| ServerError::Tls {
-                what: "web certificate and key",
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| tls_error("web certificate and key", &e))?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
@@ -182,32 +182,43 @@ impl TlsMaterial {
         Identity::from_pem(&self.identity.cert_pem, &self.identity.key_pem)
     }
 
-    /// Server side: require a client certificate signed by the CA (with
-    /// `client_cert_optional`, accept a handshake without one: a bearer
-    /// token may stand in, and the service checks one or the other). For
-    /// [`crate::listen::tls`]; offers HTTP/2 only, as tonic's own would.
-    pub fn server(&self, client_cert_optional: bool) -> Result<Arc<ServerConfig>, ServerError> {
-        let bad = |what: &'static str, e: &dyn std::fmt::Display| ServerError::Tls {
-            what,
-            reason: e.to_string(),
-        };
+    /// The CA's verifier of client certificates.
+    fn client_verifier(&self) -> Result<Arc<dyn ClientCertVerifier>, ServerError> {
         let mut roots = RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
-            let c = c.map_err(|e| bad("CA certificate", &e))?;
-            roots.add(c).map_err(|e| bad("CA certificate", &e))?;
+            let c = c.map_err(|e| tls_error("CA certificate", &e))?;
+            roots.add(c).map_err(|e| tls_error("CA certificate", &e))?;
         }
-        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-        let verifier = if client_cert_optional {
-            verifier.allow_unauthenticated()
-        } else {
-            verifier
-        }
-        .build()
-        .map_err(|e| bad("client verifier", &e))?;
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| tls_error("client verifier", &e))
+    }
+
+    /// Server side of an internal link: require a client certificate signed
+    /// by the CA. For [`crate::listen::tls`]; offers HTTP/2 only, as tonic's
+    /// own would.
+    pub fn server(&self) -> Result<Arc<ServerConfig>, ServerError> {
+        self.server_with(self.client_verifier()?)
+    }
+
+    /// Server side of the client API: the handshake takes any client
+    /// certificate (or none), and the returned check verifies it against
+    /// the CA per request ([`require_client`]).
+    pub fn client_api_server(&self) -> Result<(Arc<ServerConfig>, ClientCertCheck), ServerError> {
+        let check = ClientCertCheck {
+            verifier: self.client_verifier()?,
+        };
+        let config = self.server_with(Arc::new(Deferred(check.verifier.clone())))?;
+        Ok((config, check))
+    }
+
+    fn server_with(
+        &self,
+        verifier: Arc<dyn ClientCertVerifier>,
+    ) -> Result<Arc<ServerConfig>, ServerError> {
+        let bad = tls_error;
         let (chain, key) = self.identity.parse()?;
-        let mut config = ServerConfig::builder_with_provider(provider)
+        let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| bad("protocol versions", &e))?
             .with_client_cert_verifier(verifier)
@@ -223,6 +234,130 @@ impl TlsMaterial {
             .ca_certificate(Certificate::from_pem(&self.ca_pem))
             .identity(self.identity())
             .domain_name(server.dns_name())
+    }
+}
+
+fn tls_error(what: &'static str, e: &dyn std::fmt::Display) -> ServerError {
+    ServerError::Tls {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+fn provider() -> Arc<tokio_rustls::rustls::crypto::CryptoProvider> {
+    Arc::new(tokio_rustls::rustls::crypto::ring::default_provider())
+}
+
+/// The client API's handshake: offers client authentication, takes a
+/// certificate without verifying its chain (the service does, per request,
+/// with [`ClientCertCheck`]), but checks the handshake's signature, so the
+/// caller holds the certificate's key.
+#[derive(Debug)]
+struct Deferred(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for Deferred {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, tokio_rustls::rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// Verifies a client API caller's certificate chain against the CA (the
+/// handshake took it unverified: [`TlsMaterial::client_api_server`]).
+#[derive(Clone)]
+pub struct ClientCertCheck {
+    verifier: Arc<dyn ClientCertVerifier>,
+}
+
+impl std::fmt::Debug for ClientCertCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientCertCheck")
+    }
+}
+
+impl ClientCertCheck {
+    /// `None` if the caller sent no certificate; else its role once its
+    /// chain verifies, or [`ServerError::BadCertificate`] with the reason.
+    pub fn verify<T>(&self, req: &tonic::Request<T>) -> Option<Result<Role, ServerError>> {
+        let certs = req.peer_certs()?;
+        let (leaf, rest) = certs.split_first()?;
+        let verified = self
+            .verifier
+            .verify_client_cert(leaf, rest, UnixTime::now())
+            .map_err(|e| ServerError::BadCertificate {
+                reason: certificate_problem(&e),
+            })
+            .and_then(|_| {
+                role_of(leaf).ok_or(ServerError::BadCertificate {
+                    reason: "it names none of the mpcvit roles".into(),
+                })
+            });
+        Some(verified)
+    }
+}
+
+/// Why a certificate was refused, in words.
+fn certificate_problem(e: &tokio_rustls::rustls::Error) -> String {
+    use tokio_rustls::rustls::Error as E;
+    match e {
+        E::InvalidCertificate(c) => match c {
+            CertificateError::UnknownIssuer => {
+                "it is not signed by this deployment's CA (unknown issuer): certificates of another deployment?".into()
+            }
+            CertificateError::BadSignature => {
+                "it is not signed by this deployment's CA: its signature does not verify with the CA's key (bad signature: another CA of the same name?)".into()
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "it has expired".into()
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "it is not valid yet".into()
+            }
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+                "it is not issued for client authentication".into()
+            }
+            CertificateError::BadEncoding => "it is not a well-formed certificate".into(),
+            other => format!("{other:?}"),
+        },
+        other => other.to_string(),
     }
 }
 
@@ -351,12 +486,8 @@ impl CertBundle {
     }
 }
 
-/// The role of the caller's certificate (leaf of the verified chain), if it
-/// has one of the roles' DNS names. The chain itself was verified against
-/// the CA during the handshake.
-pub fn caller_role<T>(req: &tonic::Request<T>) -> Option<Role> {
-    let certs = req.peer_certs()?;
-    let leaf = certs.first()?;
+/// The role a certificate names, if it has one of the roles' DNS names.
+fn role_of(leaf: &CertificateDer<'_>) -> Option<Role> {
     let cert = webpki::EndEntityCert::try_from(leaf).ok()?;
     Role::ALL.into_iter().find(|r| {
         let name = rustls_pki_types::ServerName::try_from(r.dns_name()).expect("valid DNS name");
@@ -364,25 +495,55 @@ pub fn caller_role<T>(req: &tonic::Request<T>) -> Option<Role> {
     })
 }
 
-/// Check that the caller holds a certificate of one of `allowed`.
-pub fn require_role<T>(req: &tonic::Request<T>, allowed: &[Role]) -> Result<Role, ServerError> {
+/// The role of the caller's certificate (leaf of the chain) on an internal
+/// link, whose handshake verified the chain against the CA
+/// ([`TlsMaterial::server`]).
+pub fn caller_role<T>(req: &tonic::Request<T>) -> Option<Role> {
+    role_of(req.peer_certs()?.first()?)
+}
+
+/// Internal links: check that the caller holds a certificate of one of
+/// `allowed`; `service` names this service in the refusal.
+pub fn require_role<T>(
+    req: &tonic::Request<T>,
+    allowed: &[Role],
+    service: &'static str,
+) -> Result<Role, ServerError> {
     match caller_role(req) {
         Some(r) if allowed.contains(&r) => Ok(r),
-        Some(caller) => Err(ServerError::WrongRole { caller }),
+        Some(caller) => Err(ServerError::WrongRole { caller, service }),
         None => Err(ServerError::NoCredential {
             needed: "a client certificate with an mpcvit role",
         }),
     }
 }
 
-/// Client API check: a client certificate, the configured bearer token, or
-/// a web token that the web listener checked ([`crate::web::WebClient`]).
-pub fn require_client<T>(req: &tonic::Request<T>, token: Option<&str>) -> Result<(), ServerError> {
-    if caller_role(req) == Some(Role::Client)
-        || req.extensions().get::<crate::web::WebClient>().is_some()
-    {
+/// Party 1's peer port, in refusals.
+pub const PEER_PORT: &str = "party 1's peer port (it serves party 0 only)";
+/// The dealer's port, in refusals.
+pub const DEALER_PORT: &str = "the dealer (it serves the parties only)";
+
+/// What the client API says it accepts, in refusals.
+pub const CLIENT_API: &str = "the client API (it serves client certificates)";
+
+/// Client API check: a web token that the web listener checked
+/// ([`crate::web::WebClient`]), a client certificate that verifies against
+/// the CA (`check`), or the configured bearer token. A certificate that does
+/// not verify is refused with the reason, token or not.
+pub fn require_client<T>(
+    req: &tonic::Request<T>,
+    token: Option<&str>,
+    check: &ClientCertCheck,
+) -> Result<(), ServerError> {
+    if req.extensions().get::<crate::web::WebClient>().is_some() {
         return Ok(());
     }
+    let role = match check.verify(req) {
+        Some(Ok(Role::Client)) => return Ok(()),
+        Some(Ok(role)) => Some(role),
+        Some(Err(e)) => return Err(e),
+        None => None,
+    };
     if let Some(token) = token {
         let given = req
             .metadata()
@@ -392,13 +553,19 @@ pub fn require_client<T>(req: &tonic::Request<T>, token: Option<&str>) -> Result
         if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
             return Ok(());
         }
-        return Err(ServerError::NoCredential {
-            needed: "a client certificate or a valid bearer token is required",
-        });
     }
-    Err(ServerError::NoCredential {
-        needed: "a client certificate is required",
-    })
+    match (role, token) {
+        (Some(caller), _) => Err(ServerError::WrongRole {
+            caller,
+            service: CLIENT_API,
+        }),
+        (None, Some(_)) => Err(ServerError::NoCredential {
+            needed: "a client certificate or a valid bearer token is required",
+        }),
+        (None, None) => Err(ServerError::NoCredential {
+            needed: "a client certificate is required",
+        }),
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

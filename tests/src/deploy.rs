@@ -109,7 +109,8 @@ impl Deployment {
                 have,
                 [
                     "manifest.json".to_string(),
-                    format!("share-{p}.safetensors")
+                    format!("share-{p}.safetensors"),
+                    "split.json".to_string()
                 ]
             );
         }
@@ -172,9 +173,11 @@ impl Deployment {
     /// replaces these defaults (a flag given twice is refused).
     pub fn party_command(&self, p: usize, extra: &[&str]) -> Command {
         let (peer_listen, peer) = (self.peer_addr(), self.peer_addr());
+        let dealer = self.addr(0);
         let defaults = [
             ("--peer-listen", peer_listen.as_str()),
             ("--peer", peer.as_str()),
+            ("--dealer", dealer.as_str()),
             ("--join-timeout", "3"),
             ("--recv-timeout", "5"),
             ("--pool-wait", "10"),
@@ -186,7 +189,6 @@ impl Deployment {
             .arg(self.dir.join(format!("certs/party{p}")))
             .args(["--listen", &self.addr(1 + p)])
             .args(["--health-listen", &self.addr(HEALTH + 1 + p)])
-            .args(["--dealer", &self.addr(0)])
             .args(
                 defaults
                     .into_iter()

@@ -113,6 +113,12 @@ impl Load {
         Load { stop, tasks }
     }
 
+    /// Send no new request (those in flight go on); [`Load::stop`]
+    /// collects them.
+    pub fn stop_sending(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
     /// Stop sending (the requests in flight finish) and collect every
     /// client's outcomes, in the order each client sent them.
     pub async fn stop(mut self) -> Vec<Outcome> {

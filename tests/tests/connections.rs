@@ -2,7 +2,8 @@
 //! `--max-connections`): idle connections and stalled TLS handshakes are
 //! closed, a listener holds no more than its limit, an honest client still
 //! gets through, and refused handshakes and requests leave a log line; out
-//! of file descriptors, a party backs off instead of spinning.
+//! of file descriptors, a party backs off instead of spinning. Refused
+//! certificates and calls on the wrong port get their codes and reasons.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -92,14 +93,16 @@ async fn idle_and_stalled_connections_are_bounded_and_closed() {
     let tls = TlsMaterial::load(&d.dir.join("certs/client"), Role::Client).unwrap();
     assert_eq!(list_models(&api, tls).await.unwrap().party, 0);
 
-    // A client certificate from another CA: the handshake is refused, and
-    // logged. A party's certificate on the client API: the request is
-    // refused, and logged.
+    // A client of another deployment (it trusts another CA): the handshake
+    // is refused, and logged. A party's certificate on the client API: the
+    // request is refused, and logged.
     let foreign = CertBundle::generate().unwrap();
-    let mut forged = foreign.material(Role::Client);
-    forged.ca_pem = std::fs::read_to_string(d.dir.join("certs/client/ca.pem")).unwrap();
     let r = async {
-        let c = Client::connect([&api, &api], &ClientAuth::Cert(forged)).await?;
+        let c = Client::connect(
+            [&api, &api],
+            &ClientAuth::Cert(foreign.material(Role::Client)),
+        )
+        .await?;
         c.models().await
     }
     .await;
@@ -203,4 +206,120 @@ async fn out_of_descriptors_backs_off_then_serves() {
         served.elapsed().as_secs_f64() * 1e3
     );
     assert!(d.logs("party0").contains("out of file descriptors?"));
+}
+
+/// A channel to `addr` as the holder of `tls`, expecting a server of role
+/// `server`.
+async fn channel(addr: &str, tls: &TlsMaterial, server: Role) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls.client(server))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Every refusal has its code and says why, and the server logs it: a
+/// client certificate of another CA (UNAUTHENTICATED, "not signed by this
+/// deployment's CA", where the connection used to close under the
+/// request), a client holding another deployment's files (its own refusal
+/// of the party's certificate, UNAUTHENTICATED and what it means, not a
+/// bare "transport error"), party 0's certificate on a client API
+/// (UNAUTHENTICATED naming that certificate's role, not "a client
+/// certificate is required"), a client on party 1's peer port and a party
+/// on a client API (PERMISSION_DENIED naming the port, not an empty
+/// UNIMPLEMENTED).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_certificates_and_wrong_ports_get_their_codes_and_reasons() {
+    let d = Deployment::new("refusals");
+    let _p1 = d.party(1, &[]);
+    let _p0 = d.party(0, &[]);
+    d.wait_health(1, "", true).await;
+    d.wait_health(2, "", true).await;
+    let (api0, api1, peer) = (d.addr(1), d.addr(2), d.peer_addr());
+    let certs =
+        |role: &str, r: Role| TlsMaterial::load(&d.dir.join("certs").join(role), r).unwrap();
+    let ours = certs("client", Role::Client);
+    let foreign = CertBundle::generate().unwrap();
+
+    // A client certificate of another CA, with this deployment's CA file.
+    let mut forged = foreign.material(Role::Client);
+    forged.ca_pem = ours.ca_pem.clone();
+    let e = Client::connect([&api0, &api1], &ClientAuth::Cert(forged))
+        .await
+        .unwrap()
+        .models()
+        .await
+        .unwrap_err();
+    println!("connections: foreign client certificate: {e}");
+    assert_eq!(e.code(), Some(Code::Unauthenticated), "{e}");
+    assert!(
+        e.to_string().contains("not signed by this deployment's CA"),
+        "{e}"
+    );
+
+    // Another deployment's files altogether: the client refuses the party.
+    let e = Client::connect(
+        [&api0, &api1],
+        &ClientAuth::Cert(foreign.material(Role::Client)),
+    )
+    .await
+    .unwrap_err();
+    println!("connections: another deployment's client files: {e}");
+    assert_eq!(e.code(), Some(Code::Unauthenticated), "{e}");
+    assert!(e.to_string().contains("ca.pem"), "{e}");
+
+    // Party 0's certificate used as a client's.
+    let e = list_models(&api0, certs("party0", Role::Party(0)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert!(
+        e.message().contains("party0.mpcvit") && e.message().contains("client API"),
+        "{e:?}"
+    );
+
+    // A client on party 1's peer port, as the client library sees it.
+    let e = Client::connect([&api0, &peer], &ClientAuth::Cert(ours.clone()))
+        .await
+        .unwrap()
+        .models()
+        .await
+        .unwrap_err();
+    println!("connections: a client on party 1's peer port: {e}");
+    assert_eq!(e.code(), Some(Code::PermissionDenied), "{e}");
+    assert!(e.to_string().contains("peer port"), "{e}");
+
+    // Party 0 on party 1's client API.
+    let ch = channel(&api1, &certs("party0", Role::Party(0)), Role::Party(1)).await;
+    let frames = tokio_stream::iter(vec![mpcvit_proto::v1::PeerFrame::default()]);
+    let e = mpcvit_proto::v1::peer_link_client::PeerLinkClient::new(ch)
+        .pair(frames)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(
+        e.message().contains("party 1's client API") && e.message().contains("peer port"),
+        "{e:?}"
+    );
+
+    // Each refusal is in the refusing party's log.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (l0, l1) = (d.logs("party0"), d.logs("party1"));
+        let refused = |l: &str, what: &str| l.contains("request refused") && l.contains(what);
+        if refused(&l0, "not signed by this deployment's CA")
+            && refused(&l0, "party0.mpcvit")
+            && refused(&l1, "mpcvit.v1.Inference/ListModels")
+            && refused(&l1, "mpcvit.v1.PeerLink/Pair")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "missing log lines: party 0: {l0}\nparty 1: {l1}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -5,10 +5,12 @@
 //! this process. End to end against the plaintext model, the health ports
 //! (`--health-listen`, probed with `mpcvit-server health`), then faults: the
 //! peer dies mid-inference and comes back; the dealer dies and the pool
-//! drains; SIGTERM to each process while paired, and under load.
+//! drains; SIGTERM to each process while paired, and under load; SIGTERM
+//! to the dealer while it deals, with no request lost.
 
 use std::time::{Duration, Instant};
 
+use mpcvit_bench::{LinkSpec, Relay};
 use mpcvit_e2e::deploy::{Deployment, check_correct, exits_within, ready};
 use mpcvit_e2e::load::{Load, reference_images, tally};
 use mpcvit_e2e::png;
@@ -220,4 +222,75 @@ async fn sigterm_of_each_role_under_load_then_a_replacement_serves() {
         );
     }
     check_correct(&d.client().await, &ready(&client).await, 220..222).await;
+}
+
+/// Each party's link to the dealer in the drain test: slow enough (a
+/// `small` batch, 0.57 MB per party, takes about 0.2 s) that sessions wait
+/// for batches as they stream in, so the signal always finds batches
+/// being delivered.
+const SLOW_DEALER_LINK: LinkSpec = LinkSpec {
+    one_way_delay: Duration::ZERO,
+    bits_per_second: Some(20e6),
+};
+
+/// SIGTERM of the dealer while 2 clients keep it dealing through a slow
+/// link (one batch kept ready: sessions take batches as they stream in):
+/// the dealer drains, dealing the batches the parties asked for before its
+/// streams end, so every request in flight at the signal gets its right
+/// answer (before, a session whose batch was cut off failed: "correlated
+/// randomness did not arrive: the dealer's stream for this batch ended").
+/// The dealer exits with success within [`EXIT_WITHIN`], and a replacement
+/// serves within [`RECOVER_WITHIN`]; three rounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_the_dealer_mid_dealing_loses_no_request() {
+    let d = Deployment::new("dealer-drain");
+    let mut dealer = d.dealer();
+    let relay = Relay::start("127.0.0.1:0", &d.addr(0), SLOW_DEALER_LINK)
+        .await
+        .unwrap();
+    let via_relay = relay.local_addr().to_string();
+    let flags = ["--pool", "1", "--dealer", &via_relay];
+    let _p1 = d.party(1, &flags);
+    let _p0 = d.party(0, &flags);
+    let client = d.client().await;
+    let m = ready(&client).await;
+    let images = reference_images(6, 300);
+    for round in 0..3 {
+        let load = Load::start(&d, &m, &images, 2, ANSWER_WITHIN).await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        // No request after the signal: each one in flight meets it.
+        load.stop_sending();
+        dealer.terminate().unwrap();
+        let status = exits_within(&mut dealer, EXIT_WITHIN);
+        assert!(status.success(), "the dealer exited with {status}");
+        let outcomes = load.stop().await;
+        let what = format!("processes: SIGTERM of the dealer mid-dealing, round {round}");
+        let t = tally(&outcomes, &[Code::Unavailable, Code::Aborted], &what);
+        println!(
+            "{what}: {} requests, {} right, {} failed",
+            outcomes.len(),
+            t.answers,
+            t.failures
+        );
+        assert_eq!(t.failures, 0, "{what}: a request failed");
+        assert!(d.logs("dealer").contains("drained"), "{}", d.logs("dealer"));
+        dealer = d.dealer();
+        // The next round starts once party 0 paired through the new dealer
+        // (until then it serves from the drained pairing's pool, and a
+        // request after that pool ran dry is refused UNAVAILABLE).
+        let deadline = Instant::now() + RECOVER_WITHIN;
+        while d
+            .logs("party0")
+            .matches("new pairing replaces the drained one")
+            .count()
+            <= round
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no pairing through the new dealer"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        d.serves_within(RECOVER_WITHIN).await;
+    }
 }

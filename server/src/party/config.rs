@@ -7,8 +7,19 @@ use mpc_core::Party;
 
 use crate::defaults;
 use crate::limits::ConnLimits;
+use crate::stamp::SplitId;
 use crate::tls::TlsMaterial;
 use crate::web::WebConfig;
+
+/// One model a party serves: its share and the split it comes from (the
+/// other party must hold the other half of the same split).
+#[derive(Debug)]
+pub struct ServedModel {
+    /// This party's share.
+    pub shares: WeightShares,
+    /// The split's identifier ([`crate::stamp`]).
+    pub split: SplitId,
+}
 
 /// Everything a party needs besides its listeners.
 #[derive(Debug)]
@@ -16,7 +27,7 @@ pub struct PartyConfig {
     /// Which party this is.
     pub party: Party,
     /// This party's share of every model it serves.
-    pub models: Vec<WeightShares>,
+    pub models: Vec<ServedModel>,
     /// Party 0: address of party 1's peer port.
     pub peer_addr: Option<String>,
     /// Address of the dealer.
@@ -56,7 +67,7 @@ impl PartyConfig {
     /// addresses and TLS.
     pub fn new(
         party: Party,
-        models: Vec<WeightShares>,
+        models: Vec<ServedModel>,
         dealer_addr: String,
         tls: TlsMaterial,
     ) -> Self {

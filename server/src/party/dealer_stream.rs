@@ -5,7 +5,8 @@
 //! Framing: every chunk names its batch; batches come in order, each ends
 //! with a chunk marked `last`, and each has exactly as many bytes as this
 //! party's share of its plan ([`mpc_core::Request::dealer_bytes`]). Anything
-//! else ends the stream, and the pool is told the dealer is lost.
+//! else ends the stream, and the pool is told the dealer is lost; a batch
+//! the stream ended inside is set aside, unless a session took it already.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -246,6 +247,14 @@ impl DealerReader {
         };
         if let Some(store) = self.store.upgrade() {
             warn!(reason = %reason, "dealer link lost");
+            // A batch cut short is set aside: no session may take material
+            // that will never arrive whole (one that took it already fails).
+            if current.is_some() && store.set_aside(next) {
+                warn!(
+                    batch = next,
+                    "the dealer's stream ended inside a batch: batch set aside"
+                );
+            }
             store.dealer_lost(reason);
         }
     }

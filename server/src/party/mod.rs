@@ -59,7 +59,7 @@ use tonic::transport::Channel;
 
 use crate::error::ServerError;
 
-pub use config::{PartyConfig, PartyListeners};
+pub use config::{PartyConfig, PartyListeners, ServedModel};
 pub use run::serve;
 pub use service::PartyService;
 
@@ -74,6 +74,9 @@ struct Shared {
     fp: FixedPoint,
     models: HashMap<String, Arc<pairing::ModelEntry>>,
     client_token: Option<String>,
+    /// Verifies client certificates per request (the client API's
+    /// handshake takes them unverified, so a refusal can say why).
+    client_certs: crate::tls::ClientCertCheck,
     pool_target: u64,
     pool_buffer_bytes: usize,
     join_timeout: Duration,

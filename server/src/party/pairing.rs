@@ -29,7 +29,8 @@ use crate::defaults::MAX_INTERNAL_MESSAGE;
 use crate::error::ServerError;
 use crate::hex;
 use crate::plan::ModelPlans;
-use crate::tls::{Role, require_role};
+use crate::stamp::SplitId;
+use crate::tls::{PEER_PORT, Role, require_role};
 
 /// A live pairing: the prepared model and its pool.
 pub(super) struct Epoch {
@@ -61,6 +62,8 @@ pub(super) struct ModelEntry {
     pub params: SecureParams,
     pub plans: ModelPlans,
     pub digest: [u8; 32],
+    /// The split this party's share comes from.
+    pub split: SplitId,
     pub input_len: usize,
     pub output_len: usize,
     pub epochs: Mutex<EpochSet>,
@@ -167,12 +170,13 @@ impl Shared {
     }
 
     /// Party 1: check party 0's `Pair` request: its certificate, the
-    /// header, the model and the digest of its plans.
+    /// header, the model, the digest of its plans, and that its share is
+    /// the other half of this party's split.
     pub(super) async fn admit_pairing(
         &self,
         req: RpcRequest<Streaming<PeerFrame>>,
     ) -> Result<(Arc<ModelEntry>, [u8; 16], Streaming<PeerFrame>), ServerError> {
-        require_role(&req, &[Role::Party(0)])?;
+        require_role(&req, &[Role::Party(0)], PEER_PORT)?;
         self.refuse_if_stopping()?;
         let mut incoming = req.into_inner();
         let peer_frame::Kind::Pair(h) = first_frame(&mut incoming, "Pair").await? else {
@@ -184,6 +188,7 @@ impl Shared {
         let (entry, id) = admission::pair_header(&h, |name| {
             self.models.get(name).map(|e| (e.clone(), e.digest))
         })?;
+        admission::same_split(&h, &entry.name, entry.split)?;
         Ok((entry, id, incoming))
     }
 
@@ -244,6 +249,7 @@ impl Shared {
             model: entry.name.clone(),
             pairing_id: id.to_vec(),
             plan_digest: entry.digest.to_vec(),
+            split_id: entry.split.0.to_vec(),
         }))))
         .await
         .map_err(|_| ServerError::ChannelClosed {
@@ -253,10 +259,18 @@ impl Shared {
             .peer_client()
             .pair(out.map_while(Result::ok))
             .await
-            .map_err(|status| ServerError::Unreachable {
-                peer: Role::Party(1),
-                rpc: "Pair",
-                status,
+            .map_err(|status| match status.code() {
+                // A mismatch (splits, plans): retrying will not change it.
+                tonic::Code::FailedPrecondition => ServerError::Refused {
+                    peer: Role::Party(1),
+                    rpc: "Pair",
+                    status,
+                },
+                _ => ServerError::Unreachable {
+                    peer: Role::Party(1),
+                    rpc: "Pair",
+                    status,
+                },
             })?;
         let mut rx = bridge::pump(resp.into_inner());
         expect_ack(&mut rx, self.join_timeout, Acked::Pairing).await?;

@@ -142,6 +142,14 @@ impl PoolStore {
         }
     }
 
+    /// Batch `id` will never arrive whole (the dealer's stream ended inside
+    /// it): drop it unless a session took it already. Whether it was there.
+    pub fn set_aside(&self, id: u64) -> bool {
+        let removed = lock(&self.state).batches.remove(&id).is_some();
+        self.bump();
+        removed
+    }
+
     /// The dealer stream ended for `reason`: sessions waiting for a batch
     /// fail once the pool is empty.
     pub fn dealer_lost(&self, reason: String) {

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use model::SecureParams;
-use model::secure::WeightShares;
 use mpc_core::Party;
 use mpcvit_proto::v1::inference_server::InferenceServer;
 use mpcvit_proto::v1::peer_link_server::PeerLinkServer;
@@ -16,7 +15,7 @@ use tonic::transport::Endpoint;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::pairing::ModelEntry;
-use super::{PartyConfig, PartyListeners, PartyService, Shared};
+use super::{PartyConfig, PartyListeners, PartyService, ServedModel, Shared};
 use crate::defaults::{
     CLIENT_KEEPALIVE_INTERVAL, CLIENT_KEEPALIVE_TIMEOUT, CLOSE_GRACE, CONNECT_TIMEOUT,
     CONNECTION_WINDOW, MAX_INTERNAL_MESSAGE, STREAM_WINDOW,
@@ -24,6 +23,7 @@ use crate::defaults::{
 use crate::error::ServerError;
 use crate::https_url;
 use crate::plan::ModelPlans;
+use crate::port_guard::PortGuardLayer;
 use crate::tls::{Role, TlsMaterial};
 
 /// An outgoing connection to `addr`, whose certificate must have `role`.
@@ -46,13 +46,13 @@ fn endpoint(addr: &str, tls: &TlsMaterial, role: Role) -> Result<Endpoint, Serve
 /// The served models: each share checked against this build's fixed point,
 /// its correlation plans recorded (on a blocking thread) and digested.
 async fn load_models(
-    shares_of_models: Vec<WeightShares>,
+    served: Vec<ServedModel>,
     party: Party,
     params: SecureParams,
     pairings_changed: &Arc<watch::Sender<u64>>,
 ) -> Result<HashMap<String, Arc<ModelEntry>>, ServerError> {
     let mut models = HashMap::new();
-    for shares in shares_of_models {
+    for ServedModel { shares, split } in served {
         let cfg = shares.config().clone();
         let name = cfg.name.clone();
         if shares.frac_bits() != params.fp.frac_bits {
@@ -73,6 +73,7 @@ async fn load_models(
         let digest = plans.digest(&manifest_json);
         info!(
             model = %name,
+            %split,
             prepare_requests = plans.prepare.len(),
             online_requests = plans.online.len(),
             dealer_bytes_per_inference = plans.online_dealer_bytes(party),
@@ -87,6 +88,7 @@ async fn load_models(
             params,
             plans,
             digest,
+            split,
             epochs: Mutex::default(),
             epochs_version: pairings_changed.clone(),
         };
@@ -133,11 +135,13 @@ pub async fn serve(
     let (stop_tx, stop) = watch::channel(false);
     let (end_tx, end_pairings) = watch::channel(false);
     let (close_tx, close) = watch::channel(false);
+    let (client_tls, client_certs) = config.tls.client_api_server()?;
     let shared = Arc::new(Shared {
         party,
         fp: params.fp,
         models,
         client_token: config.client_token.clone(),
+        client_certs,
         pool_target: config.pool_target.max(1),
         pool_buffer_bytes: config.pool_buffer_bytes.clamp(1, u32::MAX as usize),
         join_timeout: config.join_timeout,
@@ -206,13 +210,19 @@ pub async fn serve(
     };
     let client_addr: Option<SocketAddr> = listeners.client.local_addr().ok();
     info!(party = party.index(), ?client_addr, "client API listening");
-    let client_tls = config.tls.server(config.client_token.is_some())?;
     let client_srv = limits
         .server_builder()
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(CONNECTION_WINDOW))
         .layer(tower::util::MapResponseLayer::new(
             crate::error::fix_transport_status,
+        ))
+        .layer(PortGuardLayer::new(
+            match party {
+                Party::P0 => "party 0's client API",
+                Party::P1 => "party 1's client API",
+            },
+            &["/mpcvit.v1.Inference/", "/grpc.health.v1.Health/"],
         ))
         .add_service(health)
         .add_service(
@@ -246,13 +256,17 @@ pub async fn serve(
                     .server_builder()
                     .initial_stream_window_size(Some(STREAM_WINDOW))
                     .initial_connection_window_size(Some(CONNECTION_WINDOW))
+                    .layer(PortGuardLayer::new(
+                        "party 1's peer port",
+                        &["/mpcvit.v1.PeerLink/"],
+                    ))
                     .add_service(
                         PeerLinkServer::new(service.clone())
                             .max_decoding_message_size(MAX_INTERNAL_MESSAGE)
                             .max_encoding_message_size(MAX_INTERNAL_MESSAGE),
                     )
                     .serve_with_incoming_shutdown(
-                        crate::listen::tls(l, config.tls.server(false)?, limits, "peer link"),
+                        crate::listen::tls(l, config.tls.server()?, limits, "peer link"),
                         wait_stop(close.clone()),
                     )
                     .await

@@ -25,7 +25,7 @@ use crate::bridge::{self, PeerStream};
 use crate::defaults::HEADER_TIMEOUT;
 use crate::error::ServerError;
 use crate::hex;
-use crate::tls::{Role, require_client, require_role};
+use crate::tls::{PEER_PORT, Role, require_client, require_role};
 
 /// The party's gRPC services (client API and peer link share the state).
 #[derive(Clone)]
@@ -45,7 +45,8 @@ impl Inference for PartyService {
         &self,
         req: RpcRequest<ListModelsRequest>,
     ) -> Result<Response<ListModelsResponse>, Status> {
-        require_client(&req, self.shared.client_token.as_deref())
+        let sh = &self.shared;
+        require_client(&req, sh.client_token.as_deref(), &sh.client_certs)
             .map_err(|e| e.refuse("ListModels", req.remote_addr()))?;
         let mut models: Vec<ModelInfo> = self
             .shared
@@ -177,7 +178,7 @@ impl PeerLink for PartyService {
     ) -> Result<Response<Self::SessionStream>, Status> {
         let remote = req.remote_addr();
         let refuse = |e: ServerError| e.refuse("Session", remote);
-        require_role(&req, &[Role::Party(0)]).map_err(refuse)?;
+        require_role(&req, &[Role::Party(0)], PEER_PORT).map_err(refuse)?;
         let mut incoming = req.into_inner();
         let header = first_frame(&mut incoming, "Session")
             .await

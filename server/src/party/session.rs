@@ -164,7 +164,7 @@ impl Shared {
         &self,
         req: RpcRequest<InferRequest>,
     ) -> Result<(Arc<ModelEntry>, [u8; 16], Share), ServerError> {
-        require_client(&req, self.client_token.as_deref())?;
+        require_client(&req, self.client_token.as_deref(), &self.client_certs)?;
         self.refuse_if_stopping()?;
         let a = admission::infer(req.into_inner(), |name| {
             self.models.get(name).map(|e| (e.clone(), e.input_len))
