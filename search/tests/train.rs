@@ -2,15 +2,21 @@
 
 mod common;
 
+use candle_core::Tensor;
 use model::AttnKind;
 use search::train::{self, ArchOptim, Objective, RunOptions, TrainConfig, Trainer};
 use search::vit::{SearchSpace, Vit};
 
+/// The first `n` training images of Fashion-MNIST and their labels, as one batch.
+fn first_batch(n: usize) -> (Tensor, Tensor) {
+    let data = common::fashion_mnist(n, 0);
+    let idx: Vec<usize> = (0..n).collect();
+    train::batch_tensors(&data.train, &idx, &data.norm, None).unwrap()
+}
+
 #[test]
 fn training_steps_decrease_the_loss_on_real_data() {
-    let data = common::fashion_mnist(128, 0);
-    let idx: Vec<usize> = (0..128).collect();
-    let (x, y) = train::batch_tensors(&data.train, &idx, &data.norm, None).unwrap();
+    let (x, y) = first_batch(128);
     for (kind, space) in [
         (AttnKind::Softmax, SearchSpace::default()),
         (
@@ -55,9 +61,7 @@ fn training_steps_decrease_the_loss_on_real_data() {
 
 #[test]
 fn distillation_from_a_teacher_trains() {
-    let data = common::fashion_mnist(64, 0);
-    let idx: Vec<usize> = (0..64).collect();
-    let (x, y) = train::batch_tensors(&data.train, &idx, &data.norm, None).unwrap();
+    let (x, y) = first_batch(64);
     let teacher = Vit::new(
         &common::tiny_config(AttnKind::Softmax),
         SearchSpace::default(),
@@ -194,9 +198,7 @@ fn resume_restores_epoch_step_and_weights() {
 
 #[test]
 fn a_projected_search_keeps_alpha_and_beta_in_their_domain() {
-    let data = common::fashion_mnist(64, 0);
-    let idx: Vec<usize> = (0..64).collect();
-    let (x, y) = train::batch_tensors(&data.train, &idx, &data.norm, None).unwrap();
+    let (x, y) = first_batch(64);
     let space = SearchSpace {
         alpha: true,
         beta: true,
@@ -248,9 +250,7 @@ fn a_projected_search_keeps_alpha_and_beta_in_their_domain() {
 
 #[test]
 fn a_budget_raises_the_penalty_above_its_target_and_lowers_it_below() {
-    let data = common::fashion_mnist(64, 0);
-    let idx: Vec<usize> = (0..64).collect();
-    let (x, y) = train::batch_tensors(&data.train, &idx, &data.norm, None).unwrap();
+    let (x, y) = first_batch(64);
     let space = SearchSpace {
         alpha: true,
         beta: false,
