@@ -36,7 +36,7 @@ pub fn bundled_model() -> Result<model::Model, model::ModelError> {
 }
 
 /// The ring elements this client shares for an image: the model's
-/// preprocessing ([`model::preprocess`]), then each value encoded in fixed
+/// preprocessing ([`model::preprocess()`]), then each value encoded in fixed
 /// point (`round(x · 2^f)`, ties away from zero, as a two's-complement
 /// `u64`).
 pub fn fixed_point_input(

@@ -154,7 +154,7 @@ pub struct PartyArgs {
     #[arg(long, env = "MPCVIT_WEB_TOKENS")]
     pub web_tokens: Option<PathBuf>,
     /// An origin whose pages may call the web listener (CORS), as
-    /// scheme://host[:port]. Repeat (or separate by commas) for several.
+    /// `scheme://host[:port]`. Repeat (or separate by commas) for several.
     #[arg(long = "web-origin", env = "MPCVIT_WEB_ORIGINS", value_delimiter = ',')]
     pub web_origins: Vec<String>,
     /// The web listener's certificate chain (PEM), the one browsers verify

@@ -11,7 +11,7 @@
 //! every batch the parties ask for (a batch it has started always, a new one
 //! only within the grace period, [`DealerConfig::shutdown_grace`]), and ends
 //! each party's stream with UNAVAILABLE, between two batches, once the
-//! parties asked for nothing more for [`DRAIN_QUIET`]. A session never loses the
+//! parties asked for nothing more for `DRAIN_QUIET`. A session never loses the
 //! batch it took because the dealer is stopping; the parties serve on from
 //! their pools and pair again with whichever dealer takes over.
 

@@ -3,7 +3,7 @@
 //! services it serves; a call to one of mpcvit's other services is answered
 //! PERMISSION_DENIED, naming this port and the port that serves it, and
 //! logged with the caller's address (throttled, as refused connections
-//! are: [`crate::listen::Throttle`]). Paths of no mpcvit service pass on to
+//! are: `listen::Throttle`). Paths of no mpcvit service pass on to
 //! tonic (UNIMPLEMENTED).
 
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //!
 //! Browsers speak gRPC-web (HTTP/1.1 or HTTP/2, `application/grpc-web+proto`)
 //! and present no client certificate, so a party that is given a web
-//! listener ([`WebConfig`]) serves its one [`Inference`] implementation
+//! listener ([`WebConfig`]) serves its one `Inference` implementation
 //! there a second time, behind three layers:
 //!
 //! - **CORS** (tower-http): the preflight and the response headers allow the
