@@ -31,8 +31,8 @@ TEACHER_INIT=${TEACHER_INIT:-models/fashion-mnist-softmax}
 TEACHER_EPOCHS=${TEACHER_EPOCHS:-30}
 SEARCH_EPOCHS=${SEARCH_EPOCHS:-6}
 RETRAIN_EPOCHS=${RETRAIN_EPOCHS:-10}
-# The search's settings (search/README.md, "Search settings").
-SEARCH_ARGS=${SEARCH_ARGS:-"--lambda 1e-3 --lambda-beta 1e-4 --arch-lr-scale 10 --clamp"}
+# The search's settings (search/README.md, "A search that decides").
+SEARCH_ARGS=${SEARCH_ARGS:-"--lambda 0.1 --lambda-beta 1e-4 --arch-lr-scale 10 --clamp --budget-rate 0.01"}
 # mimalloc keeps freed tensor memory (13% less CPU time); one rayon thread is
 # faster than two on a machine whose other core is busy.
 export MIMALLOC_PURGE_DELAY=${MIMALLOC_PURGE_DELAY:--1}
@@ -86,7 +86,7 @@ search() {
   shift 3
   # shellcheck disable=SC2086 # SEARCH_ARGS is a list of flags
   step "$name" keep search --init "$RUNS/teacher" --epochs "$SEARCH_EPOCHS" \
-    --lr 5e-4 --warmup-epochs 0 --seed "$seed" --target-mu "$mu" $SEARCH_ARGS "$@"
+    --lr 5e-4 --min-lr 5e-4 --warmup-epochs 0 --seed "$seed" --target-mu "$mu" $SEARCH_ARGS "$@"
 }
 # retrain NAME SEARCH [ARGS...]: KD retraining of a binarised search (its weights).
 retrain() {
