@@ -449,17 +449,6 @@ impl CostFile {
     }
 }
 
-/// A fraction μ of ReLU-softmax heads, checked: a finite number in `[0, 1]`.
-pub fn check_mu(mu: f64) -> Result<f64> {
-    if mu.is_finite() && (0.0..=1.0).contains(&mu) {
-        Ok(mu)
-    } else {
-        Err(Error::Unsupported(format!(
-            "μ = {mu} is impossible: the fraction of ReLU-Softmax heads is between 0 and 1"
-        )))
-    }
-}
-
 /// Parses a head mask for a network of `depth × heads` whose own table is `own`:
 ///
 /// - `model`: `own`; `softmax`, `relu-softmax` (μ = 1), `scale-attn` (μ = 0): every head;

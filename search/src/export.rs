@@ -26,6 +26,18 @@ pub(crate) fn top_k(values: &[f32], k: usize) -> Vec<usize> {
     idx
 }
 
+/// A ratio (μ, or the GeLU keep ratio) given as `what`, checked: a number in `[0, 1]`
+/// (NaN and infinities refused), or an error naming `what` and the value.
+pub fn check_ratio(what: &str, value: f64) -> Result<f64> {
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(crate::Error::Unsupported(format!(
+            "{what} {value}: a ratio must lie in [0, 1]"
+        )))
+    }
+}
+
 /// Number of heads kept as ReLU-Softmax for ratio `mu` out of `total`.
 pub fn kept(mu: f64, total: usize) -> usize {
     ((mu.clamp(0.0, 1.0) * total as f64).round() as usize).min(total)

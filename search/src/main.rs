@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use model::{AttnKind, Model, ModelConfig};
 use search::data::{DatasetKind, Splits};
 use search::export::{
-    binarize_alpha, binarized, binarized_by, describe, export_dir, kept, random_alpha,
+    binarize_alpha, binarized, binarized_by, check_ratio, describe, export_dir, kept, random_alpha,
 };
 use search::train::{self, EpochStats, Objective, RunOptions, TrainConfig};
 use search::vit::{SearchSpace, Vit, init_weights};
@@ -887,17 +887,6 @@ fn agree(searches: &[PathBuf], mus: &[f64]) -> Result<()> {
     Ok(())
 }
 
-/// A ratio (μ, or the GeLU keep ratio) must lie in [0, 1].
-fn check_ratio(flag: &str, value: f64) -> Result<()> {
-    if (0.0..=1.0).contains(&value) {
-        Ok(())
-    } else {
-        Err(Error::Unsupported(format!(
-            "{flag} {value}: a ratio must lie in [0, 1]"
-        )))
-    }
-}
-
 /// `mpcvit-search cost` (see [`search::cost`]).
 #[allow(clippy::too_many_arguments)]
 fn cost(
@@ -911,7 +900,7 @@ fn cost(
     by_op: bool,
 ) -> Result<()> {
     use search::cost::{
-        CostFile, Evaluator, StageTimes, check_mu, cost_table, link_name, mask_string, parse_mask,
+        CostFile, Evaluator, StageTimes, cost_table, link_name, mask_string, parse_mask,
     };
     if out.is_some() && links.len() != 1 {
         return Err(Error::Unsupported(format!(
@@ -928,7 +917,7 @@ fn cost(
         .map_err(|e| Error::Unsupported(format!("{}: {e}", manifest.display())))?;
     let mut masks = Vec::new();
     if let Some((dir, mu)) = searched {
-        let mu = check_mu(mu)?;
+        let mu = check_ratio("--mu", mu)?;
         let alpha = searched_alpha(dir)?;
         if alpha.len() != config.depth || alpha.iter().any(|r| r.len() != config.heads) {
             return Err(Error::Unsupported(format!(

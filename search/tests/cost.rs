@@ -10,8 +10,9 @@ use model::SecureParams;
 use model::cost::count_forward;
 use mpcvit_bench::Link;
 use search::cost::{
-    COST_FORMAT, CostFile, Evaluator, StageTimes, check_mu, cost_table, mask_string, parse_mask,
+    COST_FORMAT, CostFile, Evaluator, StageTimes, cost_table, mask_string, parse_mask,
 };
+use search::export::check_ratio;
 use search::train::{ArchOptim, Objective, Trainer};
 use search::vit::{SearchSpace, Vit};
 
@@ -84,9 +85,9 @@ fn a_mask_of_the_wrong_shape_is_refused() {
 
 #[test]
 fn an_impossible_mu_is_refused() {
-    assert_eq!(check_mu(0.5).unwrap(), 0.5);
+    assert_eq!(check_ratio("μ", 0.5).unwrap(), 0.5);
     for mu in [1.5, -0.1, f64::NAN] {
-        let e = check_mu(mu).unwrap_err().to_string();
+        let e = check_ratio("μ", mu).unwrap_err().to_string();
         assert!(e.contains(&format!("{mu}")), "{e}");
     }
 }
