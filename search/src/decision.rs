@@ -17,12 +17,18 @@ use crate::export::{kept, top_k};
 /// every head or none is kept (there is no cut).
 pub fn cut_gap(alpha: &[Vec<f32>], mu: f64) -> Option<f32> {
     let flat: Vec<f32> = alpha.iter().flatten().copied().collect();
-    let k = kept(mu, flat.len());
-    if k == 0 || k == flat.len() {
+    cut_sides(&flat, mu).map(|(kept, dropped)| kept - dropped)
+}
+
+/// The smallest kept and the largest dropped of `values` at ratio `mu` (the top
+/// `round(μ·n)` are kept); `None` when every value or none is kept.
+pub fn cut_sides(values: &[f32], mu: f64) -> Option<(f32, f32)> {
+    let k = kept(mu, values.len());
+    if k == 0 || k == values.len() {
         return None;
     }
-    let order = top_k(&flat, flat.len());
-    Some(flat[order[k - 1]] - flat[order[k]])
+    let order = top_k(values, values.len());
+    Some((values[order[k - 1]], values[order[k]]))
 }
 
 /// Alphas counted in ten bins over `[0, 1]` plus those outside it.

@@ -90,6 +90,14 @@ enum Command {
         /// exp(rate·(mean alpha − μ)) per step).
         #[arg(long, default_value_t = 0.05)]
         budget_rate: f64,
+        /// End a budgeted search with a commitment phase from this fraction of its steps
+        /// on: each alpha is pushed away from the cut, with a push rising linearly to
+        /// --commit-strength, so the alphas end at 0 or 1 on the loss's ranking.
+        #[arg(long, requires = "target_mu")]
+        commit_from: Option<f64>,
+        /// The commitment phase's final push per step, in units of the alphas' learning rate.
+        #[arg(long, default_value_t = 4.0)]
+        commit_strength: f64,
     },
     /// How far searches agree: for each ratio μ, the fraction of the heads one search
     /// keeps that each other keeps too, and each search's gap at the cut.
@@ -537,11 +545,30 @@ fn run(cli: Cli) -> Result<()> {
             clamp,
             target_mu,
             budget_rate,
+            commit_from,
+            commit_strength,
             cost,
         } => {
             if let Some(mu) = target_mu {
                 check_ratio("--target-mu", mu)?;
             }
+            let commit = match commit_from {
+                Some(from) if !(0.0..1.0).contains(&from) => {
+                    return Err(Error::Unsupported(format!(
+                        "--commit-from {from}: a fraction of the search's steps in [0, 1)"
+                    )));
+                }
+                Some(_) if !(commit_strength.is_finite() && commit_strength > 0.0) => {
+                    return Err(Error::Unsupported(format!(
+                        "--commit-strength {commit_strength}: must be a positive number"
+                    )));
+                }
+                Some(from) => Some(train::Commit {
+                    from,
+                    strength: commit_strength,
+                }),
+                None => None,
+            };
             if !(budget_rate.is_finite() && budget_rate > 0.0) {
                 return Err(Error::Unsupported(format!(
                     "--budget-rate {budget_rate}: must be a positive number"
@@ -605,6 +632,7 @@ fn run(cli: Cli) -> Result<()> {
                     clamp,
                     target_mu,
                     budget_rate,
+                    commit,
                 },
                 block_cost,
             };
@@ -651,6 +679,8 @@ fn run(cli: Cli) -> Result<()> {
                 "clamp": clamp,
                 "target_mu": target_mu,
                 "budget_rate": budget_rate,
+                "commit_from": commit_from,
+                "commit_strength": commit_from.map(|_| commit_strength),
                 "cuts": cuts,
                 "alpha_histogram": hist,
             });

@@ -283,6 +283,27 @@ pub struct ArchOptim {
     pub target_mu: Option<f64>,
     /// The `rate` of the budget's update.
     pub budget_rate: f64,
+    /// A commitment phase at the end of a budgeted search (see [`Commit`]); `None`:
+    /// the alphas end where the loss and the budget leave them.
+    pub commit: Option<Commit>,
+}
+
+/// The end of a budgeted search, where the relaxed alphas turn into a decision.
+///
+/// From the fraction `from` of the search's steps on, after each step every alpha moves
+/// away from the current cut `τ` (the midpoint between the `k`-th and `(k+1)`-th largest
+/// alpha, `k = round(μ·L·H)`): `alpha ← clamp(alpha + lr·lr_scale·strength·r·sign(alpha − τ),
+/// 0, 1)`, with `r` rising linearly from 0 at `from` to 1 at the last step. Early in the
+/// phase the loss's own pull (Adam's step, at most `lr·lr_scale` per step) still moves a
+/// head across the cut; once `strength·r` exceeds it the kept heads go to 1 and the
+/// dropped ones to 0, and the network trains its last steps on the mixture that
+/// binarisation keeps. The ranking is the loss's: the push only widens the margins it made.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Commit {
+    /// Where the phase starts, as a fraction of the search's steps, in `[0, 1)`.
+    pub from: f64,
+    /// The push at the end of the phase, in units of `lr·lr_scale` per step.
+    pub strength: f64,
 }
 
 impl Default for ArchOptim {
@@ -293,6 +314,7 @@ impl Default for ArchOptim {
             clamp: false,
             target_mu: None,
             budget_rate: 0.05,
+            commit: None,
         }
     }
 }
@@ -359,6 +381,8 @@ pub struct Trainer<'a> {
     /// The alpha penalty's multiplier (1 unless the search has a budget; see
     /// [`ArchOptim::target_mu`]); public for checkpoints.
     pub penalty_scale: f64,
+    /// Steps of the whole run (set by [`train`]; the commitment phase is placed in it).
+    total_steps: u64,
 }
 
 impl<'a> Trainer<'a> {
@@ -409,7 +433,14 @@ impl<'a> Trainer<'a> {
             head_cost,
             block_cost,
             penalty_scale: 1.0,
+            total_steps: 0,
         })
+    }
+
+    /// Tells the trainer how many steps the run has in all, which places a commitment
+    /// phase ([`Commit`]); without it (0) there is none.
+    pub fn set_total_steps(&mut self, total: u64) {
+        self.total_steps = total;
     }
 
     /// The loss of a batch (with its graph) and the number of correct predictions.
@@ -472,6 +503,7 @@ impl<'a> Trainer<'a> {
         if self.budgeted() {
             self.decoupled_penalty_step(lr)?;
             self.update_budget()?;
+            self.commit_step(lr)?;
         }
         Ok(StepStats {
             loss: value,
@@ -573,6 +605,57 @@ impl Trainer<'_> {
     }
 }
 
+impl Trainer<'_> {
+    /// The commitment phase's step (see [`Commit`]); nothing outside the phase.
+    fn commit_step(&mut self, lr: f64) -> Result<()> {
+        let Objective::Search {
+            arch:
+                arch @ ArchOptim {
+                    target_mu: Some(mu),
+                    commit: Some(commit),
+                    ..
+                },
+            ..
+        } = self.objective
+        else {
+            return Ok(());
+        };
+        let ramp = commit_ramp(commit, self.opt.step, self.total_steps);
+        if ramp <= 0.0 {
+            return Ok(());
+        }
+        let alphas = self.vit.alpha_tensors();
+        let mut flat = Vec::new();
+        for a in &alphas {
+            flat.extend(a.flatten_all()?.to_vec1::<f32>()?);
+        }
+        let Some((lowest_kept, highest_dropped)) = crate::decision::cut_sides(&flat, *mu) else {
+            return Ok(());
+        };
+        let tau = 0.5 * (lowest_kept + highest_dropped);
+        let push = lr * arch.lr_scale * commit.strength * ramp;
+        for (name, var) in self.vit.vars() {
+            if !name.ends_with(".alpha") {
+                continue;
+            }
+            let a = var.as_tensor().detach();
+            let side = (a.ge(f64::from(tau))?.to_dtype(a.dtype())? * 2.0)?.affine(1.0, -1.0)?;
+            var.set(&(a + (side * push)?)?.clamp(0.0, 1.0)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// How far into a commitment phase step `step` of `total` is: 0 before it starts, rising
+/// linearly to 1 at the last step (0 when `total` is unknown).
+pub fn commit_ramp(commit: &Commit, step: u64, total: u64) -> f64 {
+    if total == 0 {
+        return 0.0;
+    }
+    let progress = step as f64 / total as f64;
+    ((progress - commit.from) / (1.0 - commit.from).max(f64::EPSILON)).clamp(0.0, 1.0)
+}
+
 fn count_correct(logits: &Tensor, y: &Tensor) -> Result<usize> {
     let pred: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
     let y: Vec<u32> = y.to_vec1()?;
@@ -634,6 +717,10 @@ pub struct EpochStats {
     /// The alpha penalty's weight in the loss at the end of the epoch (search only).
     #[serde(default)]
     pub lambda_alpha: Option<f64>,
+    /// The gap at the budget's cut at the end of the epoch (a search with a budget
+    /// only; see [`crate::decision::cut_gap`]).
+    #[serde(default)]
+    pub alpha_gap: Option<f64>,
 }
 
 /// What a checkpoint's JSON holds besides the tensors.
@@ -754,6 +841,7 @@ pub fn train_until(
     let mut trainer = Trainer::new(vit, objective, cfg.weight_decay, cfg.label_smoothing)?;
     let steps_per_epoch = data.train.len().div_ceil(cfg.batch_size.max(1)) as u64;
     let total = steps_per_epoch * cfg.epochs as u64;
+    trainer.set_total_steps(total);
     let warmup = (cfg.warmup_epochs * steps_per_epoch as f64).round() as u64;
     let mut history: Vec<EpochStats> = Vec::new();
     let mut start_epoch = 0usize;
@@ -799,7 +887,7 @@ pub fn train_until(
         eprintln!(
             "{h}{}",
             if search {
-                " | Σ|alpha| |       λα"
+                " | Σ|alpha| |       λα |     gap"
             } else {
                 ""
             }
@@ -848,11 +936,23 @@ pub fn train_until(
         } else {
             (None, None)
         };
-        let alpha_l1 = if vit.space().alpha {
+        let (alpha_l1, alpha_gap) = if vit.space().alpha {
             let r = vit.relaxed()?;
-            Some(r.alpha.iter().flatten().map(|a| f64::from(a.abs())).sum())
+            let gap = match objective {
+                Objective::Search {
+                    arch:
+                        ArchOptim {
+                            target_mu: Some(mu),
+                            ..
+                        },
+                    ..
+                } => crate::decision::cut_gap(&r.alpha, *mu).map(f64::from),
+                _ => None,
+            };
+            let l1 = r.alpha.iter().flatten().map(|a| f64::from(a.abs())).sum();
+            (Some(l1), gap)
         } else {
-            None
+            (None, None)
         };
         let stats = EpochStats {
             epoch: epoch + 1,
@@ -869,6 +969,7 @@ pub fn train_until(
                 }
                 _ => None,
             },
+            alpha_gap,
         };
         if run.verbose {
             eprintln!("{}", format_row(&stats));
@@ -898,7 +999,7 @@ fn opt_pct(v: Option<f64>) -> String {
 
 fn format_row(s: &EpochStats) -> String {
     format!(
-        "{:>5} | {:>9.2e} | {:>10.4} | {:>9.2} | {:>9} | {:>8} | {:>7.1}{}{}",
+        "{:>5} | {:>9.2e} | {:>10.4} | {:>9.2} | {:>9} | {:>8} | {:>7.1}{}{}{}",
         s.epoch,
         s.lr,
         s.train_loss,
@@ -909,6 +1010,11 @@ fn format_row(s: &EpochStats) -> String {
         s.alpha_l1.map_or(String::new(), |v| format!(" | {v:>8.3}")),
         s.lambda_alpha
             .map_or(String::new(), |v| format!(" | {v:>8.2e}")),
+        match (s.alpha_l1, s.alpha_gap) {
+            (Some(_), Some(g)) => format!(" | {g:>7.4}"),
+            (Some(_), None) => format!(" | {:>7}", "-"),
+            _ => String::new(),
+        },
     )
 }
 
@@ -918,13 +1024,13 @@ pub fn summary_table(history: &[EpochStats]) -> String {
     let mut out =
         String::from("epoch |        lr | train loss | train acc | test loss | test acc |  time s");
     out.push_str(if search {
-        " | Σ|alpha| |       λα\n"
+        " | Σ|alpha| |       λα |     gap\n"
     } else {
         "\n"
     });
     out.push_str("------|-----------|------------|-----------|-----------|----------|--------");
     out.push_str(if search {
-        "-|----------|---------\n"
+        "-|----------|----------|--------\n"
     } else {
         "\n"
     });

@@ -4,7 +4,7 @@ mod common;
 
 use candle_core::Tensor;
 use model::AttnKind;
-use search::train::{self, ArchOptim, Objective, RunOptions, TrainConfig, Trainer};
+use search::train::{self, ArchOptim, Commit, Objective, RunOptions, TrainConfig, Trainer};
 use search::vit::{SearchSpace, Vit};
 
 /// The first `n` training images of Fashion-MNIST and their labels, as one batch.
@@ -290,4 +290,69 @@ fn a_budget_raises_the_penalty_above_its_target_and_lowers_it_below() {
             }
         }
     }
+}
+
+#[test]
+fn the_commitment_ramp_rises_from_its_start_to_the_last_step() {
+    let c = Commit {
+        from: 0.5,
+        strength: 2.0,
+    };
+    assert_eq!(train::commit_ramp(&c, 0, 100), 0.0);
+    assert_eq!(train::commit_ramp(&c, 50, 100), 0.0);
+    assert!((train::commit_ramp(&c, 75, 100) - 0.5).abs() < 1e-12);
+    assert_eq!(train::commit_ramp(&c, 100, 100), 1.0);
+    // Without the run's length there is no phase.
+    assert_eq!(train::commit_ramp(&c, 100, 0), 0.0);
+}
+
+#[test]
+fn a_commitment_phase_ends_the_alphas_at_zero_or_one_on_the_budget() {
+    let (x, y) = first_batch(64);
+    let space = SearchSpace {
+        alpha: true,
+        beta: false,
+    };
+    let vit = Vit::new(&common::tiny_config(AttnKind::ReluSoftmax), space, 1, true).unwrap();
+    let objective = Objective::Search {
+        lambda_alpha: 1e-3,
+        lambda_beta: 0.0,
+        head_cost: None,
+        block_cost: None,
+        arch: ArchOptim {
+            lr_scale: 10.0,
+            clamp: true,
+            target_mu: Some(0.5),
+            budget_rate: 0.05,
+            commit: Some(Commit {
+                from: 0.5,
+                strength: 8.0,
+            }),
+        },
+    };
+    let mut trainer = Trainer::new(&vit, &objective, 0.0, 0.0).unwrap();
+    trainer.set_total_steps(40);
+    let mut gaps = Vec::new();
+    for _ in 0..40 {
+        trainer.step(&x, &y, 3e-3).unwrap();
+        let r = vit.relaxed().unwrap();
+        gaps.push(search::decision::cut_gap(&r.alpha, 0.5).unwrap());
+    }
+    let r = vit.relaxed().unwrap();
+    let alphas: Vec<f32> = r.alpha.iter().flatten().copied().collect();
+    assert_eq!(alphas.len(), 8);
+    // Half the heads end at 1 and half at 0: the budget's cut, fully decided.
+    assert_eq!(
+        alphas.iter().filter(|&&a| a == 1.0).count(),
+        4,
+        "{alphas:?}"
+    );
+    assert_eq!(
+        alphas.iter().filter(|&&a| a == 0.0).count(),
+        4,
+        "{alphas:?}"
+    );
+    // The margin was the loss's before the phase and only widened inside it.
+    assert!(gaps[19] < 0.5, "decided before the phase: {gaps:?}");
+    assert!(gaps[39] == 1.0, "{gaps:?}");
 }
