@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """The ablation of the search: the searched mask's test accuracy against random masks
-of the same μ, each retrained with the same KD budget, seed and starting weights.
+of the same μ, each retrained from the teacher's weights with the same KD budget and
+seed, so that only the mask differs.
 
     python3 search/scripts/ablation.py search/runs/fashion-mnist
 
-Reads RUNS/muX/train.json and RUNS/random-muX-rK/train.json and prints, per μ, every
-run, the random masks' mean ± sd, and whether the searched mask beats their mean by
-more than their spread (one sd). Exits 1 when a μ has a searched run but fewer than
-three finished random runs."""
+Reads RUNS/ablation-muX-searched/train.json and RUNS/ablation-muX-randomK/train.json
+and prints, per μ, every run, the random masks' mean ± sd, and whether the searched
+mask beats their mean by more than their spread (one sd). Exits 1 when a μ has a
+searched run but fewer than three finished random runs."""
 
 import json
 import statistics
@@ -24,13 +25,13 @@ def main() -> int:
     if not runs.is_dir():
         print(f"ablation: {runs} is not a directory", file=sys.stderr)
         return 2
-    mus = sorted({p.name.split("-")[1] for p in runs.glob("random-mu*-r*")})
+    mus = sorted({p.name.split("-")[1] for p in runs.glob("ablation-mu*-*")})
     incomplete = False
     print("| μ | searched | random masks | mean ± sd | searched − mean | beats by more than sd |")
     print("|---|---|---|---|---|---|")
     for mu in mus:
-        searched = runs / mu / "train.json"
-        randoms = sorted(runs.glob(f"random-{mu}-r*/train.json"))
+        searched = runs / f"ablation-{mu}-searched" / "train.json"
+        randoms = sorted(runs.glob(f"ablation-{mu}-random*/train.json"))
         if not searched.exists() or len(randoms) < 3:
             incomplete = True
             continue

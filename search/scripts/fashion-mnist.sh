@@ -4,11 +4,13 @@
 #   1. teacher            all-Softmax ViT: a further cosine cycle from the shipped teacher
 #   2. search-mu0.5-s1    MPCViT+ search (alpha and beta) from the teacher with a budget
 #                         of μ = 0.5 (the penalty adapts until half the alphas stay up)
-#   3. mu0.5              KD retraining of its binarised mask
-#   4. random-mu0.5-rK    the ablation: K = 1..3 random masks of the same μ, retrained
-#                         from the same weights with the same KD budget and seed
+#                         ending in a commitment phase (alphas to 0 or 1)
+#   3. mu0.5              KD retraining of its binarised mask from the search's weights
+#   4. ablation-mu0.5-*   the ablation: the searched mask and K = 1..3 random masks of
+#                         the same μ, each retrained from the teacher's weights with
+#                         the same KD budget and seed, so that only the mask differs
 #   5. search-mu0.5-s2    a second search seed; `agree` compares the kept heads
-#   6. μ = 0.3: search, retraining and three random masks; μ = 0.1, 0.7: search and
+#   6. μ = 0.3: search, retraining and the ablation; μ = 0.1, 0.7: search and
 #      retraining; μ = 0, 1 and MPCViT+ (half the tokens' GeLU) from the μ = 0.5 search
 #   7. the ablation table ($RUNS/ablation.md)
 #
@@ -32,7 +34,7 @@ TEACHER_EPOCHS=${TEACHER_EPOCHS:-30}
 SEARCH_EPOCHS=${SEARCH_EPOCHS:-6}
 RETRAIN_EPOCHS=${RETRAIN_EPOCHS:-10}
 # The search's settings (search/README.md, "A search that decides").
-SEARCH_ARGS=${SEARCH_ARGS:-"--lambda 0.1 --lambda-beta 1e-4 --arch-lr-scale 10 --clamp --budget-rate 0.01"}
+SEARCH_ARGS=${SEARCH_ARGS:-"--lambda 0.1 --lambda-beta 1e-4 --arch-lr-scale 10 --clamp --budget-rate 0.01 --commit-from 0.5"}
 # mimalloc keeps freed tensor memory (13% less CPU time); one rayon thread is
 # faster than two on a machine whose other core is busy.
 export MIMALLOC_PURGE_DELAY=${MIMALLOC_PURGE_DELAY:--1}
@@ -96,21 +98,25 @@ retrain() {
     --epochs "$RETRAIN_EPOCHS" --lr 5e-4 --warmup-epochs 0 "$@"
 }
 # ablation MU SEARCH: the searched mask and three random masks of ratio MU, each
-# retrained from the same searched weights with the same budget and seed.
+# retrained from the teacher's weights with the same budget and seed (the search's
+# weights have trained on its own mask and would favour it).
 ablation() {
   local mu=$1 from=$2
-  retrain "mu$mu" "$from" --mu "$mu" --beta-keep 1
+  retrain "ablation-mu$mu-searched" "$from" --mu "$mu" --beta-keep 1 --init teacher
   for k in 1 2 3; do
-    retrain "random-mu$mu-r$k" "$from" --mu "$mu" --beta-keep 1 --random-mask "$k"
+    retrain "ablation-mu$mu-random$k" "$from" --mu "$mu" --beta-keep 1 --init teacher \
+      --random-mask "$k"
   done
 }
 
 search search-mu0.5-s1 0.5 1 --plus
+retrain mu0.5 search-mu0.5-s1 --mu 0.5 --beta-keep 1
 ablation 0.5 search-mu0.5-s1
 search search-mu0.5-s2 0.5 2 --plus
 "$B" agree --search "$RUNS/search-mu0.5-s1" --search "$RUNS/search-mu0.5-s2" --mu 0.5 |
   tee "$RUNS/agree.txt"
 search search-mu0.3-s1 0.3 1
+retrain mu0.3 search-mu0.3-s1 --mu 0.3 --beta-keep 1
 ablation 0.3 search-mu0.3-s1
 for mu in 0.1 0.7; do
   search "search-mu$mu-s1" "$mu" 1
