@@ -433,6 +433,36 @@ fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     })
 }
 
+/// What the commitment phase changed (read from the search's checkpoint): the alphas
+/// when it began, the gap the loss had made at the budget's cut by then, and how many of
+/// the heads kept at the end were already the top ones at its start.
+fn commit_start_report(
+    out: &Path,
+    alpha: &[Vec<f32>],
+    mu: f64,
+) -> Result<Option<serde_json::Value>> {
+    let (meta, _) = train::load_checkpoint(out)?;
+    let Some(start) = meta.commit_start_alpha else {
+        return Ok(None);
+    };
+    let start = vec![start];
+    let gap = search::decision::cut_gap(&start, mu);
+    let flat = vec![alpha.iter().flatten().copied().collect::<Vec<f32>>()];
+    let same = search::decision::agreement(&flat, &start, mu);
+    if let (Some(g), Some(a)) = (gap, same) {
+        println!(
+            "commitment phase: the gap at μ = {mu} was {g:.4} when it began; \
+             {:.0}% of the kept heads were the top ones then",
+            100.0 * a
+        );
+    }
+    Ok(Some(serde_json::json!({
+        "alpha": start[0],
+        "gap": gap,
+        "kept_unchanged": same,
+    })))
+}
+
 fn finish(
     out: &Path,
     vit: &Vit,
@@ -670,6 +700,10 @@ fn run(cli: Cli) -> Result<()> {
             }
             let hist = search::decision::histogram(relaxed.alpha.iter().flatten().copied());
             println!("alpha histogram (0.1 bins): {hist:?}");
+            let commit_start = match (target_mu, commit) {
+                (Some(mu), Some(_)) => commit_start_report(&out.out, &relaxed.alpha, mu)?,
+                _ => None,
+            };
             let extra = serde_json::json!({
                 "relaxed": relaxed,
                 "binarised": preview,
@@ -683,6 +717,7 @@ fn run(cli: Cli) -> Result<()> {
                 "commit_strength": commit_from.map(|_| commit_strength),
                 "cuts": cuts,
                 "alpha_histogram": hist,
+                "commit_start": commit_start,
             });
             write_json(&out.out.join("search.json"), &extra)?;
             finish(&out.out, &vit, &history, "search", extra)

@@ -383,6 +383,9 @@ pub struct Trainer<'a> {
     pub penalty_scale: f64,
     /// Steps of the whole run (set by [`train`]; the commitment phase is placed in it).
     total_steps: u64,
+    /// The alphas (flattened, block-major) when the commitment phase began: the
+    /// ranking the loss and the budget made on their own; public for checkpoints.
+    pub commit_start_alpha: Option<Vec<f32>>,
 }
 
 impl<'a> Trainer<'a> {
@@ -434,6 +437,7 @@ impl<'a> Trainer<'a> {
             block_cost,
             penalty_scale: 1.0,
             total_steps: 0,
+            commit_start_alpha: None,
         })
     }
 
@@ -629,6 +633,9 @@ impl Trainer<'_> {
         for a in &alphas {
             flat.extend(a.flatten_all()?.to_vec1::<f32>()?);
         }
+        if self.commit_start_alpha.is_none() {
+            self.commit_start_alpha = Some(flat.clone());
+        }
         let Some((lowest_kept, highest_dropped)) = crate::decision::cut_sides(&flat, *mu) else {
             return Ok(());
         };
@@ -745,6 +752,9 @@ pub struct CheckpointMeta {
     /// The alpha penalty's multiplier (see [`Trainer::penalty_scale`]).
     #[serde(default = "one")]
     pub penalty_scale: f64,
+    /// See [`Trainer::commit_start_alpha`].
+    #[serde(default)]
+    pub commit_start_alpha: Option<Vec<f32>>,
 }
 
 fn one() -> f64 {
@@ -865,6 +875,7 @@ pub fn train_until(
         vit.load_params(&tensors)?;
         trainer.opt.load_state(&tensors, meta.step)?;
         trainer.penalty_scale = meta.penalty_scale;
+        trainer.commit_start_alpha = meta.commit_start_alpha;
         start_epoch = meta.epoch;
         history = meta.history;
         if run.verbose {
@@ -986,6 +997,7 @@ pub fn train_until(
                 search_beta: vit.space().beta,
                 history: history.clone(),
                 penalty_scale: trainer.penalty_scale,
+                commit_start_alpha: trainer.commit_start_alpha.clone(),
             };
             save_checkpoint(dir, vit, &trainer.opt, &meta)?;
         }

@@ -355,4 +355,8 @@ fn a_commitment_phase_ends_the_alphas_at_zero_or_one_on_the_budget() {
     // The margin was the loss's before the phase and only widened inside it.
     assert!(gaps[19] < 0.5, "decided before the phase: {gaps:?}");
     assert!(gaps[39] == 1.0, "{gaps:?}");
+    // The alphas at the phase's start are kept (for the report and checkpoints).
+    let start = trainer.commit_start_alpha.clone().expect("phase started");
+    let start_gap = search::decision::cut_gap(&[start], 0.5).unwrap();
+    assert!(start_gap < 0.5, "decided before the phase: {start_gap}");
 }
