@@ -239,6 +239,14 @@ enum Command {
             default_value = "MPCViT on Fashion-MNIST: accuracy vs secure inference cost"
         )]
         title: String,
+        /// Rows of `examples/e2e --model-dir DIR --csv FILE` runs (three processes, per
+        /// link; `scripts/pareto.sh` makes them): the latencies of the table and the
+        /// figure's WAN axis. Every model needs at least one row.
+        #[arg(long)]
+        e2e: Option<PathBuf>,
+        /// The paper's points (`bench/paper.csv`) for the figure's shape panel (with --e2e).
+        #[arg(long, requires = "e2e")]
+        paper: Option<PathBuf>,
     },
 }
 
@@ -859,7 +867,17 @@ fn run(cli: Cli) -> Result<()> {
             svg,
             json,
             title,
-        } => pareto(&models, &data, &svg, json.as_deref(), &title),
+            e2e,
+            paper,
+        } => pareto(
+            &models,
+            &data,
+            &svg,
+            json.as_deref(),
+            &title,
+            e2e.as_deref(),
+            paper.as_deref(),
+        ),
         Command::Eval { model, data, plain } => {
             let mut d = data.load()?;
             let m = Model::load_dir(&model)?;
@@ -1076,8 +1094,24 @@ fn pareto(
     svg: &Path,
     json: Option<&Path>,
     title: &str,
+    e2e: Option<&Path>,
+    paper: Option<&Path>,
 ) -> Result<()> {
-    use search::pareto::{Point, head_mix, markdown_table, write_svg};
+    use search::pareto::{
+        Point, head_mix, markdown_table, paper_shape, secure_latencies, write_svg,
+    };
+    let read_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    let e2e_rows = match e2e {
+        Some(p) => mpcvit_bench::report::read_e2e(p).map_err(read_err(p))?,
+        None => Vec::new(),
+    };
+    let paper = match paper {
+        Some(p) => paper_shape(&mpcvit_bench::report::read_paper(p).map_err(read_err(p))?),
+        None => Vec::new(),
+    };
     let mut points = Vec::new();
     let mut d = data.load()?;
     for dir in models {
@@ -1110,8 +1144,30 @@ fn pareto(
             .iter()
             .flatten()
             .all(|&k| k == AttnKind::Softmax);
+        let secure = secure_latencies(&e2e_rows, &m.config().name);
+        if let Some(p) = e2e
+            && secure.is_empty()
+        {
+            return Err(Error::Unsupported(format!(
+                "{}: no run of model {:?} (its manifest's name) in {}; \
+                 search/scripts/pareto.sh runs each model through examples/e2e",
+                dir.display(),
+                m.config().name,
+                p.display()
+            )));
+        }
+        let heads = m.config().attention.iter().flatten().count();
+        let relu_softmax = m
+            .config()
+            .attention
+            .iter()
+            .flatten()
+            .filter(|&&k| k == AttnKind::ReluSoftmax)
+            .count();
         points.push(Point {
             name,
+            mu: relu_softmax as f64 / heads.max(1) as f64,
+            secure,
             heads: head_mix(m.config()),
             test_acc: acc,
             online_seconds: cost.online_seconds,
@@ -1122,7 +1178,7 @@ fn pareto(
         });
     }
     print!("{}", markdown_table(&points));
-    write_svg(&points, title, svg)?;
+    write_svg(&points, &paper, title, svg)?;
     println!("wrote {}", svg.display());
     if let Some(j) = json {
         write_json(j, &serde_json::to_value(&points).expect("points serialise"))?;
