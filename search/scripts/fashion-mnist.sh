@@ -24,7 +24,9 @@
 # exported model, train.json (and search.json), and drops its optimiser checkpoint
 # unless a later step needs it (searches). With SWEEP_COMMIT=1 each finished step is
 # committed on its own (git add -f $RUNS/STEP; git commit). `SWEEP_STOP_AFTER=STEP`
-# stops after that step. Epoch counts: TEACHER_EPOCHS, SEARCH_EPOCHS, RETRAIN_EPOCHS.
+# stops after that step (one that runs alone). `SWEEP_JOBS=N` runs an ablation's four
+# retrainings N at a time, each on RAYON_NUM_THREADS threads (for N free cores).
+# Epoch counts: TEACHER_EPOCHS, SEARCH_EPOCHS, RETRAIN_EPOCHS.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -40,9 +42,13 @@ SEARCH_ARGS=${SEARCH_ARGS:-"--lambda 0.1 --lambda-beta 1e-4 --arch-lr-scale 10 -
 export MIMALLOC_PURGE_DELAY=${MIMALLOC_PURGE_DELAY:--1}
 export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-1}
 
+JOBS=${SWEEP_JOBS:-1}
+
 cargo build --release -p search
 B=${CARGO_TARGET_DIR:-target}/release/mpcvit-search
 mkdir -p "$RUNS"
+# Commits of steps that end together take turns.
+COMMIT_LOCK=$(git rev-parse --absolute-git-dir)/sweep-commit.lock
 
 # finished DIR: the step in DIR has ended (its summary is written).
 finished() { [ -e "$1/train.json" ]; }
@@ -65,8 +71,8 @@ step() {
       rm -f "$dir/checkpoint.safetensors" "$dir/checkpoint.json"
     fi
     if [ "${SWEEP_COMMIT:-0}" = 1 ]; then
-      git add -f "$dir"
-      git commit -q -m "search sweep: $name finished ($(test_acc "$dir"))" -- "$dir"
+      flock "$COMMIT_LOCK" sh -c 'git add -f "$1" && git commit -q -m "$2" -- "$1"' _ \
+        "$dir" "search sweep: $name finished ($(test_acc "$dir"))"
     fi
   fi
   if [ "${SWEEP_STOP_AFTER:-}" = "$name" ]; then
@@ -99,14 +105,34 @@ retrain() {
 }
 # ablation MU SEARCH: the searched mask and three random masks of ratio MU, each
 # retrained from the teacher's weights with the same budget and seed (the search's
-# weights have trained on its own mask and would favour it).
+# weights have trained on its own mask and would favour it); $JOBS at a time.
 ablation() {
-  local mu=$1 from=$2
-  retrain "ablation-mu$mu-searched" "$from" --mu "$mu" --beta-keep 1 --init teacher
-  for k in 1 2 3; do
-    retrain "ablation-mu$mu-random$k" "$from" --mu "$mu" --beta-keep 1 --init teacher \
-      --random-mask "$k"
+  local mu=$1 from=$2 launched=0 ended=0 failed=0 k
+  for k in searched 1 2 3; do
+    local args=(--mu "$mu" --beta-keep 1 --init teacher) name="ablation-mu$mu-searched"
+    if [ "$k" != searched ]; then
+      args+=(--random-mask "$k")
+      name="ablation-mu$mu-random$k"
+    fi
+    if [ "$JOBS" -le 1 ]; then
+      retrain "$name" "$from" "${args[@]}"
+      continue
+    fi
+    while [ $((launched - ended)) -ge "$JOBS" ]; do
+      wait -n || failed=1
+      ended=$((ended + 1))
+    done
+    retrain "$name" "$from" "${args[@]}" &
+    launched=$((launched + 1))
   done
+  while [ "$ended" -lt "$launched" ]; do
+    wait -n || failed=1
+    ended=$((ended + 1))
+  done
+  if [ "$failed" = 1 ]; then
+    echo "== ablation μ = $mu: a retraining failed (see above); run the sweep again to resume" >&2
+    exit 1
+  fi
 }
 
 search search-mu0.5-s1 0.5 1 --plus
