@@ -12,7 +12,10 @@
 #   5. search-mu0.5-s2    a second search seed; `agree` compares the kept heads
 #   6. μ = 0.3: search, retraining and the ablation; μ = 0.1, 0.7: search and
 #      retraining; μ = 0, 1 and MPCViT+ (half the tokens' GeLU) from the μ = 0.5 search
-#   7. the ablation table ($RUNS/ablation.md)
+#   7. search-mu0.5-wan   a search chosen for the WAN: the engine's per-head and per-block
+#                         latency on the WAN around mu0.5's mask (wan-cost.json, from
+#                         `cost --out`) weights the penalty; mu0.5-wan retrains it
+#   8. the ablation table ($RUNS/ablation.md)
 #
 #   bash search/scripts/fashion-mnist.sh              # from anywhere; resumes
 #   SWEEP_COMMIT=1 bash search/scripts/fashion-mnist.sh   # also commits each finished step
@@ -151,4 +154,14 @@ done
 retrain mu0 search-mu0.5-s1 --mu 0 --beta-keep 1
 retrain mu1 search-mu0.5-s1 --mu 1 --beta-keep 1
 retrain mu0.5-plus search-mu0.5-s1 --mu 0.5 --beta-keep 0.5
+if [ ! -e "$RUNS/wan-cost.json" ]; then
+  echo "== wan-cost.json: the WAN's costs around mu0.5's mask"
+  "$B" cost --model "$RUNS/mu0.5" --mask model --link wan --out "$RUNS/wan-cost.json"
+  if [ "${SWEEP_COMMIT:-0}" = 1 ]; then
+    flock "$COMMIT_LOCK" sh -c 'git add -f "$1" && git commit -q -m "$2" -- "$1"' _ \
+      "$RUNS/wan-cost.json" "search sweep: the WAN's per-head and per-block costs"
+  fi
+fi
+search search-mu0.5-wan 0.5 1 --cost "$RUNS/wan-cost.json"
+retrain mu0.5-wan search-mu0.5-wan --mu 0.5 --beta-keep 1
 python3 search/scripts/ablation.py "$RUNS" | tee "$RUNS/ablation.md"
