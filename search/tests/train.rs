@@ -14,6 +14,17 @@ fn first_batch(n: usize) -> (Tensor, Tensor) {
     train::batch_tensors(&data.train, &idx, &data.norm, None).unwrap()
 }
 
+/// A search of alpha alone with λα = 1e-3 and `arch`.
+fn alpha_search(arch: ArchOptim) -> Objective {
+    Objective::Search {
+        lambda_alpha: 1e-3,
+        lambda_beta: 0.0,
+        head_cost: None,
+        block_cost: None,
+        arch,
+    }
+}
+
 #[test]
 fn training_steps_decrease_the_loss_on_real_data() {
     let (x, y) = first_batch(128);
@@ -259,17 +270,11 @@ fn a_budget_raises_the_penalty_above_its_target_and_lowers_it_below() {
     // below a target of 1.0 (never exceeded with the projection) it shrinks.
     for (target, grows) in [(0.5, true), (1.0, false)] {
         let vit = Vit::new(&common::tiny_config(AttnKind::ReluSoftmax), space, 1, true).unwrap();
-        let objective = Objective::Search {
-            lambda_alpha: 1e-3,
-            lambda_beta: 0.0,
-            head_cost: None,
-            block_cost: None,
-            arch: ArchOptim {
-                clamp: true,
-                target_mu: Some(target),
-                ..ArchOptim::default()
-            },
-        };
+        let objective = alpha_search(ArchOptim {
+            clamp: true,
+            target_mu: Some(target),
+            ..ArchOptim::default()
+        });
         let mut trainer = Trainer::new(&vit, &objective, 0.0, 0.0).unwrap();
         let mut scales = vec![trainer.penalty_scale];
         for _ in 0..5 {
@@ -314,22 +319,16 @@ fn a_commitment_phase_ends_the_alphas_at_zero_or_one_on_the_budget() {
         beta: false,
     };
     let vit = Vit::new(&common::tiny_config(AttnKind::ReluSoftmax), space, 1, true).unwrap();
-    let objective = Objective::Search {
-        lambda_alpha: 1e-3,
-        lambda_beta: 0.0,
-        head_cost: None,
-        block_cost: None,
-        arch: ArchOptim {
-            lr_scale: 10.0,
-            clamp: true,
-            target_mu: Some(0.5),
-            budget_rate: 0.05,
-            commit: Some(Commit {
-                from: 0.5,
-                strength: 8.0,
-            }),
-        },
-    };
+    let objective = alpha_search(ArchOptim {
+        lr_scale: 10.0,
+        clamp: true,
+        target_mu: Some(0.5),
+        budget_rate: 0.05,
+        commit: Some(Commit {
+            from: 0.5,
+            strength: 8.0,
+        }),
+    });
     let mut trainer = Trainer::new(&vit, &objective, 0.0, 0.0).unwrap();
     trainer.set_total_steps(40);
     let mut gaps = Vec::new();
