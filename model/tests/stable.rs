@@ -5,10 +5,12 @@
 //! dealer's stream order, to a correlation's encoding or to an operator's
 //! arithmetic changes them.
 
+mod common;
+
 use std::path::Path;
 
 use model::secure::{SecureModel, SecureParams, split_input, split_weights};
-use model::{AttnKind, GeluKind, Model, ModelConfig};
+use model::{GeluKind, Model, ModelConfig};
 use mpc_core::local::{deal_plan, record_plan};
 use mpc_core::{MaterialGen, MemChannel, Party, Pool, Prg, Seed, Session, Share};
 
@@ -63,35 +65,10 @@ fn fingerprint(model: &Model, params: SecureParams) -> (u64, u64) {
 }
 
 fn small(gelu: GeluKind) -> Model {
-    let mut config = ModelConfig {
-        name: "small".into(),
-        image_size: 16,
-        in_channels: 3,
-        patch_size: 4,
-        dim: 32,
-        depth: 2,
-        heads: 4,
-        mlp_hidden: 64,
-        num_classes: 10,
+    let config = ModelConfig {
         gelu,
-        ..ModelConfig::vit_7_4_32()
+        ..common::every_attention_kind()
     };
-    config.attention = vec![
-        vec![
-            AttnKind::Softmax,
-            AttnKind::ReluSoftmax,
-            AttnKind::ScaleAttn,
-            AttnKind::ReluSoftmax,
-        ],
-        vec![
-            AttnKind::ScaleAttn,
-            AttnKind::ScaleAttn,
-            AttnKind::ReluSoftmax,
-            AttnKind::Softmax,
-        ],
-    ];
-    let n = config.num_tokens();
-    config.beta = vec![None, Some((0..n).map(|t| t % 3 != 1).collect())];
     Model::random(config, 3).unwrap()
 }
 
