@@ -8,6 +8,7 @@
 //! [`Ctx`] returning an [`Op`].
 
 use crate::channel;
+use crate::dealer::kinds::{PendingRowScale, TruncRowScale, WeightMask, Wrap};
 use crate::dealer::{Material, Request};
 use crate::error::{MpcError, check_len};
 use crate::op::{Op, attempt};
@@ -176,7 +177,7 @@ impl Ctx<'_> {
     pub fn mask_weight(&mut self, id: u32, w: &Share, k: usize, n: usize) -> Op<MaskedWeight> {
         attempt!(check_len("mask_weight", "weight", w.len(), k * n));
         let b = match attempt!(self.take("mask_weight", Request::WeightMask { id, k, n })) {
-            Material::WeightMask { b } => b,
+            Material::WeightMask(WeightMask { b }) => b,
             other => {
                 return Op::fail(MpcError::OutOfStep {
                     op: "mask_weight",
@@ -305,14 +306,14 @@ impl Ctx<'_> {
         attempt!(check_len("mul_rows", "row scales", v.len(), rows));
         let req = Request::TruncRowScale { rows, cols, shift };
         let (a, r, r_high, r_msb, a_high, a_msb) = match attempt!(self.take("mul_rows", req)) {
-            Material::TruncRowScale {
+            Material::TruncRowScale(TruncRowScale {
                 a,
                 r,
                 r_high,
                 r_msb,
                 a_high,
                 a_msb,
-            } => (a, r, r_high, r_msb, a_high, a_msb),
+            }) => (a, r, r_high, r_msb, a_high, a_msb),
             other => {
                 return Op::fail(MpcError::OutOfStep {
                     op: "mul_rows",
@@ -398,15 +399,18 @@ impl Ctx<'_> {
             x_shift: sx,
             v_shift: sv,
         };
-        let Material::PendingRowScale {
+        let Material::PendingRowScale(PendingRowScale {
             a,
             r,
             a_high,
             a_msb,
             r_high,
             r_msb,
-            cross: [hh, hm, mh, mm],
-        } = attempt!(self.take("mul_rows", req))
+            high_high: hh,
+            high_msb: hm,
+            msb_high: mh,
+            msb_msb: mm,
+        }) = attempt!(self.take("mul_rows", req))
         else {
             return Op::fail(MpcError::OutOfStep {
                 op: "mul_rows",
@@ -484,7 +488,7 @@ impl Ctx<'_> {
             return Op::ready(Share::zeros(0));
         }
         let (mine, c) = match attempt!(self.take("trunc", Request::Wrap { n, shift: s })) {
-            Material::Wrap { bits, c } => (bits, c),
+            Material::Wrap(Wrap { bits, c }) => (bits, c),
             other => {
                 return Op::fail(MpcError::OutOfStep {
                     op: "trunc",

@@ -35,6 +35,7 @@ use crate::arith::{TRUNC_OFFSET, Untruncated, opened_high, opened_wrap};
 use crate::channel;
 use crate::dcf;
 use crate::dcf_bit;
+use crate::dealer::kinds::{BitCompare, Compare, CompareProducts};
 use crate::dealer::{Material, Request, Squares, ValueProducts, low_mask};
 use crate::error::{MpcError, check_len};
 use crate::nonlinear::{NormProducts, masked_products};
@@ -74,12 +75,12 @@ impl Ctx<'_> {
         let n = x.len();
         let req = Request::Compare { n, bits, coarse };
         let (r, r_msb, roots, cws) = match attempt!(self.take("compare", req)) {
-            Material::Compare {
+            Material::Compare(Compare {
                 r,
                 r_msb,
                 roots,
-                cws,
-            } => (r, r_msb, roots, cws),
+                keys: cws,
+            }) => (r, r_msb, roots, cws),
             other => {
                 return Op::fail(MpcError::OutOfStep {
                     op: "compare",
@@ -214,7 +215,7 @@ impl Ctx<'_> {
             trunc: s,
             stops,
         };
-        let Material::CompareProducts {
+        let Material::CompareProducts(CompareProducts {
             r,
             r_msb,
             high,
@@ -222,8 +223,8 @@ impl Ctx<'_> {
             msb_high,
             msb_top,
             roots,
-            cws,
-        } = attempt!(self.take("compare-products", req))
+            keys: cws,
+        }) = attempt!(self.take("compare-products", req))
         else {
             return Op::fail(MpcError::OutOfStep {
                 op: "compare-products",
@@ -549,7 +550,7 @@ impl Ctx<'_> {
         assert_eq!(n, x.len(), "compare: request for {n} elements");
         let k = thresholds.len();
         let m = attempt!(self.take("bit-compare", req));
-        let Material::BitCompare {
+        let Material::BitCompare(BitCompare {
             r,
             sigma,
             rho,
@@ -568,7 +569,7 @@ impl Ctx<'_> {
             rho_sq_msb,
             roots,
             keys,
-        } = m
+        }) = m
         else {
             return Op::fail(MpcError::OutOfStep {
                 op: "bit-compare",

@@ -227,7 +227,7 @@ pub(crate) fn expect_triple(
     m: Material,
 ) -> Result<(Vec<u64>, Vec<u64>, Vec<u64>)> {
     match m {
-        Material::Triple { a, b, c } => Ok((a, b, c)),
+        Material::Triple(crate::dealer::kinds::Triple { a, b, c }) => Ok((a, b, c)),
         other => Err(MpcError::OutOfStep {
             op,
             needed: "triple".into(),
