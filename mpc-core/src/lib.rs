@@ -19,7 +19,9 @@
 //!   [`Op::then`] so that independent operators share rounds.
 //! - [`Ctx`]: one party's view without the link; every secure operator is a
 //!   method on it returning an [`Op`] (`arith`: products and truncation;
-//!   `compare`: comparison, ReLU, max; `nonlinear`: exp, reciprocal, rsqrt,
+//!   `compare`: comparison, ReLU, max; `bit_compare`: comparisons whose
+//!   XOR-shared bits are opened in the next round; [`open`]: that opening,
+//!   with the truncation, squares and products it serves; `nonlinear`: exp, reciprocal, rsqrt,
 //!   softmax, ReLU-softmax, ScaleAttn, LayerNorm; [`gelu`]: the GeLUs). [`Session`] adds
 //!   the link and runs operators ([`Session::run`]).
 //! - [`plain`]: the f64 reference of every operator.
@@ -27,6 +29,7 @@
 
 pub mod approx;
 pub mod arith;
+pub mod bit_compare;
 pub mod channel;
 pub mod compare;
 pub mod dcf;
@@ -39,6 +42,7 @@ pub mod gelu;
 pub mod local;
 pub mod nonlinear;
 pub mod op;
+pub mod open;
 pub mod parallel;
 pub mod plain;
 pub mod prg;

@@ -13,6 +13,7 @@ use crate::dealer::{Request, Squares};
 use crate::error::check_len;
 use crate::fixed::encode_at;
 use crate::op::{Op, attempt};
+use crate::open::{NormProducts, masked_products};
 use crate::ring;
 use crate::session::{Ctx, expect_triple};
 use crate::share::Share;
@@ -129,56 +130,6 @@ impl PiecewiseEval {
             .map(|t| encode_at(*t, bits))
             .collect()
     }
-}
-
-/// The products [`Ctx::norm_products_raw`] (or
-/// [`crate::compare::BitCompared::products`]) computes from one opening.
-#[derive(Clone, Debug)]
-pub struct NormProducts {
-    /// `x ⊙ x`, when asked for (empty otherwise).
-    pub square: Share,
-    /// `x ⊙ γ`, when a scale was given.
-    pub scaled: Option<Share>,
-    /// `x·W`, when a weight was given.
-    pub product: Option<Share>,
-}
-
-/// `x ⊙ γ` (γ 1×c, broadcast over rows) and `x·W` (W c×out) with masked
-/// weights `γ, W = F + B` (`F` opened, `B` shared), for `x` (rows×c) known
-/// as `x = L + S`: `L` public, `S` this party's share, and `base` this
-/// party's share of `S ⊙ B_γ` (n words, with γ) then `S·B_W` (rows×out,
-/// with W), from the dealer. Then `x·W = L·(B + F) + S·F + S·B` is local:
-/// `L` times this party's `B + [p0]F`, plus `S·F`, plus `base`.
-pub(crate) fn masked_products(
-    (public, own, base): (&[u64], &[u64], &[u64]),
-    gamma: Option<&MaskedWeight>,
-    next: Option<&MaskedWeight>,
-    c: usize,
-) -> (Option<Share>, Option<Share>) {
-    let n = public.len();
-    let mut base = base.iter().copied();
-    let scaled = gamma.map(|g| {
-        let (eb, f) = (g.eb_share(), g.opened());
-        Share::new(
-            (0..n)
-                .map(|i| {
-                    let j = i % c;
-                    let b = base.next().expect("the scale's base words");
-                    b.wrapping_add(public[i].wrapping_mul(eb[j]))
-                        .wrapping_add(own[i].wrapping_mul(f[j]))
-                })
-                .collect(),
-        )
-    });
-    let product = next.map(|w| {
-        let rows = n / c;
-        let mut z: Vec<u64> = base.collect();
-        debug_assert_eq!(z.len(), rows * w.cols());
-        ring::matmul_acc(public, w.eb_share(), &mut z, rows, c, w.cols());
-        ring::matmul_acc(own, w.opened(), &mut z, rows, c, w.cols());
-        Share::new(z)
-    });
-    (scaled, product)
 }
 
 /// Parameters of LayerNorm.
@@ -741,7 +692,7 @@ impl Ctx<'_> {
     /// Rounds 5. Bytes per party ≈ `rows·c·(8 + t/8 + 8 + 3/8) +
     /// rows·(ℓ/8 + 32)`, `t` the shift of the scaling by `1/c` (`log2 c`
     /// for a power of two, else about `SCALE_BITS + log2 c`): the second
-    /// opening carries only its wrap part ([`crate::compare::BitCompared::products`]).
+    /// opening carries only its wrap part ([`crate::open::BitCompared::products`]).
     /// Dealer: about `36·rows·c` bytes to party 1 (28 without γ; narrowed
     /// corrections, see [`crate::Request`], and the squares summed per row
     /// by the dealer, `Squares::RowSums`).
@@ -775,7 +726,7 @@ impl Ctx<'_> {
     /// known after one round ([`Ctx::norm_opening`]); round 2 opens, for
     /// `(x − μ)·γ` (and `(x − μ)·W` in the linear variants), only the
     /// truncation's wrap part masked modulo `2^s` (`s` bits per element for
-    /// a pending shift `s`, [`crate::compare::BitCompared::products`]) beside the rsqrt's
+    /// a pending shift `s`, [`crate::open::BitCompared::products`]) beside the rsqrt's
     /// comparison of `u` and the truncation of `u`; round 3 the rsqrt's
     /// product beside the products' truncations; round 4 the row scaling
     /// by `√c/√u` (which also truncates the rsqrt). For an input with

@@ -139,13 +139,13 @@ pub enum Request {
     /// `r²`, with shares of `ρ·msb(r)` (select) and `r_h·msb(r)` (square)
     /// beside them. With `Squares::EachTruncated(q)` (and `select`) the
     /// bits' opening round also truncates `x²` by `q`
-    /// ([`crate::compare::BitCompared::open`]): a 64-bit mask `r₂` drawn by
+    /// ([`crate::open::BitCompared::open`]): a 64-bit mask `r₂` drawn by
     /// the parties, shares of `r₂ >> q` and `msb(r₂)`, and per threshold
     /// of `ρ·(r₂ >> q)` and `ρ·msb(r₂)` (the `msb` parts modulo `2^q`).
     /// With no thresholds (`points = 0`) there is no DCF key.
     /// With `products` (and a truncation by `s`), the material for products
     /// of the truncated value `v` with masked weights in the next round
-    /// ([`crate::compare::BitCompared::products`]): a mask `A_t` drawn by
+    /// ([`crate::open::BitCompared::products`]): a mask `A_t` drawn by
     /// the parties (shared modulo `2^s`) and shares of `C* = (r_h −
     /// 2^(64−s)·A_t)·B` for each weight `B`, as the products' opening of
     /// `T − A_t` (with `T` the wrap part of `v`, modulo `2^s`) needs.
