@@ -21,15 +21,17 @@
 //!   method on it returning an [`Op`] (`arith`: products and truncation;
 //!   `compare`: comparison, ReLU, max; `bit_compare`: comparisons whose
 //!   XOR-shared bits are opened in the next round; [`open`]: that opening,
-//!   with the truncation, squares and products it serves; `nonlinear`: exp, reciprocal, rsqrt,
-//!   softmax, ReLU-softmax, ScaleAttn, LayerNorm; [`gelu`]: the GeLUs). [`Session`] adds
-//!   the link and runs operators ([`Session::run`]).
+//!   with the truncation, squares and products it serves; `nonlinear`: the
+//!   primitives exp, piecewise, reciprocal, rsqrt; [`blocks`]: softmax,
+//!   ReLU-softmax, ScaleAttn, LayerNorm and the GeLUs). [`Session`] adds the
+//!   link and runs operators ([`Session::run`]).
 //! - [`plain`]: the f64 reference of every operator.
 //! - [`local`]: run both parties and the dealer in one process.
 
 pub mod approx;
 pub mod arith;
 pub mod bit_compare;
+pub mod blocks;
 pub mod channel;
 pub mod compare;
 pub mod dcf;
@@ -38,7 +40,6 @@ pub mod dealer;
 pub mod error;
 pub mod feed;
 pub mod fixed;
-pub mod gelu;
 pub mod local;
 pub mod nonlinear;
 pub mod op;
@@ -51,6 +52,7 @@ pub mod session;
 pub mod share;
 
 pub use arith::MaskedWeight;
+pub use blocks::gelu;
 pub use channel::{Channel, CommStats, CountingChannel, MemChannel};
 pub use dealer::{CorrelationSource, Dealer, MaterialGen, Pool, Request, Squares, ValueProducts};
 pub use error::{ChannelError, MpcError, Result};
