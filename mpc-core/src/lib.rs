@@ -48,6 +48,7 @@ pub mod parallel;
 pub mod plain;
 pub mod prg;
 pub mod ring;
+pub mod row_scale;
 pub mod session;
 pub mod share;
 
