@@ -8,12 +8,12 @@
 //! [`Ctx`] returning an [`Op`].
 
 use crate::channel;
+use crate::ctx::{Ctx, expect_triple};
 use crate::dealer::kinds::{WeightMask, Wrap};
 use crate::dealer::{Material, Request};
 use crate::error::{MpcError, check_len};
 use crate::op::{Op, attempt};
 use crate::ring;
-use crate::session::{Ctx, expect_triple};
 use crate::share::Share;
 use std::sync::Arc;
 
@@ -61,6 +61,17 @@ impl MaskedWeight {
 }
 
 impl Ctx<'_> {
+    /// Reveal a shared vector to both parties.
+    ///
+    /// Rounds 1; sends `8n` bytes per party.
+    pub fn open(&mut self, x: &Share) -> Op<Vec<u64>> {
+        let mine = x.as_slice().to_vec();
+        Op::exchange("open", channel::pack(&mine, 64), move |_, peer| {
+            let other = channel::unpack(peer, mine.len(), 64);
+            Op::ready(crate::ring::add(&mine, &other))
+        })
+    }
+
     /// Elementwise product without truncation: `z = x·y` at the sum of the operands' scales.
     ///
     /// Rounds 1; sends `16n` bytes per party; dealer: one triple (`8n` bytes to party 1).

@@ -17,13 +17,13 @@
 use crate::arith::MaskedWeight;
 use crate::arith::{TRUNC_OFFSET, Untruncated, opened_wrap};
 use crate::channel;
+use crate::ctx::Ctx;
 use crate::dcf_bit;
 use crate::dealer::kinds::BitCompare;
 use crate::dealer::{Material, Request, Squares, ValueProducts, low_mask};
 use crate::error::{MpcError, check_len};
 use crate::op::{Op, attempt};
 use crate::open::{BitCompared, Prepared, SquareMask, truncated_opening};
-use crate::session::Ctx;
 use crate::share::Share;
 
 impl Ctx<'_> {

@@ -23,12 +23,12 @@
 
 use crate::arith::{TRUNC_OFFSET, Untruncated, opened_high, opened_wrap};
 use crate::channel;
+use crate::ctx::Ctx;
 use crate::dcf;
 use crate::dealer::kinds::{Compare, CompareProducts};
 use crate::dealer::{Material, Request, Squares, low_mask};
 use crate::error::MpcError;
 use crate::op::{Op, attempt};
-use crate::session::Ctx;
 use crate::share::Share;
 
 impl Ctx<'_> {

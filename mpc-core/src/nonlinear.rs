@@ -9,10 +9,10 @@
 
 use crate::approx::{self, Piecewise};
 use crate::arith::Untruncated;
+use crate::ctx::Ctx;
 use crate::dealer::Squares;
 use crate::fixed::encode_at;
 use crate::op::Op;
-use crate::session::Ctx;
 use crate::share::Share;
 
 /// Fractional bits of reciprocal and rsqrt outputs above the session's `f`,

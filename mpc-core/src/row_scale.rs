@@ -3,12 +3,12 @@
 
 use crate::arith::{TRUNC_OFFSET, Untruncated, beaver_term, opened_high, opened_wrap};
 use crate::channel;
+use crate::ctx::{Ctx, expect_triple};
 use crate::dealer::kinds::{PendingRowScale, TruncRowScale};
 use crate::dealer::{Material, Request};
 use crate::error::{MpcError, check_len};
 use crate::op::{Op, attempt};
 use crate::ring;
-use crate::session::{Ctx, expect_triple};
 use crate::share::Share;
 
 impl Ctx<'_> {

@@ -2,11 +2,11 @@
 //! and the attention scores.
 
 use crate::arith::Untruncated;
+use crate::ctx::Ctx;
 use crate::error::check_len;
 use crate::nonlinear::{ATTN_INV_FRAC, Domain, EXTRA_FRAC, SOFTMAX_MAX_COARSE, narrowed};
 use crate::op::{Op, attempt};
 use crate::ring;
-use crate::session::Ctx;
 use crate::share::Share;
 
 impl Ctx<'_> {

@@ -10,10 +10,10 @@
 
 use crate::approx::Piecewise;
 use crate::arith::Untruncated;
+use crate::ctx::Ctx;
 use crate::dealer::Squares;
 use crate::fixed::encode_at;
 use crate::op::Op;
-use crate::session::Ctx;
 use crate::share::Share;
 use std::sync::OnceLock;
 

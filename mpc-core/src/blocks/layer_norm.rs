@@ -3,6 +3,7 @@
 
 use crate::arith::{MaskedWeight, Untruncated, beaver_term};
 use crate::channel;
+use crate::ctx::{Ctx, expect_triple};
 use crate::dealer::Request;
 use crate::error::check_len;
 use crate::fixed::encode_at;
@@ -10,7 +11,6 @@ use crate::nonlinear::{Domain, EXTRA_FRAC, NORM_INV_FRAC, PiecewiseEval, narrowe
 use crate::op::{Op, attempt};
 use crate::open::{NormProducts, masked_products};
 use crate::ring;
-use crate::session::{Ctx, expect_triple};
 use crate::share::Share;
 
 /// Parameters of LayerNorm.

@@ -1,13 +1,13 @@
 //! The dealer: both parties' streams, the weight masks of a model load, and
 //! its answer to each request (generic over the kind's declaration).
 
+use crate::dealer::masks::Masks;
+use crate::dealer::material::with_kind;
 use crate::dealer::parts::{Kind, draw_kind, put_corrections};
-use crate::dealer::{Request, ValueProducts, with_kind};
-use crate::error::{MpcError, Result};
+use crate::dealer::request::Request;
+use crate::error::Result;
 use crate::prg::{Prg, Seed};
-use crate::ring;
 use crate::share::Party;
-use std::collections::HashMap;
 
 /// What the dealer sends for one request: a message for each party (often empty for party 0).
 #[derive(Clone, Default)]
@@ -41,52 +41,6 @@ pub struct Dealer {
     prg: [Prg; 2],
     /// Full weight masks `B = B₀ + B₁`, by weight id.
     masks: Masks,
-}
-
-/// The dealer's full weight masks `B = B₀ + B₁`, by weight id: what a
-/// model load's [`Request::WeightMask`]s leave for the products with those
-/// weights.
-#[derive(Debug, Default)]
-pub(crate) struct Masks(HashMap<u32, (usize, usize, Vec<u64>)>);
-
-impl Masks {
-    /// Keep the full mask `b` of weight `id`, `k`×`n`.
-    pub(crate) fn insert(&mut self, id: u32, k: usize, n: usize, b: Vec<u64>) {
-        self.0.insert(id, (k, n, b));
-    }
-
-    /// The full mask `B` of weight `id`, which must be `k`×`n`.
-    pub(crate) fn mask(&self, id: u32, k: usize, n: usize) -> Result<&[u64]> {
-        let (mk, mn, b) = self
-            .0
-            .get(&id)
-            .ok_or_else(|| MpcError::Dealer(format!("weight {id} was never masked")))?;
-        if (*mk, *mn) != (k, n) {
-            return Err(MpcError::Dealer(format!(
-                "weight {id} is {mk}x{mn}, request says {k}x{n}"
-            )));
-        }
-        Ok(b)
-    }
-
-    /// `v ⊙ γ` (broadcast over rows) then `v·W` for the masks of `p`'s
-    /// weights, `v` being rows of `p.cols`.
-    pub(crate) fn value_products(&self, p: &ValueProducts, v: &[u64]) -> Result<Vec<u64>> {
-        let (cols, rows) = (p.cols, v.len() / p.cols.max(1));
-        let mut full = Vec::with_capacity(p.words(v.len()));
-        if let Some(id) = p.scale {
-            let b = self.mask(id, 1, cols)?;
-            full.extend(
-                v.iter()
-                    .enumerate()
-                    .map(|(i, x)| x.wrapping_mul(b[i % cols])),
-            );
-        }
-        if let Some((id, out)) = p.next {
-            full.extend(ring::matmul(v, self.mask(id, cols, out)?, rows, cols, out));
-        }
-        Ok(full)
-    }
 }
 
 impl Dealer {
@@ -127,7 +81,8 @@ impl Dealer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dealer::{MaterialGen, Squares};
+    use crate::dealer::expand::MaterialGen;
+    use crate::dealer::request::{Squares, ValueProducts};
 
     /// One request of every kind and variety (weights masked first).
     pub(crate) fn every_kind() -> Vec<Request> {

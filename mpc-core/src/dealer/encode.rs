@@ -1,7 +1,7 @@
 //! The canonical encoding of a [`Request`]: what the parties and the dealer
 //! hash to agree on a plan.
 
-use crate::dealer::{Request, Squares};
+use crate::dealer::request::{Request, Squares};
 
 impl Request {
     /// Append this request's canonical encoding to `out`: what two parties
@@ -176,7 +176,7 @@ impl Request {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dealer::ValueProducts;
+    use crate::dealer::request::ValueProducts;
 
     fn encoded(r: &Request) -> Vec<u8> {
         let mut out = Vec::new();

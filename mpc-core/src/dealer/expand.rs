@@ -1,8 +1,9 @@
 //! A party's side of the dealer: its stream and the dealer's messages
 //! expanded into [`Material`] (generic over the kind's declaration).
 
+use crate::dealer::material::{Material, with_kind};
 use crate::dealer::parts::{Keys, Kind, draw_parts, fill_corrections};
-use crate::dealer::{Material, Request, with_kind};
+use crate::dealer::request::Request;
 use crate::error::{MpcError, Result};
 use crate::prg::{Prg, Seed};
 use crate::share::Party;
@@ -43,7 +44,7 @@ impl MaterialGen {
                 msg.len()
             )));
         }
-        Ok(with_kind!(req, K => self.expand_kind::<K>(req, msg).into_material()))
+        Ok(with_kind!(req, K => Material::from(self.expand_kind::<K>(req, msg))))
     }
 
     /// `K`'s material: drawn, its keys read from the head of `msg` and (party

@@ -10,7 +10,7 @@
 
 use crate::dcf::{Block, DcfKeys};
 use crate::dcf_bit::BitKeys;
-use crate::dealer::{Material, Request};
+use crate::dealer::request::Request;
 use crate::error::Result;
 use crate::prg::Prg;
 use crate::ring;
@@ -282,13 +282,11 @@ pub(crate) trait Kind: Sized {
     fn words_mut(&mut self) -> Vec<Option<&mut Vec<u64>>>;
     /// The material of no elements (the start of [`Kind::derive`]'s result).
     fn empty() -> Self;
-    /// As a [`Material`].
-    fn into_material(self) -> Material;
     /// The dealer's side: from both parties' drawn material, the full value
     /// of each corrected part (in its field; parts that party 0 did not draw
     /// may stay empty) and the keys' wire bytes.
     fn derive(
-        masks: &mut crate::dealer::deal::Masks,
+        masks: &mut crate::dealer::masks::Masks,
         req: &Request,
         m0: &Self,
         m1: &Self,
@@ -303,7 +301,7 @@ pub(crate) fn draw_parts(parts: &[Part], party: Party, prg: &mut Prg) -> Vec<Val
         .map(|p| match p.source {
             Source::Drawn => Value::Words(prg.u64s(p.len)),
             Source::DrawnLow(bits) => {
-                let mask = crate::dealer::low_mask(bits);
+                let mask = low_mask(bits);
                 Value::Words(prg.u64s(p.len).into_iter().map(|x| x & mask).collect())
             }
             Source::Bits => Value::Bits(prg.bits(p.len)),
@@ -369,4 +367,22 @@ pub(crate) fn fill_corrections<K: Kind>(parts: &[Part], m: &mut K, msg: &[u8]) {
 /// a derived value is computed only when it is sent.
 pub(crate) fn need(mine: &[u64], full: impl FnOnce() -> Vec<u64>) -> Vec<u64> {
     if mine.is_empty() { Vec::new() } else { full() }
+}
+
+/// `(v >> shift, msb(v))` elementwise: a mask's truncated part and its top
+/// bit, as the truncations' corrections need them.
+pub(crate) fn high_and_msb(v: &[u64], shift: u32) -> (Vec<u64>, Vec<u64>) {
+    (
+        v.iter().map(|x| x >> shift).collect(),
+        v.iter().map(|x| x >> 63).collect(),
+    )
+}
+
+/// `2^bits − 1` (all ones for 64).
+pub fn low_mask(bits: u32) -> u64 {
+    if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    }
 }

@@ -1,7 +1,9 @@
 //! Where operators take their correlated randomness from, and the
 //! preprocessed pool of a whole plan.
 
-use crate::dealer::{Material, MaterialGen, Request};
+use crate::dealer::expand::MaterialGen;
+use crate::dealer::material::Material;
+use crate::dealer::request::Request;
 use crate::error::{MpcError, Result};
 use std::collections::VecDeque;
 

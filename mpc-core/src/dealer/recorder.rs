@@ -1,8 +1,10 @@
 //! Recording a program's plan: its requests, answered with placeholder
 //! material of the declared shapes.
 
+use crate::dealer::material::{Material, with_kind};
 use crate::dealer::parts::{Keys, Kind, draw_parts};
-use crate::dealer::{CorrelationSource, Material, Request, with_kind};
+use crate::dealer::pool::CorrelationSource;
+use crate::dealer::request::Request;
 use crate::error::Result;
 use crate::prg::{Prg, Seed};
 use crate::share::Party;
@@ -34,7 +36,7 @@ impl Recorder {
 
 impl CorrelationSource for Recorder {
     fn take(&mut self, _op: &'static str, req: Request) -> Result<Material> {
-        let m = with_kind!(&req, K => self.placeholder::<K>(&req).into_material());
+        let m = with_kind!(&req, K => Material::from(self.placeholder::<K>(&req)));
         self.plan.push(req);
         Ok(m)
     }

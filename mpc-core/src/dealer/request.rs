@@ -2,8 +2,6 @@
 //! ([`Request`]), its parameters ([`Squares`], [`ValueProducts`]), and its
 //! size on the wire ([`Request::dealer_bytes`]).
 
-use crate::share::Party;
-
 /// One request for correlated randomness: a kind and a public shape.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Request {
@@ -275,12 +273,5 @@ impl Request {
             Request::BitCompare { .. } => "bit-compare",
             Request::CompareProducts { .. } => "compare-products",
         }
-    }
-
-    /// Bytes the dealer sends to `party` for this request: the kind's keys
-    /// (to both parties) and party 1's corrections, as the kind declares
-    /// them.
-    pub fn dealer_bytes(&self, party: Party) -> usize {
-        crate::dealer::with_kind!(self, K => crate::dealer::parts::dealer_bytes::<K>(self, party))
     }
 }

@@ -2,14 +2,14 @@
 //! (and the products, squares and truncations their opening serves), and
 //! with the compared value's products in the same round.
 
-use super::high_and_msb;
 use crate::dcf::{self, Block, DcfKeys};
 use crate::dcf_bit::{self, BitKeys};
-use crate::dealer::deal::Masks;
+use crate::dealer::masks::Masks;
 use crate::dealer::parts::{
-    KeyShape, Kind, corrected, drawn, drawn_bits, drawn_low, need, on, roots,
+    KeyShape, Kind, corrected, drawn, drawn_bits, drawn_low, high_and_msb, low_mask, need, on,
+    roots,
 };
-use crate::dealer::{Request, Squares, low_mask};
+use crate::dealer::request::{Request, Squares, product_keys, square_shift};
 use crate::error::Result;
 use crate::ring;
 
@@ -70,7 +70,7 @@ kind! {
         else { unreachable!() };
         let np = n * points;
         let t = trunc > 0;
-        let q = crate::dealer::square_shift(square);
+        let q = square_shift(square);
         let tq = q > 0;
     }
     {
@@ -167,7 +167,7 @@ impl BitCompare {
                 .collect()
         };
         // the square's mask r₂, truncated by q in the bits' round
-        let q = crate::dealer::square_shift(square);
+        let q = square_shift(square);
         let r2 = ring::add(&m0.sq_r, &m1.sq_r);
         let (sq_high, sq_msb) = high_and_msb(&r2, q);
         let full = BitCompare {
@@ -222,7 +222,7 @@ kind! {
     }
     keys DcfKeys = KeyShape::Dcf {
         depth: bits - 1 - coarse,
-        width: crate::dealer::product_keys(trunc),
+        width: product_keys(trunc),
         stops: stops.clone(),
         count: n,
     };
@@ -240,7 +240,7 @@ impl CompareProducts {
         else {
             unreachable!()
         };
-        let w = crate::dealer::product_keys(trunc);
+        let w = product_keys(trunc);
         let r = ring::add(&m0.r, &m1.r);
         let mut alphas = Vec::with_capacity(r.len());
         let mut betas = Vec::with_capacity(w * r.len());

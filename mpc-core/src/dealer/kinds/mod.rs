@@ -80,12 +80,8 @@ macro_rules! kind {
                 }
             }
 
-            fn into_material(self) -> $crate::dealer::Material {
-                $crate::dealer::Material::$name(self)
-            }
-
             fn derive(
-                masks: &mut $crate::dealer::deal::Masks,
+                masks: &mut $crate::dealer::masks::Masks,
                 req: &$crate::dealer::Request,
                 m0: &Self,
                 m1: &Self,
@@ -98,15 +94,6 @@ macro_rules! kind {
     (@shape $e:expr) => { $e };
     (@keys_ty) => { () };
     (@keys_ty $t:ty) => { $t };
-}
-
-/// `(v >> shift, msb(v))` elementwise: a mask's truncated part and its top
-/// bit, as the truncations' corrections need them.
-fn high_and_msb(v: &[u64], shift: u32) -> (Vec<u64>, Vec<u64>) {
-    (
-        v.iter().map(|x| x >> shift).collect(),
-        v.iter().map(|x| x >> 63).collect(),
-    )
 }
 
 mod compare;

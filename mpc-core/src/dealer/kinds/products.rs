@@ -1,10 +1,9 @@
 //! The kinds of products of masks: triples of every shape, weight masks,
 //! row scalings with truncated inputs, and the wrap bits of a truncation.
 
-use super::high_and_msb;
-use crate::dealer::deal::Masks;
-use crate::dealer::parts::{Kind, corrected, drawn, drawn_bits};
-use crate::dealer::{Request, ValueProducts};
+use crate::dealer::masks::Masks;
+use crate::dealer::parts::{Kind, corrected, drawn, drawn_bits, high_and_msb};
+use crate::dealer::request::{Request, ValueProducts};
 use crate::error::Result;
 use crate::ring;
 
