@@ -95,53 +95,29 @@ impl std::fmt::Debug for Material {
     }
 }
 
-impl From<kinds::Triple> for Material {
-    fn from(m: kinds::Triple) -> Self {
-        Material::Triple(m)
-    }
+/// `From` each kind's material for [`Material`].
+macro_rules! material_from {
+    ($($kind:ident),+) => {
+        $(
+            impl From<kinds::$kind> for Material {
+                fn from(m: kinds::$kind) -> Self {
+                    Material::$kind(m)
+                }
+            }
+        )+
+    };
 }
 
-impl From<kinds::WeightMask> for Material {
-    fn from(m: kinds::WeightMask) -> Self {
-        Material::WeightMask(m)
-    }
-}
-
-impl From<kinds::TruncRowScale> for Material {
-    fn from(m: kinds::TruncRowScale) -> Self {
-        Material::TruncRowScale(m)
-    }
-}
-
-impl From<kinds::PendingRowScale> for Material {
-    fn from(m: kinds::PendingRowScale) -> Self {
-        Material::PendingRowScale(m)
-    }
-}
-
-impl From<kinds::Wrap> for Material {
-    fn from(m: kinds::Wrap) -> Self {
-        Material::Wrap(m)
-    }
-}
-
-impl From<kinds::Compare> for Material {
-    fn from(m: kinds::Compare) -> Self {
-        Material::Compare(m)
-    }
-}
-
-impl From<kinds::BitCompare> for Material {
-    fn from(m: kinds::BitCompare) -> Self {
-        Material::BitCompare(m)
-    }
-}
-
-impl From<kinds::CompareProducts> for Material {
-    fn from(m: kinds::CompareProducts) -> Self {
-        Material::CompareProducts(m)
-    }
-}
+material_from!(
+    Triple,
+    WeightMask,
+    TruncRowScale,
+    PendingRowScale,
+    Wrap,
+    Compare,
+    BitCompare,
+    CompareProducts
+);
 
 /// Draw from `prg` every component of `req` that `party` generates itself,
 /// leaving the corrected parts zero (party 1) and the keys empty. The dealer
