@@ -6,7 +6,6 @@
 //! gzip stream, a wrong IDX magic number, a short or overlong body, image and
 //! label counts that differ, a label outside 0..10.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Where the Debian package `dataset-fashion-mnist` installs the IDX files.
@@ -16,10 +15,7 @@ pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 pub const SETUP_COMMAND: &str =
     "bash scripts/setup.sh (as root; it runs apt-get install dataset-fashion-mnist)";
 
-/// IDX magic number of an unsigned-byte 3-D array (the images).
-pub const IDX_IMAGES_MAGIC: u32 = 0x0000_0803;
-/// IDX magic number of an unsigned-byte 1-D array (the labels).
-pub const IDX_LABELS_MAGIC: u32 = 0x0000_0801;
+pub use model::idx::{IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC};
 
 /// Number of Fashion-MNIST classes.
 pub const CLASSES: usize = 10;
@@ -59,6 +55,18 @@ pub enum DatasetError {
     },
 }
 
+impl From<model::idx::IdxError> for DatasetError {
+    fn from(e: model::idx::IdxError) -> Self {
+        match e {
+            model::idx::IdxError::Io { path, source } => DatasetError::Io { path, source },
+            other => DatasetError::Corrupt {
+                path: other.path().to_path_buf(),
+                reason: other.reason(),
+            },
+        }
+    }
+}
+
 /// The labelled test images: `count` images of `rows × cols` 8-bit pixels,
 /// row-major, one after the other.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,32 +96,24 @@ impl TestSplit {
         Self::load(Path::new(FASHION_MNIST_DIR))
     }
 
-    /// Reads an IDX images file and its IDX labels file (each raw or gzip).
+    /// Reads an IDX images file and its IDX labels file (each raw or gzip,
+    /// [`model::idx::read_pair`]).
     pub fn load_files(images: &Path, labels: &Path) -> Result<Self, DatasetError> {
-        let (shape, pixels) = parse_idx(images, &read_maybe_gz(images)?, IDX_IMAGES_MAGIC)?;
-        let (lshape, labels_v) = parse_idx(labels, &read_maybe_gz(labels)?, IDX_LABELS_MAGIC)?;
-        if shape[0] != lshape[0] {
+        let pair = model::idx::read_pair(images, labels)?;
+        if let Some(i) = pair.labels.iter().position(|&l| usize::from(l) >= CLASSES) {
             return Err(DatasetError::Corrupt {
                 path: labels.to_path_buf(),
                 reason: format!(
-                    "{} labels, but {} holds {} images",
-                    lshape[0],
-                    images.display(),
-                    shape[0]
+                    "label {} of image {i} is outside 0..{CLASSES}",
+                    pair.labels[i]
                 ),
             });
         }
-        if let Some(i) = labels_v.iter().position(|&l| usize::from(l) >= CLASSES) {
-            return Err(DatasetError::Corrupt {
-                path: labels.to_path_buf(),
-                reason: format!("label {} of image {i} is outside 0..{CLASSES}", labels_v[i]),
-            });
-        }
         Ok(TestSplit {
-            rows: shape[1],
-            cols: shape[2],
-            pixels,
-            labels: labels_v,
+            rows: pair.rows,
+            cols: pair.cols,
+            pixels: pair.pixels,
+            labels: pair.labels,
         })
     }
 
@@ -153,74 +153,6 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf, DatasetError> {
             dir: dir.to_path_buf(),
             candidates,
         })
-}
-
-/// The file's bytes, gunzipped when they start with the gzip magic `1f 8b`.
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DatasetError> {
-    let raw = std::fs::read(path).map_err(|source| DatasetError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if !raw.starts_with(&[0x1f, 0x8b]) {
-        return Ok(raw);
-    }
-    let mut out = Vec::with_capacity(raw.len() * 4);
-    flate2::read::MultiGzDecoder::new(&raw[..])
-        .read_to_end(&mut out)
-        .map_err(|e| DatasetError::Corrupt {
-            path: path.to_path_buf(),
-            reason: format!("gzip stream is corrupt or truncated: {e}"),
-        })?;
-    Ok(out)
-}
-
-/// Checks the magic number (`0x0800 | dims`), the header and the exact body
-/// length of an unsigned-byte IDX file; returns its dimensions and body.
-fn parse_idx(path: &Path, bytes: &[u8], magic: u32) -> Result<(Vec<usize>, Vec<u8>), DatasetError> {
-    let corrupt = |reason: String| DatasetError::Corrupt {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let dims = (magic & 0xff) as usize;
-    let header = 4 + 4 * dims;
-    let be = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
-    if bytes.len() < 4 {
-        return Err(corrupt(format!(
-            "truncated: {} bytes, too short for the IDX magic number",
-            bytes.len()
-        )));
-    }
-    if be(0) != magic {
-        return Err(corrupt(format!(
-            "bad IDX magic number {:#010x}, expected {magic:#010x} (unsigned bytes, {dims}-D)",
-            be(0)
-        )));
-    }
-    if bytes.len() < header {
-        return Err(corrupt(format!(
-            "truncated: {} bytes, the IDX header needs {header}",
-            bytes.len()
-        )));
-    }
-    let shape: Vec<usize> = (0..dims).map(|d| be(4 + 4 * d) as usize).collect();
-    let total = shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| corrupt(format!("IDX dimensions {shape:?} overflow")))?;
-    let body = &bytes[header..];
-    if body.len() < total {
-        return Err(corrupt(format!(
-            "truncated: the header declares {shape:?} ({total} bytes of data), the file holds {}",
-            body.len()
-        )));
-    }
-    if body.len() > total {
-        return Err(corrupt(format!(
-            "{} bytes after the {shape:?} array the header declares",
-            body.len() - total
-        )));
-    }
-    Ok((shape, body.to_vec()))
 }
 
 #[cfg(test)]

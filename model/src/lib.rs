@@ -9,6 +9,8 @@
 //! - [`Model`]: configuration + weights (+ the fused linearised FFNs), load and save.
 //! - [`plain`]: the plaintext f32 forward, one function per stage, with a trace of every
 //!   intermediate.
+//! - [`idx`]: the IDX files of MNIST and Fashion-MNIST (raw or gzip), for the client's
+//!   accuracy check and the search's data sets.
 //! - [`mod@preprocess`]: PNG/JPEG → normalised CHW input.
 //! - [`secure`]: the weight split and the secure forward over mpc-core, stage by stage.
 //! - [`cost`]: the online rounds and bytes of a secure inference, counted by the plan
@@ -25,6 +27,7 @@
 pub mod config;
 pub mod cost;
 pub mod error;
+pub mod idx;
 pub mod network;
 pub mod plain;
 pub mod preprocess;

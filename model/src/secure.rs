@@ -18,9 +18,9 @@
 //! reciprocal and rsqrt piecewise linearly (relative error ≤ 1e-3 on their domains).
 
 use mpc_core::arith::Untruncated;
-use mpc_core::nonlinear::{
-    ATTN_INV_FRAC, Domain, LayerNormParams, ROW_SUMS, ReluAttention, center_rows, tile,
-};
+use mpc_core::blocks::attention::ReluAttention;
+use mpc_core::blocks::layer_norm::{LayerNormParams, center_rows};
+use mpc_core::nonlinear::{ATTN_INV_FRAC, Domain, ROW_SUMS, tile};
 use std::collections::HashMap;
 use std::sync::Arc;
 

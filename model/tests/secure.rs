@@ -125,42 +125,9 @@ fn check(c: &Compared, stage_tol: f64, logit_tol: f64) -> f64 {
     worst_logit
 }
 
-/// A 16 × 16 px model of 2 blocks, dim 32, 4 heads (its head table that
-/// of `vit_7_4_32` until set).
-fn small_config(name: &str) -> ModelConfig {
-    ModelConfig {
-        name: name.into(),
-        image_size: 16,
-        in_channels: 3,
-        patch_size: 4,
-        dim: 32,
-        depth: 2,
-        heads: 4,
-        mlp_hidden: 64,
-        num_classes: 10,
-        ..ModelConfig::vit_7_4_32()
-    }
-}
-
 #[test]
 fn small_model_every_attention_kind_and_beta() {
-    let mut config = small_config("small");
-    config.attention = vec![
-        vec![
-            AttnKind::Softmax,
-            AttnKind::ReluSoftmax,
-            AttnKind::ScaleAttn,
-            AttnKind::ReluSoftmax,
-        ],
-        vec![
-            AttnKind::ScaleAttn,
-            AttnKind::ScaleAttn,
-            AttnKind::ReluSoftmax,
-            AttnKind::Softmax,
-        ],
-    ];
-    let n = config.num_tokens();
-    config.beta = vec![None, Some((0..n).map(|t| t % 3 != 1).collect())];
+    let mut config = common::every_attention_kind();
     for gelu in [GeluKind::Erf, GeluKind::Quad] {
         config.gelu = gelu;
         let model = Model::random(config.clone(), 3).unwrap();
@@ -207,7 +174,7 @@ fn a_block_of_scale_attn_heads_only_folds_each_head_in_three_rounds() {
     // ReLU-softmax head among them, the attending head's path (4 rounds
     // with the one-round ReLU, where the ScaleAttn heads fold too; 5 with
     // the two-round ReLU) sets the block's length.
-    let mut config = small_config("scale-only");
+    let mut config = common::small_config("scale-only");
     config.beta = vec![None, None];
     let mixed = vec![
         AttnKind::ReluSoftmax,

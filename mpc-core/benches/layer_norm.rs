@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use criterion::{Criterion, criterion_group, criterion_main};
-use mpc_core::nonlinear::LayerNormParams;
+use mpc_core::blocks::layer_norm::LayerNormParams;
 
 fn bench(c: &mut Criterion) {
     let x = uniform(N * C, -4.0, 4.0, 2);

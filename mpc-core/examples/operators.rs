@@ -5,8 +5,9 @@
 //!
 //! `cargo run --release -p mpc-core --example operators`
 
+use mpc_core::blocks::layer_norm::LayerNormParams;
 use mpc_core::local::run_local;
-use mpc_core::nonlinear::{EXTRA_FRAC, LayerNormParams, ROW_SUMS};
+use mpc_core::nonlinear::{EXTRA_FRAC, ROW_SUMS};
 use mpc_core::{FixedPoint, Prg, Result, Seed, Session, Share, plain, reconstruct, share_secret};
 
 const FP: FixedPoint = FixedPoint { frac_bits: 16 };

@@ -233,8 +233,6 @@ pub fn geometric_thresholds(lo: f64, hi: f64, per_octave: usize) -> Vec<f64> {
         .collect()
 }
 
-pub use crate::gelu::{gelu_exact, gelu_piecewise};
-
 /// Piecewise-linear `1/x` on `[lo, hi]` with `per_octave` segments per octave.
 /// Relative error about `(2^(1/p) − 1)²/8` inside the domain (p = per_octave);
 /// below `lo` and above `hi` the end segments are extrapolated.

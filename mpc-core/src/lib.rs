@@ -19,40 +19,49 @@
 //!   [`Op::then`] so that independent operators share rounds.
 //! - [`Ctx`]: one party's view without the link; every secure operator is a
 //!   method on it returning an [`Op`] (`arith`: products and truncation;
-//!   `compare`: comparison, ReLU, max; `nonlinear`: exp, reciprocal, rsqrt,
-//!   softmax, ReLU-softmax, ScaleAttn, LayerNorm; [`gelu`]: the GeLUs). [`Session`] adds
-//!   the link and runs operators ([`Session::run`]).
+//!   `compare`: comparison, ReLU, max; `bit_compare`: comparisons whose
+//!   XOR-shared bits are opened in the next round; [`open`]: that opening,
+//!   with the truncation, squares and products it serves; `nonlinear`: the
+//!   primitives exp, piecewise, reciprocal, rsqrt; [`blocks`]: softmax,
+//!   ReLU-softmax, ScaleAttn, LayerNorm and the GeLUs). [`Session`] adds the
+//!   link and runs operators ([`Session::run`]).
 //! - [`plain`]: the f64 reference of every operator.
 //! - [`local`]: run both parties and the dealer in one process.
 
 pub mod approx;
 pub mod arith;
+pub mod bit_compare;
+pub mod blocks;
 pub mod channel;
 pub mod compare;
+pub mod ctx;
 pub mod dcf;
 pub mod dcf_bit;
 pub mod dealer;
 pub mod error;
 pub mod feed;
 pub mod fixed;
-pub mod gelu;
 pub mod local;
 pub mod nonlinear;
 pub mod op;
+pub mod open;
 pub mod parallel;
 pub mod plain;
 pub mod prg;
 pub mod ring;
+pub mod row_scale;
 pub mod session;
 pub mod share;
 
 pub use arith::MaskedWeight;
+pub use blocks::gelu;
 pub use channel::{Channel, CommStats, CountingChannel, MemChannel};
+pub use ctx::Ctx;
 pub use dealer::{CorrelationSource, Dealer, MaterialGen, Pool, Request, Squares, ValueProducts};
 pub use error::{ChannelError, MpcError, Result};
 pub use feed::{ChannelFeed, DealerFeed, PREFETCH_AHEAD, Prefetch, StreamedPool};
 pub use fixed::FixedPoint;
 pub use op::Op;
 pub use prg::{Prg, Seed};
-pub use session::{Ctx, OpCost, OpProfile, Session};
+pub use session::{OpCost, OpProfile, Session};
 pub use share::{Party, Share, reconstruct, share_secret};

@@ -21,8 +21,8 @@
 //! The rounds of a composed operator are those of its longest chain of
 //! [`Op::then`]s; the bytes are the sums of its parts'.
 
+use crate::ctx::Ctx;
 use crate::error::{MpcError, Result};
-use crate::session::Ctx;
 
 /// What turns the peer's message into the operator's next state.
 type Next<T> = Box<dyn FnOnce(&mut Ctx<'_>, &[u8]) -> Op<T> + Send>;

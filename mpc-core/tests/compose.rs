@@ -123,7 +123,7 @@ fn library_attention_matches_the_reference_with_heads_side_by_side() {
     let s1 = uniform(n * n, -3.0, 3.0, 5);
     let s2 = uniform(n * n, -3.0, 3.0, 6);
     let v = uniform(n * d, -1.0, 1.0, 7);
-    let p = mpc_core::nonlinear::ReluAttention {
+    let p = mpc_core::blocks::attention::ReluAttention {
         bits: 24,
         coarse: 0,
         one_round: false,

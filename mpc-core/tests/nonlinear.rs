@@ -2,9 +2,9 @@ mod common;
 
 use common::*;
 use mpc_core::arith::Untruncated;
-use mpc_core::nonlinear::{
-    Domain, EXTRA_FRAC, KNOT_BITS, LayerNormParams, PiecewiseEval, ROW_SUMS, ReluAttention,
-};
+use mpc_core::blocks::attention::ReluAttention;
+use mpc_core::blocks::layer_norm::LayerNormParams;
+use mpc_core::nonlinear::{Domain, EXTRA_FRAC, KNOT_BITS, PiecewiseEval, ROW_SUMS};
 use mpc_core::{FixedPoint, Share, Squares, plain};
 use proptest::prelude::*;
 
@@ -1013,7 +1013,7 @@ fn layer_norm_then_linear_shares_the_opening() {
         let mw = s.run(|cx| cx.mask_weight(0, &v[1], c, out))?;
         let xc = s.run(|cx| {
             cx.trunc_scaled(
-                &mpc_core::nonlinear::center_rows(&v[0], rows, c),
+                &mpc_core::blocks::layer_norm::center_rows(&v[0], rows, c),
                 0,
                 1.0 / c as f64,
             )

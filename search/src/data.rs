@@ -14,7 +14,6 @@
 //! normalised (`(v/255 − mean[c]) / std[c]`) in [`Dataset::batch`].
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use rand_chacha::ChaCha8Rng;
@@ -115,20 +114,55 @@ fn corrupt(path: &Path, reason: impl Into<String>) -> DataError {
     }
 }
 
-/// Reads a file, transparently decompressing gzip (detected by its magic bytes `1f 8b`).
+/// Reads a file, transparently decompressing gzip (detected by its magic bytes `1f 8b`;
+/// [`model::idx::read_maybe_gz`]).
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = fs::read(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| corrupt(path, format!("gzip stream is corrupt or truncated: {e}")))?;
-        Ok(out)
-    } else {
-        Ok(raw)
+    Ok(model::idx::read_maybe_gz(path)?)
+}
+
+impl From<model::idx::IdxError> for DataError {
+    fn from(e: model::idx::IdxError) -> Self {
+        use model::idx::IdxError as E;
+        match e {
+            E::Io { path, source } => DataError::Io { path, source },
+            E::BadMagic {
+                path,
+                found,
+                expected,
+                what,
+            } => DataError::BadMagic {
+                path,
+                found,
+                expected,
+                what,
+            },
+            E::Truncated {
+                path,
+                what,
+                expected,
+                found,
+            } => DataError::Truncated {
+                path,
+                what,
+                expected,
+                found,
+            },
+            E::CountMismatch {
+                images,
+                n_images,
+                labels,
+                n_labels,
+            } => DataError::CountMismatch {
+                images,
+                n_images,
+                labels,
+                n_labels,
+            },
+            other => DataError::Corrupt {
+                path: other.path().to_path_buf(),
+                reason: other.reason(),
+            },
+        }
     }
 }
 
@@ -320,97 +354,34 @@ impl Augment {
     }
 }
 
-/// IDX magic of an unsigned-byte 3-D array (images).
-pub const IDX_IMAGES_MAGIC: u32 = 0x0000_0803;
-/// IDX magic of an unsigned-byte 1-D array (labels).
-pub const IDX_LABELS_MAGIC: u32 = 0x0000_0801;
-
-fn be_u32(b: &[u8]) -> u32 {
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
-}
+pub use model::idx::{IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC};
 
 /// Parses an IDX file of unsigned bytes with `dims` dimensions; returns the dimensions
-/// and the data. The magic number, the header, and the exact data length are checked.
+/// and the data ([`model::idx::parse_idx`]: the magic number, the header, and the exact
+/// data length are checked).
 pub fn parse_idx(
     path: &Path,
     bytes: &[u8],
     dims: usize,
     what: &'static str,
 ) -> Result<(Vec<usize>, Vec<u8>)> {
-    let header = 4 + 4 * dims;
-    if bytes.len() < 4 {
-        return Err(DataError::Truncated {
-            path: path.to_path_buf(),
-            what: "the IDX magic number",
-            expected: 4,
-            found: bytes.len() as u64,
-        });
-    }
-    let expected = 0x0800 | dims as u32;
-    let found = be_u32(bytes);
-    if found != expected {
-        return Err(DataError::BadMagic {
-            path: path.to_path_buf(),
-            found,
-            expected,
-            what,
-        });
-    }
-    if bytes.len() < header {
-        return Err(DataError::Truncated {
-            path: path.to_path_buf(),
-            what: "the IDX header",
-            expected: header as u64,
-            found: bytes.len() as u64,
-        });
-    }
-    let shape: Vec<usize> = (0..dims)
-        .map(|i| be_u32(&bytes[4 + 4 * i..]) as usize)
-        .collect();
-    let total = shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| corrupt(path, format!("IDX dimensions {shape:?} overflow")))?;
-    let body = &bytes[header..];
-    if body.len() < total {
-        return Err(DataError::Truncated {
-            path: path.to_path_buf(),
-            what,
-            expected: (header + total) as u64,
-            found: bytes.len() as u64,
-        });
-    }
-    if body.len() > total {
-        return Err(corrupt(
-            path,
-            format!(
-                "{} trailing bytes after the {shape:?} array the header declares",
-                body.len() - total
-            ),
-        ));
-    }
-    Ok((shape, body.to_vec()))
+    Ok(model::idx::parse_idx(path, bytes, dims, what)?)
 }
 
 /// Loads an IDX images file (`[n, rows, cols]`) and its IDX labels file, gzip or raw,
 /// with every label `< classes.len()`.
 pub fn load_idx_pair(images: &Path, labels: &Path, classes: &[String]) -> Result<Dataset> {
-    let (shape, pixels) = parse_idx(images, &read_maybe_gz(images)?, 3, "IDX images (u8, 3-D)")?;
-    let (lshape, lab) = parse_idx(labels, &read_maybe_gz(labels)?, 1, "IDX labels (u8, 1-D)")?;
-    if shape[0] != lshape[0] {
-        return Err(DataError::CountMismatch {
-            images: images.to_path_buf(),
-            n_images: shape[0],
-            labels: labels.to_path_buf(),
-            n_labels: lshape[0],
-        });
-    }
-    let labels_u32 = check_labels(labels, lab.iter().map(|&l| u32::from(l)), classes.len())?;
+    let pair = model::idx::read_pair(images, labels)?;
+    let labels_u32 = check_labels(
+        labels,
+        pair.labels.iter().map(|&l| u32::from(l)),
+        classes.len(),
+    )?;
     Ok(Dataset {
         channels: 1,
-        height: shape[1],
-        width: shape[2],
-        pixels,
+        height: pair.rows,
+        width: pair.cols,
+        pixels: pair.pixels,
         labels: labels_u32,
         classes: classes.to_vec(),
     })

@@ -45,17 +45,23 @@ impl ModelPlans {
         })
     }
 
-    /// SHA-256 over the manifest and both plans: two parties with equal
+    /// SHA-256 over the domain `mpcvit/v2 plan`, the manifest (its length
+    /// as 8 bytes little-endian, then its bytes) and both plans (each its
+    /// length as 8 bytes little-endian, then each request's canonical
+    /// encoding, [`Request::encode_canonical`]): two parties with equal
     /// digests run the same program.
     pub fn digest(&self, manifest_json: &str) -> [u8; 32] {
         let mut h = Sha256::new();
-        h.update(b"mpcvit/v1 plan");
+        h.update(b"mpcvit/v2 plan");
         h.update((manifest_json.len() as u64).to_le_bytes());
         h.update(manifest_json.as_bytes());
+        let mut bytes = Vec::new();
         for plan in [&self.prepare, &self.online] {
             h.update((plan.len() as u64).to_le_bytes());
             for r in plan.iter() {
-                h.update(format!("{r:?};").as_bytes());
+                bytes.clear();
+                r.encode_canonical(&mut bytes);
+                h.update(&bytes);
             }
         }
         h.finalize().into()
@@ -104,5 +110,41 @@ mod tests {
                 .all(|r| matches!(r, Request::WeightMask { .. }))
         );
         assert!(!p0.online.is_empty());
+    }
+
+    #[test]
+    fn the_digest_hashes_the_canonical_encoding() {
+        let plans = ModelPlans {
+            prepare: Arc::new(vec![Request::WeightMask { id: 1, k: 2, n: 3 }]),
+            online: Arc::new(vec![
+                Request::Triple { n: 4 },
+                Request::Wrap { n: 4, shift: 12 },
+            ]),
+        };
+        let manifest = "{}";
+        let mut h = Sha256::new();
+        h.update(b"mpcvit/v2 plan");
+        h.update(2u64.to_le_bytes());
+        h.update(b"{}");
+        h.update(1u64.to_le_bytes());
+        h.update([7u8]);
+        h.update(1u32.to_le_bytes());
+        h.update(2u64.to_le_bytes());
+        h.update(3u64.to_le_bytes());
+        h.update(2u64.to_le_bytes());
+        h.update([0u8]);
+        h.update(4u64.to_le_bytes());
+        h.update([10u8]);
+        h.update(4u64.to_le_bytes());
+        h.update(12u32.to_le_bytes());
+        let want: [u8; 32] = h.finalize().into();
+        assert_eq!(plans.digest(manifest), want);
+        // one field changed: another digest
+        let mut other = plans.clone();
+        other.online = Arc::new(vec![
+            Request::Triple { n: 4 },
+            Request::Wrap { n: 4, shift: 13 },
+        ]);
+        assert_ne!(other.digest(manifest), want);
     }
 }

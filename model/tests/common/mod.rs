@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use model::ModelConfig;
+use model::{AttnKind, ModelConfig};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 /// `model/tests/data`.
@@ -108,4 +108,44 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// A 16 × 16 px model of 2 blocks, dim 32, 4 heads (its head table that
+/// of `vit_7_4_32` until set).
+pub fn small_config(name: &str) -> ModelConfig {
+    ModelConfig {
+        name: name.into(),
+        image_size: 16,
+        in_channels: 3,
+        patch_size: 4,
+        dim: 32,
+        depth: 2,
+        heads: 4,
+        mlp_hidden: 64,
+        num_classes: 10,
+        ..ModelConfig::vit_7_4_32()
+    }
+}
+
+/// [`small_config`] with every attention kind in each block and a β mask
+/// on the second block.
+pub fn every_attention_kind() -> ModelConfig {
+    let mut config = small_config("small");
+    config.attention = vec![
+        vec![
+            AttnKind::Softmax,
+            AttnKind::ReluSoftmax,
+            AttnKind::ScaleAttn,
+            AttnKind::ReluSoftmax,
+        ],
+        vec![
+            AttnKind::ScaleAttn,
+            AttnKind::ScaleAttn,
+            AttnKind::ReluSoftmax,
+            AttnKind::Softmax,
+        ],
+    ];
+    let n = config.num_tokens();
+    config.beta = vec![None, Some((0..n).map(|t| t % 3 != 1).collect())];
+    config
 }

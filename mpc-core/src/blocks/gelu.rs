@@ -10,10 +10,10 @@
 
 use crate::approx::Piecewise;
 use crate::arith::Untruncated;
+use crate::ctx::Ctx;
 use crate::dealer::Squares;
 use crate::fixed::encode_at;
 use crate::op::Op;
-use crate::session::Ctx;
 use crate::share::Share;
 use std::sync::OnceLock;
 
@@ -149,11 +149,11 @@ impl Ctx<'_> {
     /// cover the 1/8 below it, where the comparison may pick it. Round 2
     /// opens the 11 masked bits `e_j` and beside them `x² + r₂`, which
     /// truncates `x²` by `q = min(`[`GELU_SQUARE_SHIFT`]`, 2f − 1)`
-    /// ([`crate::compare::BitCompared::open`]). Each bit is then `b_j = e_j
+    /// ([`crate::open::BitCompared::open`]). Each bit is then `b_j = e_j
     /// + (1 − 2e_j)·ρ_j`, and with the dealer's `ρ_j·r` and `ρ_j·r₂` (their
     /// truncated parts) it selects `x` and the truncated `x²` locally
-    /// ([`crate::compare::BitsOpened::select`],
-    /// [`crate::compare::BitsOpened::select_square`]): the telescoped sum
+    /// ([`crate::open::BitsOpened::select`],
+    /// [`crate::open::BitsOpened::select_square`]): the telescoped sum
     /// `c₀ + c₁·x + c₂·x²` (coefficients at 54, `54 − f` and `54 + q − 2f`
     /// fractional bits) needs no product round. Round 3 truncates it by
     /// `54 − f`.

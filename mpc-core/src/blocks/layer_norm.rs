@@ -1,0 +1,368 @@
+//! LayerNorm: centred rows, their inverse standard deviation, and the
+//! products of the normalised rows with the scale and the next weight.
+
+use crate::arith::{MaskedWeight, Untruncated, beaver_term};
+use crate::channel;
+use crate::ctx::{Ctx, expect_triple};
+use crate::dealer::Request;
+use crate::error::check_len;
+use crate::fixed::encode_at;
+use crate::nonlinear::{Domain, EXTRA_FRAC, NORM_INV_FRAC, PiecewiseEval, narrowed, tile};
+use crate::op::{Op, attempt};
+use crate::open::{NormProducts, masked_products};
+use crate::ring;
+use crate::share::Share;
+
+/// Parameters of LayerNorm.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LayerNormParams {
+    /// Added to the variance (PyTorch's default 1e-5).
+    pub eps: f64,
+    /// Range of the per-row variance over which `1/√(var + eps)` is accurate.
+    pub var: Domain,
+}
+
+impl Default for LayerNormParams {
+    fn default() -> Self {
+        LayerNormParams {
+            eps: 1e-5,
+            var: Domain {
+                lo: 1.0 / 1024.0,
+                hi: 16384.0,
+            },
+        }
+    }
+}
+
+/// What a LayerNorm's shared part (`Ctx::norm_inverse`) leaves: the
+/// truncated centred rows, their requested products at `2f` bits
+/// (untruncated) and the rows' `√c/√u` with its truncation pending (to
+/// `f + EXTRA_FRAC` bits; [`NormInverse::narrow`] for the products).
+struct NormInverse {
+    inv: Untruncated,
+    centred: Share,
+    scaled: Option<Share>,
+    product: Option<Share>,
+}
+
+impl NormInverse {
+    /// `√c/√u` truncating to `f + NORM_INV_FRAC` bits, to scale the
+    /// `2f`-bit products: their product then fits the ring untruncated.
+    fn narrow(&self) -> Untruncated {
+        narrowed(self.inv.clone(), NORM_INV_FRAC)
+    }
+}
+
+/// `c·x − Σ_j x_j` for each row of `x` (rows×c): `c` times the centred rows,
+/// exact and local. Divide by `c` with a scaled truncation.
+pub fn center_rows(x: &Share, rows: usize, c: usize) -> Share {
+    let sums = ring::row_sums(x.as_slice(), rows, c);
+    Share::new(ring::sub(
+        &ring::scale(x.as_slice(), c as u64),
+        &ring::repeat_rows(&sums, c),
+    ))
+}
+
+impl Ctx<'_> {
+    /// LayerNorm of each row of `x` (rows×c): `(x − μ)/√(σ² + eps)·γ + β`,
+    /// with `γ` a masked 1×c weight (see [`Ctx::mask_weight`]) and `β` a
+    /// shared vector; either may be absent (γ = 1, β = 0), for example when the
+    /// model owner has folded them into the next linear layer.
+    ///
+    /// Steps: `d = c·x − Σx` (local); `x − μ = d/c` with its truncation
+    /// pending ([`crate::arith::scaled`]), then [`Ctx::layer_norm_centered`],
+    /// whose first opening performs it.
+    ///
+    /// Rounds 5. Bytes per party ≈ `rows·c·(8 + t/8 + 8 + 3/8) +
+    /// rows·(ℓ/8 + 32)`, `t` the shift of the scaling by `1/c` (`log2 c`
+    /// for a power of two, else about `SCALE_BITS + log2 c`): the second
+    /// opening carries only its wrap part ([`crate::open::BitCompared::products`]).
+    /// Dealer: about `36·rows·c` bytes to party 1 (28 without γ; narrowed
+    /// corrections, see [`crate::Request`], and the squares summed per row
+    /// by the dealer, `Squares::RowSums`).
+    /// Accuracy: relative error ≤ 1e-3 of `(x − μ)/σ` while `σ²` lies in
+    /// `params.var`, plus a few ulps; requires `|x − μ| < 2^(31 − f)`.
+    pub fn layer_norm(
+        &mut self,
+        x: &Share,
+        gamma: Option<&MaskedWeight>,
+        beta: Option<&Share>,
+        rows: usize,
+        c: usize,
+        params: LayerNormParams,
+    ) -> Op<Share> {
+        attempt!(check_len("layer_norm", "input", x.len(), rows * c));
+        let xc = crate::arith::scaled(&center_rows(x, rows, c), 0, 1.0 / c as f64);
+        self.layer_norm_centered(xc, gamma, beta, rows, c, params)
+            .then(|ctx, y| y.truncate(ctx))
+    }
+
+    /// [`Ctx::layer_norm`] from the centred rows `x − μ` on, which may carry
+    /// a pending truncation (for example `scaled(center_rows(x_raw), f,
+    /// 1/c)` of a residual-stream value `x_raw` at `2f` bits): the first
+    /// opening performs it. The result is returned with its last truncation
+    /// pending (`2f + NORM_INV_FRAC` bits with `γ`, `f + EXTRA_FRAC`
+    /// without), for a consumer to merge.
+    ///
+    /// Steps, for a pending input: round 1 opens `x − μ + r` once for its
+    /// truncation and square (a comparison with no threshold,
+    /// [`Ctx::bit_compare`]), so `u = Σ(x − μ)² + c·eps = c·(σ² + eps)` is
+    /// known after one round ([`Ctx::norm_opening`]); round 2 opens, for
+    /// `(x − μ)·γ` (and `(x − μ)·W` in the linear variants), only the
+    /// truncation's wrap part masked modulo `2^s` (`s` bits per element for
+    /// a pending shift `s`, [`crate::open::BitCompared::products`]) beside the rsqrt's
+    /// comparison of `u` and the truncation of `u`; round 3 the rsqrt's
+    /// product beside the products' truncations; round 4 the row scaling
+    /// by `√c/√u` (which also truncates the rsqrt). For an input with
+    /// nothing pending, round 1 opens `x − μ − A` for every product at
+    /// once and the rest moves up. Rounds 4 (5 with the final truncation).
+    pub fn layer_norm_centered(
+        &mut self,
+        xc: impl Into<Untruncated>,
+        gamma: Option<&MaskedWeight>,
+        beta: Option<&Share>,
+        rows: usize,
+        c: usize,
+        params: LayerNormParams,
+    ) -> Op<Untruncated> {
+        let xc: Untruncated = xc.into();
+        if let Some(b) = beta {
+            attempt!(check_len("layer_norm", "beta", b.len(), c));
+        }
+        let f = self.frac_bits();
+        // x·γ at 2f times 1/σ at f + NORM_INV_FRAC, or x − μ at f times 1/σ at f + EXTRA_FRAC
+        let s = if gamma.is_some() {
+            2 * f + NORM_INV_FRAC
+        } else {
+            f + EXTRA_FRAC
+        };
+        let beta = beta.map(|b| Share::new(tile(b.as_slice(), rows)).scale_int(1 << s));
+        self.norm_inverse(&xc, gamma, None, rows, c, params)
+            .then(move |ctx, n| match &n.scaled {
+                Some(xg) => ctx.mul_rows_pending(&xg.into(), &n.narrow(), rows, c),
+                None => ctx.mul_rows_pending(&(&n.centred).into(), &n.inv, rows, c),
+            })
+            .map(move |y| Untruncated {
+                raw: match beta {
+                    Some(b) => y.add(&b),
+                    None => y,
+                },
+                shift: s,
+            })
+    }
+
+    /// `LN(x)·W + b` for centred rows `xc` (rows×c, possibly with a pending
+    /// truncation), a LayerNorm without affine step (fold `γ`, `β` into
+    /// `W`, `b` beforehand) followed by a linear layer: the opening of
+    /// `x − μ` for the products also serves `(x − μ)·W`, which is then
+    /// scaled per row by `1/σ`. Rounds 5, as [`Ctx::layer_norm_centered`].
+    /// Bytes per party ≈ `8·rows·(2c + out) + …` (the row scaling opens rows×out).
+    pub fn layer_norm_linear(
+        &mut self,
+        xc: impl Into<Untruncated>,
+        w: &MaskedWeight,
+        bias: Option<&Share>,
+        rows: usize,
+        c: usize,
+        params: LayerNormParams,
+    ) -> Op<Share> {
+        let xc: Untruncated = xc.into();
+        let out = w.cols();
+        if let Some(b) = bias {
+            attempt!(check_len("layer_norm_linear", "bias", b.len(), out));
+        }
+        let bias = bias.map(|b| Share::new(tile(b.as_slice(), rows)));
+        self.norm_inverse(&xc, None, Some(w), rows, c, params)
+            .then(move |ctx, n| {
+                let xw = n.product.as_ref().expect("requested product");
+                let s = 2 * ctx.frac_bits() + NORM_INV_FRAC;
+                ctx.mul_rows_pending(&xw.into(), &n.narrow(), rows, out)
+                    .then(move |ctx, y| ctx.trunc(&y, s))
+            })
+            .map(move |y| match bias {
+                Some(b) => y.add(&b),
+                None => y,
+            })
+    }
+
+    /// `z = LN(x)·γ + β` and `LN(x)·W + b` together, for a LayerNorm whose
+    /// output feeds both a residual and a linear layer (`W`, `b` must carry
+    /// the norm's `γ`, `β`): one opening serves `(x − μ)·γ` and `(x − μ)·W`,
+    /// and both are scaled by `1/σ` in one round. Both are returned with
+    /// their last truncation pending (4 rounds from the centred rows), so
+    /// the residual's truncation and the consumer of the linear output (a
+    /// GeLU or ReLU that truncates in its own opening) can run side by side.
+    pub fn layer_norm_and_linear(
+        &mut self,
+        xc: impl Into<Untruncated>,
+        norm: (&MaskedWeight, &Share),
+        next: (&MaskedWeight, Option<&Share>),
+        rows: usize,
+        c: usize,
+        params: LayerNormParams,
+    ) -> Op<(Untruncated, Untruncated)> {
+        let xc: Untruncated = xc.into();
+        let ((gamma, beta), (w, bias)) = (norm, next);
+        let out = w.cols();
+        attempt!(check_len("layer_norm", "beta", beta.len(), c));
+        if let Some(b) = bias {
+            attempt!(check_len("layer_norm_and_linear", "bias", b.len(), out));
+        }
+        let s = 2 * self.frac_bits() + NORM_INV_FRAC;
+        // the shifts at the products' scale before their pending truncation
+        let beta = Share::new(tile(beta.as_slice(), rows)).scale_int(1 << s);
+        let bias = bias.map(|b| Share::new(tile(b.as_slice(), rows)).scale_int(1 << s));
+        self.norm_inverse(&xc, Some(gamma), Some(w), rows, c, params)
+            .then(move |ctx, n| {
+                let scaled = n.scaled.as_ref().expect("scaled");
+                let product = n.product.as_ref().expect("product");
+                let inv = n.narrow();
+                let z = ctx.mul_rows_pending(&scaled.into(), &inv, rows, c);
+                let y = ctx.mul_rows_pending(&product.into(), &inv, rows, out);
+                z.join(y)
+            })
+            .map(move |(z, y)| {
+                let y = match bias {
+                    Some(b) => y.add(&b),
+                    None => y,
+                };
+                let pending = |raw| Untruncated { raw, shift: s };
+                (pending(z.add(&beta)), pending(y))
+            })
+    }
+
+    /// Shared part of the LayerNorm variants (see
+    /// [`Ctx::layer_norm_centered`] for the rounds): the truncated centred
+    /// rows and their products, and `√c/√u` with `u = Σ(x − μ)² + c·eps`,
+    /// its last truncation pending (for the row scaling).
+    fn norm_inverse(
+        &mut self,
+        xc: &Untruncated,
+        gamma: Option<&MaskedWeight>,
+        next: Option<&MaskedWeight>,
+        rows: usize,
+        c: usize,
+        params: LayerNormParams,
+    ) -> Op<NormInverse> {
+        attempt!(check_len("layer_norm", "input", xc.raw.len(), rows * c));
+        if let Some(g) = gamma {
+            attempt!(check_len("layer_norm", "gamma", g.rows() * g.cols(), c));
+        }
+        let f = self.frac_bits();
+        let dom = Domain {
+            lo: c as f64 * (params.var.lo + params.eps),
+            hi: c as f64 * (params.var.hi + params.eps),
+        };
+        let pe = PiecewiseEval::rsqrt(dom, (c as f64).sqrt(), f);
+        let eps = encode_at(c as f64 * params.eps, 2 * f);
+        let (gamma, next) = (gamma.cloned(), next.cloned());
+        // u = Σ(x − μ)² + c·eps = c·(σ² + eps), at 2f bits
+        let u_of = move |ctx: &Ctx<'_>, sq: &Share| {
+            ctx.add_scalar(&Share::new(ring::row_sums(sq.as_slice(), rows, c)), eps)
+        };
+        // the rsqrt in one round on u at 2f (its truncation done by the same opening)
+        let rsqrt = move |ctx: &mut Ctx<'_>, u_raw: Share| {
+            ctx.piecewise_linear_pending(
+                Untruncated {
+                    raw: u_raw,
+                    shift: f,
+                },
+                &pe,
+            )
+        };
+        let finish = move |xt: Share, p: NormProducts, inv: Untruncated| NormInverse {
+            inv,
+            centred: xt,
+            scaled: p.scaled,
+            product: p.product,
+        };
+        if xc.shift == 0 {
+            // one opening for the square and every product
+            let xt = xc.raw.clone();
+            return self
+                .norm_products_raw(&xc.raw, true, gamma.as_ref(), next.as_ref(), rows, c)
+                .then(move |ctx, p| {
+                    let u_raw = u_of(ctx, &p.square);
+                    rsqrt(ctx, u_raw).map(move |inv| finish(xt, p, inv))
+                });
+        }
+        // a truncating opening gives x − μ and its square; then the products
+        self.norm_opening(xc, c, gamma.as_ref(), next.as_ref())
+            .then(move |ctx, o| {
+                let xt = o.value();
+                let u_raw = ctx.add_scalar(&o.square_row_sums(), eps);
+                let products = if gamma.is_none() && next.is_none() {
+                    Op::ready(NormProducts {
+                        square: Share::zeros(0),
+                        scaled: None,
+                        product: None,
+                    })
+                } else {
+                    o.products(gamma.as_ref(), next.as_ref())
+                };
+                products
+                    .join(rsqrt(ctx, u_raw))
+                    .map(move |(p, inv)| finish(xt, p, inv))
+            })
+    }
+
+    /// From one opening of `x − A` (x: rows×c): with `square`, `x ⊙ x`; with a masked
+    /// scale `γ` (1×c), `x ⊙ γ` broadcast over rows; with a masked weight `W`
+    /// (c×out), `x·W`. All without truncation.
+    /// Rounds 1; sends `8·rows·c` bytes per party; local work includes one
+    /// rows×c×out product pair for `W`.
+    pub fn norm_products_raw(
+        &mut self,
+        x: &Share,
+        square: bool,
+        gamma: Option<&MaskedWeight>,
+        next: Option<&MaskedWeight>,
+        rows: usize,
+        c: usize,
+    ) -> Op<NormProducts> {
+        attempt!(check_len("norm_products", "input", x.len(), rows * c));
+        if let Some(w) = next {
+            attempt!(check_len("norm_products", "weight rows", w.rows(), c));
+        }
+        let req = Request::NormProducts {
+            id: gamma.map(|g| g.id()),
+            next: next.map(|w| (w.id(), w.cols())),
+            rows,
+            cols: c,
+            square,
+        };
+        let (a, _, cc) = attempt!(
+            self.take("norm_products", req)
+                .and_then(|m| expect_triple("norm_products", m))
+        );
+        let e_mine = ring::sub(x.as_slice(), &a);
+        let p0 = self.is_p0();
+        let (gamma, next) = (gamma.cloned(), next.cloned());
+        Op::exchange(
+            "norm_products",
+            channel::pack(&e_mine, 64),
+            move |_, peer| {
+                let other = channel::unpack(peer, rows * c, 64);
+                let e = ring::add(&e_mine, &other);
+                let n = rows * c;
+                // x² = c_sq + 2e·a + e²  (e² by party 0)
+                let sq: Vec<u64> = if square {
+                    (0..n)
+                        .map(|i| cc[i].wrapping_add(beaver_term(p0, e[i], e[i], a[i], a[i])))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                // x = E + A: E public, A this party's; the dealer's A·B after the squares
+                let at = if square { n } else { 0 };
+                let (scaled, product) =
+                    masked_products((&e, &a, &cc[at..]), gamma.as_ref(), next.as_ref(), c);
+                Op::ready(NormProducts {
+                    square: Share::new(sq),
+                    scaled,
+                    product,
+                })
+            },
+        )
+    }
+}
