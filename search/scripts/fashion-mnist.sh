@@ -53,6 +53,14 @@ mkdir -p "$RUNS"
 # Commits of steps that end together take turns.
 COMMIT_LOCK=$(git rev-parse --absolute-git-dir)/sweep-commit.lock
 
+# commit_result PATH MESSAGE: with SWEEP_COMMIT=1, commit PATH alone (taking turns with
+# steps that end at the same time).
+commit_result() {
+  if [ "${SWEEP_COMMIT:-0}" = 1 ]; then
+    flock "$COMMIT_LOCK" sh -c 'git add -f "$1" && git commit -q -m "$2" -- "$1"' _ "$1" "$2"
+  fi
+}
+
 # finished DIR: the step in DIR has ended (its summary is written).
 finished() { [ -e "$1/train.json" ]; }
 
@@ -73,10 +81,7 @@ step() {
     if [ "$keep" != keep ]; then
       rm -f "$dir/checkpoint.safetensors" "$dir/checkpoint.json"
     fi
-    if [ "${SWEEP_COMMIT:-0}" = 1 ]; then
-      flock "$COMMIT_LOCK" sh -c 'git add -f "$1" && git commit -q -m "$2" -- "$1"' _ \
-        "$dir" "search sweep: $name finished ($(test_acc "$dir"))"
-    fi
+    commit_result "$dir" "search sweep: $name finished ($(test_acc "$dir"))"
   fi
   if [ "${SWEEP_STOP_AFTER:-}" = "$name" ]; then
     echo "== stopping after $name (SWEEP_STOP_AFTER)"
@@ -157,10 +162,7 @@ retrain mu0.5-plus search-mu0.5-s1 --mu 0.5 --beta-keep 0.5
 if [ ! -e "$RUNS/wan-cost.json" ]; then
   echo "== wan-cost.json: the WAN's costs around mu0.5's mask"
   "$B" cost --model "$RUNS/mu0.5" --mask model --link wan --out "$RUNS/wan-cost.json"
-  if [ "${SWEEP_COMMIT:-0}" = 1 ]; then
-    flock "$COMMIT_LOCK" sh -c 'git add -f "$1" && git commit -q -m "$2" -- "$1"' _ \
-      "$RUNS/wan-cost.json" "search sweep: the WAN's per-head and per-block costs"
-  fi
+  commit_result "$RUNS/wan-cost.json" "search sweep: the WAN's per-head and per-block costs"
 fi
 search search-mu0.5-wan 0.5 1 --cost "$RUNS/wan-cost.json"
 retrain mu0.5-wan search-mu0.5-wan --mu 0.5 --beta-keep 1
