@@ -29,7 +29,9 @@
 # committed on its own (git add -f $RUNS/STEP; git commit). `SWEEP_STOP_AFTER=STEP`
 # stops after that step (one that runs alone). `SWEEP_JOBS=N` runs an ablation's four
 # retrainings N at a time, each on RAYON_NUM_THREADS threads (for N free cores).
-# Epoch counts: TEACHER_EPOCHS, SEARCH_EPOCHS, RETRAIN_EPOCHS.
+# Epoch counts: TEACHER_EPOCHS, SEARCH_EPOCHS, RETRAIN_EPOCHS (the shipped models) and
+# ABLATION_EPOCHS (each of the ablation's retrainings: the same for every mask, shorter
+# than the shipped models' so that four masks at two μ fit in a few CPU-hours).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -38,6 +40,7 @@ TEACHER_INIT=${TEACHER_INIT:-models/fashion-mnist-softmax}
 TEACHER_EPOCHS=${TEACHER_EPOCHS:-30}
 SEARCH_EPOCHS=${SEARCH_EPOCHS:-6}
 RETRAIN_EPOCHS=${RETRAIN_EPOCHS:-10}
+ABLATION_EPOCHS=${ABLATION_EPOCHS:-4}
 # The search's settings (search/README.md, "A search that decides").
 SEARCH_ARGS=${SEARCH_ARGS:-"--lambda 0.1 --lambda-beta 1e-4 --arch-lr-scale 10 --clamp --budget-rate 0.01 --commit-from 0.5"}
 # mimalloc keeps freed tensor memory (13% less CPU time); one rayon thread is
@@ -104,16 +107,17 @@ search() {
   step "$name" keep search --init "$RUNS/teacher" --epochs "$SEARCH_EPOCHS" \
     --lr 5e-4 --min-lr 5e-4 --warmup-epochs 0 --seed "$seed" --target-mu "$mu" $SEARCH_ARGS "$@"
 }
-# retrain NAME SEARCH [ARGS...]: KD retraining of a binarised search (its weights).
+# retrain NAME SEARCH [ARGS...]: KD retraining of a binarised search (its weights) for
+# $EPOCHS epochs (default RETRAIN_EPOCHS).
 retrain() {
   local name=$1 from=$2
   shift 2
   step "$name" drop retrain --search "$RUNS/$from" --teacher "$RUNS/teacher" \
-    --epochs "$RETRAIN_EPOCHS" --lr 5e-4 --warmup-epochs 0 "$@"
+    --epochs "${EPOCHS:-$RETRAIN_EPOCHS}" --lr 5e-4 --warmup-epochs 0 "$@"
 }
 # ablation MU SEARCH: the searched mask and three random masks of ratio MU, each
-# retrained from the teacher's weights with the same budget and seed (the search's
-# weights have trained on its own mask and would favour it); $JOBS at a time.
+# retrained from the teacher's weights with the same budget (ABLATION_EPOCHS) and seed
+# (the search's weights have trained on its own mask and would favour it); $JOBS at a time.
 ablation() {
   local mu=$1 from=$2 launched=0 ended=0 failed=0 k
   for k in searched 1 2 3; do
@@ -123,14 +127,14 @@ ablation() {
       name="ablation-mu$mu-random$k"
     fi
     if [ "$JOBS" -le 1 ]; then
-      retrain "$name" "$from" "${args[@]}"
+      EPOCHS=$ABLATION_EPOCHS retrain "$name" "$from" "${args[@]}"
       continue
     fi
     while [ $((launched - ended)) -ge "$JOBS" ]; do
       wait -n || failed=1
       ended=$((ended + 1))
     done
-    retrain "$name" "$from" "${args[@]}" &
+    EPOCHS=$ABLATION_EPOCHS retrain "$name" "$from" "${args[@]}" &
     launched=$((launched + 1))
   done
   while [ "$ended" -lt "$launched" ]; do
