@@ -2,7 +2,7 @@
 //!
 //! [`Ctx::bit_compare`]: where the bits are
 //! consumed by a product (ReLU, max) or by few thresholds (GeLU), the DCF
-//! outputs XOR-shared bits ([`crate::dcf_bit`]: 16 bytes per level and one
+//! outputs XOR-shared bits ([`crate::dcf::bit`]: 16 bytes per level and one
 //! AES block per point and level, instead of 24 and 2) and the consumer's
 //! opening is folded into the comparison's: round 1 opens `m = x + r` with a
 //! 64-bit mask (`m mod 2^ℓ` is the comparison's `ĉ`), round 2 opens
@@ -18,7 +18,7 @@ use crate::arith::MaskedWeight;
 use crate::arith::{TRUNC_OFFSET, Untruncated, opened_wrap};
 use crate::channel;
 use crate::ctx::Ctx;
-use crate::dcf_bit;
+use crate::dcf;
 use crate::dealer::kinds::BitCompare;
 use crate::dealer::{Material, Request, Squares, ValueProducts, low_mask};
 use crate::error::{MpcError, check_len};
@@ -221,7 +221,7 @@ impl Ctx<'_> {
             let mut e_mine = vec![0u8; n * k];
             if !recording && k > 0 {
                 let lows: Vec<u64> = (0..n * k).map(|p| (y(p) & low) >> coarse).collect();
-                dcf_bit::eval_grouped(party, &roots, &keys, k, &lows, &mut e_mine);
+                dcf::bit::eval_grouped(party, &roots, &keys, k, &lows, &mut e_mine);
             }
             for (p, e) in e_mine.iter_mut().enumerate() {
                 let top = if p0 { (y(p) >> (bits - 1)) as u8 } else { 0 };

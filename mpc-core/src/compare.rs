@@ -350,7 +350,7 @@ impl Ctx<'_> {
     /// DCF); open `e = b ⊕ ρ`; then `b·x = (e + (1 − 2e)ρ)(m − r) =
     /// e·m − e·r + (1 − 2e)(m·ρ − ρr)`, local from shares of `r`, `ρ`, `ρr`.
     /// Rounds 2; sends `8n + ⌈n/8⌉` bytes per party. Dealer: one
-    /// [`dcf_bit::BitKeys`](crate::dcf_bit::BitKeys) key of `ℓ − 1 − coarse` input bits per element to
+    /// [`crate::dcf::bit::BitKeys`] key of `ℓ − 1 − coarse` input bits per element to
     /// each party (`16·(ℓ − 8 − coarse) + 16` bytes for `ℓ − 1 − coarse ≥ 7`),
     /// plus `16n` bytes (`ρ`, `ρr`) to party 1. Domain `|x| < 2^(ℓ−1)` ulps.
     pub fn relu_coarse(&mut self, x: &Share, bits: u32, coarse: u32) -> Op<Share> {

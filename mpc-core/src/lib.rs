@@ -13,7 +13,7 @@
 //! - [`feed`]: material streamed from the dealer while the computation runs
 //!   ([`StreamedPool`]), so a party's memory does not grow with the model.
 //! - [`dcf`]: distributed comparison functions for one-round comparisons;
-//!   [`dcf_bit`]: the same with XOR-shared bit outputs and early termination.
+//!   [`dcf::bit`]: the same with XOR-shared bit outputs and early termination.
 //! - [`Op`]: a secure operator as a value (the message it sends next and
 //!   what to do with the reply), composed with [`Op::join`], [`Op::all`] and
 //!   [`Op::then`] so that independent operators share rounds.
@@ -36,7 +36,6 @@ pub mod channel;
 pub mod compare;
 pub mod ctx;
 pub mod dcf;
-pub mod dcf_bit;
 pub mod dealer;
 pub mod error;
 pub mod feed;

@@ -2,6 +2,7 @@
 //! for points that share a prefix.
 
 use super::keys::*;
+use super::tree::{cipher, follow, mmo_input, mmo_output};
 use aes::cipher::{BlockEncrypt, generic_array::GenericArray};
 
 /// Party `party`'s share of `β_k·[x < α_k]` at the public point `x` (low
@@ -29,32 +30,30 @@ pub fn eval_words_at(
         depth == keys.bits || slot.is_some(),
         "dcf: no stop at depth {depth}"
     );
-    let mut s = *root;
+    let mut s = u128::from_le_bytes(*root);
     let mut t = party as u8;
     let mut v = vec![0u64; width];
     let sg = if party == 0 { 1u64 } else { u64::MAX };
     for i in 0..depth as usize {
-        let (mut e, vals) = expand(&s, width);
-        if t == 1 {
-            let cs = key.seed(i).to_le_bytes();
-            e.s[0] = xor(&e.s[0], &cs);
-            e.s[1] = xor(&e.s[1], &cs);
-            e.t[0] ^= key.tbits(i) & 1;
-            e.t[1] ^= key.tbits(i) >> 1;
-        }
+        let (children, vals) = expand(s, width);
         let side = ((x >> (n - 1 - i)) & 1) as usize;
         for (q, vq) in v.iter_mut().enumerate() {
             let word = value_word(width, side_values(width, &vals, side), side, q);
             let add = word.wrapping_add(if t == 1 { key.value(i, q) } else { 0 });
             *vq = vq.wrapping_add(sg.wrapping_mul(add));
         }
-        s = e.s[side];
-        t = e.t[side];
+        (s, t) = follow(
+            children[side],
+            t,
+            key.seed(i),
+            (key.tbits(i) >> side) & 1,
+            1,
+        );
     }
     for (q, vq) in v.iter_mut().enumerate() {
         let add = match slot {
-            Some(i) => stop_word(&s, q).wrapping_add(if t == 1 { key.stop(i, q) } else { 0 }),
-            None => leaf_word(&s, q).wrapping_add(if t == 1 { key.last(q) } else { 0 }),
+            Some(i) => stop_word(s, q).wrapping_add(if t == 1 { key.stop(i, q) } else { 0 }),
+            None => leaf_word(s, q).wrapping_add(if t == 1 { key.last(q) } else { 0 }),
         };
         *vq = vq.wrapping_add(sg.wrapping_mul(add));
     }
@@ -307,10 +306,9 @@ impl<'a> Walk<'a> {
                 .zip(&self.side)
             {
                 let sq = self.seed[pn];
-                blocks[0] = GenericArray::from((sq ^ side as u128).to_le_bytes());
+                blocks[0] = mmo_input(sq, side as u128);
                 for i in 0..sb {
-                    let tw = value_tweak(width, side, i) as u128;
-                    blocks[1 + i] = GenericArray::from((sq ^ tw).to_le_bytes());
+                    blocks[1 + i] = mmo_input(sq, value_tweak(width, side, i) as u128);
                 }
             }
             cipher().encrypt_blocks(&mut self.buf[..per * m]);
@@ -322,10 +320,14 @@ impl<'a> Walk<'a> {
                 let (pn, side) = (self.parent[c], self.side[c]);
                 let (sq, tq, k) = (self.seed[pn], self.t[pn], self.key[pn]);
                 let kr = self.keys.key_at(k, key_len);
-                let mut s = u128::from_le_bytes(blocks[0].into()) ^ sq ^ side as u128;
-                let mut tb = (s & 1) as u8;
-                s &= !1;
                 // Apply the level's correction when t = 1, without a branch.
+                let (s, tb) = follow(
+                    mmo_output(&blocks[0], sq, side as u128),
+                    tq,
+                    kr.seed(lvl),
+                    (kr.tbits(lvl) >> side) & 1,
+                    1,
+                );
                 let mask = 0u64.wrapping_sub(tq as u64);
                 for q in 0..width {
                     let (b, half) = if width == 1 {
@@ -334,13 +336,10 @@ impl<'a> Walk<'a> {
                         (q / 2, q % 2)
                     };
                     let tw = value_tweak(width, side, b) as u128;
-                    let val = ((u128::from_le_bytes(blocks[1 + b].into()) ^ sq ^ tw) >> (64 * half))
-                        as u64;
+                    let val = (mmo_output(&blocks[1 + b], sq, tw) >> (64 * half)) as u64;
                     let val = val.wrapping_add(kr.value(lvl, q) & mask);
                     v.push(self.v[pn * width + q].wrapping_add(sg.wrapping_mul(val)));
                 }
-                s ^= kr.seed(lvl) & (mask as u128 | (mask as u128) << 64);
-                tb ^= (kr.tbits(lvl) >> side) & tq;
                 seed.push(s);
                 t.push(tb);
                 key.push(k);
@@ -364,17 +363,17 @@ impl<'a> Walk<'a> {
         for &i in done {
             let node = self.node_of[i];
             if node != node_done {
-                let s = self.seed[node].to_le_bytes();
+                let s = self.seed[node];
                 let kr = self.keys.key_at(self.key[node], key_len);
                 match how {
                     Conversion::Leaf => {
                         for (q, c) in conv.iter_mut().take(width).enumerate() {
-                            *c = leaf_word(&s, q);
+                            *c = leaf_word(s, q);
                         }
                     }
                     Conversion::Stop(_) => {
                         for (pair, c) in conv.chunks_exact_mut(2).enumerate() {
-                            c.copy_from_slice(&stop_word_pair(&s, pair));
+                            c.copy_from_slice(&stop_word_pair(s, pair));
                         }
                     }
                 }

@@ -1,6 +1,7 @@
 //! Key generation: the dealer's side of a DCF, pipelined over many keys.
 
 use super::keys::*;
+use super::tree::{LevelCorrection, cipher, follow, mmo_input, mmo_output};
 use aes::cipher::{BlockEncrypt, generic_array::GenericArray};
 
 /// Generate the correction words of one key pair for `f(x) = β·[x < α]` on
@@ -73,16 +74,16 @@ pub fn generate_batch_stopping(
     for start in (0..k).step_by(CHUNK) {
         let end = (start + CHUNK).min(k);
         let m = end - start;
-        let mut s: Vec<[Block; 2]> = (start..end).map(|i| [roots0[i], roots1[i]]).collect();
+        let mut s: Vec<[u128; 2]> = (start..end)
+            .map(|i| [roots0[i], roots1[i]].map(u128::from_le_bytes))
+            .collect();
         let mut t = vec![[0u8, 1u8]; m];
         let mut v_alpha = vec![0u64; m * width];
         for lvl in 0..n {
             for (blocks, sk) in buf.chunks_exact_mut(2 * per).zip(&s) {
                 for b in 0..2 {
                     for i in 0..per {
-                        let mut blk = sk[b];
-                        blk[0] ^= i as u8;
-                        blocks[per * b + i] = GenericArray::from(blk);
+                        blocks[per * b + i] = mmo_input(sk[b], i as u128);
                     }
                 }
             }
@@ -90,21 +91,20 @@ pub fn generate_batch_stopping(
             for j in 0..m {
                 let key = start + j;
                 let enc = &buf[2 * per * j..2 * per * (j + 1)];
-                let mut e = Vec::with_capacity(2);
-                let mut vals = Vec::with_capacity(2);
-                for b in 0..2 {
-                    let sb = &s[j][b];
-                    let x = &enc[per * b..per * (b + 1)];
-                    e.push(seeds_of(mmo(&x[0], sb, 0), mmo(&x[1], sb, 1)));
-                    vals.push(
-                        (0..vb)
-                            .map(|i| mmo(&x[2 + i], sb, (2 + i) as u8))
-                            .collect::<Vec<_>>(),
-                    );
-                }
+                let child = [0, 1].map(|b| {
+                    [0, 1].map(|side| mmo_output(&enc[per * b + side], s[j][b], side as u128))
+                });
+                let vals = [0, 1].map(|b| {
+                    (0..vb)
+                        .map(|i| {
+                            mmo_output(&enc[per * b + 2 + i], s[j][b], (2 + i) as u128)
+                                .to_le_bytes()
+                        })
+                        .collect::<Vec<_>>()
+                });
                 let a = ((alphas[key] >> (n - 1 - lvl)) & 1) as usize;
                 let (keep, lose) = (a, 1 - a);
-                let s_cw = xor(&e[0].s[lose], &e[1].s[lose]);
+                let cw = LevelCorrection::new(child, a, 1);
                 let sg = sign(t[j][1]);
                 let out = &mut bytes[key * wl..(key + 1) * wl];
                 for q in 0..width {
@@ -124,21 +124,12 @@ pub fn generate_batch_stopping(
                     let at = 16 * n + 8 * (width * lvl + q);
                     out[at..at + 8].copy_from_slice(&v_cw.to_le_bytes());
                 }
-                let t_cw = [
-                    e[0].t[0] ^ e[1].t[0] ^ a as u8 ^ 1,
-                    e[0].t[1] ^ e[1].t[1] ^ a as u8,
-                ];
                 for b in 0..2 {
-                    s[j][b] = if t[j][b] == 1 {
-                        xor(&e[b].s[keep], &s_cw)
-                    } else {
-                        e[b].s[keep]
-                    };
-                    t[j][b] = e[b].t[keep] ^ (t[j][b] & t_cw[keep]);
+                    (s[j][b], t[j][b]) = follow(child[b][keep], t[j][b], cw.seed, cw.t[keep], 1);
                 }
-                out[16 * lvl..16 * lvl + 16].copy_from_slice(&s_cw);
+                out[16 * lvl..16 * lvl + 16].copy_from_slice(&cw.seed.to_le_bytes());
                 out[(16 + 8 * width) * n + (2 * lvl) / 8] |=
-                    (t_cw[0] | (t_cw[1] << 1)) << ((2 * lvl) % 8);
+                    (cw.t[0] | (cw.t[1] << 1)) << ((2 * lvl) % 8);
                 if let Some(slot) = slots[lvl + 1] {
                     // on α's path at depth lvl + 1: the value of x' = prefix‖0…0
                     let low_bits = n - 1 - lvl;
@@ -146,8 +137,8 @@ pub fn generate_batch_stopping(
                     for q in 0..width {
                         let want = if below { betas[key * width + q] } else { 0 };
                         let cw = sign(t[j][1]).wrapping_mul(
-                            stop_word(&s[j][1], q)
-                                .wrapping_sub(stop_word(&s[j][0], q))
+                            stop_word(s[j][1], q)
+                                .wrapping_sub(stop_word(s[j][0], q))
                                 .wrapping_sub(v_alpha[j * width + q])
                                 .wrapping_add(want),
                         );
@@ -161,8 +152,8 @@ pub fn generate_batch_stopping(
             let key = start + j;
             for q in 0..width {
                 let last = sign(t[j][1]).wrapping_mul(
-                    leaf_word(&s[j][1], q)
-                        .wrapping_sub(leaf_word(&s[j][0], q))
+                    leaf_word(s[j][1], q)
+                        .wrapping_sub(leaf_word(s[j][0], q))
                         .wrapping_sub(v_alpha[j * width + q]),
                 );
                 let at = key * wl + last_at + 8 * q;

@@ -1,21 +1,12 @@
-//! The key format of a DCF and its tree's PRG: fixed-key AES-128 in
-//! Matyas–Meyer–Oseas mode, the seeds, value words and control bits of a
-//! node, and the correction words each key carries.
+//! The key format of the ring-output DCF: its node's value blocks (the PRG
+//! itself is [`super::tree`]'s), the leaf's and a stop's conversion, and the
+//! correction words each key carries.
 
-use aes::Aes128;
-use aes::cipher::{BlockEncrypt, KeyInit, generic_array::GenericArray};
-use std::sync::OnceLock;
+use super::tree::{Aes, cipher, mmo, mmo_output};
+use aes::cipher::BlockEncrypt;
 
 /// A 128-bit DCF seed.
 pub type Block = [u8; 16];
-
-pub(crate) fn cipher() -> &'static Aes128 {
-    static C: OnceLock<Aes128> = OnceLock::new();
-    C.get_or_init(|| {
-        // A fixed, public key: the construction only needs a fixed random permutation.
-        Aes128::new(&GenericArray::from(*b"mpcvit dcf prg k"))
-    })
-}
 
 /// Value blocks per node for payloads of `width` words: one block holding
 /// both children's word for width 1, else `⌈width/2⌉` blocks per child.
@@ -48,49 +39,20 @@ pub(super) fn value_word(width: usize, vals: &[[u8; 16]], side: usize, q: usize)
     u64::from_le_bytes(vals[b][8 * half..8 * half + 8].try_into().expect("8 bytes"))
 }
 
-/// Matyas–Meyer–Oseas: `E(seed ⊕ tweak) ⊕ (seed ⊕ tweak)`.
-pub(super) fn mmo(
-    enc: &GenericArray<u8, aes::cipher::consts::U16>,
-    seed: &Block,
-    tweak: u8,
-) -> [u8; 16] {
-    let mut input = *seed;
-    input[0] ^= tweak;
-    let mut out = [0u8; 16];
-    for j in 0..16 {
-        out[j] = enc[j] ^ input[j];
-    }
-    out
-}
-
-/// One tree node's expansion: seeds and control bits of both children.
-pub(super) struct Expanded {
-    pub(super) s: [Block; 2],
-    pub(super) t: [u8; 2],
-}
-
-pub(super) fn seeds_of(left: [u8; 16], right: [u8; 16]) -> Expanded {
-    let mut out = [left, right];
-    let t = [out[0][0] & 1, out[1][0] & 1];
-    out[0][0] &= 0xfe;
-    out[1][0] &= 0xfe;
-    Expanded { s: out, t }
-}
-
-/// A node's full expansion for `width`-word payloads: children's seeds and
-/// control bits, and the value blocks of both children.
-pub(super) fn expand(seed: &Block, width: usize) -> (Expanded, Vec<[u8; 16]>) {
+/// A node's full expansion for `width`-word payloads: both children's raw
+/// outputs (seed and control bit, [`super::tree::follow`] corrects them) and
+/// the value blocks of both children.
+pub(super) fn expand(seed: u128, width: usize) -> ([u128; 2], Vec<[u8; 16]>) {
     let vb = value_blocks(width);
-    let mut blocks = vec![GenericArray::from(*seed); 2 + vb];
-    for (i, b) in blocks.iter_mut().enumerate() {
-        b[0] ^= i as u8;
-    }
-    cipher().encrypt_blocks(&mut blocks);
-    let e = seeds_of(mmo(&blocks[0], seed, 0), mmo(&blocks[1], seed, 1));
-    let vals = (0..vb)
-        .map(|i| mmo(&blocks[2 + i], seed, (2 + i) as u8))
+    let mut blocks: Vec<Aes> = (0..2 + vb)
+        .map(|i| super::tree::mmo_input(seed, i as u128))
         .collect();
-    (e, vals)
+    cipher().encrypt_blocks(&mut blocks);
+    let children = [0, 1].map(|side| mmo_output(&blocks[side], seed, side as u128));
+    let vals = (0..vb)
+        .map(|i| mmo_output(&blocks[2 + i], seed, (2 + i) as u128).to_le_bytes())
+        .collect();
+    (children, vals)
 }
 
 /// Child `side`'s value blocks out of a node's full list.
@@ -105,44 +67,25 @@ pub(super) fn side_values(width: usize, vals: &[[u8; 16]], side: usize) -> &[[u8
 
 /// Word `q` of a leaf's output from its final seed: the seed's low and high
 /// halves, then the MMO blocks of tweak 2, 3, … (words 2 and on).
-pub(super) fn leaf_word(seed: &Block, q: usize) -> u64 {
-    if q < 2 {
-        return u64::from_le_bytes(seed[8 * q..8 * q + 8].try_into().expect("8 bytes"));
-    }
-    let tweak = 2 + (q - 2) / 2;
-    let mut b = GenericArray::from(*seed);
-    b[0] ^= tweak as u8;
-    cipher().encrypt_block(&mut b);
-    let out = mmo(&b, seed, tweak as u8);
-    let half = (q - 2) % 2;
-    u64::from_le_bytes(out[8 * half..8 * half + 8].try_into().expect("8 bytes"))
+pub(super) fn leaf_word(seed: u128, q: usize) -> u64 {
+    let block = if q < 2 {
+        seed
+    } else {
+        mmo(seed, (2 + (q - 2) / 2) as u128)
+    };
+    (block >> (64 * (q % 2))) as u64
 }
 
 /// Word `q` of a node's conversion at a stop, `G'(s)`: AES-MMO blocks of
 /// the seed under tweaks `0x40 + ⌊q/2⌋`, which no expansion uses.
-pub(super) fn stop_word(seed: &Block, q: usize) -> u64 {
+pub(super) fn stop_word(seed: u128, q: usize) -> u64 {
     stop_word_pair(seed, q / 2)[q % 2]
 }
 
 /// Words `2i` and `2i + 1` of [`stop_word`] (one AES block).
-pub(super) fn stop_word_pair(seed: &Block, i: usize) -> [u64; 2] {
-    let tweak = 0x40 + i as u8;
-    let mut b = GenericArray::from(*seed);
-    b[0] ^= tweak;
-    cipher().encrypt_block(&mut b);
-    let out = mmo(&b, seed, tweak);
-    [
-        u64::from_le_bytes(out[..8].try_into().expect("8 bytes")),
-        u64::from_le_bytes(out[8..].try_into().expect("8 bytes")),
-    ]
-}
-
-pub(super) fn xor(a: &Block, b: &Block) -> Block {
-    let mut o = [0u8; 16];
-    for i in 0..16 {
-        o[i] = a[i] ^ b[i];
-    }
-    o
+pub(super) fn stop_word_pair(seed: u128, i: usize) -> [u64; 2] {
+    let out = mmo(seed, 0x40 + i as u128);
+    [out as u64, (out >> 64) as u64]
 }
 
 pub(super) fn sign(t: u8) -> u64 {

@@ -17,17 +17,19 @@
 //! so it is never sent) plus `n·24 + ⌈2n/8⌉ + 8` bytes of correction words,
 //! sent to both parties, and held as those bytes ([`DcfKeys`]).
 //!
-//! Files: `keys.rs` (the key format and the tree's PRG), `keygen.rs` (key
-//! generation), `eval.rs` (evaluation); [`crate::dcf_bit`] is the variant
-//! with XOR-shared bit outputs on the same PRG.
+//! Files: `tree.rs` (the GGM tree both variants walk: its PRG and the
+//! level corrections), `keys.rs` (the key format), `keygen.rs` (key
+//! generation), `eval.rs` (evaluation); [`bit`] is the variant with
+//! XOR-shared bit outputs and early termination on the same tree.
 
+pub mod bit;
 mod eval;
 mod keygen;
 mod keys;
+mod tree;
 
 pub use eval::{eval, eval_batch, eval_batch_stopping, eval_words, eval_words_at};
 pub use keygen::{generate, generate_batch, generate_batch_of, generate_batch_stopping};
-pub(crate) use keys::cipher;
 pub use keys::{Block, DcfKeys};
 
 #[cfg(test)]

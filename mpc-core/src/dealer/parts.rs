@@ -8,8 +8,8 @@
 //! ([`fill_corrections`]), dealer bytes ([`dealer_bytes`]) and the
 //! recorder's placeholder keys ([`Keys::zeros`]) read that declaration.
 
+use crate::dcf::bit::BitKeys;
 use crate::dcf::{Block, DcfKeys};
-use crate::dcf_bit::BitKeys;
 use crate::dealer::request::Request;
 use crate::error::Result;
 use crate::prg::Prg;

@@ -2,8 +2,8 @@
 //! (and the products, squares and truncations their opening serves), and
 //! with the compared value's products in the same round.
 
+use crate::dcf::bit::{self, BitKeys};
 use crate::dcf::{self, Block, DcfKeys};
-use crate::dcf_bit::{self, BitKeys};
 use crate::dealer::masks::Masks;
 use crate::dealer::parts::{
     KeyShape, Kind, corrected, drawn, drawn_bits, drawn_low, high_and_msb, low_mask, need, on,
@@ -155,7 +155,7 @@ impl BitCompare {
             .take(bit_keys(r.len(), k))
             .map(|r| (r & low_mask(bits - 1)) >> coarse)
             .collect();
-        let keys = dcf_bit::generate_batch(bits - 1 - coarse, &alphas, &m0.roots, &m1.roots);
+        let keys = bit::generate_batch(bits - 1 - coarse, &alphas, &m0.roots, &m1.roots);
         let rho: Vec<u64> = (0..r.len() * k)
             .map(|p| u64::from(m0.sigma[p] ^ m1.sigma[p]) ^ ((r[p / k] >> (bits - 1)) & 1))
             .collect();

@@ -2,8 +2,8 @@
 //! with early termination.
 //!
 //! A key pair for `α` over `n`-bit inputs lets each party evaluate locally,
-//! at any public `x`, an XOR share of `[x < α]`. Same tree as [`crate::dcf`]
-//! (Boyle et al., EUROCRYPT 2021, Fig. 3), but because the output group is
+//! at any public `x`, an XOR share of `[x < α]`. Same tree as the ring-output
+//! DCF ([`crate::dcf`], `tree.rs`: Boyle et al., EUROCRYPT 2021, Fig. 3), but because the output group is
 //! Z_2 a level's value correction is one bit, and the PRG output of a child
 //! fits in ONE AES block: of `G_side(s) = AES(s ⊕ side) ⊕ s ⊕ side` (fixed-key
 //! Matyas–Meyer–Oseas), bit 0 is the control bit `t`, bit 1 the value bit
@@ -22,7 +22,8 @@
 //! for 23-bit inputs (576 with [`crate::dcf`]). Generation: 4 AES blocks per
 //! key and level plus 2; evaluation: 1 AES block per point and level plus 1.
 
-use crate::dcf::{Block, cipher};
+use super::keys::Block;
+use super::tree::{LevelCorrection, cipher, follow, mmo, mmo_input, mmo_output};
 use aes::cipher::{BlockEncrypt, generic_array::GenericArray};
 
 /// Levels cut from the tree (at most): the leaf block holds `2^ν ≤ 128` outputs.
@@ -117,13 +118,6 @@ fn leaf_word(key: &[u8], levels: usize) -> u128 {
     u128::from_le_bytes(b)
 }
 
-/// `AES(s ⊕ tweak) ⊕ s ⊕ tweak` for one block.
-fn mmo(s: u128, tweak: u128) -> u128 {
-    let mut b = GenericArray::from((s ^ tweak).to_le_bytes());
-    cipher().encrypt_block(&mut b);
-    u128::from_le_bytes(b.into()) ^ s ^ tweak
-}
-
 fn root(b: &Block) -> u128 {
     u128::from_le_bytes(*b) & !LOW
 }
@@ -138,11 +132,11 @@ pub fn generate(bits: u32, alpha: u64, root0: &Block, root1: &Block) -> BitKeys 
 /// `roots1[i]`), level by level over chunks of keys so that AES runs over
 /// long buffers: 4 blocks per key and level, 2 for the leaf.
 pub fn generate_batch(bits: u32, alphas: &[u64], roots0: &[Block], roots1: &[Block]) -> BitKeys {
-    assert!((1..=64).contains(&bits), "dcf_bit: {bits} input bits");
+    assert!((1..=64).contains(&bits), "dcf bit: {bits} input bits");
     let k = alphas.len();
     assert!(
         roots0.len() == k && roots1.len() == k,
-        "dcf_bit generate: inputs differ in length"
+        "dcf bit generate: inputs differ in length"
     );
     let (levels, nu) = shape(bits);
     let w = BitKeys::wire_len(bits);
@@ -161,8 +155,7 @@ pub fn generate_batch(bits: u32, alphas: &[u64], roots0: &[Block], roots1: &[Blo
             for (four, sk) in buf.chunks_exact_mut(4).zip(&s) {
                 for b in 0..2 {
                     for side in 0..2 {
-                        four[2 * b + side] =
-                            GenericArray::from((sk[b] ^ side as u128).to_le_bytes());
+                        four[2 * b + side] = mmo_input(sk[b], side as u128);
                     }
                 }
             }
@@ -170,43 +163,28 @@ pub fn generate_batch(bits: u32, alphas: &[u64], roots0: &[Block], roots1: &[Blo
             for j in 0..m {
                 let key = start + j;
                 // child[b][side]
-                let mut child = [[0u128; 2]; 2];
-                for b in 0..2 {
-                    for side in 0..2 {
-                        child[b][side] = u128::from_le_bytes(buf[4 * j + 2 * b + side].into())
-                            ^ s[j][b]
-                            ^ side as u128;
-                    }
-                }
+                let child = [0, 1].map(|b| {
+                    [0, 1].map(|side| mmo_output(&buf[4 * j + 2 * b + side], s[j][b], side as u128))
+                });
                 let a = ((alphas[key] >> (bits - 1 - lvl as u32)) & 1) as usize;
                 let (keep, lose) = (a, 1 - a);
-                let tv = |c: u128| ((c & 1) as u8, ((c >> 1) & 1) as u8);
-                let (_, v0l) = tv(child[0][lose]);
-                let (_, v1l) = tv(child[1][lose]);
-                let (t0k, v0k) = tv(child[0][keep]);
-                let (t1k, v1k) = tv(child[1][keep]);
-                let s_cw = (child[0][lose] ^ child[1][lose]) & !LOW;
-                let v_cw = v_alpha[j] ^ v0l ^ v1l ^ (lose == 0) as u8;
-                v_alpha[j] ^= v0k ^ v1k ^ v_cw;
-                let t_cw = [
-                    (child[0][0] ^ child[1][0]) as u8 & 1 ^ a as u8 ^ 1,
-                    (child[0][1] ^ child[1][1]) as u8 & 1 ^ a as u8,
-                ];
-                let tk = [t0k, t1k];
+                let cw = LevelCorrection::new(child, a, LOW);
+                let v_of = |c: u128| ((c >> 1) & 1) as u8;
+                let v_cw =
+                    v_alpha[j] ^ v_of(child[0][lose]) ^ v_of(child[1][lose]) ^ (lose == 0) as u8;
+                v_alpha[j] ^= v_of(child[0][keep]) ^ v_of(child[1][keep]) ^ v_cw;
                 for b in 0..2 {
-                    let mask = 0u128.wrapping_sub(t[j][b] as u128);
-                    s[j][b] = (child[b][keep] & !LOW) ^ (s_cw & mask);
-                    t[j][b] = tk[b] ^ (t[j][b] & t_cw[keep]);
+                    (s[j][b], t[j][b]) = follow(child[b][keep], t[j][b], cw.seed, cw.t[keep], LOW);
                 }
-                let word = s_cw | t_cw[0] as u128 | (t_cw[1] as u128) << 1 | (v_cw as u128) << 2;
+                let word = cw.seed | cw.t[0] as u128 | (cw.t[1] as u128) << 1 | (v_cw as u128) << 2;
                 bytes[key * w + 16 * lvl..key * w + 16 * lvl + 16]
                     .copy_from_slice(&word.to_le_bytes());
             }
         }
         // Leaf: CW = H(s0) ⊕ H(s1) ⊕ V_α·1 ⊕ step, step bit u = [u < α_low].
         for (two, sk) in buf.chunks_exact_mut(2).zip(&s) {
-            two[0] = GenericArray::from((sk[0] ^ 4).to_le_bytes());
-            two[1] = GenericArray::from((sk[1] ^ 4).to_le_bytes());
+            two[0] = mmo_input(sk[0], 4);
+            two[1] = mmo_input(sk[1], 4);
         }
         cipher().encrypt_blocks(&mut buf[..2 * m]);
         let leaves = 1u32 << nu;
@@ -217,8 +195,8 @@ pub fn generate_batch(bits: u32, alphas: &[u64], roots0: &[Block], roots1: &[Blo
         };
         for j in 0..m {
             let key = start + j;
-            let h0 = u128::from_le_bytes(buf[2 * j].into()) ^ s[j][0] ^ 4;
-            let h1 = u128::from_le_bytes(buf[2 * j + 1].into()) ^ s[j][1] ^ 4;
+            let h0 = mmo_output(&buf[2 * j], s[j][0], 4);
+            let h1 = mmo_output(&buf[2 * j + 1], s[j][1], 4);
             let low = alphas[key] & ((1u64 << nu) - 1);
             let step = if low == 0 { 0 } else { (1u128 << low) - 1 };
             let all = 0u128.wrapping_sub(v_alpha[j] as u128);
@@ -243,16 +221,8 @@ pub fn eval(party: usize, root_seed: &Block, keys: &BitKeys, k: usize, x: u64) -
         let side = ((x >> (keys.bits - 1 - lvl as u32)) & 1) as u128;
         let c = mmo(s, side);
         let cw = level_word(key, lvl);
-        let (mut tc, vc) = ((c & 1) as u8, ((c >> 1) & 1) as u8);
-        let mut sc = c & !LOW;
-        if t == 1 {
-            sc ^= cw & !LOW;
-            tc ^= ((cw >> side) & 1) as u8;
-            v ^= ((cw >> 2) & 1) as u8;
-        }
-        v ^= vc;
-        s = sc;
-        t = tc;
+        v ^= ((c >> 1) & 1) as u8 ^ (t & ((cw >> 2) & 1) as u8);
+        (s, t) = follow(c, t, cw & !LOW, ((cw >> side) & 1) as u8, LOW);
     }
     let u = (x & ((1u64 << nu) - 1)) as u32;
     let mut leaf = mmo(s, 4);
@@ -278,7 +248,7 @@ pub fn eval_batch(
     assert_eq!(
         key_of.len(),
         xs.len(),
-        "dcf_bit batch: keys and points differ in length"
+        "dcf bit batch: keys and points differ in length"
     );
     eval_points(party, roots, keys, |p| key_of[p], xs, out);
 }
@@ -294,7 +264,7 @@ pub fn eval_grouped(
     xs: &[u64],
     out: &mut [u8],
 ) {
-    assert!(per_key > 0, "dcf_bit grouped: no points per key");
+    assert!(per_key > 0, "dcf bit grouped: no points per key");
     eval_points(party, roots, keys, |p| p / per_key, xs, out);
 }
 
@@ -306,7 +276,7 @@ fn eval_points(
     xs: &[u64],
     out: &mut [u8],
 ) {
-    assert_eq!(out.len(), xs.len(), "dcf_bit batch: output length");
+    assert_eq!(out.len(), xs.len(), "dcf bit batch: output length");
     const CHUNK: usize = 2048;
     let bits = keys.bits;
     let (levels, nu) = shape(bits);
@@ -329,7 +299,7 @@ fn eval_points(
         for lvl in 0..levels {
             let shift = bits - 1 - lvl as u32;
             for ((b, sq), x) in buf.iter_mut().zip(&s).zip(xs) {
-                *b = GenericArray::from((sq ^ ((x >> shift) & 1) as u128).to_le_bytes());
+                *b = mmo_input(*sq, ((x >> shift) & 1) as u128);
             }
             cipher().encrypt_blocks(&mut buf[..m]);
             let points = buf
@@ -340,22 +310,19 @@ fn eval_points(
                 .zip(ks.iter().zip(xs));
             for ((((b, sq), tq), vq), (key, x)) in points {
                 let side = ((x >> shift) & 1) as u128;
-                let c = u128::from_le_bytes((*b).into()) ^ *sq ^ side;
+                let c = mmo_output(b, *sq, side);
                 let cw = level_word(key, lvl);
-                let mask = 0u128.wrapping_sub(*tq as u128);
-                let corr = cw & mask;
-                *vq ^= ((c >> 1) ^ (corr >> 2)) as u8 & 1;
-                *tq = ((c ^ (corr >> side)) & 1) as u8;
-                *sq = (c ^ corr) & !LOW;
+                *vq ^= ((c >> 1) as u8 ^ (*tq & (cw >> 2) as u8)) & 1;
+                (*sq, *tq) = follow(c, *tq, cw & !LOW, ((cw >> side) & 1) as u8, LOW);
             }
         }
         for (b, sq) in buf.iter_mut().zip(&s).take(m) {
-            *b = GenericArray::from((sq ^ 4).to_le_bytes());
+            *b = mmo_input(*sq, 4);
         }
         cipher().encrypt_blocks(&mut buf[..m]);
         let low = (1u64 << nu) - 1;
         for (j, o) in out[start..end].iter_mut().enumerate() {
-            let mut leaf = u128::from_le_bytes(buf[j].into()) ^ s[j] ^ 4;
+            let mut leaf = mmo_output(&buf[j], s[j], 4);
             let mask = 0u128.wrapping_sub(t[j] as u128);
             leaf ^= leaf_word(ks[j], levels) & mask;
             *o = v[j] ^ ((leaf >> (xs[j] & low)) & 1) as u8;
