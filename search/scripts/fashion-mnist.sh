@@ -29,6 +29,13 @@
 # committed on its own (git add -f $RUNS/STEP; git commit). `SWEEP_STOP_AFTER=STEP`
 # stops after that step (one that runs alone). `SWEEP_JOBS=N` runs an ablation's four
 # retrainings N at a time, each on RAYON_NUM_THREADS threads (for N free cores).
+# Two sweeps may run at once on one checkout: each step holds a lock while it runs
+# (a sweep that reaches a step another one is running waits for it, then skips it),
+# and `SWEEP_SEARCHES_FIRST=1` makes a second sweep run the searches that need only
+# the teacher (μ = 0.5 seed 2, μ = 0.3, 0.1, 0.7) before the usual order:
+#
+#   SWEEP_COMMIT=1 bash search/scripts/fashion-mnist.sh &
+#   SWEEP_COMMIT=1 SWEEP_SEARCHES_FIRST=1 bash search/scripts/fashion-mnist.sh
 # Epoch counts: TEACHER_EPOCHS, SEARCH_EPOCHS, RETRAIN_EPOCHS (the shipped models) and
 # ABLATION_EPOCHS (each of the ablation's retrainings: the same for every mask, shorter
 # than the shipped models' so that four masks at two μ fit in a few CPU-hours).
@@ -53,7 +60,9 @@ JOBS=${SWEEP_JOBS:-1}
 cargo build --release -p search
 B=${CARGO_TARGET_DIR:-target}/release/mpcvit-search
 mkdir -p "$RUNS"
-# Commits of steps that end together take turns.
+# Commits of steps that end together take turns; a running step holds its own lock.
+LOCKS=$(git rev-parse --absolute-git-dir)/sweep-locks
+mkdir -p "$LOCKS"
 COMMIT_LOCK=$(git rev-parse --absolute-git-dir)/sweep-commit.lock
 
 # commit_result PATH MESSAGE: with SWEEP_COMMIT=1, commit PATH alone (taking turns with
@@ -69,11 +78,17 @@ finished() { [ -e "$1/train.json" ]; }
 
 # step NAME KEEP_CHECKPOINT ARGS...: run (or resume) one training step unless it
 # finished; then drop the optimiser checkpoint (unless KEEP_CHECKPOINT=keep) and, with
-# SWEEP_COMMIT=1, commit the step.
+# SWEEP_COMMIT=1, commit the step. Holds the step's lock meanwhile (another sweep
+# running it: wait, then find it finished).
 step() {
-  local name=$1 keep=$2
+  local name=$1 keep=$2 lock
   shift 2
   local dir=$RUNS/$name
+  exec {lock}>"$LOCKS/$name"
+  if ! flock -n "$lock"; then
+    echo "== $name: another sweep runs it; waiting"
+    flock "$lock"
+  fi
   if finished "$dir"; then
     echo "== $name: done"
   else
@@ -86,6 +101,7 @@ step() {
     fi
     commit_result "$dir" "search sweep: $name finished ($(test_acc "$dir"))"
   fi
+  exec {lock}>&-
   if [ "${SWEEP_STOP_AFTER:-}" = "$name" ]; then
     echo "== stopping after $name (SWEEP_STOP_AFTER)"
     exit 0
@@ -147,6 +163,11 @@ ablation() {
   fi
 }
 
+if [ "${SWEEP_SEARCHES_FIRST:-0}" = 1 ]; then
+  search search-mu0.5-s2 0.5 2 --plus
+  search search-mu0.3-s1 0.3 1
+  for mu in 0.1 0.7; do search "search-mu$mu-s1" "$mu" 1; done
+fi
 search search-mu0.5-s1 0.5 1 --plus
 retrain mu0.5 search-mu0.5-s1 --mu 0.5 --beta-keep 1
 ablation 0.5 search-mu0.5-s1
