@@ -8,7 +8,9 @@
 use mpc_core::blocks::layer_norm::LayerNormParams;
 use mpc_core::local::run_local;
 use mpc_core::nonlinear::{EXTRA_FRAC, ROW_SUMS};
-use mpc_core::{FixedPoint, Prg, Result, Seed, Session, Share, plain, reconstruct, share_secret};
+use mpc_core::{
+    FixedPoint, Fx, Prg, Result, Seed, Session, Shape, Share, plain, reconstruct, share_secret,
+};
 
 const FP: FixedPoint = FixedPoint { frac_bits: 16 };
 
@@ -122,7 +124,15 @@ fn main() {
             out_frac: f,
             relative: false,
         },
-        |s, v| s.run(|cx| cx.matmul(&v[0], &v[1], n, c, h)),
+        |s, v| {
+            s.run(|cx| {
+                let (a, b) = (
+                    cx.fx(v[0].clone(), Shape::new(n, c)),
+                    cx.fx(v[1].clone(), Shape::new(c, h)),
+                );
+                cx.matmul(&a, &b).settled().map(Fx::into_share)
+            })
+        },
     );
     report(
         Case {
@@ -135,7 +145,10 @@ fn main() {
         },
         |s, v| {
             let mw = s.run(|cx| cx.mask_weight(0, &v[1], c, h))?;
-            s.run(|cx| cx.weight_matmul(&v[0], n, &mw))
+            s.run(|cx| {
+                let x = cx.fx(v[0].clone(), Shape::new(n, c));
+                cx.weight_matmul(&x, &mw).settled().map(Fx::into_share)
+            })
         },
     );
     let scores = uniform(4 * n * n, -6.0, 6.0, 5);
@@ -222,7 +235,12 @@ fn main() {
             out_frac: f,
             relative: false,
         },
-        |s, v| s.run(|cx| cx.scale_attn(&v[0], &v[1], &v[2], n, n, d, n)),
+        |s, v| {
+            s.run(|cx| {
+                let [q, k, v] = [0, 1, 2].map(|i| cx.fx(v[i].clone(), Shape::new(n, d)));
+                cx.scale_attn(&q, &k, &v, n).map(Fx::into_share)
+            })
+        },
     );
     let act = uniform(n * mlp, -6.0, 6.0, 10);
     report(
@@ -234,7 +252,12 @@ fn main() {
             out_frac: f,
             relative: false,
         },
-        |s, v| s.run(|cx| cx.gelu_quad(&v[0])),
+        |s, v| {
+            s.run(|cx| {
+                let x = cx.fx(v[0].clone(), Shape::flat(v[0].len()));
+                cx.gelu_quad(&x).settled().map(Fx::into_share)
+            })
+        },
     );
     report(
         Case {
@@ -245,7 +268,12 @@ fn main() {
             out_frac: f,
             relative: false,
         },
-        |s, v| s.run(|cx| cx.gelu(&v[0])),
+        |s, v| {
+            s.run(|cx| {
+                let x = cx.fx(v[0].clone(), Shape::flat(v[0].len()));
+                cx.gelu(&x).settled().map(Fx::into_share)
+            })
+        },
     );
     let g = uniform(c, 0.5, 1.5, 11);
     let b = uniform(c, -0.5, 0.5, 12);

@@ -12,6 +12,7 @@ use crate::ctx::{Ctx, expect_triple};
 use crate::dealer::kinds::{WeightMask, Wrap};
 use crate::dealer::{Material, Request};
 use crate::error::{MpcError, check_len};
+use crate::fx::{Fx, Shape};
 use crate::op::{Op, attempt};
 use crate::ring;
 use crate::share::Share;
@@ -141,13 +142,39 @@ impl Ctx<'_> {
         self.square_raw(x).then(move |c, z| c.trunc(&z, f))
     }
 
-    /// Product of two secret matrices, `x` (m×k) · `y` (k×n), without truncation.
+    /// Product of two secret matrices, `x` (m×k) · `y` (k×n), left
+    /// untruncated: at `frac min(x.frac, y.frac)`, the rest pending (the
+    /// products' convention, [`crate::fx`]); [`Ctx::settle`] truncates it
+    /// in a round of its own, a consumer with a masked opening in its own.
+    /// The operands' pending truncations are settled first.
     ///
     /// Rounds 1; sends `8(mk + kn)` bytes per party; dealer: one matrix triple
     /// (`8mn` bytes to party 1). Local work: two m×k×n ring matmuls.
     /// Several products (for example one per attention head) share their
-    /// round with [`Op::all`].
-    pub fn matmul_raw(&mut self, x: &Share, y: &Share, m: usize, k: usize, n: usize) -> Op<Share> {
+    /// round with [`Op::all`]. Exact in the ring; truncated, error ≤ 1 ulp
+    /// per product term's rounding.
+    pub fn matmul(&mut self, x: &Fx, y: &Fx) -> Op<Fx> {
+        if x.pending() > 0 || y.pending() > 0 {
+            let y = y.clone();
+            let x = self.settle(x.clone());
+            return x.join(self.settle(y)).then(|c, (x, y)| c.matmul(&x, &y));
+        }
+        let (m, k, n) = (x.rows(), x.cols(), y.cols());
+        let frac = x.frac().min(y.frac());
+        let pending = x.frac().max(y.frac());
+        self.matmul_raw(x.share(), y.share(), m, k, n)
+            .map(move |z| Fx::with_pending(z, Shape::new(m, n), frac, pending))
+    }
+
+    /// [`Ctx::matmul`] of ring shares (m×k, k×n), without truncation.
+    pub(crate) fn matmul_raw(
+        &mut self,
+        x: &Share,
+        y: &Share,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Op<Share> {
         let taken = check_len("matmul", "lhs", x.len(), m * k)
             .and_then(|()| check_len("matmul", "rhs", y.len(), k * n))
             .and_then(|()| {
@@ -172,13 +199,6 @@ impl Ctx<'_> {
             ring::matmul_acc(&a, f, &mut z, m, k, n);
             Op::ready(Share::new(z))
         })
-    }
-
-    /// Fixed-point matrix product. Rounds 2; sends `8(mk + kn) + ⌈mn/8⌉` bytes per party.
-    pub fn matmul(&mut self, x: &Share, y: &Share, m: usize, k: usize, n: usize) -> Op<Share> {
-        let f = self.frac_bits();
-        self.matmul_raw(x, y, m, k, n)
-            .then(move |c, z| c.trunc(&z, f))
     }
 
     /// Prepare the weight `w` (k×n, this party's share) for repeated products:
@@ -216,12 +236,31 @@ impl Ctx<'_> {
         })
     }
 
-    /// `x` (m×k) times a masked weight (k×n), without truncation:
-    /// `X·W = E·(B + F) + A·F + C` with only `E = X − A` opened.
+    /// `x` (m×k) times a masked weight (k×n) at `f` fractional bits,
+    /// left untruncated: `X·W = E·(B + F) + A·F + C` with only `E = X − A`
+    /// opened, at `frac min(x.frac, f)`, the rest pending (the products'
+    /// convention, [`crate::fx`]). A pending truncation of `x` is settled
+    /// first.
     ///
     /// Rounds 1; sends `8mk` bytes per party; dealer: `A` from the seed and
     /// `C = A·B` (`8mn` bytes to party 1). Local work: two m×k×n ring matmuls.
-    pub fn weight_matmul_raw(&mut self, x: &Share, m: usize, w: &MaskedWeight) -> Op<Share> {
+    /// Exact in the ring.
+    pub fn weight_matmul(&mut self, x: &Fx, w: &MaskedWeight) -> Op<Fx> {
+        if x.pending() > 0 {
+            let w = w.clone();
+            return self
+                .settle(x.clone())
+                .then(move |c, x| c.weight_matmul(&x, &w));
+        }
+        let (m, n) = (x.rows(), w.n);
+        let f = self.frac_bits();
+        let (frac, pending) = (x.frac().min(f), x.frac().max(f));
+        self.weight_matmul_raw(x.share(), m, w)
+            .map(move |z| Fx::with_pending(z, Shape::new(m, n), frac, pending))
+    }
+
+    /// [`Ctx::weight_matmul`] of a ring share (m×k), without truncation.
+    fn weight_matmul_raw(&mut self, x: &Share, m: usize, w: &MaskedWeight) -> Op<Share> {
         let (k, n) = (w.k, w.n);
         let req = Request::WeightMatMul { id: w.id, m, k, n };
         let taken = check_len("weight_matmul", "activation", x.len(), m * k)
@@ -241,13 +280,6 @@ impl Ctx<'_> {
                 Op::ready(Share::new(z))
             },
         )
-    }
-
-    /// Fixed-point product with a masked weight. Rounds 2; sends `8mk + ⌈mn/8⌉` bytes per party.
-    pub fn weight_matmul(&mut self, x: &Share, m: usize, w: &MaskedWeight) -> Op<Share> {
-        let f = self.frac_bits();
-        self.weight_matmul_raw(x, m, w)
-            .then(move |c, z| c.trunc(&z, f))
     }
 
     /// Arithmetic shift right by `s` bits of a shared signed value: `⌊x / 2^s⌋`, possibly minus one.
@@ -344,68 +376,8 @@ impl Ctx<'_> {
     /// centring at `2f` bits, `C·x` for `C = 192`, would pass 2^62 once
     /// `|x|` reached about 4.7 and fail on whole rows of `vit_9_12_64`.)
     pub fn trunc_scaled(&mut self, x: &Share, extra: u32, scale: f64) -> Op<Share> {
-        scaled(x, extra, scale).truncate(self)
-    }
-}
-
-/// A value computed at `shift` more fractional bits than it is used at,
-/// its truncation left pending so that the operator consuming it can merge
-/// the truncation into its own opening (a row scaling, a comparison, a
-/// square: see [`Ctx::mul_rows_trunc_raw`] and [`Ctx::bit_compare`]).
-/// `shift = 0` is a value with nothing pending.
-#[derive(Clone, Debug)]
-pub struct Untruncated {
-    /// The value before the truncation.
-    pub raw: Share,
-    /// The pending truncation.
-    pub shift: u32,
-}
-
-impl Untruncated {
-    /// The value itself: one truncation round.
-    pub fn truncate(self, c: &mut Ctx<'_>) -> Op<Share> {
-        if self.shift == 0 {
-            Op::ready(self.raw)
-        } else {
-            c.trunc(&self.raw, self.shift)
-        }
-    }
-
-    /// The first `n` elements' rows of `cols` columns taken from `range`
-    /// of each row `t` in `rows` (the pending truncation is kept).
-    pub fn gather(&self, rows: &[usize], width: usize, range: std::ops::Range<usize>) -> Self {
-        let raw = rows
-            .iter()
-            .flat_map(|&t| {
-                self.raw.as_slice()[t * width + range.start..t * width + range.end]
-                    .iter()
-                    .copied()
-            })
-            .collect();
-        Untruncated {
-            raw: Share::new(raw),
-            shift: self.shift,
-        }
-    }
-}
-
-impl From<Share> for Untruncated {
-    /// A value with nothing pending.
-    fn from(raw: Share) -> Self {
-        Untruncated { raw, shift: 0 }
-    }
-}
-
-impl From<&Share> for Untruncated {
-    /// A value with nothing pending (a copy).
-    fn from(raw: &Share) -> Self {
-        raw.clone().into()
-    }
-}
-
-impl From<&Untruncated> for Untruncated {
-    fn from(x: &Untruncated) -> Self {
-        x.clone()
+        let x = Fx::with_pending(x.clone(), Shape::flat(x.len()), self.frac_bits(), extra);
+        self.settle(x.scaled(scale)).map(Fx::into_share)
     }
 }
 
@@ -463,7 +435,7 @@ pub(crate) fn beaver_term(p0: bool, e: u64, f: u64, a: u64, b: u64) -> u64 {
 pub(crate) const TRUNC_OFFSET: u64 = 1 << 62;
 
 /// For a value opened as `m = x + 2^62 + r` (r a uniform 64-bit mask, see
-/// [`Ctx::mul_rows_trunc_raw`]): `⌊x / 2^s⌋ = high(m) − (r >> s) +
+/// the truncating row scaling of [`Ctx::mul_rows`]): `⌊x / 2^s⌋ = high(m) − (r >> s) +
 /// wrap(m)·msb(r)` (plus at most one), with `high` and `wrap` public. This
 /// is `high(m) = (m >> s) − 2^(62−s)`.
 pub(crate) fn opened_high(m: u64, s: u32) -> u64 {
@@ -476,24 +448,8 @@ pub(crate) fn opened_wrap(m: u64, s: u32) -> u64 {
     (1 - (m >> 63)) << (64 - s)
 }
 
-/// `x · scale` as in [`Ctx::trunc_scaled`], with the truncation left
-/// pending: `x` times the scale's integer factor and the shift that
-/// finishes it (local).
-pub fn scaled(x: &Share, extra: u32, scale: f64) -> Untruncated {
-    assert!(
-        scale > 0.0 && scale.is_finite(),
-        "trunc_scaled: scale {scale}"
-    );
-    let (k, t) = scale_factor(scale);
-    let raw = if k == 1 { x.clone() } else { x.scale_int(k) };
-    Untruncated {
-        raw,
-        shift: extra + t,
-    }
-}
-
 /// Significant bits of the integer factor that encodes a public scale in
-/// [`Ctx::trunc_scaled`](crate::Ctx::trunc_scaled): its relative error is at most 2^−14, and it
+/// [`Fx::scaled`]: its relative error is at most 2^−14, and it
 /// costs the value 14 bits of headroom below 2^62.
 pub const SCALE_BITS: u32 = 14;
 

@@ -21,13 +21,14 @@
 //! Bit comparisons, whose bits are opened in the next round, are in
 //! [`crate::bit_compare`]; their openings in [`crate::open`].
 
-use crate::arith::{TRUNC_OFFSET, Untruncated, opened_high, opened_wrap};
+use crate::arith::{TRUNC_OFFSET, opened_high, opened_wrap};
 use crate::channel;
 use crate::ctx::Ctx;
 use crate::dcf;
 use crate::dealer::kinds::{Compare, CompareProducts};
 use crate::dealer::{Material, Request, Squares, low_mask};
 use crate::error::MpcError;
+use crate::fx::{Fx, Shape};
 use crate::op::{Op, attempt};
 use crate::share::Share;
 
@@ -173,7 +174,7 @@ impl Ctx<'_> {
     /// threshold, `|x| < 2^62`.
     pub fn compare_products(
         &mut self,
-        x: &Untruncated,
+        x: &Fx,
         thresholds: &[u64],
         bits: u32,
         coarse: &[u32],
@@ -195,7 +196,7 @@ impl Ctx<'_> {
         stops.sort_unstable();
         stops.dedup();
         let coarse = finest;
-        let (n, s) = (x.raw.len(), x.shift);
+        let (n, s) = (x.len(), x.pending());
         let req = Request::CompareProducts {
             n,
             bits,
@@ -226,7 +227,7 @@ impl Ctx<'_> {
         let recording = self.is_recording();
         let offset = if p0 && s > 0 { TRUNC_OFFSET } else { 0 };
         let mine: Vec<u64> = x
-            .raw
+            .share()
             .as_slice()
             .iter()
             .zip(&r)
@@ -354,23 +355,24 @@ impl Ctx<'_> {
     /// each party (`16·(ℓ − 8 − coarse) + 16` bytes for `ℓ − 1 − coarse ≥ 7`),
     /// plus `16n` bytes (`ρ`, `ρr`) to party 1. Domain `|x| < 2^(ℓ−1)` ulps.
     pub fn relu_coarse(&mut self, x: &Share, bits: u32, coarse: u32) -> Op<Share> {
-        self.relu_truncating(&x.clone().into(), bits, coarse)
+        let x = self.fx(x.clone(), Shape::flat(x.len()));
+        self.relu_truncating(&x, bits, coarse)
     }
 
     /// [`Ctx::relu_coarse`] of a value whose truncation is pending: the
-    /// comparison reads `x.raw` (at `shift` more bits: width `bits + shift`,
+    /// comparison reads `x` at all its bits (`shift` = its pending bits more: width `bits + shift`,
     /// `coarse + shift` ignored bits, so the DCF key is as deep as without
     /// the shift) and the selection takes the truncated value, so the
     /// truncation costs no round. Rounds 2; bytes as [`Ctx::relu_coarse`];
     /// dealer: 8 more bytes and `2·shift` bits per element to party 1 when
     /// `shift > 0` (`r >> shift`; `msb(r)`, `ρ·msb(r)` modulo `2^shift`) and
     /// no truncation triple.
-    /// Domain: `|x.raw| < 2^62`, `bits + shift ≤ 62`.
-    pub fn relu_truncating(&mut self, x: &Untruncated, bits: u32, coarse: u32) -> Op<Share> {
-        let s = x.shift;
+    /// Domain: `|x̃| < 2^62`, `bits + shift ≤ 62`.
+    pub fn relu_truncating(&mut self, x: &Fx, bits: u32, coarse: u32) -> Op<Share> {
+        let s = x.pending();
         let (ignored, threshold) = relu_threshold(coarse, s);
         self.bit_compare(
-            &x.raw,
+            x.share(),
             &[threshold],
             bits + s,
             ignored,
@@ -394,9 +396,9 @@ impl Ctx<'_> {
     /// 3 AES blocks per level instead of 1. Rounds 1; bytes `8n` per party;
     /// dealer to party 1 also 24 bytes and `2·shift` bits per element (16
     /// bytes with nothing pending). Domain as [`Ctx::relu_truncating`].
-    pub fn relu_one_round(&mut self, x: &Untruncated, bits: u32, coarse: u32) -> Op<Share> {
-        let (ignored, threshold) = relu_threshold(coarse, x.shift);
-        self.compare_products(x, &[threshold], bits + x.shift, &[ignored])
+    pub fn relu_one_round(&mut self, x: &Fx, bits: u32, coarse: u32) -> Op<Share> {
+        let (ignored, threshold) = relu_threshold(coarse, x.pending());
+        self.compare_products(x, &[threshold], bits + x.pending(), &[ignored])
             .map(|mut c| c.products.remove(0))
     }
 
@@ -416,34 +418,20 @@ impl Ctx<'_> {
     /// `ℓ − 1 − coarse` levels per comparison to each party (3 on the first
     /// level with a pending truncation). Exact (with `coarse = 0`) for
     /// pairwise differences below 2^(ℓ−1) ulps.
-    pub fn row_max(
-        &mut self,
-        x: impl Into<Untruncated>,
-        rows: usize,
-        cols: usize,
-        bits: u32,
-        coarse: u32,
-    ) -> Op<(Share, Share)> {
-        let x: Untruncated = x.into();
-        attempt!(crate::error::check_len(
-            "row_max",
-            "matrix",
-            x.raw.len(),
-            rows * cols
-        ));
-        let s = x.shift;
+    pub fn row_max(&mut self, x: Fx, bits: u32, coarse: u32) -> Op<(Share, Share)> {
+        let (rows, cols) = (x.rows(), x.cols());
+        let s = x.pending();
         if s == 0 || cols <= 1 {
-            return x.truncate(self).then(move |c, xt| {
+            return self.settle(x).then(move |c, xt| {
+                let xt = xt.into_share();
                 row_max_level(c, xt.as_slice().to_vec(), rows, cols, bits, coarse)
                     .map(move |m| (xt, m))
             });
         }
-        let (lhs, rhs) = halves(x.raw.as_slice(), rows, cols);
-        let diff = Untruncated {
-            raw: Share::new(lhs).sub(&Share::new(rhs)),
-            shift: s,
-        };
-        let xt = self.trunc(&x.raw, s);
+        let (lhs, rhs) = halves(x.share().as_slice(), rows, cols);
+        let half = Shape::new(rows, cols / 2);
+        let diff = Fx::with_pending(Share::new(lhs).sub(&Share::new(rhs)), half, x.frac(), s);
+        let xt = self.trunc(x.share(), s);
         xt.join(self.compare_products(&diff, &[0], bits + s, &[coarse + s]))
             .then(move |c, (xt, cp)| {
                 let (_, rhs) = halves(xt.as_slice(), rows, cols);
@@ -495,7 +483,8 @@ fn row_max_level(
     let (lhs, rhs) = halves(&cur, rows, width);
     let rhs = Share::new(rhs);
     let diff = Share::new(lhs).sub(&rhs);
-    c.compare_products(&diff.into(), &[0], bits, &[coarse])
+    let diff = c.fx(diff, Shape::new(rows, width / 2));
+    c.compare_products(&diff, &[0], bits, &[coarse])
         .then(move |c, cp| {
             let m = rhs.add(&cp.products[0]);
             let next = next_level(m.as_slice(), &cur, rows, width);

@@ -8,10 +8,10 @@
 //! default `f = 16`.
 
 use crate::approx::{self, Piecewise};
-use crate::arith::Untruncated;
 use crate::ctx::Ctx;
 use crate::dealer::Squares;
 use crate::fixed::encode_at;
+use crate::fx::{Fx, Shape};
 use crate::op::Op;
 use crate::share::Share;
 
@@ -27,8 +27,8 @@ pub const EXTRA_FRAC: u32 = 14;
 pub const NORM_INV_FRAC: u32 = 4;
 
 /// Fractional bits above `f` of the reciprocal by which an attention head
-/// scales its rows ([`Ctx::relu_attention_untruncated`],
-/// [`Ctx::softmax_attention_untruncated`]): the head's output then sits at
+/// scales its rows ([`Ctx::relu_attention`],
+/// [`Ctx::softmax_attention`]): the head's output then sits at
 /// `2f + ATTN_INV_FRAC` bits with its truncation pending, so a residual
 /// stream that takes it untruncated (the projection folded into the
 /// values) keeps `2^(62 − 2f − ATTN_INV_FRAC)` of headroom, 2^22 at f = 16
@@ -146,14 +146,17 @@ impl Ctx<'_> {
     /// Domain: `|x − t_j| < 2^(ℓ−1−f)` for every threshold, and every term
     /// `|c_i·x^i| ≤ max_out`.
     pub fn piecewise(&mut self, x: &Share, pe: &PiecewiseEval) -> Op<Share> {
-        self.piecewise_untruncated(x, pe).then(|c, u| u.truncate(c))
+        self.piecewise_untruncated(x, pe)
+            .then(|c, u| c.settle(u))
+            .map(Fx::into_share)
     }
 
     /// [`Ctx::piecewise`] before its final truncation (rounds 1 for degree
     /// 1, 4 for degree 2): for a consumer that merges the truncation into its
     /// own opening ([`Ctx::scale_rows`]).
-    pub fn piecewise_untruncated(&mut self, x: &Share, pe: &PiecewiseEval) -> Op<Untruncated> {
+    pub fn piecewise_untruncated(&mut self, x: &Share, pe: &PiecewiseEval) -> Op<Fx> {
         if pe.pw.degree() <= 1 {
+            let x = self.fx(x.clone(), Shape::flat(x.len()));
             return self.piecewise_linear_pending(x, pe);
         }
         let t = pe.thresholds(self.frac_bits());
@@ -180,7 +183,8 @@ impl Ctx<'_> {
         pe: &PiecewiseEval,
     ) -> Op<Share> {
         self.piecewise_from_bits_untruncated(x, x2, g, pe)
-            .then(|c, u| u.truncate(c))
+            .then(|c, u| c.settle(u))
+            .map(Fx::into_share)
     }
 
     /// [`Ctx::piecewise_from_bits`] before its final truncation (rounds 1,
@@ -191,7 +195,7 @@ impl Ctx<'_> {
         x2: Option<&Share>,
         g: &[Share],
         pe: &PiecewiseEval,
-    ) -> Op<Untruncated> {
+    ) -> Op<Fx> {
         let n = x.len();
         let f = self.frac_bits();
         let pw = &pe.pw;
@@ -220,10 +224,8 @@ impl Ctx<'_> {
         } else {
             self.mul_raw(&b, x)
         };
-        prod.map(move |p| Untruncated {
-            raw: a.add(&p),
-            shift,
-        })
+        let out_frac = pe.out_frac;
+        prod.map(move |p| Fx::with_pending(a.add(&p), Shape::flat(n), out_frac, shift))
     }
 
     /// A piecewise-linear function (see [`Piecewise`]) in one round, its
@@ -241,18 +243,14 @@ impl Ctx<'_> {
     /// the thresholds' points visit: for the reciprocal on [2^−10, 2^12]
     /// (221 thresholds, 31 levels) about a fifth of 221 full paths.
     /// Domain: as [`Ctx::piecewise`].
-    pub fn piecewise_linear_pending(
-        &mut self,
-        x: impl Into<Untruncated>,
-        pe: &PiecewiseEval,
-    ) -> Op<Untruncated> {
-        let x: Untruncated = x.into();
+    pub fn piecewise_linear_pending(&mut self, x: Fx, pe: &PiecewiseEval) -> Op<Fx> {
         assert!(
             pe.pw.degree() <= 1,
             "piecewise_linear_pending: degree 1 only"
         );
         let f = self.frac_bits();
-        let s = x.shift;
+        assert_eq!(x.frac(), f, "piecewise: input at {} bits", x.frac());
+        let (s, shape, out_frac) = (x.pending(), x.shape(), pe.out_frac);
         let (w, shift) = pe.coefficient_scale(f);
         let p0 = self.is_p0();
         let pw = pe.pw.clone();
@@ -282,10 +280,7 @@ impl Ctx<'_> {
                     &cp.bits,
                 );
                 let bx = telescoped(&enc(1, w), &cp.value, &cp.products);
-                Untruncated {
-                    raw: a.add(&bx),
-                    shift,
-                }
+                Fx::with_pending(a.add(&bx), shape, out_frac, shift)
             })
     }
 
@@ -305,11 +300,7 @@ impl Ctx<'_> {
     /// [`Ctx::reciprocal`] before its final truncation (rounds 1), for
     /// [`Ctx::scale_rows`]; `x` may carry a pending truncation, which the
     /// comparison's opening performs.
-    pub fn reciprocal_untruncated(
-        &mut self,
-        x: impl Into<Untruncated>,
-        domain: Domain,
-    ) -> Op<Untruncated> {
+    pub fn reciprocal_untruncated(&mut self, x: Fx, domain: Domain) -> Op<Fx> {
         let pe = PiecewiseEval::reciprocal(domain, self.frac_bits());
         self.piecewise_linear_pending(x, &pe)
     }
@@ -341,29 +332,29 @@ impl Ctx<'_> {
     pub fn exp_neg(&mut self, x: &Share) -> Op<Share> {
         let hi = self.frac_bits() + EXP_SQUARINGS;
         let y = self.add_scalar(x, 1u64 << hi);
-        exp_squarings(self, y.into(), 0, hi)
+        let y = Fx::new(y, Shape::flat(x.len()), hi);
+        exp_squarings(self, y, 0)
     }
 }
 
 /// The squarings of [`Ctx::exp_neg`] from squaring `i` on.
 /// `y` is the previous square with its truncation pending (nothing pending
-/// before the first).
-pub(crate) fn exp_squarings(c: &mut Ctx<'_>, y: Untruncated, i: u32, hi: u32) -> Op<Share> {
+/// before the first), at `f + EXP_SQUARINGS` fractional bits; the last
+/// square is read at `f`.
+pub(crate) fn exp_squarings(c: &mut Ctx<'_>, y: Fx, i: u32) -> Op<Share> {
     if i == EXP_SQUARINGS {
-        return y.truncate(c);
+        return c.settle(y).map(Fx::into_share);
     }
-    let shift = if i + 1 == EXP_SQUARINGS {
-        hi + EXP_SQUARINGS
-    } else {
-        hi
-    };
-    c.bit_compare(&y.raw, &[], 62, 0, false, Squares::Each, y.shift)
+    let (shape, frac) = (y.shape(), y.frac());
+    c.bit_compare(y.share(), &[], 62, 0, false, Squares::Each, y.pending())
         .then(move |c, o| {
-            let sq = Untruncated {
-                raw: o.square_raw(),
-                shift,
+            let sq = Fx::with_pending(o.square_raw(), shape, frac, frac);
+            let sq = if i + 1 == EXP_SQUARINGS {
+                sq.at_frac(frac - EXP_SQUARINGS)
+            } else {
+                sq
             };
-            exp_squarings(c, sq, i + 1, hi)
+            exp_squarings(c, sq, i + 1)
         })
 }
 
@@ -400,14 +391,4 @@ pub fn tile(v: &[u64], times: usize) -> Vec<u64> {
         out.extend_from_slice(v);
     }
     out
-}
-
-/// A reciprocal or rsqrt whose pending truncation leaves `f + EXTRA_FRAC`
-/// bits, truncated instead to `f + frac` bits (`frac ≤ EXTRA_FRAC`), for
-/// a product that must fit the ring untruncated.
-pub(crate) fn narrowed(inv: Untruncated, frac: u32) -> Untruncated {
-    Untruncated {
-        raw: inv.raw,
-        shift: inv.shift + EXTRA_FRAC - frac,
-    }
 }

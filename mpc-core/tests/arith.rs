@@ -1,9 +1,8 @@
 mod common;
 
 use common::*;
-use mpc_core::arith::Untruncated;
 use mpc_core::plain;
-use mpc_core::{FixedPoint, Share};
+use mpc_core::{FixedPoint, Fx, Shape, Share};
 use proptest::prelude::*;
 
 const FP: FixedPoint = FixedPoint { frac_bits: 16 };
@@ -61,7 +60,10 @@ fn square_and_matmul_match_plaintext_with_counts() {
     let a = uniform(m * k, -4.0, 4.0, 4);
     let b = uniform(k * n, -4.0, 4.0, 5);
     let (got, r) = run(FP, &[&a, &b], |s, v| {
-        s.run(|cx| cx.matmul(&v[0], &v[1], m, k, n))
+        s.run(|cx| {
+            let (a, b) = (fx(cx, &v[0], m, k), fx(cx, &v[1], k, n));
+            settled(cx.matmul(&a, &b))
+        })
     });
     let want = plain::matmul(&a, &b, m, k, n);
     assert!(max_abs_diff(&got, &want) < k as f64 * 8.0 * ULP);
@@ -81,8 +83,8 @@ fn weight_matmul_opens_only_the_activation() {
     let w = uniform(k * n, -0.5, 0.5, 7);
     let (got, r) = run(FP, &[&x, &w], |s, v| {
         let mw = s.run(|cx| cx.mask_weight(1, &v[1], k, n))?;
-        let y1 = s.run(|cx| cx.weight_matmul(&v[0], m, &mw))?;
-        let y2 = s.run(|cx| cx.weight_matmul(&v[0], m, &mw))?;
+        let y1 = s.run(|cx| settled(cx.weight_matmul(&fx(cx, &v[0], m, k), &mw)))?;
+        let y2 = s.run(|cx| settled(cx.weight_matmul(&fx(cx, &v[0], m, k), &mw)))?;
         Ok(Share::concat(&[&y1, &y2]))
     });
     let want = plain::matmul(&x, &w, m, k, n);
@@ -216,9 +218,14 @@ fn row_scaling_truncates_its_vector_in_the_same_round() {
     );
     let vshares = [v0, v1];
     let r = mpc_core::local::run_local(FP, |s| {
-        let x = shared.of(s)[0].clone();
-        let v = vshares[s.party().index()].clone();
-        s.run(|c| c.mul_rows_trunc_raw(&x, &v, rows, cols, shift))
+        let x = Fx::new(shared.of(s)[0].clone(), Shape::new(rows, cols), 16);
+        let v = Fx::with_pending(
+            vshares[s.party().index()].clone(),
+            Shape::new(rows, 1),
+            16,
+            shift,
+        );
+        s.run(|c| c.mul_rows(&x, &v).map(Fx::into_share))
     })
     .unwrap();
     let got = mpc_core::reconstruct(&r.outputs[0], &r.outputs[1]);
@@ -262,15 +269,9 @@ fn row_scaling_truncates_matrix_and_vector_in_the_same_round() {
     let (xsh, vsh) = ([x0, x1], [v0, v1]);
     let r = mpc_core::local::run_local(FP, |s| {
         let p = s.party().index();
-        let x = Untruncated {
-            raw: xsh[p].clone(),
-            shift: sx,
-        };
-        let v = Untruncated {
-            raw: vsh[p].clone(),
-            shift: sv,
-        };
-        s.run(|c| c.mul_rows_pending(&x, &v, rows, cols))
+        let x = Fx::with_pending(xsh[p].clone(), Shape::new(rows, cols), 16, sx);
+        let v = Fx::with_pending(vsh[p].clone(), Shape::new(rows, 1), 16, sv);
+        s.run(|c| c.mul_rows(&x, &v).map(Fx::into_share))
     })
     .unwrap();
     let got = mpc_core::reconstruct(&r.outputs[0], &r.outputs[1]);

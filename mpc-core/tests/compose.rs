@@ -131,12 +131,16 @@ fn library_attention_matches_the_reference_with_heads_side_by_side() {
         row_sum: mpc_core::nonlinear::ROW_SUMS,
     };
     let (_, one) = run(FP, &[&s1, &v], |s, x| {
-        s.run(|c| c.relu_attention(&x[0], &x[1], n, n, d, p))
+        s.run(|c| {
+            let (s, v) = (fx(c, &x[0], n, n), fx(c, &x[1], n, d));
+            settled(c.relu_attention(&s, Op::ready(v), p))
+        })
     });
     let (got, two) = run(FP, &[&s1, &s2, &v], |s, x| {
         s.run(|c| {
-            let a = c.relu_attention(&x[0], &x[2], n, n, d, p);
-            let b = c.relu_attention(&x[1], &x[2], n, n, d, p);
+            let (s1, s2, v) = (fx(c, &x[0], n, n), fx(c, &x[1], n, n), fx(c, &x[2], n, d));
+            let a = settled(c.relu_attention(&s1, Op::ready(v.clone()), p));
+            let b = settled(c.relu_attention(&s2, Op::ready(v), p));
             a.join(b).map(|(a, b)| Share::concat(&[&a, &b]))
         })
     });

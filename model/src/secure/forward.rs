@@ -1,10 +1,9 @@
 //! The secure forward of a prepared model: the embedding, the blocks and
 //! the head, one [`Op`] per stage.
 
-use mpc_core::arith::Untruncated;
-use mpc_core::{Ctx, Op, Session, Share};
+use mpc_core::{Ctx, Fx, Op, Session, Shape, Share};
 
-use super::block::{BlockStage, centred, linear_raw};
+use super::block::{BlockStage, centred, linear};
 use super::params::layer_norm_params;
 use super::prepare::SecureModel;
 use crate::error::{ModelError, Result};
@@ -90,7 +89,7 @@ impl SecureModel {
             (clock, cpu) = (now, now_cpu);
         };
         let cols = Share::new(crate::plain::patches(cfg, image.as_slice())?);
-        let mut x_raw = s.run(|c| self.embed(c, &cols))?;
+        let mut x = s.run(|c| self.embed(c, &cols))?;
         lap();
         let mut inputs = Vec::with_capacity(cfg.depth + 1);
         let mut blocks = Vec::with_capacity(cfg.depth);
@@ -102,13 +101,13 @@ impl SecureModel {
                 i,
                 class_only: i + 1 == cfg.depth,
             };
-            let (x, t, out_raw) = s.run(|c| stage.run(c, &x_raw))?;
+            let (input, t, out) = s.run(|c| stage.run(c, &x))?;
             lap();
-            inputs.push(x);
+            inputs.push(input);
             blocks.push(t);
-            x_raw = out_raw;
+            x = out;
         }
-        let (output, logits) = s.run(|c| self.head(c, &x_raw))?;
+        let (output, logits) = s.run(|c| self.head(c, &x))?;
         lap();
         inputs.push(output);
         let mut inputs = inputs.into_iter();
@@ -132,28 +131,31 @@ impl SecureModel {
         })
     }
 
-    /// Tokenizer (on the image's patch columns) and embeddings, returned at
-    /// `2f` bits with the truncation pending (the first block truncates it
-    /// beside its LayerNorm).
-    fn embed(&self, c: &mut Ctx<'_>, cols: &Share) -> Op<Untruncated> {
+    /// Tokenizer (on the image's patch columns, `patches × patch_len`) and
+    /// embeddings, returned at `f` bits with the product's truncation
+    /// pending (the first block truncates it beside its LayerNorm).
+    fn embed(&self, c: &mut Ctx<'_>, cols: &Share) -> Op<Fx> {
         let cfg = &self.config;
-        let f = c.frac_bits();
-        let class = self.class_emb.scale_int(1 << f);
-        let pos = self.positional_emb.scale_int(1 << f);
-        linear_raw(c, cols, cfg.num_patches(), &self.conv, 0).map(move |tokens| Untruncated {
-            raw: Share::concat(&[&class, &tokens]).add(&pos),
-            shift: f,
-        })
+        let (patches, dim) = (cfg.num_patches(), cfg.dim);
+        let cols = c.fx(cols.clone(), Shape::new(patches, cols.len() / patches));
+        let class = c.fx(self.class_emb.clone(), Shape::new(1, dim));
+        let pos = c.fx(
+            self.positional_emb.clone(),
+            Shape::new(cfg.num_tokens(), dim),
+        );
+        linear(c, &cols, &self.conv)
+            .map(move |tokens| Fx::concat_rows(&[&class, &tokens]).add(&pos))
     }
 
     /// Final LayerNorm on the class token (the only row the classifier reads),
     /// then the classifier (which carries the norm's scale and shift), beside
     /// the truncation of the last block's output (for the trace).
-    fn head(&self, c: &mut Ctx<'_>, x_raw: &Untruncated) -> Op<(Share, Share)> {
-        let dim = self.config.dim;
+    fn head(&self, c: &mut Ctx<'_>, x: &Fx) -> Op<(Share, Share)> {
         let p = layer_norm_params(&self.config, &self.params);
-        let (xc, p) = centred(&x_raw.raw.slice(0..dim), 1, dim, x_raw.shift, p);
-        let logits = c.layer_norm_linear(xc, &self.fc.w, self.fc.bias.as_ref(), 1, dim, p);
-        x_raw.clone().truncate(c).join(logits)
+        let (xc, p) = centred(&x.row_range(0..1), p);
+        let logits = c.layer_norm_linear(&xc, &self.fc.w, self.fc.bias.as_ref(), p);
+        c.settle(x.clone())
+            .join(logits)
+            .map(|(x, logits)| (x.into_share(), logits.into_share()))
     }
 }

@@ -12,7 +12,7 @@
 //! Approximations under MPC (the plaintext model is exact): fixed point with
 //! `f` fractional bits (default 16); the exact-erf GeLU is evaluated by the
 //! piecewise quadratic of `mpc_core::gelu::gelu_piecewise`, its input read
-//! at `f − 4` bits (`Ctx::gelu_pending`: error 1.12e-3 on a dense grid over
+//! at `f − 4` bits (`Ctx::gelu` of `x.at_frac(f − 4)`: error 1.12e-3 on a dense grid over
 //! [−8, 8], asserted < 1.6e-3);
 //! softmax's exponential by `(1 + x/256)^256`; ReLU-softmax's and LayerNorm's
 //! reciprocal and rsqrt piecewise linearly (relative error ≤ 1e-3 on their domains).

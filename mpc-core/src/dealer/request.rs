@@ -54,7 +54,7 @@ pub enum Request {
         shift: u32,
     },
     /// For a row scaling whose matrix and vector are both truncated on the
-    /// way in (see `Ctx::mul_rows_pending`): 64-bit masks `A` (rows×cols)
+    /// way in (see `Ctx::mul_rows`): 64-bit masks `A` (rows×cols)
     /// and `r` (rows); with `a_h = A >> x_shift`, `a_m = msb(A)`, `r_h = r >>
     /// v_shift`, `r_m = msb(r)`: shares of `a_h`, `a_m`, `r_h`, `r_m` and of
     /// the four products `a_h·r_h`, `a_h·r_m`, `a_m·r_h`, `a_m·r_m`
