@@ -5,7 +5,9 @@
 //!
 //! `cargo run --release -p mpc-core --example operators`
 
+use mpc_core::blocks::attention::ReluAttention;
 use mpc_core::blocks::layer_norm::LayerNormParams;
+use mpc_core::compare::Relu;
 use mpc_core::local::run_local;
 use mpc_core::nonlinear::{EXTRA_FRAC, ROW_SUMS};
 use mpc_core::{
@@ -112,7 +114,15 @@ fn main() {
             out_frac: f,
             relative: false,
         },
-        |s, v| s.run(|cx| cx.mul(&v[0], &v[1])),
+        |s, v| {
+            s.run(|cx| {
+                let (x, y) = (
+                    cx.fx(v[0].clone(), Shape::flat(v[0].len())),
+                    cx.fx(v[1].clone(), Shape::flat(v[1].len())),
+                );
+                cx.mul(&x, &y).settled().map(Fx::into_share)
+            })
+        },
     );
     let w = uniform(c * h, -0.1, 0.1, 4);
     report(
@@ -172,7 +182,12 @@ fn main() {
             out_frac: f,
             relative: false,
         },
-        |s, v| s.run(|cx| cx.relu(&v[0], 24)),
+        |s, v| {
+            s.run(|cx| {
+                let x = cx.fx(v[0].clone(), Shape::flat(v[0].len()));
+                cx.relu(&x, Relu::exact(24)).map(Fx::into_share)
+            })
+        },
     );
     let sums: Vec<f64> = uniform(4 * n, -6.0, 11.0, 6)
         .iter()
@@ -187,7 +202,12 @@ fn main() {
             out_frac: f + EXTRA_FRAC,
             relative: true,
         },
-        |s, v| s.run(|cx| cx.reciprocal(&v[0], ROW_SUMS)),
+        |s, v| {
+            s.run(|cx| {
+                let x = cx.fx(v[0].clone(), Shape::flat(v[0].len()));
+                cx.reciprocal(&x, ROW_SUMS).settled().map(Fx::into_share)
+            })
+        },
     );
     report(
         Case {
@@ -198,7 +218,12 @@ fn main() {
             out_frac: f + EXTRA_FRAC,
             relative: true,
         },
-        |s, v| s.run(|cx| cx.rsqrt(&v[0], ROW_SUMS)),
+        |s, v| {
+            s.run(|cx| {
+                let x = cx.fx(v[0].clone(), Shape::flat(v[0].len()));
+                cx.rsqrt(&x, ROW_SUMS, 1.0).settled().map(Fx::into_share)
+            })
+        },
     );
     report(
         Case {
@@ -209,7 +234,12 @@ fn main() {
             out_frac: f,
             relative: false,
         },
-        |s, v| s.run(|cx| cx.softmax(&v[0], 4 * n, n, 24)),
+        |s, v| {
+            s.run(|cx| {
+                let x = cx.fx(v[0].clone(), Shape::new(4 * n, n));
+                cx.softmax(&x, 24).settled().map(Fx::into_share)
+            })
+        },
     );
     report(
         Case {
@@ -220,7 +250,17 @@ fn main() {
             out_frac: f,
             relative: false,
         },
-        |s, v| s.run(|cx| cx.relu_softmax(&v[0], 4 * n, n, 24, 1e-3, ROW_SUMS)),
+        |s, v| {
+            s.run(|cx| {
+                let x = cx.fx(v[0].clone(), Shape::new(4 * n, n));
+                let p = ReluAttention {
+                    relu: Relu::exact(24),
+                    eps: 1e-3,
+                    row_sum: ROW_SUMS,
+                };
+                cx.relu_softmax(&x, p).settled().map(Fx::into_share)
+            })
+        },
     );
     let d = 64;
     let qm = uniform(n * d, -1.5, 1.5, 7);
@@ -289,7 +329,12 @@ fn main() {
         },
         |s, v| {
             let g = s.run(|cx| cx.mask_weight(0, &v[1], 1, c))?;
-            s.run(|cx| cx.layer_norm(&v[0], Some(&g), Some(&v[2]), n, c, p))
+            s.run(|cx| {
+                let x = cx.fx(v[0].clone(), Shape::new(n, c));
+                cx.layer_norm(&x, Some(&g), Some(&v[2]), p)
+                    .settled()
+                    .map(Fx::into_share)
+            })
         },
     );
 }

@@ -73,11 +73,25 @@ impl Ctx<'_> {
         })
     }
 
-    /// Elementwise product without truncation: `z = x·y` at the sum of the operands' scales.
+    /// Elementwise product `x·y` (equal lengths), left untruncated: at
+    /// `frac min(x.frac, y.frac)`, the rest pending (the products'
+    /// convention, [`crate::fx`]). The operands' pending truncations are
+    /// settled first.
     ///
-    /// Rounds 1; sends `16n` bytes per party; dealer: one triple (`8n` bytes to party 1).
-    /// Exact in the ring.
-    pub fn mul_raw(&mut self, x: &Share, y: &Share) -> Op<Share> {
+    /// Rounds 1 (2 with [`Ctx::settle`]); sends `16n` bytes per party (`+
+    /// ⌈n/8⌉` settled); dealer: one triple (`8n` bytes to party 1). Exact in
+    /// the ring; settled, error ≤ 1 ulp for `|x·y| < 2^(62−2f)`.
+    pub fn mul(&mut self, x: &Fx, y: &Fx) -> Op<Fx> {
+        if x.pending() > 0 || y.pending() > 0 {
+            return self.settle_all(&[x, y]).then(|c, xy| c.mul(&xy[0], &xy[1]));
+        }
+        let (shape, a, b) = (x.shape(), x.frac(), y.frac());
+        self.mul_raw(x.share(), y.share())
+            .map(move |z| Fx::product(z, shape, a, b))
+    }
+
+    /// [`Ctx::mul`] of ring shares, without truncation.
+    pub(crate) fn mul_raw(&mut self, x: &Share, y: &Share) -> Op<Share> {
         let n = x.len();
         let taken = check_len("mul", "rhs", y.len(), n)
             .and_then(|()| expect_triple("mul", self.take("mul", Request::Triple { n })?));
@@ -85,17 +99,20 @@ impl Ctx<'_> {
         beaver_dot(self.is_p0(), "mul", triple, &[x], &[y], n)
     }
 
-    /// Elementwise dot product without truncation: `z = Σ_t x_t·y_t` over
-    /// the terms `t` (all `n` long), at the sum of the operands' scales.
+    /// Elementwise dot product `z = Σ_t x_t·y_t` over the terms `t` (all of
+    /// one shape, every term's product at one scale), left untruncated at
+    /// the products' scale (as [`Ctx::mul`]).
     ///
-    /// Rounds 1; sends `16n` bytes per term and party (as [`Ctx::mul_raw`]
+    /// Rounds 1; sends `16n` bytes per term and party (as [`Ctx::mul`]
     /// of each term); dealer: one dot-product triple, `8n` bytes to party 1
     /// whatever the number of terms (the masks' products are summed by the
     /// dealer: `Request::Dot`). Exact in the ring.
-    pub fn dot_raw(&mut self, x: &[&Share], y: &[&Share]) -> Op<Share> {
+    pub fn dot(&mut self, x: &[&Fx], y: &[&Fx]) -> Op<Fx> {
         assert_eq!(x.len(), y.len(), "dot: one right-hand side per term");
         let terms = x.len();
-        let n = x.first().map_or(0, |s| s.len());
+        let (first, second) = (x.first().expect("dot: a term"), y[0]);
+        let (shape, a, b) = (first.shape(), first.frac(), second.frac());
+        let n = first.len();
         let lengths = x
             .iter()
             .chain(y)
@@ -103,22 +120,28 @@ impl Ctx<'_> {
         let taken = lengths
             .and_then(|()| expect_triple("dot", self.take("dot", Request::Dot { n, terms })?));
         let triple = attempt!(taken);
-        beaver_dot(self.is_p0(), "dot", triple, x, y, n)
+        let xs: Vec<&Share> = x.iter().map(|t| t.share()).collect();
+        let ys: Vec<&Share> = y.iter().map(|t| t.share()).collect();
+        beaver_dot(self.is_p0(), "dot", triple, &xs, &ys, n)
+            .map(move |z| Fx::product(z, shape, a, b))
     }
 
-    /// Fixed-point elementwise product `x·y`.
+    /// Elementwise square `x²`, left untruncated at `frac x.frac`, as much
+    /// pending (settled first if `x` has a pending truncation).
     ///
-    /// Rounds 2 (product, truncation); sends `16n + ⌈n/8⌉` bytes per party.
-    /// Error ≤ 1 ulp for `|x·y| < 2^(62−2f)`.
-    pub fn mul(&mut self, x: &Share, y: &Share) -> Op<Share> {
-        let f = self.frac_bits();
-        self.mul_raw(x, y).then(move |c, z| c.trunc(&z, f))
+    /// Rounds 1 (2 with [`Ctx::settle`]); sends `8n` bytes per party (`+
+    /// ⌈n/8⌉` settled); dealer: one square pair (`8n` bytes to party 1).
+    pub fn square(&mut self, x: &Fx) -> Op<Fx> {
+        if x.pending() > 0 {
+            return self.settle(x.clone()).then(|c, x| c.square(&x));
+        }
+        let (shape, a) = (x.shape(), x.frac());
+        self.square_raw(x.share())
+            .map(move |z| Fx::product(z, shape, a, a))
     }
 
-    /// Elementwise square without truncation (scale `2f`).
-    ///
-    /// Rounds 1; sends `8n` bytes per party; dealer: one square pair (`8n` bytes to party 1).
-    pub fn square_raw(&mut self, x: &Share) -> Op<Share> {
+    /// [`Ctx::square`] of a ring share, without truncation.
+    pub(crate) fn square_raw(&mut self, x: &Share) -> Op<Share> {
         let n = x.len();
         let (a, _, c) = attempt!(
             self.take("square", Request::Square { n })
@@ -136,12 +159,6 @@ impl Ctx<'_> {
         })
     }
 
-    /// Fixed-point square. Rounds 2; sends `8n + ⌈n/8⌉` bytes per party.
-    pub fn square(&mut self, x: &Share) -> Op<Share> {
-        let f = self.frac_bits();
-        self.square_raw(x).then(move |c, z| c.trunc(&z, f))
-    }
-
     /// Product of two secret matrices, `x` (m×k) · `y` (k×n), left
     /// untruncated: at `frac min(x.frac, y.frac)`, the rest pending (the
     /// products' convention, [`crate::fx`]); [`Ctx::settle`] truncates it
@@ -155,15 +172,14 @@ impl Ctx<'_> {
     /// per product term's rounding.
     pub fn matmul(&mut self, x: &Fx, y: &Fx) -> Op<Fx> {
         if x.pending() > 0 || y.pending() > 0 {
-            let y = y.clone();
-            let x = self.settle(x.clone());
-            return x.join(self.settle(y)).then(|c, (x, y)| c.matmul(&x, &y));
+            return self
+                .settle_all(&[x, y])
+                .then(|c, xy| c.matmul(&xy[0], &xy[1]));
         }
         let (m, k, n) = (x.rows(), x.cols(), y.cols());
-        let frac = x.frac().min(y.frac());
-        let pending = x.frac().max(y.frac());
+        let (a, b) = (x.frac(), y.frac());
         self.matmul_raw(x.share(), y.share(), m, k, n)
-            .map(move |z| Fx::with_pending(z, Shape::new(m, n), frac, pending))
+            .map(move |z| Fx::product(z, Shape::new(m, n), a, b))
     }
 
     /// [`Ctx::matmul`] of ring shares (m×k, k×n), without truncation.
@@ -252,11 +268,9 @@ impl Ctx<'_> {
                 .settle(x.clone())
                 .then(move |c, x| c.weight_matmul(&x, &w));
         }
-        let (m, n) = (x.rows(), w.n);
-        let f = self.frac_bits();
-        let (frac, pending) = (x.frac().min(f), x.frac().max(f));
+        let (m, n, a, f) = (x.rows(), w.n, x.frac(), self.frac_bits());
         self.weight_matmul_raw(x.share(), m, w)
-            .map(move |z| Fx::with_pending(z, Shape::new(m, n), frac, pending))
+            .map(move |z| Fx::product(z, Shape::new(m, n), a, f))
     }
 
     /// [`Ctx::weight_matmul`] of a ring share (m×k), without truncation.
@@ -362,29 +376,12 @@ impl Ctx<'_> {
             Op::ready(Share::new(out))
         })
     }
-
-    /// `x · scale` for a public real `scale`, where `x` carries `f + extra`
-    /// fractional bits and the result carries `f`: the scaling is folded into
-    /// the truncation (multiply by `round(scale·2^t)`, shift by `extra + t`).
-    ///
-    /// Rounds 1 (0 when `scale` is a power of two and `extra + t = 0`);
-    /// sends `⌈n/8⌉` bytes per party. Error ≤ 1 ulp plus a
-    /// relative error ≤ 2^−[`SCALE_BITS`] (6.1e-5) of the encoded scale.
-    /// Domain: the product before the shift, `|x|·k` with `k < 2^SCALE_BITS`
-    /// for a scale that is not a power of two, stays below 2^62: `|x| <
-    /// 2^48` ulps at `f + extra` bits. (With 20-bit factors, LayerNorm's
-    /// centring at `2f` bits, `C·x` for `C = 192`, would pass 2^62 once
-    /// `|x|` reached about 4.7 and fail on whole rows of `vit_9_12_64`.)
-    pub fn trunc_scaled(&mut self, x: &Share, extra: u32, scale: f64) -> Op<Share> {
-        let x = Fx::with_pending(x.clone(), Shape::flat(x.len()), self.frac_bits(), extra);
-        self.settle(x.scaled(scale)).map(Fx::into_share)
-    }
 }
 
 /// `Σ_t x_t·y_t` (elementwise, `n` long, the terms laid out one after the
 /// other in the triple's `a`, `b`) from one Beaver opening of every
 /// `x_t − a_t` and `y_t − b_t`: `c + Σ_t (e_t·b_t + f_t·a_t)`, plus
-/// `Σ_t e_t·f_t` at party 0. One term is [`Ctx::mul_raw`]'s product.
+/// `Σ_t e_t·f_t` at party 0. One term is [`Ctx::mul`]'s product.
 fn beaver_dot(
     p0: bool,
     op: &'static str,

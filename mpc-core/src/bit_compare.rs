@@ -43,8 +43,9 @@ impl Ctx<'_> {
     /// `Squares::EachTruncated(q)` (and `select`), [`BitCompared::open`]
     /// also truncates `x²` by `q` and selects it by each bit (8 bytes more
     /// per element online; dealer to party 1: 8 bytes and `q` bits per
-    /// element and per element and threshold). With a truncation by `s`,
-    /// party 1 also gets `r_h` (8 bytes) and, modulo `2^s` (`s` bits each:
+    /// element and per element and threshold). With `x`'s pending
+    /// truncation by `s`, the opening performs it (the value it gives is
+    /// at `x.frac()`; thresholds are at all `x`'s bits) and party 1 also gets `r_h` (8 bytes) and, modulo `2^s` (`s` bits each:
     /// they only meet the wrap coefficient), `msb(r)`, `ρ·msb(r)` per bit
     /// with `select` and `r_h·msb(r)` with `square`.
     ///
@@ -55,14 +56,14 @@ impl Ctx<'_> {
     /// `−2^coarse ≤ x − t < 0`.
     pub fn bit_compare(
         &mut self,
-        x: &Share,
+        x: &Fx,
         thresholds: &[u64],
         bits: u32,
         coarse: u32,
         select: bool,
         square: Squares,
-        trunc: u32,
     ) -> Op<BitCompared> {
+        let trunc = x.pending();
         let req = Request::BitCompare {
             n: x.len(),
             bits,
@@ -73,7 +74,7 @@ impl Ctx<'_> {
             trunc,
             products: None,
         };
-        self.bit_compare_request(x, thresholds, req)
+        self.bit_compare_request(x.share(), thresholds, req)
     }
 
     /// A LayerNorm's first opening of its centred rows `x` (rows of

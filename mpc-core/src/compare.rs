@@ -34,25 +34,21 @@ use crate::share::Share;
 
 impl Ctx<'_> {
     /// Shares (0/1 integers, not fixed point) of `[x ≥ t]` for each public
-    /// threshold `t` (raw ring values, for example `encode(0.5)`), one share
-    /// of length `n` per threshold. See the module doc for cost and domain.
-    pub fn ge_thresholds(&mut self, x: &Share, thresholds: &[u64], bits: u32) -> Op<Vec<Share>> {
-        self.compare(x, thresholds, bits, 0)
-    }
-
-    /// [`Ctx::ge_thresholds`] that may err where `|x − t| < 2^coarse`
-    /// ulps: the DCF then compares only the top `ℓ − 1 − coarse` bits of the
-    /// masked value (a shallower tree: less dealer material and local work).
-    /// For piecewise approximations whose neighbouring segments agree near
-    /// their shared boundary.
-    pub fn ge_thresholds_coarse(
+    /// threshold `t` (raw ring values at `x`'s bits, for example
+    /// `encode(0.5)`), one share of length `n` per threshold. With `coarse >
+    /// 0` a bit may err where `|x − t| < 2^coarse` ulps: the DCF then
+    /// compares only the top `ℓ − 1 − coarse` bits of the masked value (a
+    /// shallower tree: less dealer material and local work), for piecewise
+    /// approximations whose neighbouring segments agree near their shared
+    /// boundary. See the module doc for cost and domain.
+    pub fn ge_thresholds(
         &mut self,
-        x: &Share,
+        x: &Fx,
         thresholds: &[u64],
         bits: u32,
         coarse: u32,
     ) -> Op<Vec<Share>> {
-        self.compare(x, thresholds, bits, coarse)
+        self.compare(x.share(), thresholds, bits, coarse)
     }
 
     fn compare(&mut self, x: &Share, thresholds: &[u64], bits: u32, coarse: u32) -> Op<Vec<Share>> {
@@ -144,7 +140,7 @@ impl Ctx<'_> {
     /// compared value in the same round: shares of `b_j = [x ≥ t_j]` and of
     /// `b_j·v`, where `v` is `x` with its pending truncation done (`x` itself
     /// when nothing is pending). For piecewise-linear functions evaluated in
-    /// one round ([`Ctx::piecewise_linear_pending`]).
+    /// one round ([`Ctx::piecewise`] of degree 1).
     ///
     /// Method: open `m = x + 2^62 + R` (64-bit mask `R`; no offset when
     /// nothing is pending), so `v = P − R'` with `P` public and `R' = Y₁ −
@@ -325,81 +321,58 @@ impl Ctx<'_> {
         )
     }
 
-    /// Shares of the bit `[x ≥ 0]` (integers 0/1). Rounds 1; see the module doc.
-    pub fn ge_zero(&mut self, x: &Share, bits: u32) -> Op<Share> {
-        self.ge_thresholds(x, &[0], bits).map(|mut g| g.remove(0))
-    }
-
-    /// `ReLU(x) = x·[x ≥ 0]`: [`Ctx::relu_coarse`] with an exact comparison.
-    /// Exact for `|x| < 2^(ℓ−1)` ulps (ℓ = `bits`; with f = 16 and ℓ = 32,
-    /// `|x| < 32768`).
-    pub fn relu(&mut self, x: &Share, bits: u32) -> Op<Share> {
-        self.relu_coarse(x, bits, 0)
-    }
-
-    /// `ReLU(x) = b·x` with `b = [x ≥ 2^coarse]` from a bit comparison that
-    /// may err where `0 ≤ x < 2^coarse` (ulps), so the result is exact
-    /// except that such an `x` may come out as 0 instead of itself (error
-    /// below `2^coarse` ulps). The threshold sits above 0 so that the error
-    /// is on that side: the result is never negative (a ReLU-softmax row sum
-    /// of such outputs is never below 0; a threshold at 0 would let inputs
+    /// `ReLU(x) = b·x` with `b = [x ≥ 2^coarse]` (`p.coarse`; 0 for an
+    /// exact comparison), at `x.frac()`: exact for `|x| < 2^(ℓ−1)` ulps (ℓ =
+    /// `p.bits`; with f = 16 and ℓ = 32, `|x| < 32768`) except that `0 ≤ x
+    /// < 2^coarse` ulps may come out as 0 instead of itself (error below
+    /// `2^coarse` ulps). The threshold sits above 0 so that the error is on
+    /// that side: the result is never negative (a ReLU-softmax row sum of
+    /// such outputs is never below 0; a threshold at 0 would let inputs
     /// just below it through, and a row of many slightly negative scores
     /// could sum below 0, where the reciprocal's extrapolation leaves the
     /// ring: wrong by up to 18 in a `vit_7_4_32` block).
     ///
-    /// Steps: open `m = x + r` (64-bit mask; `m mod 2^ℓ` feeds the XOR-output
-    /// DCF); open `e = b ⊕ ρ`; then `b·x = (e + (1 − 2e)ρ)(m − r) =
-    /// e·m − e·r + (1 − 2e)(m·ρ − ρr)`, local from shares of `r`, `ρ`, `ρr`.
-    /// Rounds 2; sends `8n + ⌈n/8⌉` bytes per party. Dealer: one
-    /// [`crate::dcf::bit::BitKeys`] key of `ℓ − 1 − coarse` input bits per element to
-    /// each party (`16·(ℓ − 8 − coarse) + 16` bytes for `ℓ − 1 − coarse ≥ 7`),
-    /// plus `16n` bytes (`ρ`, `ρr`) to party 1. Domain `|x| < 2^(ℓ−1)` ulps.
-    pub fn relu_coarse(&mut self, x: &Share, bits: u32, coarse: u32) -> Op<Share> {
-        let x = self.fx(x.clone(), Shape::flat(x.len()));
-        self.relu_truncating(&x, bits, coarse)
-    }
-
-    /// [`Ctx::relu_coarse`] of a value whose truncation is pending: the
-    /// comparison reads `x` at all its bits (`shift` = its pending bits more: width `bits + shift`,
-    /// `coarse + shift` ignored bits, so the DCF key is as deep as without
-    /// the shift) and the selection takes the truncated value, so the
-    /// truncation costs no round. Rounds 2; bytes as [`Ctx::relu_coarse`];
-    /// dealer: 8 more bytes and `2·shift` bits per element to party 1 when
-    /// `shift > 0` (`r >> shift`; `msb(r)`, `ρ·msb(r)` modulo `2^shift`) and
-    /// no truncation triple.
-    /// Domain: `|x̃| < 2^62`, `bits + shift ≤ 62`.
-    pub fn relu_truncating(&mut self, x: &Fx, bits: u32, coarse: u32) -> Op<Share> {
+    /// A pending truncation of `x` (by `s`) costs no round: the comparison
+    /// reads `x` at all its bits (width `ℓ + s`, `coarse + s` ignored bits,
+    /// so the DCF key is as deep as without it) and the selection takes the
+    /// truncated value. Domain: `|x̃| < 2^62`, `ℓ + s ≤ 62`.
+    ///
+    /// Two rounds (`p.one_round` false): open `m = x + r` (64-bit mask;
+    /// `m mod 2^ℓ` feeds the XOR-output DCF); open `e = b ⊕ ρ`; then
+    /// `b·x = (e + (1 − 2e)ρ)(m − r) = e·m − e·r + (1 − 2e)(m·ρ − ρr)`,
+    /// local from shares of `r`, `ρ`, `ρr`. Sends `8n + ⌈n/8⌉` bytes per party.
+    /// Dealer: one [`crate::dcf::bit::BitKeys`] key of `ℓ − 1 − coarse`
+    /// input bits per element to each party (`16·(ℓ − 8 −
+    /// coarse) + 16` bytes for `ℓ − 1 − coarse ≥ 7`), plus `16n` bytes (`ρ`,
+    /// `ρr`) to party 1, and with `s > 0` 8 more bytes and `2s` bits per
+    /// element (`r >> s`; `msb(r)`, `ρ·msb(r)` modulo `2^s`) and no
+    /// truncation triple.
+    ///
+    /// One round (`p.one_round`): the comparison's DCF key carries the
+    /// mask's parts as its payload ([`Ctx::compare_products`] at the
+    /// threshold `2^(coarse + s)`), so the opening of `x + r` gives `[x ≥
+    /// 2^coarse]·x` directly, with no bits' opening after it. The result is
+    /// the same (exact, except that `0 < x < 2^(coarse+1)` ulps may come out
+    /// as 0); the price is dealer material: a DCF key of `L = ℓ − 1 −
+    /// coarse` levels with a 3-word payload (`40L + ⌈L/4⌉ + 24` bytes; 2
+    /// words and `32L + ⌈L/4⌉ + 16` with nothing pending) to each party,
+    /// against the bit comparison's `16(L − 7) + 16`, and CPU: 3 AES blocks
+    /// per level instead of 1. Sends `8n` bytes per party; dealer to party 1
+    /// also 24 bytes and `2s` bits per element (16 bytes with nothing
+    /// pending).
+    pub fn relu(&mut self, x: &Fx, p: Relu) -> Op<Fx> {
         let s = x.pending();
-        let (ignored, threshold) = relu_threshold(coarse, s);
-        self.bit_compare(
-            x.share(),
-            &[threshold],
-            bits + s,
-            ignored,
-            true,
-            Squares::No,
-            s,
-        )
-        .then(|_, c| c.open())
-        .map(|o| o.select().remove(0))
-    }
-
-    /// [`Ctx::relu_truncating`] in one round: the comparison's DCF key
-    /// carries the mask's parts as its payload ([`Ctx::compare_products`]
-    /// at the threshold `2^(coarse + shift)`), so the opening of `x + r`
-    /// gives `[x ≥ 2^coarse]·x` directly, with no bits' opening after it.
-    /// The result is the same (exact, except that `0 < x < 2^(coarse+1)`
-    /// ulps may come out as 0); the price is dealer material: a DCF key of
-    /// `L = bits − 1 − coarse` levels with a 3-word payload (`40L + ⌈L/4⌉ +
-    /// 24` bytes; 2 words and `32L + ⌈L/4⌉ + 16` with nothing pending) to
-    /// each party, against the bit comparison's `16(L − 7) + 16`, and CPU:
-    /// 3 AES blocks per level instead of 1. Rounds 1; bytes `8n` per party;
-    /// dealer to party 1 also 24 bytes and `2·shift` bits per element (16
-    /// bytes with nothing pending). Domain as [`Ctx::relu_truncating`].
-    pub fn relu_one_round(&mut self, x: &Fx, bits: u32, coarse: u32) -> Op<Share> {
-        let (ignored, threshold) = relu_threshold(coarse, x.pending());
-        self.compare_products(x, &[threshold], bits + x.pending(), &[ignored])
-            .map(|mut c| c.products.remove(0))
+        let (ignored, threshold) = relu_threshold(p.coarse, s);
+        let (shape, frac) = (x.shape(), x.frac());
+        let out = move |r: Share| Fx::new(r, shape, frac);
+        if p.one_round {
+            return self
+                .compare_products(x, &[threshold], p.bits + s, &[ignored])
+                .map(move |mut c| out(c.products.remove(0)));
+        }
+        self.bit_compare(x, &[threshold], p.bits + s, ignored, true, Squares::No)
+            .then(|_, c| c.open())
+            .map(move |o| out(o.select().remove(0)))
     }
 
     /// Maximum of each row of `x` (rows×cols) by a pairwise tree, one round
@@ -494,7 +467,7 @@ fn row_max_level(
 
 /// A ReLU's comparison of a value with `shift` pending bits: the low bits
 /// it ignores and its threshold `2^ignored` (0 when exact), so that an
-/// error can only zero a small positive value ([`Ctx::relu_coarse`]).
+/// error can only zero a small positive value ([`Ctx::relu`]).
 fn relu_threshold(coarse: u32, shift: u32) -> (u32, u64) {
     let ignored = coarse + shift;
     (ignored, if ignored > 0 { 1u64 << ignored } else { 0 })
@@ -521,5 +494,30 @@ impl std::fmt::Debug for ComparedProducts {
             self.value.len(),
             self.bits.len()
         )
+    }
+}
+
+/// Settings of a ReLU ([`Ctx::relu`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Relu {
+    /// Comparison width ℓ: `|x| < 2^(ℓ−1)` ulps at `x.frac()`.
+    pub bits: u32,
+    /// Low bits the comparison ignores: its threshold is `2^coarse` ulps,
+    /// so `[0, 2^coarse)` ulps may come out as 0 (never a negative output),
+    /// and each DCF key is `coarse` levels shallower.
+    pub coarse: u32,
+    /// One round (a payload-carrying key, about 4× the dealer material)
+    /// instead of two.
+    pub one_round: bool,
+}
+
+impl Relu {
+    /// An exact two-round ReLU on `bits`-bit comparisons.
+    pub fn exact(bits: u32) -> Self {
+        Relu {
+            bits,
+            coarse: 0,
+            one_round: false,
+        }
     }
 }

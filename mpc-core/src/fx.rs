@@ -123,6 +123,13 @@ impl Fx {
         }
     }
 
+    /// The product of operands at `frac` `a` and `b` (nothing pending on
+    /// either), held in `share`: at `frac min(a, b)`, `max(a, b)` pending
+    /// (the products' convention, see the module doc).
+    pub(crate) fn product(share: Share, shape: Shape, a: u32, b: u32) -> Self {
+        Self::with_pending(share, shape, a.min(b), a.max(b))
+    }
+
     /// A share with this value's shape and scale.
     pub fn like(&self, share: Share) -> Self {
         Self::with_pending(share, self.shape, self.frac, self.pending)
@@ -242,9 +249,15 @@ impl Fx {
     /// `self · scale` for a public real `scale > 0` (local): the elements
     /// times the integer `k ≈ scale·2^t` of
     /// [`SCALE_BITS`](crate::arith::SCALE_BITS) significant bits, `t` more
-    /// bits pending (exact, `k = 1`, for a power of two ≤ 1). Relative error
-    /// of the encoded scale ≤ 2^−`SCALE_BITS`; the elements grow by `k <
-    /// 2^SCALE_BITS`.
+    /// bits pending (exact, `k = 1`, for a power of two ≤ 1), so that the
+    /// consumer's truncation (or [`Ctx::settle`], one round, `⌈n/8⌉` bytes)
+    /// applies the scale. Error once truncated: 1 ulp plus a relative error
+    /// ≤ 2^−`SCALE_BITS` (6.1e-5) of the encoded scale. Domain: the
+    /// elements grow by `k < 2^SCALE_BITS` for a scale that is not a power
+    /// of two and must stay below 2^62: `|x̃| < 2^48`. (With 20-bit
+    /// factors, LayerNorm's centring at `2f` bits, `C·x` for `C = 192`,
+    /// would pass 2^62 once `|x|` reached about 4.7 and fail on whole rows
+    /// of `vit_9_12_64`.)
     pub fn scaled(&self, scale: f64) -> Fx {
         assert!(scale > 0.0 && scale.is_finite(), "Fx::scaled: {scale}");
         let (k, t) = crate::arith::scale_factor(scale);
@@ -378,6 +391,13 @@ impl Ctx<'_> {
         let (shape, frac) = (x.shape, x.frac);
         self.trunc(&x.share, x.pending)
             .map(move |t| Fx::new(t, shape, frac))
+    }
+
+    /// `xs` with their pending truncations applied ([`Ctx::settle`]), all
+    /// in one round, for an operator that needs its operands at their scale.
+    pub(crate) fn settle_all(&mut self, xs: &[&Fx]) -> Op<Vec<Fx>> {
+        let ops = xs.iter().map(|x| self.settle((*x).clone())).collect();
+        Op::all(ops)
     }
 
     /// A share of `share` at the session's `f` fractional bits.

@@ -30,9 +30,8 @@ impl Ctx<'_> {
     pub fn mul_rows(&mut self, x: &Fx, v: &Fx) -> Op<Fx> {
         let (rows, cols) = (x.rows(), x.cols());
         attempt!(check_len("mul_rows", "row scales", v.len(), rows));
-        let frac = x.frac().min(v.frac());
-        let pending = x.frac().max(v.frac());
-        let out = move |z: Share| Fx::with_pending(z, Shape::new(rows, cols), frac, pending);
+        let (a, b) = (x.frac(), v.frac());
+        let out = move |z: Share| Fx::product(z, Shape::new(rows, cols), a, b);
         let (xs, vs) = (x.share(), v.share());
         match (x.pending(), v.pending()) {
             (0, 0) => self.mul_rows_raw(xs, vs, rows, cols).map(out),

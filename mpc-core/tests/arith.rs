@@ -12,7 +12,9 @@ const ULP: f64 = 1.0 / 65536.0;
 fn mul_matches_plaintext_and_costs_two_rounds() {
     let x = uniform(1000, -100.0, 100.0, 1);
     let y = uniform(1000, -100.0, 100.0, 2);
-    let (got, r) = run(FP, &[&x, &y], |s, v| s.run(|cx| cx.mul(&v[0], &v[1])));
+    let (got, r) = run(FP, &[&x, &y], |s, v| {
+        s.run(|cx| settled(cx.mul(&flat(cx, &v[0]), &flat(cx, &v[1]))))
+    });
     let want: Vec<f64> = x.iter().zip(&y).map(|(a, b)| a * b).collect();
     // encoding error of each operand (≤ ½ ulp) times the other operand, plus one ulp of truncation
     assert!(max_abs_diff(&got, &want) < 100.0 * ULP + 2.0 * ULP);
@@ -31,8 +33,12 @@ fn dot_product_of_three_terms_costs_one_triple_word_per_element() {
     let ys: Vec<Vec<f64>> = (0..3).map(|t| uniform(n, -20.0, 20.0, 90 + t)).collect();
     let inputs: Vec<&[f64]> = xs.iter().chain(&ys).map(Vec::as_slice).collect();
     let (got, r) = run(FP, &inputs, |s, v| {
-        let z = s.run(|cx| cx.dot_raw(&[&v[0], &v[1], &v[2]], &[&v[3], &v[4], &v[5]]))?;
-        s.run(|cx| cx.trunc(&z, 16))
+        let z = s.run(|cx| {
+            let t: Vec<Fx> = v.iter().map(|s| flat(cx, s)).collect();
+            cx.dot(&[&t[0], &t[1], &t[2]], &[&t[3], &t[4], &t[5]])
+        })?;
+        assert_eq!((z.frac(), z.pending()), (16, 16));
+        s.run(|cx| cx.trunc(z.share(), 16))
     });
     let want: Vec<f64> = (0..n)
         .map(|i| (0..3).map(|t| xs[t][i] * ys[t][i]).sum())
@@ -50,7 +56,9 @@ fn dot_product_of_three_terms_costs_one_triple_word_per_element() {
 #[test]
 fn square_and_matmul_match_plaintext_with_counts() {
     let x = uniform(64, -8.0, 8.0, 3);
-    let (got, r) = run(FP, &[&x], |s, v| s.run(|cx| cx.square(&v[0])));
+    let (got, r) = run(FP, &[&x], |s, v| {
+        s.run(|cx| settled(cx.square(&flat(cx, &v[0]))))
+    });
     let want: Vec<f64> = x.iter().map(|a| a * a).collect();
     assert!(max_abs_diff(&got, &want) < 20.0 * ULP);
     assert_eq!(r.online[0].rounds, 2);
@@ -145,7 +153,8 @@ fn scaled_truncation_by_one_over_192_holds_for_large_inputs() {
     let shared = Shared::new(FixedPoint { frac_bits: 32 }, &[&xs]);
     let r = mpc_core::local::run_local(FP, |s| {
         let x = shared.of(s)[0].clone();
-        s.run(|cx| cx.trunc_scaled(&x, 16, 1.0 / 192.0))
+        let x = Fx::with_pending(x, Shape::flat(xs.len()), 16, 16);
+        s.run(|cx| cx.settle(x.scaled(1.0 / 192.0)).map(Fx::into_share))
     })
     .unwrap();
     let got = FP.decode_all(&mpc_core::reconstruct(&r.outputs[0], &r.outputs[1]));
@@ -171,7 +180,8 @@ fn pool_exhaustion_and_out_of_step_are_typed_errors() {
     let (mut c0, _c1) = MemChannel::pair();
     let mut s = Session::new(Party::P0, FP, &mut c0, &mut pool);
     let x = Share::zeros(3);
-    let err = s.run(|cx| cx.mul_raw(&x, &x)).unwrap_err();
+    let x3 = Fx::new(x.clone(), Shape::flat(3), 16);
+    let err = s.run(|cx| cx.mul(&x3, &x3)).unwrap_err();
     assert!(matches!(err, MpcError::OutOfStep { .. }), "{err}");
     let mut empty = Pool::new();
     let mut s = Session::new(Party::P0, FP, &mut c0, &mut empty);
@@ -193,7 +203,7 @@ proptest! {
     #[test]
     fn mul_property(xs in proptest::collection::vec(-1000.0f64..1000.0, 1..40), k in -50.0f64..50.0) {
         let ys: Vec<f64> = xs.iter().map(|x| x * 0.37 - k).collect();
-        let (got, _) = run(FP, &[&xs, &ys], |s, v| s.run(|cx| cx.mul(&v[0], &v[1])));
+        let (got, _) = run(FP, &[&xs, &ys], |s, v| s.run(|cx| settled(cx.mul(&flat(cx, &v[0]), &flat(cx, &v[1])))));
         let want: Vec<f64> = xs.iter().zip(&ys).map(|(a, b)| a * b).collect();
         let tol = 1100.0 * ULP + 2.0 * ULP;
         prop_assert!(max_abs_diff(&got, &want) < tol);

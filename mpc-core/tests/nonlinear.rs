@@ -3,6 +3,7 @@ mod common;
 use common::*;
 use mpc_core::blocks::attention::ReluAttention;
 use mpc_core::blocks::layer_norm::LayerNormParams;
+use mpc_core::compare::Relu;
 use mpc_core::nonlinear::{Domain, EXTRA_FRAC, KNOT_BITS, PiecewiseEval, ROW_SUMS};
 use mpc_core::{FixedPoint, Fx, Op, Shape, Share, Squares, plain};
 use proptest::prelude::*;
@@ -10,6 +11,11 @@ use proptest::prelude::*;
 const FP: FixedPoint = FixedPoint { frac_bits: 16 };
 const F: u32 = 16;
 const ULP: f64 = 1.0 / 65536.0;
+
+/// A share at `2f` bits read at `f`, its truncation by `f` pending.
+fn wide(s: &Share) -> Fx {
+    Fx::with_pending(s.clone(), Shape::flat(s.len()), F, F)
+}
 
 fn q(x: &[f64]) -> Vec<f64> {
     // the inputs as the protocol sees them (rounded to f bits)
@@ -21,7 +27,12 @@ fn relu_is_exact_with_counts() {
     let mut x = uniform(997, -1000.0, 1000.0, 11);
     x.extend([0.0, ULP, -ULP, 2.0 * ULP, -32767.0, 32767.0]);
     let n = x.len();
-    let (got, r) = run(FP, &[&x], |s, v| s.run(|cx| cx.relu(&v[0], 32)));
+    let (got, r) = run(FP, &[&x], |s, v| {
+        s.run(|cx| {
+            cx.relu(&flat(cx, &v[0]), Relu::exact(32))
+                .map(Fx::into_share)
+        })
+    });
     let want: Vec<f64> = q(&x).iter().map(|v| plain::relu(*v)).collect();
     assert_eq!(got, want, "ReLU must be exact");
     for p in r.online {
@@ -46,7 +57,14 @@ fn coarse_relu_errs_only_just_above_zero_and_is_never_negative() {
     x.extend([-band, -band - ULP, band, -100.0, 100.0, 127.99]);
     let n = x.len();
     let (got, r) = run(FP, &[&x], |s, v| {
-        s.run(|cx| cx.relu_coarse(&v[0], 24, coarse))
+        s.run(|cx| {
+            let p = Relu {
+                bits: 24,
+                coarse,
+                one_round: false,
+            };
+            cx.relu(&flat(cx, &v[0]), p).map(Fx::into_share)
+        })
     });
     let mut wrong = 0;
     for (g, v) in got.iter().zip(q(&x)) {
@@ -72,7 +90,7 @@ fn bit_comparison_gives_bits_and_selections() {
     let enc: Vec<u64> = ts.iter().map(|t| FP.encode(*t)).collect();
     let n = x.len();
     let (got, r) = run_at(FP, 0, &[&x], |s, v| {
-        let c = s.run(|cx| cx.bit_compare(&v[0], &enc, 24, 0, true, Squares::Each, 0))?;
+        let c = s.run(|cx| cx.bit_compare(&flat(cx, &v[0]), &enc, 24, 0, true, Squares::Each))?;
         let sq = c.square_raw();
         let o = s.run(|_| c.open())?;
         let mut all: Vec<Share> = o.bits();
@@ -115,7 +133,7 @@ fn a_bit_comparison_truncates_its_square_beside_the_bits_and_selects_it() {
     let (n, k) = (x.len(), ts.len());
     let square = Squares::EachTruncated(10);
     let (got, r) = run_at(FP, 0, &[&x2f], |s, v| {
-        let c = s.run(|cx| cx.bit_compare(&v[0], &enc, 41, 0, true, square, F))?;
+        let c = s.run(|cx| cx.bit_compare(&wide(&v[0]), &enc, 41, 0, true, square))?;
         let value = c.value();
         let o = s.run(|_| c.open())?;
         let mut all: Vec<Share> = o.select_square();
@@ -158,7 +176,7 @@ fn a_truncating_bit_comparison_truncates_squares_and_selects_from_one_opening() 
     let n = x.len();
     let (got, r) = run_at(FP, 0, &[&x2f], |s, v| {
         // 41 bits compare |x − t| < 2^8 at 2f bits; no coarse bits; truncate by f
-        let c = s.run(|cx| cx.bit_compare(&v[0], &enc, 41, 0, true, Squares::Each, F))?;
+        let c = s.run(|cx| cx.bit_compare(&wide(&v[0]), &enc, 41, 0, true, Squares::Each))?;
         let (value, sq) = (c.value(), c.square_raw());
         let o = s.run(|_| c.open())?;
         let mut all: Vec<Share> = o.bits();
@@ -246,7 +264,7 @@ fn multi_threshold_comparison_and_row_max() {
     let ts = [-3.0, 0.0, 0.5, 7.25];
     let enc: Vec<u64> = ts.iter().map(|t| FP.encode(*t)).collect();
     let (got, r) = run_at(FP, 0, &[&x], |s, v| {
-        let bits = s.run(|cx| cx.ge_thresholds(&v[0], &enc, 24))?;
+        let bits = s.run(|cx| cx.ge_thresholds(&flat(cx, &v[0]), &enc, 24, 0))?;
         Ok(Share::concat(&bits.iter().collect::<Vec<_>>()))
     });
     assert_eq!(r.online[0].rounds, 1);
@@ -324,7 +342,9 @@ fn multi_threshold_comparison_and_row_max() {
 #[test]
 fn exp_matches_its_limit_and_the_true_exponential() {
     let x = uniform(500, -30.0, 0.0, 14);
-    let (got, r) = run(FP, &[&x], |s, v| s.run(|cx| cx.exp_neg(&v[0])));
+    let (got, r) = run(FP, &[&x], |s, v| {
+        s.run(|cx| cx.exp_neg(&flat(cx, &v[0])).map(Fx::into_share))
+    });
     let lim: Vec<f64> = q(&x).iter().map(|v| plain::exp_limit(*v)).collect();
     let exact: Vec<f64> = q(&x).iter().map(|v| v.exp()).collect();
     assert!(
@@ -399,7 +419,7 @@ fn reciprocal_and_rsqrt_meet_1e3_relative_in_two_rounds() {
     assert_eq!(stops, 20, "one stop per octave above the first");
     let dcf = l * 32 + (2 * l).div_ceil(8) + 16 * (1 + stops);
     let (got, r) = run_at(FP, F + EXTRA_FRAC, &[&x], |s, v| {
-        s.run(|cx| cx.reciprocal(&v[0], dom))
+        s.run(|cx| settled(cx.reciprocal(&flat(cx, &v[0]), dom)))
     });
     let e = relative_error(&got, &xq, |v| 1.0 / v);
     assert!(e < 1e-3, "reciprocal relative error {e}");
@@ -429,7 +449,7 @@ fn reciprocal_and_rsqrt_meet_1e3_relative_in_two_rounds() {
             F,
             F,
         );
-        s.run(|cx| settled(cx.reciprocal_untruncated(x, dom)))
+        s.run(|cx| settled(cx.reciprocal(&x, dom)))
     })
     .unwrap();
     let got: Vec<f64> = mpc_core::reconstruct(&pr.outputs[0], &pr.outputs[1])
@@ -468,7 +488,7 @@ fn reciprocal_and_rsqrt_meet_1e3_relative_in_two_rounds() {
         n * (dcf + 24 + 4) + mpc_core::channel::packed_len(n, 22)
     );
     let (got, r) = run_at(FP, F + EXTRA_FRAC, &[&x], |s, v| {
-        s.run(|cx| cx.rsqrt(&v[0], dom))
+        s.run(|cx| settled(cx.rsqrt(&flat(cx, &v[0]), dom, 1.0)))
     });
     let e = relative_error(&got, &xq, |v| 1.0 / v.sqrt());
     assert!(e < 1e-3, "rsqrt relative error {e}");
@@ -483,7 +503,7 @@ fn softmax_matches_plaintext_with_counts() {
     let x = uniform(n, -6.0, 6.0, 16);
     let bits = 24;
     let (got, r) = run(FP, &[&x], |s, v| {
-        s.run(|cx| cx.softmax(&v[0], rows, cols, bits))
+        s.run(|cx| settled(cx.softmax(&fx(cx, &v[0], rows, cols), bits)))
     });
     let want = plain::softmax(&q(&x), rows, cols);
     let err = max_abs_diff(&got, &want);
@@ -516,7 +536,14 @@ fn relu_softmax_and_relu_attention_match_plaintext() {
     let v = uniform(n * d, -2.0, 2.0, 18);
     let eps = 1e-3;
     let (got, r) = run(FP, &[&s], |ss, x| {
-        ss.run(|cx| cx.relu_softmax(&x[0], n, n, 24, eps, ROW_SUMS))
+        ss.run(|cx| {
+            let p = ReluAttention {
+                relu: Relu::exact(24),
+                eps,
+                row_sum: ROW_SUMS,
+            };
+            settled(cx.relu_softmax(&fx(cx, &x[0], n, n), p))
+        })
     });
     let want = plain::relu_softmax(&q(&s), n, n, eps);
     let err = max_abs_diff(&got, &want);
@@ -527,9 +554,11 @@ fn relu_softmax_and_relu_attention_match_plaintext() {
     for one_round in [false, true] {
         let (got, r) = run(FP, &[&s, &v], |ss, x| {
             let p = ReluAttention {
-                bits: 24,
-                coarse: 0,
-                one_round,
+                relu: Relu {
+                    bits: 24,
+                    coarse: 0,
+                    one_round,
+                },
                 eps,
                 row_sum: ROW_SUMS,
             };
@@ -560,11 +589,12 @@ fn one_round_relu_of_a_pending_input_matches_the_two_round_relu() {
     for one_round in [false, true] {
         let (got, r) = run(FP, &[&wide], |s, v| {
             let x = Fx::with_pending(v[0].clone(), Shape::flat(n), F, F);
-            if one_round {
-                s.run(|cx| cx.relu_one_round(&x, 24, coarse))
-            } else {
-                s.run(|cx| cx.relu_truncating(&x, 24, coarse))
-            }
+            let p = Relu {
+                bits: 24,
+                coarse,
+                one_round,
+            };
+            s.run(|cx| cx.relu(&x, p).map(Fx::into_share))
         });
         for (g, v) in got.iter().zip(&x) {
             // the truncated value (one ulp above at most) or, just above
@@ -615,9 +645,11 @@ fn coarse_relu_attention_survives_rows_of_scores_just_below_zero() {
     // fresh masks each run, both ReLUs
     for run_no in 0..6 {
         let p = ReluAttention {
-            bits: 24,
-            coarse,
-            one_round: run_no % 2 == 1,
+            relu: Relu {
+                bits: 24,
+                coarse,
+                one_round: run_no % 2 == 1,
+            },
             eps,
             row_sum: ROW_SUMS,
         };
@@ -931,7 +963,7 @@ fn layer_norm_matches_plaintext_with_counts() {
     let p = LayerNormParams::default();
     let (got, r) = run(FP, &[&x, &g, &b], |s, v| {
         let g = s.run(|cx| cx.mask_weight(0, &v[1], 1, c))?;
-        s.run(|cx| cx.layer_norm(&v[0], Some(&g), Some(&v[2]), rows, c, p))
+        s.run(|cx| settled(cx.layer_norm(&fx(cx, &v[0], rows, c), Some(&g), Some(&v[2]), p)))
     });
     let want = plain::layer_norm(&q(&x), &q(&g), &q(&b), rows, c, p.eps);
     let err = max_abs_diff(&got, &want);
@@ -979,7 +1011,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(16))]
     #[test]
     fn relu_property(xs in proptest::collection::vec(-30000.0f64..30000.0, 1..50)) {
-        let (got, _) = run(FP, &[&xs], |s, v| s.run(|cx| cx.relu(&v[0], 32)));
+        let (got, _) = run(FP, &[&xs], |s, v| s.run(|cx| cx.relu(&flat(cx, &v[0]), Relu::exact(32)).map(Fx::into_share)));
         let want: Vec<f64> = q(&xs).iter().map(|v| v.max(0.0)).collect();
         prop_assert_eq!(got, want);
     }
@@ -994,7 +1026,7 @@ proptest! {
     #[test]
     fn reciprocal_property(xs in proptest::collection::vec(0.01f64..1000.0, 1..20)) {
         let dom = Domain { lo: 0.01, hi: 1000.0 };
-        let (got, _) = run_at(FP, F + EXTRA_FRAC, &[&xs], |s, v| s.run(|cx| cx.reciprocal(&v[0], dom)));
+        let (got, _) = run_at(FP, F + EXTRA_FRAC, &[&xs], |s, v| s.run(|cx| settled(cx.reciprocal(&flat(cx, &v[0]), dom))));
         prop_assert!(relative_error(&got, &q(&xs), |v| 1.0 / v) < 1e-3);
     }
 
@@ -1009,7 +1041,7 @@ proptest! {
         let g = vec![1.0; c];
         let b = vec![0.0; c];
         let p = LayerNormParams::default();
-        let (got, _) = run(FP, &[&x, &g, &b], |s, v| s.run(|cx| cx.layer_norm(&v[0], None, None, rows, c, p)));
+        let (got, _) = run(FP, &[&x, &g, &b], |s, v| s.run(|cx| settled(cx.layer_norm(&fx(cx, &v[0], rows, c), None, None, p))));
         let want = plain::layer_norm(&q(&x), &g, &b, rows, c, p.eps);
         prop_assert!(max_abs_diff(&got, &want) < 5e-3);
     }
@@ -1025,11 +1057,8 @@ fn layer_norm_then_linear_shares_the_opening() {
     let (got, r) = run(FP, &[&x, &w, &b], |s, v| {
         let mw = s.run(|cx| cx.mask_weight(0, &v[1], c, out))?;
         let xc = s.run(|cx| {
-            cx.trunc_scaled(
-                &mpc_core::blocks::layer_norm::center_rows(&v[0], rows, c),
-                0,
-                1.0 / c as f64,
-            )
+            let centred = mpc_core::blocks::layer_norm::center_rows(&v[0], rows, c);
+            settled(cx.settle(fx(cx, &centred, rows, c).scaled(1.0 / c as f64)))
         })?;
         s.run(|cx| {
             let xc = fx(cx, &xc, rows, c);
@@ -1058,9 +1087,11 @@ fn attention_values_given_as_an_operator_run_beside_the_relu() {
     let v = uniform(n * d, -2.0, 2.0, 42);
     let eps = 1e-3;
     let p = ReluAttention {
-        bits: 24,
-        coarse: 0,
-        one_round: false,
+        relu: Relu {
+            bits: 24,
+            coarse: 0,
+            one_round: false,
+        },
         eps,
         row_sum: ROW_SUMS,
     };
@@ -1070,9 +1101,7 @@ fn attention_values_given_as_an_operator_run_beside_the_relu() {
     let (got, r) = run(FP, &[&s, &v], |ss, x| {
         let ones = ss.ctx().public(&vec![FP.encode(1.0); n * d]);
         ss.run(|cx| {
-            let values = cx
-                .mul(&x[1], &ones)
-                .map(move |v| Fx::new(v, Shape::new(n, d), F));
+            let values = cx.mul(&fx(cx, &x[1], n, d), &fx(cx, &ones, n, d)).settled();
             let s = fx(cx, &x[0], n, n);
             settled(cx.relu_attention(&s, values, p))
         })

@@ -4,6 +4,7 @@
 use mpc_core::blocks::attention::ReluAttention;
 use mpc_core::blocks::gelu::gelu_output_bits;
 use mpc_core::blocks::layer_norm::{LayerNormParams, center_rows};
+use mpc_core::compare::Relu;
 use mpc_core::nonlinear::{ATTN_INV_FRAC, Domain, tile};
 use mpc_core::{Ctx, Fx, MaskedWeight, Op, Shape, Share};
 use std::sync::Arc;
@@ -200,9 +201,11 @@ impl BlockStage {
     /// round up to [`SecureParams::relu_one_round_scores`]), the model's eps.
     fn relu_attention_params(&self) -> ReluAttention {
         ReluAttention {
-            bits: self.params.score_bits,
-            coarse: self.params.score_coarse,
-            one_round: one_round_relu(&self.cfg, &self.params),
+            relu: Relu {
+                bits: self.params.score_bits,
+                coarse: self.params.score_coarse,
+                one_round: one_round_relu(&self.cfg, &self.params),
+            },
             eps: f64::from(self.cfg.relu_softmax_eps),
             row_sum: self.params.row_sums,
         }
@@ -267,12 +270,8 @@ impl BlockStage {
             Op::ready(None)
         } else {
             let y = first.gather(&lin_rows, m..m + dim);
-            let (shape, frac) = (y.shape(), y.frac());
-            c.relu_truncating(&y, self.params.relu_bits, 0)
-                .map(move |r| {
-                    let r = Fx::new(r, shape, frac);
-                    Some(r.lift(gelu_output_bits(in_frac)))
-                })
+            c.relu(&y, Relu::exact(self.params.relu_bits))
+                .map(move |r| Some(r.lift(gelu_output_bits(in_frac))))
         };
         let gelu = if gelu_rows.is_empty() {
             Op::ready(None)

@@ -18,7 +18,7 @@ pub struct SecureParams {
     /// comparison's threshold is `2^coarse` ulps, so a score in `[0,
     /// 2^coarse)` ulps may come out as 0 (error below `2^coarse` ulps per
     /// score, never a negative output), and each DCF key is `coarse` levels
-    /// shallower (see [`mpc_core::Ctx::relu_coarse`]).
+    /// shallower (see [`mpc_core::Ctx::relu`]).
     pub score_coarse: u32,
     /// Comparison width for the linearised FFN's ReLU (|y| < 2^(bits−1−f);
     /// with its input's truncation pending, `bits` plus that shift must stay
@@ -38,7 +38,7 @@ pub struct SecureParams {
     /// grow 11-fold per head); 0 never folds.
     pub fold_ratio: usize,
     /// The ReLU-softmax heads' ReLU takes one round instead of two
-    /// ([`mpc_core::Ctx::relu_one_round`]) in a model with at most this
+    /// ([`mpc_core::Ctx::relu`], `Relu::one_round`) in a model with at most this
     /// many ReLU-softmax scores per image (heads × tokens², over all
     /// blocks), and a block whose attending heads are all ReLU-softmax then
     /// folds its ScaleAttn heads too (`stacked_heads`): one round less per

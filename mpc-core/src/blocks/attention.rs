@@ -1,6 +1,7 @@
 //! Attention: softmax and its rows' normalisation, ReLU-Softmax, ScaleAttn
 //! and the attention scores.
 
+use crate::compare::Relu;
 use crate::ctx::Ctx;
 use crate::error::check_len;
 use crate::fx::{Fx, Shape};
@@ -10,78 +11,59 @@ use crate::ring;
 use crate::share::Share;
 
 impl Ctx<'_> {
-    /// Row softmax of `x` (rows×cols): `exp(x − max) / Σ exp(x − max)`.
+    /// Row softmax of `x` (rows×cols, at `f` bits): `exp(x − max) / Σ
+    /// exp(x − max)`, returned at `f` bits with `f + EXTRA_FRAC` pending.
     ///
     /// Steps: row maximum ([`Ctx::row_max`], one round per level, ignoring
     /// the low [`SOFTMAX_MAX_COARSE`] bits), [`Ctx::exp_neg`], row sums
-    /// (local), [`Ctx::reciprocal_untruncated`] on `[1, 2·cols]` (one round, its
-    /// truncation left to the product), one row-broadcast product and a
-    /// truncation.
-    /// Rounds `⌈log2 cols⌉ + k + 1 + 1 + 2` (19 for cols = 65).
+    /// (local), [`Ctx::reciprocal`] on `[1, 2·cols]` (one round, its
+    /// truncation left to the product), one row-broadcast product.
+    /// Rounds `⌈log2 cols⌉ + k + 1 + 1 + 1`, one more with [`Ctx::settle`]
+    /// (19 for cols = 65).
     /// Accuracy: absolute error ≤ 2e-3 per probability for scores whose
     /// pairwise differences stay within `2^(ℓ−1−f)` and above `−2^k`.
-    pub fn softmax(&mut self, x: &Share, rows: usize, cols: usize, bits: u32) -> Op<Share> {
-        attempt!(check_len("softmax", "scores", x.len(), rows * cols));
-        let x = self.fx(x.clone(), Shape::new(rows, cols));
-        self.row_max(x, bits, SOFTMAX_MAX_COARSE)
+    pub fn softmax(&mut self, x: &Fx, bits: u32) -> Op<Fx> {
+        let (rows, cols) = (x.rows(), x.cols());
+        self.row_max(x.clone(), bits, SOFTMAX_MAX_COARSE)
             .then(move |c, (x, m)| {
                 let d = x.sub(&Share::new(ring::repeat_rows(m.as_slice(), cols)));
+                let d = c.fx(d, Shape::new(rows, cols));
                 c.exp_neg(&d)
             })
             .then(move |c, e| {
-                let s = c.fx(row_sums(&e, rows, cols), Shape::new(rows, 1));
+                let s = c.fx(row_sums(e.share(), rows, cols), Shape::new(rows, 1));
                 // row sums lie in [1, cols·e^0.03] (the maximum may be a little low)
                 let dom = Domain {
                     lo: 1.0,
                     hi: 2.0 * cols as f64,
                 };
-                let e = c.fx(e, Shape::new(rows, cols));
-                c.reciprocal_untruncated(s, dom).map(move |inv| (e, inv))
+                c.reciprocal(&s, dom).map(move |inv| (e, inv))
             })
-            .then(move |c, (e, inv)| c.scale_rows(&e, &inv))
+            .then(move |c, (e, inv)| c.mul_rows(&e, &inv))
     }
 
-    /// `diag(inv)·x` for `x` (rows×cols) and row factors `inv` (one per
-    /// row), at `x`'s `frac`: both pending truncations ride on the
-    /// product's opening ([`Ctx::mul_rows`]), then one truncation
-    /// ([`Ctx::settle`]). Rounds 2; bytes
-    /// `8(rows·cols + rows) + ⌈rows·cols/8⌉`.
-    pub fn scale_rows(&mut self, x: &Fx, inv: &Fx) -> Op<Share> {
-        self.mul_rows(x, inv)
-            .then(|c, y| c.settle(y))
-            .map(Fx::into_share)
-    }
-
-    /// ReLU-softmax row normalisation: `ReLU(x) / (Σ_j ReLU(x)_j + eps)`.
+    /// ReLU-softmax row normalisation of `x` (rows×cols, at `f` bits):
+    /// `ReLU(x) / (Σ_j ReLU(x)_j + p.eps)`, returned at `f` bits with `f +
+    /// EXTRA_FRAC` pending.
     ///
-    /// Rounds 2 (ReLU) + 1 (reciprocal of the row sums on `row_sum`, its
-    /// truncation left to the next opening) + 2 (row-broadcast product,
-    /// truncation) = 5. Bytes ≈ `n·(8 + 1/8) + 8n + …`.
-    /// Accuracy: relative error ≤ 1e-3 per entry (plus 1 ulp) while the row
-    /// sum plus eps lies in `row_sum`.
-    pub fn relu_softmax(
-        &mut self,
-        x: &Share,
-        rows: usize,
-        cols: usize,
-        bits: u32,
-        eps: f64,
-        row_sum: Domain,
-    ) -> Op<Share> {
-        attempt!(check_len("relu_softmax", "scores", x.len(), rows * cols));
-        self.relu(x, bits)
+    /// Rounds 2 (the ReLU, `p.relu`; 1 in one round) + 1 (reciprocal of the
+    /// row sums on `p.row_sum`, its truncation left to the next opening) +
+    /// 1 (row-broadcast product), one more with [`Ctx::settle`]: 5. Bytes ≈
+    /// `n·(8 + 1/8) + 8n + …`. Accuracy: relative error ≤ 1e-3 per entry
+    /// (plus 1 ulp) while the row sum plus eps lies in `p.row_sum`.
+    pub fn relu_softmax(&mut self, x: &Fx, p: ReluAttention) -> Op<Fx> {
+        let (rows, cols) = (x.rows(), x.cols());
+        self.relu(x, p.relu)
             .then(move |c, r| {
-                let s = c.add_scalar(&row_sums(&r, rows, cols), c.encode(eps));
+                let s = c.add_scalar(&row_sums(r.share(), rows, cols), c.encode(p.eps));
                 let s = c.fx(s, Shape::new(rows, 1));
-                let r = c.fx(r, Shape::new(rows, cols));
-                c.reciprocal_untruncated(s, row_sum)
-                    .map(move |inv| (r, inv))
+                c.reciprocal(&s, p.row_sum).map(move |inv| (r, inv))
             })
-            .then(move |c, (r, inv)| c.scale_rows(&r, &inv))
+            .then(move |c, (r, inv)| c.mul_rows(&r, &inv))
     }
 
     /// ReLU-softmax attention for one head: `diag(1/(rowsum(R) + eps))·(R·V)`
-    /// with `R = ReLU(S)` (by [`Ctx::relu_truncating`] with `p.coarse`, so
+    /// with `R = ReLU(S)` (by [`Ctx::relu`] with `p.relu`, so
     /// scores whose truncation is pending, as [`Ctx::attention_scores`]
     /// gives them, are truncated by the ReLU's own opening), `S` rows×n
     /// (`rows` queries: n, or fewer where only some tokens' outputs are
@@ -93,7 +75,7 @@ impl Ctx<'_> {
     /// of the row sums runs beside the product `R·V`.
     ///
     /// Returned at `f` bits with `f + ATTN_INV_FRAC` pending (the row
-    /// scaling's product): rounds 2 (ReLU; 1 with `p.one_round`), then 1
+    /// scaling's product): rounds 2 (ReLU; 1 with `p.relu.one_round`), then 1
     /// (the reciprocal, its truncation left to the next opening, ∥ the
     /// product `R·V`, its truncation left to the same opening), then 1 (row
     /// scaling, which performs both truncations): 4 (3); 5 (4) with
@@ -101,16 +83,10 @@ impl Ctx<'_> {
     /// Bytes per party ≈ `8n² + n²/8` (ReLU) `+ 8(n² + nd)` (R·V) `+ 8n`
     /// (reciprocal) `+ 8(nd + n)` (scaling) plus the truncation's bits.
     pub fn relu_attention(&mut self, s: &Fx, v: Op<Fx>, p: ReluAttention) -> Op<Fx> {
-        let (rows, n) = (s.rows(), s.cols());
-        let relu = if p.one_round {
-            self.relu_one_round(s, p.bits, p.coarse)
-        } else {
-            self.relu_truncating(s, p.bits, p.coarse)
-        };
-        relu.join(v).then(move |c, (r, v)| {
+        let n = s.cols();
+        self.relu(s, p.relu).join(v).then(move |c, (r, v)| {
             attempt!(check_len("relu_attention", "values", v.rows(), n));
             let eps = c.encode(p.eps);
-            let r = c.fx(r, Shape::new(rows, n));
             c.normalised_product(&r, &v, eps, p.row_sum)
         })
     }
@@ -126,7 +102,7 @@ impl Ctx<'_> {
         let sums = self.add_scalar(&row_sums(w.share(), w.rows(), w.cols()), eps);
         let sums = self.fx(sums, Shape::new(w.rows(), 1));
         let wv = self.matmul(w, v);
-        wv.join(self.reciprocal_untruncated(sums, row_sum))
+        wv.join(self.reciprocal(&sums, row_sum))
             .then(move |c, (wv, inv)| c.mul_rows(&wv, &inv.at_frac(f + ATTN_INV_FRAC)))
     }
 
@@ -150,6 +126,7 @@ impl Ctx<'_> {
         self.row_max(s, bits, SOFTMAX_MAX_COARSE)
             .then(move |c, (x, m)| {
                 let d = x.sub(&Share::new(ring::repeat_rows(m.as_slice(), n)));
+                let d = c.fx(d, Shape::new(rows, n));
                 c.exp_neg(&d)
             })
             .join(v)
@@ -159,7 +136,6 @@ impl Ctx<'_> {
                     lo: 1.0,
                     hi: 2.0 * n as f64,
                 };
-                let e = c.fx(e, Shape::new(rows, n));
                 c.normalised_product(&e, &v, 0, dom)
             })
     }
@@ -227,16 +203,12 @@ fn row_sums(x: &Share, rows: usize, cols: usize) -> Share {
     Share::new(ring::row_sums(x.as_slice(), rows, cols))
 }
 
-/// Settings of [`Ctx::relu_attention`].
+/// Settings of [`Ctx::relu_attention`] and [`Ctx::relu_softmax`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ReluAttention {
-    /// Comparison width for the scores (|S| < 2^(bits−1) ulps).
-    pub bits: u32,
-    /// Low bits of the scores the ReLU's comparison ignores (see [`Ctx::relu_coarse`]).
-    pub coarse: u32,
-    /// The ReLU in one round ([`Ctx::relu_one_round`], about 4× the
-    /// scores' dealer material) instead of two ([`Ctx::relu_truncating`]).
-    pub one_round: bool,
+    /// The scores' ReLU: comparison width (|S| < 2^(bits−1) ulps), the low
+    /// bits it ignores, one round or two (see [`Ctx::relu`]).
+    pub relu: Relu,
     /// Added to each row sum.
     pub eps: f64,
     /// Range of the row sums plus eps.

@@ -116,7 +116,7 @@ impl Ctx<'_> {
             "gelu_quad: input at {in_frac} of {f} fractional bits"
         );
         // a comparison at no threshold: just the (truncating) opening and its square
-        self.bit_compare(x.share(), &[], 62, 0, false, Squares::Each, x.pending())
+        self.bit_compare(x, &[], 62, 0, false, Squares::Each)
             .then(move |c, o| {
                 let lin = o.value().scale_int(1u64 << (in_frac + 1));
                 let raw = c.add_scalar(&o.square_raw().add(&lin), 4u64 << (2 * in_frac));
@@ -154,8 +154,8 @@ impl Ctx<'_> {
     /// with its truncation by `54 − f` pending (round 3: [`Ctx::settle`]).
     ///
     /// Read at `in_frac < f` bits (`x.frac()`, for example `x.at_frac(f −
-    /// 4)`), the output is left at `2·in_frac + 3` bits instead (`2·in_frac
-    /// + 3 − f` pending, as [`Ctx::gelu_quad`] leaves it), for a linear
+    /// 4)`), the output is left at `2·in_frac + 3` bits instead
+    /// (`2·in_frac + 3 − f` pending, as [`Ctx::gelu_quad`] leaves it), for a linear
     /// layer to take as it is: the GeLU then costs two rounds, not three,
     /// and the linear layer's truncation merges into the next opening. The
     /// coefficients are then at `2·in_frac + 3`, `in_frac + 3` and `3 +`
@@ -221,7 +221,7 @@ impl Ctx<'_> {
         let bits = x.bits() + GELU_RANGE_BITS;
         let coarse = x.bits() - GELU_STEP_BITS;
         let square = Squares::EachTruncated(sq);
-        self.bit_compare(x.share(), &t, bits, coarse, true, square, x.pending())
+        self.bit_compare(x, &t, bits, coarse, true, square)
             .then(|_, cmp| cmp.open())
             .then(move |c, opened| {
                 // coefficient d at `scales[d]` fractional bits: c_d(0) plus

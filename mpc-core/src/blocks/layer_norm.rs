@@ -82,7 +82,8 @@ impl Ctx<'_> {
     /// pending ([`Fx::scaled`]), then [`Ctx::layer_norm_centered`],
     /// whose first opening performs it.
     ///
-    /// Rounds 5. Bytes per party ≈ `rows·c·(8 + t/8 + 8 + 3/8) +
+    /// Returned at `f` bits with its last truncation pending. Rounds 4 (5
+    /// with [`Ctx::settle`]). Bytes per party ≈ `rows·c·(8 + t/8 + 8 + 3/8) +
     /// rows·(ℓ/8 + 32)`, `t` the shift of the scaling by `1/c` (`log2 c`
     /// for a power of two, else about `SCALE_BITS + log2 c`): the second
     /// opening carries only its wrap part ([`crate::open::BitCompared::products`]).
@@ -93,18 +94,14 @@ impl Ctx<'_> {
     /// `params.var`, plus a few ulps; requires `|x − μ| < 2^(31 − f)`.
     pub fn layer_norm(
         &mut self,
-        x: &Share,
+        x: &Fx,
         gamma: Option<&MaskedWeight>,
         beta: Option<&Share>,
-        rows: usize,
-        c: usize,
         params: LayerNormParams,
-    ) -> Op<Share> {
-        attempt!(check_len("layer_norm", "input", x.len(), rows * c));
-        let xc = self.fx(center_rows(x, rows, c), Shape::new(rows, c));
+    ) -> Op<Fx> {
+        let (rows, c) = (x.rows(), x.cols());
+        let xc = x.like(center_rows(x.share(), rows, c));
         self.layer_norm_centered(&xc.scaled(1.0 / c as f64), gamma, beta, params)
-            .then(|ctx, y| ctx.settle(y))
-            .map(Fx::into_share)
     }
 
     /// [`Ctx::layer_norm`] from the centred rows `x − μ` on (rows×c), which may carry
@@ -250,7 +247,7 @@ impl Ctx<'_> {
         // the rsqrt in one round on u at 2f (its truncation done by the same opening)
         let rsqrt = move |ctx: &mut Ctx<'_>, u_raw: Share| {
             let u = Fx::with_pending(u_raw, Shape::new(rows, 1), f, f);
-            ctx.piecewise_linear_pending(u, &pe)
+            ctx.piecewise_linear(u, &pe)
         };
         // x − μ at f bits, its products with γ and W at 2f (kept whole)
         let (shape, out) = (xc.shape(), next.as_ref().map_or(0, |w| w.cols()));
@@ -264,7 +261,7 @@ impl Ctx<'_> {
             // one opening for the square and every product
             let xt = xc.share().clone();
             return self
-                .norm_products_raw(xc.share(), true, gamma.as_ref(), next.as_ref(), rows, c)
+                .norm_products(xc.share(), true, gamma.as_ref(), next.as_ref(), rows, c)
                 .then(move |ctx, p| {
                     let u_raw = u_of(ctx, &p.square);
                     rsqrt(ctx, u_raw).map(move |inv| finish(xt, p, inv))
@@ -295,7 +292,7 @@ impl Ctx<'_> {
     /// (c×out), `x·W`. All without truncation.
     /// Rounds 1; sends `8·rows·c` bytes per party; local work includes one
     /// rows×c×out product pair for `W`.
-    pub fn norm_products_raw(
+    fn norm_products(
         &mut self,
         x: &Share,
         square: bool,

@@ -12,7 +12,7 @@ pub enum Request {
     },
     /// Dot-product triples: `a_t`, `b_t` (`terms` of them, `n` long each,
     /// term after term) and `c = Σ_t a_t·b_t` (`n` long): the masks of
-    /// [`crate::Ctx::dot_raw`], one product share per element whatever
+    /// [`crate::Ctx::dot`], one product share per element whatever
     /// the number of terms.
     Dot {
         /// Elements.
@@ -42,7 +42,7 @@ pub enum Request {
         cols: usize,
     },
     /// For a row scaling whose vector is truncated on the way in (see
-    /// `Ctx::scale_rows`): `A` (rows×cols) masks the matrix, a 64-bit `r`
+    /// `Ctx::mul_rows`): `A` (rows×cols) masks the matrix, a 64-bit `r`
     /// (rows) masks the vector, and with `r_h = r >> shift`, `m_r = msb(r)`:
     /// shares of `r_h`, `m_r`, `A_ij·r_h,i` and `A_ij·m_r,i`.
     TruncRowScale {

@@ -87,3 +87,8 @@ pub fn fx(c: &mpc_core::Ctx<'_>, s: &Share, rows: usize, cols: usize) -> mpc_cor
 pub fn settled(op: mpc_core::Op<mpc_core::Fx>) -> mpc_core::Op<Share> {
     op.then(|c, y| c.settle(y)).map(mpc_core::Fx::into_share)
 }
+
+/// Party's share `s` at the session's `f` fractional bits, as one row.
+pub fn flat(c: &mpc_core::Ctx<'_>, s: &Share) -> mpc_core::Fx {
+    fx(c, s, 1, s.len())
+}
