@@ -19,14 +19,22 @@ impl Ctx<'_> {
     /// `frac min(x.frac, v.frac)` with the rest pending (the products'
     /// convention, [`crate::fx`]).
     ///
-    /// Which opening runs is read from the operands' pending bits: none
-    /// pending, a row-broadcast Beaver triple; the factor's pending, its
-    /// truncation folded into the opening of `v + r` (the truncating row
-    /// scaling); both, both folded (the pending row scaling); the matrix's
-    /// alone, [`Ctx::settle`] first. Rounds 1 (2 for the matrix's alone);
-    /// bytes `8(rows·cols + rows)` per party; dealer as the opening's
-    /// method says below. Exact to one ulp of each truncation while `|x̃|,
-    /// |ṽ| < 2^62` and the product fits the ring.
+    /// Which opening runs is read from the operands' pending bits. Rounds 1
+    /// (2 when only the matrix's is pending: [`Ctx::settle`] first); bytes
+    /// `8(rows·cols + rows)` per party; dealer to party 1, by case:
+    ///
+    /// - nothing pending: a row-broadcast Beaver triple, `8·rows·cols` bytes.
+    /// - the factor's truncation by `s` pending: folded into the opening of
+    ///   `v + 2^62 + r`; `8` bytes and `s` bits per element and per row
+    ///   (`r_h` and `A⊙r_h` in full, `msb(r)` and `A⊙msb(r)` modulo `2^s`).
+    ///   The factor is `⌊v/2^s⌋` or one more.
+    /// - both pending (`s_x`, `s_v`): both folded into one opening; 16 bytes
+    ///   and `2·s_x + s_v` bits per element, 8 bytes and `s_v` bits per row
+    ///   for `s_x + s_v ≤ 64` (23.25 and 11.25 bytes for the model's `s_x =
+    ///   16`, `s_v = 26`).
+    ///
+    /// Exact to one ulp of each truncation while `|x̃|, |ṽ| < 2^62` and the
+    /// product fits the ring.
     pub fn mul_rows(&mut self, x: &Fx, v: &Fx) -> Op<Fx> {
         let (rows, cols) = (x.rows(), x.cols());
         attempt!(check_len("mul_rows", "row scales", v.len(), rows));
