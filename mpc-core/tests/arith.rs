@@ -310,3 +310,43 @@ fn row_scaling_truncates_matrix_and_vector_in_the_same_round() {
         16 * n + 2 * bits(n, sx) + bits(n, sv) + 8 * rows + bits(rows, sv)
     );
 }
+
+#[test]
+fn settle_truncates_in_one_round_and_nothing_pending_costs_nothing() {
+    let x = uniform(50, -100.0, 100.0, 101);
+    let wide = FixedPoint { frac_bits: 24 };
+    let shared = Shared::new(wide, &[&x]);
+    let r = mpc_core::local::run_local(FP, |s| {
+        let x = Fx::with_pending(shared.of(s)[0].clone(), Shape::flat(50), 16, 8);
+        let t = s.run(|c| c.settle(x))?;
+        assert_eq!((t.frac(), t.pending()), (16, 0));
+        let again = s.run(|c| c.settle(t.clone()))?;
+        assert_eq!(again, t);
+        Ok::<_, mpc_core::MpcError>(t.into_share())
+    })
+    .unwrap();
+    let got = FP.decode_all(&mpc_core::reconstruct(&r.outputs[0], &r.outputs[1]));
+    assert!(max_abs_diff(&got, &x) <= 2.0 * ULP);
+    assert_eq!(r.online[0].rounds, 1);
+    assert_eq!(r.online[0].bytes_sent as usize, 50usize.div_ceil(8));
+}
+
+#[test]
+fn row_scaling_of_a_pending_matrix_by_a_settled_factor_settles_it_first() {
+    let (rows, cols) = (6, 5);
+    let xs = uniform(rows * cols, -3.0, 3.0, 102);
+    let vs = uniform(rows, -2.0, 2.0, 103);
+    let wide = FixedPoint { frac_bits: 32 };
+    let (xw, vf) = (Shared::new(wide, &[&xs]), Shared::new(FP, &[&vs]));
+    let r = mpc_core::local::run_local(FP, |s| {
+        let x = Fx::with_pending(xw.of(s)[0].clone(), Shape::new(rows, cols), 16, 16);
+        let v = Fx::new(vf.of(s)[0].clone(), Shape::new(rows, 1), 16);
+        s.run(|c| settled(c.mul_rows(&x, &v)))
+    })
+    .unwrap();
+    let got = FP.decode_all(&mpc_core::reconstruct(&r.outputs[0], &r.outputs[1]));
+    let want: Vec<f64> = (0..rows * cols).map(|i| xs[i] * vs[i / cols]).collect();
+    assert!(max_abs_diff(&got, &want) < 8.0 * ULP);
+    // the matrix's truncation, the row-broadcast product, its truncation
+    assert_eq!(r.online[0].rounds, 3);
+}
