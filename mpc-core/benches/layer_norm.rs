@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use criterion::{Criterion, criterion_group, criterion_main};
 use mpc_core::blocks::layer_norm::LayerNormParams;
+use mpc_core::{Fx, Shape};
 
 fn bench(c: &mut Criterion) {
     let x = uniform(N * C, -4.0, 4.0, 2);
@@ -19,7 +20,12 @@ fn bench(c: &mut Criterion) {
         &[x, gamma, beta],
         |s, v| {
             let g = s.run(|cx| cx.mask_weight(0, &v[1], 1, C))?;
-            s.run(|cx| cx.layer_norm(&v[0], Some(&g), Some(&v[2]), N, C, p))
+            s.run(|cx| {
+                let x = cx.fx(v[0].clone(), Shape::new(N, C));
+                cx.layer_norm(&x, Some(&g), Some(&v[2]), p)
+                    .settled()
+                    .map(Fx::into_share)
+            })
         },
     );
 }

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use criterion::{Criterion, criterion_group, criterion_main};
+use mpc_core::{Fx, Shape};
 
 fn bench(c: &mut Criterion) {
     let x = uniform(N * C, -4.0, 4.0, 2);
@@ -14,7 +15,15 @@ fn bench(c: &mut Criterion) {
         "matmul",
         &format!("{N}x{C}·{C}x{H}"),
         &[x, w],
-        |s, v| s.run(|cx| cx.matmul(&v[0], &v[1], N, C, H)),
+        |s, v| {
+            s.run(|cx| {
+                let (a, b) = (
+                    cx.fx(v[0].clone(), Shape::new(N, C)),
+                    cx.fx(v[1].clone(), Shape::new(C, H)),
+                );
+                cx.matmul(&a, &b).settled().map(Fx::into_share)
+            })
+        },
     );
 }
 

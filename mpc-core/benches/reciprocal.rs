@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use criterion::{Criterion, criterion_group, criterion_main};
 use mpc_core::nonlinear::ROW_SUMS;
+use mpc_core::{Fx, Shape};
 
 fn bench(c: &mut Criterion) {
     // 2^u for u uniform in [-6, 11): inside ROW_SUMS = [2^-10, 2^12]
@@ -18,7 +19,12 @@ fn bench(c: &mut Criterion) {
         "reciprocal",
         &format!("{}", HEADS * N),
         &[sums],
-        |s, v| s.run(|cx| cx.reciprocal(&v[0], ROW_SUMS)),
+        |s, v| {
+            s.run(|cx| {
+                let x = cx.fx(v[0].clone(), Shape::flat(v[0].len()));
+                cx.reciprocal(&x, ROW_SUMS).settled().map(Fx::into_share)
+            })
+        },
     );
 }
 

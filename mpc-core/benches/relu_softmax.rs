@@ -6,7 +6,10 @@ mod common;
 
 use common::*;
 use criterion::{Criterion, criterion_group, criterion_main};
+use mpc_core::blocks::attention::ReluAttention;
+use mpc_core::compare::Relu;
 use mpc_core::nonlinear::ROW_SUMS;
+use mpc_core::{Fx, Shape};
 
 fn bench(c: &mut Criterion) {
     let scores = uniform(HEADS * N * N, -6.0, 6.0, 5);
@@ -15,7 +18,17 @@ fn bench(c: &mut Criterion) {
         "relu_softmax",
         &format!("{HEADS}x{N}x{N}"),
         &[scores],
-        |s, v| s.run(|cx| cx.relu_softmax(&v[0], HEADS * N, N, 24, 1e-3, ROW_SUMS)),
+        |s, v| {
+            s.run(|cx| {
+                let x = cx.fx(v[0].clone(), Shape::new(HEADS * N, N));
+                let p = ReluAttention {
+                    relu: Relu::exact(24),
+                    eps: 1e-3,
+                    row_sum: ROW_SUMS,
+                };
+                cx.relu_softmax(&x, p).settled().map(Fx::into_share)
+            })
+        },
     );
 }
 

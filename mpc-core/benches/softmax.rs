@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use criterion::{Criterion, criterion_group, criterion_main};
+use mpc_core::{Fx, Shape};
 
 fn bench(c: &mut Criterion) {
     let scores = uniform(HEADS * N * N, -6.0, 6.0, 5);
@@ -14,7 +15,12 @@ fn bench(c: &mut Criterion) {
         "softmax",
         &format!("{HEADS}x{N}x{N}"),
         &[scores],
-        |s, v| s.run(|cx| cx.softmax(&v[0], HEADS * N, N, 24)),
+        |s, v| {
+            s.run(|cx| {
+                let x = cx.fx(v[0].clone(), Shape::new(HEADS * N, N));
+                cx.softmax(&x, 24).settled().map(Fx::into_share)
+            })
+        },
     );
 }
 

@@ -8,6 +8,7 @@ mod common;
 
 use common::*;
 use criterion::{Criterion, criterion_group, criterion_main};
+use mpc_core::{Fx, Shape};
 
 fn bench(c: &mut Criterion) {
     let x = uniform(N * C, -4.0, 4.0, 2);
@@ -18,7 +19,12 @@ fn bench(c: &mut Criterion) {
         &format!("{N}x{C}·{C}x{H}"),
         &[x, w],
         |s, v| s.run(|cx| cx.mask_weight(0, &v[1], C, H)),
-        |s, v, mw| s.run(|cx| cx.weight_matmul(&v[0], N, mw)),
+        |s, v, mw| {
+            s.run(|cx| {
+                let x = cx.fx(v[0].clone(), Shape::new(N, C));
+                cx.weight_matmul(&x, mw).settled().map(Fx::into_share)
+            })
+        },
     );
 }
 

@@ -5,10 +5,14 @@
 //!
 //! `cargo run --release -p mpc-core --example operators`
 
+use mpc_core::blocks::attention::ReluAttention;
 use mpc_core::blocks::layer_norm::LayerNormParams;
+use mpc_core::compare::Relu;
 use mpc_core::local::run_local;
 use mpc_core::nonlinear::{EXTRA_FRAC, ROW_SUMS};
-use mpc_core::{FixedPoint, Prg, Result, Seed, Session, Share, plain, reconstruct, share_secret};
+use mpc_core::{
+    FixedPoint, Fx, Prg, Result, Seed, Session, Shape, Share, plain, reconstruct, share_secret,
+};
 
 const FP: FixedPoint = FixedPoint { frac_bits: 16 };
 
@@ -110,7 +114,15 @@ fn main() {
             out_frac: f,
             relative: false,
         },
-        |s, v| s.run(|cx| cx.mul(&v[0], &v[1])),
+        |s, v| {
+            s.run(|cx| {
+                let (x, y) = (
+                    cx.fx(v[0].clone(), Shape::flat(v[0].len())),
+                    cx.fx(v[1].clone(), Shape::flat(v[1].len())),
+                );
+                cx.mul(&x, &y).settled().map(Fx::into_share)
+            })
+        },
     );
     let w = uniform(c * h, -0.1, 0.1, 4);
     report(
@@ -122,7 +134,15 @@ fn main() {
             out_frac: f,
             relative: false,
         },
-        |s, v| s.run(|cx| cx.matmul(&v[0], &v[1], n, c, h)),
+        |s, v| {
+            s.run(|cx| {
+                let (a, b) = (
+                    cx.fx(v[0].clone(), Shape::new(n, c)),
+                    cx.fx(v[1].clone(), Shape::new(c, h)),
+                );
+                cx.matmul(&a, &b).settled().map(Fx::into_share)
+            })
+        },
     );
     report(
         Case {
@@ -135,7 +155,10 @@ fn main() {
         },
         |s, v| {
             let mw = s.run(|cx| cx.mask_weight(0, &v[1], c, h))?;
-            s.run(|cx| cx.weight_matmul(&v[0], n, &mw))
+            s.run(|cx| {
+                let x = cx.fx(v[0].clone(), Shape::new(n, c));
+                cx.weight_matmul(&x, &mw).settled().map(Fx::into_share)
+            })
         },
     );
     let scores = uniform(4 * n * n, -6.0, 6.0, 5);
@@ -159,7 +182,12 @@ fn main() {
             out_frac: f,
             relative: false,
         },
-        |s, v| s.run(|cx| cx.relu(&v[0], 24)),
+        |s, v| {
+            s.run(|cx| {
+                let x = cx.fx(v[0].clone(), Shape::flat(v[0].len()));
+                cx.relu(&x, Relu::exact(24)).map(Fx::into_share)
+            })
+        },
     );
     let sums: Vec<f64> = uniform(4 * n, -6.0, 11.0, 6)
         .iter()
@@ -174,7 +202,12 @@ fn main() {
             out_frac: f + EXTRA_FRAC,
             relative: true,
         },
-        |s, v| s.run(|cx| cx.reciprocal(&v[0], ROW_SUMS)),
+        |s, v| {
+            s.run(|cx| {
+                let x = cx.fx(v[0].clone(), Shape::flat(v[0].len()));
+                cx.reciprocal(&x, ROW_SUMS).settled().map(Fx::into_share)
+            })
+        },
     );
     report(
         Case {
@@ -185,7 +218,12 @@ fn main() {
             out_frac: f + EXTRA_FRAC,
             relative: true,
         },
-        |s, v| s.run(|cx| cx.rsqrt(&v[0], ROW_SUMS)),
+        |s, v| {
+            s.run(|cx| {
+                let x = cx.fx(v[0].clone(), Shape::flat(v[0].len()));
+                cx.rsqrt(&x, ROW_SUMS, 1.0).settled().map(Fx::into_share)
+            })
+        },
     );
     report(
         Case {
@@ -196,7 +234,12 @@ fn main() {
             out_frac: f,
             relative: false,
         },
-        |s, v| s.run(|cx| cx.softmax(&v[0], 4 * n, n, 24)),
+        |s, v| {
+            s.run(|cx| {
+                let x = cx.fx(v[0].clone(), Shape::new(4 * n, n));
+                cx.softmax(&x, 24).settled().map(Fx::into_share)
+            })
+        },
     );
     report(
         Case {
@@ -207,7 +250,17 @@ fn main() {
             out_frac: f,
             relative: false,
         },
-        |s, v| s.run(|cx| cx.relu_softmax(&v[0], 4 * n, n, 24, 1e-3, ROW_SUMS)),
+        |s, v| {
+            s.run(|cx| {
+                let x = cx.fx(v[0].clone(), Shape::new(4 * n, n));
+                let p = ReluAttention {
+                    relu: Relu::exact(24),
+                    eps: 1e-3,
+                    row_sum: ROW_SUMS,
+                };
+                cx.relu_softmax(&x, p).settled().map(Fx::into_share)
+            })
+        },
     );
     let d = 64;
     let qm = uniform(n * d, -1.5, 1.5, 7);
@@ -222,7 +275,12 @@ fn main() {
             out_frac: f,
             relative: false,
         },
-        |s, v| s.run(|cx| cx.scale_attn(&v[0], &v[1], &v[2], n, n, d, n)),
+        |s, v| {
+            s.run(|cx| {
+                let [q, k, v] = [0, 1, 2].map(|i| cx.fx(v[i].clone(), Shape::new(n, d)));
+                cx.scale_attn(&q, &k, &v, n).map(Fx::into_share)
+            })
+        },
     );
     let act = uniform(n * mlp, -6.0, 6.0, 10);
     report(
@@ -234,7 +292,12 @@ fn main() {
             out_frac: f,
             relative: false,
         },
-        |s, v| s.run(|cx| cx.gelu_quad(&v[0])),
+        |s, v| {
+            s.run(|cx| {
+                let x = cx.fx(v[0].clone(), Shape::flat(v[0].len()));
+                cx.gelu_quad(&x).settled().map(Fx::into_share)
+            })
+        },
     );
     report(
         Case {
@@ -245,7 +308,12 @@ fn main() {
             out_frac: f,
             relative: false,
         },
-        |s, v| s.run(|cx| cx.gelu(&v[0])),
+        |s, v| {
+            s.run(|cx| {
+                let x = cx.fx(v[0].clone(), Shape::flat(v[0].len()));
+                cx.gelu(&x).settled().map(Fx::into_share)
+            })
+        },
     );
     let g = uniform(c, 0.5, 1.5, 11);
     let b = uniform(c, -0.5, 0.5, 12);
@@ -261,7 +329,12 @@ fn main() {
         },
         |s, v| {
             let g = s.run(|cx| cx.mask_weight(0, &v[1], 1, c))?;
-            s.run(|cx| cx.layer_norm(&v[0], Some(&g), Some(&v[2]), n, c, p))
+            s.run(|cx| {
+                let x = cx.fx(v[0].clone(), Shape::new(n, c));
+                cx.layer_norm(&x, Some(&g), Some(&v[2]), p)
+                    .settled()
+                    .map(Fx::into_share)
+            })
         },
     );
 }

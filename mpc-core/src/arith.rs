@@ -12,6 +12,7 @@ use crate::ctx::{Ctx, expect_triple};
 use crate::dealer::kinds::{WeightMask, Wrap};
 use crate::dealer::{Material, Request};
 use crate::error::{MpcError, check_len};
+use crate::fx::{Fx, Shape};
 use crate::op::{Op, attempt};
 use crate::ring;
 use crate::share::Share;
@@ -72,11 +73,25 @@ impl Ctx<'_> {
         })
     }
 
-    /// Elementwise product without truncation: `z = x·y` at the sum of the operands' scales.
+    /// Elementwise product `x·y` (equal lengths), left untruncated: at
+    /// `frac min(x.frac, y.frac)`, the rest pending (the products'
+    /// convention, [`crate::fx`]). The operands' pending truncations are
+    /// settled first.
     ///
-    /// Rounds 1; sends `16n` bytes per party; dealer: one triple (`8n` bytes to party 1).
-    /// Exact in the ring.
-    pub fn mul_raw(&mut self, x: &Share, y: &Share) -> Op<Share> {
+    /// Rounds 1 (2 with [`Ctx::settle`]); sends `16n` bytes per party (`+
+    /// ⌈n/8⌉` settled); dealer: one triple (`8n` bytes to party 1). Exact in
+    /// the ring; settled, error ≤ 1 ulp for `|x·y| < 2^(62−2f)`.
+    pub fn mul(&mut self, x: &Fx, y: &Fx) -> Op<Fx> {
+        if x.pending() > 0 || y.pending() > 0 {
+            return self.settle_all(&[x, y]).then(|c, xy| c.mul(&xy[0], &xy[1]));
+        }
+        let (shape, a, b) = (x.shape(), x.frac(), y.frac());
+        self.mul_raw(x.share(), y.share())
+            .map(move |z| Fx::product(z, shape, a, b))
+    }
+
+    /// [`Ctx::mul`] of ring shares, without truncation.
+    pub(crate) fn mul_raw(&mut self, x: &Share, y: &Share) -> Op<Share> {
         let n = x.len();
         let taken = check_len("mul", "rhs", y.len(), n)
             .and_then(|()| expect_triple("mul", self.take("mul", Request::Triple { n })?));
@@ -84,17 +99,20 @@ impl Ctx<'_> {
         beaver_dot(self.is_p0(), "mul", triple, &[x], &[y], n)
     }
 
-    /// Elementwise dot product without truncation: `z = Σ_t x_t·y_t` over
-    /// the terms `t` (all `n` long), at the sum of the operands' scales.
+    /// Elementwise dot product `z = Σ_t x_t·y_t` over the terms `t` (all of
+    /// one shape, every term's product at one scale), left untruncated at
+    /// the products' scale (as [`Ctx::mul`]).
     ///
-    /// Rounds 1; sends `16n` bytes per term and party (as [`Ctx::mul_raw`]
+    /// Rounds 1; sends `16n` bytes per term and party (as [`Ctx::mul`]
     /// of each term); dealer: one dot-product triple, `8n` bytes to party 1
     /// whatever the number of terms (the masks' products are summed by the
     /// dealer: `Request::Dot`). Exact in the ring.
-    pub fn dot_raw(&mut self, x: &[&Share], y: &[&Share]) -> Op<Share> {
+    pub fn dot(&mut self, x: &[&Fx], y: &[&Fx]) -> Op<Fx> {
         assert_eq!(x.len(), y.len(), "dot: one right-hand side per term");
         let terms = x.len();
-        let n = x.first().map_or(0, |s| s.len());
+        let (first, second) = (x.first().expect("dot: a term"), y[0]);
+        let (shape, a, b) = (first.shape(), first.frac(), second.frac());
+        let n = first.len();
         let lengths = x
             .iter()
             .chain(y)
@@ -102,22 +120,28 @@ impl Ctx<'_> {
         let taken = lengths
             .and_then(|()| expect_triple("dot", self.take("dot", Request::Dot { n, terms })?));
         let triple = attempt!(taken);
-        beaver_dot(self.is_p0(), "dot", triple, x, y, n)
+        let xs: Vec<&Share> = x.iter().map(|t| t.share()).collect();
+        let ys: Vec<&Share> = y.iter().map(|t| t.share()).collect();
+        beaver_dot(self.is_p0(), "dot", triple, &xs, &ys, n)
+            .map(move |z| Fx::product(z, shape, a, b))
     }
 
-    /// Fixed-point elementwise product `x·y`.
+    /// Elementwise square `x²`, left untruncated at `frac x.frac`, as much
+    /// pending (settled first if `x` has a pending truncation).
     ///
-    /// Rounds 2 (product, truncation); sends `16n + ⌈n/8⌉` bytes per party.
-    /// Error ≤ 1 ulp for `|x·y| < 2^(62−2f)`.
-    pub fn mul(&mut self, x: &Share, y: &Share) -> Op<Share> {
-        let f = self.frac_bits();
-        self.mul_raw(x, y).then(move |c, z| c.trunc(&z, f))
+    /// Rounds 1 (2 with [`Ctx::settle`]); sends `8n` bytes per party (`+
+    /// ⌈n/8⌉` settled); dealer: one square pair (`8n` bytes to party 1).
+    pub fn square(&mut self, x: &Fx) -> Op<Fx> {
+        if x.pending() > 0 {
+            return self.settle(x.clone()).then(|c, x| c.square(&x));
+        }
+        let (shape, a) = (x.shape(), x.frac());
+        self.square_raw(x.share())
+            .map(move |z| Fx::product(z, shape, a, a))
     }
 
-    /// Elementwise square without truncation (scale `2f`).
-    ///
-    /// Rounds 1; sends `8n` bytes per party; dealer: one square pair (`8n` bytes to party 1).
-    pub fn square_raw(&mut self, x: &Share) -> Op<Share> {
+    /// [`Ctx::square`] of a ring share, without truncation.
+    pub(crate) fn square_raw(&mut self, x: &Share) -> Op<Share> {
         let n = x.len();
         let (a, _, c) = attempt!(
             self.take("square", Request::Square { n })
@@ -135,19 +159,38 @@ impl Ctx<'_> {
         })
     }
 
-    /// Fixed-point square. Rounds 2; sends `8n + ⌈n/8⌉` bytes per party.
-    pub fn square(&mut self, x: &Share) -> Op<Share> {
-        let f = self.frac_bits();
-        self.square_raw(x).then(move |c, z| c.trunc(&z, f))
-    }
-
-    /// Product of two secret matrices, `x` (m×k) · `y` (k×n), without truncation.
+    /// Product of two secret matrices, `x` (m×k) · `y` (k×n), left
+    /// untruncated: at `frac min(x.frac, y.frac)`, the rest pending (the
+    /// products' convention, [`crate::fx`]); [`Ctx::settle`] truncates it
+    /// in a round of its own, a consumer with a masked opening in its own.
+    /// The operands' pending truncations are settled first.
     ///
     /// Rounds 1; sends `8(mk + kn)` bytes per party; dealer: one matrix triple
     /// (`8mn` bytes to party 1). Local work: two m×k×n ring matmuls.
     /// Several products (for example one per attention head) share their
-    /// round with [`Op::all`].
-    pub fn matmul_raw(&mut self, x: &Share, y: &Share, m: usize, k: usize, n: usize) -> Op<Share> {
+    /// round with [`Op::all`]. Exact in the ring; truncated, error ≤ 1 ulp
+    /// per product term's rounding.
+    pub fn matmul(&mut self, x: &Fx, y: &Fx) -> Op<Fx> {
+        if x.pending() > 0 || y.pending() > 0 {
+            return self
+                .settle_all(&[x, y])
+                .then(|c, xy| c.matmul(&xy[0], &xy[1]));
+        }
+        let (m, k, n) = (x.rows(), x.cols(), y.cols());
+        let (a, b) = (x.frac(), y.frac());
+        self.matmul_raw(x.share(), y.share(), m, k, n)
+            .map(move |z| Fx::product(z, Shape::new(m, n), a, b))
+    }
+
+    /// [`Ctx::matmul`] of ring shares (m×k, k×n), without truncation.
+    pub(crate) fn matmul_raw(
+        &mut self,
+        x: &Share,
+        y: &Share,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Op<Share> {
         let taken = check_len("matmul", "lhs", x.len(), m * k)
             .and_then(|()| check_len("matmul", "rhs", y.len(), k * n))
             .and_then(|()| {
@@ -172,13 +215,6 @@ impl Ctx<'_> {
             ring::matmul_acc(&a, f, &mut z, m, k, n);
             Op::ready(Share::new(z))
         })
-    }
-
-    /// Fixed-point matrix product. Rounds 2; sends `8(mk + kn) + ⌈mn/8⌉` bytes per party.
-    pub fn matmul(&mut self, x: &Share, y: &Share, m: usize, k: usize, n: usize) -> Op<Share> {
-        let f = self.frac_bits();
-        self.matmul_raw(x, y, m, k, n)
-            .then(move |c, z| c.trunc(&z, f))
     }
 
     /// Prepare the weight `w` (k×n, this party's share) for repeated products:
@@ -216,12 +252,29 @@ impl Ctx<'_> {
         })
     }
 
-    /// `x` (m×k) times a masked weight (k×n), without truncation:
-    /// `X·W = E·(B + F) + A·F + C` with only `E = X − A` opened.
+    /// `x` (m×k) times a masked weight (k×n) at `f` fractional bits,
+    /// left untruncated: `X·W = E·(B + F) + A·F + C` with only `E = X − A`
+    /// opened, at `frac min(x.frac, f)`, the rest pending (the products'
+    /// convention, [`crate::fx`]). A pending truncation of `x` is settled
+    /// first.
     ///
     /// Rounds 1; sends `8mk` bytes per party; dealer: `A` from the seed and
     /// `C = A·B` (`8mn` bytes to party 1). Local work: two m×k×n ring matmuls.
-    pub fn weight_matmul_raw(&mut self, x: &Share, m: usize, w: &MaskedWeight) -> Op<Share> {
+    /// Exact in the ring.
+    pub fn weight_matmul(&mut self, x: &Fx, w: &MaskedWeight) -> Op<Fx> {
+        if x.pending() > 0 {
+            let w = w.clone();
+            return self
+                .settle(x.clone())
+                .then(move |c, x| c.weight_matmul(&x, &w));
+        }
+        let (m, n, a, f) = (x.rows(), w.n, x.frac(), self.frac_bits());
+        self.weight_matmul_raw(x.share(), m, w)
+            .map(move |z| Fx::product(z, Shape::new(m, n), a, f))
+    }
+
+    /// [`Ctx::weight_matmul`] of a ring share (m×k), without truncation.
+    fn weight_matmul_raw(&mut self, x: &Share, m: usize, w: &MaskedWeight) -> Op<Share> {
         let (k, n) = (w.k, w.n);
         let req = Request::WeightMatMul { id: w.id, m, k, n };
         let taken = check_len("weight_matmul", "activation", x.len(), m * k)
@@ -241,13 +294,6 @@ impl Ctx<'_> {
                 Op::ready(Share::new(z))
             },
         )
-    }
-
-    /// Fixed-point product with a masked weight. Rounds 2; sends `8mk + ⌈mn/8⌉` bytes per party.
-    pub fn weight_matmul(&mut self, x: &Share, m: usize, w: &MaskedWeight) -> Op<Share> {
-        let f = self.frac_bits();
-        self.weight_matmul_raw(x, m, w)
-            .then(move |c, z| c.trunc(&z, f))
     }
 
     /// Arithmetic shift right by `s` bits of a shared signed value: `⌊x / 2^s⌋`, possibly minus one.
@@ -330,89 +376,12 @@ impl Ctx<'_> {
             Op::ready(Share::new(out))
         })
     }
-
-    /// `x · scale` for a public real `scale`, where `x` carries `f + extra`
-    /// fractional bits and the result carries `f`: the scaling is folded into
-    /// the truncation (multiply by `round(scale·2^t)`, shift by `extra + t`).
-    ///
-    /// Rounds 1 (0 when `scale` is a power of two and `extra + t = 0`);
-    /// sends `⌈n/8⌉` bytes per party. Error ≤ 1 ulp plus a
-    /// relative error ≤ 2^−[`SCALE_BITS`] (6.1e-5) of the encoded scale.
-    /// Domain: the product before the shift, `|x|·k` with `k < 2^SCALE_BITS`
-    /// for a scale that is not a power of two, stays below 2^62: `|x| <
-    /// 2^48` ulps at `f + extra` bits. (With 20-bit factors, LayerNorm's
-    /// centring at `2f` bits, `C·x` for `C = 192`, would pass 2^62 once
-    /// `|x|` reached about 4.7 and fail on whole rows of `vit_9_12_64`.)
-    pub fn trunc_scaled(&mut self, x: &Share, extra: u32, scale: f64) -> Op<Share> {
-        scaled(x, extra, scale).truncate(self)
-    }
-}
-
-/// A value computed at `shift` more fractional bits than it is used at,
-/// its truncation left pending so that the operator consuming it can merge
-/// the truncation into its own opening (a row scaling, a comparison, a
-/// square: see [`Ctx::mul_rows_trunc_raw`] and [`Ctx::bit_compare`]).
-/// `shift = 0` is a value with nothing pending.
-#[derive(Clone, Debug)]
-pub struct Untruncated {
-    /// The value before the truncation.
-    pub raw: Share,
-    /// The pending truncation.
-    pub shift: u32,
-}
-
-impl Untruncated {
-    /// The value itself: one truncation round.
-    pub fn truncate(self, c: &mut Ctx<'_>) -> Op<Share> {
-        if self.shift == 0 {
-            Op::ready(self.raw)
-        } else {
-            c.trunc(&self.raw, self.shift)
-        }
-    }
-
-    /// The first `n` elements' rows of `cols` columns taken from `range`
-    /// of each row `t` in `rows` (the pending truncation is kept).
-    pub fn gather(&self, rows: &[usize], width: usize, range: std::ops::Range<usize>) -> Self {
-        let raw = rows
-            .iter()
-            .flat_map(|&t| {
-                self.raw.as_slice()[t * width + range.start..t * width + range.end]
-                    .iter()
-                    .copied()
-            })
-            .collect();
-        Untruncated {
-            raw: Share::new(raw),
-            shift: self.shift,
-        }
-    }
-}
-
-impl From<Share> for Untruncated {
-    /// A value with nothing pending.
-    fn from(raw: Share) -> Self {
-        Untruncated { raw, shift: 0 }
-    }
-}
-
-impl From<&Share> for Untruncated {
-    /// A value with nothing pending (a copy).
-    fn from(raw: &Share) -> Self {
-        raw.clone().into()
-    }
-}
-
-impl From<&Untruncated> for Untruncated {
-    fn from(x: &Untruncated) -> Self {
-        x.clone()
-    }
 }
 
 /// `Σ_t x_t·y_t` (elementwise, `n` long, the terms laid out one after the
 /// other in the triple's `a`, `b`) from one Beaver opening of every
 /// `x_t − a_t` and `y_t − b_t`: `c + Σ_t (e_t·b_t + f_t·a_t)`, plus
-/// `Σ_t e_t·f_t` at party 0. One term is [`Ctx::mul_raw`]'s product.
+/// `Σ_t e_t·f_t` at party 0. One term is [`Ctx::mul`]'s product.
 fn beaver_dot(
     p0: bool,
     op: &'static str,
@@ -463,7 +432,7 @@ pub(crate) fn beaver_term(p0: bool, e: u64, f: u64, a: u64, b: u64) -> u64 {
 pub(crate) const TRUNC_OFFSET: u64 = 1 << 62;
 
 /// For a value opened as `m = x + 2^62 + r` (r a uniform 64-bit mask, see
-/// [`Ctx::mul_rows_trunc_raw`]): `⌊x / 2^s⌋ = high(m) − (r >> s) +
+/// the truncating row scaling of [`Ctx::mul_rows`]): `⌊x / 2^s⌋ = high(m) − (r >> s) +
 /// wrap(m)·msb(r)` (plus at most one), with `high` and `wrap` public. This
 /// is `high(m) = (m >> s) − 2^(62−s)`.
 pub(crate) fn opened_high(m: u64, s: u32) -> u64 {
@@ -476,24 +445,8 @@ pub(crate) fn opened_wrap(m: u64, s: u32) -> u64 {
     (1 - (m >> 63)) << (64 - s)
 }
 
-/// `x · scale` as in [`Ctx::trunc_scaled`], with the truncation left
-/// pending: `x` times the scale's integer factor and the shift that
-/// finishes it (local).
-pub fn scaled(x: &Share, extra: u32, scale: f64) -> Untruncated {
-    assert!(
-        scale > 0.0 && scale.is_finite(),
-        "trunc_scaled: scale {scale}"
-    );
-    let (k, t) = scale_factor(scale);
-    let raw = if k == 1 { x.clone() } else { x.scale_int(k) };
-    Untruncated {
-        raw,
-        shift: extra + t,
-    }
-}
-
 /// Significant bits of the integer factor that encodes a public scale in
-/// [`Ctx::trunc_scaled`](crate::Ctx::trunc_scaled): its relative error is at most 2^−14, and it
+/// [`Fx::scaled`]: its relative error is at most 2^−14, and it
 /// costs the value 14 bits of headroom below 2^62.
 pub const SCALE_BITS: u32 = 14;
 

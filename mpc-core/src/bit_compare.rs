@@ -15,13 +15,14 @@
 //! The second round and what the opening gives are in [`crate::open`].
 
 use crate::arith::MaskedWeight;
-use crate::arith::{TRUNC_OFFSET, Untruncated, opened_wrap};
+use crate::arith::{TRUNC_OFFSET, opened_wrap};
 use crate::channel;
 use crate::ctx::Ctx;
 use crate::dcf;
 use crate::dealer::kinds::BitCompare;
 use crate::dealer::{Material, Request, Squares, ValueProducts, low_mask};
 use crate::error::{MpcError, check_len};
+use crate::fx::Fx;
 use crate::op::{Op, attempt};
 use crate::open::{BitCompared, Prepared, SquareMask, truncated_opening};
 use crate::share::Share;
@@ -42,8 +43,9 @@ impl Ctx<'_> {
     /// `Squares::EachTruncated(q)` (and `select`), [`BitCompared::open`]
     /// also truncates `x²` by `q` and selects it by each bit (8 bytes more
     /// per element online; dealer to party 1: 8 bytes and `q` bits per
-    /// element and per element and threshold). With a truncation by `s`,
-    /// party 1 also gets `r_h` (8 bytes) and, modulo `2^s` (`s` bits each:
+    /// element and per element and threshold). With `x`'s pending
+    /// truncation by `s`, the opening performs it (the value it gives is
+    /// at `x.frac()`; thresholds are at all `x`'s bits) and party 1 also gets `r_h` (8 bytes) and, modulo `2^s` (`s` bits each:
     /// they only meet the wrap coefficient), `msb(r)`, `ρ·msb(r)` per bit
     /// with `select` and `r_h·msb(r)` with `square`.
     ///
@@ -54,14 +56,14 @@ impl Ctx<'_> {
     /// `−2^coarse ≤ x − t < 0`.
     pub fn bit_compare(
         &mut self,
-        x: &Share,
+        x: &Fx,
         thresholds: &[u64],
         bits: u32,
         coarse: u32,
         select: bool,
         square: Squares,
-        trunc: u32,
     ) -> Op<BitCompared> {
+        let trunc = x.pending();
         let req = Request::BitCompare {
             n: x.len(),
             bits,
@@ -72,11 +74,11 @@ impl Ctx<'_> {
             trunc,
             products: None,
         };
-        self.bit_compare_request(x, thresholds, req)
+        self.bit_compare_request(x.share(), thresholds, req)
     }
 
     /// A LayerNorm's first opening of its centred rows `x` (rows of
-    /// `cols`, truncation by `x.shift > 0` pending): a bit comparison with
+    /// `x.cols()`, truncation by `x.pending() > 0` pending): a bit comparison with
     /// no threshold that truncates `x` and gives `Σ_j v_j²` per row (as
     /// [`Ctx::bit_compare`] with `Squares::RowSums(cols)`), and prepares
     /// `v ⊙ γ` and `v·W` for [`BitCompared::products`] in the next round.
@@ -85,13 +87,12 @@ impl Ctx<'_> {
     /// party 1.
     pub fn norm_opening(
         &mut self,
-        x: &Untruncated,
-        cols: usize,
+        x: &Fx,
         gamma: Option<&MaskedWeight>,
         next: Option<&MaskedWeight>,
     ) -> Op<BitCompared> {
-        assert!(x.shift > 0, "norm opening: nothing to truncate");
-        let n = x.raw.len();
+        assert!(x.pending() > 0, "norm opening: nothing to truncate");
+        let (n, cols) = (x.len(), x.cols());
         if let Some(g) = gamma {
             attempt!(check_len(
                 "norm_opening",
@@ -115,10 +116,10 @@ impl Ctx<'_> {
             points: 0,
             select: false,
             square: Squares::RowSums(cols),
-            trunc: x.shift,
+            trunc: x.pending(),
             products,
         };
-        self.bit_compare_request(&x.raw, &[], req)
+        self.bit_compare_request(x.share(), &[], req)
     }
 
     /// [`Ctx::bit_compare`] for a request built by it or by [`Ctx::norm_opening`].
@@ -193,7 +194,7 @@ impl Ctx<'_> {
             });
         };
         let p0 = self.is_p0();
-        // with a truncation, party 0 offsets x into [0, 2^63) (see `Ctx::mul_rows_trunc_raw`)
+        // with a truncation, party 0 offsets x into [0, 2^63) (see `Ctx::mul_rows`)
         let offset = if trunc > 0 && p0 { TRUNC_OFFSET } else { 0 };
         let masked: Vec<u64> = x
             .as_slice()

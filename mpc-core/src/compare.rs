@@ -21,37 +21,34 @@
 //! Bit comparisons, whose bits are opened in the next round, are in
 //! [`crate::bit_compare`]; their openings in [`crate::open`].
 
-use crate::arith::{TRUNC_OFFSET, Untruncated, opened_high, opened_wrap};
+use crate::arith::{TRUNC_OFFSET, opened_high, opened_wrap};
 use crate::channel;
 use crate::ctx::Ctx;
 use crate::dcf;
 use crate::dealer::kinds::{Compare, CompareProducts};
 use crate::dealer::{Material, Request, Squares, low_mask};
 use crate::error::MpcError;
+use crate::fx::{Fx, Shape};
 use crate::op::{Op, attempt};
 use crate::share::Share;
 
 impl Ctx<'_> {
     /// Shares (0/1 integers, not fixed point) of `[x ≥ t]` for each public
-    /// threshold `t` (raw ring values, for example `encode(0.5)`), one share
-    /// of length `n` per threshold. See the module doc for cost and domain.
-    pub fn ge_thresholds(&mut self, x: &Share, thresholds: &[u64], bits: u32) -> Op<Vec<Share>> {
-        self.compare(x, thresholds, bits, 0)
-    }
-
-    /// [`Ctx::ge_thresholds`] that may err where `|x − t| < 2^coarse`
-    /// ulps: the DCF then compares only the top `ℓ − 1 − coarse` bits of the
-    /// masked value (a shallower tree: less dealer material and local work).
-    /// For piecewise approximations whose neighbouring segments agree near
-    /// their shared boundary.
-    pub fn ge_thresholds_coarse(
+    /// threshold `t` (raw ring values at `x`'s bits, for example
+    /// `encode(0.5)`), one share of length `n` per threshold. With `coarse >
+    /// 0` a bit may err where `|x − t| < 2^coarse` ulps: the DCF then
+    /// compares only the top `ℓ − 1 − coarse` bits of the masked value (a
+    /// shallower tree: less dealer material and local work), for piecewise
+    /// approximations whose neighbouring segments agree near their shared
+    /// boundary. See the module doc for cost and domain.
+    pub fn ge_thresholds(
         &mut self,
-        x: &Share,
+        x: &Fx,
         thresholds: &[u64],
         bits: u32,
         coarse: u32,
     ) -> Op<Vec<Share>> {
-        self.compare(x, thresholds, bits, coarse)
+        self.compare(x.share(), thresholds, bits, coarse)
     }
 
     fn compare(&mut self, x: &Share, thresholds: &[u64], bits: u32, coarse: u32) -> Op<Vec<Share>> {
@@ -143,7 +140,7 @@ impl Ctx<'_> {
     /// compared value in the same round: shares of `b_j = [x ≥ t_j]` and of
     /// `b_j·v`, where `v` is `x` with its pending truncation done (`x` itself
     /// when nothing is pending). For piecewise-linear functions evaluated in
-    /// one round ([`Ctx::piecewise_linear_pending`]).
+    /// one round ([`Ctx::piecewise`] of degree 1).
     ///
     /// Method: open `m = x + 2^62 + R` (64-bit mask `R`; no offset when
     /// nothing is pending), so `v = P − R'` with `P` public and `R' = Y₁ −
@@ -173,7 +170,7 @@ impl Ctx<'_> {
     /// threshold, `|x| < 2^62`.
     pub fn compare_products(
         &mut self,
-        x: &Untruncated,
+        x: &Fx,
         thresholds: &[u64],
         bits: u32,
         coarse: &[u32],
@@ -195,7 +192,7 @@ impl Ctx<'_> {
         stops.sort_unstable();
         stops.dedup();
         let coarse = finest;
-        let (n, s) = (x.raw.len(), x.shift);
+        let (n, s) = (x.len(), x.pending());
         let req = Request::CompareProducts {
             n,
             bits,
@@ -226,7 +223,7 @@ impl Ctx<'_> {
         let recording = self.is_recording();
         let offset = if p0 && s > 0 { TRUNC_OFFSET } else { 0 };
         let mine: Vec<u64> = x
-            .raw
+            .share()
             .as_slice()
             .iter()
             .zip(&r)
@@ -324,80 +321,58 @@ impl Ctx<'_> {
         )
     }
 
-    /// Shares of the bit `[x ≥ 0]` (integers 0/1). Rounds 1; see the module doc.
-    pub fn ge_zero(&mut self, x: &Share, bits: u32) -> Op<Share> {
-        self.ge_thresholds(x, &[0], bits).map(|mut g| g.remove(0))
-    }
-
-    /// `ReLU(x) = x·[x ≥ 0]`: [`Ctx::relu_coarse`] with an exact comparison.
-    /// Exact for `|x| < 2^(ℓ−1)` ulps (ℓ = `bits`; with f = 16 and ℓ = 32,
-    /// `|x| < 32768`).
-    pub fn relu(&mut self, x: &Share, bits: u32) -> Op<Share> {
-        self.relu_coarse(x, bits, 0)
-    }
-
-    /// `ReLU(x) = b·x` with `b = [x ≥ 2^coarse]` from a bit comparison that
-    /// may err where `0 ≤ x < 2^coarse` (ulps), so the result is exact
-    /// except that such an `x` may come out as 0 instead of itself (error
-    /// below `2^coarse` ulps). The threshold sits above 0 so that the error
-    /// is on that side: the result is never negative (a ReLU-softmax row sum
-    /// of such outputs is never below 0; a threshold at 0 would let inputs
+    /// `ReLU(x) = b·x` with `b = [x ≥ 2^coarse]` (`p.coarse`; 0 for an
+    /// exact comparison), at `x.frac()`: exact for `|x| < 2^(ℓ−1)` ulps (ℓ =
+    /// `p.bits`; with f = 16 and ℓ = 32, `|x| < 32768`) except that `0 ≤ x
+    /// < 2^coarse` ulps may come out as 0 instead of itself (error below
+    /// `2^coarse` ulps). The threshold sits above 0 so that the error is on
+    /// that side: the result is never negative (a ReLU-softmax row sum of
+    /// such outputs is never below 0; a threshold at 0 would let inputs
     /// just below it through, and a row of many slightly negative scores
     /// could sum below 0, where the reciprocal's extrapolation leaves the
     /// ring: wrong by up to 18 in a `vit_7_4_32` block).
     ///
-    /// Steps: open `m = x + r` (64-bit mask; `m mod 2^ℓ` feeds the XOR-output
-    /// DCF); open `e = b ⊕ ρ`; then `b·x = (e + (1 − 2e)ρ)(m − r) =
-    /// e·m − e·r + (1 − 2e)(m·ρ − ρr)`, local from shares of `r`, `ρ`, `ρr`.
-    /// Rounds 2; sends `8n + ⌈n/8⌉` bytes per party. Dealer: one
-    /// [`crate::dcf::bit::BitKeys`] key of `ℓ − 1 − coarse` input bits per element to
-    /// each party (`16·(ℓ − 8 − coarse) + 16` bytes for `ℓ − 1 − coarse ≥ 7`),
-    /// plus `16n` bytes (`ρ`, `ρr`) to party 1. Domain `|x| < 2^(ℓ−1)` ulps.
-    pub fn relu_coarse(&mut self, x: &Share, bits: u32, coarse: u32) -> Op<Share> {
-        self.relu_truncating(&x.clone().into(), bits, coarse)
-    }
-
-    /// [`Ctx::relu_coarse`] of a value whose truncation is pending: the
-    /// comparison reads `x.raw` (at `shift` more bits: width `bits + shift`,
-    /// `coarse + shift` ignored bits, so the DCF key is as deep as without
-    /// the shift) and the selection takes the truncated value, so the
-    /// truncation costs no round. Rounds 2; bytes as [`Ctx::relu_coarse`];
-    /// dealer: 8 more bytes and `2·shift` bits per element to party 1 when
-    /// `shift > 0` (`r >> shift`; `msb(r)`, `ρ·msb(r)` modulo `2^shift`) and
-    /// no truncation triple.
-    /// Domain: `|x.raw| < 2^62`, `bits + shift ≤ 62`.
-    pub fn relu_truncating(&mut self, x: &Untruncated, bits: u32, coarse: u32) -> Op<Share> {
-        let s = x.shift;
-        let (ignored, threshold) = relu_threshold(coarse, s);
-        self.bit_compare(
-            &x.raw,
-            &[threshold],
-            bits + s,
-            ignored,
-            true,
-            Squares::No,
-            s,
-        )
-        .then(|_, c| c.open())
-        .map(|o| o.select().remove(0))
-    }
-
-    /// [`Ctx::relu_truncating`] in one round: the comparison's DCF key
-    /// carries the mask's parts as its payload ([`Ctx::compare_products`]
-    /// at the threshold `2^(coarse + shift)`), so the opening of `x + r`
-    /// gives `[x ≥ 2^coarse]·x` directly, with no bits' opening after it.
-    /// The result is the same (exact, except that `0 < x < 2^(coarse+1)`
-    /// ulps may come out as 0); the price is dealer material: a DCF key of
-    /// `L = bits − 1 − coarse` levels with a 3-word payload (`40L + ⌈L/4⌉ +
-    /// 24` bytes; 2 words and `32L + ⌈L/4⌉ + 16` with nothing pending) to
-    /// each party, against the bit comparison's `16(L − 7) + 16`, and CPU:
-    /// 3 AES blocks per level instead of 1. Rounds 1; bytes `8n` per party;
-    /// dealer to party 1 also 24 bytes and `2·shift` bits per element (16
-    /// bytes with nothing pending). Domain as [`Ctx::relu_truncating`].
-    pub fn relu_one_round(&mut self, x: &Untruncated, bits: u32, coarse: u32) -> Op<Share> {
-        let (ignored, threshold) = relu_threshold(coarse, x.shift);
-        self.compare_products(x, &[threshold], bits + x.shift, &[ignored])
-            .map(|mut c| c.products.remove(0))
+    /// A pending truncation of `x` (by `s`) costs no round: the comparison
+    /// reads `x` at all its bits (width `ℓ + s`, `coarse + s` ignored bits,
+    /// so the DCF key is as deep as without it) and the selection takes the
+    /// truncated value. Domain: `|x̃| < 2^62`, `ℓ + s ≤ 62`.
+    ///
+    /// Two rounds (`p.one_round` false): open `m = x + r` (64-bit mask;
+    /// `m mod 2^ℓ` feeds the XOR-output DCF); open `e = b ⊕ ρ`; then
+    /// `b·x = (e + (1 − 2e)ρ)(m − r) = e·m − e·r + (1 − 2e)(m·ρ − ρr)`,
+    /// local from shares of `r`, `ρ`, `ρr`. Sends `8n + ⌈n/8⌉` bytes per party.
+    /// Dealer: one [`crate::dcf::bit::BitKeys`] key of `ℓ − 1 − coarse`
+    /// input bits per element to each party (`16·(ℓ − 8 −
+    /// coarse) + 16` bytes for `ℓ − 1 − coarse ≥ 7`), plus `16n` bytes (`ρ`,
+    /// `ρr`) to party 1, and with `s > 0` 8 more bytes and `2s` bits per
+    /// element (`r >> s`; `msb(r)`, `ρ·msb(r)` modulo `2^s`) and no
+    /// truncation triple.
+    ///
+    /// One round (`p.one_round`): the comparison's DCF key carries the
+    /// mask's parts as its payload ([`Ctx::compare_products`] at the
+    /// threshold `2^(coarse + s)`), so the opening of `x + r` gives `[x ≥
+    /// 2^coarse]·x` directly, with no bits' opening after it. The result is
+    /// the same (exact, except that `0 < x < 2^(coarse+1)` ulps may come out
+    /// as 0); the price is dealer material: a DCF key of `L = ℓ − 1 −
+    /// coarse` levels with a 3-word payload (`40L + ⌈L/4⌉ + 24` bytes; 2
+    /// words and `32L + ⌈L/4⌉ + 16` with nothing pending) to each party,
+    /// against the bit comparison's `16(L − 7) + 16`, and CPU: 3 AES blocks
+    /// per level instead of 1. Sends `8n` bytes per party; dealer to party 1
+    /// also 24 bytes and `2s` bits per element (16 bytes with nothing
+    /// pending).
+    pub fn relu(&mut self, x: &Fx, p: Relu) -> Op<Fx> {
+        let s = x.pending();
+        let (ignored, threshold) = relu_threshold(p.coarse, s);
+        let (shape, frac) = (x.shape(), x.frac());
+        let out = move |r: Share| Fx::new(r, shape, frac);
+        if p.one_round {
+            return self
+                .compare_products(x, &[threshold], p.bits + s, &[ignored])
+                .map(move |mut c| out(c.products.remove(0)));
+        }
+        self.bit_compare(x, &[threshold], p.bits + s, ignored, true, Squares::No)
+            .then(|_, c| c.open())
+            .map(move |o| out(o.select().remove(0)))
     }
 
     /// Maximum of each row of `x` (rows×cols) by a pairwise tree, one round
@@ -416,34 +391,20 @@ impl Ctx<'_> {
     /// `ℓ − 1 − coarse` levels per comparison to each party (3 on the first
     /// level with a pending truncation). Exact (with `coarse = 0`) for
     /// pairwise differences below 2^(ℓ−1) ulps.
-    pub fn row_max(
-        &mut self,
-        x: impl Into<Untruncated>,
-        rows: usize,
-        cols: usize,
-        bits: u32,
-        coarse: u32,
-    ) -> Op<(Share, Share)> {
-        let x: Untruncated = x.into();
-        attempt!(crate::error::check_len(
-            "row_max",
-            "matrix",
-            x.raw.len(),
-            rows * cols
-        ));
-        let s = x.shift;
+    pub fn row_max(&mut self, x: Fx, bits: u32, coarse: u32) -> Op<(Share, Share)> {
+        let (rows, cols) = (x.rows(), x.cols());
+        let s = x.pending();
         if s == 0 || cols <= 1 {
-            return x.truncate(self).then(move |c, xt| {
+            return self.settle(x).then(move |c, xt| {
+                let xt = xt.into_share();
                 row_max_level(c, xt.as_slice().to_vec(), rows, cols, bits, coarse)
                     .map(move |m| (xt, m))
             });
         }
-        let (lhs, rhs) = halves(x.raw.as_slice(), rows, cols);
-        let diff = Untruncated {
-            raw: Share::new(lhs).sub(&Share::new(rhs)),
-            shift: s,
-        };
-        let xt = self.trunc(&x.raw, s);
+        let (lhs, rhs) = halves(x.share().as_slice(), rows, cols);
+        let half = Shape::new(rows, cols / 2);
+        let diff = Fx::with_pending(Share::new(lhs).sub(&Share::new(rhs)), half, x.frac(), s);
+        let xt = self.trunc(x.share(), s);
         xt.join(self.compare_products(&diff, &[0], bits + s, &[coarse + s]))
             .then(move |c, (xt, cp)| {
                 let (_, rhs) = halves(xt.as_slice(), rows, cols);
@@ -495,7 +456,8 @@ fn row_max_level(
     let (lhs, rhs) = halves(&cur, rows, width);
     let rhs = Share::new(rhs);
     let diff = Share::new(lhs).sub(&rhs);
-    c.compare_products(&diff.into(), &[0], bits, &[coarse])
+    let diff = c.fx(diff, Shape::new(rows, width / 2));
+    c.compare_products(&diff, &[0], bits, &[coarse])
         .then(move |c, cp| {
             let m = rhs.add(&cp.products[0]);
             let next = next_level(m.as_slice(), &cur, rows, width);
@@ -505,7 +467,7 @@ fn row_max_level(
 
 /// A ReLU's comparison of a value with `shift` pending bits: the low bits
 /// it ignores and its threshold `2^ignored` (0 when exact), so that an
-/// error can only zero a small positive value ([`Ctx::relu_coarse`]).
+/// error can only zero a small positive value ([`Ctx::relu`]).
 fn relu_threshold(coarse: u32, shift: u32) -> (u32, u64) {
     let ignored = coarse + shift;
     (ignored, if ignored > 0 { 1u64 << ignored } else { 0 })
@@ -532,5 +494,30 @@ impl std::fmt::Debug for ComparedProducts {
             self.value.len(),
             self.bits.len()
         )
+    }
+}
+
+/// Settings of a ReLU ([`Ctx::relu`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Relu {
+    /// Comparison width ℓ: `|x| < 2^(ℓ−1)` ulps at `x.frac()`.
+    pub bits: u32,
+    /// Low bits the comparison ignores: its threshold is `2^coarse` ulps,
+    /// so `[0, 2^coarse)` ulps may come out as 0 (never a negative output),
+    /// and each DCF key is `coarse` levels shallower.
+    pub coarse: u32,
+    /// One round (a payload-carrying key, about 4× the dealer material)
+    /// instead of two.
+    pub one_round: bool,
+}
+
+impl Relu {
+    /// An exact two-round ReLU on `bits`-bit comparisons.
+    pub fn exact(bits: u32) -> Self {
+        Relu {
+            bits,
+            coarse: 0,
+            one_round: false,
+        }
     }
 }

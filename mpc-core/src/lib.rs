@@ -6,6 +6,8 @@
 //! talks to the peer through the [`Channel`] trait.
 //!
 //! - [`ring`], [`fixed`]: the ring and the fixed-point encoding (`f` fractional bits).
+//! - [`fx`]: [`Fx`], a share that carries its shape, its fractional bits and
+//!   its pending truncation; the scale conventions every operator follows.
 //! - [`share`]: additive shares; [`prg`]: seeds and ChaCha streams.
 //! - [`channel`]: the link, an in-memory pair, a counting wrapper.
 //! - [`dealer`]: the vocabulary of correlations, the dealer (PRG-seed trick),
@@ -40,6 +42,7 @@ pub mod dealer;
 pub mod error;
 pub mod feed;
 pub mod fixed;
+pub mod fx;
 pub mod local;
 pub mod nonlinear;
 pub mod op;
@@ -60,6 +63,7 @@ pub use dealer::{CorrelationSource, Dealer, MaterialGen, Pool, Request, Squares,
 pub use error::{ChannelError, MpcError, Result};
 pub use feed::{ChannelFeed, DealerFeed, PREFETCH_AHEAD, Prefetch, StreamedPool};
 pub use fixed::FixedPoint;
+pub use fx::{Fx, Shape};
 pub use op::Op;
 pub use prg::{Prg, Seed};
 pub use session::{OpCost, OpProfile, Session};

@@ -8,10 +8,10 @@
 //! default `f = 16`.
 
 use crate::approx::{self, Piecewise};
-use crate::arith::Untruncated;
 use crate::ctx::Ctx;
 use crate::dealer::Squares;
 use crate::fixed::encode_at;
+use crate::fx::Fx;
 use crate::op::Op;
 use crate::share::Share;
 
@@ -27,8 +27,8 @@ pub const EXTRA_FRAC: u32 = 14;
 pub const NORM_INV_FRAC: u32 = 4;
 
 /// Fractional bits above `f` of the reciprocal by which an attention head
-/// scales its rows ([`Ctx::relu_attention_untruncated`],
-/// [`Ctx::softmax_attention_untruncated`]): the head's output then sits at
+/// scales its rows ([`Ctx::relu_attention`],
+/// [`Ctx::softmax_attention`]): the head's output then sits at
 /// `2f + ATTN_INV_FRAC` bits with its truncation pending, so a residual
 /// stream that takes it untruncated (the projection folded into the
 /// values) keeps `2^(62 − 2f − ATTN_INV_FRAC)` of headroom, 2^22 at f = 16
@@ -41,7 +41,7 @@ pub const ATTN_INV_FRAC: u32 = 8;
 pub const PER_OCTAVE: usize = 10;
 
 /// Relative resolution of a piecewise-linear function's comparisons
-/// ([`Ctx::piecewise_linear_pending`]): the comparison with threshold `t`
+/// ([`Ctx::piecewise`] of degree 1): the comparison with threshold `t`
 /// ignores the input's bits below `2^−KNOT_BITS·|t|`, so an input that
 /// close to `t` may take the neighbouring segment. With [`PER_OCTAVE`] =
 /// 10 either segment's line stays within 9.0e-4 of `1/x` and 3.4e-4 of
@@ -99,7 +99,7 @@ impl PiecewiseEval {
         }
     }
 
-    /// `k/√x` on `domain`, output at `f + EXTRA_FRAC` bits (see [`Ctx::rsqrt_scaled`]).
+    /// `k/√x` on `domain`, output at `f + EXTRA_FRAC` bits (see [`Ctx::rsqrt`]).
     pub fn rsqrt(domain: Domain, k: f64, f: u32) -> Self {
         PiecewiseEval {
             pw: approx::rsqrt_piecewise(domain.lo, domain.hi, PER_OCTAVE, k),
@@ -130,69 +130,46 @@ impl PiecewiseEval {
 }
 
 impl Ctx<'_> {
-    /// Evaluate a piecewise polynomial of degree ≤ 2 (see [`Piecewise`]).
+    /// Evaluate a piecewise polynomial of degree ≤ 2 (see [`Piecewise`])
+    /// of `x` (at `f` bits, its truncation possibly pending), returned at
+    /// `pe.out_frac` bits with its last truncation pending.
     ///
-    /// Steps, degree 1: [`Ctx::piecewise_linear_pending`] (one round) and a
-    /// truncation. Degree 2: one multi-threshold comparison gives the bits
-    /// `g_j = [x ≥ t_j]`; the segment's coefficients are the telescoping sums
-    /// `c = c_0 + Σ_j (c_{j+1} − c_j)·g_j` (local); then `c₀ + c₁·x + c₂·x²`
-    /// costs one product round after a square, and one truncation
-    /// ([`Ctx::piecewise_from_bits`]).
+    /// Steps, degree 1: one round (`Ctx::piecewise_linear`, which also
+    /// performs `x`'s pending truncation). Degree 2 (`x` settled first):
+    /// one multi-threshold comparison gives the bits `g_j = [x ≥ t_j]`;
+    /// the segment's coefficients are the telescoping sums `c = c_0 + Σ_j
+    /// (c_{j+1} − c_j)·g_j` (local); then `c₀ + c₁·x + c₂·x²` costs one
+    /// product round after a square. Coefficients are encoded at the widest
+    /// scale `w` for which every term, bounded by `max_out`, stays below
+    /// 2^61 at `w + f` bits (so slopes keep their precision at the far end
+    /// of a wide domain).
     ///
-    /// Rounds: 2 (degree 1) or 5 (degree 2). Bytes: `8n + ⌈n/8⌉` (degree
-    /// 1); `⌈n·ℓ/8⌉ + 8n + ⌈n/8⌉ + 32n + ⌈n/8⌉` (degree 2). Each threshold
-    /// costs two local DCF evaluations per element (degree 1; one of
-    /// 2·(ℓ−1) AES blocks for degree 2).
-    /// Domain: `|x − t_j| < 2^(ℓ−1−f)` for every threshold, and every term
-    /// `|c_i·x^i| ≤ max_out`.
-    pub fn piecewise(&mut self, x: &Share, pe: &PiecewiseEval) -> Op<Share> {
-        self.piecewise_untruncated(x, pe).then(|c, u| u.truncate(c))
-    }
-
-    /// [`Ctx::piecewise`] before its final truncation (rounds 1 for degree
-    /// 1, 4 for degree 2): for a consumer that merges the truncation into its
-    /// own opening ([`Ctx::scale_rows`]).
-    pub fn piecewise_untruncated(&mut self, x: &Share, pe: &PiecewiseEval) -> Op<Untruncated> {
+    /// Rounds 1 (degree 1) or 4 (degree 2), one more with [`Ctx::settle`].
+    /// Bytes: `8n` (degree 1; `+ ⌈n/8⌉` settled); `⌈n·ℓ/8⌉ + 8n + ⌈n/8⌉ +
+    /// 32n` (degree 2; `+ ⌈n/8⌉` settled). Each threshold costs two local
+    /// DCF evaluations per element (degree 1; one of 2·(ℓ−1) AES blocks for
+    /// degree 2). Domain: `|x − t_j| < 2^(ℓ−1−f)` for every threshold, and
+    /// every term `|c_i·x^i| ≤ max_out`.
+    pub fn piecewise(&mut self, x: &Fx, pe: &PiecewiseEval) -> Op<Fx> {
         if pe.pw.degree() <= 1 {
-            return self.piecewise_linear_pending(x, pe);
+            return self.piecewise_linear(x.clone(), pe);
+        }
+        if x.pending() > 0 {
+            let pe = pe.clone();
+            return self
+                .settle(x.clone())
+                .then(move |c, x| c.piecewise(&x, &pe));
         }
         let t = pe.thresholds(self.frac_bits());
         let (x, pe) = (x.clone(), pe.clone());
-        self.ge_thresholds(&x, &t, pe.bits)
-            .then(move |c, g| c.piecewise_from_bits_untruncated(&x, None, &g, &pe))
+        self.ge_thresholds(&x, &t, pe.bits, 0)
+            .then(move |c, g| c.piecewise_from_bits(&x, &g, &pe))
     }
 
-    /// The rest of [`Ctx::piecewise`] given the comparison bits
-    /// `g_j = [x ≥ t_j]` (computed by the caller, possibly in a round shared
-    /// with other work) and, for degree 2, optionally `x²` at `f` bits (for
-    /// example from the comparison's own opening, saving the square's two
-    /// rounds). Coefficients are encoded at the widest scale `w` for which
-    /// every term, bounded by `max_out`, stays below 2^61 at `w + f` bits (so
-    /// slopes keep their precision at the far end of a wide domain); the
-    /// output carries `out_frac` fractional bits.
-    ///
-    /// Rounds 2 (degree 1, or degree 2 with `x2`) or 4 (degree 2 without).
-    pub fn piecewise_from_bits(
-        &mut self,
-        x: &Share,
-        x2: Option<&Share>,
-        g: &[Share],
-        pe: &PiecewiseEval,
-    ) -> Op<Share> {
-        self.piecewise_from_bits_untruncated(x, x2, g, pe)
-            .then(|c, u| u.truncate(c))
-    }
-
-    /// [`Ctx::piecewise_from_bits`] before its final truncation (rounds 1,
-    /// or 3 for degree 2 without `x2`).
-    pub fn piecewise_from_bits_untruncated(
-        &mut self,
-        x: &Share,
-        x2: Option<&Share>,
-        g: &[Share],
-        pe: &PiecewiseEval,
-    ) -> Op<Untruncated> {
-        let n = x.len();
+    /// The rest of a degree-2 [`Ctx::piecewise`] given the comparison bits
+    /// `g_j = [x ≥ t_j]`: rounds 3, the output's truncation pending.
+    fn piecewise_from_bits(&mut self, x: &Fx, g: &[Share], pe: &PiecewiseEval) -> Op<Fx> {
+        let (n, shape) = (x.len(), x.shape());
         let f = self.frac_bits();
         let pw = &pe.pw;
         let (w, shift) = pe.coefficient_scale(f);
@@ -203,27 +180,20 @@ impl Ctx<'_> {
         };
         let a = coef(0, w + f);
         let b = coef(1, w);
-        let prod = if pw.degree() == 2 {
-            let cc = coef(2, w);
-            let x = x.clone();
-            let x2 = match x2 {
-                Some(x2) => Op::ready(x2.clone()),
-                None => self.square(&x),
-            };
-            x2.then(move |c, x2| {
-                c.mul_raw(&Share::concat(&[&b, &cc]), &Share::concat(&[&x, &x2]))
-                    .map(move |both| {
-                        let parts = both.split(&[n, n]);
-                        parts[0].add(&parts[1])
-                    })
+        let cc = coef(2, w);
+        let xs = x.share().clone();
+        let prod = self.square(x).settled().then(move |c, x2| {
+            c.mul_raw(
+                &Share::concat(&[&b, &cc]),
+                &Share::concat(&[&xs, x2.share()]),
+            )
+            .map(move |both| {
+                let parts = both.split(&[n, n]);
+                parts[0].add(&parts[1])
             })
-        } else {
-            self.mul_raw(&b, x)
-        };
-        prod.map(move |p| Untruncated {
-            raw: a.add(&p),
-            shift,
-        })
+        });
+        let out_frac = pe.out_frac;
+        prod.map(move |p| Fx::with_pending(a.add(&p), shape, out_frac, shift))
     }
 
     /// A piecewise-linear function (see [`Piecewise`]) in one round, its
@@ -241,18 +211,11 @@ impl Ctx<'_> {
     /// the thresholds' points visit: for the reciprocal on [2^−10, 2^12]
     /// (221 thresholds, 31 levels) about a fifth of 221 full paths.
     /// Domain: as [`Ctx::piecewise`].
-    pub fn piecewise_linear_pending(
-        &mut self,
-        x: impl Into<Untruncated>,
-        pe: &PiecewiseEval,
-    ) -> Op<Untruncated> {
-        let x: Untruncated = x.into();
-        assert!(
-            pe.pw.degree() <= 1,
-            "piecewise_linear_pending: degree 1 only"
-        );
+    pub(crate) fn piecewise_linear(&mut self, x: Fx, pe: &PiecewiseEval) -> Op<Fx> {
+        assert!(pe.pw.degree() <= 1, "piecewise_linear: degree 1 only");
         let f = self.frac_bits();
-        let s = x.shift;
+        assert_eq!(x.frac(), f, "piecewise: input at {} bits", x.frac());
+        let (s, shape, out_frac) = (x.pending(), x.shape(), pe.out_frac);
         let (w, shift) = pe.coefficient_scale(f);
         let p0 = self.is_p0();
         let pw = pe.pw.clone();
@@ -282,48 +245,32 @@ impl Ctx<'_> {
                     &cp.bits,
                 );
                 let bx = telescoped(&enc(1, w), &cp.value, &cp.products);
-                Untruncated {
-                    raw: a.add(&bx),
-                    shift,
-                }
+                Fx::with_pending(a.add(&bx), shape, out_frac, shift)
             })
     }
 
-    /// `1/x` for `x` in `domain` (positive), with `f + EXTRA_FRAC` fractional bits out.
+    /// `1/x` for `x` in `domain` (positive; at `f` bits, its truncation
+    /// possibly pending), returned at `f + EXTRA_FRAC` fractional bits with
+    /// its truncation pending.
     ///
     /// Piecewise linear with [`PER_OCTAVE`] segments per octave, in one round
-    /// ([`Ctx::piecewise_linear_pending`]: the comparison against all segment
-    /// boundaries also yields their products with `x`), then one truncation.
-    /// Rounds 2; bytes `8n + ⌈n/8⌉`; the comparison is `ℓ = ⌈log2 hi⌉ + f +
-    /// 2` bits wide. Relative error ≤ 1e-3 on the domain (measured ≤ 4e-4);
+    /// (the piecewise-linear [`Ctx::piecewise`]: the comparison against all segment
+    /// boundaries also yields their products with `x`, and performs `x`'s
+    /// pending truncation). Rounds 1 (2 with [`Ctx::settle`]); bytes `8n`
+    /// (`+ ⌈n/8⌉` settled); the comparison is `ℓ = ⌈log2 hi⌉ + f + 2` bits
+    /// wide. Relative error ≤ 1e-3 on the domain (measured ≤ 4e-4);
     /// outside it the end segments are extrapolated.
-    pub fn reciprocal(&mut self, x: &Share, domain: Domain) -> Op<Share> {
+    pub fn reciprocal(&mut self, x: &Fx, domain: Domain) -> Op<Fx> {
         let pe = PiecewiseEval::reciprocal(domain, self.frac_bits());
-        self.piecewise(x, &pe)
+        self.piecewise_linear(x.clone(), &pe)
     }
 
-    /// [`Ctx::reciprocal`] before its final truncation (rounds 1), for
-    /// [`Ctx::scale_rows`]; `x` may carry a pending truncation, which the
-    /// comparison's opening performs.
-    pub fn reciprocal_untruncated(
-        &mut self,
-        x: impl Into<Untruncated>,
-        domain: Domain,
-    ) -> Op<Untruncated> {
-        let pe = PiecewiseEval::reciprocal(domain, self.frac_bits());
-        self.piecewise_linear_pending(x, &pe)
-    }
-
-    /// `k/√x` for `x` in `domain`, with `f + EXTRA_FRAC` fractional bits out.
-    /// Same method, rounds and bytes as [`Ctx::reciprocal`]; relative error ≤ 1e-3.
-    pub fn rsqrt_scaled(&mut self, x: &Share, domain: Domain, k: f64) -> Op<Share> {
+    /// `k/√x` for `x` in `domain` (`k = 1` for `1/√x`), returned at `f +
+    /// EXTRA_FRAC` fractional bits with its truncation pending. Same method,
+    /// rounds and bytes as [`Ctx::reciprocal`]; relative error ≤ 1e-3.
+    pub fn rsqrt(&mut self, x: &Fx, domain: Domain, k: f64) -> Op<Fx> {
         let pe = PiecewiseEval::rsqrt(domain, k, self.frac_bits());
         self.piecewise(x, &pe)
-    }
-
-    /// `1/√x`: [`Ctx::rsqrt_scaled`] with `k = 1`.
-    pub fn rsqrt(&mut self, x: &Share, domain: Domain) -> Op<Share> {
-        self.rsqrt_scaled(x, domain, 1.0)
     }
 
     /// `exp(x)` for `x ≤ 0` by the limit `(1 + x/2^k)^(2^k)`, k = [`EXP_SQUARINGS`].
@@ -338,32 +285,35 @@ impl Ctx<'_> {
     /// `f + 16`, modulo `2^32`). Absolute error ≤ 1.1e-3 on `[−2^k, 0]`
     /// (the limit's `e^x·x²/2^(k+1)` plus rounding); inputs below `−2^k` give
     /// garbage.
-    pub fn exp_neg(&mut self, x: &Share) -> Op<Share> {
-        let hi = self.frac_bits() + EXP_SQUARINGS;
-        let y = self.add_scalar(x, 1u64 << hi);
-        exp_squarings(self, y.into(), 0, hi)
+    pub fn exp_neg(&mut self, x: &Fx) -> Op<Fx> {
+        if x.pending() > 0 {
+            return self.settle(x.clone()).then(|c, x| c.exp_neg(&x));
+        }
+        // 1 + x/2^k: x's elements read at k more fractional bits, plus one
+        let hi = x.frac() + EXP_SQUARINGS;
+        let y = self.add_scalar(x.share(), 1u64 << hi);
+        exp_squarings(self, Fx::new(y, x.shape(), hi), 0)
     }
 }
 
 /// The squarings of [`Ctx::exp_neg`] from squaring `i` on.
 /// `y` is the previous square with its truncation pending (nothing pending
-/// before the first).
-pub(crate) fn exp_squarings(c: &mut Ctx<'_>, y: Untruncated, i: u32, hi: u32) -> Op<Share> {
+/// before the first), at `f + EXP_SQUARINGS` fractional bits; the last
+/// square is read at `f`.
+fn exp_squarings(c: &mut Ctx<'_>, y: Fx, i: u32) -> Op<Fx> {
     if i == EXP_SQUARINGS {
-        return y.truncate(c);
+        return c.settle(y);
     }
-    let shift = if i + 1 == EXP_SQUARINGS {
-        hi + EXP_SQUARINGS
-    } else {
-        hi
-    };
-    c.bit_compare(&y.raw, &[], 62, 0, false, Squares::Each, y.shift)
+    let (shape, frac) = (y.shape(), y.frac());
+    c.bit_compare(&y, &[], 62, 0, false, Squares::Each)
         .then(move |c, o| {
-            let sq = Untruncated {
-                raw: o.square_raw(),
-                shift,
+            let sq = Fx::with_pending(o.square_raw(), shape, frac, frac);
+            let sq = if i + 1 == EXP_SQUARINGS {
+                sq.at_frac(frac - EXP_SQUARINGS)
+            } else {
+                sq
             };
-            exp_squarings(c, sq, i + 1, hi)
+            exp_squarings(c, sq, i + 1)
         })
 }
 
@@ -400,14 +350,4 @@ pub fn tile(v: &[u64], times: usize) -> Vec<u64> {
         out.extend_from_slice(v);
     }
     out
-}
-
-/// A reciprocal or rsqrt whose pending truncation leaves `f + EXTRA_FRAC`
-/// bits, truncated instead to `f + frac` bits (`frac ≤ EXTRA_FRAC`), for
-/// a product that must fit the ring untruncated.
-pub(crate) fn narrowed(inv: Untruncated, frac: u32) -> Untruncated {
-    Untruncated {
-        raw: inv.raw,
-        shift: inv.shift + EXTRA_FRAC - frac,
-    }
 }

@@ -414,8 +414,8 @@ impl BitsOpened {
     }
 }
 
-/// The products [`Ctx::norm_products_raw`](crate::Ctx::norm_products_raw) (or
-/// [`BitCompared::products`]) computes from one opening.
+/// The products that a LayerNorm's opening of `x − A` (`Ctx::norm_products`)
+/// or [`BitCompared::products`] computes from one opening.
 #[derive(Clone, Debug)]
 pub struct NormProducts {
     /// `x ⊙ x`, when asked for (empty otherwise).

@@ -1,22 +1,64 @@
 //! Row scalings: each row of a matrix times one entry of a vector, with
 //! either input's truncation fused into the product's opening.
 
-use crate::arith::{TRUNC_OFFSET, Untruncated, beaver_term, opened_high, opened_wrap};
+use crate::arith::{TRUNC_OFFSET, beaver_term, opened_high, opened_wrap};
 use crate::channel;
 use crate::ctx::{Ctx, expect_triple};
 use crate::dealer::kinds::{PendingRowScale, TruncRowScale};
 use crate::dealer::{Material, Request};
 use crate::error::{MpcError, check_len};
+use crate::fx::{Fx, Shape};
 use crate::op::{Op, attempt};
 use crate::ring;
 use crate::share::Share;
 
 impl Ctx<'_> {
+    /// `x_ij·v_i`: each row `i` of the matrix `x` times the row factor `v_i`
+    /// (`v` one value per row of `x`), each operand's pending truncation
+    /// performed by the product's own opening. The product is returned at
+    /// `frac min(x.frac, v.frac)` with the rest pending (the products'
+    /// convention, [`crate::fx`]).
+    ///
+    /// Which opening runs is read from the operands' pending bits. Rounds 1
+    /// (2 when only the matrix's is pending: [`Ctx::settle`] first); bytes
+    /// `8(rows·cols + rows)` per party; dealer to party 1, by case:
+    ///
+    /// - nothing pending: a row-broadcast Beaver triple, `8·rows·cols` bytes.
+    /// - the factor's truncation by `s` pending: folded into the opening of
+    ///   `v + 2^62 + r`; `8` bytes and `s` bits per element and per row
+    ///   (`r_h` and `A⊙r_h` in full, `msb(r)` and `A⊙msb(r)` modulo `2^s`).
+    ///   The factor is `⌊v/2^s⌋` or one more.
+    /// - both pending (`s_x`, `s_v`): both folded into one opening; 16 bytes
+    ///   and `2·s_x + s_v` bits per element, 8 bytes and `s_v` bits per row
+    ///   for `s_x + s_v ≤ 64` (23.25 and 11.25 bytes for the model's `s_x =
+    ///   16`, `s_v = 26`).
+    ///
+    /// Exact to one ulp of each truncation while `|x̃|, |ṽ| < 2^62` and the
+    /// product fits the ring.
+    pub fn mul_rows(&mut self, x: &Fx, v: &Fx) -> Op<Fx> {
+        let (rows, cols) = (x.rows(), x.cols());
+        attempt!(check_len("mul_rows", "row scales", v.len(), rows));
+        let (a, b) = (x.frac(), v.frac());
+        let out = move |z: Share| Fx::product(z, Shape::new(rows, cols), a, b);
+        let (xs, vs) = (x.share(), v.share());
+        match (x.pending(), v.pending()) {
+            (0, 0) => self.mul_rows_raw(xs, vs, rows, cols).map(out),
+            (0, sv) => self.mul_rows_trunc_raw(xs, vs, rows, cols, sv).map(out),
+            (_, 0) => {
+                let v = v.clone();
+                self.settle(x.clone()).then(move |c, x| c.mul_rows(&x, &v))
+            }
+            (_, _) => self
+                .mul_rows_pending(xs, vs, rows, cols, x.pending(), v.pending())
+                .map(out),
+        }
+    }
+
     /// Scale each row `i` of `x` (rows×cols) by the secret `v_i`, without truncation.
     ///
     /// Rounds 1; sends `8(rows·cols + rows)` bytes per party; dealer: a row-broadcast
     /// triple (`8·rows·cols` bytes to party 1).
-    pub fn mul_rows_raw(&mut self, x: &Share, v: &Share, rows: usize, cols: usize) -> Op<Share> {
+    fn mul_rows_raw(&mut self, x: &Share, v: &Share, rows: usize, cols: usize) -> Op<Share> {
         let taken = check_len("mul_rows", "matrix", x.len(), rows * cols)
             .and_then(|()| check_len("mul_rows", "row scales", v.len(), rows))
             .and_then(|()| {
@@ -66,7 +108,7 @@ impl Ctx<'_> {
     /// round more. Accuracy: `t` is the true
     /// `⌊v/2^shift⌋` or one more (the dropped borrow of the low bits);
     /// domain `|v| < 2^62`.
-    pub fn mul_rows_trunc_raw(
+    fn mul_rows_trunc_raw(
         &mut self,
         x: &Share,
         v: &Share,
@@ -129,11 +171,10 @@ impl Ctx<'_> {
         })
     }
 
-    /// `x_ij·v_i` for a matrix `x` (rows×cols) and row factors `v` (rows)
-    /// that both carry a pending truncation, performed by the product's own
+    /// [`Ctx::mul_rows`] for a matrix `x` (rows×cols) and row factors `v` (rows)
+    /// that both carry a pending truncation (by `sx`, `sv`), performed by the product's own
     /// opening; returned untruncated (at the sum of the two truncated
-    /// scales). With nothing pending on `x` this is
-    /// [`Ctx::mul_rows_trunc_raw`].
+    /// scales).
     ///
     /// Method: open `x + 2^62 + A` and `v + 2^62 + r` (64-bit masks), so
     /// `x' = P_x − a_h + w_x·a_m` and `v' = P_v − r_h + w_v·r_m` with `P`,
@@ -151,21 +192,19 @@ impl Ctx<'_> {
     /// row for `s_x + s_v ≤ 64` (23.25 and 11.25 bytes for the model's `s_x
     /// = 16`, `s_v = 26`; 48 and 16 in full). Exact to one ulp of each
     /// truncation while `|x|, |v| < 2^62` and the product fits.
-    pub fn mul_rows_pending(
+    fn mul_rows_pending(
         &mut self,
-        x: &Untruncated,
-        v: &Untruncated,
+        x: &Share,
+        v: &Share,
         rows: usize,
         cols: usize,
+        sx: u32,
+        sv: u32,
     ) -> Op<Share> {
-        let (sx, sv) = (x.shift, v.shift);
         assert!((1..63).contains(&sv), "mul_rows_pending: vector shift {sv}");
-        if sx == 0 {
-            return self.mul_rows_trunc_raw(&x.raw, &v.raw, rows, cols, sv);
-        }
-        assert!(sx < 63, "mul_rows_pending: matrix shift {sx}");
-        attempt!(check_len("mul_rows", "matrix", x.raw.len(), rows * cols));
-        attempt!(check_len("mul_rows", "row scales", v.raw.len(), rows));
+        assert!((1..63).contains(&sx), "mul_rows_pending: matrix shift {sx}");
+        attempt!(check_len("mul_rows", "matrix", x.len(), rows * cols));
+        attempt!(check_len("mul_rows", "row scales", v.len(), rows));
         let req = Request::PendingRowScale {
             rows,
             cols,
@@ -199,8 +238,8 @@ impl Ctx<'_> {
                 .map(|(x, m)| x.wrapping_add(off).wrapping_add(*m))
                 .collect()
         };
-        let mut msg = masked(x.raw.as_slice(), &a);
-        msg.extend(masked(v.raw.as_slice(), &r));
+        let mut msg = masked(x.as_slice(), &a);
+        msg.extend(masked(v.as_slice(), &r));
         Op::exchange("mul_rows", channel::pack(&msg, 64), move |_, peer| {
             let other = channel::unpack(peer, msg.len(), 64);
             let opened = ring::add(&msg, &other);

@@ -1,9 +1,8 @@
 mod common;
 
 use common::*;
-use mpc_core::arith::Untruncated;
 use mpc_core::plain;
-use mpc_core::{FixedPoint, Share};
+use mpc_core::{FixedPoint, Fx, Shape, Share};
 use proptest::prelude::*;
 
 const FP: FixedPoint = FixedPoint { frac_bits: 16 };
@@ -13,7 +12,9 @@ const ULP: f64 = 1.0 / 65536.0;
 fn mul_matches_plaintext_and_costs_two_rounds() {
     let x = uniform(1000, -100.0, 100.0, 1);
     let y = uniform(1000, -100.0, 100.0, 2);
-    let (got, r) = run(FP, &[&x, &y], |s, v| s.run(|cx| cx.mul(&v[0], &v[1])));
+    let (got, r) = run(FP, &[&x, &y], |s, v| {
+        s.run(|cx| settled(cx.mul(&flat(cx, &v[0]), &flat(cx, &v[1]))))
+    });
     let want: Vec<f64> = x.iter().zip(&y).map(|(a, b)| a * b).collect();
     // encoding error of each operand (≤ ½ ulp) times the other operand, plus one ulp of truncation
     assert!(max_abs_diff(&got, &want) < 100.0 * ULP + 2.0 * ULP);
@@ -32,8 +33,12 @@ fn dot_product_of_three_terms_costs_one_triple_word_per_element() {
     let ys: Vec<Vec<f64>> = (0..3).map(|t| uniform(n, -20.0, 20.0, 90 + t)).collect();
     let inputs: Vec<&[f64]> = xs.iter().chain(&ys).map(Vec::as_slice).collect();
     let (got, r) = run(FP, &inputs, |s, v| {
-        let z = s.run(|cx| cx.dot_raw(&[&v[0], &v[1], &v[2]], &[&v[3], &v[4], &v[5]]))?;
-        s.run(|cx| cx.trunc(&z, 16))
+        let z = s.run(|cx| {
+            let t: Vec<Fx> = v.iter().map(|s| flat(cx, s)).collect();
+            cx.dot(&[&t[0], &t[1], &t[2]], &[&t[3], &t[4], &t[5]])
+        })?;
+        assert_eq!((z.frac(), z.pending()), (16, 16));
+        s.run(|cx| cx.trunc(z.share(), 16))
     });
     let want: Vec<f64> = (0..n)
         .map(|i| (0..3).map(|t| xs[t][i] * ys[t][i]).sum())
@@ -51,7 +56,9 @@ fn dot_product_of_three_terms_costs_one_triple_word_per_element() {
 #[test]
 fn square_and_matmul_match_plaintext_with_counts() {
     let x = uniform(64, -8.0, 8.0, 3);
-    let (got, r) = run(FP, &[&x], |s, v| s.run(|cx| cx.square(&v[0])));
+    let (got, r) = run(FP, &[&x], |s, v| {
+        s.run(|cx| settled(cx.square(&flat(cx, &v[0]))))
+    });
     let want: Vec<f64> = x.iter().map(|a| a * a).collect();
     assert!(max_abs_diff(&got, &want) < 20.0 * ULP);
     assert_eq!(r.online[0].rounds, 2);
@@ -61,7 +68,10 @@ fn square_and_matmul_match_plaintext_with_counts() {
     let a = uniform(m * k, -4.0, 4.0, 4);
     let b = uniform(k * n, -4.0, 4.0, 5);
     let (got, r) = run(FP, &[&a, &b], |s, v| {
-        s.run(|cx| cx.matmul(&v[0], &v[1], m, k, n))
+        s.run(|cx| {
+            let (a, b) = (fx(cx, &v[0], m, k), fx(cx, &v[1], k, n));
+            settled(cx.matmul(&a, &b))
+        })
     });
     let want = plain::matmul(&a, &b, m, k, n);
     assert!(max_abs_diff(&got, &want) < k as f64 * 8.0 * ULP);
@@ -81,8 +91,8 @@ fn weight_matmul_opens_only_the_activation() {
     let w = uniform(k * n, -0.5, 0.5, 7);
     let (got, r) = run(FP, &[&x, &w], |s, v| {
         let mw = s.run(|cx| cx.mask_weight(1, &v[1], k, n))?;
-        let y1 = s.run(|cx| cx.weight_matmul(&v[0], m, &mw))?;
-        let y2 = s.run(|cx| cx.weight_matmul(&v[0], m, &mw))?;
+        let y1 = s.run(|cx| settled(cx.weight_matmul(&fx(cx, &v[0], m, k), &mw)))?;
+        let y2 = s.run(|cx| settled(cx.weight_matmul(&fx(cx, &v[0], m, k), &mw)))?;
         Ok(Share::concat(&[&y1, &y2]))
     });
     let want = plain::matmul(&x, &w, m, k, n);
@@ -143,7 +153,8 @@ fn scaled_truncation_by_one_over_192_holds_for_large_inputs() {
     let shared = Shared::new(FixedPoint { frac_bits: 32 }, &[&xs]);
     let r = mpc_core::local::run_local(FP, |s| {
         let x = shared.of(s)[0].clone();
-        s.run(|cx| cx.trunc_scaled(&x, 16, 1.0 / 192.0))
+        let x = Fx::with_pending(x, Shape::flat(xs.len()), 16, 16);
+        s.run(|cx| cx.settle(x.scaled(1.0 / 192.0)).map(Fx::into_share))
     })
     .unwrap();
     let got = FP.decode_all(&mpc_core::reconstruct(&r.outputs[0], &r.outputs[1]));
@@ -169,7 +180,8 @@ fn pool_exhaustion_and_out_of_step_are_typed_errors() {
     let (mut c0, _c1) = MemChannel::pair();
     let mut s = Session::new(Party::P0, FP, &mut c0, &mut pool);
     let x = Share::zeros(3);
-    let err = s.run(|cx| cx.mul_raw(&x, &x)).unwrap_err();
+    let x3 = Fx::new(x.clone(), Shape::flat(3), 16);
+    let err = s.run(|cx| cx.mul(&x3, &x3)).unwrap_err();
     assert!(matches!(err, MpcError::OutOfStep { .. }), "{err}");
     let mut empty = Pool::new();
     let mut s = Session::new(Party::P0, FP, &mut c0, &mut empty);
@@ -191,7 +203,7 @@ proptest! {
     #[test]
     fn mul_property(xs in proptest::collection::vec(-1000.0f64..1000.0, 1..40), k in -50.0f64..50.0) {
         let ys: Vec<f64> = xs.iter().map(|x| x * 0.37 - k).collect();
-        let (got, _) = run(FP, &[&xs, &ys], |s, v| s.run(|cx| cx.mul(&v[0], &v[1])));
+        let (got, _) = run(FP, &[&xs, &ys], |s, v| s.run(|cx| settled(cx.mul(&flat(cx, &v[0]), &flat(cx, &v[1])))));
         let want: Vec<f64> = xs.iter().zip(&ys).map(|(a, b)| a * b).collect();
         let tol = 1100.0 * ULP + 2.0 * ULP;
         prop_assert!(max_abs_diff(&got, &want) < tol);
@@ -216,9 +228,14 @@ fn row_scaling_truncates_its_vector_in_the_same_round() {
     );
     let vshares = [v0, v1];
     let r = mpc_core::local::run_local(FP, |s| {
-        let x = shared.of(s)[0].clone();
-        let v = vshares[s.party().index()].clone();
-        s.run(|c| c.mul_rows_trunc_raw(&x, &v, rows, cols, shift))
+        let x = Fx::new(shared.of(s)[0].clone(), Shape::new(rows, cols), 16);
+        let v = Fx::with_pending(
+            vshares[s.party().index()].clone(),
+            Shape::new(rows, 1),
+            16,
+            shift,
+        );
+        s.run(|c| c.mul_rows(&x, &v).map(Fx::into_share))
     })
     .unwrap();
     let got = mpc_core::reconstruct(&r.outputs[0], &r.outputs[1]);
@@ -262,15 +279,9 @@ fn row_scaling_truncates_matrix_and_vector_in_the_same_round() {
     let (xsh, vsh) = ([x0, x1], [v0, v1]);
     let r = mpc_core::local::run_local(FP, |s| {
         let p = s.party().index();
-        let x = Untruncated {
-            raw: xsh[p].clone(),
-            shift: sx,
-        };
-        let v = Untruncated {
-            raw: vsh[p].clone(),
-            shift: sv,
-        };
-        s.run(|c| c.mul_rows_pending(&x, &v, rows, cols))
+        let x = Fx::with_pending(xsh[p].clone(), Shape::new(rows, cols), 16, sx);
+        let v = Fx::with_pending(vsh[p].clone(), Shape::new(rows, 1), 16, sv);
+        s.run(|c| c.mul_rows(&x, &v).map(Fx::into_share))
     })
     .unwrap();
     let got = mpc_core::reconstruct(&r.outputs[0], &r.outputs[1]);
@@ -298,4 +309,44 @@ fn row_scaling_truncates_matrix_and_vector_in_the_same_round() {
         r.dealer_bytes[1] as usize,
         16 * n + 2 * bits(n, sx) + bits(n, sv) + 8 * rows + bits(rows, sv)
     );
+}
+
+#[test]
+fn settle_truncates_in_one_round_and_nothing_pending_costs_nothing() {
+    let x = uniform(50, -100.0, 100.0, 101);
+    let wide = FixedPoint { frac_bits: 24 };
+    let shared = Shared::new(wide, &[&x]);
+    let r = mpc_core::local::run_local(FP, |s| {
+        let x = Fx::with_pending(shared.of(s)[0].clone(), Shape::flat(50), 16, 8);
+        let t = s.run(|c| c.settle(x))?;
+        assert_eq!((t.frac(), t.pending()), (16, 0));
+        let again = s.run(|c| c.settle(t.clone()))?;
+        assert_eq!(again, t);
+        Ok::<_, mpc_core::MpcError>(t.into_share())
+    })
+    .unwrap();
+    let got = FP.decode_all(&mpc_core::reconstruct(&r.outputs[0], &r.outputs[1]));
+    assert!(max_abs_diff(&got, &x) <= 2.0 * ULP);
+    assert_eq!(r.online[0].rounds, 1);
+    assert_eq!(r.online[0].bytes_sent as usize, 50usize.div_ceil(8));
+}
+
+#[test]
+fn row_scaling_of_a_pending_matrix_by_a_settled_factor_settles_it_first() {
+    let (rows, cols) = (6, 5);
+    let xs = uniform(rows * cols, -3.0, 3.0, 102);
+    let vs = uniform(rows, -2.0, 2.0, 103);
+    let wide = FixedPoint { frac_bits: 32 };
+    let (xw, vf) = (Shared::new(wide, &[&xs]), Shared::new(FP, &[&vs]));
+    let r = mpc_core::local::run_local(FP, |s| {
+        let x = Fx::with_pending(xw.of(s)[0].clone(), Shape::new(rows, cols), 16, 16);
+        let v = Fx::new(vf.of(s)[0].clone(), Shape::new(rows, 1), 16);
+        s.run(|c| settled(c.mul_rows(&x, &v)))
+    })
+    .unwrap();
+    let got = FP.decode_all(&mpc_core::reconstruct(&r.outputs[0], &r.outputs[1]));
+    let want: Vec<f64> = (0..rows * cols).map(|i| xs[i] * vs[i / cols]).collect();
+    assert!(max_abs_diff(&got, &want) < 8.0 * ULP);
+    // the matrix's truncation, the row-broadcast product, its truncation
+    assert_eq!(r.online[0].rounds, 3);
 }

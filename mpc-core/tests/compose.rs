@@ -5,7 +5,8 @@
 mod common;
 
 use common::*;
-use mpc_core::{FixedPoint, MpcError, Op, Share, plain};
+use mpc_core::compare::Relu;
+use mpc_core::{FixedPoint, Fx, MpcError, Op, Share, plain};
 
 const FP: FixedPoint = FixedPoint { frac_bits: 16 };
 const ULP: f64 = 1.0 / 65536.0;
@@ -21,12 +22,14 @@ fn joined_operators_share_their_rounds_and_add_their_bytes() {
     let y = uniform(40, -4.0, 4.0, 2);
     let n = x.len();
     // Alone: a product is 2 rounds (product, truncation) and 16n + n/8 bytes.
-    let (_, alone) = run(FP, &[&x, &y], |s, v| s.run(|c| c.mul(&v[0], &v[1])));
+    let (_, alone) = run(FP, &[&x, &y], |s, v| {
+        s.run(|c| settled(c.mul(&flat(c, &v[0]), &flat(c, &v[1]))))
+    });
     assert_eq!(alone.online[0].rounds, 2);
     let (got, joined) = run(FP, &[&x, &y], |s, v| {
         s.run(|c| {
-            let a = c.mul(&v[0], &v[1]);
-            let b = c.mul(&v[1], &v[1]);
+            let a = settled(c.mul(&flat(c, &v[0]), &flat(c, &v[1])));
+            let b = settled(c.mul(&flat(c, &v[1]), &flat(c, &v[1])));
             a.join(b).map(|(a, b)| Share::concat(&[&a, &b]))
         })
     });
@@ -51,13 +54,13 @@ fn all_keeps_order_and_costs_the_longest_member() {
     let x = uniform(30, -3.0, 3.0, 3);
     let (got, r) = run(FP, &[&x], |s, v| {
         s.run(|c| {
-            let x = &v[0];
+            let (x, xf) = (&v[0], flat(c, &v[0]));
             // 2 rounds (ReLU), 1 round (a truncation), 0 rounds, 2 rounds (square).
             let ops = vec![
-                c.relu(x, 24),
+                c.relu(&xf, Relu::exact(24)).map(Fx::into_share),
                 c.trunc(&x.scale_int(1 << 16), 16),
                 Op::ready(x.clone()),
-                c.square(x),
+                settled(c.square(&xf)),
             ];
             Op::all(ops).map(|parts| Share::concat(&parts.iter().collect::<Vec<_>>()))
         })
@@ -78,7 +81,11 @@ fn chained_operators_add_their_rounds() {
     let x = uniform(20, 0.5, 1.5, 4);
     // x⁴ = (x²)²: two squares of two rounds each, one after the other.
     let (got, r) = run(FP, &[&x], |s, v| {
-        s.run(|c| c.square(&v[0]).then(|c, x2| c.square(&x2)))
+        s.run(|c| {
+            c.square(&flat(c, &v[0]))
+                .settled()
+                .then(|c, x2| settled(c.square(&x2)))
+        })
     });
     assert_eq!(r.online[0].rounds, 4);
     let want: Vec<f64> = q(&x).iter().map(|v| v.powi(4)).collect();
@@ -90,7 +97,7 @@ fn nothing_to_send_costs_no_round() {
     let (got, r) = run(FP, &[&[]], |s, v| {
         s.run(|c| {
             let t = c.trunc(&v[0], 16);
-            let m = c.mul_raw(&v[0], &v[0]);
+            let m = c.mul(&flat(c, &v[0]), &flat(c, &v[0])).map(Fx::into_share);
             t.join(m).map(|(t, m)| Share::concat(&[&t, &m]))
         })
     });
@@ -105,8 +112,8 @@ fn a_failure_in_a_joined_operator_fails_the_whole_before_sending() {
     let r = mpc_core::local::run_local(FP, |s| {
         let v = shared.of(s).to_vec();
         s.run(|c| {
-            let good = c.mul(&v[0], &v[0]);
-            let bad = c.mul(&v[0], &v[1]);
+            let good = settled(c.mul(&flat(c, &v[0]), &flat(c, &v[0])));
+            let bad = settled(c.mul(&flat(c, &v[0]), &flat(c, &v[1])));
             good.join(bad).map(|(a, _)| a)
         })
     });
@@ -124,19 +131,21 @@ fn library_attention_matches_the_reference_with_heads_side_by_side() {
     let s2 = uniform(n * n, -3.0, 3.0, 6);
     let v = uniform(n * d, -1.0, 1.0, 7);
     let p = mpc_core::blocks::attention::ReluAttention {
-        bits: 24,
-        coarse: 0,
-        one_round: false,
+        relu: Relu::exact(24),
         eps: 1e-3,
         row_sum: mpc_core::nonlinear::ROW_SUMS,
     };
     let (_, one) = run(FP, &[&s1, &v], |s, x| {
-        s.run(|c| c.relu_attention(&x[0], &x[1], n, n, d, p))
+        s.run(|c| {
+            let (s, v) = (fx(c, &x[0], n, n), fx(c, &x[1], n, d));
+            settled(c.relu_attention(&s, Op::ready(v), p))
+        })
     });
     let (got, two) = run(FP, &[&s1, &s2, &v], |s, x| {
         s.run(|c| {
-            let a = c.relu_attention(&x[0], &x[2], n, n, d, p);
-            let b = c.relu_attention(&x[1], &x[2], n, n, d, p);
+            let (s1, s2, v) = (fx(c, &x[0], n, n), fx(c, &x[1], n, n), fx(c, &x[2], n, d));
+            let a = settled(c.relu_attention(&s1, Op::ready(v.clone()), p));
+            let b = settled(c.relu_attention(&s2, Op::ready(v), p));
             a.join(b).map(|(a, b)| Share::concat(&[&a, &b]))
         })
     });
@@ -157,7 +166,7 @@ fn the_session_profile_counts_each_kind_once_per_round_it_is_in() {
         let v = Share::new(vec![FP.encode(0.5); n]);
         // a product (mul, then trunc) beside a truncation alone, then a truncation
         s.run(|c| {
-            let a = c.mul(&v, &v);
+            let a = settled(c.mul(&flat(c, &v), &flat(c, &v)));
             let b = c.trunc(&v, 3);
             a.join(b).then(|c, (a, _)| c.trunc(&a, 2))
         })?;

@@ -1,16 +1,21 @@
 mod common;
 
 use common::*;
-use mpc_core::arith::Untruncated;
 use mpc_core::blocks::attention::ReluAttention;
 use mpc_core::blocks::layer_norm::LayerNormParams;
+use mpc_core::compare::Relu;
 use mpc_core::nonlinear::{Domain, EXTRA_FRAC, KNOT_BITS, PiecewiseEval, ROW_SUMS};
-use mpc_core::{FixedPoint, Share, Squares, plain};
+use mpc_core::{FixedPoint, Fx, Op, Shape, Share, Squares, plain};
 use proptest::prelude::*;
 
 const FP: FixedPoint = FixedPoint { frac_bits: 16 };
 const F: u32 = 16;
 const ULP: f64 = 1.0 / 65536.0;
+
+/// A share at `2f` bits read at `f`, its truncation by `f` pending.
+fn wide(s: &Share) -> Fx {
+    Fx::with_pending(s.clone(), Shape::flat(s.len()), F, F)
+}
 
 fn q(x: &[f64]) -> Vec<f64> {
     // the inputs as the protocol sees them (rounded to f bits)
@@ -22,7 +27,12 @@ fn relu_is_exact_with_counts() {
     let mut x = uniform(997, -1000.0, 1000.0, 11);
     x.extend([0.0, ULP, -ULP, 2.0 * ULP, -32767.0, 32767.0]);
     let n = x.len();
-    let (got, r) = run(FP, &[&x], |s, v| s.run(|cx| cx.relu(&v[0], 32)));
+    let (got, r) = run(FP, &[&x], |s, v| {
+        s.run(|cx| {
+            cx.relu(&flat(cx, &v[0]), Relu::exact(32))
+                .map(Fx::into_share)
+        })
+    });
     let want: Vec<f64> = q(&x).iter().map(|v| plain::relu(*v)).collect();
     assert_eq!(got, want, "ReLU must be exact");
     for p in r.online {
@@ -47,7 +57,14 @@ fn coarse_relu_errs_only_just_above_zero_and_is_never_negative() {
     x.extend([-band, -band - ULP, band, -100.0, 100.0, 127.99]);
     let n = x.len();
     let (got, r) = run(FP, &[&x], |s, v| {
-        s.run(|cx| cx.relu_coarse(&v[0], 24, coarse))
+        s.run(|cx| {
+            let p = Relu {
+                bits: 24,
+                coarse,
+                one_round: false,
+            };
+            cx.relu(&flat(cx, &v[0]), p).map(Fx::into_share)
+        })
     });
     let mut wrong = 0;
     for (g, v) in got.iter().zip(q(&x)) {
@@ -73,7 +90,7 @@ fn bit_comparison_gives_bits_and_selections() {
     let enc: Vec<u64> = ts.iter().map(|t| FP.encode(*t)).collect();
     let n = x.len();
     let (got, r) = run_at(FP, 0, &[&x], |s, v| {
-        let c = s.run(|cx| cx.bit_compare(&v[0], &enc, 24, 0, true, Squares::Each, 0))?;
+        let c = s.run(|cx| cx.bit_compare(&flat(cx, &v[0]), &enc, 24, 0, true, Squares::Each))?;
         let sq = c.square_raw();
         let o = s.run(|_| c.open())?;
         let mut all: Vec<Share> = o.bits();
@@ -116,7 +133,7 @@ fn a_bit_comparison_truncates_its_square_beside_the_bits_and_selects_it() {
     let (n, k) = (x.len(), ts.len());
     let square = Squares::EachTruncated(10);
     let (got, r) = run_at(FP, 0, &[&x2f], |s, v| {
-        let c = s.run(|cx| cx.bit_compare(&v[0], &enc, 41, 0, true, square, F))?;
+        let c = s.run(|cx| cx.bit_compare(&wide(&v[0]), &enc, 41, 0, true, square))?;
         let value = c.value();
         let o = s.run(|_| c.open())?;
         let mut all: Vec<Share> = o.select_square();
@@ -159,7 +176,7 @@ fn a_truncating_bit_comparison_truncates_squares_and_selects_from_one_opening() 
     let n = x.len();
     let (got, r) = run_at(FP, 0, &[&x2f], |s, v| {
         // 41 bits compare |x − t| < 2^8 at 2f bits; no coarse bits; truncate by f
-        let c = s.run(|cx| cx.bit_compare(&v[0], &enc, 41, 0, true, Squares::Each, F))?;
+        let c = s.run(|cx| cx.bit_compare(&wide(&v[0]), &enc, 41, 0, true, Squares::Each))?;
         let (value, sq) = (c.value(), c.square_raw());
         let o = s.run(|_| c.open())?;
         let mut all: Vec<Share> = o.bits();
@@ -208,11 +225,8 @@ fn a_norm_opening_gives_exact_products_of_the_truncated_value() {
     let (got, r) = run_at(FP, 0, &[&x2f, &g, &w], |s, v| {
         let mg = s.run(|cx| cx.mask_weight(0, &v[1], 1, c))?;
         let mw = s.run(|cx| cx.mask_weight(1, &v[2], c, out))?;
-        let xc = Untruncated {
-            raw: v[0].clone(),
-            shift: F,
-        };
-        let o = s.run(|cx| cx.norm_opening(&xc, c, Some(&mg), Some(&mw)))?;
+        let xc = Fx::with_pending(v[0].clone(), Shape::new(rows, c), F, F);
+        let o = s.run(|cx| cx.norm_opening(&xc, Some(&mg), Some(&mw)))?;
         let value = o.value();
         let p = s.run(|_| o.products(Some(&mg), Some(&mw)))?;
         let (scaled, product) = (p.scaled.expect("scaled"), p.product.expect("product"));
@@ -250,7 +264,7 @@ fn multi_threshold_comparison_and_row_max() {
     let ts = [-3.0, 0.0, 0.5, 7.25];
     let enc: Vec<u64> = ts.iter().map(|t| FP.encode(*t)).collect();
     let (got, r) = run_at(FP, 0, &[&x], |s, v| {
-        let bits = s.run(|cx| cx.ge_thresholds(&v[0], &enc, 24))?;
+        let bits = s.run(|cx| cx.ge_thresholds(&flat(cx, &v[0]), &enc, 24, 0))?;
         Ok(Share::concat(&bits.iter().collect::<Vec<_>>()))
     });
     assert_eq!(r.online[0].rounds, 1);
@@ -263,7 +277,10 @@ fn multi_threshold_comparison_and_row_max() {
     let (rows, cols) = (5, 65);
     let s = uniform(rows * cols, -20.0, 20.0, 13);
     let (got, r) = run(FP, &[&s], |ss, v| {
-        ss.run(|cx| cx.row_max(&v[0], rows, cols, 24, 0).map(|(_, m)| m))
+        ss.run(|cx| {
+            let x = fx(cx, &v[0], rows, cols);
+            cx.row_max(x, 24, 0).map(|(_, m)| m)
+        })
     });
     let want: Vec<f64> = q(&s)
         .chunks(cols)
@@ -288,11 +305,13 @@ fn multi_threshold_comparison_and_row_max() {
     );
     let shares = [s0, s1];
     let pr = mpc_core::local::run_local(FP, |ss| {
-        let x = Untruncated {
-            raw: shares[ss.party().index()].clone(),
-            shift: F,
-        };
-        ss.run(|cx| cx.row_max(x, rows, cols, 24, 8))
+        let x = Fx::with_pending(
+            shares[ss.party().index()].clone(),
+            Shape::new(rows, cols),
+            F,
+            F,
+        );
+        ss.run(|cx| cx.row_max(x, 24, 8))
     })
     .unwrap();
     let (x0, m0) = &pr.outputs[0];
@@ -323,7 +342,9 @@ fn multi_threshold_comparison_and_row_max() {
 #[test]
 fn exp_matches_its_limit_and_the_true_exponential() {
     let x = uniform(500, -30.0, 0.0, 14);
-    let (got, r) = run(FP, &[&x], |s, v| s.run(|cx| cx.exp_neg(&v[0])));
+    let (got, r) = run(FP, &[&x], |s, v| {
+        s.run(|cx| cx.exp_neg(&flat(cx, &v[0])).map(Fx::into_share))
+    });
     let lim: Vec<f64> = q(&x).iter().map(|v| plain::exp_limit(*v)).collect();
     let exact: Vec<f64> = q(&x).iter().map(|v| v.exp()).collect();
     assert!(
@@ -398,7 +419,7 @@ fn reciprocal_and_rsqrt_meet_1e3_relative_in_two_rounds() {
     assert_eq!(stops, 20, "one stop per octave above the first");
     let dcf = l * 32 + (2 * l).div_ceil(8) + 16 * (1 + stops);
     let (got, r) = run_at(FP, F + EXTRA_FRAC, &[&x], |s, v| {
-        s.run(|cx| cx.reciprocal(&v[0], dom))
+        s.run(|cx| settled(cx.reciprocal(&flat(cx, &v[0]), dom)))
     });
     let e = relative_error(&got, &xq, |v| 1.0 / v);
     assert!(e < 1e-3, "reciprocal relative error {e}");
@@ -422,14 +443,13 @@ fn reciprocal_and_rsqrt_meet_1e3_relative_in_two_rounds() {
     );
     let shares = [s0, s1];
     let pr = mpc_core::local::run_local(FP, |s| {
-        let x = Untruncated {
-            raw: shares[s.party().index()].clone(),
-            shift: F,
-        };
-        s.run(|cx| {
-            cx.reciprocal_untruncated(x, dom)
-                .then(|cx, u| u.truncate(cx))
-        })
+        let x = Fx::with_pending(
+            shares[s.party().index()].clone(),
+            Shape::flat(shares[0].len()),
+            F,
+            F,
+        );
+        s.run(|cx| settled(cx.reciprocal(&x, dom)))
     })
     .unwrap();
     let got: Vec<f64> = mpc_core::reconstruct(&pr.outputs[0], &pr.outputs[1])
@@ -468,7 +488,7 @@ fn reciprocal_and_rsqrt_meet_1e3_relative_in_two_rounds() {
         n * (dcf + 24 + 4) + mpc_core::channel::packed_len(n, 22)
     );
     let (got, r) = run_at(FP, F + EXTRA_FRAC, &[&x], |s, v| {
-        s.run(|cx| cx.rsqrt(&v[0], dom))
+        s.run(|cx| settled(cx.rsqrt(&flat(cx, &v[0]), dom, 1.0)))
     });
     let e = relative_error(&got, &xq, |v| 1.0 / v.sqrt());
     assert!(e < 1e-3, "rsqrt relative error {e}");
@@ -483,7 +503,7 @@ fn softmax_matches_plaintext_with_counts() {
     let x = uniform(n, -6.0, 6.0, 16);
     let bits = 24;
     let (got, r) = run(FP, &[&x], |s, v| {
-        s.run(|cx| cx.softmax(&v[0], rows, cols, bits))
+        s.run(|cx| settled(cx.softmax(&fx(cx, &v[0], rows, cols), bits)))
     });
     let want = plain::softmax(&q(&x), rows, cols);
     let err = max_abs_diff(&got, &want);
@@ -516,7 +536,14 @@ fn relu_softmax_and_relu_attention_match_plaintext() {
     let v = uniform(n * d, -2.0, 2.0, 18);
     let eps = 1e-3;
     let (got, r) = run(FP, &[&s], |ss, x| {
-        ss.run(|cx| cx.relu_softmax(&x[0], n, n, 24, eps, ROW_SUMS))
+        ss.run(|cx| {
+            let p = ReluAttention {
+                relu: Relu::exact(24),
+                eps,
+                row_sum: ROW_SUMS,
+            };
+            settled(cx.relu_softmax(&fx(cx, &x[0], n, n), p))
+        })
     });
     let want = plain::relu_softmax(&q(&s), n, n, eps);
     let err = max_abs_diff(&got, &want);
@@ -527,13 +554,18 @@ fn relu_softmax_and_relu_attention_match_plaintext() {
     for one_round in [false, true] {
         let (got, r) = run(FP, &[&s, &v], |ss, x| {
             let p = ReluAttention {
-                bits: 24,
-                coarse: 0,
-                one_round,
+                relu: Relu {
+                    bits: 24,
+                    coarse: 0,
+                    one_round,
+                },
                 eps,
                 row_sum: ROW_SUMS,
             };
-            ss.run(|cx| cx.relu_attention(&x[0], &x[1], n, n, d, p))
+            ss.run(|cx| {
+                let (s, v) = (fx(cx, &x[0], n, n), fx(cx, &x[1], n, d));
+                settled(cx.relu_attention(&s, Op::ready(v), p))
+            })
         });
         let p = plain::relu_softmax(&q(&s), n, n, eps);
         let want = plain::matmul(&p, &q(&v), n, n, d);
@@ -548,7 +580,6 @@ fn relu_softmax_and_relu_attention_match_plaintext() {
 #[test]
 fn one_round_relu_of_a_pending_input_matches_the_two_round_relu() {
     // scores at 2f bits, truncation by f pending, as the attention gives them
-    use mpc_core::arith::Untruncated;
     let mut x = uniform(2000, -100.0, 100.0, 61);
     x.extend([0.0, ULP, -ULP, 2.0 * ULP, 300.0 * ULP, -300.0 * ULP]);
     let n = x.len();
@@ -557,15 +588,13 @@ fn one_round_relu_of_a_pending_input_matches_the_two_round_relu() {
     let band = f64::from(1u32 << (coarse + 1)) * ULP;
     for one_round in [false, true] {
         let (got, r) = run(FP, &[&wide], |s, v| {
-            let x = Untruncated {
-                raw: v[0].clone(),
-                shift: F,
+            let x = Fx::with_pending(v[0].clone(), Shape::flat(n), F, F);
+            let p = Relu {
+                bits: 24,
+                coarse,
+                one_round,
             };
-            if one_round {
-                s.run(|cx| cx.relu_one_round(&x, 24, coarse))
-            } else {
-                s.run(|cx| cx.relu_truncating(&x, 24, coarse))
-            }
+            s.run(|cx| cx.relu(&x, p).map(Fx::into_share))
         });
         for (g, v) in got.iter().zip(&x) {
             // the truncated value (one ulp above at most) or, just above
@@ -616,14 +645,19 @@ fn coarse_relu_attention_survives_rows_of_scores_just_below_zero() {
     // fresh masks each run, both ReLUs
     for run_no in 0..6 {
         let p = ReluAttention {
-            bits: 24,
-            coarse,
-            one_round: run_no % 2 == 1,
+            relu: Relu {
+                bits: 24,
+                coarse,
+                one_round: run_no % 2 == 1,
+            },
             eps,
             row_sum: ROW_SUMS,
         };
         let (got, _) = run(FP, &[&s, &v], |ss, x| {
-            ss.run(|cx| cx.relu_attention(&x[0], &x[1], n, n, d, p))
+            ss.run(|cx| {
+                let (s, v) = (fx(cx, &x[0], n, n), fx(cx, &x[1], n, d));
+                settled(cx.relu_attention(&s, Op::ready(v), p))
+            })
         });
         // each weight may lose a score below 2^−8 (of a row sum ≥ 0.5 where it matters)
         let err = max_abs_diff(&got, &want);
@@ -638,7 +672,14 @@ fn scale_attn_both_orders_match_plaintext() {
         let km = uniform(n * d, -2.0, 2.0, 20);
         let vm = uniform(n * d, -2.0, 2.0, 21);
         let (got, r) = run(FP, &[&qm, &km, &vm], |s, x| {
-            s.run(|cx| cx.scale_attn(&x[0], &x[1], &x[2], n, n, d, n))
+            s.run(|cx| {
+                let (qx, kx, vx) = (
+                    fx(cx, &x[0], n, d),
+                    fx(cx, &x[1], n, d),
+                    fx(cx, &x[2], n, d),
+                );
+                cx.scale_attn(&qx, &kx, &vx, n).map(Fx::into_share)
+            })
         });
         let want = plain::scale_attn(&q(&qm), &q(&km), &q(&vm), n, d, n);
         let err = max_abs_diff(&got, &want);
@@ -653,7 +694,10 @@ fn scale_attn_weights_match_plaintext_in_two_rounds() {
     let qm = uniform(n * d, -2.0, 2.0, 22);
     let km = uniform(n * d, -2.0, 2.0, 23);
     let (got, r) = run(FP, &[&qm, &km], |s, x| {
-        s.run(|cx| cx.scale_attn_weights(&x[0], &x[1], n, n, d, n))
+        s.run(|cx| {
+            let (qx, kx) = (fx(cx, &x[0], n, d), fx(cx, &x[1], n, d));
+            cx.scale_attn_weights(&qx, &kx, n).map(Fx::into_share)
+        })
     });
     let scale = 1.0 / ((d as f64).sqrt() * n as f64);
     let want: Vec<f64> = plain::matmul(&q(&qm), &plain::transpose(&q(&km), n, d), n, d, n)
@@ -673,26 +717,24 @@ fn scale_attn_weights_match_plaintext_in_two_rounds() {
 
 #[test]
 fn gelu_variants_truncate_a_pending_input_in_their_own_opening() {
-    use mpc_core::arith::Untruncated;
     // x at f + 30 bits (as a LayerNorm's last product leaves it) and at
     // f + 36 (past 32 the square's wrap term K² no longer vanishes)
     let x = uniform(500, -6.0, 6.0, 23);
     let n = x.len();
     for shift in [30, 36] {
         let wide: Vec<f64> = x.iter().map(|v| v * 2f64.powi(shift)).collect();
-        let pending = |v: &Share| Untruncated {
-            raw: v.clone(),
-            shift: shift as u32,
-        };
+        let pending = |v: &Share| Fx::with_pending(v.clone(), Shape::flat(n), F, shift as u32);
         let (got, r) = run(FP, &[&wide], |s, v| {
-            s.run(|cx| cx.gelu_quad(pending(&v[0])))
+            s.run(|cx| settled(cx.gelu_quad(&pending(&v[0]))))
         });
         let want: Vec<f64> = q(&x).iter().map(|v| plain::gelu_quad(*v)).collect();
         let err = max_abs_diff(&got, &want);
         assert!(err < 4.0 * ULP, "quad at shift {shift}: {err}");
         assert_eq!(r.online[0].rounds, 2);
         assert_eq!(r.online[0].bytes_sent as usize, 8 * n + n.div_ceil(8));
-        let (got, r) = run(FP, &[&wide], |s, v| s.run(|cx| cx.gelu(pending(&v[0]))));
+        let (got, r) = run(FP, &[&wide], |s, v| {
+            s.run(|cx| settled(cx.gelu(&pending(&v[0]))))
+        });
         let exact: Vec<f64> = q(&x).iter().map(|v| plain::gelu(*v)).collect();
         let err = max_abs_diff(&got, &exact);
         assert!(err < 1e-3, "erf at shift {shift}: {err}");
@@ -728,16 +770,13 @@ fn run_gelu_pending(
     let in_frac = f - 4;
     let out_bits = 2 * in_frac + 3;
     let (got, r) = run_at(FP, out_bits, &[&wide], |s, v| {
-        let x = Untruncated {
-            raw: v[0].clone(),
-            shift,
-        };
+        let x = Fx::with_pending(v[0].clone(), Shape::flat(v[0].len()), f, shift).at_frac(in_frac);
         let y = match kind {
-            GeluKind::Quad => s.run(|cx| cx.gelu_quad_pending(x, in_frac))?,
-            GeluKind::Erf => s.run(|cx| cx.gelu_pending(x, in_frac))?,
+            GeluKind::Quad => s.run(|cx| cx.gelu_quad(&x))?,
+            GeluKind::Erf => s.run(|cx| cx.gelu(&x))?,
         };
-        assert_eq!(y.shift, out_bits - f);
-        Ok(y.raw)
+        assert_eq!((y.frac(), y.pending()), (f, out_bits - f));
+        Ok(y.into_share())
     });
     (in_frac, got, r)
 }
@@ -804,13 +843,17 @@ fn gelu_variants_match_their_references_with_counts() {
         }
     }
     let n = x.len();
-    let (got, r) = run(FP, &[&x], |s, v| s.run(|cx| cx.gelu_quad(&v[0])));
+    let (got, r) = run(FP, &[&x], |s, v| {
+        s.run(|cx| settled(cx.gelu_quad(&fx(cx, &v[0], 1, v[0].len()))))
+    });
     let want: Vec<f64> = q(&x).iter().map(|v| plain::gelu_quad(*v)).collect();
     assert!(max_abs_diff(&got, &want) < 2.0 * ULP);
     assert_eq!(r.online[0].rounds, 2);
     assert_eq!(r.online[0].bytes_sent as usize, 8 * n + n.div_ceil(8));
 
-    let (got, r) = run(FP, &[&x], |s, v| s.run(|cx| cx.gelu(&v[0])));
+    let (got, r) = run(FP, &[&x], |s, v| {
+        s.run(|cx| settled(cx.gelu(&fx(cx, &v[0], 1, v[0].len()))))
+    });
     let exact: Vec<f64> = q(&x).iter().map(|v| plain::gelu(*v)).collect();
     let approx: Vec<f64> = q(&x).iter().map(|v| plain::gelu_piecewise(*v)).collect();
     // the neighbour segment agrees within twice the fit's error
@@ -849,7 +892,9 @@ fn erf_gelu_is_within_1e_3_on_a_dense_grid_and_exact_outside() {
     let mut x: Vec<f64> = (0..=16 * 1024).map(|i| -8.0 + i as f64 / 1024.0).collect();
     let dense = x.len();
     x.extend([-122.9, -100.0, -50.0, -9.0, 9.0, 20.0, 50.0, 100.0, 122.9]);
-    let (got, r) = run(FP, &[&x], |s, v| s.run(|cx| cx.gelu(&v[0])));
+    let (got, r) = run(FP, &[&x], |s, v| {
+        s.run(|cx| settled(cx.gelu(&fx(cx, &v[0], 1, v[0].len()))))
+    });
     let exact: Vec<f64> = q(&x).iter().map(|v| plain::gelu(*v)).collect();
     let err = max_abs_diff(&got[..dense], &exact[..dense]);
     eprintln!("erf GeLU on [−8, 8]: max error {err:.3e}");
@@ -918,7 +963,7 @@ fn layer_norm_matches_plaintext_with_counts() {
     let p = LayerNormParams::default();
     let (got, r) = run(FP, &[&x, &g, &b], |s, v| {
         let g = s.run(|cx| cx.mask_weight(0, &v[1], 1, c))?;
-        s.run(|cx| cx.layer_norm(&v[0], Some(&g), Some(&v[2]), rows, c, p))
+        s.run(|cx| settled(cx.layer_norm(&fx(cx, &v[0], rows, c), Some(&g), Some(&v[2]), p)))
     });
     let want = plain::layer_norm(&q(&x), &q(&g), &q(&b), rows, c, p.eps);
     let err = max_abs_diff(&got, &want);
@@ -966,14 +1011,14 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(16))]
     #[test]
     fn relu_property(xs in proptest::collection::vec(-30000.0f64..30000.0, 1..50)) {
-        let (got, _) = run(FP, &[&xs], |s, v| s.run(|cx| cx.relu(&v[0], 32)));
+        let (got, _) = run(FP, &[&xs], |s, v| s.run(|cx| cx.relu(&flat(cx, &v[0]), Relu::exact(32)).map(Fx::into_share)));
         let want: Vec<f64> = q(&xs).iter().map(|v| v.max(0.0)).collect();
         prop_assert_eq!(got, want);
     }
 
     #[test]
     fn gelu_property(xs in proptest::collection::vec(-122.0f64..122.0, 1..40)) {
-        let (got, _) = run(FP, &[&xs], |s, v| s.run(|cx| cx.gelu(&v[0])));
+        let (got, _) = run(FP, &[&xs], |s, v| s.run(|cx| settled(cx.gelu(&fx(cx, &v[0], 1, v[0].len())))));
         let want: Vec<f64> = q(&xs).iter().map(|v| plain::gelu(*v)).collect();
         prop_assert!(max_abs_diff(&got, &want) < 1e-3);
     }
@@ -981,7 +1026,7 @@ proptest! {
     #[test]
     fn reciprocal_property(xs in proptest::collection::vec(0.01f64..1000.0, 1..20)) {
         let dom = Domain { lo: 0.01, hi: 1000.0 };
-        let (got, _) = run_at(FP, F + EXTRA_FRAC, &[&xs], |s, v| s.run(|cx| cx.reciprocal(&v[0], dom)));
+        let (got, _) = run_at(FP, F + EXTRA_FRAC, &[&xs], |s, v| s.run(|cx| settled(cx.reciprocal(&flat(cx, &v[0]), dom))));
         prop_assert!(relative_error(&got, &q(&xs), |v| 1.0 / v) < 1e-3);
     }
 
@@ -996,7 +1041,7 @@ proptest! {
         let g = vec![1.0; c];
         let b = vec![0.0; c];
         let p = LayerNormParams::default();
-        let (got, _) = run(FP, &[&x, &g, &b], |s, v| s.run(|cx| cx.layer_norm(&v[0], None, None, rows, c, p)));
+        let (got, _) = run(FP, &[&x, &g, &b], |s, v| s.run(|cx| settled(cx.layer_norm(&fx(cx, &v[0], rows, c), None, None, p))));
         let want = plain::layer_norm(&q(&x), &g, &b, rows, c, p.eps);
         prop_assert!(max_abs_diff(&got, &want) < 5e-3);
     }
@@ -1012,13 +1057,14 @@ fn layer_norm_then_linear_shares_the_opening() {
     let (got, r) = run(FP, &[&x, &w, &b], |s, v| {
         let mw = s.run(|cx| cx.mask_weight(0, &v[1], c, out))?;
         let xc = s.run(|cx| {
-            cx.trunc_scaled(
-                &mpc_core::blocks::layer_norm::center_rows(&v[0], rows, c),
-                0,
-                1.0 / c as f64,
-            )
+            let centred = mpc_core::blocks::layer_norm::center_rows(&v[0], rows, c);
+            settled(cx.settle(fx(cx, &centred, rows, c).scaled(1.0 / c as f64)))
         })?;
-        s.run(|cx| cx.layer_norm_linear(&xc, &mw, Some(&v[2]), rows, c, p))
+        s.run(|cx| {
+            let xc = fx(cx, &xc, rows, c);
+            cx.layer_norm_linear(&xc, &mw, Some(&v[2]), p)
+                .map(Fx::into_share)
+        })
     });
     let ones = vec![1.0; c];
     let zeros = vec![0.0; c];
@@ -1041,9 +1087,11 @@ fn attention_values_given_as_an_operator_run_beside_the_relu() {
     let v = uniform(n * d, -2.0, 2.0, 42);
     let eps = 1e-3;
     let p = ReluAttention {
-        bits: 24,
-        coarse: 0,
-        one_round: false,
+        relu: Relu {
+            bits: 24,
+            coarse: 0,
+            one_round: false,
+        },
         eps,
         row_sum: ROW_SUMS,
     };
@@ -1053,9 +1101,9 @@ fn attention_values_given_as_an_operator_run_beside_the_relu() {
     let (got, r) = run(FP, &[&s, &v], |ss, x| {
         let ones = ss.ctx().public(&vec![FP.encode(1.0); n * d]);
         ss.run(|cx| {
-            let values = cx.mul(&x[1], &ones);
-            cx.relu_attention_untruncated(&x[0], values, n, n, d, p)
-                .then(|cx, y| y.truncate(cx))
+            let values = cx.mul(&fx(cx, &x[1], n, d), &fx(cx, &ones, n, d)).settled();
+            let s = fx(cx, &x[0], n, n);
+            settled(cx.relu_attention(&s, values, p))
         })
     });
     assert_eq!(r.online[0].rounds, 4 + 1);

@@ -4,10 +4,11 @@
 mod common;
 
 use common::{Shared, max_abs_diff, uniform};
+use mpc_core::compare::Relu;
 use mpc_core::local::{StreamLimits, run_local, run_local_streamed};
 use mpc_core::{
-    ChannelFeed, FixedPoint, MaterialGen, MemChannel, MpcError, Party, Result, Seed, Session,
-    Share, StreamedPool, reconstruct,
+    ChannelFeed, FixedPoint, Fx, MaterialGen, MemChannel, MpcError, Party, Result, Seed, Session,
+    Shape, Share, StreamedPool, reconstruct,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,8 +19,14 @@ const FP: FixedPoint = FixedPoint { frac_bits: 16 };
 fn layers(s: &mut Session, x: &Share) -> Result<Share> {
     let mut y = x.clone();
     for _ in 0..6 {
-        let sq = s.run(|cx| cx.mul(&y, &y))?;
-        let r = s.run(|cx| cx.relu(&y.sub(&sq), 32))?;
+        let sq = s.run(|cx| {
+            let y = cx.fx(y.clone(), Shape::flat(y.len()));
+            cx.mul(&y, &y).settled().map(Fx::into_share)
+        })?;
+        let r = s.run(|cx| {
+            let d = cx.fx(y.sub(&sq), Shape::flat(y.len()));
+            cx.relu(&d, Relu::exact(32)).map(Fx::into_share)
+        })?;
         y = r.add(&y);
     }
     Ok(y)

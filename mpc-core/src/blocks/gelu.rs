@@ -1,18 +1,18 @@
 //! GeLU under MPC: MPCFormer's quadratic ([`Ctx::gelu_quad`]) and the
-//! exact-erf GeLU by a piecewise quadratic ([`Ctx::gelu`]), each also with
-//! its output left untruncated for the next linear layer
-//! ([`Ctx::gelu_quad_pending`], [`Ctx::gelu_pending`]), with the
-//! approximations both the operators and their plaintext references use.
+//! exact-erf GeLU by a piecewise quadratic ([`Ctx::gelu`]), each with its
+//! output left untruncated (for the next linear layer to take, or
+//! [`Ctx::settle`]), with the approximations both the operators and their
+//! plaintext references use.
 //!
 //! Rounds and bytes are per party and online; "n" is the element count.
 //! Accuracy figures are measured by the tests in `tests/nonlinear.rs` and
 //! below at the default `f = 16`.
 
 use crate::approx::Piecewise;
-use crate::arith::Untruncated;
 use crate::ctx::Ctx;
 use crate::dealer::Squares;
 use crate::fixed::encode_at;
+use crate::fx::Fx;
 use crate::op::Op;
 use crate::share::Share;
 use std::sync::OnceLock;
@@ -43,9 +43,9 @@ pub const GELU_STEP_BITS: u32 = 3;
 /// with the boundaries in `[−4.625, 3.625]` makes the domain `|x| < 123`.
 pub const GELU_RANGE_BITS: u32 = 8;
 
-/// Bits by which [`Ctx::gelu_pending`] truncates `x²` beside the bits'
+/// Bits by which [`Ctx::gelu`] read at `in_frac < f` truncates `x²` beside the bits'
 /// opening (to `2·in_frac − 12` bits: 12 with the model's `in_frac = 12`;
-/// [`Ctx::gelu`] too, by at most `2f − 1`),
+/// at `f`, by at most `2f − 1`),
 /// so that `x²`'s coefficient keeps 15 fractional bits within the output's
 /// `2·in_frac + 3`. It balances the coefficient's rounding (`x² ≤ 21.4` on
 /// the quadratic segments) against the square's: the maximum error on a
@@ -81,56 +81,51 @@ pub fn gelu_piecewise() -> Piecewise {
     .clone()
 }
 
-impl Ctx<'_> {
-    /// MPCFormer's quadratic GeLU, `0.125x² + 0.25x + 0.5`.
-    ///
-    /// Evaluated at `2f + 3` fractional bits as `x² + 2x·2^f + 4·2^(2f)` and
-    /// truncated once by `f + 3`; `x²` comes from one opening of `x + r`
-    /// that also performs `x`'s pending truncation, if any
-    /// ([`Ctx::bit_compare`] with no threshold). Rounds 2; bytes
-    /// `8n + ⌈n/8⌉`; dealer to party 1: `8n` (`r²`), or with a pending
-    /// truncation by `s` 16 bytes and `2s` bits per element (`r_h²`, `r_h`
-    /// in full, `r_h·msb(r)`, `msb(r)` modulo `2^s`), plus the truncation's
-    /// `f + 3` bits per element. Exact to 1 ulp (2 with a pending truncation) for
-    /// `|x| < 2^(29.5 − f)`.
-    pub fn gelu_quad(&mut self, x: impl Into<Untruncated>) -> Op<Share> {
-        let f = self.frac_bits();
-        self.gelu_quad_pending(x, f).then(|c, y| y.truncate(c))
-    }
+/// Fractional bits of [`Ctx::gelu`]'s and [`Ctx::gelu_quad`]'s output for
+/// an input read at `in_frac` bits below the session's `f`: `2·in_frac +
+/// 3` (so `2·in_frac + 3 − f` pending at `f`).
+pub fn gelu_output_bits(in_frac: u32) -> u32 {
+    2 * in_frac + 3
+}
 
-    /// [`Ctx::gelu_quad`] with its input read at `in_frac ≤ f` fractional
-    /// bits and its output left untruncated at `2·in_frac + 3` bits (the
-    /// returned shift is `2·in_frac + 3 − f`), for a linear layer to take
-    /// as it is: its product is then at `2·in_frac + 3 + f` bits and its
-    /// truncation merges into the next opening, so the GeLU costs one
-    /// round, not two. With `in_frac = f − 4` (the model's choice) the
-    /// input keeps a resolution of 2^−12 (the quadratic's error from it is
-    /// at most `(0.25|x| + 0.25)·2^−12`) and the linear layer's output,
-    /// at `3f − 5` bits, keeps `2^(67 − 3f)` of headroom (2^19 at f = 16).
+impl Ctx<'_> {
+    /// MPCFormer's quadratic GeLU, `0.125x² + 0.25x + 0.5`, of `x` read at
+    /// its `frac` (`in_frac ≤ f`, with `2·in_frac + 3 ≥ f`), returned at
+    /// `f` bits with its truncation pending: at `2·in_frac + 3` bits
+    /// (`2·in_frac + 3 − f` pending), for [`Ctx::settle`] or for a linear
+    /// layer to take as it is (its product is then at `2·in_frac + 3 + f`
+    /// bits and its truncation merges into the next opening, so the GeLU
+    /// costs one round, not two).
     ///
-    /// Rounds 1; bytes `8n`; dealer as [`Ctx::gelu_quad`] without the
-    /// truncation. Exact to 1 ulp of `in_frac` for `|x| < 2^(29.5 − in_frac)`.
-    pub fn gelu_quad_pending(
-        &mut self,
-        x: impl Into<Untruncated>,
-        in_frac: u32,
-    ) -> Op<Untruncated> {
-        let x: Untruncated = x.into();
-        let f = self.frac_bits();
+    /// Evaluated as `x² + 2x·2^in_frac + 4·2^(2·in_frac)`; `x²` comes from
+    /// one opening of `x + r` that also performs `x`'s pending truncation,
+    /// if any ([`Ctx::bit_compare`] with no threshold). Rounds 1 (2 with
+    /// [`Ctx::settle`]); bytes `8n` (`8n + ⌈n/8⌉`); dealer to party 1: `8n`
+    /// (`r²`), or with a pending truncation by `s` 16 bytes and `2s` bits
+    /// per element (`r_h²`, `r_h` in full, `r_h·msb(r)`, `msb(r)` modulo
+    /// `2^s`), plus the settling truncation's `f + 3` bits per element.
+    /// Exact to 1 ulp of `in_frac` (2 with a pending truncation) for `|x| <
+    /// 2^(29.5 − in_frac)`. With `in_frac = f − 4` (the model's choice) the
+    /// input keeps a resolution of 2^−12 (the quadratic's error from it is
+    /// at most `(0.25|x| + 0.25)·2^−12`) and the linear layer's output, at
+    /// `3f − 5` bits, keeps `2^(67 − 3f)` of headroom (2^19 at f = 16).
+    pub fn gelu_quad(&mut self, x: &Fx) -> Op<Fx> {
+        let (f, in_frac, shape) = (self.frac_bits(), x.frac(), x.shape());
         assert!(
             in_frac <= f && 2 * in_frac + 3 >= f,
             "gelu_quad: input at {in_frac} of {f} fractional bits"
         );
-        let s = x.shift + (f - in_frac);
         // a comparison at no threshold: just the (truncating) opening and its square
-        self.bit_compare(&x.raw, &[], 62, 0, false, Squares::Each, s)
+        self.bit_compare(x, &[], 62, 0, false, Squares::Each)
             .then(move |c, o| {
                 let lin = o.value().scale_int(1u64 << (in_frac + 1));
                 let raw = c.add_scalar(&o.square_raw().add(&lin), 4u64 << (2 * in_frac));
-                Op::ready(Untruncated {
+                Op::ready(Fx::with_pending(
                     raw,
-                    shift: 2 * in_frac + 3 - f,
-                })
+                    shape,
+                    f,
+                    gelu_output_bits(in_frac) - f,
+                ))
             })
     }
 
@@ -155,10 +150,25 @@ impl Ctx<'_> {
     /// ([`crate::open::BitsOpened::select`],
     /// [`crate::open::BitsOpened::select_square`]): the telescoped sum
     /// `c₀ + c₁·x + c₂·x²` (coefficients at 54, `54 − f` and `54 + q − 2f`
-    /// fractional bits) needs no product round. Round 3 truncates it by
-    /// `54 − f`.
+    /// fractional bits) needs no product round. It is returned at `f` bits
+    /// with its truncation by `54 − f` pending (round 3: [`Ctx::settle`]).
     ///
-    /// Rounds 3. Bytes `8n + ⌈11n/8⌉ + 8n + ⌈n/8⌉` per party (17.5 per
+    /// Read at `in_frac < f` bits (`x.frac()`, for example `x.at_frac(f −
+    /// 4)`), the output is left at `2·in_frac + 3` bits instead
+    /// (`2·in_frac + 3 − f` pending, as [`Ctx::gelu_quad`] leaves it), for a linear
+    /// layer to take as it is: the GeLU then costs two rounds, not three,
+    /// and the linear layer's truncation merges into the next opening. The
+    /// coefficients are then at `2·in_frac + 3`, `in_frac + 3` and `3 +`
+    /// [`GELU_SQUARE_SHIFT`] fractional bits (`x²`, at `2·in_frac`, is
+    /// truncated by `GELU_SQUARE_SHIFT` beside the bits' opening), and the
+    /// first opening's truncation parts grow by `f − in_frac` bits each.
+    /// Error with `in_frac = f − 4` (the model's choice): the fit's 8.3e-4
+    /// plus the input's resolution `2^−in_frac` through the slope (≤
+    /// 1.13), the coefficients' rounding and the square's truncation
+    /// (measured 1.12e-3 on a dense grid over [−8, 8], asserted < 1.6e-3);
+    /// the output stays below `123·2^(2·in_frac + 3)`.
+    ///
+    /// Rounds 3 (2 at `in_frac < f`, with the output's truncation pending). Bytes `8n + ⌈11n/8⌉ + 8n + ⌈n/8⌉` per party (17.5 per
     /// element). Dealer per
     /// element: the DCF key (64 bytes) to each party; to party 1 `8·11`
     /// each for `ρ` and `ρ·r`, 8 for `r²`, for the square's truncation
@@ -166,8 +176,8 @@ impl Ctx<'_> {
     /// `ρ·msb(r₂)` modulo `2^q`), and `54 − f` bits (the last truncation);
     /// with a pending truncation by `s`, `r_h`, `r_h²`, `ρ·r_h` replace
     /// `r`'s parts and `2s + 11s` bits more (`msb(r)`, `r_h·msb(r)`,
-    /// `ρ·msb(r)` modulo `2^s`): 64 + 364.5 bytes in the model
-    /// ([`Ctx::gelu_pending`], `s = 36`, `f = 16`). CPU: 11 DCF
+    /// `ρ·msb(r)` modulo `2^s`): 64 + 364.5 bytes in the model (`in_frac =
+    /// f − 4`, `s = 36`, `f = 16`). CPU: 11 DCF
     /// evaluations of 4 AES blocks per element and party (the dealer: 14
     /// blocks per key), and 22 local multiply-adds. Error ≤ 8.3e-4
     /// (approximation) plus a few ulps (the truncations, the coefficients'
@@ -175,65 +185,43 @@ impl Ctx<'_> {
     /// 8.5e-4 on a dense grid over [−8, 8], boundaries included). Domain
     /// `|x| < 123` (trained checkpoints give `|x| < 10`); `3 ≤ f ≤ 18` and,
     /// with a pending truncation by `s`, `f + 8 + s ≤ 62`.
-    pub fn gelu(&mut self, x: impl Into<Untruncated>) -> Op<Share> {
-        let f = self.frac_bits();
-        let sq = GELU_SQUARE_SHIFT.min(2 * f - 1);
-        self.gelu_at(x.into(), f, GELU_SCALE, sq)
-            .then(move |c, y| c.trunc(&y, GELU_SCALE - f))
+    pub fn gelu(&mut self, x: &Fx) -> Op<Fx> {
+        let (f, in_frac, shape) = (self.frac_bits(), x.frac(), x.shape());
+        let (out, sq) = if in_frac == f {
+            (GELU_SCALE, GELU_SQUARE_SHIFT.min(2 * f - 1))
+        } else {
+            assert!(
+                in_frac < f && 2 * in_frac >= GELU_SQUARE_SHIFT,
+                "gelu: input at {in_frac} of {f} fractional bits"
+            );
+            (gelu_output_bits(in_frac), GELU_SQUARE_SHIFT)
+        };
+        self.gelu_at(x, out, sq)
+            .map(move |raw| Fx::with_pending(raw, shape, f, out - f))
     }
 
-    /// [`Ctx::gelu`] with its input read at `in_frac < f` fractional bits
-    /// and its output left untruncated at `2·in_frac + 3` bits (the
-    /// returned shift is `2·in_frac + 3 − f`, as [`Ctx::gelu_quad_pending`]
-    /// leaves it), for a linear layer to take as it is: the GeLU then costs
-    /// two rounds, not three, and the linear layer's truncation merges into
-    /// the next opening.
-    ///
-    /// The coefficients are then at `2·in_frac + 3`, `in_frac + 3` and `3 +`
-    /// [`GELU_SQUARE_SHIFT`] fractional bits (`x²`, at `2·in_frac`, is
-    /// truncated by `GELU_SQUARE_SHIFT` beside the bits' opening), and the
-    /// first opening's truncation parts grow by `f − in_frac` bits each.
-    ///
-    /// Rounds 2. Bytes `8n + ⌈11n/8⌉ + 8n` per party. Dealer as
-    /// [`Ctx::gelu`] without the last truncation. Error with `in_frac = f −
-    /// 4` (the model's choice): the fit's 8.3e-4 plus the input's
-    /// resolution `2^−in_frac` through the slope (≤ 1.13), the
-    /// coefficients' rounding and the square's truncation (measured
-    /// 1.12e-3 on a dense grid over [−8, 8], asserted < 1.6e-3). Domain
-    /// as [`Ctx::gelu`]; the output stays below `123·2^(2·in_frac + 3)`.
-    pub fn gelu_pending(&mut self, x: impl Into<Untruncated>, in_frac: u32) -> Op<Untruncated> {
-        let f = self.frac_bits();
-        assert!(
-            in_frac < f && 2 * in_frac >= GELU_SQUARE_SHIFT,
-            "gelu_pending: input at {in_frac} of {f} fractional bits"
-        );
-        let out = 2 * in_frac + 3;
-        self.gelu_at(x.into(), in_frac, out, GELU_SQUARE_SHIFT)
-            .map(move |raw| Untruncated {
-                raw,
-                shift: out - f,
-            })
-    }
-
-    /// The erf GeLU of `x` read at `in_frac` fractional bits, at `out`
-    /// fractional bits, `x²` truncated by `sq` in round 2: rounds 2 (see
-    /// [`Ctx::gelu`] and [`Ctx::gelu_pending`]).
-    fn gelu_at(&mut self, x: Untruncated, in_frac: u32, out: u32, sq: u32) -> Op<Share> {
+    /// The erf GeLU of `x` read at its `frac`, at `out` fractional bits,
+    /// `x²` truncated by `sq` in round 2: rounds 2 (see [`Ctx::gelu`]).
+    fn gelu_at(&mut self, x: &Fx, out: u32, sq: u32) -> Op<Share> {
         let f = self.frac_bits();
         assert!(
             (GELU_STEP_BITS..=18).contains(&f),
             "gelu: {f} fractional bits outside {GELU_STEP_BITS}..=18"
         );
         // coefficient d multiplies x^d, at out − d·in_frac (+ sq for x²) bits
+        let in_frac = x.frac();
         let scales = [out, out - in_frac, out + sq - 2 * in_frac];
-        let s = x.shift;
         let pw = gelu_piecewise();
-        let t: Vec<u64> = pw.thresholds.iter().map(|t| encode_at(*t, f + s)).collect();
-        let bits = f + GELU_RANGE_BITS + s;
-        let coarse = f - GELU_STEP_BITS + s;
-        let trunc = s + f - in_frac;
+        // the comparison reads every bit of x, the opening truncates it to in_frac
+        let t: Vec<u64> = pw
+            .thresholds
+            .iter()
+            .map(|t| encode_at(*t, x.bits()))
+            .collect();
+        let bits = x.bits() + GELU_RANGE_BITS;
+        let coarse = x.bits() - GELU_STEP_BITS;
         let square = Squares::EachTruncated(sq);
-        self.bit_compare(&x.raw, &t, bits, coarse, true, square, trunc)
+        self.bit_compare(x, &t, bits, coarse, true, square)
             .then(|_, cmp| cmp.open())
             .then(move |c, opened| {
                 // coefficient d at `scales[d]` fractional bits: c_d(0) plus

@@ -1,13 +1,14 @@
 //! LayerNorm: centred rows, their inverse standard deviation, and the
 //! products of the normalised rows with the scale and the next weight.
 
-use crate::arith::{MaskedWeight, Untruncated, beaver_term};
+use crate::arith::{MaskedWeight, beaver_term};
 use crate::channel;
 use crate::ctx::{Ctx, expect_triple};
 use crate::dealer::Request;
 use crate::error::check_len;
 use crate::fixed::encode_at;
-use crate::nonlinear::{Domain, EXTRA_FRAC, NORM_INV_FRAC, PiecewiseEval, narrowed, tile};
+use crate::fx::{Fx, Shape};
+use crate::nonlinear::{Domain, NORM_INV_FRAC, PiecewiseEval, tile};
 use crate::op::{Op, attempt};
 use crate::open::{NormProducts, masked_products};
 use crate::ring;
@@ -37,19 +38,27 @@ impl Default for LayerNormParams {
 /// What a LayerNorm's shared part (`Ctx::norm_inverse`) leaves: the
 /// truncated centred rows, their requested products at `2f` bits
 /// (untruncated) and the rows' `√c/√u` with its truncation pending (to
-/// `f + EXTRA_FRAC` bits; [`NormInverse::narrow`] for the products).
+/// `f + EXTRA_FRAC` bits; [`NormInverse::scale`] for the products).
 struct NormInverse {
-    inv: Untruncated,
-    centred: Share,
-    scaled: Option<Share>,
-    product: Option<Share>,
+    inv: Fx,
+    centred: Fx,
+    scaled: Option<Fx>,
+    product: Option<Fx>,
 }
 
 impl NormInverse {
-    /// `√c/√u` truncating to `f + NORM_INV_FRAC` bits, to scale the
-    /// `2f`-bit products: their product then fits the ring untruncated.
-    fn narrow(&self) -> Untruncated {
-        narrowed(self.inv.clone(), NORM_INV_FRAC)
+    /// `x`'s rows times `√c/√u` ([`Ctx::mul_rows`]), read at `f` bits:
+    /// the centred rows (at `f`) by the inverse at `f + EXTRA_FRAC`, a
+    /// product (at `2f`, kept whole) by the inverse read at `f +
+    /// NORM_INV_FRAC`, so that their product fits the ring untruncated.
+    fn scale(&self, ctx: &mut Ctx<'_>, x: &Fx) -> Op<Fx> {
+        let f = self.centred.frac();
+        let inv = if x.frac() > f {
+            self.inv.at_frac(f + NORM_INV_FRAC)
+        } else {
+            self.inv.clone()
+        };
+        ctx.mul_rows(x, &inv).map(move |y| y.at_frac(f))
     }
 }
 
@@ -70,10 +79,11 @@ impl Ctx<'_> {
     /// model owner has folded them into the next linear layer.
     ///
     /// Steps: `d = c·x − Σx` (local); `x − μ = d/c` with its truncation
-    /// pending ([`crate::arith::scaled`]), then [`Ctx::layer_norm_centered`],
+    /// pending ([`Fx::scaled`]), then [`Ctx::layer_norm_centered`],
     /// whose first opening performs it.
     ///
-    /// Rounds 5. Bytes per party ≈ `rows·c·(8 + t/8 + 8 + 3/8) +
+    /// Returned at `f` bits with its last truncation pending. Rounds 4 (5
+    /// with [`Ctx::settle`]). Bytes per party ≈ `rows·c·(8 + t/8 + 8 + 3/8) +
     /// rows·(ℓ/8 + 32)`, `t` the shift of the scaling by `1/c` (`log2 c`
     /// for a power of two, else about `SCALE_BITS + log2 c`): the second
     /// opening carries only its wrap part ([`crate::open::BitCompared::products`]).
@@ -84,23 +94,20 @@ impl Ctx<'_> {
     /// `params.var`, plus a few ulps; requires `|x − μ| < 2^(31 − f)`.
     pub fn layer_norm(
         &mut self,
-        x: &Share,
+        x: &Fx,
         gamma: Option<&MaskedWeight>,
         beta: Option<&Share>,
-        rows: usize,
-        c: usize,
         params: LayerNormParams,
-    ) -> Op<Share> {
-        attempt!(check_len("layer_norm", "input", x.len(), rows * c));
-        let xc = crate::arith::scaled(&center_rows(x, rows, c), 0, 1.0 / c as f64);
-        self.layer_norm_centered(xc, gamma, beta, rows, c, params)
-            .then(|ctx, y| y.truncate(ctx))
+    ) -> Op<Fx> {
+        let (rows, c) = (x.rows(), x.cols());
+        let xc = x.like(center_rows(x.share(), rows, c));
+        self.layer_norm_centered(&xc.scaled(1.0 / c as f64), gamma, beta, params)
     }
 
-    /// [`Ctx::layer_norm`] from the centred rows `x − μ` on, which may carry
-    /// a pending truncation (for example `scaled(center_rows(x_raw), f,
-    /// 1/c)` of a residual-stream value `x_raw` at `2f` bits): the first
-    /// opening performs it. The result is returned with its last truncation
+    /// [`Ctx::layer_norm`] from the centred rows `x − μ` on (rows×c), which may carry
+    /// a pending truncation (for example `center_rows` of a residual-stream
+    /// value at `2f` bits, [`Fx::scaled`] by `1/c`): the first
+    /// opening performs it. The result is returned at `f` bits with its last truncation
     /// pending (`2f + NORM_INV_FRAC` bits with `γ`, `f + EXTRA_FRAC`
     /// without), for a consumer to merge.
     ///
@@ -118,36 +125,24 @@ impl Ctx<'_> {
     /// once and the rest moves up. Rounds 4 (5 with the final truncation).
     pub fn layer_norm_centered(
         &mut self,
-        xc: impl Into<Untruncated>,
+        xc: &Fx,
         gamma: Option<&MaskedWeight>,
         beta: Option<&Share>,
-        rows: usize,
-        c: usize,
         params: LayerNormParams,
-    ) -> Op<Untruncated> {
-        let xc: Untruncated = xc.into();
+    ) -> Op<Fx> {
+        let (rows, c) = (xc.rows(), xc.cols());
         if let Some(b) = beta {
             attempt!(check_len("layer_norm", "beta", b.len(), c));
         }
-        let f = self.frac_bits();
-        // x·γ at 2f times 1/σ at f + NORM_INV_FRAC, or x − μ at f times 1/σ at f + EXTRA_FRAC
-        let s = if gamma.is_some() {
-            2 * f + NORM_INV_FRAC
-        } else {
-            f + EXTRA_FRAC
-        };
-        let beta = beta.map(|b| Share::new(tile(b.as_slice(), rows)).scale_int(1 << s));
-        self.norm_inverse(&xc, gamma, None, rows, c, params)
+        let beta = beta.map(|b| self.fx(Share::new(tile(b.as_slice(), rows)), xc.shape()));
+        self.norm_inverse(xc, gamma, None, params)
             .then(move |ctx, n| match &n.scaled {
-                Some(xg) => ctx.mul_rows_pending(&xg.into(), &n.narrow(), rows, c),
-                None => ctx.mul_rows_pending(&(&n.centred).into(), &n.inv, rows, c),
+                Some(xg) => n.scale(ctx, xg),
+                None => n.scale(ctx, &n.centred),
             })
-            .map(move |y| Untruncated {
-                raw: match beta {
-                    Some(b) => y.add(&b),
-                    None => y,
-                },
-                shift: s,
+            .map(move |y| match beta {
+                Some(b) => y.add(&b),
+                None => y,
             })
     }
 
@@ -155,29 +150,25 @@ impl Ctx<'_> {
     /// truncation), a LayerNorm without affine step (fold `γ`, `β` into
     /// `W`, `b` beforehand) followed by a linear layer: the opening of
     /// `x − μ` for the products also serves `(x − μ)·W`, which is then
-    /// scaled per row by `1/σ`. Rounds 5, as [`Ctx::layer_norm_centered`].
+    /// scaled per row by `1/σ`; the result at `f` bits, settled. Rounds 5, as [`Ctx::layer_norm_centered`].
     /// Bytes per party ≈ `8·rows·(2c + out) + …` (the row scaling opens rows×out).
     pub fn layer_norm_linear(
         &mut self,
-        xc: impl Into<Untruncated>,
+        xc: &Fx,
         w: &MaskedWeight,
         bias: Option<&Share>,
-        rows: usize,
-        c: usize,
         params: LayerNormParams,
-    ) -> Op<Share> {
-        let xc: Untruncated = xc.into();
-        let out = w.cols();
+    ) -> Op<Fx> {
+        let (rows, out) = (xc.rows(), w.cols());
         if let Some(b) = bias {
             attempt!(check_len("layer_norm_linear", "bias", b.len(), out));
         }
-        let bias = bias.map(|b| Share::new(tile(b.as_slice(), rows)));
-        self.norm_inverse(&xc, None, Some(w), rows, c, params)
+        let bias =
+            bias.map(|b| self.fx(Share::new(tile(b.as_slice(), rows)), Shape::new(rows, out)));
+        self.norm_inverse(xc, None, Some(w), params)
             .then(move |ctx, n| {
                 let xw = n.product.as_ref().expect("requested product");
-                let s = 2 * ctx.frac_bits() + NORM_INV_FRAC;
-                ctx.mul_rows_pending(&xw.into(), &n.narrow(), rows, out)
-                    .then(move |ctx, y| ctx.trunc(&y, s))
+                n.scale(ctx, xw).then(move |ctx, y| ctx.settle(y))
             })
             .map(move |y| match bias {
                 Some(b) => y.add(&b),
@@ -194,31 +185,27 @@ impl Ctx<'_> {
     /// GeLU or ReLU that truncates in its own opening) can run side by side.
     pub fn layer_norm_and_linear(
         &mut self,
-        xc: impl Into<Untruncated>,
+        xc: &Fx,
         norm: (&MaskedWeight, &Share),
         next: (&MaskedWeight, Option<&Share>),
-        rows: usize,
-        c: usize,
         params: LayerNormParams,
-    ) -> Op<(Untruncated, Untruncated)> {
-        let xc: Untruncated = xc.into();
+    ) -> Op<(Fx, Fx)> {
         let ((gamma, beta), (w, bias)) = (norm, next);
-        let out = w.cols();
+        let (rows, c, out) = (xc.rows(), xc.cols(), w.cols());
         attempt!(check_len("layer_norm", "beta", beta.len(), c));
         if let Some(b) = bias {
             attempt!(check_len("layer_norm_and_linear", "bias", b.len(), out));
         }
-        let s = 2 * self.frac_bits() + NORM_INV_FRAC;
-        // the shifts at the products' scale before their pending truncation
-        let beta = Share::new(tile(beta.as_slice(), rows)).scale_int(1 << s);
-        let bias = bias.map(|b| Share::new(tile(b.as_slice(), rows)).scale_int(1 << s));
-        self.norm_inverse(&xc, Some(gamma), Some(w), rows, c, params)
+        // the shifts, lifted to the products' scale by the sums
+        let beta = self.fx(Share::new(tile(beta.as_slice(), rows)), xc.shape());
+        let bias =
+            bias.map(|b| self.fx(Share::new(tile(b.as_slice(), rows)), Shape::new(rows, out)));
+        self.norm_inverse(xc, Some(gamma), Some(w), params)
             .then(move |ctx, n| {
                 let scaled = n.scaled.as_ref().expect("scaled");
                 let product = n.product.as_ref().expect("product");
-                let inv = n.narrow();
-                let z = ctx.mul_rows_pending(&scaled.into(), &inv, rows, c);
-                let y = ctx.mul_rows_pending(&product.into(), &inv, rows, out);
+                let z = n.scale(ctx, scaled);
+                let y = n.scale(ctx, product);
                 z.join(y)
             })
             .map(move |(z, y)| {
@@ -226,8 +213,7 @@ impl Ctx<'_> {
                     Some(b) => y.add(&b),
                     None => y,
                 };
-                let pending = |raw| Untruncated { raw, shift: s };
-                (pending(z.add(&beta)), pending(y))
+                (z.add(&beta), y)
             })
     }
 
@@ -237,14 +223,12 @@ impl Ctx<'_> {
     /// its last truncation pending (for the row scaling).
     fn norm_inverse(
         &mut self,
-        xc: &Untruncated,
+        xc: &Fx,
         gamma: Option<&MaskedWeight>,
         next: Option<&MaskedWeight>,
-        rows: usize,
-        c: usize,
         params: LayerNormParams,
     ) -> Op<NormInverse> {
-        attempt!(check_len("layer_norm", "input", xc.raw.len(), rows * c));
+        let (rows, c) = (xc.rows(), xc.cols());
         if let Some(g) = gamma {
             attempt!(check_len("layer_norm", "gamma", g.rows() * g.cols(), c));
         }
@@ -262,32 +246,29 @@ impl Ctx<'_> {
         };
         // the rsqrt in one round on u at 2f (its truncation done by the same opening)
         let rsqrt = move |ctx: &mut Ctx<'_>, u_raw: Share| {
-            ctx.piecewise_linear_pending(
-                Untruncated {
-                    raw: u_raw,
-                    shift: f,
-                },
-                &pe,
-            )
+            let u = Fx::with_pending(u_raw, Shape::new(rows, 1), f, f);
+            ctx.piecewise_linear(u, &pe)
         };
-        let finish = move |xt: Share, p: NormProducts, inv: Untruncated| NormInverse {
+        // x − μ at f bits, its products with γ and W at 2f (kept whole)
+        let (shape, out) = (xc.shape(), next.as_ref().map_or(0, |w| w.cols()));
+        let finish = move |xt: Share, p: NormProducts, inv: Fx| NormInverse {
             inv,
-            centred: xt,
-            scaled: p.scaled,
-            product: p.product,
+            centred: Fx::new(xt, shape, f),
+            scaled: p.scaled.map(|s| Fx::new(s, shape, 2 * f)),
+            product: p.product.map(|s| Fx::new(s, Shape::new(rows, out), 2 * f)),
         };
-        if xc.shift == 0 {
+        if xc.pending() == 0 {
             // one opening for the square and every product
-            let xt = xc.raw.clone();
+            let xt = xc.share().clone();
             return self
-                .norm_products_raw(&xc.raw, true, gamma.as_ref(), next.as_ref(), rows, c)
+                .norm_products(xc.share(), true, gamma.as_ref(), next.as_ref(), rows, c)
                 .then(move |ctx, p| {
                     let u_raw = u_of(ctx, &p.square);
                     rsqrt(ctx, u_raw).map(move |inv| finish(xt, p, inv))
                 });
         }
         // a truncating opening gives x − μ and its square; then the products
-        self.norm_opening(xc, c, gamma.as_ref(), next.as_ref())
+        self.norm_opening(xc, gamma.as_ref(), next.as_ref())
             .then(move |ctx, o| {
                 let xt = o.value();
                 let u_raw = ctx.add_scalar(&o.square_row_sums(), eps);
@@ -311,7 +292,7 @@ impl Ctx<'_> {
     /// (c×out), `x·W`. All without truncation.
     /// Rounds 1; sends `8·rows·c` bytes per party; local work includes one
     /// rows×c×out product pair for `W`.
-    pub fn norm_products_raw(
+    fn norm_products(
         &mut self,
         x: &Share,
         square: bool,

@@ -12,7 +12,7 @@ pub enum Request {
     },
     /// Dot-product triples: `a_t`, `b_t` (`terms` of them, `n` long each,
     /// term after term) and `c = Σ_t a_t·b_t` (`n` long): the masks of
-    /// [`crate::Ctx::dot_raw`], one product share per element whatever
+    /// [`crate::Ctx::dot`], one product share per element whatever
     /// the number of terms.
     Dot {
         /// Elements.
@@ -42,7 +42,7 @@ pub enum Request {
         cols: usize,
     },
     /// For a row scaling whose vector is truncated on the way in (see
-    /// `Ctx::scale_rows`): `A` (rows×cols) masks the matrix, a 64-bit `r`
+    /// `Ctx::mul_rows`): `A` (rows×cols) masks the matrix, a 64-bit `r`
     /// (rows) masks the vector, and with `r_h = r >> shift`, `m_r = msb(r)`:
     /// shares of `r_h`, `m_r`, `A_ij·r_h,i` and `A_ij·m_r,i`.
     TruncRowScale {
@@ -54,7 +54,7 @@ pub enum Request {
         shift: u32,
     },
     /// For a row scaling whose matrix and vector are both truncated on the
-    /// way in (see `Ctx::mul_rows_pending`): 64-bit masks `A` (rows×cols)
+    /// way in (see `Ctx::mul_rows`): 64-bit masks `A` (rows×cols)
     /// and `r` (rows); with `a_h = A >> x_shift`, `a_m = msb(A)`, `r_h = r >>
     /// v_shift`, `r_m = msb(r)`: shares of `a_h`, `a_m`, `r_h`, `r_m` and of
     /// the four products `a_h·r_h`, `a_h·r_m`, `a_m·r_h`, `a_m·r_m`

@@ -77,3 +77,18 @@ pub fn uniform(n: usize, lo: f64, hi: f64, seed: u64) -> Vec<f64> {
 }
 
 pub const P0: Party = Party::P0;
+
+/// Party's share `s` at the session's `f` fractional bits, a rows × cols matrix.
+pub fn fx(c: &mpc_core::Ctx<'_>, s: &Share, rows: usize, cols: usize) -> mpc_core::Fx {
+    c.fx(s.clone(), mpc_core::Shape::new(rows, cols))
+}
+
+/// `op`'s result with its pending truncation applied, as a share.
+pub fn settled(op: mpc_core::Op<mpc_core::Fx>) -> mpc_core::Op<Share> {
+    op.then(|c, y| c.settle(y)).map(mpc_core::Fx::into_share)
+}
+
+/// Party's share `s` at the session's `f` fractional bits, as one row.
+pub fn flat(c: &mpc_core::Ctx<'_>, s: &Share) -> mpc_core::Fx {
+    fx(c, s, 1, s.len())
+}
