@@ -234,6 +234,33 @@ fn writes_alpha(config: &ModelConfig, block: usize) -> bool {
 
 const BINARY_TOL: f32 = 1e-6;
 
+/// The sizes that shape the weights, read once from a config: `c` the width, `m` the
+/// MLP's hidden width, `n` the tokens, `h` the heads, `p` the patch side, `k` the input
+/// channels, `eps` the LayerNorm's epsilon.
+struct Dims {
+    c: usize,
+    m: usize,
+    n: usize,
+    h: usize,
+    p: usize,
+    k: usize,
+    eps: f32,
+}
+
+impl Dims {
+    fn of(config: &ModelConfig) -> Self {
+        Self {
+            c: config.dim,
+            m: config.mlp_hidden,
+            n: config.num_tokens(),
+            h: config.heads,
+            p: config.patch_size,
+            k: config.in_channels,
+            eps: config.layer_norm_eps,
+        }
+    }
+}
+
 impl Weights {
     /// Reads weights from safetensors bytes for `config` (which must be normalised:
     /// [`ModelConfig::normalized`]), checking names, shapes, dtypes, finiteness, and that
@@ -244,19 +271,17 @@ impl Weights {
             st: SafeTensors::deserialize(bytes)?,
             used: BTreeSet::new(),
         };
-        let (c, m, n, h, p) = (
-            config.dim,
-            config.mlp_hidden,
-            config.num_tokens(),
-            config.heads,
-            config.patch_size,
-        );
-        let eps = config.layer_norm_eps;
+        let Dims {
+            c,
+            m,
+            n,
+            h,
+            p,
+            k,
+            eps,
+        } = Dims::of(config);
         let conv = PatchConv {
-            weight: r.take(
-                "tokenizer.conv_layers.0.0.weight",
-                &[c, config.in_channels, p, p],
-            )?,
+            weight: r.take("tokenizer.conv_layers.0.0.weight", &[c, k, p, p])?,
             bias: r.take("tokenizer.conv_layers.0.0.bias", &[c])?,
         };
         let class_emb = r.take("classifier.class_emb", &[1, 1, c])?;
@@ -328,19 +353,14 @@ impl Weights {
     /// Every tensor with its state-dict name and shape, in a fixed order, including the
     /// `alpha` / `beta` tensors derived from `config`'s tables.
     pub fn named_tensors(&self, config: &ModelConfig) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-        let (c, n, h, p) = (
-            config.dim,
-            config.num_tokens(),
-            config.heads,
-            config.patch_size,
-        );
+        let Dims { c, n, h, p, k, .. } = Dims::of(config);
         let mut out: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
         let mut push = |name: String, shape: Vec<usize>, data: &[f32]| {
             out.push((name, shape, data.to_vec()));
         };
         push(
             "tokenizer.conv_layers.0.0.weight".into(),
-            vec![c, config.in_channels, p, p],
+            vec![c, k, p, p],
             &self.conv.weight,
         );
         push(
@@ -437,14 +457,9 @@ impl Weights {
     /// norms near identity).
     pub fn random(config: &ModelConfig, seed: u64) -> Self {
         let rng = &mut SplitMix64(seed);
-        let (c, m, n, p, k) = (
-            config.dim,
-            config.mlp_hidden,
-            config.num_tokens(),
-            config.patch_size,
-            config.in_channels,
-        );
-        let eps = config.layer_norm_eps;
+        let Dims {
+            c, m, n, p, k, eps, ..
+        } = Dims::of(config);
         let conv = PatchConv {
             weight: rng.normals(c * k * p * p, 0.0, 1.0 / ((k * p * p) as f32).sqrt()),
             bias: rng.normals(c, 0.0, 0.1),

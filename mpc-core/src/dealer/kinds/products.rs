@@ -133,6 +133,30 @@ impl WeightMask {
     }
 }
 
+/// The full masks of a row-scaled product: the matrix mask `A` and the vector mask `r`
+/// summed from both parties' shares, `r`'s high part `r >> shift` and its `msb`, and those
+/// two repeated over each row's `cols` columns (`rh`, `rm`).
+struct RowMasks {
+    a: Vec<u64>,
+    r_high: Vec<u64>,
+    r_msb: Vec<u64>,
+    rh: Vec<u64>,
+    rm: Vec<u64>,
+}
+
+impl RowMasks {
+    fn sum(a: [&[u64]; 2], r: [&[u64]; 2], shift: u32, cols: usize) -> Self {
+        let (r_high, r_msb) = high_and_msb(&ring::add(r[0], r[1]), shift);
+        RowMasks {
+            a: ring::add(a[0], a[1]),
+            rh: ring::repeat_rows(&r_high, cols),
+            rm: ring::repeat_rows(&r_msb, cols),
+            r_high,
+            r_msb,
+        }
+    }
+}
+
 kind! {
     /// See [`Request::TruncRowScale`].
     TruncRowScale(req) {
@@ -159,16 +183,12 @@ impl TruncRowScale {
         let Request::TruncRowScale { cols, shift, .. } = *req else {
             unreachable!()
         };
-        let a = ring::add(&m0.a, &m1.a);
-        let r = ring::add(&m0.r, &m1.r);
-        let (r_high, r_msb) = high_and_msb(&r, shift);
-        let a_high = ring::mul(&a, &ring::repeat_rows(&r_high, cols));
-        let a_msb = ring::mul(&a, &ring::repeat_rows(&r_msb, cols));
+        let m = RowMasks::sum([&m0.a, &m1.a], [&m0.r, &m1.r], shift, cols);
         let full = TruncRowScale {
-            r_high,
-            r_msb,
-            a_high,
-            a_msb,
+            a_high: ring::mul(&m.a, &m.rh),
+            a_msb: ring::mul(&m.a, &m.rm),
+            r_high: m.r_high,
+            r_msb: m.r_msb,
             ..TruncRowScale::empty()
         };
         Ok((full, Vec::new()))
@@ -217,14 +237,14 @@ impl PendingRowScale {
         else {
             unreachable!()
         };
-        let a = ring::add(&m0.a, &m1.a);
-        let r = ring::add(&m0.r, &m1.r);
+        let RowMasks {
+            a,
+            r_high,
+            r_msb,
+            rh,
+            rm,
+        } = RowMasks::sum([&m0.a, &m1.a], [&m0.r, &m1.r], v_shift, cols);
         let (a_high, a_msb) = high_and_msb(&a, x_shift);
-        let (r_high, r_msb) = high_and_msb(&r, v_shift);
-        let (rh, rm) = (
-            ring::repeat_rows(&r_high, cols),
-            ring::repeat_rows(&r_msb, cols),
-        );
         let full = PendingRowScale {
             high_high: ring::mul(&a_high, &rh),
             high_msb: ring::mul(&a_high, &rm),
