@@ -400,15 +400,7 @@ mod tests {
     fn batches_over_many_keys_and_chunks_match_single_evaluations() {
         let bits = 20;
         let keys = 900;
-        let roots: Vec<[Block; 2]> = (0..keys)
-            .map(|k| {
-                let mut r0 = [k as u8; 16];
-                r0[1] = (k >> 8) as u8;
-                let mut r1 = r0;
-                r1[2] = 0x5a;
-                [r0, r1]
-            })
-            .collect();
+        let roots = crate::dcf::tests::root_pairs(keys);
         let alphas: Vec<u64> = (0..keys as u64).map(|k| (k * 7919) % (1 << bits)).collect();
         let r0: Vec<Block> = roots.iter().map(|r| r[0]).collect();
         let r1: Vec<Block> = roots.iter().map(|r| r[1]).collect();

@@ -43,11 +43,10 @@ fn shares_sum_to_step_function() {
     }
 }
 
-#[test]
-fn batches_over_many_keys_and_chunks_match_single_evaluations() {
-    let bits = 20;
-    let keys = 700;
-    let roots: Vec<[Block; 2]> = (0..keys)
+/// Distinct root-seed pairs of both parties for `keys` keys (shared by the
+/// bit-output variant's tests).
+pub(super) fn root_pairs(keys: usize) -> Vec<[Block; 2]> {
+    (0..keys)
         .map(|k| {
             let mut r0 = [k as u8; 16];
             r0[1] = (k >> 8) as u8;
@@ -55,7 +54,14 @@ fn batches_over_many_keys_and_chunks_match_single_evaluations() {
             r1[2] = 0x5a;
             [r0, r1]
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn batches_over_many_keys_and_chunks_match_single_evaluations() {
+    let bits = 20;
+    let keys = 700;
+    let roots = root_pairs(keys);
     let alphas: Vec<u64> = (0..keys as u64).map(|k| (k * 7919) % (1 << bits)).collect();
     let betas: Vec<u64> = (1..=keys as u64).collect();
     let r0: Vec<Block> = roots.iter().map(|r| r[0]).collect();
